@@ -1,0 +1,49 @@
+export {
+  EtchError,
+  abortError,
+  isEtchError,
+  throwIfAborted,
+  type EtchErrorCode,
+  type EtchErrorDetails,
+  type EtchErrorOptions,
+} from './errors.js';
+export { silentLogger, type LogFields, type Logger } from './logger.js';
+export {
+  CURRENT_VERSION,
+  LEGACY_VERSION_ENTRY_NAME,
+  VERSION_ENTRY_NAME,
+  assertSupportedVersion,
+  formatVersion,
+  isNewerMinor,
+  isVersionEntryName,
+  parseVersion,
+  type FormatVersion,
+} from './version.js';
+export {
+  INJECT_ROOT,
+  MAX_PARTITION,
+  assertPartition,
+  injectPath,
+  normalizeRelativePath,
+  parseInjectName,
+  parsePartition,
+  resolveHardlinkTarget,
+  type InjectName,
+} from './paths.js';
+export {
+  RAW_IMAGE_EXTENSIONS,
+  assertBaseImageName,
+  baseImageContainer,
+  isRawImageName,
+  type BaseImageContainer,
+} from './base-image.js';
+export {
+  EtchOrderValidator,
+  INJECT_ENTRY_TYPES,
+  classifyInjectEntry,
+  type ClassifiedEntry,
+  type EntryHeaderLike,
+  type InjectEntryType,
+  type TarEntryType,
+} from './entries.js';
+export { parseEntryName, type ParsedEntryName } from './entry-name.js';

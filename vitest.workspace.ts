@@ -1,0 +1,22 @@
+/**
+ * The test projects, one per package, named after it. Vitest 4 no longer reads this file by itself;
+ * `vitest.config.ts` imports the list, so this stays the one place that names the projects.
+ */
+export interface EtchTestProject {
+  /** Project name shown by vitest: the package name. */
+  name: string;
+  /** Package folder under packages/. */
+  dir: string;
+  /** Per-test timeout; suites that start daemons need more. */
+  testTimeout?: number;
+}
+
+export const projects: EtchTestProject[] = [
+  { name: '@etch/format', dir: 'format' },
+  { name: '@etch/tar', dir: 'tar' },
+  { name: '@etch/core', dir: 'core' },
+  { name: 'dotetch', dir: 'dotetch', testTimeout: 60_000 },
+  { name: '@etch/docker-store', dir: 'docker-store', testTimeout: 120_000 },
+];
+
+export default projects;
