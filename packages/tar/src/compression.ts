@@ -1,0 +1,67 @@
+import { createRequire } from 'node:module';
+import type { Transform } from 'node:stream';
+import * as zlib from 'node:zlib';
+import { EtchError } from '@etch/format';
+
+/** Compression of a whole `.etch` stream (or of a layer). */
+export type Compression = 'none' | 'gzip' | 'zstd';
+
+/** Bytes needed to recognise every supported format. */
+export const MAGIC_LENGTH = 4;
+
+/**
+ * Recognises gzip and zstd (including skippable frames) by their magic bytes; anything else is `'none'`.
+ */
+export function detectCompression(head: Uint8Array): Compression {
+  if (head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
+  if (head[0] === 0x28 && head[1] === 0xb5 && head[2] === 0x2f && head[3] === 0xfd) return 'zstd';
+  // Skippable frames: 0x184D2A50..0x184D2A5F little-endian.
+  if ((head[0] ?? 0) >> 4 === 0x5 && head[1] === 0x2a && head[2] === 0x4d && head[3] === 0x18) return 'zstd';
+  return 'none';
+}
+
+type ZstdNapi = {
+  CompressStream: new (parameters?: { compressionLevel?: number }) => Transform;
+  DecompressStream: new () => Transform;
+};
+
+type ZlibWithZstd = typeof zlib & {
+  createZstdCompress?: (options?: { params?: Record<number, number> }) => Transform;
+  createZstdDecompress?: () => Transform;
+  constants: typeof zlib.constants & { ZSTD_c_compressionLevel?: number };
+};
+
+let napi: ZstdNapi | undefined;
+
+function zstdNapi(): ZstdNapi {
+  if (napi === undefined) {
+    try {
+      napi = createRequire(import.meta.url)('zstd-napi') as ZstdNapi;
+    } catch (cause) {
+      throw new EtchError(
+        'ETCH_UNSUPPORTED_COMPRESSION',
+        'zstd needs Node >= 22.15 or the zstd-napi package, which failed to load. Reinstall dependencies, or use gzip.',
+        { cause },
+      );
+    }
+  }
+  return napi;
+}
+
+/** A transform that decompresses `kind` (native zlib where the runtime has it). */
+export function createDecompressor(kind: Exclude<Compression, 'none'>): Transform {
+  if (kind === 'gzip') return zlib.createGunzip();
+  const native = (zlib as ZlibWithZstd).createZstdDecompress;
+  return native ? native() : new (zstdNapi().DecompressStream)();
+}
+
+/** A transform that compresses to `kind`. `level` defaults to each format's usual default (gzip 6, zstd 3). */
+export function createCompressor(kind: Exclude<Compression, 'none'>, level?: number): Transform {
+  if (kind === 'gzip') return zlib.createGzip(level === undefined ? {} : { level });
+  const z = zlib as ZlibWithZstd;
+  if (z.createZstdCompress) {
+    const key = z.constants.ZSTD_c_compressionLevel;
+    return z.createZstdCompress(level === undefined || key === undefined ? {} : { params: { [key]: level } });
+  }
+  return new (zstdNapi().CompressStream)(level === undefined ? {} : { compressionLevel: level });
+}

@@ -1,0 +1,235 @@
+import { Readable } from 'node:stream';
+import { EtchError, throwIfAborted, type TarEntryType } from '@etch/format';
+import { ByteSource, truncated } from './byte-source.js';
+import { BLOCK_SIZE, decodeHeader, isZeroBlock, type RawHeader } from './header.js';
+import { decodePaxRecords, xattrsFromPax } from './pax.js';
+
+/** A tar entry header with PAX and GNU extensions applied. */
+export interface TarHeader {
+  name: string;
+  type: TarEntryType;
+  /** Size of the entry's data; 0 for header-only types (links, directories, devices). */
+  size: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  uname: string;
+  gname: string;
+  mtime: Date;
+  /** Symlink target, or hardlink target (an archive path); '' otherwise. */
+  linkname: string;
+  devmajor: number;
+  devminor: number;
+  /** Every PAX record that applied (global then per-entry), values as raw bytes. */
+  pax: ReadonlyMap<string, Buffer>;
+  /** Extended attributes from `SCHILY.xattr.*` records, values as raw bytes. */
+  xattrs: ReadonlyMap<string, Buffer>;
+}
+
+/** An entry yielded by {@link extractTar}. Consume or ignore `body`; the next iteration skips what is left. */
+export interface TarEntry {
+  header: TarHeader;
+  /** The entry's data. Read it before asking for the next entry, or it is discarded. */
+  body: Readable;
+  /**
+   * With `raw: true`: the exact bytes between the previous entry's data and this entry's data (padding,
+   * extended headers, the header block). With the data and {@link ExtractOptions.onTrailer} they rebuild the
+   * input byte for byte, which is what tar-split records.
+   */
+  raw?: Buffer;
+}
+
+/** Options for {@link extractTar}. */
+export interface ExtractOptions {
+  /** Stops reading and closes the input. */
+  signal?: AbortSignal;
+  /** Largest PAX or GNU long-name block accepted (default 1 MiB): guards memory against hostile archives. */
+  maxExtensionSize?: number;
+  /** Keep the raw header bytes of each entry (`entry.raw`) and read the input to its very end. */
+  raw?: boolean;
+  /** With `raw`: receives the bytes after the last entry's data (padding, end marker, trailing bytes). */
+  onTrailer?: (bytes: Buffer) => void;
+}
+
+const HEADER_ONLY: ReadonlySet<string> = new Set(['link', 'symlink', 'character-device', 'block-device', 'directory', 'fifo']);
+
+interface BodyState {
+  remaining: number;
+  inflight: Promise<void> | undefined;
+  detached: boolean;
+}
+
+function bodyStream(source: ByteSource, state: BodyState): Readable {
+  const stream = new Readable({
+    highWaterMark: 64 * 1024,
+    read() {
+      if (state.remaining === 0) {
+        this.push(null);
+        return;
+      }
+      state.inflight = source.readSome(Math.min(state.remaining, 1024 * 1024)).then(
+        (chunk) => {
+          state.inflight = undefined;
+          if (chunk === null) {
+            if (!state.detached) stream.destroy(truncated(source.position));
+            return;
+          }
+          state.remaining -= chunk.length;
+          if (state.detached || stream.destroyed) return;
+          stream.push(chunk);
+          if (state.remaining === 0) stream.push(null);
+        },
+        (err: unknown) => {
+          state.inflight = undefined;
+          if (!state.detached) stream.destroy(err as Error);
+        },
+      );
+    },
+  });
+  return stream;
+}
+
+function applyPax(raw: RawHeader, pax: Map<string, Buffer>, offset: number): void {
+  const text = (key: string) => pax.get(key)?.toString('utf8');
+  const number = (key: string): number | undefined => {
+    const value = text(key);
+    if (value === undefined) return undefined;
+    const parsed = Number(value);
+    if (!Number.isFinite(parsed)) {
+      throw new EtchError('ETCH_BAD_ARCHIVE', `PAX record ${key}=${JSON.stringify(value)} at byte ${offset} is not a number.`);
+    }
+    return parsed;
+  };
+  raw.name = text('path') ?? raw.name;
+  raw.linkname = text('linkpath') ?? raw.linkname;
+  raw.uname = text('uname') ?? raw.uname;
+  raw.gname = text('gname') ?? raw.gname;
+  raw.size = number('size') ?? raw.size;
+  raw.uid = number('uid') ?? raw.uid;
+  raw.gid = number('gid') ?? raw.gid;
+  raw.mtime = number('mtime') ?? raw.mtime;
+}
+
+/**
+ * Reads a tar stream entry by entry, pulling input only as entries are consumed (backpressure end to end).
+ * Understands ustar, GNU (long names, base-256 numbers) and PAX (global and per-entry records, kept as bytes).
+ *
+ * @example
+ * ```ts
+ * for await (const { header, body } of extractTar(fs.createReadStream('layer.tar'))) {
+ *   if (header.type === 'file') await pipeline(body, fs.createWriteStream(out))
+ * }
+ * ```
+ * @throws EtchError `ETCH_BAD_ARCHIVE` for corrupt or truncated input, `ETCH_ABORTED` when the signal fires.
+ */
+export async function* extractTar(
+  input: AsyncIterable<Uint8Array>,
+  options: ExtractOptions = {},
+): AsyncGenerator<TarEntry, void, undefined> {
+  const { signal } = options;
+  const maxExtension = options.maxExtensionSize ?? 1024 * 1024;
+  const source = new ByteSource(input);
+  const globalPax = new Map<string, Buffer>();
+  let current: { state: BodyState; body: Readable; padding: number } | undefined;
+  try {
+    throwIfAborted(signal);
+    let localPax: Map<string, Buffer> | undefined;
+    let longName: string | undefined;
+    let longLink: string | undefined;
+    for (;;) {
+      if (current !== undefined) {
+        const { state, body, padding } = current;
+        current = undefined;
+        if (state.inflight) await state.inflight;
+        state.detached = true;
+        if (!body.readableEnded && !body.destroyed) body.destroy();
+        await source.skip(state.remaining);
+        state.remaining = 0;
+        if (options.raw) source.recording = [];
+        await source.skip(padding);
+      } else if (options.raw && source.recording === undefined) {
+        source.recording = [];
+      }
+      throwIfAborted(signal);
+      const offset = source.position;
+      const block = await source.readExact(BLOCK_SIZE);
+      // Input that stops without the end-of-archive marker was cut off, even on a block boundary.
+      if (block === null) throw truncated(source.position);
+      if (isZeroBlock(block)) {
+        // End of archive. In raw mode everything after it belongs to the stream the digest covers.
+        if (options.raw) {
+          while ((await source.readSome(1024 * 1024)) !== null);
+          options.onTrailer?.(Buffer.concat(source.recording ?? []));
+          source.recording = undefined;
+        }
+        return;
+      }
+      const raw = decodeHeader(block, offset);
+      const padding = (BLOCK_SIZE - (raw.size % BLOCK_SIZE)) % BLOCK_SIZE;
+
+      if (raw.type === 'pax' || raw.type === 'pax-global' || raw.type === 'gnu-long-name' || raw.type === 'gnu-long-link') {
+        if (raw.size > maxExtension) {
+          throw new EtchError('ETCH_BAD_ARCHIVE', `Extended header of ${raw.size} bytes at byte ${offset} is larger than allowed (${maxExtension}).`);
+        }
+        const data = (await source.readExact(raw.size)) ?? Buffer.alloc(0);
+        if (data.length < raw.size) throw truncated(source.position);
+        await source.skip(padding);
+        if (raw.type === 'pax') localPax = decodePaxRecords(data, offset);
+        else if (raw.type === 'pax-global') for (const [k, v] of decodePaxRecords(data, offset)) globalPax.set(k, v);
+        else {
+          const nul = data.indexOf(0);
+          const value = data.subarray(0, nul === -1 ? data.length : nul).toString('utf8');
+          if (raw.type === 'gnu-long-name') longName = value;
+          else longLink = value;
+        }
+        continue;
+      }
+      if (raw.type === 'unsupported') {
+        throw new EtchError('ETCH_BAD_ARCHIVE', `Unsupported tar entry type ${JSON.stringify(raw.typeflag)} at byte ${offset} (${raw.name}).`, {
+          details: { entryName: raw.name, offset },
+        });
+      }
+      if (longName !== undefined) raw.name = longName;
+      if (longLink !== undefined) raw.linkname = longLink;
+      const pax = new Map(globalPax);
+      for (const [k, v] of localPax ?? []) pax.set(k, v);
+      applyPax(raw, pax, offset);
+      localPax = undefined;
+      longName = undefined;
+      longLink = undefined;
+
+      const type = raw.type === 'contiguous-file' ? 'file' : raw.type;
+      // Go's archive/tar (and so every docker layer) ignores the size of header-only types.
+      const size = HEADER_ONLY.has(type) ? 0 : raw.size;
+      const dataPadding = HEADER_ONLY.has(type) ? raw.size + padding : padding;
+      const rawBytes = options.raw ? Buffer.concat(source.recording ?? []) : undefined;
+      source.recording = undefined;
+      const state: BodyState = { remaining: size, inflight: undefined, detached: false };
+      const body = bodyStream(source, state);
+      current = { state, body, padding: dataPadding };
+      const header: TarHeader = {
+        name: raw.name,
+        type,
+        size,
+        mode: raw.mode,
+        uid: raw.uid,
+        gid: raw.gid,
+        uname: raw.uname,
+        gname: raw.gname,
+        mtime: new Date(raw.mtime * 1000),
+        linkname: raw.linkname,
+        devmajor: raw.devmajor,
+        devminor: raw.devminor,
+        pax,
+        xattrs: xattrsFromPax(pax),
+      };
+      yield rawBytes === undefined ? { header, body } : { header, body, raw: rawBytes };
+    }
+  } finally {
+    if (current !== undefined) {
+      current.state.detached = true;
+      if (!current.body.readableEnded) current.body.destroy();
+    }
+    await source.close().catch(() => {});
+  }
+}

@@ -1,0 +1,14 @@
+export { promisePacker, whenPackerIdle, type EntryContent, type EntryHeader, type EntryWriter, type PackerOptions } from './packer.js';
+export { extractTar, type ExtractOptions, type TarEntry, type TarHeader } from './extract.js';
+export {
+  readEtch,
+  type EtchBaseImageEntry,
+  type EtchEntry,
+  type EtchInjectEntry,
+  type EtchUnknownEntry,
+  type EtchVersionEntry,
+  type ReadEtchOptions,
+} from './read-etch.js';
+export { createCompressor, createDecompressor, detectCompression, type Compression } from './compression.js';
+export { decompressAuto, type Sniffed } from './sniff.js';
+export { XATTR_PREFIX } from './pax.js';

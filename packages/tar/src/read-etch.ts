@@ -1,0 +1,164 @@
+import type { Readable } from 'node:stream';
+import {
+  EtchError,
+  EtchOrderValidator,
+  abortError,
+  isEtchError,
+  type BaseImageContainer,
+  type FormatVersion,
+  type InjectEntryType,
+} from '@etch/format';
+import { extractTar, type TarHeader } from './extract.js';
+import { decompressAuto } from './sniff.js';
+import type { Compression } from './compression.js';
+
+/** The VERSION entry. */
+export interface EtchVersionEntry {
+  kind: 'version';
+  version: FormatVersion;
+  /** The compression of the whole `.etch`, detected from its magic bytes. */
+  compression: Compression;
+  header: TarHeader;
+}
+
+/** The base image entry. Read `stream` (exactly `size` bytes) before asking for the next entry. */
+export interface EtchBaseImageEntry {
+  kind: 'base-image';
+  name: string;
+  container: BaseImageContainer;
+  size: number;
+  stream: Readable;
+  header: TarHeader;
+}
+
+/** An entry to write into a partition. */
+export interface EtchInjectEntry {
+  kind: 'inject';
+  partition: number;
+  /** Path relative to the partition root; `''` for the root directory. */
+  path: string;
+  type: InjectEntryType;
+  size: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  mtime: Date;
+  /** Symlink target, exactly as stored (never rewritten or resolved). */
+  symlinkTarget?: string;
+  /** Hardlink target path, relative to the same partition. */
+  hardlinkTarget?: string;
+  /** Extended attributes (e.g. `trusted.overlay.opaque`), raw bytes. */
+  xattrs: ReadonlyMap<string, Buffer>;
+  /** File content, for `type === 'file'`. */
+  stream?: Readable;
+  header: TarHeader;
+}
+
+/** An entry from a newer minor version this reader does not know; it is skipped unless you read it. */
+export interface EtchUnknownEntry {
+  kind: 'unknown';
+  name: string;
+  stream: Readable;
+  header: TarHeader;
+}
+
+export type EtchEntry = EtchVersionEntry | EtchBaseImageEntry | EtchInjectEntry | EtchUnknownEntry;
+
+/** Options for {@link readEtch}. */
+export interface ReadEtchOptions {
+  signal?: AbortSignal;
+}
+
+const MAX_VERSION_SIZE = 64;
+
+function wrapStreamError(err: unknown, compression: Compression): EtchError {
+  const code = (err as { code?: unknown })?.code;
+  const message = (err as Error)?.message ?? String(err);
+  if (compression !== 'none' && (typeof code !== 'string' || code.startsWith('Z_') || code.startsWith('ERR_ZLIB') || /zstd|frame/i.test(message))) {
+    return new EtchError('ETCH_BAD_ARCHIVE', `The ${compression}-compressed .etch is corrupt or truncated: ${message}`, { cause: err });
+  }
+  return new EtchError('ETCH_IO', `Reading the .etch failed: ${message}`, { cause: err });
+}
+
+async function readSmall(stream: Readable, limit: number): Promise<string> {
+  const parts: Buffer[] = [];
+  for await (const chunk of stream) parts.push(chunk as Buffer);
+  return Buffer.concat(parts).subarray(0, limit).toString('utf8');
+}
+
+/**
+ * Reads a `.etch` (plain, gzip or zstd: detected by magic bytes) as a stream of typed, validated entries.
+ * Every rule of the format is enforced as entries arrive; the first violation throws a typed
+ * {@link EtchError} (`ETCH_BAD_VERSION`, `ETCH_UNSUPPORTED_VERSION`, `ETCH_BAD_ORDER`, `ETCH_BAD_ENTRY`,
+ * `ETCH_UNSAFE_PATH`, `ETCH_BAD_ARCHIVE`).
+ *
+ * Entries with content carry a `stream`; consume it before the next iteration or it is discarded.
+ *
+ * @example
+ * ```ts
+ * for await (const entry of readEtch(fs.createReadStream('balena.etch'))) {
+ *   if (entry.kind === 'base-image') await pipeline(entry.stream, fs.createWriteStream('disk.img'))
+ *   else if (entry.kind === 'inject') console.log(entry.partition, entry.path, entry.type)
+ * }
+ * ```
+ */
+export async function* readEtch(input: AsyncIterable<Uint8Array>, options: ReadEtchOptions = {}): AsyncGenerator<EtchEntry, void, undefined> {
+  const { signal } = options;
+  const { compression, stream } = await decompressAuto(input, signal);
+  const order = new EtchOrderValidator();
+  let sawEntry = false;
+  try {
+    for await (const { header, body } of extractTar(stream, { signal })) {
+      sawEntry = true;
+      const entry = order.accept(header);
+      switch (entry.kind) {
+        case 'version': {
+          if (header.size > MAX_VERSION_SIZE) {
+            throw new EtchError('ETCH_BAD_VERSION', `VERSION is ${header.size} bytes; it should hold only "major.minor".`);
+          }
+          const version = order.acceptVersion(await readSmall(body, MAX_VERSION_SIZE));
+          yield { kind: 'version', version, compression, header };
+          break;
+        }
+        case 'base-image':
+          yield { kind: 'base-image', name: entry.name, container: entry.container, size: header.size, stream: body, header };
+          break;
+        case 'inject': {
+          const result: EtchInjectEntry = {
+            kind: 'inject',
+            partition: entry.partition,
+            path: entry.path,
+            type: entry.type,
+            size: header.size,
+            mode: header.mode,
+            uid: header.uid,
+            gid: header.gid,
+            mtime: header.mtime,
+            xattrs: header.xattrs,
+            header,
+          };
+          if (entry.type === 'symlink') result.symlinkTarget = header.linkname;
+          if (entry.hardlinkTarget !== undefined) result.hardlinkTarget = entry.hardlinkTarget;
+          if (entry.type === 'file') result.stream = body;
+          yield result;
+          break;
+        }
+        case 'unknown':
+          yield { kind: 'unknown', name: entry.name, stream: body, header };
+          break;
+        case 'inject-root':
+          break;
+      }
+    }
+    order.finish();
+  } catch (err) {
+    if (signal?.aborted) throw abortError(signal);
+    if (!isEtchError(err)) throw wrapStreamError(err, compression);
+    if (!sawEntry && isEtchError(err, 'ETCH_BAD_ARCHIVE')) {
+      throw new EtchError('ETCH_BAD_ARCHIVE', `This is not a .etch file (no readable tar header at the start): ${err.message}`, { cause: err });
+    }
+    throw err;
+  } finally {
+    stream.destroy();
+  }
+}
