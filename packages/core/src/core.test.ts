@@ -1,0 +1,213 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { link, mkdir, readdir, stat, symlink, writeFile, utimes, chmod } from 'node:fs/promises';
+import { PassThrough, Readable, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { collect, createTempDir, patternStream, run, type TempDir } from '@etch/test-utils';
+import { isEtchError } from '@etch/format';
+import { promisePacker, readEtch, type EtchEntry } from '@etch/tar';
+import { closeEtchStream, prepareEtchStream, startEtchStream, streamFiles } from './lifecycle.js';
+import { createEtch, type CreateEtchOptions } from './create.js';
+import { writeEtchFile } from './write-file.js';
+import { baseImageFromFile } from './base-image-file.js';
+import { walkDirectory } from './directory-source.js';
+import type { EtchProgress } from './progress.js';
+
+let dir: TempDir;
+beforeEach(async () => {
+  dir = await createTempDir();
+});
+afterEach(() => dir.remove());
+
+async function readBack(path: string): Promise<{ entry: EtchEntry; content?: Buffer }[]> {
+  const out = [];
+  for await (const entry of readEtch(createReadStream(path))) {
+    const stream = 'stream' in entry ? entry.stream : undefined;
+    out.push({ entry, content: stream ? await collect(stream) : undefined });
+  }
+  return out;
+}
+
+const image = (size = 10_000) => ({ name: 'disk.img', size, stream: patternStream(size) });
+
+describe('the original lifecycle', () => {
+  it('prepare → start → streamFiles → close gives a valid .etch that GNU tar reads', async () => {
+    const out = dir.join('seed.etch');
+    const pack = await prepareEtchStream();
+    const done = pipeline(pack as unknown as Readable, createWriteStream(out));
+    await startEtchStream(pack, patternStream(5000), 5000, 'balena.img');
+    await streamFiles(pack, 1, [{ header: { name: 'config.json', mode: 0o600 }, content: '{"a":1}' }]);
+    // Queued but not awaited on purpose: closeEtchStream must wait for queued entries.
+    const write = promisePacker(pack, 'inject/1');
+    void write({ name: 'splash/logo.png', size: 3 }, Readable.from([Buffer.from('PNG')]));
+    await closeEtchStream(pack);
+    await done;
+    const entries = await readBack(out);
+    expect(entries.map(({ entry }) => (entry.kind === 'inject' ? entry.path : entry.kind))).toEqual([
+      'version',
+      'base-image',
+      'config.json',
+      'splash/logo.png',
+    ]);
+    expect(entries[2]?.entry).toMatchObject({ partition: 1, mode: 0o600 });
+    expect(entries[2]?.content?.toString()).toBe('{"a":1}');
+    const listing = (await run('tar', ['-tf', out])).stdout.trim().split('\n');
+    expect(listing).toEqual(['VERSION', 'balena.img', 'inject/1/config.json', 'inject/1/splash/logo.png']);
+    expect((await run('tar', ['-xOf', out, 'VERSION'])).stdout).toBe('1.0');
+  });
+
+  it('refuses a base image name that is not an image', async () => {
+    const pack = await prepareEtchStream();
+    await expect(startEtchStream(pack, Readable.from([]), 0, 'notes.txt')).rejects.toMatchObject({ code: 'ETCH_BAD_ENTRY' });
+  });
+});
+
+describe('createEtch', () => {
+  async function makeTree(): Promise<string> {
+    const root = dir.join('files');
+    await mkdir(`${root}/sub/empty`, { recursive: true });
+    await writeFile(`${root}/sub/a.txt`, 'alpha');
+    await link(`${root}/sub/a.txt`, `${root}/sub/a-hard.txt`);
+    await symlink('/etc/hostname', `${root}/sub/abs-link`);
+    await writeFile(`${root}/top.sh`, '#!/bin/sh\n');
+    await chmod(`${root}/top.sh`, 0o4750);
+    await utimes(`${root}/top.sh`, new Date('2021-05-06T07:08:09Z'), new Date('2021-05-06T07:08:09Z'));
+    return root;
+  }
+
+  it('writes base image and local folders, reporting progress', async () => {
+    const root = await makeTree();
+    const events: EtchProgress[] = [];
+    const out = dir.join('out.etch');
+    const result = await writeEtchFile(out, {
+      base: image(300_000),
+      inject: [
+        { kind: 'directory', partition: 6, path: root },
+        { kind: 'directory', partition: 1, path: root, dest: '/extra' },
+      ],
+      onProgress: (event) => events.push(event),
+    });
+    expect(result.baseImage).toEqual({ name: 'disk.img', size: 300_000 });
+    expect(result.partitions[6]).toEqual({ entries: 6, bytes: 15 });
+    expect(result.partitions[1]).toEqual({ entries: 7, bytes: 15 });
+    expect(result.bytesWritten).toBe((await stat(out)).size);
+    const baseEvents = events.filter((e) => e.phase === 'base-image');
+    expect(baseEvents.at(-1)).toMatchObject({ bytes: 300_000, total: 300_000 });
+    expect(events.some((e) => e.phase === 'inject' && e.path === 'sub/a.txt')).toBe(true);
+
+    const entries = await readBack(out);
+    const p6 = entries.filter(({ entry }) => entry.kind === 'inject' && entry.partition === 6).map(({ entry }) => entry);
+    // Parents first, names sorted: the same tree always gives the same archive.
+    expect(p6.map((e) => (e.kind === 'inject' ? `${e.type}:${e.path}` : ''))).toEqual([
+      'directory:sub',
+      'file:top.sh',
+      'file:sub/a-hard.txt',
+      'link:sub/a.txt',
+      'symlink:sub/abs-link',
+      'directory:sub/empty',
+    ]);
+    const byPath = new Map(p6.map((e) => [e.kind === 'inject' ? e.path : '', e]));
+    expect(byPath.get('sub/a.txt')).toMatchObject({ type: 'link', hardlinkTarget: 'sub/a-hard.txt' });
+    expect(byPath.get('sub/abs-link')).toMatchObject({ symlinkTarget: '/etc/hostname' });
+    expect(byPath.get('top.sh')).toMatchObject({ mode: 0o4750, mtime: new Date('2021-05-06T07:08:09Z') });
+    expect(entries.some(({ entry }) => entry.kind === 'inject' && entry.partition === 1 && entry.path === 'extra/sub/a-hard.txt')).toBe(true);
+    expect(await readdir(dir.path)).toEqual(['files', 'out.etch']);
+  });
+
+  it.each(['gzip', 'zstd'] as const)('compresses with %s so that the standard tool and readEtch read it', async (compression) => {
+    const out = dir.join(`out.etch`);
+    await writeEtchFile(out, { base: image(50_000), compression, inject: [{ kind: 'entries', partition: 2, entries: [{ header: { name: 'x' }, content: 'y' }] }] });
+    const tool = compression === 'gzip' ? ['gzip', ['-dc', out]] : ['zstd', ['-dc', out]];
+    const tarball = (await run(tool[0] as string, tool[1] as string[])).stdoutBuffer;
+    await writeFile(dir.join('plain.tar'), tarball);
+    expect((await run('tar', ['-tf', dir.join('plain.tar')])).stdout).toContain('inject/2/x');
+    const entries = await readBack(out);
+    expect(entries[0]?.entry).toMatchObject({ kind: 'version', compression });
+  });
+
+  it('leaves no file behind when the base image is shorter than declared', async () => {
+    const out = dir.join('short.etch');
+    const error = await writeEtchFile(out, { base: { name: 'disk.img', size: 10_000, stream: patternStream(9_000) } }).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_SIZE_MISMATCH')).toBe(true);
+    expect(await readdir(dir.path)).toEqual([]);
+  });
+
+  it('leaves no file behind when aborted mid-way, and rejects with ETCH_ABORTED', async () => {
+    const out = dir.join('aborted.etch');
+    const controller = new AbortController();
+    const size = 2 * 1024 * 1024 * 1024;
+    const pending = writeEtchFile(out, {
+      base: { name: 'disk.img', size, stream: patternStream(size) },
+      signal: controller.signal,
+      onProgress: (event) => {
+        if (event.phase === 'base-image' && event.bytes > 8 * 1024 * 1024) controller.abort();
+      },
+    });
+    const error = await pending.catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_ABORTED')).toBe(true);
+    expect(await readdir(dir.path)).toEqual([]);
+  });
+
+  it('fails with the output error when the destination breaks', async () => {
+    const broken = new Writable({
+      write(_chunk, _enc, cb) {
+        cb(new Error('disk full'));
+      },
+    });
+    const error = await createEtch({ base: image(100_000), output: broken }).catch((e: unknown) => e);
+    expect(isEtchError(error)).toBe(true);
+    expect(String((error as Error).message)).toContain('disk full');
+  });
+
+  it('streams a large base image in bounded memory', async () => {
+    const size = 768 * 1024 * 1024;
+    const sink = new PassThrough();
+    let seen = 0;
+    sink.on('data', (chunk: Buffer) => {
+      seen += chunk.length;
+    });
+    const before = process.memoryUsage().rss;
+    let peak = before;
+    const options: CreateEtchOptions = {
+      base: { name: 'big.img', size, stream: patternStream(size, 1024 * 1024) },
+      output: sink,
+      onProgress: () => {
+        peak = Math.max(peak, process.memoryUsage.rss());
+      },
+    };
+    await createEtch(options);
+    expect(seen).toBeGreaterThan(size);
+    expect(peak - before).toBeLessThan(128 * 1024 * 1024);
+  });
+});
+
+describe('walkDirectory', () => {
+  it('refuses FIFOs with a message naming the file', async () => {
+    await mkdir(dir.join('t'));
+    await run('mkfifo', [dir.join('t', 'pipe')]);
+    const error = await (async () => {
+      for await (const entry of walkDirectory(dir.join('t'))) void entry;
+    })().catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_BAD_ENTRY')).toBe(true);
+    expect((error as Error).message).toContain('pipe');
+  });
+
+  it('reports a missing folder as ETCH_IO', async () => {
+    const error = await (async () => {
+      for await (const entry of walkDirectory(dir.join('nope'))) void entry;
+    })().catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_IO')).toBe(true);
+  });
+});
+
+describe('baseImageFromFile', () => {
+  it('opens a local image with its size and refuses non-image names', async () => {
+    await writeFile(dir.join('a.img'), Buffer.alloc(1234));
+    const base = await baseImageFromFile(dir.join('a.img'));
+    expect(base).toMatchObject({ name: 'a.img', size: 1234 });
+    base.stream.destroy();
+    await writeFile(dir.join('a.txt'), 'x');
+    await expect(baseImageFromFile(dir.join('a.txt'))).rejects.toMatchObject({ code: 'ETCH_BAD_ENTRY' });
+    await expect(baseImageFromFile(dir.join('missing.img'))).rejects.toMatchObject({ code: 'ETCH_IO' });
+  });
+});

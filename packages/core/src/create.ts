@@ -1,0 +1,153 @@
+import type { Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { pack as tarPack } from 'tar-stream';
+import {
+  CURRENT_VERSION,
+  EtchError,
+  VERSION_ENTRY_NAME,
+  abortError,
+  assertBaseImageName,
+  assertPartition,
+  formatVersion,
+  injectPath,
+  isEtchError,
+  silentLogger,
+  throwIfAborted,
+  type Logger,
+} from '@etch/format';
+import { createCompressor, promisePacker, whenPackerIdle, type Compression } from '@etch/tar';
+import type { BaseImage } from './base-image-file.js';
+import { walkDirectory } from './directory-source.js';
+import type { FileToInject } from './lifecycle.js';
+import { ByteCounter, countBytes, type ProgressListener } from './progress.js';
+
+/** Files to put into one partition. */
+export type InjectSource =
+  /** A local folder, copied under `dest` (default: the partition root). */
+  | { kind: 'directory'; partition: number; path: string; dest?: string }
+  /** Entries given by the caller, names relative to the partition root. */
+  | { kind: 'entries'; partition: number; entries: Iterable<FileToInject> | AsyncIterable<FileToInject> };
+
+/** Options for {@link createEtch}. */
+export interface CreateEtchOptions {
+  /** The base OS image, or a function that opens it (called once, when the base image is due). */
+  base: BaseImage | (() => Promise<BaseImage>);
+  /** Written after the base image, in this order. */
+  inject?: readonly InjectSource[];
+  /** Where the `.etch` goes. It is ended when the archive is complete, and destroyed on failure. */
+  output: Writable;
+  /** Compress the whole `.etch` (default `'none'`; flashers detect it by magic bytes). */
+  compression?: Compression;
+  /** Compression level (gzip 1–9, zstd 1–19). */
+  compressionLevel?: number;
+  /** Cancels the run; the promise rejects with `ETCH_ABORTED` and the output is destroyed. */
+  signal?: AbortSignal;
+  /** Progress events. */
+  onProgress?: ProgressListener;
+  logger?: Logger;
+}
+
+/** Per-partition totals. */
+export interface PartitionSummary {
+  entries: number;
+  /** Bytes of file content (not counting headers). */
+  bytes: number;
+}
+
+/** What {@link createEtch} wrote. */
+export interface CreateEtchResult {
+  version: string;
+  baseImage: { name: string; size: number };
+  partitions: Record<number, PartitionSummary>;
+  compression: Compression;
+  /** Bytes written to the output (after compression). */
+  bytesWritten: number;
+  durationMs: number;
+}
+
+/**
+ * Writes a complete `.etch`: VERSION, the base image, then every inject source, then the end of archive.
+ * Bytes flow with backpressure from the sources to `output`; nothing is held in memory.
+ *
+ * @example
+ * ```ts
+ * await createEtch({
+ *   base: await baseImageFromFile('balena.img'),
+ *   inject: [{ kind: 'directory', partition: 1, path: './boot-files' }],
+ *   output: fs.createWriteStream('out.etch'),
+ * })
+ * ```
+ */
+export async function createEtch(options: CreateEtchOptions): Promise<CreateEtchResult> {
+  const started = Date.now();
+  const { signal, onProgress } = options;
+  const logger = options.logger ?? silentLogger;
+  const compression = options.compression ?? 'none';
+  throwIfAborted(signal);
+  for (const source of options.inject ?? []) assertPartition(source.partition);
+
+  const pack = tarPack();
+  const counter = new ByteCounter(() => {});
+  const stages: NodeJS.ReadWriteStream[] = compression === 'none' ? [] : [createCompressor(compression, options.compressionLevel)];
+  // tar-stream's pack is a streamx Readable; Node's pipeline drives it fine, its types just do not say so.
+  const streams = [pack as unknown as NodeJS.ReadableStream, ...stages, counter, options.output];
+  const piping = pipeline(streams, signal ? { signal } : {});
+  // If the output fails first, the entry writers must stop too: destroying the pack makes them reject.
+  piping.catch((err: unknown) => {
+    if (!pack.destroying) pack.destroy(err as Error);
+  });
+
+  const partitions: Record<number, PartitionSummary> = {};
+  let baseImage: { name: string; size: number } | undefined;
+  try {
+    const write = promisePacker(pack, undefined, signal ? { signal } : {});
+    await write({ name: VERSION_ENTRY_NAME, mode: 0o644, mtime: new Date(0) }, formatVersion(CURRENT_VERSION));
+
+    const base = typeof options.base === 'function' ? await options.base() : options.base;
+    assertBaseImageName(base.name);
+    baseImage = { name: base.name, size: base.size };
+    logger.info('writing base image', { name: base.name, size: base.size });
+    onProgress?.({ phase: 'base-image', name: base.name, bytes: 0, total: base.size });
+    const counted = countBytes(base.stream, (bytes) => onProgress?.({ phase: 'base-image', name: base.name, bytes, total: base.size }));
+    await write({ name: base.name, mode: 0o644, size: base.size }, counted);
+
+    for (const source of options.inject ?? []) {
+      const summary = (partitions[source.partition] ??= { entries: 0, bytes: 0 });
+      const files = source.kind === 'directory' ? walkDirectory(source.path, source.dest ?? '', signal ? { signal } : {}) : source.entries;
+      const prefix = injectPath(source.partition, '/').replace(/\/$/, '');
+      const writeInto = promisePacker(pack, prefix, signal ? { signal } : {});
+      logger.info('injecting', { partition: source.partition, kind: source.kind });
+      for await (const { header, content } of files) {
+        throwIfAborted(signal);
+        await writeInto(header, content);
+        summary.entries += 1;
+        summary.bytes += contentBytes(header, content);
+        onProgress?.({ phase: 'inject', partition: source.partition, path: header.name, entries: summary.entries, bytes: summary.bytes });
+      }
+    }
+    await whenPackerIdle(pack);
+    pack.finalize();
+    await piping;
+  } catch (err) {
+    const error = signal?.aborted ? abortError(signal) : isEtchError(err) ? err : new EtchError('ETCH_IO', `Writing the .etch failed: ${(err as Error).message}`, { cause: err });
+    if (!pack.destroying) pack.destroy(error);
+    options.output.destroy(error);
+    await piping.catch(() => {});
+    throw error;
+  }
+  onProgress?.({ phase: 'finalize', bytesWritten: counter.bytes });
+  return {
+    version: formatVersion(CURRENT_VERSION),
+    baseImage: baseImage as { name: string; size: number },
+    partitions,
+    compression,
+    bytesWritten: counter.bytes,
+    durationMs: Date.now() - started,
+  };
+}
+
+function contentBytes({ type, size }: FileToInject['header'], content: FileToInject['content']): number {
+  if (type !== undefined && type !== 'file') return 0;
+  if (size !== undefined) return size;
+  return typeof content === 'string' ? Buffer.byteLength(content) : content instanceof Uint8Array ? content.length : 0;
+}

@@ -1,0 +1,58 @@
+import type { Readable } from 'node:stream';
+import { pack as tarPack, type Pack } from 'tar-stream';
+import { VERSION_ENTRY_NAME, assertBaseImageName, formatVersion, injectPath } from '@etch/format';
+import { promisePacker, whenPackerIdle, type EntryContent, type EntryHeader } from '@etch/tar';
+
+/** A file for {@link streamFiles}: a header (name relative to the partition) and its content. */
+export interface FileToInject {
+  header: EntryHeader;
+  content?: EntryContent;
+}
+
+/**
+ * Step 1 of the original lifecycle: creates the tar-stream `pack` a `.etch` is written into.
+ * Pipe it to your output (file, HTTP response…) before writing entries.
+ */
+export async function prepareEtchStream(): Promise<Pack> {
+  return tarPack();
+}
+
+/**
+ * Step 3: writes VERSION and the base image. Resolves once the whole base image entry is in the pack, after
+ * which inject entries may follow.
+ *
+ * @param baseImageStream the image (raw, or a zip holding one), exactly `baseImageSize` bytes.
+ * @param baseImageName a plain file name with an image or `.zip` extension.
+ */
+export async function startEtchStream(
+  packStream: Pack,
+  baseImageStream: Readable,
+  baseImageSize: number,
+  baseImageName: string,
+  options: { signal?: AbortSignal } = {},
+): Promise<void> {
+  assertBaseImageName(baseImageName);
+  const write = promisePacker(packStream, undefined, options);
+  await write({ name: VERSION_ENTRY_NAME, mode: 0o644 }, formatVersion());
+  await write({ name: baseImageName, mode: 0o644, size: baseImageSize }, baseImageStream);
+}
+
+/**
+ * Writes files into partition `partition` (names relative to the partition root), one after another.
+ * Parent directories need not be listed: flashers create them.
+ */
+export async function streamFiles(
+  packStream: Pack,
+  partition: number,
+  files: Iterable<FileToInject> | AsyncIterable<FileToInject>,
+  options: { signal?: AbortSignal } = {},
+): Promise<void> {
+  const write = promisePacker(packStream, injectPath(partition, '/'), options);
+  for await (const { header, content } of files) await write(header, content);
+}
+
+/** Last step: ends the archive (after every queued entry is written). */
+export async function closeEtchStream(packStream: Pack): Promise<void> {
+  await whenPackerIdle(packStream);
+  packStream.finalize();
+}

@@ -1,0 +1,33 @@
+import { Transform, type TransformCallback } from 'node:stream';
+
+/** Progress of {@link createEtch}, reported as bytes move. */
+export type EtchProgress =
+  | { phase: 'base-image'; name: string; bytes: number; total: number }
+  | { phase: 'inject'; partition: number; path: string; entries: number; bytes: number }
+  | { phase: 'finalize'; bytesWritten: number };
+
+/** Receives progress events; called often, so keep it cheap (the CLI throttles its redraws). */
+export type ProgressListener = (event: EtchProgress) => void;
+
+/** Re-yields `source`, reporting the running byte count; errors pass through unchanged. */
+export async function* countBytes(source: AsyncIterable<Uint8Array>, onBytes: (total: number) => void): AsyncGenerator<Uint8Array> {
+  let total = 0;
+  for await (const chunk of source) {
+    total += chunk.length;
+    onBytes(total);
+    yield chunk;
+  }
+}
+
+/** A pass-through that reports the running byte count. */
+export class ByteCounter extends Transform {
+  bytes = 0;
+  constructor(private readonly onBytes: (total: number) => void) {
+    super();
+  }
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    this.onBytes(this.bytes);
+    callback(null, chunk);
+  }
+}

@@ -1,0 +1,39 @@
+import { createWriteStream } from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
+import { EtchError } from '@etch/format';
+import { createEtch, type CreateEtchOptions, type CreateEtchResult } from './create.js';
+
+/** Options for {@link writeEtchFile}: those of {@link createEtch} without `output`. */
+export type WriteEtchFileOptions = Omit<CreateEtchOptions, 'output'>;
+
+/** The temporary name used while `path` is being written: hidden, in the same folder (so rename is atomic). */
+export function temporaryPathFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.partial`);
+}
+
+/**
+ * Writes a `.etch` to `path` atomically: into a hidden temporary file in the same folder, flushed to disk,
+ * then renamed. On any failure or abort the temporary file is removed, so a file at `path` is always complete.
+ */
+export async function writeEtchFile(path: string, options: WriteEtchFileOptions): Promise<CreateEtchResult> {
+  const temporary = temporaryPathFor(path);
+  try {
+    const output = createWriteStream(temporary, { flags: 'wx' });
+    const result = await createEtch({ ...options, output });
+    // Data must be on disk before the rename makes it visible under its final name.
+    const handle = await open(temporary, 'r');
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temporary, path);
+    return result;
+  } catch (err) {
+    await rm(temporary, { force: true });
+    if (err instanceof EtchError) throw err;
+    throw new EtchError('ETCH_IO', `Could not write ${path}: ${(err as Error).message}`, { cause: err, details: { path } });
+  }
+}
