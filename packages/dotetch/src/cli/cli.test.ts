@@ -1,0 +1,173 @@
+import { spawn } from 'node:child_process';
+import { mkdir, readdir, symlink, truncate, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { PassThrough } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { collect, craftTar, createTempDir, run, type CraftedEntry, type TempDir } from '@etch/test-utils';
+import { main } from './main.js';
+import { createProgressDisplay } from './progress.js';
+
+const bin = fileURLToPath(new URL('../../bin/etch.js', import.meta.url));
+let dir: TempDir;
+beforeEach(async () => {
+  dir = await createTempDir();
+});
+afterEach(() => dir.remove());
+
+async function etch(args: string[], options: { isTTY?: boolean } = {}) {
+  const stdout = new PassThrough();
+  const stderr = Object.assign(new PassThrough(), { isTTY: options.isTTY ?? false });
+  const out = collect(stdout);
+  const err = collect(stderr);
+  const code = await main(args, { stdout, stderr, env: {}, cwd: dir.path, signal: new AbortController().signal });
+  stdout.end();
+  stderr.end();
+  return { code, stdout: (await out).toString(), stderr: (await err).toString() };
+}
+
+async function fixtures(): Promise<void> {
+  await writeFile(dir.join('disk.img'), Buffer.alloc(70_000, 7));
+  await mkdir(dir.join('boot'));
+  await writeFile(dir.join('boot', 'config.json'), '{"hostname":"x"}');
+  await mkdir(dir.join('data', 'sub'), { recursive: true });
+  await writeFile(dir.join('data', 'sub', 'file.txt'), 'data!');
+  await symlink('sub/file.txt', dir.join('data', 'link'));
+}
+
+describe('etch create → etch inspect', () => {
+  it('round-trips, and GNU tar lists and extracts the result', async () => {
+    await fixtures();
+    const created = await etch(['create', '--base', 'disk.img', '--inject', '1:boot:/boot-extra', '--inject', '6:data', '-o', 'out.etch', '--json']);
+    expect(created.code, created.stderr).toBe(0);
+    const summary = JSON.parse(created.stdout);
+    expect(summary).toMatchObject({ baseImage: { name: 'disk.img', size: 70_000 }, partitions: { 1: { entries: 2 }, 6: { entries: 3, bytes: 5 } } });
+
+    const inspected = await etch(['inspect', 'out.etch', '--json']);
+    expect(inspected.code).toBe(0);
+    const report = JSON.parse(inspected.stdout);
+    expect(report).toMatchObject({
+      version: '1.0',
+      compression: 'none',
+      baseImage: { name: 'disk.img', container: 'raw', size: 70_000 },
+      partitions: [
+        { partition: 1, entries: 2, bytes: 16, types: { directory: 1, file: 1 } },
+        { partition: 6, entries: 3, bytes: 5, types: { directory: 1, file: 1, symlink: 1 } },
+      ],
+    });
+
+    const listing = (await run('tar', ['-tf', dir.join('out.etch')])).stdout.trim().split('\n');
+    expect(listing).toEqual([
+      'VERSION',
+      'disk.img',
+      'inject/1/boot-extra/',
+      'inject/1/boot-extra/config.json',
+      'inject/6/link',
+      'inject/6/sub/',
+      'inject/6/sub/file.txt',
+    ]);
+    await mkdir(dir.join('x'));
+    await run('tar', ['-xf', dir.join('out.etch'), '-C', dir.join('x')]);
+    expect((await run('cat', [dir.join('x', 'inject', '6', 'link')])).stdout).toBe('data!');
+  });
+
+  it('shows a progress bar on a terminal and plain lines otherwise', async () => {
+    await fixtures();
+    const tty = await etch(['create', '--base', 'disk.img', '-o', 'a.etch'], { isTTY: true });
+    expect(tty.stderr).toContain('base image [');
+    expect(tty.stderr).toContain('100%');
+    const plain = await etch(['create', '--base', 'disk.img', '-o', 'b.etch']);
+    expect(plain.stderr).toContain('etch: writing base image disk.img');
+    expect(plain.stderr).not.toContain('\r');
+    const quiet = await etch(['create', '--base', 'disk.img', '-o', 'c.etch', '-q']);
+    expect(quiet.stderr).toBe('');
+  });
+
+  it('writes a zstd .etch that inspect reads', async () => {
+    await fixtures();
+    expect((await etch(['create', '--base', 'disk.img', '--compress', 'zstd', '-o', 'z.etch', '-q'])).code).toBe(0);
+    const report = JSON.parse((await etch(['inspect', 'z.etch', '--json'])).stdout);
+    expect(report.compression).toBe('zstd');
+  });
+});
+
+describe('errors and exit codes', () => {
+  it.each([
+    [['create', '--base', 'disk.img'], 'output'],
+    [['create', '-o', 'x.etch'], '--base'],
+    [['create', '--base', 'disk.img', '-o', 'x.etch', '--inject', '0:boot'], 'partition'],
+    [['create', '--base', 'disk.img', '-o', 'x.etch', '--inject', 'boot'], 'PART:LOCALDIR'],
+    [['create', '--base', 'disk.img', '-o', 'x.etch', '--compress', 'xz'], 'gzip or zstd'],
+    [['create', '--bogus'], 'bogus'],
+    [['frobnicate'], 'unknown command'],
+  ])('usage error for %j exits 2 naming the problem', async (args, word) => {
+    const result = await etch(args);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('ETCH_USAGE');
+    expect(result.stderr).toContain(word);
+  });
+
+  it('a missing base image exits 1 with ETCH_IO and leaves no output', async () => {
+    const result = await etch(['create', '--base', 'nope.img', '-o', 'x.etch']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^etch: ETCH_IO: Cannot read the base image .*nope\.img/m);
+    expect(await readdir(dir.path)).toEqual([]);
+  });
+
+  const invalid: [string, CraftedEntry[], string][] = [
+    ['no VERSION', [{ name: 'a.img', content: 'x' }], 'ETCH_BAD_VERSION'],
+    ['major 2', [{ name: 'VERSION', content: '2.0' }, { name: 'a.img', content: 'x' }], 'ETCH_UNSUPPORTED_VERSION'],
+    ['two base images', [{ name: 'VERSION', content: '1.0' }, { name: 'a.img', content: 'x' }, { name: 'b.img', content: 'x' }], 'ETCH_BAD_ORDER'],
+    ['inject first', [{ name: 'VERSION', content: '1.0' }, { name: 'inject/1/x', content: 'x' }], 'ETCH_BAD_ORDER'],
+    ['escape', [{ name: 'VERSION', content: '1.0' }, { name: 'a.img', content: 'x' }, { name: 'inject/1/../../x', content: 'x' }], 'ETCH_UNSAFE_PATH'],
+    ['partition 0', [{ name: 'VERSION', content: '1.0' }, { name: 'a.img', content: 'x' }, { name: 'inject/0/x', content: 'x' }], 'ETCH_BAD_ENTRY'],
+  ];
+  it.each(invalid)('inspect of a .etch with %s exits 3 with %s', async (_label, entries, code) => {
+    await writeFile(dir.join('bad.etch'), await craftTar(entries));
+    const result = await etch(['inspect', 'bad.etch']);
+    expect(result.code).toBe(3);
+    expect(result.stderr).toContain(`etch: ${code}: `);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+    const json = await etch(['inspect', 'bad.etch', '--json']);
+    expect(JSON.parse(json.stdout)).toMatchObject({ error: { code } });
+  });
+});
+
+describe('the etch binary', () => {
+  it('writes to stdout with -o -', async () => {
+    await fixtures();
+    const result = await run('node', [bin, 'create', '--base', dir.join('disk.img'), '-o', '-', '-q']);
+    expect(result.stdoutBuffer.subarray(0, 7).toString()).toBe('VERSION');
+  });
+
+  it('Ctrl-C aborts within a second, exits 130 and leaves no output file', async () => {
+    // A sparse 32 GiB image reads fast but not instantly: the interrupt lands mid base image.
+    await truncate(dir.join('huge.img'), 0).catch(() => {});
+    await writeFile(dir.join('huge.img'), '');
+    await truncate(dir.join('huge.img'), 32 * 1024 * 1024 * 1024);
+    const child = spawn('node', [bin, 'create', '--base', dir.join('huge.img'), '-o', dir.join('out.etch')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const stderr = collect(child.stderr);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    const sent = Date.now();
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(Date.now() - sent).toBeLessThan(1000);
+    expect(code).toBe(130);
+    expect((await stderr).toString()).toContain('ETCH_ABORTED');
+    expect(await readdir(dir.path)).toEqual(['huge.img']);
+  });
+});
+
+describe('progress display', () => {
+  it('throttles terminal redraws', () => {
+    const stream = new PassThrough();
+    let now = 0;
+    const display = createProgressDisplay(stream, 'tty', () => now);
+    for (let i = 0; i <= 1000; i++) {
+      now = i; // 1 ms apart: only one redraw per 100 ms should happen
+      display.onProgress({ phase: 'base-image', name: 'a.img', bytes: i, total: 1000 });
+    }
+    display.finish();
+    const text = stream.read()?.toString() ?? '';
+    expect(text.split('\r').length - 1).toBeLessThanOrEqual(12);
+  });
+});

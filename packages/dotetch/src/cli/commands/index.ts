@@ -1,0 +1,6 @@
+import type { Command } from '../context.js';
+import { createCommand } from './create.js';
+import { inspectCommand } from './inspect.js';
+
+/** Every `etch` subcommand, in the order `etch help` lists them. */
+export const commands: readonly Command[] = [createCommand, inspectCommand];

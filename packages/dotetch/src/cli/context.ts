@@ -1,0 +1,26 @@
+import type { Writable } from 'node:stream';
+import type { Logger } from '@etch/format';
+
+/** What a command gets from the process: streams, environment, the Ctrl-C signal, a logger. */
+export interface CliContext {
+  /** Machine output only (`--json`, or the `.etch` itself with `-o -`). */
+  stdout: Writable;
+  /** Everything a human reads: progress, messages, errors. */
+  stderr: Writable & { isTTY?: boolean; columns?: number };
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+  /** Fires on Ctrl-C / SIGTERM. */
+  signal: AbortSignal;
+  logger: Logger;
+}
+
+/** One `etch <name>` subcommand. */
+export interface Command {
+  name: string;
+  /** One line for `etch help`. */
+  summary: string;
+  /** Full usage text for `etch <name> --help`. */
+  usage: string;
+  /** Runs the command; resolves to the exit code. Throws EtchError for failures. */
+  run(args: string[], context: CliContext): Promise<number>;
+}

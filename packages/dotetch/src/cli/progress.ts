@@ -1,0 +1,79 @@
+import type { Writable } from 'node:stream';
+import type { EtchProgress, ProgressListener } from '@etch/core';
+import { formatBytes } from './format-bytes.js';
+
+/** How progress is shown: a redrawn bar on a terminal, a line per phase otherwise, or nothing. */
+export type ProgressMode = 'tty' | 'plain' | 'none';
+
+/** Receives progress events and draws them. */
+export interface ProgressDisplay {
+  onProgress: ProgressListener;
+  /** Clears the bar, so the next line starts clean. */
+  finish(): void;
+}
+
+const REDRAW_MS = 100;
+const BAR_WIDTH = 28;
+
+function bar(fraction: number): string {
+  const filled = Math.round(Math.min(1, Math.max(0, fraction)) * BAR_WIDTH);
+  return `[${'#'.repeat(filled)}${'-'.repeat(BAR_WIDTH - filled)}]`;
+}
+
+/** Picks the mode from the stream and flags: bars only when stderr is a terminal. */
+export function progressModeFor(stderr: { isTTY?: boolean }, quiet: boolean): ProgressMode {
+  if (quiet) return 'none';
+  return stderr.isTTY ? 'tty' : 'plain';
+}
+
+export function createProgressDisplay(stderr: Writable, mode: ProgressMode, now: () => number = Date.now): ProgressDisplay {
+  if (mode === 'none') return { onProgress: () => {}, finish: () => {} };
+  let phaseKey = '';
+  let lastDraw = 0;
+  let drawn = false;
+  const started = now();
+
+  function describe(event: EtchProgress): string {
+    switch (event.phase) {
+      case 'base-image': {
+        const seconds = Math.max(0.001, (now() - started) / 1000);
+        const rate = `${formatBytes(event.bytes / seconds)}/s`;
+        const percent = event.total === 0 ? 100 : Math.floor((event.bytes / event.total) * 100);
+        return `base image ${bar(event.total === 0 ? 1 : event.bytes / event.total)} ${percent}% ${formatBytes(event.bytes)}/${formatBytes(event.total)} ${rate}`;
+      }
+      case 'inject':
+        return `partition ${event.partition}: ${event.entries} entries, ${formatBytes(event.bytes)}`;
+      case 'finalize':
+        return `done: ${formatBytes(event.bytesWritten)} written`;
+    }
+  }
+
+  function key(event: EtchProgress): string {
+    return event.phase === 'inject' ? `inject:${event.partition}` : event.phase;
+  }
+
+  return {
+    onProgress(event) {
+      const changed = key(event) !== phaseKey;
+      if (mode === 'plain') {
+        if (!changed) return;
+        phaseKey = key(event);
+        if (event.phase === 'base-image') stderr.write(`etch: writing base image ${event.name} (${formatBytes(event.total)})\n`);
+        else if (event.phase === 'inject') stderr.write(`etch: injecting into partition ${event.partition}\n`);
+        return;
+      }
+      const time = now();
+      const complete = event.phase === 'base-image' && event.bytes === event.total;
+      if (!changed && !complete && time - lastDraw < REDRAW_MS) return;
+      if (changed && drawn) stderr.write('\n');
+      phaseKey = key(event);
+      lastDraw = time;
+      drawn = true;
+      stderr.write(`\r\x1b[2K${describe(event)}`);
+    },
+    finish() {
+      if (mode === 'tty' && drawn) stderr.write('\n');
+      drawn = false;
+    },
+  };
+}

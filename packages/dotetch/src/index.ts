@@ -1,0 +1,10 @@
+// The umbrella: the original dotetch API by name, and each package as a namespace. No logic of its own.
+export { closeEtchStream, prepareEtchStream, startEtchStream, streamFiles, createEtch, writeEtchFile } from '@etch/core';
+export type { CreateEtchOptions, CreateEtchResult, EtchProgress, FileToInject, InjectSource } from '@etch/core';
+export { promisePacker, readEtch } from '@etch/tar';
+export type { EntryContent, EntryHeader, EntryWriter, EtchEntry } from '@etch/tar';
+export { EtchError, isEtchError, injectPath } from '@etch/format';
+export type { EtchErrorCode } from '@etch/format';
+export * as format from '@etch/format';
+export * as tar from '@etch/tar';
+export * as core from '@etch/core';
