@@ -1,0 +1,20 @@
+export {
+  dockerStoreEntries,
+  type DockerStoreOptions,
+  type LayerProgress,
+  type StoreImage,
+  type StoreLayer,
+  type StoredImage,
+} from './store.js';
+export { convertLayer, type ConvertedLayer, type StoreEntry } from './layer-converter.js';
+export {
+  mergeRepositories,
+  parseRepositories,
+  referencesOf,
+  serializeRepositories,
+  type ImageName,
+  type RepositoriesJson,
+} from './repositories.js';
+export { cacheIdFor, chainIds, linkIdFor } from './ids.js';
+export { Crc64 } from './crc64.js';
+export { TarSplitBuilder } from './tar-split.js';

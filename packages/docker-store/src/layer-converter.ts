@@ -1,0 +1,166 @@
+import { createHash } from 'node:crypto';
+import { EtchError } from '@etch/format';
+import { extractTar, type EntryHeader, type TarHeader } from '@etch/tar';
+import { Crc64 } from './crc64.js';
+import { ancestors, hardlinkTargetPath, layerPath, parentOf } from './layer-path.js';
+import { TarSplitBuilder } from './tar-split.js';
+
+/** An entry to inject: a header (name relative to the partition root) and its content. */
+export interface StoreEntry {
+  header: EntryHeader;
+  content?: Buffer | string | AsyncIterable<Uint8Array>;
+}
+
+/** What converting a layer found out, available once its entries have all been consumed. */
+export interface ConvertedLayer {
+  /** sha256 of the uncompressed tar: must equal the config's diffID. */
+  diffId: string;
+  /** What the engine writes to `layerdb/…/size`: content bytes in `diff/`, each inode once. */
+  size: number;
+  /** gzip-compressed tar-split of the original layer tar. */
+  tarSplit: Buffer;
+  /** Number of tar entries. */
+  entries: number;
+}
+
+const WHITEOUT_PREFIX = '.wh.';
+const OPAQUE_MARKER = '.wh..wh..opq';
+const OPAQUE_XATTR = 'trusted.overlay.opaque';
+const SEGMENT_LIMIT = 1024 * 1024;
+
+function badLayer(name: string, message: string): EtchError {
+  return new EtchError('ETCH_BAD_ENTRY', `Layer entry ${JSON.stringify(name)}: ${message}`, { details: { entryName: name } });
+}
+
+async function* withCrc(body: AsyncIterable<unknown>, crc: Crc64): AsyncGenerator<Uint8Array> {
+  for await (const chunk of body) {
+    crc.update(chunk as Buffer);
+    yield chunk as Buffer;
+  }
+}
+
+async function* tapHash(source: AsyncIterable<Uint8Array>, hash: ReturnType<typeof createHash>): AsyncGenerator<Uint8Array> {
+  for await (const chunk of source) {
+    hash.update(chunk);
+    yield chunk;
+  }
+}
+
+/**
+ * Converts an uncompressed layer tar into the entries of its overlay2 `diff/` directory, the way the engine's
+ * native overlay2 ApplyDiff lays them out: `.wh.NAME` becomes a 0:0 character device `NAME`; `.wh..wh..opq`
+ * becomes the `trusted.overlay.opaque=y` xattr on its directory; hardlinks point at the archive path of their
+ * target in the same layer; symlink targets are untouched; xattrs, modes (set-id bits included), owners and
+ * mtimes are kept. The original tar is recorded in a tar-split as it streams by.
+ *
+ * Refused: names that leave the layer (absolute, `..`, through a symlink of the same layer), duplicate paths,
+ * hardlinks to something not earlier in the layer, FIFOs and device files other than whiteouts.
+ *
+ * @param diffPrefix where `diff/` lives, relative to the partition root (e.g. `docker/overlay2/<id>/diff`).
+ * @param done receives the layer's diffID, size and tar-split after the last entry is consumed.
+ */
+export async function* convertLayer(
+  uncompressed: AsyncIterable<Uint8Array>,
+  diffPrefix: string,
+  done: (layer: ConvertedLayer) => void,
+  signal?: AbortSignal,
+): AsyncGenerator<StoreEntry> {
+  const diffHash = createHash('sha256');
+  const split = new TarSplitBuilder();
+  const seen = new Map<string, TarHeader['type']>();
+  const symlinks = new Set<string>();
+  const directories = new Map<string, EntryHeader>();
+  const opaque = new Set<string>();
+  let size = 0;
+  let entries = 0;
+  let trailer: Buffer = Buffer.alloc(0);
+  const at = (path: string) => (path === '' ? diffPrefix : `${diffPrefix}/${path}`);
+
+  const tar = extractTar(tapHash(uncompressed, diffHash), {
+    raw: true,
+    onTrailer: (bytes) => {
+      trailer = bytes;
+    },
+    ...(signal ? { signal } : {}),
+  });
+  for await (const { header, body, raw } of tar) {
+    entries += 1;
+    split.segment(raw as Buffer);
+    const crc = new Crc64();
+    const path = layerPath(header.name);
+    for (const ancestor of ancestors(path)) {
+      if (symlinks.has(ancestor)) {
+        throw new EtchError('ETCH_UNSAFE_PATH', `Refusing a malicious layer: ${JSON.stringify(header.name)} goes through the symlink ${JSON.stringify(ancestor)}.`, {
+          details: { entryName: header.name },
+        });
+      }
+    }
+    const base = path.slice(path.lastIndexOf('/') + 1);
+    const owner = { uid: header.uid, gid: header.gid, mtime: header.mtime };
+    const xattrs = header.xattrs.size > 0 ? new Map(header.xattrs) : undefined;
+
+    if (path === '') {
+      // The layer root: the engine skips it, so diff/ keeps its own metadata.
+    } else if (base === OPAQUE_MARKER) {
+      const dir = parentOf(path);
+      opaque.add(dir);
+      const known = directories.get(dir);
+      const header0: EntryHeader = known ?? { name: at(dir), type: 'directory', mode: 0o755, uid: 0, gid: 0 };
+      const dirXattrs = new Map(header0.xattrs instanceof Map ? header0.xattrs : []);
+      dirXattrs.set(OPAQUE_XATTR, Buffer.from('y'));
+      yield { header: { ...header0, xattrs: dirXattrs } };
+    } else if (base.startsWith(WHITEOUT_PREFIX)) {
+      const original = base.slice(WHITEOUT_PREFIX.length);
+      if (original === '' || original === '.' || original === '..') throw badLayer(header.name, 'is not a valid whiteout name.');
+      const target = parentOf(path) === '' ? original : `${parentOf(path)}/${original}`;
+      if (seen.has(target)) throw badLayer(header.name, `whites out ${JSON.stringify(target)}, which this same layer created; the engine refuses that.`);
+      seen.set(target, 'character-device');
+      yield { header: { name: at(target), type: 'character-device', mode: 0, devmajor: 0, devminor: 0, ...owner } };
+    } else {
+      if (seen.has(path)) throw badLayer(header.name, 'appears twice in the layer; the engine refuses duplicate paths.');
+      seen.set(path, header.type);
+      const common = { name: at(path), mode: header.mode & 0o7777, ...owner, ...(xattrs ? { xattrs } : {}) };
+      switch (header.type) {
+        case 'directory': {
+          const dirHeader: EntryHeader = { ...common, type: 'directory' };
+          if (opaque.has(path)) dirHeader.xattrs = new Map([...(xattrs ?? []), [OPAQUE_XATTR, Buffer.from('y')]]);
+          directories.set(path, dirHeader);
+          yield { header: dirHeader };
+          break;
+        }
+        case 'file':
+          size += header.size;
+          yield { header: { ...common, type: 'file', size: header.size }, content: withCrc(body, crc) };
+          break;
+        case 'symlink':
+          symlinks.add(path);
+          size += Buffer.byteLength(header.linkname);
+          yield { header: { ...common, type: 'symlink', linkname: header.linkname } };
+          break;
+        case 'link': {
+          const target = hardlinkTargetPath(header.linkname, header.name);
+          const targetType = seen.get(target);
+          if (targetType === undefined || targetType === 'directory' || target === path) {
+            throw badLayer(header.name, `is a hardlink to ${JSON.stringify(header.linkname)}, which is not a file earlier in the same layer.`);
+          }
+          for (const ancestor of ancestors(target)) {
+            if (symlinks.has(ancestor)) throw new EtchError('ETCH_UNSAFE_PATH', `Refusing a malicious layer: hardlink ${JSON.stringify(header.name)} goes through a symlink.`);
+          }
+          yield { header: { ...common, type: 'link', linkname: at(target) } };
+          break;
+        }
+        case 'character-device':
+          if (header.devmajor !== 0 || header.devminor !== 0) throw badLayer(header.name, `is device ${header.devmajor}:${header.devminor}; .etch carries only whiteout devices (0:0).`);
+          yield { header: { ...common, type: 'character-device', devmajor: 0, devminor: 0 } };
+          break;
+        default:
+          throw badLayer(header.name, `is a ${header.type}, which a .etch cannot carry (only files, directories, links and whiteouts).`);
+      }
+    }
+    // Whatever was not forwarded still counts for the tar-split checksum.
+    for await (const chunk of body) crc.update(chunk as Buffer);
+    split.file(header.name, header.size, header.size > 0 ? crc.digest() : null);
+  }
+  for (let offset = 0; offset < trailer.length; offset += SEGMENT_LIMIT) split.segment(trailer.subarray(offset, offset + SEGMENT_LIMIT));
+  done({ diffId: `sha256:${diffHash.digest('hex')}`, size, tarSplit: await split.finish(), entries });
+}

@@ -1,0 +1,302 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { pack as tarPack } from 'tar-stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { collect, craftTar, createTempDir, type CraftedEntry, type TempDir } from '@etch/test-utils';
+import { isEtchError } from '@etch/format';
+import { promisePacker, readEtch, whenPackerIdle, type EtchInjectEntry } from '@etch/tar';
+import { dockerStoreEntries, type StoreImage, type StoredImage } from './store.js';
+import { chainIds } from './ids.js';
+
+let dir: TempDir;
+beforeAll(async () => {
+  dir = await createTempDir();
+});
+afterAll(() => dir.remove());
+
+const sha = (data: Buffer) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+
+interface Layer {
+  tar: Buffer;
+  blob: Buffer;
+}
+async function layer(entries: CraftedEntry[], compress = true): Promise<Layer> {
+  const tar = await craftTar(entries);
+  return { tar, blob: compress ? gzipSync(tar) : tar };
+}
+
+function image(layers: Layer[], names: StoreImage['names'], extra: Record<string, unknown> = {}): StoreImage {
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: layers.map((l) => sha(l.tar)) }, ...extra }));
+  return {
+    config,
+    configDigest: sha(config),
+    layers: layers.map((l) => ({ digest: sha(l.blob), size: l.blob.length, open: async () => Readable.from([l.blob]) })),
+    names,
+    sourceRepository: `127.0.0.1:5000/${names[0]?.repository ?? 'x'}`,
+  };
+}
+
+interface Result {
+  entries: { entry: EtchInjectEntry; content?: Buffer }[];
+  byPath: Map<string, { entry: EtchInjectEntry; content?: Buffer }>;
+  stored: StoredImage[];
+}
+
+/** Writes the store into a real .etch (so every format rule is enforced by readEtch) and reads it back. */
+async function preload(images: StoreImage[], options: Parameters<typeof dockerStoreEntries>[1] = {}): Promise<Result> {
+  const pack = tarPack();
+  const out = collect(pack);
+  const write = promisePacker(pack);
+  await write({ name: 'VERSION' }, '1.0');
+  await write({ name: 'disk.img' }, 'x');
+  const into = promisePacker(pack, 'inject/6');
+  const generator = dockerStoreEntries(images, options);
+  let next = await generator.next();
+  while (!next.done) {
+    await into(next.value.header, next.value.content);
+    next = await generator.next();
+  }
+  await whenPackerIdle(pack);
+  pack.finalize();
+  const entries: Result['entries'] = [];
+  for await (const entry of readEtch(Readable.from([await out]))) {
+    if (entry.kind !== 'inject') continue;
+    entries.push({ entry, content: entry.stream ? await collect(entry.stream) : undefined });
+  }
+  return { entries, byPath: new Map(entries.map((e) => [e.entry.path, e])), stored: next.value };
+}
+
+const text = (r: Result, path: string) => r.byPath.get(path)?.content?.toString();
+
+// The lab layers of the reference notes: their `size` values were read off a real dockerd (45 and 9).
+const labLower: CraftedEntry[] = [
+  { name: 'bin/', type: 'directory', mode: 0o755 },
+  { name: 'bin/tool', content: 'x'.repeat(24), mode: 0o4755, uid: 1000, gid: 1000 },
+  { name: 'bin/tool-hard', type: 'link', linkname: 'bin/tool' },
+  { name: 'bin/sh', type: 'symlink', linkname: '/bin/busybox' },
+  { name: 'etc/', type: 'directory' },
+  { name: 'etc/a', content: '12345' },
+  { name: 'etc/b', content: '1' },
+  { name: 'etc/d', content: '1' },
+  { name: 'del/', type: 'directory' },
+  { name: 'del/x', content: '1' },
+  { name: 'opq/', type: 'directory' },
+  { name: 'opq/old', content: '1' },
+  { name: `long/${'n'.repeat(150)}/ünïcödé-名前.txt`, content: '' },
+  { name: 'caps', content: '', pax: { 'SCHILY.xattr.user.test': 'v1' } },
+];
+const labUpper: CraftedEntry[] = [
+  { name: 'del/', type: 'directory' },
+  { name: 'del/.wh.x', content: '' },
+  { name: 'opq/', type: 'directory', mode: 0o750 },
+  { name: 'opq/.wh..wh..opq', content: '' },
+  { name: 'opq/new', content: '123' },
+  { name: 'etc/', type: 'directory' },
+  { name: 'etc/a', content: '1' },
+  { name: 'etc/c', content: '12345' },
+];
+
+describe('dockerStoreEntries', () => {
+  it('lays out layers, metadata and references the way the engine does', async () => {
+    const lower = await layer(labLower);
+    const upper = await layer(labUpper, false);
+    const img = image([lower, upper], [{ repository: '127.0.0.1:5000/test/app', tag: 'v1', digest: `sha256:${'a'.repeat(64)}` }]);
+    const base = { Repositories: { balena_supervisor: { 'balena_supervisor:v14.0.0': `sha256:${'b'.repeat(64)}` } } };
+    const result = await preload([img], { baseRepositories: base });
+    const [chain0, chain1] = chainIds([sha(lower.tar), sha(upper.tar)]);
+    const [stored] = result.stored;
+    expect(stored?.imageId).toBe(sha(img.config));
+    expect(stored?.layers.map((l) => l.size)).toEqual([45, 9]);
+    const [l0, l1] = stored?.layers ?? [];
+
+    // layerdb
+    const db0 = `docker/image/overlay2/layerdb/sha256/${chain0?.slice(7)}`;
+    const db1 = `docker/image/overlay2/layerdb/sha256/${chain1?.slice(7)}`;
+    expect(text(result, `${db0}/diff`)).toBe(sha(lower.tar));
+    expect(text(result, `${db0}/size`)).toBe('45');
+    expect(text(result, `${db1}/size`)).toBe('9');
+    expect(text(result, `${db0}/cache-id`)).toBe(l0?.cacheId);
+    expect(result.byPath.has(`${db0}/parent`)).toBe(false);
+    expect(text(result, `${db1}/parent`)).toBe(chain0);
+    expect(result.byPath.get(db0)?.entry.mode).toBe(0o700);
+
+    // overlay2 dirs, link ids, lower chain, committed on the parent only
+    const link0 = text(result, `docker/overlay2/${l0?.cacheId}/link`) as string;
+    const link1 = text(result, `docker/overlay2/${l1?.cacheId}/link`) as string;
+    expect(link0).toMatch(/^[A-Z2-7]{26}$/);
+    expect(result.byPath.get(`docker/overlay2/l/${link1}`)?.entry.symlinkTarget).toBe(`../${l1?.cacheId}/diff`);
+    expect(text(result, `docker/overlay2/${l1?.cacheId}/lower`)).toBe(`l/${link0}`);
+    expect(result.byPath.has(`docker/overlay2/${l0?.cacheId}/lower`)).toBe(false);
+    expect(result.byPath.get(`docker/overlay2/${l1?.cacheId}/work`)?.entry.mode).toBe(0o700);
+    expect(result.byPath.get(`docker/overlay2/${l0?.cacheId}/committed`)?.entry.mode).toBe(0o600);
+    expect(result.byPath.has(`docker/overlay2/${l1?.cacheId}/committed`)).toBe(false);
+    expect(result.byPath.get(`docker/overlay2/${l0?.cacheId}`)?.entry.mode).toBe(0o710);
+
+    // layer contents
+    const d0 = `docker/overlay2/${l0?.cacheId}/diff`;
+    const d1 = `docker/overlay2/${l1?.cacheId}/diff`;
+    expect(result.byPath.get(`${d0}/bin/tool`)?.entry).toMatchObject({ mode: 0o4755, uid: 1000, gid: 1000 });
+    expect(result.byPath.get(`${d0}/bin/tool-hard`)?.entry).toMatchObject({ type: 'link', hardlinkTarget: `${d0}/bin/tool` });
+    expect(result.byPath.get(`${d0}/bin/sh`)?.entry.symlinkTarget).toBe('/bin/busybox');
+    expect(result.byPath.has(`${d0}/long/${'n'.repeat(150)}/ünïcödé-名前.txt`)).toBe(true);
+    expect(result.byPath.get(`${d0}/caps`)?.entry.xattrs.get('user.test')?.toString()).toBe('v1');
+    expect(result.byPath.get(`${d1}/del/x`)?.entry).toMatchObject({ type: 'character-device', mode: 0 });
+    expect(result.byPath.has(`${d1}/del/.wh.x`)).toBe(false);
+    const opq = result.entries.filter((e) => e.entry.path === `${d1}/opq`).at(-1)?.entry;
+    expect(opq?.xattrs.get('trusted.overlay.opaque')?.toString()).toBe('y');
+    expect(opq?.mode).toBe(0o750);
+    expect(result.byPath.has(`${d1}/opq/.wh..wh..opq`)).toBe(false);
+
+    // image config, distribution metadata, references
+    expect(result.byPath.get(`docker/image/overlay2/imagedb/content/sha256/${stored?.imageId.slice(7)}`)?.content?.equals(img.config)).toBe(true);
+    expect(text(result, `docker/image/overlay2/distribution/diffid-by-digest/sha256/${img.layers[0]?.digest.slice(7)}`)).toBe(sha(lower.tar));
+    expect(JSON.parse(text(result, `docker/image/overlay2/distribution/v2metadata-by-diffid/sha256/${sha(upper.tar).slice(7)}`) as string)).toEqual([
+      { Digest: img.layers[1]?.digest, SourceRepository: '127.0.0.1:5000/127.0.0.1:5000/test/app', HMAC: '' },
+    ]);
+    const repositories = text(result, 'docker/image/overlay2/repositories.json') as string;
+    expect(JSON.parse(repositories)).toEqual({
+      Repositories: {
+        '127.0.0.1:5000/test/app': {
+          '127.0.0.1:5000/test/app:v1': stored?.imageId,
+          [`127.0.0.1:5000/test/app@sha256:${'a'.repeat(64)}`]: stored?.imageId,
+        },
+        balena_supervisor: { 'balena_supervisor:v14.0.0': `sha256:${'b'.repeat(64)}` },
+      },
+    });
+    expect(repositories.indexOf('127.0.0.1')).toBeLessThan(repositories.indexOf('balena_supervisor'));
+    expect(result.byPath.get('docker/image/overlay2/repositories.json')?.entry.mode).toBe(0o600);
+  });
+
+  it('writes a tar-split from which the original layer is rebuilt byte for byte (what docker save does)', async () => {
+    const lower = await layer(labLower);
+    const result = await preload([image([lower], [{ repository: 'a', tag: '1' }])]);
+    const [chain] = chainIds([sha(lower.tar)]);
+    const cacheId = result.stored[0]?.layers[0]?.cacheId;
+    const split = gunzipSync(result.byPath.get(`docker/image/overlay2/layerdb/sha256/${chain?.slice(7)}/tar-split.json.gz`)?.content as Buffer);
+    const parts: Buffer[] = [];
+    for (const line of split.toString().trim().split('\n')) {
+      const record = JSON.parse(line) as { type: number; name?: string; size?: number; payload: string | null };
+      if (record.type === 2) parts.push(Buffer.from(record.payload as string, 'base64'));
+      else if (record.size) {
+        // The engine reads the file back from diff/ by its recorded name.
+        const path = `docker/overlay2/${cacheId}/diff/${(record.name as string).replace(/^\.\//, '')}`;
+        const file = result.byPath.get(path);
+        const content = file?.entry.type === 'link' ? result.byPath.get(file.entry.hardlinkTarget as string)?.content : file?.content;
+        parts.push(content as Buffer);
+      }
+    }
+    expect(sha(Buffer.concat(parts))).toBe(sha(lower.tar));
+  });
+
+  it('writes a layer shared by two images once and records both sources', async () => {
+    const shared = await layer([{ name: 'shared.txt', content: 'same' }]);
+    const a = await layer([{ name: 'a.txt', content: 'a' }]);
+    const b = await layer([{ name: 'b.txt', content: 'b' }]);
+    const result = await preload([
+      image([shared, a], [{ repository: 'one', tag: 'latest' }]),
+      image([shared, b], [{ repository: 'two', tag: 'latest' }]),
+    ]);
+    const contents = result.entries.filter((e) => e.entry.path.endsWith('/diff/shared.txt'));
+    expect(contents).toHaveLength(1);
+    expect(result.stored[0]?.layers[0]?.cacheId).toBe(result.stored[1]?.layers[0]?.cacheId);
+    const committed = result.entries.filter((e) => e.entry.path.endsWith('/committed'));
+    expect(committed).toHaveLength(1);
+  });
+
+  it('refuses a blob whose bytes do not match its digest', async () => {
+    const good = await layer([{ name: 'f', content: 'x' }]);
+    const img = image([good], [{ repository: 'a', tag: '1' }]);
+    const tampered = gzipSync(await craftTar([{ name: 'f', content: 'y' }]));
+    const bad: StoreImage = { ...img, layers: [{ ...(img.layers[0] as StoreImage['layers'][number]), open: async () => Readable.from([tampered]) }] };
+    const error = await preload([bad]).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_DIGEST_MISMATCH')).toBe(true);
+  });
+
+  it('refuses a layer whose content does not match the config diffID', async () => {
+    const real = await layer([{ name: 'f', content: 'x' }]);
+    const other = await layer([{ name: 'f', content: 'other' }]);
+    const img = image([real], [{ repository: 'a', tag: '1' }]);
+    const lying: StoreImage = { ...img, layers: [{ digest: sha(other.blob), size: other.blob.length, open: async () => Readable.from([other.blob]) }] };
+    const error = await preload([lying]).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_DIGEST_MISMATCH')).toBe(true);
+    expect((error as Error).message).toContain('config expects');
+  });
+
+  it('refuses a blob whose size differs from the manifest', async () => {
+    const good = await layer([{ name: 'f', content: 'x' }]);
+    const img = image([good], [{ repository: 'a', tag: '1' }]);
+    const declared = { ...(img.layers[0] as StoreImage['layers'][number]), size: good.blob.length + 1 };
+    const error = await preload([{ ...img, layers: [declared] }]).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_DIGEST_MISMATCH')).toBe(true);
+    expect((error as Error).message).toContain('manifest says');
+  });
+
+  it('refuses a config that does not hash to its digest', async () => {
+    const img = image([await layer([{ name: 'f', content: 'x' }])], [{ repository: 'a' }]);
+    const error = await preload([{ ...img, configDigest: `sha256:${'0'.repeat(64)}` }]).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_DIGEST_MISMATCH')).toBe(true);
+  });
+
+  it.each<[string, CraftedEntry[], string]>([
+    ['an absolute name', [{ name: '/etc/passwd', content: 'x' }], 'ETCH_UNSAFE_PATH'],
+    ['a .. name', [{ name: 'a/../../etc/passwd', content: 'x' }], 'ETCH_UNSAFE_PATH'],
+    ['a write through its own symlink', [{ name: 'evil', type: 'symlink', linkname: '/etc' }, { name: 'evil/cron', content: 'x' }], 'ETCH_UNSAFE_PATH'],
+    ['a hardlink out of the layer', [{ name: 'h', type: 'link', linkname: '../../../etc/shadow' }], 'ETCH_UNSAFE_PATH'],
+    ['a hardlink to a lower layer', [{ name: 'h', type: 'link', linkname: 'not/here' }], 'ETCH_BAD_ENTRY'],
+    ['a duplicate path', [{ name: 'f', content: 'x' }, { name: 'f', content: 'y' }], 'ETCH_BAD_ENTRY'],
+    ['a whiteout of its own file', [{ name: 'f', content: 'x' }, { name: '.wh.f', content: '' }], 'ETCH_BAD_ENTRY'],
+    ['a device node', [{ name: 'dev/sda', type: 'block-device', devmajor: 8, devminor: 0 }], 'ETCH_BAD_ENTRY'],
+  ])('refuses a layer with %s', async (_label, entries, code) => {
+    const error = await preload([image([await layer(entries)], [{ repository: 'evil', tag: '1' }])]).catch((e: unknown) => e);
+    expect(isEtchError(error, code as never), String(error)).toBe(true);
+  });
+
+  it('refuses non-linux images and configs whose diff_ids do not match the layers', async () => {
+    const l = await layer([{ name: 'f', content: 'x' }]);
+    const windows = image([l], [{ repository: 'w' }], { os: 'windows' });
+    expect(isEtchError(await preload([windows]).catch((e: unknown) => e), 'ETCH_PLATFORM_NOT_FOUND')).toBe(true);
+    const short = image([l], [{ repository: 'w' }]);
+    expect(isEtchError(await preload([{ ...short, layers: [] }]).catch((e: unknown) => e), 'ETCH_BAD_ENTRY')).toBe(true);
+  });
+
+  it('streams a large layer without holding it in memory', async () => {
+    // 256 MiB of file content in one layer, served as a stream of an uncompressed tar, produced lazily.
+    const size = 256 * 1024 * 1024;
+    const chunk = Buffer.alloc(1024 * 1024, 0x5a);
+    const body = () => {
+      const tarball = tarPack();
+      // A fixed mtime: the stream is rendered twice and must hash the same both times.
+      const sink = tarball.entry({ name: 'big.bin', size, mtime: new Date(0) });
+      void (async () => {
+        for (let i = 0; i < size / chunk.length; i++) {
+          if (!sink.write(chunk)) await new Promise<void>((resolve) => sink.once('drain', () => resolve()));
+        }
+        sink.end(undefined as never);
+        tarball.finalize();
+      })();
+      return tarball as unknown as AsyncIterable<Uint8Array>;
+    };
+    const hash = createHash('sha256');
+    let blobSize = 0;
+    for await (const part of body()) {
+      hash.update(part);
+      blobSize += part.length;
+    }
+    const diffId = `sha256:${hash.digest('hex')}`;
+    const config = Buffer.from(JSON.stringify({ os: 'linux', rootfs: { type: 'layers', diff_ids: [diffId] } }));
+    const big: StoreImage = { config, layers: [{ digest: diffId, size: blobSize, open: async () => body() }], names: [{ repository: 'big' }], sourceRepository: 'big' };
+    const before = process.memoryUsage().rss;
+    let peak = before;
+    let bytes = 0;
+    for await (const entry of dockerStoreEntries([big], { onProgress: () => (peak = Math.max(peak, process.memoryUsage.rss())) })) {
+      if (entry.content && typeof entry.content !== 'string' && !Buffer.isBuffer(entry.content)) {
+        for await (const part of entry.content) bytes += part.length;
+      }
+    }
+    expect(bytes).toBe(size);
+    expect(peak - before).toBeLessThan(96 * 1024 * 1024);
+  });
+});

@@ -1,0 +1,244 @@
+import { createHash } from 'node:crypto';
+import { EtchError, isEtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { decompressAuto } from '@etch/tar';
+import { assertDigest, cacheIdFor, chainIds, hexOf, linkIdFor } from './ids.js';
+import { convertLayer, type ConvertedLayer, type StoreEntry } from './layer-converter.js';
+import { DIR_MODES, paths } from './layout.js';
+import { mergeRepositories, serializeRepositories, type ImageName, type RepositoriesJson } from './repositories.js';
+
+/** A layer to preload: its compressed blob and how to open it. */
+export interface StoreLayer {
+  /** Digest of the compressed blob (the manifest's layer digest). */
+  digest: string;
+  /** Size of the compressed blob, as the manifest declares it; checked against the bytes read. */
+  size: number;
+  /** Opens the compressed blob. The bytes are hashed again here and must match `digest`. */
+  open(signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
+}
+
+/** An image to preload, resolved for one platform. */
+export interface StoreImage {
+  /** The config blob exactly as the registry served it (its sha256 is the image ID). */
+  config: Buffer;
+  /** The manifest's config digest; checked against the bytes when given. */
+  configDigest?: string;
+  /** Layers in manifest order (bottom first); their uncompressed digests must be the config's diff_ids. */
+  layers: readonly StoreLayer[];
+  /** The names to record in repositories.json (familiar form). */
+  names: readonly ImageName[];
+  /** Full repository name recorded as the layers' source (`docker.io/library/alpine`). */
+  sourceRepository: string;
+}
+
+/** Progress of one layer. */
+export interface LayerProgress {
+  phase: 'layer';
+  image: number;
+  layer: number;
+  digest: string;
+  /** Compressed bytes read so far. */
+  bytes: number;
+  total: number;
+  state: 'writing' | 'done' | 'shared';
+}
+
+/** Options for {@link dockerStoreEntries}. */
+export interface DockerStoreOptions {
+  /** The data root inside the partition (`/var/lib/docker` is `<data partition>/docker` on balenaOS). */
+  root?: string;
+  /** The base OS's own repositories.json: merged, never dropped. */
+  baseRepositories?: RepositoriesJson;
+  signal?: AbortSignal;
+  onProgress?: (event: LayerProgress) => void;
+  logger?: Logger;
+}
+
+/** What was written, for summaries. */
+export interface StoredImage {
+  imageId: string;
+  names: readonly ImageName[];
+  layers: { chainId: string; diffId: string; cacheId: string; size: number }[];
+  /** Σ layer sizes, what `docker images` shows. */
+  size: number;
+}
+
+interface ImageConfigLike {
+  os?: string;
+  rootfs?: { type?: string; diff_ids?: unknown };
+  history?: { empty_layer?: boolean }[];
+}
+
+function parseConfig(image: StoreImage, index: number): { imageId: string; diffIds: string[] } {
+  const imageId = `sha256:${createHash('sha256').update(image.config).digest('hex')}`;
+  if (image.configDigest !== undefined && image.configDigest !== imageId) {
+    throw new EtchError('ETCH_DIGEST_MISMATCH', `The config of image ${index + 1} hashes to ${imageId}, not ${image.configDigest}. Pull it again.`, {
+      details: { digest: image.configDigest },
+    });
+  }
+  let config: ImageConfigLike;
+  try {
+    config = JSON.parse(image.config.toString('utf8')) as ImageConfigLike;
+  } catch (cause) {
+    throw new EtchError('ETCH_BAD_ENTRY', `The config ${imageId} is not JSON.`, { cause });
+  }
+  if (config.os !== undefined && config.os !== '' && config.os !== 'linux') {
+    throw new EtchError('ETCH_PLATFORM_NOT_FOUND', `Image ${imageId} is for ${config.os}; the engine on a balenaOS device only runs linux images.`);
+  }
+  const diffIds = config.rootfs?.diff_ids;
+  if (config.rootfs?.type !== 'layers' || !Array.isArray(diffIds)) {
+    throw new EtchError('ETCH_BAD_ENTRY', `The config ${imageId} has no rootfs of type "layers".`);
+  }
+  for (const id of diffIds) assertDigest(String(id), 'a diff_id');
+  if (diffIds.length !== image.layers.length) {
+    throw new EtchError('ETCH_BAD_ENTRY', `Image ${imageId} lists ${image.layers.length} layers but its config has ${diffIds.length} diff_ids.`);
+  }
+  const nonEmpty = (config.history ?? []).filter((h) => !h.empty_layer).length;
+  if (nonEmpty > diffIds.length) {
+    throw new EtchError('ETCH_BAD_ENTRY', `Image ${imageId} has more non-empty history entries than layers; the engine refuses it.`);
+  }
+  return { imageId, diffIds: diffIds as string[] };
+}
+
+async function* hashing(source: AsyncIterable<Uint8Array>, hash: ReturnType<typeof createHash>, onBytes: (n: number) => void, finished: (total: number) => void) {
+  let total = 0;
+  for await (const chunk of source) {
+    hash.update(chunk);
+    total += chunk.length;
+    onBytes(total);
+    yield chunk;
+  }
+  finished(total);
+}
+
+/**
+ * Yields, in order, every entry a moby/balena-engine overlay2 data root needs to hold `images` as if
+ * `docker pull` had stored them: layer contents and metadata, distribution metadata, image configs, and a
+ * merged repositories.json (last, as the engine's commit point). Names are relative to the partition root.
+ *
+ * Each layer is streamed once (layers shared between images are written once), decompressed by magic
+ * bytes, and verified twice: the compressed bytes against the manifest digest, the tar against the
+ * config's diffID. A mismatch throws `ETCH_DIGEST_MISMATCH` before the store is complete.
+ */
+export async function* dockerStoreEntries(images: readonly StoreImage[], options: DockerStoreOptions = {}): AsyncGenerator<StoreEntry, StoredImage[], undefined> {
+  const { signal } = options;
+  const logger = options.logger ?? silentLogger;
+  const root = (options.root ?? 'docker').replace(/^\/+|\/+$/g, '');
+  const at = (path: string) => (path === '' ? root : `${root}/${path}`);
+  const now = new Date();
+  const parsed = images.map((image, index) => parseConfig(image, index));
+
+  for (const [path, mode] of DIR_MODES) yield { header: { name: at(path), type: 'directory', mode, mtime: now } };
+
+  const written = new Map<string, { cacheId: string; linkId: string; lower: string; size: number; diffId: string }>();
+  const committed = new Set<string>();
+  const diffIdByDigest = new Map<string, string>();
+  const sources = new Map<string, Map<string, string>>(); // diffId → blob digest → source repository
+  const stored: StoredImage[] = [];
+
+  for (const [imageIndex, image] of images.entries()) {
+    const { imageId, diffIds } = parsed[imageIndex] as { imageId: string; diffIds: string[] };
+    const chain = chainIds(diffIds);
+    const layers: StoredImage['layers'] = [];
+    for (const [layerIndex, layer] of image.layers.entries()) {
+      throwIfAborted(signal);
+      assertDigest(layer.digest, 'a layer digest');
+      const chainId = chain[layerIndex] as string;
+      const diffId = diffIds[layerIndex] as string;
+      diffIdByDigest.set(layer.digest, diffId);
+      const bySource = sources.get(diffId) ?? new Map<string, string>();
+      bySource.set(`${layer.digest} ${image.sourceRepository}`, image.sourceRepository);
+      sources.set(diffId, bySource);
+      const progress = (bytes: number, state: LayerProgress['state']) =>
+        options.onProgress?.({ phase: 'layer', image: imageIndex, layer: layerIndex, digest: layer.digest, bytes, total: layer.size, state });
+
+      const existing = written.get(chainId);
+      if (existing !== undefined) {
+        progress(layer.size, 'shared');
+        layers.push({ chainId, diffId, cacheId: existing.cacheId, size: existing.size });
+        continue;
+      }
+      const cacheId = cacheIdFor(chainId);
+      const linkId = linkIdFor(cacheId);
+      const parent = layerIndex === 0 ? undefined : written.get(chain[layerIndex - 1] as string);
+      const lower = parent === undefined ? '' : parent.lower === '' ? `l/${parent.linkId}` : `l/${parent.linkId}:${parent.lower}`;
+      logger.debug('writing layer', { digest: layer.digest, chainId, cacheId });
+
+      yield { header: { name: at(paths.layerDir(cacheId)), type: 'directory', mode: 0o710, mtime: now } };
+      yield { header: { name: at(paths.diff(cacheId)), type: 'directory', mode: 0o755, mtime: now } };
+
+      const blobHash = createHash('sha256');
+      let blobDone = false;
+      let blobBytes = 0;
+      let result: ConvertedLayer | undefined;
+      try {
+        const blob = hashing(await layer.open(signal), blobHash, (n) => progress(n, 'writing'), (total) => {
+          blobDone = true;
+          blobBytes = total;
+        });
+        const { stream } = await decompressAuto(blob, signal);
+        yield* convertLayer(stream, at(paths.diff(cacheId)), (r) => (result = r), signal);
+      } catch (err) {
+        if (isEtchError(err)) throw err;
+        throw new EtchError('ETCH_BAD_ARCHIVE', `Layer ${layer.digest} could not be read: ${(err as Error).message}`, { cause: err, details: { digest: layer.digest } });
+      }
+      const converted = result as ConvertedLayer;
+      const blobDigest = `sha256:${blobHash.digest('hex')}`;
+      if (blobDone && blobBytes !== layer.size) {
+        throw new EtchError('ETCH_DIGEST_MISMATCH', `Layer blob ${layer.digest} is ${blobBytes} bytes, but the manifest says ${layer.size}. The registry served corrupt data; try again.`, {
+          details: { digest: layer.digest },
+        });
+      }
+      if (!blobDone || blobDigest !== layer.digest) {
+        throw new EtchError('ETCH_DIGEST_MISMATCH', `Layer blob ${layer.digest} hashes to ${blobDigest}${blobDone ? '' : ' (it has bytes after the compressed data)'}. The registry served corrupt data; try again.`, {
+          details: { digest: layer.digest },
+        });
+      }
+      if (converted.diffId !== diffId) {
+        throw new EtchError('ETCH_DIGEST_MISMATCH', `Layer ${layer.digest} uncompresses to ${converted.diffId}, but the image config expects ${diffId}. The image is inconsistent; rebuild or re-push it.`, {
+          details: { digest: diffId },
+        });
+      }
+
+      const file = (name: string, content: string | Buffer, mode = 0o644) => ({ header: { name: at(name), type: 'file' as const, mode, mtime: now }, content });
+      yield file(`${paths.layerDir(cacheId)}/link`, linkId);
+      if (parent !== undefined) {
+        yield file(`${paths.layerDir(cacheId)}/lower`, lower);
+        yield { header: { name: at(`${paths.layerDir(cacheId)}/work`), type: 'directory', mode: 0o700, mtime: now } };
+        if (!committed.has(parent.cacheId)) {
+          committed.add(parent.cacheId);
+          yield file(`${paths.layerDir(parent.cacheId)}/committed`, '', 0o600);
+        }
+      }
+      yield { header: { name: at(paths.link(linkId)), type: 'symlink', linkname: `../${cacheId}/diff`, mode: 0o777, mtime: now } };
+
+      const db = paths.layerdb(hexOf(chainId));
+      yield { header: { name: at(db), type: 'directory', mode: 0o700, mtime: now } };
+      yield file(`${db}/diff`, diffId);
+      yield file(`${db}/size`, String(converted.size)); // no trailing newline: the engine's ParseInt rejects it
+      yield file(`${db}/cache-id`, cacheId);
+      if (layerIndex > 0) yield file(`${db}/parent`, chain[layerIndex - 1] as string);
+      yield file(`${db}/tar-split.json.gz`, converted.tarSplit);
+
+      written.set(chainId, { cacheId, linkId, lower, size: converted.size, diffId });
+      layers.push({ chainId, diffId, cacheId, size: converted.size });
+      progress(layer.size, 'done');
+    }
+    stored.push({ imageId, names: image.names, layers, size: layers.reduce((sum, l) => sum + l.size, 0) });
+  }
+
+  const file = (name: string, content: string | Buffer, mode = 0o644) => ({ header: { name: at(name), type: 'file' as const, mode, mtime: now }, content });
+  for (const [digest, diffId] of diffIdByDigest) yield file(paths.diffIdByDigest(hexOf(digest)), diffId);
+  for (const [diffId, bySource] of sources) {
+    const metadata = [...bySource.entries()].map(([key, source]) => ({ Digest: key.split(' ')[0], SourceRepository: source, HMAC: '' }));
+    yield file(paths.v2Metadata(hexOf(diffId)), JSON.stringify(metadata));
+  }
+  for (const [index, image] of images.entries()) {
+    yield file(paths.imageConfig(hexOf((parsed[index] as { imageId: string }).imageId)), image.config, 0o600);
+  }
+  const repositories = mergeRepositories(
+    options.baseRepositories,
+    stored.flatMap((s) => s.names.map((name) => ({ name, imageId: s.imageId }))),
+  );
+  yield file(paths.repositories, serializeRepositories(repositories), 0o600);
+  return stored;
+}

@@ -1,0 +1,46 @@
+import { createGzip } from 'node:zlib';
+
+/**
+ * Builds `tar-split.json.gz`: newline-delimited JSON of the raw tar bytes around every file's content
+ * (type 2 segments) and one record per entry with the CRC-64 of its content (type 1), gzip-compressed.
+ * With it the engine rebuilds the original layer tar byte for byte (`docker save`, `docker push`, balena
+ * delta updates).
+ */
+export class TarSplitBuilder {
+  #position = 0;
+  readonly #gzip = createGzip();
+  readonly #chunks: Buffer[] = [];
+  readonly #done: Promise<Buffer>;
+
+  constructor() {
+    this.#gzip.on('data', (chunk: Buffer) => this.#chunks.push(chunk));
+    this.#done = new Promise((resolve, reject) => {
+      this.#gzip.on('end', () => resolve(Buffer.concat(this.#chunks)));
+      this.#gzip.on('error', reject);
+    });
+  }
+
+  #line(record: Record<string, unknown>): void {
+    this.#gzip.write(`${JSON.stringify({ ...record, position: this.#position++ })}\n`);
+  }
+
+  /** Raw bytes that are not file content: padding, extended headers, header blocks, the end marker. */
+  segment(bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    this.#line({ type: 2, payload: bytes.toString('base64') });
+  }
+
+  /** One tar entry: its name as parsed, content size, and the CRC-64 of its content (null when empty). */
+  file(name: string, size: number, crc: Buffer | null): void {
+    const record: Record<string, unknown> = { type: 1, name };
+    if (size > 0) record.size = size;
+    record.payload = size > 0 && crc ? crc.toString('base64') : null;
+    this.#line(record);
+  }
+
+  /** The gzip-compressed result. */
+  finish(): Promise<Buffer> {
+    this.#gzip.end();
+    return this.#done;
+  }
+}
