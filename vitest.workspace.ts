@@ -14,6 +14,8 @@ export interface EtchTestProject {
 export const projects: EtchTestProject[] = [
   { name: '@etch/format', dir: 'format' },
   { name: '@etch/tar', dir: 'tar' },
+  { name: '@etch/registry', dir: 'registry', testTimeout: 120_000 },
+  { name: '@etch/baseimage', dir: 'baseimage', testTimeout: 120_000 },
   { name: '@etch/core', dir: 'core' },
   { name: 'dotetch', dir: 'dotetch', testTimeout: 60_000 },
   { name: '@etch/docker-store', dir: 'docker-store', testTimeout: 120_000 },
