@@ -34,7 +34,9 @@ export type EtchErrorCode =
   /** The caller passed options that cannot work together or are malformed. */
   | 'ETCH_USAGE'
   /** A compression format is not supported on this runtime. */
-  | 'ETCH_UNSUPPORTED_COMPRESSION';
+  | 'ETCH_UNSUPPORTED_COMPRESSION'
+  /** A disk image has no readable partition table, or a partition or filesystem in it is not what was expected. */
+  | 'ETCH_BAD_DISK_IMAGE';
 
 const BRAND = Symbol.for('@etch/error');
 

@@ -47,3 +47,4 @@ export {
   type TarEntryType,
 } from './entries.js';
 export { parseEntryName, type ParsedEntryName } from './entry-name.js';
+export { findPartition, readPartitionTable, type PartitionInfo, type PartitionTable, type ReadAt } from './partition-table.js';

@@ -14,6 +14,15 @@ export const BASE_TOOLS: readonly RequiredTool[] = [
   { command: 'setfattr', aptPackage: 'attr' },
 ];
 
+/** Tools that build and check disk images: partition tables, ext4 and FAT filesystems. */
+export const DISK_TOOLS: readonly RequiredTool[] = [
+  { command: 'sfdisk', aptPackage: 'fdisk' },
+  { command: 'mkfs.ext4', aptPackage: 'e2fsprogs' },
+  { command: 'debugfs', aptPackage: 'e2fsprogs' },
+  { command: 'mkfs.vfat', aptPackage: 'dosfstools' },
+  { command: 'mcopy', aptPackage: 'mtools' },
+];
+
 function hasCommand(command: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
 }
