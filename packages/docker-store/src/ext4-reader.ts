@@ -1,0 +1,195 @@
+import { EtchError, type ReadAt } from '@etch/format';
+
+/**
+ * A read-only ext2/3/4 reader, just enough to read a small file by path from a filesystem inside a disk
+ * image without mounting it (no root, no loop device, any OS): superblock, group descriptors, inodes,
+ * extent trees and classic block maps, linear directories (htree directories read linearly too, since
+ * their leaves are ordinary directory blocks).
+ */
+
+const SUPERBLOCK_OFFSET = 1024;
+const EXT_MAGIC = 0xef53;
+const EXTENT_MAGIC = 0xf30a;
+const INCOMPAT_64BIT = 0x80;
+const INODE_FLAG_EXTENTS = 0x80000;
+const INODE_FLAG_INLINE = 0x10000000;
+const ROOT_INODE = 2;
+const S_IFMT = 0o170000;
+const S_IFDIR = 0o040000;
+const S_IFREG = 0o100000;
+const S_IFLNK = 0o120000;
+const MAX_EXTENT_DEPTH = 5;
+
+function bad(message: string): EtchError {
+  return new EtchError('ETCH_BAD_DISK_IMAGE', message);
+}
+
+interface Inode {
+  mode: number;
+  size: number;
+  flags: number;
+  block: Buffer;
+}
+
+/** A mapped run of file blocks: `count` blocks from logical `logical` at physical block `physical` (0: a hole). */
+interface Run {
+  logical: number;
+  physical: number;
+  count: number;
+}
+
+export class Ext4Reader {
+  private constructor(
+    private readonly readAt: ReadAt,
+    private readonly base: number,
+    private readonly blockSize: number,
+    private readonly inodeSize: number,
+    private readonly inodesPerGroup: number,
+    private readonly descSize: number,
+    private readonly descTable: number,
+  ) {}
+
+  /**
+   * Opens the filesystem that starts at byte `offset` of the image.
+   * @throws EtchError `ETCH_BAD_DISK_IMAGE` when it is not ext2/3/4 or uses a feature this reader cannot read.
+   */
+  static async open(read: ReadAt, offset = 0): Promise<Ext4Reader> {
+    const sb = Buffer.from(await read(offset + SUPERBLOCK_OFFSET, 1024));
+    if (sb.length < 1024 || sb.readUInt16LE(56) !== EXT_MAGIC) throw bad('The partition holds no ext2/3/4 filesystem (no superblock magic).');
+    const logBlockSize = sb.readUInt32LE(24);
+    if (logBlockSize > 6) throw bad(`The ext4 superblock declares an impossible block size (2^${10 + logBlockSize}).`);
+    const blockSize = 1024 << logBlockSize;
+    const revision = sb.readUInt32LE(76);
+    const inodeSize = revision === 0 ? 128 : sb.readUInt16LE(88);
+    const incompat = sb.readUInt32LE(96);
+    const descSize = incompat & INCOMPAT_64BIT ? sb.readUInt16LE(254) : 32;
+    const firstDataBlock = sb.readUInt32LE(20);
+    const inodesPerGroup = sb.readUInt32LE(40);
+    if (inodeSize < 128 || inodesPerGroup === 0 || descSize < 32) throw bad('The ext4 superblock is inconsistent; the filesystem is corrupt.');
+    return new Ext4Reader(read, offset, blockSize, inodeSize, inodesPerGroup, descSize, (firstDataBlock + 1) * blockSize);
+  }
+
+  private async bytes(offset: number, length: number): Promise<Buffer> {
+    const data = Buffer.from(await this.readAt(this.base + offset, length));
+    if (data.length < length) throw bad('The ext4 filesystem points past the end of the image; it is truncated or corrupt.');
+    return data;
+  }
+
+  private async inode(number: number): Promise<Inode> {
+    const group = Math.floor((number - 1) / this.inodesPerGroup);
+    const index = (number - 1) % this.inodesPerGroup;
+    const desc = await this.bytes(this.descTable + group * this.descSize, this.descSize);
+    const tableLo = desc.readUInt32LE(8);
+    const tableHi = this.descSize >= 64 ? desc.readUInt32LE(0x28) : 0;
+    const table = tableHi * 2 ** 32 + tableLo;
+    const raw = await this.bytes(table * this.blockSize + index * this.inodeSize, 128);
+    return {
+      mode: raw.readUInt16LE(0),
+      size: raw.readUInt32LE(108) * 2 ** 32 + raw.readUInt32LE(4),
+      flags: raw.readUInt32LE(32),
+      block: raw.subarray(40, 100),
+    };
+  }
+
+  private async extentRuns(node: Buffer, depth: number, runs: Run[]): Promise<void> {
+    if (node.readUInt16LE(0) !== EXTENT_MAGIC || depth > MAX_EXTENT_DEPTH) throw bad('An ext4 extent tree is corrupt.');
+    const entries = node.readUInt16LE(2);
+    const treeDepth = node.readUInt16LE(6);
+    for (let i = 0; i < entries; i++) {
+      const at = 12 + i * 12;
+      if (treeDepth === 0) {
+        const length = node.readUInt16LE(at + 4);
+        // Lengths above 32768 mark unwritten (preallocated) extents: they read as zeros, like holes.
+        const unwritten = length > 32768;
+        const physical = node.readUInt16LE(at + 6) * 2 ** 32 + node.readUInt32LE(at + 8);
+        runs.push({ logical: node.readUInt32LE(at), physical: unwritten ? 0 : physical, count: unwritten ? length - 32768 : length });
+      } else {
+        const child = node.readUInt16LE(at + 8) * 2 ** 32 + node.readUInt32LE(at + 4);
+        await this.extentRuns(await this.bytes(child * this.blockSize, this.blockSize), depth + 1, runs);
+      }
+    }
+  }
+
+  private async mappedRuns(pointers: number[], level: number, logical: { next: number }, runs: Run[], limit: number): Promise<void> {
+    const perBlock = this.blockSize / 4;
+    for (const pointer of pointers) {
+      if (logical.next >= limit) return;
+      const span = perBlock ** level;
+      if (pointer === 0) {
+        logical.next += span;
+        continue;
+      }
+      if (level === 0) {
+        runs.push({ logical: logical.next, physical: pointer, count: 1 });
+        logical.next += 1;
+        continue;
+      }
+      const block = await this.bytes(pointer * this.blockSize, this.blockSize);
+      const children = Array.from({ length: perBlock }, (_, i) => block.readUInt32LE(i * 4));
+      await this.mappedRuns(children, level - 1, logical, runs, limit);
+    }
+  }
+
+  private async runsOf(inode: Inode): Promise<Run[]> {
+    const runs: Run[] = [];
+    if (inode.flags & INODE_FLAG_EXTENTS) {
+      await this.extentRuns(inode.block, 0, runs);
+      return runs;
+    }
+    const limit = Math.ceil(inode.size / this.blockSize);
+    const pointer = (i: number) => inode.block.readUInt32LE(i * 4);
+    const logical = { next: 0 };
+    await this.mappedRuns(Array.from({ length: 12 }, (_, i) => pointer(i)), 0, logical, runs, limit);
+    for (let level = 1; level <= 3; level++) await this.mappedRuns([pointer(11 + level)], level, logical, runs, limit);
+    return runs;
+  }
+
+  private async content(inode: Inode, maxBytes: number, path: string): Promise<Buffer> {
+    if (inode.size > maxBytes) throw bad(`${path} is ${inode.size} bytes, more than the ${maxBytes} this reader loads.`);
+    if (inode.flags & INODE_FLAG_INLINE) throw bad(`${path} is stored inline in its inode (ext4 inline_data), which this reader does not support.`);
+    const out = Buffer.alloc(inode.size);
+    for (const run of await this.runsOf(inode)) {
+      const start = run.logical * this.blockSize;
+      if (start >= out.length || run.physical === 0) continue;
+      const length = Math.min(run.count * this.blockSize, out.length - start);
+      (await this.bytes(run.physical * this.blockSize, length)).copy(out, start);
+    }
+    return out;
+  }
+
+  private async lookup(directory: Inode, name: string, path: string): Promise<number | undefined> {
+    const data = await this.content(directory, 64 * 1024 * 1024, path);
+    let at = 0;
+    while (at + 8 <= data.length) {
+      const inode = data.readUInt32LE(at);
+      const recordLength = data.readUInt16LE(at + 4);
+      const nameLength = data[at + 6] as number;
+      if (recordLength < 8) throw bad(`The directory ${path} is corrupt.`);
+      // inode 0 marks deleted entries, htree index blocks and checksum tails: none of them name a file.
+      if (inode !== 0 && data.toString('utf8', at + 8, at + 8 + nameLength) === name) return inode;
+      at += recordLength;
+    }
+    return undefined;
+  }
+
+  /**
+   * Reads a regular file by its absolute path in the filesystem, up to `maxBytes`. Resolves to `undefined`
+   * when a component does not exist. Symlinks are not followed (an error): a path inside a disk image must
+   * not be steered elsewhere by the image.
+   */
+  async readFile(path: string, maxBytes = 16 * 1024 * 1024): Promise<Buffer | undefined> {
+    const parts = path.split('/').filter((p) => p !== '' && p !== '.');
+    let current = await this.inode(ROOT_INODE);
+    let walked = '';
+    for (const part of parts) {
+      if ((current.mode & S_IFMT) !== S_IFDIR) throw bad(`${walked || '/'} is not a directory in the filesystem.`);
+      const next = await this.lookup(current, part, walked || '/');
+      if (next === undefined) return undefined;
+      walked += `/${part}`;
+      current = await this.inode(next);
+      if ((current.mode & S_IFMT) === S_IFLNK) throw bad(`${walked} is a symlink in the filesystem; it is not followed.`);
+    }
+    if ((current.mode & S_IFMT) !== S_IFREG) throw bad(`${walked || '/'} is not a regular file in the filesystem.`);
+    return this.content(current, maxBytes, walked);
+  }
+}
