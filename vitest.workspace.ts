@@ -16,7 +16,7 @@ export const projects: EtchTestProject[] = [
   { name: '@etch/tar', dir: 'tar' },
   { name: '@etch/registry', dir: 'registry', testTimeout: 120_000 },
   { name: '@etch/baseimage', dir: 'baseimage', testTimeout: 120_000 },
-  { name: '@etch/core', dir: 'core' },
+  { name: '@etch/core', dir: 'core', testTimeout: 120_000 },
   { name: 'dotetch', dir: 'dotetch', testTimeout: 60_000 },
   { name: '@etch/docker-store', dir: 'docker-store', testTimeout: 120_000 },
 ];

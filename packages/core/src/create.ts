@@ -16,6 +16,7 @@ import {
   type Logger,
 } from '@etch/format';
 import { createCompressor, promisePacker, whenPackerIdle, type Compression } from '@etch/tar';
+import { dockerStoreEntries, type LayerProgress, type RepositoriesJson, type StoreImage, type StoredImage } from '@etch/docker-store';
 import type { BaseImage } from './base-image-file.js';
 import { walkDirectory } from './directory-source.js';
 import type { FileToInject } from './lifecycle.js';
@@ -28,12 +29,26 @@ export type InjectSource =
   /** Entries given by the caller, names relative to the partition root. */
   | { kind: 'entries'; partition: number; entries: Iterable<FileToInject> | AsyncIterable<FileToInject> };
 
+/** Container images to preload as the engine's store in one partition. */
+export interface PreloadImages {
+  /** The data partition (6 on balenaOS). */
+  partition: number;
+  /** Images resolved for the device's platform; shared layers are written once. */
+  images: readonly StoreImage[];
+  /** The base OS's own repositories.json, merged (never dropped). */
+  baseRepositories?: RepositoriesJson;
+  /** The engine's data root inside the partition (default `docker`). */
+  root?: string;
+}
+
 /** Options for {@link createEtch}. */
 export interface CreateEtchOptions {
   /** The base OS image, or a function that opens it (called once, when the base image is due). */
   base: BaseImage | (() => Promise<BaseImage>);
   /** Written after the base image, in this order. */
   inject?: readonly InjectSource[];
+  /** Written after the inject sources: the engine store that `docker pull` of these images would leave. */
+  images?: PreloadImages;
   /** Where the `.etch` goes. It is ended when the archive is complete, and destroyed on failure. */
   output: Writable;
   /** Compress the whole `.etch` (default `'none'`; flashers detect it by magic bytes). */
@@ -60,6 +75,8 @@ export interface CreateEtchResult {
   baseImage: { name: string; size: number };
   partitions: Record<number, PartitionSummary>;
   compression: Compression;
+  /** The preloaded images (empty without `images`). */
+  images: StoredImage[];
   /** Bytes written to the output (after compression). */
   bytesWritten: number;
   durationMs: number;
@@ -85,6 +102,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   const compression = options.compression ?? 'none';
   throwIfAborted(signal);
   for (const source of options.inject ?? []) assertPartition(source.partition);
+  if (options.images) assertPartition(options.images.partition);
 
   const pack = tarPack();
   const counter = new ByteCounter(() => {});
@@ -99,6 +117,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
 
   const partitions: Record<number, PartitionSummary> = {};
   let baseImage: { name: string; size: number } | undefined;
+  let stored: StoredImage[] = [];
   try {
     const write = promisePacker(pack, undefined, signal ? { signal } : {});
     await write({ name: VERSION_ENTRY_NAME, mode: 0o644, mtime: new Date(0) }, formatVersion(CURRENT_VERSION));
@@ -111,7 +130,23 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     const counted = countBytes(base.stream, (bytes) => onProgress?.({ phase: 'base-image', name: base.name, bytes, total: base.size }));
     await write({ name: base.name, mode: 0o644, size: base.size }, counted);
 
-    for (const source of options.inject ?? []) {
+    // The image store reports per layer instead of per entry, so its entries are counted but not announced.
+    const sources: (InjectSource & { quiet?: boolean })[] = [...(options.inject ?? [])];
+    if (options.images) {
+      const { partition, images, baseRepositories, root } = options.images;
+      // yield* hands over the generator's return value (what was stored) once its last entry is consumed.
+      const store = async function* () {
+        stored = yield* dockerStoreEntries(images, {
+          ...(baseRepositories ? { baseRepositories } : {}),
+          ...(root !== undefined ? { root } : {}),
+          ...(signal ? { signal } : {}),
+          onProgress: (event: LayerProgress) => onProgress?.(event),
+          logger,
+        });
+      };
+      sources.push({ kind: 'entries', partition, entries: store(), quiet: true });
+    }
+    for (const source of sources) {
       const summary = (partitions[source.partition] ??= { entries: 0, bytes: 0 });
       const files = source.kind === 'directory' ? walkDirectory(source.path, source.dest ?? '', signal ? { signal } : {}) : source.entries;
       const prefix = injectPath(source.partition, '/').replace(/\/$/, '');
@@ -122,7 +157,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
         await writeInto(header, content);
         summary.entries += 1;
         summary.bytes += contentBytes(header, content);
-        onProgress?.({ phase: 'inject', partition: source.partition, path: header.name, entries: summary.entries, bytes: summary.bytes });
+        if (!source.quiet) onProgress?.({ phase: 'inject', partition: source.partition, path: header.name, entries: summary.entries, bytes: summary.bytes });
       }
     }
     await whenPackerIdle(pack);
@@ -141,6 +176,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     baseImage: baseImage as { name: string; size: number },
     partitions,
     compression,
+    images: stored,
     bytesWritten: counter.bytes,
     durationMs: Date.now() - started,
   };

@@ -1,9 +1,11 @@
 import { Transform, type TransformCallback } from 'node:stream';
+import type { LayerProgress } from '@etch/docker-store';
 
 /** Progress of {@link createEtch}, reported as bytes move. */
 export type EtchProgress =
   | { phase: 'base-image'; name: string; bytes: number; total: number }
   | { phase: 'inject'; partition: number; path: string; entries: number; bytes: number }
+  | LayerProgress
   | { phase: 'finalize'; bytesWritten: number };
 
 /** Receives progress events; called often, so keep it cheap (the CLI throttles its redraws). */

@@ -43,13 +43,22 @@ export function createProgressDisplay(stderr: Writable, mode: ProgressMode, now:
       }
       case 'inject':
         return `partition ${event.partition}: ${event.entries} entries, ${formatBytes(event.bytes)}`;
+      case 'layer': {
+        const name = `layer ${event.digest.slice(7, 19)}`;
+        if (event.state === 'shared') return `${name} already written (shared with an earlier image)`;
+        const percent = event.total === 0 ? 100 : Math.floor((event.bytes / event.total) * 100);
+        return `${name} ${bar(event.total === 0 ? 1 : event.bytes / event.total)} ${percent}% ${formatBytes(event.bytes)}/${formatBytes(event.total)}${event.state === 'done' ? ' done' : ''}`;
+      }
       case 'finalize':
         return `done: ${formatBytes(event.bytesWritten)} written`;
     }
   }
 
   function key(event: EtchProgress): string {
-    return event.phase === 'inject' ? `inject:${event.partition}` : event.phase;
+    if (event.phase === 'inject') return `inject:${event.partition}`;
+    // One line per layer: each gets its own bar, kept on screen when the next one starts.
+    if (event.phase === 'layer') return `layer:${event.image}:${event.layer}`;
+    return event.phase;
   }
 
   return {
@@ -60,10 +69,14 @@ export function createProgressDisplay(stderr: Writable, mode: ProgressMode, now:
         phaseKey = key(event);
         if (event.phase === 'base-image') stderr.write(`etch: writing base image ${event.name} (${formatBytes(event.total)})\n`);
         else if (event.phase === 'inject') stderr.write(`etch: injecting into partition ${event.partition}\n`);
+        else if (event.phase === 'layer') {
+          const what = event.state === 'shared' ? 'already written' : `${formatBytes(event.total)} compressed`;
+          stderr.write(`etch: image ${event.image + 1} layer ${event.layer + 1} ${event.digest.slice(0, 19)} (${what})\n`);
+        }
         return;
       }
       const time = now();
-      const complete = event.phase === 'base-image' && event.bytes === event.total;
+      const complete = (event.phase === 'base-image' && event.bytes === event.total) || (event.phase === 'layer' && event.state !== 'writing');
       if (!changed && !complete && time - lastDraw < REDRAW_MS) return;
       if (changed && drawn) stderr.write('\n');
       phaseKey = key(event);

@@ -1,5 +1,5 @@
 /**
- * Acceptance against the real engine: a store written by dockerStoreEntries into a `.etch`, extracted with
+ * Acceptance against the real engine: a store written by createEtch({ images }) into a `.etch`, extracted with
  * GNU tar and opened by Debian's dockerd, must be indistinguishable from what a fresh dockerd leaves after
  * `docker pull` of the same images from the same registry.
  */
@@ -7,7 +7,6 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createEtch } from '@etch/core';
 import {
   buildPreloadFixtures,
   createTempDir,
@@ -20,7 +19,8 @@ import {
   type RegistryServer,
   type TempDir,
 } from '@etch/test-utils';
-import { dockerStoreEntries, type StoreImage, type StoredImage } from './index.js';
+import type { StoreImage, StoredImage } from '@etch/docker-store';
+import { createEtch } from './create.js';
 
 const DATA_PARTITION = 6;
 
@@ -106,16 +106,13 @@ beforeAll(async () => {
   const base = join(work.path, 'base.img');
   await writeFile(base, Buffer.alloc(1024 * 1024));
   const images = await Promise.all((['a', 'b', 'multi'] as const).map((key) => storeImageFor(fixtures.layout, fixtures.images[key].tag, pushed[key] as Pushed)));
-  // The generator's return value says what was stored; yield* hands it over once every entry is consumed.
-  async function* entries() {
-    stored = yield* dockerStoreEntries(images);
-  }
   const etch = join(work.path, 'preload.etch');
-  await createEtch({
+  const result = await createEtch({
     base: { name: 'base.img', size: 1024 * 1024, stream: createReadStream(base) },
-    inject: [{ kind: 'entries', partition: DATA_PARTITION, entries: entries() }],
+    images: { partition: DATA_PARTITION, images },
     output: createWriteStream(etch),
   });
+  stored = result.images;
 
   // An independent reader: GNU tar, as root, keeping owners, modes, xattrs and device nodes.
   const extracted = join(work.path, 'extracted');
