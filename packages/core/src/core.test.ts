@@ -6,7 +6,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { collect, createTempDir, patternStream, run, type TempDir } from '@etch/test-utils';
 import { isEtchError } from '@etch/format';
 import { promisePacker, readEtch, type EtchEntry } from '@etch/tar';
-import { closeEtchStream, prepareEtchStream, startEtchStream, streamFiles } from './lifecycle.js';
+import { createHash } from 'node:crypto';
+import { gzipSync } from 'node:zlib';
+import { craftTar } from '@etch/test-utils';
+import { closeEtchStream, prepareEtchStream, startEtchStream, streamDockerAssets, streamFiles } from './lifecycle.js';
 import { createEtch, type CreateEtchOptions } from './create.js';
 import { writeEtchFile } from './write-file.js';
 import { baseImageFromFile } from './base-image-file.js';
@@ -54,6 +57,29 @@ describe('the original lifecycle', () => {
     const listing = (await run('tar', ['-tf', out])).stdout.trim().split('\n');
     expect(listing).toEqual(['VERSION', 'balena.img', 'inject/1/config.json', 'inject/1/splash/logo.png']);
     expect((await run('tar', ['-xOf', out, 'VERSION'])).stdout).toBe('1.0');
+  });
+
+  it('streamDockerAssets writes an engine store into the data partition and reports what it stored', async () => {
+    const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+    const tar = await craftTar([{ name: 'hello.txt', content: 'hi\n' }]);
+    const blob = gzipSync(tar);
+    const config = Buffer.from(JSON.stringify({ os: 'linux', architecture: 'amd64', rootfs: { type: 'layers', diff_ids: [sha(tar)] } }));
+    const out = dir.join('docker.etch');
+    const pack = await prepareEtchStream();
+    const done = pipeline(pack as unknown as Readable, createWriteStream(out));
+    await startEtchStream(pack, patternStream(5000), 5000, 'balena.img');
+    const stored = await streamDockerAssets(pack, 6, [
+      { config, layers: [{ digest: sha(blob), size: blob.length, open: async () => Readable.from([blob]) }], names: [{ repository: 'hello', tag: 'v1' }], sourceRepository: 'docker.io/library/hello' },
+    ]);
+    await closeEtchStream(pack);
+    await done;
+    expect(stored.map((s) => s.imageId)).toEqual([sha(config)]);
+    const entries = await readBack(out);
+    const names = entries.flatMap(({ entry }) => (entry.kind === 'inject' ? [`${entry.partition}/${entry.path}`] : []));
+    expect(names).toContain(`6/docker/image/overlay2/imagedb/content/sha256/${sha(config).slice(7)}`);
+    const repositories = entries.find(({ entry }) => entry.kind === 'inject' && entry.path === 'docker/image/overlay2/repositories.json');
+    expect(JSON.parse(repositories?.content?.toString() ?? '{}')).toEqual({ Repositories: { hello: { 'hello:v1': sha(config) } } });
+    expect(names.filter((n) => n.endsWith('/diff/hello.txt'))).toHaveLength(1);
   });
 
   it('refuses a base image name that is not an image', async () => {

@@ -1,4 +1,4 @@
-export { closeEtchStream, prepareEtchStream, startEtchStream, streamFiles, type FileToInject } from './lifecycle.js';
+export { closeEtchStream, prepareEtchStream, startEtchStream, streamDockerAssets, streamFiles, type FileToInject } from './lifecycle.js';
 export { createEtch, type CreateEtchOptions, type CreateEtchResult, type InjectSource, type PartitionSummary, type PreloadImages } from './create.js';
 export { writeEtchFile, temporaryPathFor, type WriteEtchFileOptions } from './write-file.js';
 export { baseImageFromFile, type BaseImage } from './base-image-file.js';

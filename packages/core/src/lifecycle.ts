@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import { pack as tarPack, type Pack } from 'tar-stream';
 import { VERSION_ENTRY_NAME, assertBaseImageName, formatVersion, injectPath } from '@etch/format';
 import { promisePacker, whenPackerIdle, type EntryContent, type EntryHeader } from '@etch/tar';
+import { dockerStoreEntries, type DockerStoreOptions, type StoreImage, type StoredImage } from '@etch/docker-store';
 
 /** A file for {@link streamFiles}: a header (name relative to the partition) and its content. */
 export interface FileToInject {
@@ -49,6 +50,27 @@ export async function streamFiles(
 ): Promise<void> {
   const write = promisePacker(packStream, injectPath(partition, '/'), options);
   for await (const { header, content } of files) await write(header, content);
+}
+
+/**
+ * Writes the engine store for `images` into the data partition: every file `docker pull` of them would leave
+ * under `docker/` (the seed's name for this step). Resolves with what was stored once the last entry
+ * (`repositories.json`) is in the pack.
+ * @param images resolved for the device's platform, e.g. from `getManifestsForImages`.
+ */
+export async function streamDockerAssets(
+  packStream: Pack,
+  dataPartition: number,
+  images: readonly StoreImage[],
+  options: DockerStoreOptions = {},
+): Promise<StoredImage[]> {
+  let stored: StoredImage[] = [];
+  // yield* hands over the generator's return value once its last entry has been consumed.
+  const entries = async function* () {
+    stored = yield* dockerStoreEntries(images, options);
+  };
+  await streamFiles(packStream, dataPartition, entries(), options.signal ? { signal: options.signal } : {});
+  return stored;
 }
 
 /** Last step: ends the archive (after every queued entry is written). */

@@ -1,5 +1,5 @@
 // The umbrella: the original dotetch API by name, and each package as a namespace. No logic of its own.
-export { closeEtchStream, prepareEtchStream, startEtchStream, streamFiles, createEtch, writeEtchFile } from '@etch/core';
+export { closeEtchStream, prepareEtchStream, startEtchStream, streamDockerAssets, streamFiles, createEtch, writeEtchFile } from '@etch/core';
 export type { CreateEtchOptions, CreateEtchResult, EtchProgress, FileToInject, InjectSource } from '@etch/core';
 export { promisePacker, readEtch } from '@etch/tar';
 export type { EntryContent, EntryHeader, EntryWriter, EtchEntry } from '@etch/tar';
@@ -8,3 +8,6 @@ export type { EtchErrorCode } from '@etch/format';
 export * as format from '@etch/format';
 export * as tar from '@etch/tar';
 export * as core from '@etch/core';
+export { readBaseRepositories } from '@etch/docker-store';
+export type { StoreImage, StoredImage, RepositoriesJson } from '@etch/docker-store';
+export * as dockerStore from '@etch/docker-store';

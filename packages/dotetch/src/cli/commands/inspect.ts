@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { chainIds } from '@etch/docker-store';
 import { EtchError, type InjectEntryType } from '@etch/format';
 import { readEtch, type Compression } from '@etch/tar';
 import { helpFlag, parseFlags, usageError } from '../args.js';
@@ -13,11 +14,18 @@ const usage = `Usage: etch inspect FILE.etch [--json]
   Reads the whole .etch, checks every rule of the format, and prints what it holds.
   --json    print the report as JSON on stdout`;
 
-/** A preloaded image named in a `repositories.json` inside the archive. */
+/** An image named in a `repositories.json` inside the archive, once per repository. */
 export interface InspectImage {
   partition: number;
-  reference: string;
+  /** Familiar repository name (`alpine`, `127.0.0.1:5000/etch/a`, `balena_supervisor`). */
+  repository: string;
+  tags: string[];
+  digests: string[];
   imageId: string;
+  /** Σ layer sizes as `docker images` shows them; absent when the image's layers are not in this .etch (an image of the base OS). */
+  size?: number;
+  /** True when the image's config and layers are in this `.etch`; false for names kept from the base OS. */
+  preloaded: boolean;
 }
 
 /** What `etch inspect` reports. */
@@ -32,27 +40,62 @@ export interface InspectReport {
   skipped: string[];
 }
 
-const REPOSITORIES_SUFFIX = 'docker/image/overlay2/repositories.json';
-const MAX_REPOSITORIES_SIZE = 32 * 1024 * 1024;
+// Engine store files the report reads, wherever the data root is in the partition.
+const REPOSITORIES = /(?:^|\/)image\/overlay2\/repositories\.json$/;
+const IMAGE_CONFIG = /(?:^|\/)image\/overlay2\/imagedb\/content\/sha256\/([0-9a-f]{64})$/;
+const LAYER_SIZE = /(?:^|\/)image\/overlay2\/layerdb\/sha256\/([0-9a-f]{64})\/size$/;
+const MAX_METADATA_SIZE = 32 * 1024 * 1024;
 
-function imagesFrom(partition: number, text: Buffer, path: string): InspectImage[] {
-  let parsed: unknown;
+/** What the engine store files of one partition say, gathered while the archive streams by. */
+interface StoreFacts {
+  repositories: { path: string; text: Buffer }[];
+  diffIds: Map<string, string[]>;
+  layerSizes: Map<string, number>;
+}
+
+function parseJson(text: Buffer, partition: number, path: string): unknown {
   try {
-    parsed = JSON.parse(text.toString('utf8'));
+    return JSON.parse(text.toString('utf8'));
   } catch (cause) {
     throw new EtchError('ETCH_BAD_ENTRY', `inject/${partition}/${path} is not valid JSON; an engine would refuse to start with it.`, { cause });
   }
-  const repositories = (parsed as { Repositories?: Record<string, Record<string, string>> })?.Repositories ?? {};
+}
+
+function imagesFrom(partition: number, facts: StoreFacts): InspectImage[] {
   const images: InspectImage[] = [];
-  for (const refs of Object.values(repositories)) {
-    for (const [reference, imageId] of Object.entries(refs ?? {})) images.push({ partition, reference, imageId });
+  for (const { path, text } of facts.repositories) {
+    const repositories = (parseJson(text, partition, path) as { Repositories?: Record<string, Record<string, string>> })?.Repositories ?? {};
+    for (const [repository, refs] of Object.entries(repositories)) {
+      const byImage = new Map<string, InspectImage>();
+      for (const [reference, imageId] of Object.entries(refs ?? {})) {
+        let image = byImage.get(imageId);
+        if (image === undefined) {
+          const diffIds = facts.diffIds.get(imageId);
+          const sizes = diffIds === undefined ? undefined : chainIds(diffIds).map((chain) => facts.layerSizes.get(chain));
+          const size = sizes?.every((n) => n !== undefined) ? sizes.reduce((sum: number, n) => sum + (n as number), 0) : undefined;
+          image = { partition, repository, tags: [], digests: [], imageId, ...(size !== undefined ? { size } : {}), preloaded: diffIds !== undefined };
+          byImage.set(imageId, image);
+          images.push(image);
+        }
+        const at = reference.lastIndexOf('@');
+        if (at > 0) image.digests.push(reference.slice(at + 1));
+        else image.tags.push(reference.slice(reference.lastIndexOf(':') + 1));
+      }
+    }
   }
   return images;
+}
+
+async function readSmall(stream: AsyncIterable<unknown>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
 }
 
 /** Reads and validates a whole `.etch`, returning what it contains. */
 export async function inspectEtch(path: string, signal?: AbortSignal): Promise<InspectReport> {
   const partitions = new Map<number, InspectReport['partitions'][number]>();
+  const stores = new Map<number, StoreFacts>();
   const report: Partial<InspectReport> & { images: InspectImage[]; skipped: string[] } = { file: path, images: [], skipped: [] };
   const input = createReadStream(path);
   try {
@@ -78,10 +121,23 @@ export async function inspectEtch(path: string, signal?: AbortSignal): Promise<I
         stats.entries += 1;
         stats.bytes += entry.size;
         stats.types[entry.type] = (stats.types[entry.type] ?? 0) + 1;
-        if (entry.type === 'file' && entry.stream && entry.path.endsWith(REPOSITORIES_SUFFIX) && entry.size <= MAX_REPOSITORIES_SIZE) {
-          const chunks: Buffer[] = [];
-          for await (const chunk of entry.stream) chunks.push(chunk as Buffer);
-          report.images.push(...imagesFrom(entry.partition, Buffer.concat(chunks), entry.path));
+        if (entry.type !== 'file' || !entry.stream || entry.size > MAX_METADATA_SIZE) break;
+        const config = IMAGE_CONFIG.exec(entry.path);
+        const layer = LAYER_SIZE.exec(entry.path);
+        if (!config && !layer && !REPOSITORIES.test(entry.path)) break;
+        let facts = stores.get(entry.partition);
+        if (facts === undefined) {
+          facts = { repositories: [], diffIds: new Map(), layerSizes: new Map() };
+          stores.set(entry.partition, facts);
+        }
+        const text = await readSmall(entry.stream);
+        if (config) {
+          const diffIds = (parseJson(text, entry.partition, entry.path) as { rootfs?: { diff_ids?: unknown } })?.rootfs?.diff_ids;
+          if (Array.isArray(diffIds)) facts.diffIds.set(`sha256:${config[1]}`, diffIds.map(String));
+        } else if (layer) {
+          facts.layerSizes.set(`sha256:${layer[1]}`, Number(text.toString('utf8')));
+        } else {
+          facts.repositories.push({ path: entry.path, text });
         }
         break;
       }
@@ -91,6 +147,7 @@ export async function inspectEtch(path: string, signal?: AbortSignal): Promise<I
     }
   }
   report.partitions = [...partitions.values()].sort((a, b) => a.partition - b.partition);
+  for (const [partition, facts] of [...stores.entries()].sort(([a], [b]) => a - b)) report.images.push(...imagesFrom(partition, facts));
   return report as InspectReport;
 }
 
@@ -106,7 +163,15 @@ function human(report: InspectReport): string {
   }
   if (report.images.length > 0) {
     lines.push('  images');
-    for (const image of report.images) lines.push(`    ${image.reference}  ${image.imageId.slice(0, 19)}  (partition ${image.partition})`);
+    const rows = report.images.map((image) => [
+      image.repository,
+      image.tags.join(',') || '<none>',
+      image.imageId.slice(7, 19),
+      image.size === undefined ? (image.preloaded ? '?' : 'from the base OS') : formatBytes(image.size),
+      `partition ${image.partition}`,
+    ]);
+    const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((row) => (row[i] as string).length)));
+    for (const row of rows) lines.push(`    ${row.map((cell, i) => (i < 4 ? cell.padEnd(widths[i] as number) : cell)).join('  ')}`);
   }
   if (report.skipped.length > 0) lines.push(`  skipped ${report.skipped.length} entries of a newer format minor`);
   return `${lines.join('\n')}\n`;
