@@ -1,30 +1,14 @@
-import { mkdir, open, readFile, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isEtchError, type ReadAt } from '@etch/format';
+import { isEtchError } from '@etch/format';
 import { createTempDir, patternStream, collect, run, type TempDir } from '@etch/test-utils';
-import { Ext4Reader } from './ext4-reader.js';
 import { readBaseRepositories } from './base-repositories.js';
 
 let work: TempDir;
 const REPOSITORIES = JSON.stringify({
   Repositories: { balena_supervisor: { 'balena_supervisor:v16.1.0': 'sha256:' + 'a'.repeat(64) } },
 });
-
-async function reader(path: string, offset = 0) {
-  const handle = await open(path, 'r');
-  const read: ReadAt = async (at, length) => {
-    const buffer = Buffer.alloc(length);
-    const { bytesRead } = await handle.read(buffer, 0, length, at);
-    return buffer.subarray(0, bytesRead);
-  };
-  try {
-    return { fs: await Ext4Reader.open(read, offset), close: () => handle.close() };
-  } catch (error) {
-    await handle.close();
-    throw error;
-  }
-}
 
 /** A tree to put in filesystems: a store file, a big directory (hashed by mkfs), a multi-block file, a symlinked dir. */
 async function sourceTree(dir: string): Promise<Buffer> {
@@ -42,40 +26,6 @@ beforeAll(async () => {
   work = await createTempDir('etch-ext4-');
 });
 afterAll(() => work.remove());
-
-describe('Ext4Reader', () => {
-  it.each([
-    ['ext4, 4 KiB blocks', ['mkfs.ext4', '-b', '4096']],
-    ['ext4, 1 KiB blocks', ['mkfs.ext4', '-b', '1024']],
-    ['ext2 (block maps, no extents)', ['mkfs.ext2', '-b', '1024']],
-    ['ext4 with 64-bit descriptors and checksums', ['mkfs.ext4', '-O', '64bit,metadata_csum', '-b', '4096']],
-  ])('reads files by path from %s made by mkfs -d', async (_label, mkfs) => {
-    const src = work.join(`src-${mkfs.join('')}`);
-    const big = await sourceTree(src);
-    const image = work.join(`fs-${mkfs.join('')}.img`);
-    await run('truncate', ['-s', '32M', image]);
-    const [command, ...args] = mkfs as [string, ...string[]];
-    await run(command, ['-q', '-F', ...args, '-d', src, image]);
-    const { fs, close } = await reader(image);
-    try {
-      expect((await fs.readFile('/docker/image/overlay2/repositories.json'))?.toString()).toBe(REPOSITORIES);
-      expect((await fs.readFile('many/entry-with-a-longish-name-399'))?.toString()).toBe('399');
-      expect((await fs.readFile('/big.bin', 8 * 1024 * 1024))?.equals(big)).toBe(true);
-      expect(await fs.readFile('/docker/nothing/here')).toBeUndefined();
-      await expect(fs.readFile('/link/image/overlay2/repositories.json')).rejects.toThrow(/symlink/);
-      await expect(fs.readFile('/big.bin', 1024)).rejects.toThrow(/more than/);
-    } finally {
-      await close();
-    }
-  });
-
-  it('refuses a partition without an ext filesystem', async () => {
-    const image = work.join('zero.img');
-    await writeFile(image, Buffer.alloc(8192));
-    const error = await reader(image).catch((e: unknown) => e);
-    expect(isEtchError(error, 'ETCH_BAD_DISK_IMAGE')).toBe(true);
-  });
-});
 
 describe('readBaseRepositories', () => {
   it('reads repositories.json from logical partition 6 of a balenaOS-like disk without mounting it', async () => {

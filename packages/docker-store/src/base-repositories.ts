@@ -1,6 +1,5 @@
 import { open } from 'node:fs/promises';
-import { EtchError, findPartition, readPartitionTable, type ReadAt } from '@etch/format';
-import { Ext4Reader } from './ext4-reader.js';
+import { EtchError, Ext4Reader, findPartition, readPartitionTable, type ReadAt } from '@etch/format';
 import { parseRepositories, type RepositoriesJson } from './repositories.js';
 
 /** Options for {@link readBaseRepositories}. */

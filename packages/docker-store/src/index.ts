@@ -19,4 +19,3 @@ export { cacheIdFor, chainIds, linkIdFor } from './ids.js';
 export { Crc64 } from './crc64.js';
 export { TarSplitBuilder } from './tar-split.js';
 export { readBaseRepositories, readRepositoriesAt, type ReadBaseRepositoriesOptions } from './base-repositories.js';
-export { Ext4Reader } from './ext4-reader.js';

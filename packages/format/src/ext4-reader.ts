@@ -1,4 +1,5 @@
-import { EtchError, type ReadAt } from '@etch/format';
+import { EtchError } from './errors.js';
+import type { ReadAt } from './partition-table.js';
 
 /**
  * A read-only ext2/3/4 reader, just enough to read a small file by path from a filesystem inside a disk
