@@ -1,4 +1,4 @@
-import { mkdir, open, symlink, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, chown, link, mkdir, open, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError } from './errors.js';
@@ -35,6 +35,15 @@ async function sourceTree(dir: string): Promise<Buffer> {
   const big = await collect(patternStream(3 * 1024 * 1024 + 123, 64 * 1024, 7));
   await writeFile(join(dir, 'big.bin'), big);
   await symlink('docker', join(dir, 'link'));
+  await symlink('x'.repeat(200), join(dir, 'far'));
+  await writeFile(join(dir, 'owned'), 'owned\n');
+  await chown(join(dir, 'owned'), 1234, 5678);
+  await chmod(join(dir, 'owned'), 0o4750);
+  await utimes(join(dir, 'owned'), 1_000_000_000, 1_000_000_000);
+  await link(join(dir, 'owned'), join(dir, 'owned-too'));
+  await writeFile(join(dir, 'sparse.bin'), 'head');
+  await truncate(join(dir, 'sparse.bin'), 5 * 1024 * 1024 - 4);
+  await appendFile(join(dir, 'sparse.bin'), 'tail');
   return big;
 }
 
@@ -64,6 +73,17 @@ describe('Ext4Reader', () => {
       expect(await fs.readFile('/docker/nothing/here')).toBeUndefined();
       await expect(fs.readFile('/link/image/overlay2/repositories.json')).rejects.toThrow(/symlink/);
       await expect(fs.readFile('/big.bin', 1024)).rejects.toThrow(/more than/);
+      expect((await collect(fs.readFileStream('/big.bin', 100_000))).equals(big)).toBe(true);
+      expect(await fs.stat('/owned')).toMatchObject({ type: 'file', mode: 0o4750, uid: 1234, gid: 5678, mtime: 1_000_000_000, links: 2 });
+      expect((await fs.stat('/owned-too'))?.inode).toBe((await fs.stat('/owned'))?.inode);
+      expect(await fs.stat('/link')).toMatchObject({ type: 'symlink' });
+      expect(await fs.readlink('/link')).toBe('docker');
+      expect(await fs.readlink('/far')).toBe('x'.repeat(200));
+      const sparse = await collect(fs.readFileStream('/sparse.bin'));
+      expect(sparse.length).toBe(5 * 1024 * 1024);
+      expect(sparse.subarray(0, 4).toString()).toBe('head');
+      expect(sparse.subarray(5 * 1024 * 1024 - 4).toString()).toBe('tail');
+      expect(sparse.subarray(4, 5 * 1024 * 1024 - 4).every((b) => b === 0)).toBe(true);
     } finally {
       await close();
     }
