@@ -17,7 +17,8 @@ export const projects: EtchTestProject[] = [
   { name: '@etch/registry', dir: 'registry', testTimeout: 120_000 },
   { name: '@etch/baseimage', dir: 'baseimage', testTimeout: 120_000 },
   { name: '@etch/core', dir: 'core', testTimeout: 120_000 },
-  { name: 'dotetch', dir: 'dotetch', testTimeout: 60_000 },
+  { name: '@etch/apply', dir: 'apply', testTimeout: 120_000 },
+  { name: 'dotetch', dir: 'dotetch', testTimeout: 120_000 },
   { name: '@etch/docker-store', dir: 'docker-store', testTimeout: 120_000 },
 ];
 

@@ -77,6 +77,11 @@ describe('Ext4Reader', () => {
       expect(await fs.stat('/owned')).toMatchObject({ type: 'file', mode: 0o4750, uid: 1234, gid: 5678, mtime: 1_000_000_000, links: 2 });
       expect((await fs.stat('/owned-too'))?.inode).toBe((await fs.stat('/owned'))?.inode);
       expect(await fs.stat('/link')).toMatchObject({ type: 'symlink' });
+      const info = await fs.info();
+      expect(info.blocks * info.blockSize).toBe(32 * 1024 * 1024);
+      expect(info.freeBlocks).toBeGreaterThan(0);
+      expect(info.freeBlocks).toBeLessThan(info.blocks);
+      expect(info.freeInodes).toBeLessThan(info.inodes);
       expect(await fs.readlink('/link')).toBe('docker');
       expect(await fs.readlink('/far')).toBe('x'.repeat(200));
       const sparse = await collect(fs.readFileStream('/sparse.bin'));

@@ -68,6 +68,15 @@ interface Run {
   count: number;
 }
 
+/** Sizes and free space of a filesystem, from its superblock. */
+export interface Ext4Info {
+  blockSize: number;
+  blocks: number;
+  freeBlocks: number;
+  inodes: number;
+  freeInodes: number;
+}
+
 export class Ext4Reader {
   private constructor(
     private readonly readAt: ReadAt,
@@ -97,6 +106,20 @@ export class Ext4Reader {
     const inodesPerGroup = sb.readUInt32LE(40);
     if (inodeSize < 128 || inodesPerGroup === 0 || descSize < 32) throw bad('The ext4 superblock is inconsistent; the filesystem is corrupt.');
     return new Ext4Reader(read, offset, blockSize, inodeSize, inodesPerGroup, descSize, (firstDataBlock + 1) * blockSize);
+  }
+
+  /** Block size, block and inode counts and what is free, as the superblock records them. */
+  async info(): Promise<Ext4Info> {
+    const sb = await this.bytes(SUPERBLOCK_OFFSET, 1024);
+    const wide = this.descSize >= 64;
+    const high = (at: number) => (wide ? sb.readUInt32LE(at) * 2 ** 32 : 0);
+    return {
+      blockSize: this.blockSize,
+      blocks: high(0x150) + sb.readUInt32LE(4),
+      freeBlocks: high(0x158) + sb.readUInt32LE(12),
+      inodes: sb.readUInt32LE(0),
+      freeInodes: sb.readUInt32LE(16),
+    };
   }
 
   private async bytes(offset: number, length: number): Promise<Buffer> {

@@ -20,6 +20,8 @@ export interface PartitionInfo {
   type: string;
   /** GPT partition name, when set. */
   name?: string;
+  /** For a logical partition: byte offset of the extended boot record that describes it. */
+  recordOffset?: number;
 }
 
 /** A disk's partition table. */
@@ -108,7 +110,7 @@ async function readLogical(read: ReadAt, extendedStart: number, partitions: Part
     if (sector.readUInt16LE(510) !== 0xaa55) throw bad(`The extended boot record at sector ${ebr} has no boot signature; the partition table is corrupt.`);
     const [own, next] = mbrSlots(sector) as [MbrSlot, MbrSlot];
     if (own.type !== 0 && own.sectors > 0) {
-      partitions.push({ number, offset: (ebr + own.start) * SECTOR, size: own.sectors * SECTOR, kind: 'logical', type: hex(own.type) });
+      partitions.push({ number, offset: (ebr + own.start) * SECTOR, size: own.sectors * SECTOR, kind: 'logical', type: hex(own.type), recordOffset: ebr * SECTOR });
     }
     // The link to the next record is relative to the start of the extended partition, not to this record.
     if (next.type === 0 || next.sectors === 0) return;

@@ -5,3 +5,4 @@ export { collect, craftTar, patternStream, type CraftedEntry } from './archives.
 export { DOCKERD_TOOLS, startDockerd, type Dockerd, type DockerdOptions } from './dockerd.js';
 export { REGISTRY_SERVER_TOOLS, freePort, startRegistryServer, type RegistryServer } from './docker-registry.js';
 export { buildPreloadFixtures, pushFixture, readLayoutImage, type FixtureImage, type LayoutImage, type PreloadFixtures } from './engine-images.js';
+export { makeBalenaLikeImage, type BalenaLikeImageOptions } from './disk-images.js';

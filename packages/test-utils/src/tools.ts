@@ -21,6 +21,8 @@ export const DISK_TOOLS: readonly RequiredTool[] = [
   { command: 'debugfs', aptPackage: 'e2fsprogs' },
   { command: 'mkfs.vfat', aptPackage: 'dosfstools' },
   { command: 'mcopy', aptPackage: 'mtools' },
+  { command: 'fsck.vfat', aptPackage: 'dosfstools' },
+  { command: 'zip', aptPackage: 'zip' },
 ];
 
 function hasCommand(command: string): boolean {

@@ -1,0 +1,216 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { pack as tarPack } from 'tar-stream';
+import { Ext4Reader, findPartition, isEtchError, readPartitionTable } from '@etch/format';
+import { promisePacker, whenPackerIdle, type EntryContent, type EntryHeader } from '@etch/tar';
+import { collect, createTempDir, makeBalenaLikeImage, patternStream, run, type TempDir } from '@etch/test-utils';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { applyEtch } from './apply.js';
+import { openReader } from './filesystem.js';
+
+let work: TempDir;
+const CAPABILITY = Buffer.from('0100000200040000000000000000000000000000', 'hex');
+const BIG = 24 * 1024 * 1024;
+const MTIME = new Date(1_600_000_000_000);
+
+/** Writes a .etch by hand: VERSION, the base image file, then entries (name relative to the archive root). */
+async function writeEtch(path: string, base: string, baseName: string, entries: { header: EntryHeader; content?: EntryContent }[]): Promise<void> {
+  const pack = tarPack();
+  const done = pipeline(pack as unknown as Readable, createWriteStream(path));
+  const write = promisePacker(pack);
+  await write({ name: 'VERSION', mtime: new Date(0) }, '1.0');
+  await write({ name: baseName, size: (await stat(base)).size }, createReadStream(base));
+  for (const { header, content } of entries) await write({ mtime: MTIME, ...header }, content);
+  await whenPackerIdle(pack);
+  pack.finalize();
+  await done;
+}
+
+async function fsOf(image: string, partition: number) {
+  const disk = await openReader(image);
+  const table = await readPartitionTable(disk.read);
+  const part = findPartition(table, partition);
+  return { fs: await Ext4Reader.open(disk.read, part.offset), part, close: disk.close };
+}
+
+const mtoolsEnv = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
+
+beforeAll(async () => {
+  work = await createTempDir('etch-apply-');
+});
+afterAll(() => work.remove());
+
+describe('applyEtch onto a balenaOS-like image', () => {
+  let image: string;
+  let base: string;
+  let offsets: Record<number, number>;
+
+  beforeAll(async () => {
+    // The OS ships content in its data partition: kept unless an entry replaces it.
+    const data = work.join('os-data');
+    await mkdir(`${data}/docker/image/overlay2`, { recursive: true });
+    await writeFile(`${data}/docker/image/overlay2/repositories.json`, '{"Repositories":{}}');
+    await writeFile(`${data}/docker/keep.txt`, 'from the OS\n');
+    await mkdir(`${data}/merge`);
+    await writeFile(`${data}/merge/old.txt`, 'old\n');
+    base = work.join('balena.img');
+    offsets = await makeBalenaLikeImage(base, { dataMiB: 8, dataContent: data });
+    const etch = work.join('preload.etch');
+    await writeEtch(etch, base, 'balena.img', [
+      { header: { name: 'inject/1/config.json' }, content: '{"deviceType":"genericx86-64"}\n' },
+      { header: { name: 'inject/1/splash/balena-logo.png' }, content: Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 1, 2, 255]) },
+      { header: { name: 'inject/6/merge/', type: 'directory', mode: 0o750, uid: 7, gid: 8 } },
+      { header: { name: 'inject/6/merge/new.txt' }, content: 'new\n' },
+      { header: { name: 'inject/6/docker/image/overlay2/repositories.json', mode: 0o600 }, content: '{"Repositories":{"x":{}}}' },
+      { header: { name: 'inject/6/app/suid', mode: 0o4755, uid: 1000, gid: 1000 }, content: '#!/bin/sh\n' },
+      { header: { name: 'inject/6/app/hard', type: 'link', linkname: 'inject/6/app/suid' } },
+      { header: { name: 'inject/6/app/rel', type: 'symlink', linkname: '../docker/keep.txt' } },
+      { header: { name: 'inject/6/app/abs', type: 'symlink', linkname: '/etc/passwd' } },
+      { header: { name: 'inject/6/app/whiteout', type: 'character-device', devmajor: 0, devminor: 0, mode: 0 } },
+      { header: { name: 'inject/6/app/opaque/', type: 'directory', xattrs: { 'trusted.overlay.opaque': 'y' } } },
+      { header: { name: 'inject/6/app/cap', mode: 0o755, xattrs: { 'security.capability': CAPABILITY } }, content: 'cap\n' },
+      { header: { name: 'inject/6/app/naïve 名前 "quoted".txt' }, content: 'unicode\n' },
+      { header: { name: `inject/6/app/${'d'.repeat(150)}/${'f'.repeat(200)}` }, content: 'long\n' },
+      // More than the 8 MiB data partition holds: the partition and its filesystem must grow.
+      { header: { name: 'inject/6/big.bin', size: BIG }, content: patternStream(BIG) },
+    ]);
+    image = work.join('out.img');
+    const result = await applyEtch(createReadStream(etch), { output: image, verify: true });
+    expect(result.verified).toBe(true);
+    expect(result.partitions[6]?.grown).toBe(true);
+  });
+
+  it('writes the base image and keeps the partitions the .etch does not touch byte for byte', async () => {
+    for (const partition of [2, 3, 5]) {
+      const start = offsets[partition] as number;
+      const length = 2 * 1024 * 1024;
+      const a = await run('sh', ['-c', `dd if=${base} bs=1M skip=${start / 1048576} count=${length / 1048576} status=none | sha256sum`]);
+      const b = await run('sh', ['-c', `dd if=${image} bs=1M skip=${start / 1048576} count=${length / 1048576} status=none | sha256sum`]);
+      expect(b.stdout).toBe(a.stdout);
+    }
+  });
+
+  it('grows the data partition and its filesystem, and e2fsck finds the result clean', async () => {
+    const { fs, part, close } = await fsOf(image, 6);
+    const info = await fs.info();
+    await close();
+    expect(part.size).toBeGreaterThan(BIG);
+    expect(info.blocks * info.blockSize).toBe(part.size);
+    const fsck = await run('e2fsck', ['-fn', `${image}?offset=${part.offset}`], { allowFailure: true });
+    expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
+    const table = await run('sfdisk', ['--json', image]);
+    expect(JSON.parse(table.stdout).partitiontable.partitions).toHaveLength(6);
+  });
+
+  it('writes every entry type with its metadata into ext4, merging with what the OS had', async () => {
+    const { fs, part, close } = await fsOf(image, 6);
+    try {
+      expect((await fs.readFile('/docker/keep.txt'))?.toString()).toBe('from the OS\n');
+      expect((await fs.readFile('/merge/old.txt'))?.toString()).toBe('old\n');
+      expect((await fs.readFile('/merge/new.txt'))?.toString()).toBe('new\n');
+      expect(await fs.stat('/merge')).toMatchObject({ type: 'directory', mode: 0o750, uid: 7, gid: 8, mtime: MTIME.getTime() / 1000 });
+      expect((await fs.readFile('/docker/image/overlay2/repositories.json'))?.toString()).toBe('{"Repositories":{"x":{}}}');
+      expect(await fs.stat('/app/suid')).toMatchObject({ type: 'file', mode: 0o4755, uid: 1000, gid: 1000, links: 2, mtime: MTIME.getTime() / 1000 });
+      expect((await fs.stat('/app/hard'))?.inode).toBe((await fs.stat('/app/suid'))?.inode);
+      expect(await fs.readlink('/app/rel')).toBe('../docker/keep.txt');
+      expect(await fs.readlink('/app/abs')).toBe('/etc/passwd');
+      expect(await fs.stat('/app/whiteout')).toMatchObject({ type: 'character-device', mode: 0 });
+      expect((await fs.readFile('/app/naïve 名前 "quoted".txt'))?.toString()).toBe('unicode\n');
+      expect((await fs.readFile(`/app/${'d'.repeat(150)}/${'f'.repeat(200)}`))?.toString()).toBe('long\n');
+      expect((await collect(fs.readFileStream('/big.bin'))).equals(await collect(patternStream(BIG)))).toBe(true);
+      const device = `${image}?offset=${part.offset}`;
+      const opaque = await run('debugfs', ['-R', 'ea_get -V /app/opaque trusted.overlay.opaque', device]);
+      expect(opaque.stdout.trim()).toBe('y');
+      const cap = await run('debugfs', ['-R', 'ea_get -x /app/cap security.capability', device]);
+      expect(cap.stdout.replace(/\s/g, '')).toBe(`security.capability(20)=${CAPABILITY.toString('hex')}`);
+      const whiteout = await run('debugfs', ['-R', 'stat /app/whiteout', device]);
+      expect(whiteout.stdout).toMatch(/Device major\/minor number: 00:00/);
+    } finally {
+      await close();
+    }
+  });
+
+  it('writes files into the FAT boot partition, which fsck.vfat finds clean', async () => {
+    const boot = `${image}@@${offsets[1]}`;
+    const config = await run('mcopy', ['-n', '-i', boot, '::/config.json', '-'], { env: mtoolsEnv });
+    expect(config.stdout).toBe('{"deviceType":"genericx86-64"}\n');
+    const logo = await run('mcopy', ['-n', '-i', boot, '::/splash/balena-logo.png', '-'], { env: mtoolsEnv });
+    expect(logo.stdoutBuffer.equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 1, 2, 255]))).toBe(true);
+    const piece = work.join('boot.vfat');
+    await run('dd', [`if=${image}`, `of=${piece}`, 'bs=1M', `skip=${(offsets[1] as number) / 1048576}`, 'count=8', 'status=none']);
+    const fsck = await run('fsck.vfat', ['-n', piece], { allowFailure: true });
+    expect(fsck.code, fsck.stdout).toBe(0);
+  });
+});
+
+describe('applyEtch refusals', () => {
+  let base: string;
+  beforeAll(async () => {
+    base = work.join('small.img');
+    await makeBalenaLikeImage(base, { dataMiB: 4 });
+  });
+
+  it('refuses a symlink for the FAT boot partition, and leaves no image behind', async () => {
+    const etch = work.join('fat-link.etch');
+    await writeEtch(etch, base, 'small.img', [{ header: { name: 'inject/1/link', type: 'symlink', linkname: 'x' } }]);
+    const dir = work.join('out-fat');
+    await mkdir(dir);
+    const error = await applyEtch(createReadStream(etch), { output: `${dir}/out.img` }).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_BAD_ENTRY'), String(error)).toBe(true);
+    expect(String(error)).toMatch(/FAT/);
+    expect(await readdir(dir)).toEqual([]);
+  });
+
+  it('refuses the extended partition and partitions that do not exist', async () => {
+    for (const partition of [4, 9]) {
+      const etch = work.join(`p${partition}.etch`);
+      await writeEtch(etch, base, 'small.img', [{ header: { name: `inject/${partition}/f` }, content: 'x' }]);
+      const error = await applyEtch(createReadStream(etch), { output: work.join(`p${partition}.img`) }).catch((e: unknown) => e);
+      expect(isEtchError(error, 'ETCH_BAD_DISK_IMAGE'), String(error)).toBe(true);
+    }
+  });
+
+  it('unzips a zipped base image and refuses one whose CRC does not match', async () => {
+    const zipped = work.join('zipped');
+    await mkdir(zipped);
+    await run('cp', [base, `${zipped}/disk.img`]);
+    await writeFile(`${zipped}/README.txt`, 'not the image\n');
+    await run('zip', ['-q', '-0', `${zipped}/os.zip`, 'disk.img', 'README.txt'], { cwd: zipped });
+    const etch = work.join('zipped.etch');
+    await writeEtch(etch, `${zipped}/os.zip`, 'os.zip', [{ header: { name: 'inject/6/hello.txt' }, content: 'hi\n' }]);
+    const out = work.join('unzipped.img');
+    const result = await applyEtch(createReadStream(etch), { output: out, verify: true });
+    expect(result.baseImage).toEqual({ name: 'disk.img', size: (await stat(base)).size });
+    const { fs, close } = await fsOf(out, 6);
+    expect((await fs.readFile('/hello.txt'))?.toString()).toBe('hi\n');
+    await close();
+
+    // Flip one byte inside the stored image: sizes still match, only the CRC-32 can tell.
+    const handle = await (await import('node:fs/promises')).open(`${zipped}/os.zip`, 'r+');
+    await handle.write(Buffer.from([0x42]), 0, 1, 200_000);
+    await handle.close();
+    const corrupt = work.join('corrupt.etch');
+    await writeEtch(corrupt, `${zipped}/os.zip`, 'os.zip', []);
+    const error = await applyEtch(createReadStream(corrupt), { output: work.join('corrupt.img') }).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_BAD_ARCHIVE'), String(error)).toBe(true);
+    expect(String(error)).toMatch(/CRC-32/);
+  });
+
+  it('extends the image to --size and grows the last partition to fill it', async () => {
+    const etch = work.join('sized.etch');
+    await writeEtch(etch, base, 'small.img', []);
+    const out = work.join('sized.img');
+    const result = await applyEtch(createReadStream(etch), { output: out, size: 64 * 1024 * 1024 });
+    expect((await stat(out)).size).toBe(64 * 1024 * 1024);
+    expect(result.diskSize).toBe(64 * 1024 * 1024);
+    const { fs, part, close } = await fsOf(out, 6);
+    const info = await fs.info();
+    await close();
+    expect(part.offset + part.size).toBe(64 * 1024 * 1024);
+    expect(info.blocks * info.blockSize).toBe(part.size);
+    // resize2fs alone would have truncated the image file to the filesystem's size: fsck proves it did not.
+    await run('e2fsck', ['-fn', `${out}?offset=${part.offset}`]);
+  });
+});

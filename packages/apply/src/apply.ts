@@ -1,0 +1,181 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { EtchError, abortError, findPartition, isEtchError, readPartitionTable, silentLogger, throwIfAborted, type Logger, type PartitionInfo, type PartitionTable } from '@etch/format';
+import { readEtch } from '@etch/tar';
+import { writeBaseImage, type WrittenBase } from './base-image.js';
+import { Ext4Injector } from './ext4-injector.js';
+import { FatInjector } from './fat-injector.js';
+import { detectFilesystem, openReader, type Filesystem } from './filesystem.js';
+import { growPartitionTo } from './grow.js';
+import type { PartitionInjector } from './injector.js';
+import { openTarget } from './target.js';
+import { verifyWritten, type WrittenPartition } from './verify.js';
+
+/** Options for {@link applyEtch}. */
+export interface ApplyOptions {
+  /** An image file (created or replaced, atomically) or a block device. */
+  output: string;
+  /** Make the disk at least this many bytes: an image file is extended and its last partition grown to fill it. */
+  size?: number;
+  /** Read everything back after writing. */
+  verify?: boolean;
+  /** Write to a block device even when it is mounted or holds the system. */
+  force?: boolean;
+  /** Where content is staged before it is written into a filesystem (default: the OS temp dir). */
+  tempDir?: string;
+  signal?: AbortSignal;
+  onProgress?: (event: ApplyProgress) => void;
+  logger?: Logger;
+}
+
+/** Progress of {@link applyEtch}. */
+export type ApplyProgress =
+  | { phase: 'base-image'; name: string; bytes: number; total: number }
+  | { phase: 'inject'; partition: number; entries: number; bytes: number }
+  | { phase: 'grow'; partition: number; size: number }
+  | { phase: 'verify' };
+
+/** What {@link applyEtch} did. */
+export interface ApplyResult {
+  output: string;
+  baseImage: { name: string; size: number };
+  /** Final size of the disk image (or device). */
+  diskSize: number;
+  partitions: Record<number, { filesystem: Filesystem; entries: number; bytes: number; size: number; grown: boolean }>;
+  verified: boolean;
+  durationMs: number;
+}
+
+interface PartitionState {
+  injector: PartitionInjector;
+  filesystem: Filesystem;
+  entries: number;
+  bytes: number;
+  grown: boolean;
+}
+
+/**
+ * Writes a `.etch` (plain, gzip or zstd) onto a disk image file or block device: the base image (unzipped if
+ * zipped), then every `inject/<n>/…` entry into partition n — ext2/3/4 with full fidelity through e2fsprogs,
+ * FAT through mtools — growing the last partition and its filesystem when the entries do not fit.
+ * An image file appears under its name only when everything succeeded.
+ */
+export async function applyEtch(input: Readable, options: ApplyOptions): Promise<ApplyResult> {
+  const started = Date.now();
+  const { signal } = options;
+  const logger = options.logger ?? silentLogger;
+  throwIfAborted(signal);
+  const target = await openTarget(options.output, options.force ? { force: true } : {});
+  const staging = await mkdtemp(join(options.tempDir ?? tmpdir(), 'etch-apply-'));
+  const partitions = new Map<number, PartitionState>();
+  let base: WrittenBase | undefined;
+  let table: PartitionTable | undefined;
+  let grownAny = false;
+  try {
+    const readTable = async () => {
+      const disk = await openReader(target.path);
+      try {
+        return await readPartitionTable(disk.read);
+      } finally {
+        await disk.close();
+      }
+    };
+    const grow = async (number: number, end: number): Promise<PartitionInfo> => {
+      const grown = await growPartitionTo(target.path, table as PartitionTable, number, end, {
+        ...(signal ? { signal } : {}),
+        device: target.kind === 'device',
+        deviceSize: target.kind === 'device' ? await target.size() : 0,
+      });
+      table = await readTable();
+      grownAny = true;
+      const state = partitions.get(number);
+      if (state) state.grown = true;
+      options.onProgress?.({ phase: 'grow', partition: number, size: grown.size });
+      return findPartition(table, number);
+    };
+    const injectorFor = async (number: number): Promise<PartitionState> => {
+      const existing = partitions.get(number);
+      if (existing) return existing;
+      const partition = findPartition(table as PartitionTable, number);
+      const disk = await openReader(target.path);
+      const filesystem = await detectFilesystem(disk.read, partition).finally(() => disk.close());
+      const dir = join(staging, `p${number}`);
+      const injector =
+        filesystem === 'ext'
+          ? new Ext4Injector(target.path, partition, dir, {
+              ...(signal ? { signal } : {}),
+              logger,
+              grow: async (bytes) => {
+                const current = findPartition(table as PartitionTable, number);
+                return grow(number, current.offset + current.size + bytes);
+              },
+            })
+          : new FatInjector(target.path, partition, dir, signal ? { signal } : {});
+      const state: PartitionState = { injector, filesystem, entries: 0, bytes: 0, grown: false };
+      partitions.set(number, state);
+      logger.info('injecting', { partition: number, filesystem });
+      return state;
+    };
+
+    for await (const entry of readEtch(input, signal ? { signal } : {})) {
+      if (entry.kind === 'base-image') {
+        const total = entry.size;
+        base = await writeBaseImage(entry, target.path, staging, {
+          ...(signal ? { signal } : {}),
+          onBytes: (bytes) => options.onProgress?.({ phase: 'base-image', name: entry.name, bytes, total }),
+        });
+        table = await readTable();
+        if (options.size !== undefined && options.size > base.size) {
+          await target.extendTo(options.size);
+          const last = table.partitions.filter((p) => p.kind !== 'extended').sort((a, b) => b.offset - a.offset)[0];
+          if (last === undefined) throw new EtchError('ETCH_BAD_DISK_IMAGE', 'The base image has no partition to grow into the requested size.');
+          const disk = await openReader(target.path);
+          const filesystem = await detectFilesystem(disk.read, last).finally(() => disk.close());
+          if (filesystem !== 'ext') throw new EtchError('ETCH_USAGE', `--size grows the last partition (${last.number}), but it holds FAT, which this flasher does not resize.`);
+          const end = Math.floor((options.size - (table.scheme === 'gpt' ? 33 * 512 : 0)) / (1024 * 1024)) * 1024 * 1024;
+          await grow(last.number, end);
+        }
+      } else if (entry.kind === 'inject') {
+        const state = await injectorFor(entry.partition);
+        await state.injector.add(entry);
+        state.entries += 1;
+        state.bytes += entry.type === 'file' ? entry.size : 0;
+        options.onProgress?.({ phase: 'inject', partition: entry.partition, entries: state.entries, bytes: state.bytes });
+      } else if (entry.kind === 'unknown') {
+        logger.warn('skipping an entry of a newer format minor', { name: entry.name });
+        entry.stream.resume();
+      }
+    }
+    if (base === undefined || table === undefined) throw new EtchError('ETCH_BAD_ORDER', 'The .etch has no base image.');
+
+    const written: WrittenPartition[] = [];
+    for (const [number, state] of [...partitions.entries()].sort(([a], [b]) => a - b)) {
+      const { files, partition } = await state.injector.finish();
+      written.push({ partition, filesystem: state.filesystem, files });
+    }
+    table = await readTable();
+    if (options.verify) {
+      options.onProgress?.({ phase: 'verify' });
+      await verifyWritten(target.path, base, written.map((w) => ({ ...w, partition: findPartition(table as PartitionTable, w.partition.number) })), table, grownAny);
+    }
+    const diskSize = await target.size();
+    await target.commit();
+    const summary: ApplyResult['partitions'] = {};
+    for (const w of written) {
+      const state = partitions.get(w.partition.number) as PartitionState;
+      summary[w.partition.number] = { filesystem: state.filesystem, entries: state.entries, bytes: state.bytes, size: findPartition(table, w.partition.number).size, grown: state.grown };
+    }
+    return { output: options.output, baseImage: { name: base.name, size: base.size }, diskSize, partitions: summary, verified: Boolean(options.verify), durationMs: Date.now() - started };
+  } catch (err) {
+    await target.abort();
+    if (signal?.aborted) throw abortError(signal);
+    if (isEtchError(err)) throw err;
+    throw new EtchError('ETCH_IO', `Applying the .etch failed: ${(err as Error).message}`, { cause: err });
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
+

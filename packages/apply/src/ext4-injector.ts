@@ -1,0 +1,288 @@
+import { createHash } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, open, rm, writeFile } from 'node:fs/promises';
+import { join, posix } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { EtchError, Ext4Reader, silentLogger, throwIfAborted, type Logger, type PartitionInfo, type ReadAt } from '@etch/format';
+import type { EtchInjectEntry } from '@etch/tar';
+import { runTool } from './exec.js';
+import type { InjectedFile, PartitionInjector } from './injector.js';
+
+/** Flush a batch to debugfs after this much staged content or this many entries: bounds disk and memory. */
+const BATCH_BYTES = 256 * 1024 * 1024;
+const BATCH_ENTRIES = 20_000;
+const S_IFREG = 0o100000;
+const S_IFDIR = 0o040000;
+const S_IFCHR = 0o020000;
+
+interface Staged {
+  entry: EtchInjectEntry;
+  /** Local file holding the content (files) or xattr values. */
+  content?: string;
+  xattrFiles: [string, string][];
+}
+
+/** Quotes an argument for debugfs's command parser: inside double quotes, a quote is doubled. */
+function quote(value: string): string {
+  if (/[\n\r\0]/.test(value)) {
+    throw new EtchError('ETCH_BAD_ENTRY', `${JSON.stringify(value)} contains a line break; this flasher cannot write such a name into ext4.`);
+  }
+  return `"${value.replaceAll('"', '""')}"`;
+}
+
+function absolute(path: string): string {
+  return path === '' ? '/' : `/${path}`;
+}
+
+/** Lines of debugfs output that are not errors: its banner, the echo of each command, inode allocations. */
+function isNoise(line: string): boolean {
+  return line === '' || line.startsWith('debugfs ') || line.startsWith('debugfs: ') || /^Allocated inode: \d+$/.test(line);
+}
+
+/**
+ * Writes inject entries into an ext2/3/4 filesystem inside a disk image with e2fsprogs' debugfs: no mount,
+ * no root, every entry type and attribute the format allows (files, directories, symlinks, hardlinks,
+ * whiteout devices, xattrs, modes with setuid, owners, mtimes). Content is staged to local files and
+ * written in batches; directories are merged with what the base image has, files replace.
+ */
+export class Ext4Injector implements PartitionInjector {
+  private staged: Staged[] = [];
+  private stagedBytes = 0;
+  private sequence = 0;
+  /** Directory metadata, applied once at the end: writing children changes a directory's mtime. */
+  private readonly directories = new Map<string, EtchInjectEntry>();
+  private readonly files = new Map<string, InjectedFile>();
+
+  constructor(
+    private readonly image: string,
+    private partition: PartitionInfo,
+    private readonly staging: string,
+    private readonly options: {
+      /** Makes room: grows the partition and filesystem by at least `bytes`; returns the partition's new extent. */
+      grow?: (bytes: number) => Promise<PartitionInfo>;
+      signal?: AbortSignal;
+      logger?: Logger;
+    } = {},
+  ) {}
+
+  private get device(): string {
+    return `${this.image}?offset=${this.partition.offset}`;
+  }
+
+  async add(entry: EtchInjectEntry): Promise<void> {
+    throwIfAborted(this.options.signal);
+    await mkdir(this.staging, { recursive: true });
+    const staged: Staged = { entry, xattrFiles: [] };
+    if (entry.type === 'file') {
+      const path = join(this.staging, String(this.sequence++));
+      const hash = createHash('sha256');
+      let size = 0;
+      const tap = new Transform({
+        transform(chunk: Buffer, _encoding, done) {
+          hash.update(chunk);
+          size += chunk.length;
+          done(null, chunk);
+        },
+      });
+      await pipeline(entry.stream as NodeJS.ReadableStream, tap, createWriteStream(path), this.options.signal ? { signal: this.options.signal } : {});
+      staged.content = path;
+      this.stagedBytes += size;
+      this.files.set(absolute(entry.path), { path: absolute(entry.path), size, sha256: hash.digest('hex') });
+    } else {
+      this.files.delete(absolute(entry.path));
+    }
+    for (const [name, value] of entry.xattrs) {
+      const path = join(this.staging, String(this.sequence++));
+      await writeFile(path, value);
+      staged.xattrFiles.push([name, path]);
+    }
+    this.staged.push(staged);
+    if (this.stagedBytes >= BATCH_BYTES || this.staged.length >= BATCH_ENTRIES) await this.flush();
+  }
+
+  async finish(): Promise<{ files: InjectedFile[]; partition: PartitionInfo }> {
+    await this.flush();
+    if (this.directories.size > 0) {
+      const commands: string[] = [];
+      for (const [path, entry] of this.directories) commands.push(...this.metadata(path, S_IFDIR | entry.mode, entry));
+      await this.debugfs(commands);
+    }
+    return { files: [...this.files.values()], partition: this.partition };
+  }
+
+  private metadata(path: string, mode: number, entry: EtchInjectEntry): string[] {
+    const p = quote(path);
+    return [`sif ${p} mode 0${mode.toString(8)}`, `sif ${p} uid ${entry.uid}`, `sif ${p} gid ${entry.gid}`, `sif ${p} mtime @${Math.floor(entry.mtime.getTime() / 1000)}`];
+  }
+
+  private async reader(): Promise<{ fs: Ext4Reader; close: () => Promise<void> }> {
+    const handle = await open(this.image, 'r');
+    const base = this.partition.offset;
+    const read: ReadAt = async (offset, length) => {
+      const buffer = Buffer.alloc(length);
+      const { bytesRead } = await handle.read(buffer, 0, length, offset);
+      return buffer.subarray(0, bytesRead);
+    };
+    try {
+      return { fs: await Ext4Reader.open(read, base), close: () => handle.close() };
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+  }
+
+  /** Grows the filesystem first when the batch would not fit (blocks or inodes), with room to spare. */
+  private async ensureRoom(fs: Ext4Reader): Promise<boolean> {
+    const info = await fs.info();
+    // Every entry may need an inode and a block of metadata (directory, extent or xattr block).
+    // Extent blocks are rare (one per ~340 extents); count one per 340 data blocks to be safe.
+    const dataBlocks = Math.ceil(this.stagedBytes / info.blockSize) + this.staged.length;
+    const neededBlocks = this.staged.reduce((sum, s) => sum + 1 + s.xattrFiles.length, 0) + dataBlocks + Math.ceil(dataBlocks / 340);
+    const reserve = Math.ceil(info.blocks * 0.02);
+    const short = neededBlocks + reserve - info.freeBlocks;
+    const shortInodes = this.staged.length - info.freeInodes;
+    if (short <= 0 && shortInodes <= 0) return false;
+    if (this.options.grow === undefined) {
+      throw new EtchError(
+        'ETCH_BAD_DISK_IMAGE',
+        `Partition ${this.partition.number} is too small: it has ${info.freeBlocks * info.blockSize} bytes and ${info.freeInodes} inodes free, the entries need about ${neededBlocks * info.blockSize} bytes and ${this.staged.length} inodes. Apply onto an image file (it grows) or pass a larger --size.`,
+      );
+    }
+    // Inodes come with blocks: an ext4 group of N blocks carries a fixed number of inodes.
+    const bytesPerInode = (info.blocks * info.blockSize) / info.inodes;
+    const grow = Math.max(short * info.blockSize, shortInodes * bytesPerInode, 0) * 1.25 + 4 * 1024 * 1024;
+    this.options.logger?.info('growing partition', { partition: this.partition.number, bytes: Math.ceil(grow) });
+    this.partition = await this.options.grow(Math.ceil(grow));
+    return true;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.staged.length === 0) return;
+    throwIfAborted(this.options.signal);
+    let reader = await this.reader();
+    try {
+      if (await this.ensureRoom(reader.fs)) {
+        await reader.close();
+        reader = await this.reader();
+      }
+      const commands = await this.plan(reader.fs);
+      await this.debugfs(commands);
+    } finally {
+      await reader.close();
+    }
+    await rm(this.staging, { recursive: true, force: true });
+    this.staged = [];
+    this.stagedBytes = 0;
+  }
+
+  /** Translates the staged entries into debugfs commands, checking what exists against the filesystem. */
+  private async plan(fs: Ext4Reader): Promise<string[]> {
+    const commands: string[] = [];
+    // What this batch has made so far, which the reader (reading the image as it was) cannot see yet.
+    const made = new Map<string, 'directory' | 'other'>();
+    const linkCounts = new Map<string, number>();
+    const kind = async (path: string): Promise<'directory' | 'other' | undefined> => {
+      if (made.has(path)) return made.get(path);
+      const stat = await fs.stat(path).catch((error: unknown) => {
+        // A symlinked parent in the base image: the path exists behind a link, which is not followed.
+        if (error instanceof EtchError && /symlink/.test(error.message)) {
+          throw new EtchError('ETCH_UNSAFE_PATH', `${path} goes through a symlink in partition ${this.partition.number} of the base image; the flasher does not follow it.`, { cause: error });
+        }
+        throw error;
+      });
+      return stat === undefined ? undefined : stat.type === 'directory' ? 'directory' : 'other';
+    };
+    const ensureParents = async (path: string) => {
+      const parents: string[] = [];
+      for (let dir = posix.dirname(path); dir !== '/'; dir = posix.dirname(dir)) parents.unshift(dir);
+      for (const dir of parents) {
+        const found = await kind(dir);
+        if (found === 'directory') continue;
+        if (found === 'other') throw new EtchError('ETCH_BAD_ENTRY', `${dir} is not a directory in partition ${this.partition.number}, but entries go below it.`);
+        commands.push(`mkdir ${quote(dir)}`);
+        made.set(dir, 'directory');
+      }
+    };
+    const replace = async (path: string) => {
+      const found = await kind(path);
+      if (found === 'directory') {
+        throw new EtchError('ETCH_BAD_ENTRY', `${path} is a directory in partition ${this.partition.number}; a file, link or device cannot replace it.`);
+      }
+      if (found === 'other') commands.push(`rm ${quote(path)}`);
+    };
+
+    for (const { entry, content, xattrFiles } of this.staged) {
+      const path = absolute(entry.path);
+      const p = quote(path);
+      if (path !== '/') await ensureParents(path);
+      switch (entry.type) {
+        case 'directory': {
+          const found = path === '/' ? 'directory' : await kind(path);
+          if (found === 'other') {
+            commands.push(`rm ${p}`);
+          }
+          if (found !== 'directory') commands.push(`mkdir ${p}`);
+          made.set(path, 'directory');
+          this.directories.set(path, entry);
+          break;
+        }
+        case 'file':
+          await replace(path);
+          commands.push(`write ${quote(content as string)} ${p}`, ...this.metadata(path, S_IFREG | entry.mode, entry));
+          made.set(path, 'other');
+          linkCounts.set(path, 1);
+          break;
+        case 'symlink':
+          await replace(path);
+          commands.push(`symlink ${p} ${quote(entry.symlinkTarget ?? '')}`);
+          commands.push(`sif ${p} uid ${entry.uid}`, `sif ${p} gid ${entry.gid}`, `sif ${p} mtime @${Math.floor(entry.mtime.getTime() / 1000)}`);
+          made.set(path, 'other');
+          break;
+        case 'link': {
+          const target = absolute(entry.hardlinkTarget ?? '');
+          if ((await kind(target)) !== 'other') {
+            throw new EtchError('ETCH_BAD_ENTRY', `Hardlink ${path} points to ${target}, which is not a file in partition ${this.partition.number}.`);
+          }
+          await replace(path);
+          let count = linkCounts.get(target);
+          if (count === undefined) count = (await fs.stat(target))?.links ?? 1;
+          count += 1;
+          linkCounts.set(target, count);
+          // debugfs's ln adds the name only; the inode's link count is ours to keep right.
+          commands.push(`ln ${quote(target)} ${p}`, `sif ${quote(target)} links_count ${count}`);
+          made.set(path, 'other');
+          const file = this.files.get(target);
+          if (file) this.files.set(path, { ...file, path });
+          break;
+        }
+        case 'character-device': {
+          await replace(path);
+          const major = entry.header.devmajor ?? 0;
+          const minor = entry.header.devminor ?? 0;
+          // debugfs's mknod takes a name in the current directory, not a path.
+          commands.push(`cd ${quote(posix.dirname(path))}`, `mknod ${quote(posix.basename(path))} c ${major} ${minor}`, 'cd /');
+          commands.push(...this.metadata(path, S_IFCHR | entry.mode, entry));
+          made.set(path, 'other');
+          break;
+        }
+      }
+      for (const [name, file] of xattrFiles) commands.push(`ea_set -f ${quote(file)} ${p} ${quote(name)}`);
+    }
+    return commands;
+  }
+
+  private async debugfs(commands: string[]): Promise<void> {
+    if (commands.length === 0) return;
+    await mkdir(this.staging, { recursive: true });
+    const script = join(this.staging, 'commands');
+    await writeFile(script, `${commands.join('\n')}\n`);
+    const result = await runTool('debugfs', ['-w', '-f', script, this.device], this.options.signal ? { signal: this.options.signal } : {});
+    // debugfs reports a failed command on its output and carries on; any such line fails the whole apply.
+    const errors = `${result.stdout}\n${result.stderr}`.split('\n').filter((line) => !isNoise(line));
+    if (errors.length > 0) {
+      throw new EtchError('ETCH_IO', `Writing into partition ${this.partition.number} failed: ${errors.slice(0, 5).join('; ')}`);
+    }
+    (this.options.logger ?? silentLogger).debug('debugfs batch done', { partition: this.partition.number, commands: commands.length });
+  }
+}

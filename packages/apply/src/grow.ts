@@ -1,0 +1,102 @@
+import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open, rm, stat, truncate } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { EtchError, findPartition, type PartitionInfo, type PartitionTable } from '@etch/format';
+import { runTool } from './exec.js';
+
+const SECTOR = 512;
+const MIB = 1024 * 1024;
+// GPT keeps a backup table in the last 33 sectors of the disk.
+const GPT_BACKUP = 33 * SECTOR;
+
+function roundUp(value: number, unit: number): number {
+  return Math.ceil(value / unit) * unit;
+}
+
+/** True when nothing but free space (and the extended container) follows `partition` on the disk. */
+function isLast(table: PartitionTable, partition: PartitionInfo): boolean {
+  return table.partitions.every((p) => p === partition || p.kind === 'extended' || p.offset < partition.offset);
+}
+
+const SFDISK = ['--no-reread', '--no-tell-kernel', '-q'];
+
+/**
+ * Grows partition `number` of an image file so it ends at `end` bytes (rounded up to a MiB): extends the file,
+ * moves the GPT backup header, grows the extended partition around a logical one, then the partition, then
+ * the ext2/3/4 filesystem in it. Only the last partition can grow; the image never shrinks.
+ * @returns the partition with its new size.
+ */
+export async function growPartitionTo(image: string, table: PartitionTable, number: number, end: number, options: { signal?: AbortSignal; device?: boolean; deviceSize?: number } = {}): Promise<PartitionInfo> {
+  const partition = findPartition(table, number);
+  if (!isLast(table, partition)) {
+    throw new EtchError('ETCH_BAD_DISK_IMAGE', `Partition ${number} needs to grow but is not the last partition on the disk; the flasher cannot move the ones after it.`);
+  }
+  const newEnd = roundUp(end, MIB);
+  if (newEnd <= partition.offset + partition.size) return partition;
+  const run = (args: string[], input?: string) => runTool('sfdisk', [...SFDISK, ...args, image], { ...(input !== undefined ? { input } : {}), ...(options.signal ? { signal: options.signal } : {}) });
+  const diskEnd = newEnd + (table.scheme === 'gpt' ? GPT_BACKUP : 0);
+  if (options.device) {
+    if (diskEnd > (options.deviceSize ?? 0)) {
+      throw new EtchError('ETCH_BAD_DISK_IMAGE', `Partition ${number} must grow to ${newEnd} bytes, beyond the end of the device (${options.deviceSize} bytes). Use a larger device.`);
+    }
+  }
+  const fileSizeBefore = options.device ? 0 : (await stat(image)).size;
+  if (!options.device && fileSizeBefore < diskEnd) await truncate(image, diskEnd);
+  if (table.scheme === 'gpt') await run(['--relocate', 'gpt-bak-std']);
+  if (partition.kind === 'logical') {
+    const extended = table.partitions.find((p) => p.kind === 'extended') as PartitionInfo;
+    if (extended.offset + extended.size < newEnd) await run(['-N', String(extended.number)], `${extended.offset / SECTOR},${(newEnd - extended.offset) / SECTOR}\n`);
+  }
+  await run(['-N', String(number)], `${partition.offset / SECTOR},${(newEnd - partition.offset) / SECTOR}\n`);
+  const size = newEnd - partition.offset;
+  if (options.device) {
+    await runTool('resize2fs', ['-f', `${image}?offset=${partition.offset}`, `${Math.floor(size / 1024)}K`], options.signal ? { signal: options.signal } : {});
+  } else {
+    await resizeThroughCopy(image, partition, size, fileSizeBefore, options.signal);
+  }
+  return { ...partition, size };
+}
+
+const COPY_CHUNK = 1024 * 1024;
+
+/**
+ * resize2fs, given a regular file, truncates it to the filesystem's new size and ignores `?offset=` when it
+ * does: on a disk image it would cut off the end of the grown partition. So the partition is copied to a file
+ * of its own, resized there, and copied back; all-zero chunks are skipped where the image was just extended
+ * (already zero), which keeps a large `--size` cheap on a sparse image.
+ */
+async function resizeThroughCopy(image: string, partition: PartitionInfo, size: number, knownZeroFrom: number, signal?: AbortSignal): Promise<void> {
+  const copy = join(dirname(image), `.${basename(image)}.resize-${randomBytes(4).toString('hex')}`);
+  const disk = await open(image, 'r+');
+  try {
+    const out = await open(copy, 'wx');
+    try {
+      await copyRange(createReadStream(image, { start: partition.offset, end: partition.offset + partition.size - 1, highWaterMark: COPY_CHUNK }), out, 0, Infinity, signal);
+    } finally {
+      await out.close();
+    }
+    await runTool('resize2fs', ['-f', copy, `${Math.floor(size / 1024)}K`], signal ? { signal } : {});
+    await copyRange(createReadStream(copy, { highWaterMark: COPY_CHUNK }), disk, partition.offset, knownZeroFrom, signal);
+    await disk.sync();
+  } finally {
+    await disk.close();
+    await rm(copy, { force: true });
+  }
+}
+
+/** Writes a stream at `position` of `handle`, leaving out all-zero chunks that land at or after `zeroFrom`. */
+async function copyRange(source: AsyncIterable<Buffer>, handle: import('node:fs/promises').FileHandle, position: number, zeroFrom: number, signal?: AbortSignal): Promise<void> {
+  let at = position;
+  for await (const chunk of source) {
+    signal?.throwIfAborted();
+    if (!(at >= zeroFrom && isZero(chunk))) await handle.write(chunk, 0, chunk.length, at);
+    at += chunk.length;
+  }
+}
+
+const ZEROS = Buffer.alloc(COPY_CHUNK);
+
+function isZero(chunk: Buffer): boolean {
+  return chunk.length <= ZEROS.length && chunk.equals(ZEROS.subarray(0, chunk.length));
+}

@@ -1,0 +1,68 @@
+import { createHash } from 'node:crypto';
+import { EtchError, Ext4Reader, type PartitionInfo, type PartitionTable } from '@etch/format';
+import { VERIFY_CHUNK, hashRegions, type WrittenBase } from './base-image.js';
+import { runTool } from './exec.js';
+import { openReader, type Filesystem } from './filesystem.js';
+import type { InjectedFile } from './injector.js';
+
+/** A partition that received entries, as verification needs it. */
+export interface WrittenPartition {
+  partition: PartitionInfo;
+  filesystem: Filesystem;
+  files: InjectedFile[];
+}
+
+function overlaps(start: number, end: number, from: number, to: number): boolean {
+  return start < to && from < end;
+}
+
+/**
+ * Reads back what was written: every region of the base image outside the partitions that received entries
+ * must hash as the `.etch` delivered it, and every injected regular file must have its content. When a
+ * partition grew, the sectors of the partition table changed on purpose and are left out of the comparison.
+ * @throws EtchError `ETCH_DIGEST_MISMATCH` naming the first difference.
+ */
+export async function verifyWritten(path: string, base: WrittenBase, written: WrittenPartition[], table: PartitionTable, grown: boolean): Promise<void> {
+  const now = await hashRegions(path, base.size);
+  const skip: [number, number][] = written.map((w) => [w.partition.offset, w.partition.offset + w.partition.size]);
+  if (grown) {
+    skip.push([0, 34 * 512]);
+    for (const p of table.partitions) if (p.recordOffset !== undefined) skip.push([p.recordOffset, p.recordOffset + 512]);
+    skip.push([base.size - 33 * 512, base.size]);
+  }
+  base.chunkHashes.forEach((hash, index) => {
+    const start = index * VERIFY_CHUNK;
+    const end = Math.min(base.size, start + VERIFY_CHUNK);
+    if (skip.some(([from, to]) => overlaps(start, end, from, to))) return;
+    if (!now[index]?.equals(hash)) {
+      throw new EtchError('ETCH_DIGEST_MISMATCH', `Verification failed: bytes ${start}–${end} of the disk differ from the base image. The medium may be faulty; write it again.`);
+    }
+  });
+  const disk = await openReader(path);
+  try {
+    for (const { partition, filesystem, files } of written) {
+      const fs = filesystem === 'ext' ? await Ext4Reader.open(disk.read, partition.offset) : undefined;
+      for (const file of files) {
+        const hash = createHash('sha256');
+        let size = 0;
+        if (fs) {
+          for await (const chunk of fs.readFileStream(file.path)) {
+            hash.update(chunk);
+            size += chunk.length;
+          }
+        } else {
+          // Boot-partition files are small: mcopy to stdout reads one back byte for byte.
+          const env = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
+          const { stdoutBuffer } = await runTool('mcopy', ['-n', '-i', `${path}@@${partition.offset}`, `::${file.path}`, '-'], { env });
+          hash.update(stdoutBuffer);
+          size = stdoutBuffer.length;
+        }
+        if (size !== file.size || hash.digest('hex') !== file.sha256) {
+          throw new EtchError('ETCH_DIGEST_MISMATCH', `Verification failed: ${file.path} in partition ${partition.number} does not read back as written.`);
+        }
+      }
+    }
+  } finally {
+    await disk.close();
+  }
+}
