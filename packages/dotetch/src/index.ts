@@ -11,3 +11,6 @@ export * as core from '@etch/core';
 export { readBaseRepositories } from '@etch/docker-store';
 export type { StoreImage, StoredImage, RepositoriesJson } from '@etch/docker-store';
 export * as dockerStore from '@etch/docker-store';
+export { applyEtch } from '@etch/apply';
+export type { ApplyOptions, ApplyProgress, ApplyResult } from '@etch/apply';
+export * as apply from '@etch/apply';
