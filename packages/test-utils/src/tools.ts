@@ -25,6 +25,12 @@ export const DISK_TOOLS: readonly RequiredTool[] = [
   { command: 'zip', aptPackage: 'zip' },
 ];
 
+/** Tools that make a registry's credentials: bcrypt htpasswd files and the token server's certificate. */
+export const REGISTRY_AUTH_TOOLS: readonly RequiredTool[] = [
+  { command: 'htpasswd', aptPackage: 'apache2-utils' },
+  { command: 'openssl', aptPackage: 'openssl' },
+];
+
 function hasCommand(command: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
 }
