@@ -7,3 +7,12 @@ export { REGISTRY_SERVER_TOOLS, freePort, startRegistryServer, type RegistryServ
 export { buildPreloadFixtures, pushFixture, readLayoutImage, type FixtureImage, type LayoutImage, type PreloadFixtures } from './engine-images.js';
 export { makeBalenaLikeImage, type BalenaLikeImageOptions } from './disk-images.js';
 export { startBasicAuthRegistry, type BasicAuthRegistry, type BasicAuthRegistryOptions } from './basic-auth-registry.js';
+export {
+  parseScope,
+  startTokenAuthRegistry,
+  type RecordedTokenRequest,
+  type TokenAuthRegistry,
+  type TokenAuthRegistryOptions,
+  type TokenGrantRequest,
+  type TokenScope,
+} from './token-auth-registry.js';
