@@ -72,7 +72,8 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
   const partitions = new Map<number, PartitionState>();
   let base: WrittenBase | undefined;
   let table: PartitionTable | undefined;
-  let grownAny = false;
+  // Partitions grown so far, by --size before their first entry or to make room for entries.
+  const grownPartitions = new Set<number>();
   try {
     const readTable = async () => {
       const disk = await openReader(target.path);
@@ -89,7 +90,7 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
         deviceSize: target.kind === 'device' ? await target.size() : 0,
       });
       table = await readTable();
-      grownAny = true;
+      grownPartitions.add(number);
       const state = partitions.get(number);
       if (state) state.grown = true;
       options.onProgress?.({ phase: 'grow', partition: number, size: grown.size });
@@ -113,7 +114,7 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
               },
             })
           : new FatInjector(target.path, partition, dir, signal ? { signal } : {});
-      const state: PartitionState = { injector, filesystem, entries: 0, bytes: 0, grown: false };
+      const state: PartitionState = { injector, filesystem, entries: 0, bytes: 0, grown: grownPartitions.has(number) };
       partitions.set(number, state);
       logger.info('injecting', { partition: number, filesystem });
       return state;
@@ -158,7 +159,7 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
     table = await readTable();
     if (options.verify) {
       options.onProgress?.({ phase: 'verify' });
-      await verifyWritten(target.path, base, written.map((w) => ({ ...w, partition: findPartition(table as PartitionTable, w.partition.number) })), table, grownAny);
+      await verifyWritten(target.path, base, written.map((w) => ({ ...w, partition: findPartition(table as PartitionTable, w.partition.number) })), table, grownPartitions.size > 0);
     }
     const diskSize = await target.size();
     await target.commit();

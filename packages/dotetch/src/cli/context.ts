@@ -1,8 +1,10 @@
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { Logger } from '@etch/format';
 
 /** What a command gets from the process: streams, environment, the Ctrl-C signal, a logger. */
 export interface CliContext {
+  /** Input for commands that read `-` (`etch apply - …`); absent when the embedder provides none. */
+  stdin?: Readable & { isTTY?: boolean };
   /** Machine output only (`--json`, or the `.etch` itself with `-o -`). */
   stdout: Writable;
   /** Everything a human reads: progress, messages, errors. */

@@ -10,3 +10,21 @@ export function formatBytes(bytes: number): string {
   }
   return unit === 0 ? `${bytes} B` : `${value.toFixed(1)} ${UNITS[unit]}`;
 }
+
+const SIZE = /^(\d+(?:\.\d+)?)\s*(?:([KMGTP])(i?B)?|(B))?$/i;
+const POWERS: Record<string, number> = { K: 1, M: 2, G: 3, T: 4, P: 5 };
+
+/**
+ * Parses a size as people type it: `8G`, `512M`, `1.5GiB`, `4096`. As in coreutils, `K`/`M`/`G`/`T`/`P` and
+ * `KiB`/`MiB`/… are powers of 1024 and `KB`/`MB`/… powers of 1000; a bare number is bytes.
+ * @returns whole bytes (rounded down), or `undefined` when `text` is not a size.
+ */
+export function parseBytes(text: string): number | undefined {
+  const match = SIZE.exec(text.trim());
+  if (!match) return undefined;
+  const [, number, unit, suffix] = match;
+  const power = unit === undefined ? 0 : (POWERS[unit.toUpperCase()] as number);
+  const base = suffix !== undefined && suffix.toUpperCase() === 'B' ? 1000 : 1024;
+  const bytes = Math.floor(Number(number) * base ** power);
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
+}

@@ -1,13 +1,17 @@
 import type { Writable } from 'node:stream';
-import type { EtchProgress, ProgressListener } from '@etch/core';
+import type { ApplyProgress } from '@etch/apply';
+import type { EtchProgress } from '@etch/core';
 import { formatBytes } from './format-bytes.js';
 
 /** How progress is shown: a redrawn bar on a terminal, a line per phase otherwise, or nothing. */
 export type ProgressMode = 'tty' | 'plain' | 'none';
 
+/** What the display draws: progress of `etch create` (writing a .etch) and of `etch apply` (flashing one). */
+export type DisplayedProgress = EtchProgress | ApplyProgress;
+
 /** Receives progress events and draws them. */
 export interface ProgressDisplay {
-  onProgress: ProgressListener;
+  onProgress: (event: DisplayedProgress) => void;
   /** Clears the bar, so the next line starts clean. */
   finish(): void;
 }
@@ -33,7 +37,7 @@ export function createProgressDisplay(stderr: Writable, mode: ProgressMode, now:
   let drawn = false;
   const started = now();
 
-  function describe(event: EtchProgress): string {
+  function describe(event: DisplayedProgress): string {
     switch (event.phase) {
       case 'base-image': {
         const seconds = Math.max(0.001, (now() - started) / 1000);
@@ -51,13 +55,18 @@ export function createProgressDisplay(stderr: Writable, mode: ProgressMode, now:
       }
       case 'finalize':
         return `done: ${formatBytes(event.bytesWritten)} written`;
+      case 'grow':
+        return `partition ${event.partition} grown to ${formatBytes(event.size)}`;
+      case 'verify':
+        return 'verifying what was written';
     }
   }
 
-  function key(event: EtchProgress): string {
+  function key(event: DisplayedProgress): string {
     if (event.phase === 'inject') return `inject:${event.partition}`;
     // One line per layer: each gets its own bar, kept on screen when the next one starts.
     if (event.phase === 'layer') return `layer:${event.image}:${event.layer}`;
+    if (event.phase === 'grow') return `grow:${event.partition}:${event.size}`;
     return event.phase;
   }
 
@@ -72,7 +81,8 @@ export function createProgressDisplay(stderr: Writable, mode: ProgressMode, now:
         else if (event.phase === 'layer') {
           const what = event.state === 'shared' ? 'already written' : `${formatBytes(event.total)} compressed`;
           stderr.write(`etch: image ${event.image + 1} layer ${event.layer + 1} ${event.digest.slice(0, 19)} (${what})\n`);
-        }
+        } else if (event.phase === 'grow') stderr.write(`etch: grew partition ${event.partition} to ${formatBytes(event.size)}\n`);
+        else if (event.phase === 'verify') stderr.write('etch: verifying what was written\n');
         return;
       }
       const time = now();

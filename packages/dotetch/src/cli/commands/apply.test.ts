@@ -1,0 +1,187 @@
+import { createReadStream } from 'node:fs';
+import { mkdir, readdir, stat, symlink, writeFile } from 'node:fs/promises';
+import { PassThrough, type Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { collect, craftTar, createTempDir, makeBalenaLikeImage, run, type TempDir } from '@etch/test-utils';
+import { parseBytes } from '../format-bytes.js';
+import { main } from '../main.js';
+
+const MIB = 1024 * 1024;
+const mtoolsEnv = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
+let dir: TempDir;
+let offsets: Record<number, number>;
+
+async function etch(args: string[], options: { stdin?: Readable; signal?: AbortSignal; cwd?: string } = {}) {
+  const stdout = new PassThrough();
+  const stderr = Object.assign(new PassThrough(), { isTTY: false });
+  const out = collect(stdout);
+  const err = collect(stderr);
+  const code = await main(args, {
+    ...(options.stdin ? { stdin: options.stdin } : {}),
+    stdout,
+    stderr,
+    env: {},
+    cwd: options.cwd ?? dir.path,
+    signal: options.signal ?? new AbortController().signal,
+  });
+  stdout.end();
+  stderr.end();
+  return { code, stdout: (await out).toString(), stderr: (await err).toString() };
+}
+
+/** Files in a folder, leaving out the inputs every test shares. */
+async function outputs(path: string): Promise<string[]> {
+  return (await readdir(path)).filter((name) => !['base.img', 'boot', 'data', 'small.etch'].includes(name)).sort();
+}
+
+beforeAll(async () => {
+  dir = await createTempDir('etch-apply-cli-');
+  offsets = await makeBalenaLikeImage(dir.join('base.img'), { dataMiB: 8 });
+  await mkdir(dir.join('boot', 'overlays'), { recursive: true });
+  await writeFile(dir.join('boot', 'config.json'), '{"hostname":"etched"}\n');
+  await writeFile(dir.join('boot', 'overlays', 'a.dtbo'), Buffer.from([0xd0, 0x0d, 0xfe, 0xed]));
+  await mkdir(dir.join('data', 'apps'), { recursive: true });
+  await writeFile(dir.join('data', 'apps', 'app.txt'), 'preloaded\n');
+  await symlink('apps/app.txt', dir.join('data', 'current'));
+  const created = await etch(['create', '--base', 'base.img', '--inject', '1:boot', '--inject', '6:data', '-o', 'small.etch', '-q']);
+  expect(created.code, created.stderr).toBe(0);
+});
+afterAll(() => dir.remove());
+
+describe('etch apply', () => {
+  it('writes a .etch onto an image, grows it to --size, verifies, and prints the summary with --json', async () => {
+    const result = await etch(['apply', 'small.etch', '--output', 'disk.img', '--size', '64M', '--verify', '--json']);
+    expect(result.code, result.stderr).toBe(0);
+    const summary = JSON.parse(result.stdout);
+    expect(summary).toMatchObject({
+      output: dir.join('disk.img'),
+      baseImage: { name: 'base.img', size: (await stat(dir.join('base.img'))).size },
+      diskSize: 64 * MIB,
+      verified: true,
+      partitions: {
+        1: { filesystem: 'fat', entries: 3, bytes: 26, grown: false },
+        6: { filesystem: 'ext', entries: 3, bytes: 10, size: 64 * MIB - (offsets[6] as number), grown: true },
+      },
+    });
+    expect(summary.durationMs).toBeGreaterThanOrEqual(0);
+    expect((await stat(dir.join('disk.img'))).size).toBe(64 * MIB);
+    // Progress went to stderr as plain lines; stdout holds the JSON only.
+    expect(result.stderr).toContain('etch: writing base image base.img');
+    expect(result.stderr).toContain('etch: verifying what was written');
+    expect(result.stderr).not.toContain('\r');
+
+    const image = dir.join('disk.img');
+    const config = await run('mcopy', ['-n', '-i', `${image}@@${offsets[1]}`, '::/config.json', '-'], { env: mtoolsEnv });
+    expect(config.stdout).toBe('{"hostname":"etched"}\n');
+    const device = `${image}?offset=${offsets[6]}`;
+    expect((await run('debugfs', ['-R', 'cat /apps/app.txt', device])).stdout).toBe('preloaded\n');
+    expect((await run('debugfs', ['-R', 'stat /current', device])).stdout).toMatch(/Fast link dest: "apps\/app\.txt"/);
+    const fsck = await run('e2fsck', ['-fn', device], { allowFailure: true });
+    expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
+  });
+
+  it('reads the .etch from stdin with "-" and prints a human summary on stderr', async () => {
+    const result = await etch(['apply', '-', '-o', 'piped.img'], { stdin: createReadStream(dir.join('small.etch')) });
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toMatch(/^etch: wrote piped\.img \(30\.0 MiB\) in [\d.]+ s$/m);
+    expect(result.stderr).toMatch(/^ {2}partition 1 \(fat\): 3 entries, 26 B$/m);
+    expect(result.stderr).toMatch(/^ {2}partition 6 \(ext\): 3 entries, 10 B$/m);
+    const quiet = await etch(['apply', '-', '-o', 'quiet.img', '-q'], { stdin: createReadStream(dir.join('small.etch')) });
+    expect(quiet).toMatchObject({ code: 0, stdout: '', stderr: '' });
+  });
+
+  it('replaces an existing image file only once the new one is complete', async () => {
+    await writeFile(dir.join('old.img'), 'previous contents');
+    const bad = await etch(['apply', 'nope.etch', '-o', 'old.img']);
+    expect(bad.code).toBe(1);
+    expect((await stat(dir.join('old.img'))).size).toBe('previous contents'.length);
+    const good = await etch(['apply', 'small.etch', '-o', 'old.img', '-q']);
+    expect(good.code, good.stderr).toBe(0);
+    expect((await stat(dir.join('old.img'))).size).toBe((await stat(dir.join('base.img'))).size);
+  });
+});
+
+describe('etch apply errors and exit codes', () => {
+  it.each([
+    [['apply', '-o', 'x.img'], 'Give the .etch'],
+    [['apply', 'small.etch'], '--output is required'],
+    [['apply', 'small.etch', 'extra', '-o', 'x.img'], 'extra'],
+    [['apply', 'small.etch', '-o', '-'], 'stdout'],
+    [['apply', 'small.etch', '-o', 'x.img', '--size', 'big'], 'not a size'],
+    [['apply', 'small.etch', '-o', 'x.img', '--size', '0'], 'not a size'],
+    [['apply', 'small.etch', '-o', 'x.img', '--bogus'], 'bogus'],
+    [['apply', '-', '-o', 'x.img'], 'stdin'],
+  ])('usage error for %j exits 2 with a one-line message', async (args, words) => {
+    const result = await etch(args);
+    expect(result.code).toBe(2);
+    const [first, ...rest] = result.stderr.split('\n');
+    expect(first).toMatch(/^etch: ETCH_USAGE: /);
+    expect(first).toContain(words);
+    // The rest is the usage text, not more of the message.
+    expect(rest.join('\n')).toContain('Usage: etch apply FILE.etch');
+    expect(await outputs(dir.path)).not.toContain('x.img');
+    const json = await etch([...args, '--json']);
+    expect(JSON.parse(json.stdout)).toMatchObject({ error: { code: 'ETCH_USAGE' } });
+  });
+
+  it('a missing .etch exits 1 with ETCH_IO', async () => {
+    const result = await etch(['apply', 'nope.etch', '-o', 'x.img']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^etch: ETCH_IO: Cannot read .*nope\.etch/);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('an invalid .etch exits 3 and leaves no image', async () => {
+    const work = await createTempDir('etch-apply-bad-');
+    try {
+      await writeFile(work.join('bad.etch'), await craftTar([{ name: 'a.img', content: 'x' }]));
+      const result = await etch(['apply', 'bad.etch', '-o', 'x.img'], { cwd: work.path });
+      expect(result.code).toBe(3);
+      expect(result.stderr).toMatch(/^etch: ETCH_BAD_VERSION: /);
+      expect(result.stderr.trim().split('\n')).toHaveLength(1);
+      expect(await readdir(work.path)).toEqual(['bad.etch']);
+    } finally {
+      await work.remove();
+    }
+  });
+
+  it('an interrupt exits 130 and leaves no image', async () => {
+    const work = await createTempDir('etch-apply-abort-');
+    try {
+      const controller = new AbortController();
+      controller.abort();
+      const result = await etch(['apply', dir.join('small.etch'), '-o', 'x.img'], { cwd: work.path, signal: controller.signal });
+      expect(result.code).toBe(130);
+      expect(result.stderr).toContain('ETCH_ABORTED');
+      expect(await readdir(work.path)).toEqual([]);
+    } finally {
+      await work.remove();
+    }
+  });
+
+  it('etch help lists apply', async () => {
+    const result = await etch(['help']);
+    expect(result.stderr).toMatch(/^ {2}apply +write a \.etch onto a disk image/m);
+  });
+});
+
+describe('parseBytes', () => {
+  it.each([
+    ['8G', 8 * 1024 ** 3],
+    ['512M', 512 * MIB],
+    ['512m', 512 * MIB],
+    ['1.5GiB', 1.5 * 1024 ** 3],
+    ['64K', 65_536],
+    ['2T', 2 * 1024 ** 4],
+    ['1GB', 1e9],
+    ['4096', 4096],
+    ['4096B', 4096],
+  ])('%s is %d bytes', (text, bytes) => {
+    expect(parseBytes(text)).toBe(bytes);
+  });
+
+  it.each(['', 'G', '8X', '-1G', '8 G B', '1e3', '9999999999P'])('%j is not a size', (text) => {
+    expect(parseBytes(text)).toBeUndefined();
+  });
+});
