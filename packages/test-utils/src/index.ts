@@ -16,3 +16,4 @@ export {
   type TokenGrantRequest,
   type TokenScope,
 } from './token-auth-registry.js';
+export { startFaultProxy, type Fault, type FaultAction, type FaultProxy, type FaultProxyUpstream, type ProxiedRequest } from './fault-proxy.js';
