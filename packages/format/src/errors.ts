@@ -36,7 +36,11 @@ export type EtchErrorCode =
   /** A compression format is not supported on this runtime. */
   | 'ETCH_UNSUPPORTED_COMPRESSION'
   /** A disk image has no readable partition table, or a partition or filesystem in it is not what was expected. */
-  | 'ETCH_BAD_DISK_IMAGE';
+  | 'ETCH_BAD_DISK_IMAGE'
+  /** A manifest, index or config is malformed (not JSON, missing fields, bad descriptors). */
+  | 'ETCH_BAD_MANIFEST'
+  /** A manifest or layer is valid but of a kind this toolkit refuses (Docker schema 1, an artifact, a foreign layer). */
+  | 'ETCH_UNSUPPORTED_MANIFEST';
 
 const BRAND = Symbol.for('@etch/error');
 

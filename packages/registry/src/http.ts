@@ -1,0 +1,198 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, request, type Dispatcher } from 'undici';
+import { EtchError, abortError, silentLogger, type Logger } from '@etch/format';
+
+/** How failed requests are retried: exponential back-off with jitter, `Retry-After` honoured. */
+export interface RetryPolicy {
+  /** Tries in all, including the first (default 5). */
+  attempts: number;
+  /** First delay (default 250 ms), doubled on each retry. */
+  baseDelayMs: number;
+  /** Longest delay between tries, also the cap on `Retry-After` (default 30 s). */
+  maxDelayMs: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { attempts: 5, baseDelayMs: 250, maxDelayMs: 30_000 };
+
+/** Options of the HTTP layer shared by every registry request. */
+export interface HttpOptions {
+  /** Registries (`host:port`) reached over plain HTTP. Loopback registries always are. */
+  insecureRegistries?: readonly string[];
+  /** Extra CA certificates (PEM) trusted for HTTPS registries. */
+  ca?: string | Buffer | readonly (string | Buffer)[];
+  /** Connections per origin (default 8): bounds the concurrency of pulls. */
+  connections?: number;
+  retry?: Partial<RetryPolicy>;
+  userAgent?: string;
+  logger?: Logger;
+  /** Use this undici dispatcher instead of creating one (proxies, tests). */
+  dispatcher?: Dispatcher;
+}
+
+/** A request as the registry client makes it. */
+export interface HttpRequest {
+  url: URL;
+  method?: 'GET' | 'HEAD' | 'POST';
+  headers?: Record<string, string>;
+  body?: string;
+  signal?: AbortSignal;
+  /**
+   * The Authorization header for a URL, or undefined. It is asked for the first URL only: on a redirect to
+   * another origin the header is dropped, so a token never reaches blob storage or a CDN.
+   */
+  authorization?: string;
+}
+
+/** A response whose body must be consumed or dumped. */
+export interface HttpResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Dispatcher.ResponseData['body'];
+  /** The URL that answered, after redirects. */
+  url: URL;
+}
+
+const MAX_REDIRECTS = 10;
+const RETRY_STATUS = new Set([408, 429, 500, 502, 503, 504]);
+
+/** `localhost`, 127.0.0.0/8 and ::1: docker talks plain HTTP to these without being told. */
+export function isLoopbackHost(host: string): boolean {
+  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
+  return name === 'localhost' || name === '::1' || /^127(\.\d{1,3}){3}$/.test(name);
+}
+
+/** One header value (the first when repeated). */
+export function header(headers: HttpResponse['headers'], name: string): string | undefined {
+  const value = headers[name.toLowerCase()];
+  return Array.isArray(value) ? value[0] : value;
+}
+
+/** Seconds or an HTTP date, as milliseconds from now; undefined when absent or unreadable. */
+export function retryAfterMs(value: string | undefined, now = Date.now()): number | undefined {
+  if (value === undefined || value.trim() === '') return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}
+
+/** A network failure worth another try (reset, refused, timeout, cut body), as opposed to a bug or an abort. */
+export function isTransientNetworkError(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  if (typeof code !== 'string') return false;
+  return (
+    code.startsWith('UND_ERR_') && code !== 'UND_ERR_ABORTED' && code !== 'UND_ERR_INVALID_ARG' && code !== 'UND_ERR_NOT_SUPPORTED'
+  ) || ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED'].includes(code);
+}
+
+/** The transport: undici with keep-alive, manual redirects and retries. */
+export class HttpClient {
+  readonly retry: RetryPolicy;
+  private readonly dispatcher: Dispatcher;
+  private readonly ownsDispatcher: boolean;
+  private readonly insecure: Set<string>;
+  private readonly logger: Logger;
+  private readonly userAgent: string;
+
+  constructor(options: HttpOptions = {}) {
+    this.retry = { ...DEFAULT_RETRY, ...options.retry };
+    this.insecure = new Set((options.insecureRegistries ?? []).map((h) => h.toLowerCase()));
+    this.logger = options.logger ?? silentLogger;
+    this.userAgent = options.userAgent ?? 'etch-registry';
+    this.ownsDispatcher = options.dispatcher === undefined;
+    const ca = options.ca === undefined ? undefined : Array.isArray(options.ca) ? [...options.ca] : [options.ca as string | Buffer];
+    this.dispatcher =
+      options.dispatcher ??
+      new Agent({ connections: options.connections ?? 8, keepAliveTimeout: 30_000, ...(ca ? { connect: { ca } } : {}) });
+  }
+
+  /** `http://` for loopback and listed insecure registries, `https://` otherwise. */
+  schemeFor(host: string): 'http' | 'https' {
+    return isLoopbackHost(host) || this.insecure.has(host.toLowerCase()) ? 'http' : 'https';
+  }
+
+  /**
+   * Sends one request and follows up to 10 redirects itself: `Accept` and `Range` go along, `Authorization`
+   * only while the origin stays the same.
+   */
+  async send(req: HttpRequest): Promise<HttpResponse> {
+    let url = req.url;
+    let method = req.method ?? 'GET';
+    let body = req.body;
+    const origin = url.origin;
+    for (let hop = 0; ; hop += 1) {
+      const headers: Record<string, string> = { 'user-agent': this.userAgent, ...req.headers };
+      if (req.authorization !== undefined && url.origin === origin) headers['authorization'] = req.authorization;
+      let response: Dispatcher.ResponseData;
+      try {
+        response = await request(url, { method, headers, dispatcher: this.dispatcher, ...(body !== undefined ? { body } : {}), ...(req.signal ? { signal: req.signal } : {}) });
+      } catch (error) {
+        if (req.signal?.aborted) throw abortError(req.signal);
+        throw error;
+      }
+      const location = header(response.headers, 'location');
+      if (response.statusCode >= 300 && response.statusCode < 400 && location !== undefined) {
+        await response.body.dump().catch(() => undefined);
+        if (hop + 1 > MAX_REDIRECTS) throw new EtchError('ETCH_NETWORK', `${req.url.host} redirected more than ${MAX_REDIRECTS} times.`, { details: { statusCode: response.statusCode } });
+        const next = new URL(location, url);
+        if (next.protocol !== 'http:' && next.protocol !== 'https:') throw new EtchError('ETCH_NETWORK', `${url.host} redirected to a ${next.protocol} URL, which is not followed.`);
+        this.logger.debug('redirect', { from: url.host, to: next.host, status: response.statusCode });
+        // 303 turns a POST into a GET, as browsers and Go do.
+        if (response.statusCode === 303) {
+          method = method === 'HEAD' ? 'HEAD' : 'GET';
+          body = undefined;
+        }
+        url = next;
+        continue;
+      }
+      return { status: response.statusCode, headers: response.headers, body: response.body, url };
+    }
+  }
+
+  /**
+   * Runs `attempt` until it succeeds, retrying network errors and 408/429/5xx answers with exponential
+   * back-off and jitter (or the server's `Retry-After`). `attempt` returns a response; a retryable status is
+   * dumped and tried again, the last one is returned for the caller to report.
+   */
+  async withRetries(what: string, signal: AbortSignal | undefined, attempt: () => Promise<HttpResponse>): Promise<HttpResponse> {
+    for (let tries = 1; ; tries += 1) {
+      let response: HttpResponse | undefined;
+      let failure: unknown;
+      try {
+        response = await attempt();
+      } catch (error) {
+        if (!isTransientNetworkError(error) || tries >= this.retry.attempts) throw this.networkError(what, error, signal);
+        failure = error;
+      }
+      if (response !== undefined) {
+        if (!RETRY_STATUS.has(response.status) || tries >= this.retry.attempts) return response;
+        await response.body.dump().catch(() => undefined);
+      }
+      const after = response && (response.status === 429 || response.status === 503) ? retryAfterMs(header(response.headers, 'retry-after')) : undefined;
+      const delay = this.delayFor(tries, after);
+      this.logger.info('retrying', { what, attempt: tries, of: this.retry.attempts, status: response?.status, error: failure ? String((failure as Error).message) : undefined, delayMs: delay });
+      try {
+        await sleep(delay, undefined, signal ? { signal } : {});
+      } catch {
+        throw abortError(signal);
+      }
+    }
+  }
+
+  /** Delay before try `tries + 1`: `Retry-After` when given (capped), else base·2^(n-1) with ±20 % jitter. */
+  delayFor(tries: number, retryAfter?: number): number {
+    if (retryAfter !== undefined) return Math.min(retryAfter, this.retry.maxDelayMs);
+    const base = Math.min(this.retry.baseDelayMs * 2 ** (tries - 1), this.retry.maxDelayMs);
+    return Math.round(base * (0.8 + Math.random() * 0.4));
+  }
+
+  networkError(what: string, error: unknown, signal?: AbortSignal): EtchError {
+    if (signal?.aborted) return abortError(signal);
+    if (error instanceof EtchError) return error;
+    const code = (error as { code?: unknown })?.code;
+    return new EtchError('ETCH_NETWORK', `${what} failed: ${(error as Error)?.message ?? String(error)}${typeof code === 'string' ? ` (${code})` : ''}. Check the network and that the registry is reachable.`, { cause: error });
+  }
+
+  async close(): Promise<void> {
+    if (this.ownsDispatcher) await this.dispatcher.close();
+  }
+}

@@ -1,0 +1,40 @@
+import { createReadStream } from 'node:fs';
+import { EtchError } from '@etch/format';
+import type { BlobProgress } from './blob-stream.js';
+import { algorithmOf, digestOf, hasherFor } from './digest.js';
+
+/**
+ * Streams `length` bytes of a local file from `start`, checked the way a registry blob is: never more than
+ * the descriptor's size, and exactly that size hashing to its digest at the end.
+ */
+export async function* verifiedFileRange(
+  path: string,
+  start: number,
+  descriptor: { digest: string; size: number },
+  what: string,
+  options: { signal?: AbortSignal; onProgress?: (progress: BlobProgress) => void } = {},
+): AsyncGenerator<Buffer> {
+  const hash = hasherFor(descriptor.digest);
+  let bytes = 0;
+  const stream = createReadStream(path, { start, ...(descriptor.size > 0 ? { end: start + descriptor.size - 1 } : { end: start - 1 }), ...(options.signal ? { signal: options.signal } : {}) });
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      options.onProgress?.({ digest: descriptor.digest, bytes, total: descriptor.size });
+      yield chunk;
+    }
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === 'ENOENT') throw new EtchError('ETCH_NOT_FOUND', `${what} (${descriptor.digest}) is missing from ${path}.`, { cause, details: { path, digest: descriptor.digest } });
+    throw new EtchError('ETCH_IO', `Reading ${what} from ${path} failed: ${(cause as Error).message}`, { cause, details: { path } });
+  } finally {
+    stream.destroy();
+  }
+  if (bytes !== descriptor.size) {
+    throw new EtchError('ETCH_SIZE_MISMATCH', `${what} (${descriptor.digest}) has ${bytes} bytes in ${path}, not the ${descriptor.size} its descriptor declares.`, { details: { path, digest: descriptor.digest } });
+  }
+  const actual = digestOf(hash, algorithmOf(descriptor.digest));
+  if (actual !== descriptor.digest) {
+    throw new EtchError('ETCH_DIGEST_MISMATCH', `${what} in ${path} does not match its digest: expected ${descriptor.digest}, got ${actual}.`, { details: { path, digest: descriptor.digest, actual } });
+  }
+}

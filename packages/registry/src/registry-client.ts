@@ -1,0 +1,323 @@
+import { EtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { RegistryAuth, pullScope } from './auth.js';
+import { verifiedBlob, statusError, type BlobProgress } from './blob-stream.js';
+import { chainCredentials, dockerConfigCredentials, staticCredentials, type CredentialSource, type Credentials } from './credentials.js';
+import { digestBytes } from './digest.js';
+import { HttpClient, header, type HttpOptions, type HttpResponse } from './http.js';
+import { detectManifestMediaType, parseJsonDocument, type Descriptor } from './manifest.js';
+import { IMAGE_ACCEPT, isForeignLayerType } from './media-types.js';
+import { hostPlatform, toPlatform, type Platform } from './platform.js';
+import { apiHostOf, toReference, withTarget, type ImageReference } from './reference.js';
+import { resolveImage, type FetchedManifest, type ResolvedImage } from './resolve.js';
+
+/** Options of a {@link RegistryClient}. */
+export interface RegistryClientOptions extends HttpOptions {
+  /** Credentials per registry (`{ 'ghcr.io': { username, password } }`), or a lookup function. Tried first. */
+  credentials?: Readonly<Record<string, Credentials>> | CredentialSource;
+  /** Read docker's `config.json` (`$DOCKER_CONFIG` honoured) for credentials: true by default. */
+  dockerConfig?: boolean | { path?: string };
+  /** Fetch foreign (non-distributable) layers from their `urls` when the registry does not have them. */
+  allowForeignLayers?: boolean;
+}
+
+/** Options of calls that take time. */
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+/** Options of {@link RegistryClient.resolve}. */
+export interface ResolveOptions extends CallOptions {
+  /** `linux/arm/v7` or an object; the host's platform when absent (a device preload should always pass one). */
+  platform?: Platform | string;
+}
+
+/** Options of blob downloads. */
+export interface BlobOptions extends CallOptions {
+  onProgress?: (progress: BlobProgress) => void;
+}
+
+// Manifests and configs are read into memory; cap them as containerd does, so a hostile server cannot.
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const MAX_CONFIG_BYTES = 64 * 1024 * 1024;
+
+interface RegistryError {
+  code?: string;
+  message?: string;
+}
+
+async function readLimited(response: HttpResponse, limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let length = 0;
+  for await (const chunk of response.body as AsyncIterable<Buffer>) {
+    length += chunk.length;
+    if (length > limit) {
+      response.body.destroy();
+      throw new EtchError('ETCH_BAD_MANIFEST', `${what} is larger than ${limit} bytes; refusing to read it.`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+async function registryErrors(response: HttpResponse): Promise<RegistryError[]> {
+  try {
+    const text = (await readLimited(response, 64 * 1024, 'error')).toString('utf8');
+    const json = JSON.parse(text) as { errors?: RegistryError[] };
+    return Array.isArray(json.errors) ? json.errors : [];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * A Docker Registry HTTP API v2 / OCI distribution client for pulls: resolves references (through indexes, by
+ * platform), fetches manifests and configs verified against their digests, and streams blobs verified and
+ * resumable. One client can talk to many registries; it keeps connections and tokens per registry.
+ *
+ * @example
+ * ```ts
+ * const client = new RegistryClient();
+ * const image = await client.resolve('alpine:3.20', { platform: 'linux/arm/v7' });
+ * for await (const chunk of client.openBlob('alpine:3.20', image.layers[0])) { … }
+ * await client.close();
+ * ```
+ */
+export class RegistryClient {
+  readonly http: HttpClient;
+  private readonly logger: Logger;
+  private readonly credentialSource: CredentialSource;
+  private readonly auths = new Map<string, RegistryAuth>();
+  private readonly pings = new Map<string, Promise<void>>();
+  private readonly allowForeignLayers: boolean;
+
+  constructor(options: RegistryClientOptions = {}) {
+    this.http = new HttpClient(options);
+    this.logger = options.logger ?? silentLogger;
+    this.allowForeignLayers = Boolean(options.allowForeignLayers);
+    const sources: CredentialSource[] = [];
+    if (typeof options.credentials === 'function') sources.push(options.credentials);
+    else if (options.credentials) sources.push(staticCredentials(options.credentials));
+    if (options.dockerConfig !== false) sources.push(dockerConfigCredentials(typeof options.dockerConfig === 'object' && options.dockerConfig.path ? { path: options.dockerConfig.path } : {}));
+    this.credentialSource = chainCredentials(...sources);
+  }
+
+  /** `https://registry-1.docker.io`, `http://127.0.0.1:5000`. */
+  baseUrl(registry: string): string {
+    const host = apiHostOf(registry);
+    return `${this.http.schemeFor(host)}://${host}`;
+  }
+
+  private auth(registry: string): RegistryAuth {
+    let auth = this.auths.get(registry);
+    if (!auth) {
+      auth = new RegistryAuth(registry, this.http, this.credentialSource, this.logger);
+      this.auths.set(registry, auth);
+    }
+    return auth;
+  }
+
+  /** `GET /v2/` once per registry, to learn whether and how it wants auth. */
+  private ping(registry: string, signal?: AbortSignal): Promise<void> {
+    let pending = this.pings.get(registry);
+    if (!pending) {
+      const url = new URL('/v2/', this.baseUrl(registry));
+      pending = this.http
+        .withRetries(`Contacting ${registry}`, signal, () => this.http.send({ url, ...(signal ? { signal } : {}) }))
+        .then(async (response) => {
+          await response.body.dump().catch(() => undefined);
+          if (response.status !== 200 && response.status !== 401) {
+            throw new EtchError('ETCH_NETWORK', `${registry} does not answer like a registry (GET /v2/ gave HTTP ${response.status}).`, { details: { statusCode: response.status, registry } });
+          }
+          this.auth(registry).learnFromPing(response);
+        })
+        .catch((error: unknown) => {
+          this.pings.delete(registry);
+          if (error instanceof EtchError && error.code === 'ETCH_NETWORK' && error.details.statusCode === undefined) {
+            throw new EtchError('ETCH_NETWORK', `${error.message.replace(/\.$/, '')} (${url.origin}). If the registry serves plain HTTP, list it as insecure (--insecure-registry ${registry}).`, { cause: error.cause ?? error, details: { registry } });
+          }
+          throw error;
+        });
+      this.pings.set(registry, pending);
+    }
+    return pending;
+  }
+
+  /**
+   * A request to `/v2/<path>` with auth for `scopes`: retried on network errors, 429 and 5xx; on a 401 the
+   * client re-authenticates once (new token, new scope) and tries again.
+   */
+  async request(registry: string, path: string, scopes: readonly string[], init: { method?: 'GET' | 'HEAD'; headers?: Record<string, string>; signal?: AbortSignal }, what: string): Promise<HttpResponse> {
+    throwIfAborted(init.signal);
+    await this.ping(registry, init.signal);
+    const auth = this.auth(registry);
+    const url = new URL(`/v2/${path}`, this.baseUrl(registry));
+    const send = (authorization: string | undefined) =>
+      this.http.withRetries(what, init.signal, () =>
+        this.http.send({ url, ...(init.method ? { method: init.method } : {}), ...(init.headers ? { headers: init.headers } : {}), ...(authorization !== undefined ? { authorization } : {}), ...(init.signal ? { signal: init.signal } : {}) }),
+      );
+    let authorization = await auth.authorization(scopes, init.signal);
+    let response = await send(authorization);
+    if (response.status === 401) {
+      await response.body.dump().catch(() => undefined);
+      const next = await auth.reauthorize(response, scopes, authorization, init.signal);
+      if (next === undefined) return this.unauthorized(registry, what, 401, init.signal);
+      authorization = next;
+      response = await send(authorization);
+      if (response.status === 401) {
+        await response.body.dump().catch(() => undefined);
+        return this.unauthorized(registry, what, 401, init.signal);
+      }
+    }
+    return response;
+  }
+
+  private async unauthorized(registry: string, what: string, status: number, signal?: AbortSignal): Promise<never> {
+    const source = await this.auth(registry).credentialSourceName(signal);
+    throw new EtchError('ETCH_AUTH_FAILED', `${registry} refused ${what} (HTTP ${status}); credentials tried: ${source}. Check them, or run docker login ${registry}.`, {
+      details: { statusCode: status, registry, credentialSource: source },
+    });
+  }
+
+  /**
+   * Fetches the manifest or index a reference points to (by digest when it pins one, else by tag; `latest`
+   * when it has neither). Its digest is the sha256 of the bytes received and must equal a pinned digest.
+   */
+  async getManifest(reference: ImageReference | string, options: CallOptions = {}): Promise<FetchedManifest> {
+    const ref = toReference(reference);
+    const target = ref.digest ?? ref.tag ?? 'latest';
+    const what = `${ref.fullName}${ref.digest ? `@${ref.digest}` : `:${target}`}`;
+    const response = await this.request(ref.registry, `${ref.repository}/manifests/${target}`, [pullScope(ref.repository)], { headers: { accept: IMAGE_ACCEPT.join(', ') }, ...(options.signal ? { signal: options.signal } : {}) }, `the manifest of ${what}`);
+    if (response.status !== 200) {
+      const errors = await registryErrors(response);
+      const codes = errors.map((e) => e.code).filter(Boolean);
+      if (response.status === 404 || codes.includes('MANIFEST_UNKNOWN') || codes.includes('NAME_UNKNOWN')) {
+        const missing = codes.includes('NAME_UNKNOWN') ? `The repository ${ref.fullName} does not exist` : ref.digest ? `The manifest ${ref.digest} is not in ${ref.fullName}` : `The tag ${target} is not in ${ref.fullName}`;
+        throw new EtchError('ETCH_NOT_FOUND', `${missing} (HTTP ${response.status}${codes.length ? `, ${codes.join(', ')}` : ''}). Check the image name${ref.digest ? '' : ' and tag'}.`, { details: { statusCode: response.status, reference: String(ref) } });
+      }
+      if (response.status === 403) return this.unauthorized(ref.registry, `the manifest of ${what}`, 403, options.signal);
+      throw new EtchError('ETCH_NETWORK', `Fetching the manifest of ${what} failed with HTTP ${response.status}${codes.length ? ` (${codes.join(', ')})` : ''}.`, { details: { statusCode: response.status } });
+    }
+    const bytes = await readLimited(response, MAX_MANIFEST_BYTES, `The manifest of ${what}`);
+    const digest = digestBytes(bytes, ref.digest ?? 'sha256:');
+    if (ref.digest !== undefined && digest !== ref.digest) {
+      throw new EtchError('ETCH_DIGEST_MISMATCH', `The registry served a manifest for ${what} whose digest is ${digest}; refusing it.`, { details: { digest: ref.digest, actual: digest } });
+    }
+    const hint = header(response.headers, 'docker-content-digest');
+    if (hint !== undefined && hint !== digest) this.logger.debug('Docker-Content-Digest differs from the bytes received; using the bytes', { reference: what });
+    const json = parseJsonDocument(bytes, `The manifest of ${what}`);
+    const mediaType = detectManifestMediaType(json, header(response.headers, 'content-type'), `The manifest of ${what}`);
+    return { digest, mediaType, bytes, json };
+  }
+
+  /**
+   * Resolves a reference to one image for a platform: index → platform manifest → config, each verified.
+   * Fails with `ETCH_PLATFORM_NOT_FOUND` listing what the index offers when nothing fits.
+   */
+  async resolve(reference: ImageReference | string, options: ResolveOptions = {}): Promise<ResolvedImage> {
+    const ref = toReference(reference);
+    const wanted = options.platform === undefined ? hostPlatform() : toPlatform(options.platform);
+    const call = options.signal ? { signal: options.signal } : {};
+    const top = await this.getManifest(ref, call);
+    const display = String(ref);
+    return resolveImage(top, wanted, display, {
+      byDigest: (d) => this.getManifest(withTarget(ref, { digest: d.digest }), call),
+      config: (d) => this.fetchBlob(ref, d, call),
+      allowForeignLayers: this.allowForeignLayers,
+    });
+  }
+
+  /** A small blob (a config) into memory, verified against its descriptor. */
+  async fetchBlob(reference: ImageReference | string, descriptor: Descriptor, options: CallOptions = {}): Promise<Buffer> {
+    if (descriptor.size > MAX_CONFIG_BYTES) throw new EtchError('ETCH_BAD_MANIFEST', `The blob ${descriptor.digest} is ${descriptor.size} bytes; too large to read into memory.`);
+    const chunks: Buffer[] = [];
+    for await (const chunk of this.openBlob(reference, descriptor, options)) chunks.push(chunk);
+    return Buffer.concat(chunks);
+  }
+
+  /**
+   * Streams a blob, verified against the descriptor's size and digest, resuming with `Range` after a cut.
+   * Redirects to storage hosts are followed without the registry's Authorization header.
+   */
+  openBlob(reference: ImageReference | string, descriptor: Descriptor, options: BlobOptions = {}): AsyncGenerator<Buffer> {
+    const ref = toReference(reference);
+    const what = `blob ${descriptor.digest} of ${ref.fullName}`;
+    const foreign = this.allowForeignLayers && isForeignLayerType(descriptor.mediaType) ? (descriptor.urls ?? []) : [];
+    const open = async (offset: number, signal?: AbortSignal): Promise<HttpResponse> => {
+      const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
+      const response = await this.request(ref.registry, `${ref.repository}/blobs/${descriptor.digest}`, [pullScope(ref.repository)], { headers, ...(signal ? { signal } : {}) }, what);
+      if (response.status !== 404 || foreign.length === 0) return response;
+      await response.body.dump().catch(() => undefined);
+      return this.openForeign(foreign, headers, what, signal);
+    };
+    return verifiedBlob(this.http, open, descriptor, { what, ...(options.signal ? { signal: options.signal } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+  }
+
+  /** A foreign layer from its own URLs: never with the registry's credentials. */
+  private async openForeign(urls: readonly string[], headers: Record<string, string>, what: string, signal?: AbortSignal): Promise<HttpResponse> {
+    let last: HttpResponse | undefined;
+    for (const raw of urls) {
+      const url = new URL(raw);
+      if (url.protocol !== 'https:' && url.protocol !== 'http:') continue;
+      last = await this.http.withRetries(what, signal, () => this.http.send({ url, headers, ...(signal ? { signal } : {}) }));
+      if (last.status === 200 || last.status === 206) return last;
+      await last.body.dump().catch(() => undefined);
+    }
+    throw statusError(last?.status ?? 404, what, '');
+  }
+
+  /** Every tag of a repository, following `Link` pagination. */
+  async listTags(repository: ImageReference | string, options: CallOptions & { pageSize?: number } = {}): Promise<string[]> {
+    const ref = toReference(repository);
+    const tags: string[] = [];
+    for await (const page of this.pages(ref.registry, `${ref.repository}/tags/list`, [pullScope(ref.repository)], options.pageSize, `the tags of ${ref.fullName}`, options.signal)) {
+      const list = (page as { tags?: unknown }).tags;
+      if (Array.isArray(list)) tags.push(...list.filter((t): t is string => typeof t === 'string'));
+    }
+    return tags;
+  }
+
+  /** The repositories of a registry (`/v2/_catalog`), following `Link` pagination. Many public registries refuse it. */
+  async catalog(registry: string, options: CallOptions & { pageSize?: number } = {}): Promise<string[]> {
+    const names: string[] = [];
+    for await (const page of this.pages(registry, '_catalog', ['registry:catalog:*'], options.pageSize, `the catalog of ${registry}`, options.signal)) {
+      const list = (page as { repositories?: unknown }).repositories;
+      if (Array.isArray(list)) names.push(...list.filter((t): t is string => typeof t === 'string'));
+    }
+    return names;
+  }
+
+  private async *pages(registry: string, path: string, scopes: readonly string[], pageSize: number | undefined, what: string, signal?: AbortSignal): AsyncGenerator<unknown> {
+    let next: string | undefined = pageSize ? `${path}?n=${pageSize}` : path;
+    for (let page = 0; next !== undefined; page += 1) {
+      if (page > 10_000) throw new EtchError('ETCH_NETWORK', `${what} has more than 10000 pages; stopping.`);
+      const response = await this.request(registry, next, scopes, signal ? { signal } : {}, what);
+      if (response.status !== 200) {
+        const codes = (await registryErrors(response)).map((e) => e.code).filter(Boolean);
+        if (response.status === 404) throw new EtchError('ETCH_NOT_FOUND', `${what} does not exist (HTTP 404${codes.length ? `, ${codes.join(', ')}` : ''}).`, { details: { statusCode: 404 } });
+        if (response.status === 403) return this.unauthorized(registry, what, 403, signal);
+        throw new EtchError('ETCH_NETWORK', `Listing ${what} failed with HTTP ${response.status}.`, { details: { statusCode: response.status } });
+      }
+      const link = header(response.headers, 'link');
+      yield parseJsonDocument(await readLimited(response, MAX_MANIFEST_BYTES, what), what);
+      next = nextPage(link);
+    }
+  }
+
+  /** Closes idle connections. */
+  close(): Promise<void> {
+    return this.http.close();
+  }
+}
+
+/** The `rel="next"` target of a `Link` header, as a path under `/v2/`. */
+export function nextPage(link: string | undefined): string | undefined {
+  if (!link) return undefined;
+  for (const part of link.split(',')) {
+    const match = /<([^>]+)>\s*;\s*rel="?next"?/i.exec(part);
+    if (match?.[1]) {
+      const url = new URL(match[1], 'http://registry.invalid');
+      return `${url.pathname.replace(/^\/v2\//, '')}${url.search}`;
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,30 @@
+import type { BlobProgress } from './blob-stream.js';
+import type { Descriptor } from './manifest.js';
+import type { Platform } from './platform.js';
+import type { ResolvedImage } from './resolve.js';
+
+/** A name docker records for a pulled or loaded image in `repositories.json` (familiar repository form). */
+export interface RepositoryName {
+  repository: string;
+  tag?: string;
+  /** The digest a pull by this name recorded: the index digest for a multi-platform tag. */
+  digest?: string;
+}
+
+/**
+ * One image, wherever it lives — a registry, an OCI layout directory, a `docker save` archive — behind one
+ * interface, verified the same way.
+ */
+export interface ImageSource {
+  /** What the user wrote (`127.0.0.1:5000/etch/a:1`, `oci:/images/app:v1`). */
+  readonly description: string;
+  /** Resolves the image for a platform (the host's when absent). */
+  resolve(options?: { platform?: Platform | string; signal?: AbortSignal }): Promise<ResolvedImage>;
+  /** Streams a blob of the resolved image, verified against its descriptor. */
+  openBlob(descriptor: Descriptor, options?: { signal?: AbortSignal; onProgress?: (progress: BlobProgress) => void }): AsyncGenerator<Buffer>;
+  /** The names docker would record for this image after a pull or load: none when the source has no name. */
+  names(image: ResolvedImage): RepositoryName[];
+  /** The full repository name to record as where layers came from (`docker.io/library/alpine`), if any. */
+  readonly sourceRepository?: string;
+  close(): Promise<void>;
+}
