@@ -17,3 +17,14 @@ export {
   type TokenScope,
 } from './token-auth-registry.js';
 export { startFaultProxy, type Fault, type FaultAction, type FaultProxy, type FaultProxyUpstream, type ProxiedRequest } from './fault-proxy.js';
+export {
+  buildRegistryFixtures,
+  inspectPushed,
+  pushRegistryFixture,
+  type Descriptor,
+  type FixturePlatform,
+  type PushFixtureOptions,
+  type PushedImage,
+  type PushedManifest,
+  type RegistryFixtures,
+} from './registry-fixtures.js';
