@@ -32,7 +32,7 @@ class ChallengeParser {
       if (this.peek() === '=' && current !== undefined && !this.isToken68End()) {
         this.at += 1;
         this.skipSpaces();
-        const value = this.peek() === '"' ? this.quoted() : this.token();
+        const value = this.peek() === '"' ? this.quoted() : this.bareValue();
         current.params[word.toLowerCase()] = value;
         continue;
       }
@@ -63,6 +63,13 @@ class ChallengeParser {
   private token(): string {
     const start = this.at;
     while (this.at < this.text.length && TOKEN_CHAR.test(this.peek())) this.at += 1;
+    return this.text.slice(start, this.at);
+  }
+
+  /** An unquoted value. RFC 7235 allows only token characters; servers that send bare URLs are read up to `,`. */
+  private bareValue(): string {
+    const start = this.at;
+    while (this.at < this.text.length && this.peek() !== ',' && this.peek() !== ' ' && this.peek() !== '\t') this.at += 1;
     return this.text.slice(start, this.at);
   }
 
