@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -128,6 +128,9 @@ function extent(number: number): { offset: number; size: number } {
 beforeAll(async () => {
   ensureTools(TOOLS);
   if (process.getuid?.() !== 0) throw new Error('The apply acceptance loop-mounts a partition and runs dockerd: it must run as root.');
+  await access(new URL('../dist/cli/commands/apply.js', import.meta.url)).catch((cause: unknown) => {
+    throw new Error('The acceptance runs the etch binary, which loads dist/: build first (pnpm exec tsc -b packages/dotetch).', { cause });
+  });
   work = await createTempDir('etch-apply-e2e-');
 
   const fixtures = await buildPreloadFixtures(work.path);
