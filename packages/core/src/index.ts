@@ -4,3 +4,4 @@ export { writeEtchFile, temporaryPathFor, type WriteEtchFileOptions } from './wr
 export { baseImageFromFile, type BaseImage } from './base-image-file.js';
 export { walkDirectory, type WalkOptions } from './directory-source.js';
 export type { EtchProgress, ProgressListener } from './progress.js';
+export { getManifestsForImages, resolvePreloadImages, type LegacyAuth, type PreloadImage, type ResolvePreloadOptions } from './resolve-images.js';

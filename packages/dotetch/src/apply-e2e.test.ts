@@ -5,7 +5,6 @@
  * show exactly what a dockerd that pulled the same images from the same registry shows.
  */
 import { spawn } from 'node:child_process';
-import { createReadStream, createWriteStream } from 'node:fs';
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,8 +27,8 @@ import {
   type RegistryServer,
   type TempDir,
 } from '@etch/test-utils';
-import { baseImageFromFile, createEtch } from '@etch/core';
-import { readBaseRepositories, type StoreImage } from '@etch/docker-store';
+import { readBaseRepositories } from '@etch/docker-store';
+import { formatPlatform, hostPlatform } from '@etch/registry';
 import type { ApplyResult } from '@etch/apply';
 
 const bin = fileURLToPath(new URL('../bin/etch.js', import.meta.url));
@@ -72,19 +71,9 @@ let mountPoint: string | undefined;
 let disk: string;
 let summary: ApplyResult;
 let applyStderr: string;
+let createSummary: { images: { spec: string; imageId: string; digest: string; indexDigest?: string; names: { repository: string; tag?: string; digest?: string }[] }[] };
 let partitions: { node: string; start: number; size: number }[];
 const pushed: Record<string, Pushed> = {};
-
-async function storeImageFor(layout: string, tag: string, push: Pushed): Promise<StoreImage> {
-  const image = await readLayoutImage(layout, tag);
-  return {
-    config: image.config,
-    configDigest: image.configDigest,
-    layers: image.layers.map((l) => ({ digest: l.digest, size: l.size, open: async () => createReadStream(l.path) })),
-    names: [{ repository: push.repository, tag: push.tag, digest: push.digest }],
-    sourceRepository: push.repository,
-  };
-}
 
 /** What a container of `ref` sees: every path with type, mode, owner, size, mtime and content hash. */
 async function fingerprint(engine: Dockerd, ref: string): Promise<string> {
@@ -161,17 +150,17 @@ beforeAll(async () => {
   await writeFile(join(boot, 'config.json'), '{"deviceType":"genericx86-64","hostname":"preloaded"}\n');
   await writeFile(join(boot, 'splash', 'balena-logo.png'), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 1, 2, 255]));
 
-  // The flasher replaces repositories.json with the preload's: core merges the OS's entries into it.
-  const baseRepositories = await readBaseRepositories(base, { partition: DATA });
-  expect(baseRepositories).toEqual(OS_REPOSITORIES);
-  const images = await Promise.all((['a', 'b', 'multi'] as const).map((key) => storeImageFor(fixtures.layout, fixtures.images[key].tag, pushed[key] as Pushed)));
+  // The flasher replaces repositories.json with the preload's: `etch create` reads the OS's entries from the
+  // raw base image and merges them in. The images come from the registry, through the CLI, as a user would.
+  expect(await readBaseRepositories(base, { partition: DATA })).toEqual(OS_REPOSITORIES);
   const etch = work.join('preload.etch');
-  await createEtch({
-    base: await baseImageFromFile(base),
-    inject: [{ kind: 'directory', partition: BOOT, path: boot }],
-    images: { partition: DATA, images, ...(baseRepositories ? { baseRepositories } : {}) },
-    output: createWriteStream(etch),
-  });
+  const created = await etchBinary([
+    'create', '--base', base, '--inject', `${BOOT}:${boot}`,
+    ...(['a', 'b', 'multi'] as const).flatMap((key) => ['--image', `${pushed[key]?.repository}:v1`]),
+    '--platform', formatPlatform(hostPlatform()), '-o', etch, '--json',
+  ]);
+  if (created.code !== 0) throw new Error(`etch create exited with ${created.code}:\n${created.stderr}`);
+  createSummary = JSON.parse(created.stdout) as typeof createSummary;
 
   disk = work.join('disk.img');
   const applied = await etchBinary(['apply', etch, '--output', disk, '--verify', '--json']);
@@ -195,6 +184,14 @@ afterAll(async () => {
 }, 60_000);
 
 describe('etch apply of a preloaded .etch onto a balenaOS-like image', () => {
+  it('etch create resolved the images from the registry and records the digests a pull by tag records', () => {
+    expect(createSummary.images.map((i) => i.spec)).toEqual((['a', 'b', 'multi'] as const).map((key) => `${pushed[key]?.repository}:v1`));
+    for (const [i, key] of (['a', 'b', 'multi'] as const).entries()) {
+      expect(createSummary.images[i]?.names).toEqual([{ repository: pushed[key]?.repository, tag: 'v1', digest: pushed[key]?.digest }]);
+    }
+    expect(createSummary.images[2]?.indexDigest).toBe(pushed['multi']?.digest);
+  });
+
   it('verifies what it wrote and grows the data partition to fit the images', () => {
     expect(summary).toMatchObject({
       output: disk,

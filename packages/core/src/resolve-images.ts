@@ -1,0 +1,82 @@
+import { silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import type { StoreImage } from '@etch/docker-store';
+import { RegistryClient, formatPlatform, hostPlatform, openImageSource, toPlatform, type ImageSource, type Platform, type ResolvedImage } from '@etch/registry';
+
+/** An image resolved for the device and ready for the engine store, with what the summary shows. */
+export interface PreloadImage {
+  /** What the caller asked for (`alpine:3.20`, `oci:./app:v1`). */
+  spec: string;
+  resolved: ResolvedImage;
+  store: StoreImage;
+}
+
+/** Options for {@link resolvePreloadImages}. */
+export interface ResolvePreloadOptions {
+  /** The device's platform. Required: a preload for the build host's platform is almost never what is wanted. */
+  platform: Platform | string;
+  /** The registry client (credentials, insecure registries, retries) used for registry references. */
+  client: RegistryClient;
+  signal?: AbortSignal;
+  logger?: Logger;
+}
+
+function storeImageOf(source: ImageSource, image: ResolvedImage): StoreImage {
+  return {
+    config: image.configBytes,
+    configDigest: image.config.digest,
+    layers: image.layers.map((layer) => ({
+      digest: layer.digest,
+      size: layer.size,
+      open: async (signal?: AbortSignal) => source.openBlob(layer, signal ? { signal } : {}),
+    })),
+    names: source.names(image),
+    sourceRepository: source.sourceRepository ?? '',
+  };
+}
+
+/**
+ * Resolves image specs (registry references, `oci:`, `docker-archive:`) for one platform, in parallel, into
+ * what the engine store writes: the verified config, layers that open verified blob streams, and the names
+ * `docker pull` would record. Fails on the first image that cannot be resolved, naming it.
+ */
+export async function resolvePreloadImages(specs: readonly string[], options: ResolvePreloadOptions): Promise<PreloadImage[]> {
+  const logger = options.logger ?? silentLogger;
+  const platform = toPlatform(options.platform);
+  throwIfAborted(options.signal);
+  return Promise.all(
+    specs.map(async (spec) => {
+      const source = openImageSource(spec, options.client);
+      const resolved = await source.resolve({ platform, ...(options.signal ? { signal: options.signal } : {}) });
+      logger.info('resolved image', { image: spec, digest: resolved.digest, platform: formatPlatform(resolved.platform), layers: resolved.layers.length });
+      return { spec, resolved, store: storeImageOf(source, resolved) };
+    }),
+  );
+}
+
+/** The original API's credentials: a bearer token, or a user name and password, sent to every registry named. */
+export type LegacyAuth = string | { username: string; password: string };
+
+/**
+ * The original dotetch API: resolves images and returns what {@link streamDockerAssets} needs. `auth` applies
+ * to every registry (as it did); credentials from docker's config.json are used when it is absent.
+ * Pass `platform` (the device's); without it the build host's is used.
+ */
+export async function getManifestsForImages(
+  images: readonly string[],
+  auth?: LegacyAuth,
+  options: { platform?: Platform | string; insecureRegistries?: readonly string[]; signal?: AbortSignal; logger?: Logger } = {},
+): Promise<StoreImage[]> {
+  const credentials = auth === undefined ? undefined : typeof auth === 'string' ? { registryToken: auth } : { username: auth.username, password: auth.password };
+  const client = new RegistryClient({
+    ...(credentials ? { credentials: async () => ({ credentials, source: 'getManifestsForImages auth' }) } : {}),
+    ...(options.insecureRegistries ? { insecureRegistries: options.insecureRegistries } : {}),
+    ...(options.logger ? { logger: options.logger } : {}),
+  });
+  const resolved = await resolvePreloadImages(images, {
+    platform: options.platform ?? hostPlatform(),
+    client,
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.logger ? { logger: options.logger } : {}),
+  });
+  return resolved.map((r) => r.store);
+}
