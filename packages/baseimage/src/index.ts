@@ -1,1 +1,1 @@
-export {};
+export type { BaseImageProgress, BaseImageSourceInfo, BaseMode, OpenBaseImageOptions, OpenedBaseImage, SourceKind } from './types.js';
