@@ -5,6 +5,7 @@ export { DockerArchiveSource } from './docker-archive.js';
 export type { ImageSource, RepositoryName } from './source.js';
 export { resolveImage, selectFromIndex, offeredPlatforms, type FetchedManifest, type ResolvedImage } from './resolve.js';
 export { verifiedBlob, type BlobProgress } from './blob-stream.js';
+export { BlobCache } from './blob-cache.js';
 export { decompressLayer } from './decompress.js';
 export {
   DOCKER_HUB,

@@ -381,3 +381,65 @@ describe('the registry log', () => {
     expect((await run('docker-registry', ['--version'])).stdout).toMatch(/registry|distribution|v?2\./i);
   });
 });
+
+describe('the blob cache', () => {
+  it('serves manifests and blobs fetched by digest from disk: a warm run makes no request', async () => {
+    const cacheDir = work.join('cache');
+    const digest = pushed['multi']?.digest as string;
+    const ref = `${proxy.host}/etch/multi@${digest}`;
+    const pull = async () => {
+      const c = client({ cache: cacheDir });
+      const image = await c.resolve(ref, { platform: 'linux/arm/v7' });
+      let bytes = 0;
+      for (const layer of image.layers) for await (const chunk of c.openBlob(ref, layer)) bytes += chunk.length;
+      await c.close();
+      return { image, bytes };
+    };
+    proxy.requests.length = 0;
+    const cold = await pull();
+    expect(proxy.requests.length).toBeGreaterThan(0);
+    proxy.requests.length = 0;
+    const warm = await pull();
+    expect(proxy.requests).toEqual([]);
+    expect(warm.image.digest).toBe(cold.image.digest);
+    expect(warm.image.configBytes.equals(cold.image.configBytes)).toBe(true);
+    expect(warm.bytes).toBe(cold.bytes);
+  });
+
+  it('refuses and removes a cache entry damaged on disk, so the next run downloads it again', async () => {
+    const cacheDir = work.join('cache-damaged');
+    const c = client({ cache: cacheDir });
+    const ref = `${open.host}/etch/layers3:oci`;
+    const image = await c.resolve(ref, { platform: 'linux/amd64' });
+    const layer = image.layers[2] as (typeof image.layers)[number];
+    await c.prefetch(ref, layer);
+    const path = c.cache?.pathOf(layer.digest) as string;
+    const { open: openFile } = await import('node:fs/promises');
+    const handle = await openFile(path, 'r+');
+    await handle.write(Buffer.from([0x00, 0x01]), 0, 2, 4000);
+    await handle.close();
+    const error = await failure((async () => {
+      for await (const _ of c.openBlob(ref, layer));
+    })());
+    expect(error.code).toBe('ETCH_DIGEST_MISMATCH');
+    expect(error.message).toMatch(/removed/);
+    expect(await c.cache?.has(layer)).toBe(false);
+    await c.prefetch(ref, layer);
+    expect(await c.cache?.has(layer)).toBe(true);
+    await c.close();
+  });
+
+  it('keeps nothing from a download that failed verification', async () => {
+    const cacheDir = work.join('cache-corrupt');
+    const c = client({ cache: cacheDir });
+    const ref = `${proxy.host}/etch/layers3:oci`;
+    const image = await c.resolve(ref, { platform: 'linux/amd64' });
+    const layer = image.layers[2] as (typeof image.layers)[number];
+    proxy.addFault({ kind: 'corrupt', offset: 100, path: new RegExp(`/blobs/${layer.digest}`) });
+    expect((await failure(c.prefetch(ref, layer))).code).toBe('ETCH_DIGEST_MISMATCH');
+    expect(await c.cache?.has(layer)).toBe(false);
+    const { readdir } = await import('node:fs/promises');
+    expect(await readdir(`${cacheDir}/tmp`)).toEqual([]);
+    await c.close();
+  });
+});

@@ -1,5 +1,7 @@
+import { stat } from 'node:fs/promises';
 import { EtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
 import { RegistryAuth, pullScope } from './auth.js';
+import { BlobCache } from './blob-cache.js';
 import { verifiedBlob, statusError, type BlobProgress } from './blob-stream.js';
 import { chainCredentials, dockerConfigCredentials, staticCredentials, type CredentialSource, type Credentials } from './credentials.js';
 import { digestBytes } from './digest.js';
@@ -18,6 +20,11 @@ export interface RegistryClientOptions extends HttpOptions {
   dockerConfig?: boolean | { path?: string };
   /** Fetch foreign (non-distributable) layers from their `urls` when the registry does not have them. */
   allowForeignLayers?: boolean;
+  /**
+   * A content-addressed cache (a directory, or a {@link BlobCache}): blobs and manifests fetched by digest are
+   * kept and reused without touching the network. Tags are always resolved at the registry.
+   */
+  cache?: string | BlobCache;
 }
 
 /** Options of calls that take time. */
@@ -89,9 +96,12 @@ export class RegistryClient {
   private readonly auths = new Map<string, RegistryAuth>();
   private readonly pings = new Map<string, Promise<void>>();
   private readonly allowForeignLayers: boolean;
+  /** The cache in use, if any. */
+  readonly cache: BlobCache | undefined;
 
   constructor(options: RegistryClientOptions = {}) {
     this.http = new HttpClient(options);
+    this.cache = typeof options.cache === 'string' ? new BlobCache(options.cache) : options.cache;
     this.logger = options.logger ?? silentLogger;
     this.allowForeignLayers = Boolean(options.allowForeignLayers);
     const sources: CredentialSource[] = [];
@@ -186,6 +196,8 @@ export class RegistryClient {
     const ref = toReference(reference);
     const target = ref.digest ?? ref.tag ?? 'latest';
     const what = `${ref.fullName}${ref.digest ? `@${ref.digest}` : `:${target}`}`;
+    const cached = ref.digest !== undefined ? await this.cachedManifest(ref.digest, what) : undefined;
+    if (cached) return cached;
     const response = await this.request(ref.registry, `${ref.repository}/manifests/${target}`, [pullScope(ref.repository)], { headers: { accept: IMAGE_ACCEPT.join(', ') }, ...(options.signal ? { signal: options.signal } : {}) }, `the manifest of ${what}`);
     if (response.status !== 200) {
       const errors = await registryErrors(response);
@@ -206,7 +218,21 @@ export class RegistryClient {
     if (hint !== undefined && hint !== digest) this.logger.debug('Docker-Content-Digest differs from the bytes received; using the bytes', { reference: what });
     const json = parseJsonDocument(bytes, `The manifest of ${what}`);
     const mediaType = detectManifestMediaType(json, header(response.headers, 'content-type'), `The manifest of ${what}`);
+    if (this.cache) for await (const _ of this.cache.writeThrough({ digest }, [bytes]));
     return { digest, mediaType, bytes, json };
+  }
+
+  /** A manifest from the cache: its bytes are verified against the digest, its type read from its body. */
+  private async cachedManifest(digest: string, what: string): Promise<FetchedManifest | undefined> {
+    const cache = this.cache;
+    if (!cache) return undefined;
+    const size = await stat(cache.pathOf(digest)).then((s) => s.size, () => undefined);
+    if (size === undefined || size > MAX_MANIFEST_BYTES) return undefined;
+    const chunks: Buffer[] = [];
+    for await (const chunk of cache.read({ digest, size })) chunks.push(chunk);
+    const bytes = Buffer.concat(chunks);
+    const json = parseJsonDocument(bytes, `The cached manifest of ${what}`);
+    return { digest, mediaType: detectManifestMediaType(json, undefined, `The cached manifest of ${what}`), bytes, json };
   }
 
   /**
@@ -238,7 +264,26 @@ export class RegistryClient {
    * Streams a blob, verified against the descriptor's size and digest, resuming with `Range` after a cut.
    * Redirects to storage hosts are followed without the registry's Authorization header.
    */
-  openBlob(reference: ImageReference | string, descriptor: Descriptor, options: BlobOptions = {}): AsyncGenerator<Buffer> {
+  async *openBlob(reference: ImageReference | string, descriptor: Descriptor, options: BlobOptions = {}): AsyncGenerator<Buffer> {
+    const cache = this.cache;
+    if (cache && (await cache.has(descriptor))) {
+      yield* cache.read(descriptor, options);
+      return;
+    }
+    const stream = this.downloadBlob(reference, descriptor, options);
+    yield* cache ? cache.writeThrough(descriptor, stream) : stream;
+  }
+
+  /**
+   * Makes sure a blob is in the cache (downloading it when it is not), without handing the bytes out: what a
+   * pipeline calls ahead of time so that later reads come from disk.
+   */
+  async prefetch(reference: ImageReference | string, descriptor: Descriptor, options: BlobOptions = {}): Promise<void> {
+    if (!this.cache) throw new EtchError('ETCH_USAGE', 'prefetch needs a client with a cache directory.');
+    for await (const _ of this.openBlob(reference, descriptor, options));
+  }
+
+  private downloadBlob(reference: ImageReference | string, descriptor: Descriptor, options: BlobOptions): AsyncGenerator<Buffer> {
     const ref = toReference(reference);
     const what = `blob ${descriptor.digest} of ${ref.fullName}`;
     const foreign = this.allowForeignLayers && isForeignLayerType(descriptor.mediaType) ? (descriptor.urls ?? []) : [];

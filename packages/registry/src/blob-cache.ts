@@ -1,0 +1,74 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EtchError } from '@etch/format';
+import type { BlobProgress } from './blob-stream.js';
+import { assertDigest } from './digest.js';
+import { verifiedFileRange } from './local-blob.js';
+
+/**
+ * A content-addressed store of blobs and manifests on disk (`<dir>/blobs/<algorithm>/<hex>`), shared by runs
+ * and by concurrent callers. Entries appear only complete: each download goes to its own temporary file,
+ * is fsynced and renamed into place after its digest checked out. Reads are verified again, so a file
+ * damaged on disk is refused (and removed) rather than trusted.
+ */
+export class BlobCache {
+  constructor(readonly dir: string) {}
+
+  /** Where a blob lives in the cache. The digest grammar keeps the path inside `blobs/`. */
+  pathOf(digest: string): string {
+    assertDigest(digest, 'a cached blob digest');
+    const colon = digest.indexOf(':');
+    return join(this.dir, 'blobs', digest.slice(0, colon), digest.slice(colon + 1));
+  }
+
+  /** True when the blob is cached with the size its descriptor declares. */
+  async has(descriptor: { digest: string; size: number }): Promise<boolean> {
+    const info = await stat(this.pathOf(descriptor.digest)).catch(() => undefined);
+    return info !== undefined && info.isFile() && info.size === descriptor.size;
+  }
+
+  /** Streams a cached blob, verified; a damaged entry is removed and the error says so. */
+  async *read(descriptor: { digest: string; size: number }, options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {}): AsyncGenerator<Buffer> {
+    const path = this.pathOf(descriptor.digest);
+    try {
+      yield* verifiedFileRange(path, 0, descriptor, 'cached blob', options);
+    } catch (error) {
+      if (error instanceof EtchError && (error.code === 'ETCH_DIGEST_MISMATCH' || error.code === 'ETCH_SIZE_MISMATCH')) {
+        await rm(path, { force: true });
+        throw new EtchError(error.code, `${error.message} The damaged cache entry was removed; run again to download it.`, { cause: error, details: error.details });
+      }
+      throw error;
+    }
+  }
+
+  /**
+   * Passes `chunks` through while writing them to a temporary file; renames it into the cache only when the
+   * source ended without error (the source is a verified stream, so its end means the digest matched).
+   */
+  async *writeThrough(descriptor: { digest: string }, chunks: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<Buffer> {
+    const final = this.pathOf(descriptor.digest);
+    await mkdir(join(final, '..'), { recursive: true });
+    await mkdir(join(this.dir, 'tmp'), { recursive: true });
+    const temporary = join(this.dir, 'tmp', `${descriptor.digest.replace(':', '-')}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    const file = await open(temporary, 'wx');
+    let done = false;
+    try {
+      for await (const chunk of chunks) {
+        await file.write(chunk);
+        yield chunk;
+      }
+      await file.sync();
+      done = true;
+    } finally {
+      await file.close();
+      if (done) await rename(temporary, final);
+      else await rm(temporary, { force: true });
+    }
+  }
+
+  /** Removes the cache directory (only it). */
+  async clear(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+}
