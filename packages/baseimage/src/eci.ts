@@ -1,0 +1,278 @@
+import { posix } from 'node:path';
+import { EtchError, assertBaseImageName, isEtchError, type Logger } from '@etch/format';
+import {
+  asImageIndex,
+  offeredPlatforms,
+  parseReference,
+  selectFromIndex,
+  toPlatform,
+  withTarget,
+  type Descriptor,
+  type FetchedManifest,
+  type ImageReference,
+  type RegistryClient,
+} from '@etch/registry';
+import { decompressAuto, extractTar } from '@etch/tar';
+import type { OpenedSource } from './opened.js';
+import type { BaseImageProgress } from './types.js';
+import { parseSelector, selectTag, type Selector } from './versions.js';
+
+/** Media types and annotations of lf-edge/edge-containers (`pkg/registry/mimeTypes.go`, `annotations.go`). */
+export const EciMediaType = {
+  /** Disk layers of the artifact format: `…+raw`, `+iso`, `+qcow2`, `+vmdk`, `+vhd`, `+vhdx`, `+qcow`, `+ova`. */
+  DISK_PREFIX: 'application/vnd.lfedge.disk.layer.v1+',
+  CONFIG: 'application/vnd.lfedge.eci.config.v1+json',
+  ARTIFACT: 'application/vnd.lfedge.eci.v1+json',
+} as const;
+
+export const EciAnnotation = {
+  ROLE: 'org.lfedge.eci.role',
+  MEDIA_TYPE: 'org.lfedge.eci.mediaType',
+  TITLE: 'org.opencontainers.image.title',
+  /** Image-config label (legacy images built with docker): the path of the root disk inside the image's layers. */
+  ROOT_LABEL: 'org.lfedge.eci.artifact.root',
+} as const;
+
+const ROOT_ROLE = 'disk-root';
+/** Disk types a flasher can write as they are. */
+const RAW_DISK_TYPES = new Set(['raw', 'iso']);
+
+/** An `eci:` spec, parsed. */
+export interface EciSpec {
+  /** The repository (no tag, no digest). */
+  repository: ImageReference;
+  tag?: string;
+  digest?: string;
+  selector?: Selector;
+  /** The selector as written. */
+  selectorText?: string;
+}
+
+/**
+ * Parses `eci:REGISTRY/REPO:TAG`, `eci:REGISTRY/REPO@VERSION_OR_RANGE`, `eci:REGISTRY/REPO@sha256:…`, or
+ * `eci:REGISTRY/REPO` (the newest version tag, as `@latest`). A tag is used as it is; a selector chooses among
+ * the repository's version tags (see {@link selectTag}).
+ */
+export function parseEciSpec(spec: string): EciSpec {
+  if (!spec.startsWith('eci:')) throw new EtchError('ETCH_USAGE', `${JSON.stringify(spec)} is not an eci: reference.`);
+  const body = spec.slice(4).replace(/^\/\//, '');
+  const at = body.lastIndexOf('@');
+  let name = body;
+  let after: string | undefined;
+  if (at > 0 && !body.slice(at + 1).includes('/')) {
+    name = body.slice(0, at);
+    after = body.slice(at + 1);
+  }
+  let ref: ImageReference;
+  try {
+    ref = parseReference(name);
+  } catch (cause) {
+    throw new EtchError('ETCH_USAGE', `${JSON.stringify(spec)} is not eci:REGISTRY/REPOSITORY[:TAG][@VERSION_OR_RANGE]: ${(cause as Error).message}`, { cause });
+  }
+  const repository = withTarget(ref, {});
+  if (after !== undefined && /^[a-z0-9]+:[0-9a-f]{32,}$/.test(after)) {
+    if (ref.tag !== undefined) throw new EtchError('ETCH_USAGE', `${spec}: give a tag or a digest, not both.`);
+    return { repository, digest: parseReference(`${name}@${after}`).digest as string };
+  }
+  if (after !== undefined) {
+    if (ref.tag !== undefined) throw new EtchError('ETCH_USAGE', `${spec}: give a tag (:TAG) or a version selector (@VERSION_OR_RANGE), not both.`);
+    return { repository, selector: parseSelector(after), selectorText: after };
+  }
+  if (ref.tag !== undefined) return { repository, tag: ref.tag };
+  return { repository, selector: { kind: 'latest' }, selectorText: 'latest' };
+}
+
+/** Where the root disk of an ECI is, once the manifest is read. */
+export interface EciPlan {
+  reference: ImageReference;
+  resolvedVersion: string | undefined;
+  manifestDigest: string;
+  /** The cache key fields: the registry blob the bytes come from, and how. */
+  keyFields: Record<string, string>;
+  /** Opens the bytes (network). */
+  open(): Promise<OpenedSource>;
+}
+
+interface EciContext {
+  client: RegistryClient;
+  signal?: AbortSignal;
+  platform?: string;
+  logger: Logger;
+  onProgress?: (event: BaseImageProgress) => void;
+}
+
+function diskType(layer: Descriptor): string | undefined {
+  const types = [layer.mediaType, layer.annotations?.[EciAnnotation.MEDIA_TYPE]];
+  for (const type of types) if (type?.startsWith(EciMediaType.DISK_PREFIX)) return type.slice(EciMediaType.DISK_PREFIX.length);
+  return undefined;
+}
+
+/** The archive name for a disk: its title without ECI's `disk-root-` prefix, else the title, else `disk-root.img`. */
+export function diskName(title: string | undefined, type: string | undefined): string {
+  const candidates = title ? [posix.basename(title).replace(/^disk-root-/, ''), posix.basename(title)] : [];
+  for (const candidate of candidates) {
+    try {
+      assertBaseImageName(candidate);
+      return candidate;
+    } catch {
+      // next
+    }
+  }
+  return type === 'iso' ? 'disk-root.iso' : 'disk-root.img';
+}
+
+function refuseType(type: string | undefined, what: string): void {
+  if (type !== undefined && !RAW_DISK_TYPES.has(type)) {
+    throw new EtchError('ETCH_UNSUPPORTED_MANIFEST', `${what}: the root disk is ${type}, not a raw image; flashers write raw disks (convert it with qemu-img convert -O raw).`, { details: { diskType: type } });
+  }
+}
+
+async function chooseManifest(ctx: EciContext, ref: ImageReference, top: FetchedManifest, what: string): Promise<FetchedManifest> {
+  if (!Array.isArray(top.json['manifests'])) return top;
+  const index = asImageIndex(top.json, what);
+  let chosen: Descriptor;
+  if (ctx.platform !== undefined) {
+    chosen = selectFromIndex(index, toPlatform(ctx.platform), what);
+  } else {
+    const usable = index.manifests.filter((d) => d.annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest');
+    if (usable.length !== 1) {
+      throw new EtchError('ETCH_PLATFORM_NOT_FOUND', `${what} is an index of ${usable.length} manifests (${offeredPlatforms(index).join(', ') || 'no platforms'}); choose one with a platform.`, { details: { offered: offeredPlatforms(index) } });
+    }
+    chosen = usable[0] as Descriptor;
+  }
+  return ctx.client.getManifest(withTarget(ref, { digest: chosen.digest }), ctx.signal ? { signal: ctx.signal } : {});
+}
+
+function layersOf(json: Record<string, unknown>, what: string): Descriptor[] {
+  const layers = (json['layers'] ?? json['blobs']) as unknown;
+  if (!Array.isArray(layers)) throw new EtchError('ETCH_BAD_MANIFEST', `${what} has no layers.`);
+  return layers.filter((l): l is Descriptor => typeof l === 'object' && l !== null && typeof (l as Descriptor).digest === 'string' && typeof (l as Descriptor).size === 'number');
+}
+
+/** A file inside a (possibly gzip/zstd compressed) tar layer, as an opened source. */
+async function fileInLayer(ctx: EciContext, ref: ImageReference, layer: Descriptor, wanted: ((path: string) => boolean) | undefined, what: string): Promise<{ name: string; size: number; bytes: AsyncIterable<Buffer>; close: () => Promise<void> } | 'whiteout' | undefined> {
+  const blob = ctx.client.openBlob(ref, layer, {
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+    ...(ctx.onProgress ? { onProgress: (p) => ctx.onProgress?.({ phase: 'download', bytes: p.bytes, total: p.total }) } : {}),
+  });
+  const { stream } = await decompressAuto(blob, ctx.signal);
+  const entries = extractTar(stream, ctx.signal ? { signal: ctx.signal } : {});
+  const close = async () => {
+    await entries.return(undefined).catch(() => undefined);
+    stream.destroy();
+  };
+  try {
+    for (;;) {
+      const next = await entries.next();
+      if (next.done) {
+        await close();
+        return undefined;
+      }
+      const { header, body } = next.value;
+      const path = header.name.replace(/^\.?\/+/, '');
+      if (wanted !== undefined && header.type !== 'file') {
+        const base = posix.basename(path);
+        if (base.startsWith('.wh.') && wanted(posix.join(posix.dirname(path), base.slice(4)))) {
+          await close();
+          return 'whiteout';
+        }
+        continue;
+      }
+      if (header.type !== 'file' || (wanted !== undefined && !wanted(path))) continue;
+      return { name: posix.basename(path), size: header.size, bytes: body, close };
+    }
+  } catch (error) {
+    await close();
+    if (isEtchError(error)) throw error;
+    throw new EtchError('ETCH_BAD_ARCHIVE', `${what}: the layer ${layer.digest} is not a readable tar: ${(error as Error).message}.`, { cause: error });
+  }
+}
+
+/**
+ * Resolves an `eci:` spec to its root disk: version selection over the tags, the manifest (through an index
+ * by platform), then the disk by (1) the artifact format (an `application/vnd.lfedge.disk.layer.v1+raw` layer,
+ * role `disk-root`), (2) the legacy format (any layer annotated `org.lfedge.eci.role: disk-root`, a tar —
+ * gzip or not, as the code and the docs disagree — holding the file), (3) a legacy image whose config label
+ * `org.lfedge.eci.artifact.root` names the file's path inside the layers.
+ */
+export async function planEci(spec: EciSpec, ctx: EciContext): Promise<EciPlan> {
+  const call = ctx.signal ? { signal: ctx.signal } : {};
+  const repo = spec.repository;
+  let tag = spec.tag;
+  let resolvedVersion = spec.tag;
+  if (spec.selector) {
+    const tags = await ctx.client.listTags(repo, call);
+    tag = selectTag(tags, spec.selector, `The ECI repository ${repo.fullName}`);
+    resolvedVersion = tag;
+    ctx.logger.info('resolved ECI version', { repository: repo.fullName, selector: spec.selectorText, tag });
+  }
+  const reference = withTarget(repo, { ...(tag !== undefined ? { tag } : {}), ...(spec.digest !== undefined ? { digest: spec.digest } : {}) });
+  const what = `The ECI ${reference.fullName}${spec.digest ? `@${spec.digest}` : `:${tag}`}`;
+  const top = await ctx.client.getManifest(reference, call);
+  const manifest = await chooseManifest(ctx, reference, top, what);
+  if (manifest.json['schemaVersion'] !== 2) ctx.logger.debug('ECI manifest without schemaVersion 2 (edge-containers omits it); reading it anyway', { reference: what });
+  const layers = layersOf(manifest.json, what);
+  const base = { reference, resolvedVersion, manifestDigest: manifest.digest };
+
+  const isRoot = (l: Descriptor) => l.annotations?.[EciAnnotation.ROLE] === ROOT_ROLE;
+  const artifactDisks = layers.filter((l) => l.mediaType.startsWith(EciMediaType.DISK_PREFIX));
+  const artifact = artifactDisks.find(isRoot) ?? (artifactDisks.length === 1 && !artifactDisks[0]?.annotations?.[EciAnnotation.ROLE] ? artifactDisks[0] : undefined);
+  if (artifact) {
+    const type = diskType(artifact);
+    refuseType(type, what);
+    const name = diskName(artifact.annotations?.[EciAnnotation.TITLE], type);
+    return {
+      ...base,
+      keyFields: { source: 'eci', format: 'artifact', repository: reference.fullName, blob: artifact.digest },
+      open: async () => ({
+        name,
+        size: artifact.size,
+        bytes: ctx.client.openBlob(reference, artifact, {
+          ...call,
+          ...(ctx.onProgress ? { onProgress: (p) => ctx.onProgress?.({ phase: 'download', bytes: p.bytes, total: p.total }) } : {}),
+        }),
+        info: { kind: 'eci', ...(resolvedVersion ? { resolvedVersion } : {}), manifestDigest: manifest.digest, ...(artifact.digest.startsWith('sha256:') ? { digest: artifact.digest } : {}) },
+      }),
+    };
+  }
+  const legacy = layers.find(isRoot);
+  if (legacy) {
+    const type = diskType(legacy);
+    refuseType(type, what);
+    const title = legacy.annotations?.[EciAnnotation.TITLE];
+    return {
+      ...base,
+      keyFields: { source: 'eci', format: 'legacy', repository: reference.fullName, blob: legacy.digest },
+      open: async () => {
+        const file = await fileInLayer(ctx, reference, legacy, undefined, what);
+        if (file === undefined || file === 'whiteout') throw new EtchError('ETCH_NOT_FOUND', `${what}: the disk-root layer ${legacy.digest} holds no file.`);
+        return { name: diskName(title ?? file.name, type), size: file.size, bytes: file.bytes, close: file.close, info: { kind: 'eci', ...(resolvedVersion ? { resolvedVersion } : {}), manifestDigest: manifest.digest } };
+      },
+    };
+  }
+  // Legacy images built with docker: the config's label says where the root disk is inside the layers.
+  const configType = (manifest.json['config'] as Descriptor | undefined)?.mediaType;
+  const configDescriptor = manifest.json['config'] as Descriptor | undefined;
+  if (configDescriptor && configType !== EciMediaType.CONFIG && configDescriptor.size > 2) {
+    const config = JSON.parse((await ctx.client.fetchBlob(reference, configDescriptor, call)).toString('utf8')) as { config?: { Labels?: Record<string, string> } };
+    const path = config.config?.Labels?.[EciAnnotation.ROOT_LABEL];
+    if (path) {
+      const wantedPath = path.replace(/^\/+/, '');
+      return {
+        ...base,
+        keyFields: { source: 'eci', format: 'label', repository: reference.fullName, manifest: manifest.digest, path: wantedPath },
+        open: async () => {
+          for (const layer of [...layers].reverse()) {
+            const file = await fileInLayer(ctx, reference, layer, (p) => p === wantedPath, what);
+            if (file === 'whiteout') break;
+            if (file) {
+              return { name: diskName(posix.basename(wantedPath), undefined), size: file.size, bytes: file.bytes, close: file.close, info: { kind: 'eci', ...(resolvedVersion ? { resolvedVersion } : {}), manifestDigest: manifest.digest } };
+            }
+          }
+          throw new EtchError('ETCH_NOT_FOUND', `${what}: its label ${EciAnnotation.ROOT_LABEL}=${path} names a file that is in none of its layers.`);
+        },
+      };
+    }
+  }
+  throw new EtchError('ETCH_NOT_FOUND', `${what} is not an ECI with a root disk: no layer of type ${EciMediaType.DISK_PREFIX}raw, none annotated ${EciAnnotation.ROLE}=${ROOT_ROLE}, and no ${EciAnnotation.ROOT_LABEL} label.`, { details: { reference: what } });
+}
