@@ -49,6 +49,8 @@ export interface CreateEtchOptions {
   inject?: readonly InjectSource[];
   /** Written after the inject sources: the engine store that `docker pull` of these images would leave. */
   images?: PreloadImages;
+  /** Written last, after the engine store: files that describe it, such as the supervisor's `apps.json`. */
+  afterImages?: readonly InjectSource[];
   /** Where the `.etch` goes. It is ended when the archive is complete, and destroyed on failure. */
   output: Writable;
   /** Compress the whole `.etch` (default `'none'`; flashers detect it by magic bytes). */
@@ -146,6 +148,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
       };
       sources.push({ kind: 'entries', partition, entries: store(), quiet: true });
     }
+    sources.push(...(options.afterImages ?? []));
     for (const source of sources) {
       const summary = (partitions[source.partition] ??= { entries: 0, bytes: 0 });
       const files = source.kind === 'directory' ? walkDirectory(source.path, source.dest ?? '', signal ? { signal } : {}) : source.entries;

@@ -275,7 +275,8 @@ function parseRoot(root: Json): TargetState {
 
 /**
  * Every image the state's releases reference, deduplicated, in order of first appearance (apps, then
- * releases, then services, in the file's key order). These are the images to preload.
+ * releases, then services, in the file's key order). These are the images to preload. Host apps (`is_host`,
+ * OS extensions) are left out unless `includeHostApps`: the OS installs them, not the data partition's engine.
  * Takes a parsed state or anything {@link parseTargetState} accepts.
  *
  * @example
@@ -283,13 +284,15 @@ function parseRoot(root: Json): TargetState {
  * for (const ref of imagesOfTargetState(state)) console.log(ref)
  * ```
  */
-export function imagesOfTargetState(input: TargetState | unknown): string[] {
+export function imagesOfTargetState(input: TargetState | unknown, options: { includeHostApps?: boolean } = {}): string[] {
   const state = parseTargetState(input);
   const seen = new Set<string>();
   if (state.kind === 'legacy-v1') {
     for (const app of Object.values(state.apps)) seen.add(app.image);
   } else {
     for (const app of Object.values(state.apps)) {
+      // Host apps (OS extensions) are installed by the OS, not run by the engine of the data partition.
+      if (app.is_host && !options.includeHostApps) continue;
       for (const release of Object.values(app.releases)) {
         for (const service of Object.values(release.services)) seen.add(service.image);
       }

@@ -1,5 +1,4 @@
-import { open } from 'node:fs/promises';
-import { EtchError, Ext4Reader, findPartition, readPartitionTable, type ReadAt } from '@etch/format';
+import { Ext4Reader, findPartition, readPartitionFile, readPartitionTable, type ReadAt } from '@etch/format';
 import { parseRepositories, type RepositoriesJson } from './repositories.js';
 
 /** Options for {@link readBaseRepositories}. */
@@ -27,21 +26,7 @@ export async function readRepositoriesAt(read: ReadAt, options: ReadBaseReposito
  * `ETCH_BAD_ENTRY` when the file is not a valid reference store, `ETCH_IO` when the image cannot be read.
  */
 export async function readBaseRepositories(imagePath: string, options: ReadBaseRepositoriesOptions): Promise<RepositoriesJson | undefined> {
-  let handle;
-  try {
-    handle = await open(imagePath, 'r');
-  } catch (cause) {
-    throw new EtchError('ETCH_IO', `Cannot open the base image ${imagePath}: ${(cause as Error).message}`, { cause, details: { path: imagePath } });
-  }
-  try {
-    const file = handle;
-    const read: ReadAt = async (offset, length) => {
-      const buffer = Buffer.alloc(length);
-      const { bytesRead } = await file.read(buffer, 0, length, offset);
-      return buffer.subarray(0, bytesRead);
-    };
-    return await readRepositoriesAt(read, options);
-  } finally {
-    await handle.close();
-  }
+  const path = `/${(options.root ?? 'docker').replace(/^\/+|\/+$/g, '')}/image/overlay2/repositories.json`;
+  const text = await readPartitionFile(imagePath, options.partition, path);
+  return text === undefined ? undefined : parseRepositories(text, `${path} in partition ${options.partition} of the base image`);
 }

@@ -49,3 +49,4 @@ export {
 export { parseEntryName, type ParsedEntryName } from './entry-name.js';
 export { findPartition, readPartitionTable, type PartitionInfo, type PartitionTable, type ReadAt } from './partition-table.js';
 export { Ext4Reader, type Ext4Info, type Ext4Stat } from './ext4-reader.js';
+export { readPartitionFile } from './partition-file.js';

@@ -31,6 +31,11 @@ export class RegistryImageSource implements ImageSource {
     return this.client.openBlob(this.reference, descriptor, options);
   }
 
+  /** Present only when the client has a cache to prefetch into. */
+  get prefetch(): ImageSource['prefetch'] {
+    return this.client.cache ? (descriptor, options = {}) => this.client.prefetch(this.reference, descriptor, options) : undefined;
+  }
+
   /**
    * What `docker pull` records: `name:tag` and `name@<digest the tag pointed to>` for a pull by tag (the index
    * digest for a multi-platform tag); `name@digest` alone for a pull by digest.

@@ -73,7 +73,7 @@ describe('etch create → etch inspect', () => {
   it('shows a progress bar on a terminal and plain lines otherwise', async () => {
     await fixtures();
     const tty = await etch(['create', '--base', 'disk.img', '-o', 'a.etch'], { isTTY: true });
-    expect(tty.stderr).toContain('base image [');
+    expect(tty.stderr).toMatch(/base image +\[/);
     expect(tty.stderr).toContain('100%');
     const plain = await etch(['create', '--base', 'disk.img', '-o', 'b.etch']);
     expect(plain.stderr).toContain('etch: writing base image disk.img');
@@ -169,5 +169,38 @@ describe('progress display', () => {
     display.finish();
     const text = stream.read()?.toString() ?? '';
     expect(text.split('\r').length - 1).toBeLessThanOrEqual(12);
+  });
+
+  it('gives the base image and each concurrent download a line of its own, redrawn in place', () => {
+    const stream = new PassThrough();
+    let now = 0;
+    const display = createProgressDisplay(stream, 'tty', () => now);
+    const a = `sha256:${'a'.repeat(64)}`;
+    const b = `sha256:${'b'.repeat(64)}`;
+    display.onProgress({ phase: 'base-image', name: 'a.img', bytes: 0, total: 100 });
+    display.onProgress({ phase: 'download', digest: a, bytes: 0, total: 10 });
+    display.onProgress({ phase: 'download', digest: b, bytes: 0, total: 10 });
+    now = 500;
+    display.onProgress({ phase: 'base-image', name: 'a.img', bytes: 50, total: 100 });
+    display.onProgress({ phase: 'download', digest: a, bytes: 10, total: 10 });
+    display.finish();
+    const text = stream.read()?.toString() ?? '';
+    // The last redraw goes back up to the first of its three lines and rewrites all of them.
+    const last = text.slice(text.lastIndexOf('\x1b[2A'));
+    expect(last).toMatch(/base image +\[#+-+\] +50%/);
+    expect(last).toMatch(/download aaaaaaaaaaaa .*100%.* done/);
+    expect(last).toMatch(/download bbbbbbbbbbbb .* 0%/);
+  });
+
+  it('prints one line per step when stderr is not a terminal', () => {
+    const stream = new PassThrough();
+    const display = createProgressDisplay(stream, 'plain');
+    const a = `sha256:${'a'.repeat(64)}`;
+    display.onProgress({ phase: 'download', digest: a, bytes: 5, total: 10 });
+    display.onProgress({ phase: 'download', digest: a, bytes: 10, total: 10 });
+    display.onProgress({ phase: 'download', digest: a, bytes: 10, total: 10 });
+    display.onProgress({ phase: 'base-image', name: 'a.img', bytes: 0, total: 100 });
+    display.onProgress({ phase: 'base-image', name: 'a.img', bytes: 100, total: 100 });
+    expect((stream.read()?.toString() ?? '').split('\n').filter(Boolean)).toEqual([`etch: downloaded ${a.slice(0, 19)} (10 B)`, 'etch: writing base image a.img (100 B)']);
   });
 });

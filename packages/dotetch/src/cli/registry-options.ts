@@ -1,3 +1,5 @@
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { RegistryClient } from '@etch/registry';
 import type { CliContext } from './context.js';
 
@@ -8,13 +10,25 @@ export const registryFlags = {
 
 export const registryUsage = `  --insecure-registry HOST     reach HOST[:PORT] over plain HTTP (loopback registries always are). Repeatable.`;
 
+/** `$XDG_CACHE_HOME/etch`, else `~/.cache/etch`: where etch keeps what it downloads. */
+export function defaultCacheDir(env: NodeJS.ProcessEnv): string {
+  return join(env['XDG_CACHE_HOME'] || join(env['HOME'] || homedir(), '.cache'), 'etch');
+}
+
+/** The registry blob cache of a run: `<cache dir>/oci`, or none with `--no-cache`. */
+export function registryCacheFor(context: CliContext, values: { 'cache-dir'?: string; 'no-cache'?: boolean }): string | undefined {
+  if (values['no-cache']) return undefined;
+  return join(values['cache-dir'] !== undefined ? resolve(context.cwd, values['cache-dir']) : defaultCacheDir(context.env), 'oci');
+}
+
 /**
  * The registry client of a CLI run: credentials from docker's config.json (`DOCKER_CONFIG` honoured), the
  * insecure registries given, logs through the CLI's logger.
  */
-export function registryClientFor(context: CliContext, insecure: readonly string[] | undefined): RegistryClient {
+export function registryClientFor(context: CliContext, insecure: readonly string[] | undefined, cache?: string): RegistryClient {
   const configDir = context.env['DOCKER_CONFIG'];
   return new RegistryClient({
+    ...(cache !== undefined ? { cache } : {}),
     insecureRegistries: insecure ?? [],
     logger: context.logger,
     userAgent: 'etch-cli',

@@ -1,51 +1,104 @@
-import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { baseImageFromFile, createEtch, resolvePreloadImages, writeEtchFile, type CreateEtchResult, type InjectSource, type PreloadImage } from '@etch/core';
-import { parseRepositories, readBaseRepositories, type RepositoriesJson } from '@etch/docker-store';
-import { EtchError, baseImageContainer, parsePartition } from '@etch/format';
-import { formatPlatform, parsePlatform, type Platform } from '@etch/registry';
+import { baseImageFromFile, createEtch, resolvePreloadImages, writeEtchFile, type CreateEtchOptions, type CreateEtchResult, type InjectSource, type PreloadImage } from '@etch/core';
+import { parsePartition } from '@etch/format';
+import { formatPlatform, parsePlatform, type Platform, type RegistryClient } from '@etch/registry';
 import type { Compression } from '@etch/tar';
 import { helpFlag, parseFlags, usageError } from '../args.js';
 import type { Command, CliContext } from '../context.js';
 import { EXIT } from '../exit-codes.js';
 import { formatBytes } from '../format-bytes.js';
-import { createProgressDisplay, progressModeFor } from '../progress.js';
-import { registryClientFor, registryFlags, registryUsage } from '../registry-options.js';
+import { createProgressDisplay, progressModeFor, type ProgressDisplay } from '../progress.js';
+import { registryCacheFor, registryClientFor, registryFlags, registryUsage } from '../registry-options.js';
+import { baseRepositoriesFor, planPreload, splashSource, type PreloadPlan } from './create-preload.js';
 
-const usage = `Usage: etch create --base FILE [--inject PART:LOCALDIR[:DEST]]... [--image REF... --platform P] -o OUT.etch [options]
+const usage = `Usage: etch create --base FILE [--inject PART:LOCALDIR[:DEST]]... [preload options] -o OUT.etch
 
   --base FILE                 base OS image: a raw image (.img, .raw, .wic, …) or a .zip holding one
   --inject PART:DIR[:DEST]    copy local folder DIR into partition PART (1-based; MBR logical from 5),
                               under DEST (default: the partition root). Repeatable.
-  --image REF                 preload a container image into the engine store of the data partition, as
-                              docker pull would leave it: a registry reference, oci:PATH[:TAG] or
+  -o, --output OUT            the .etch to write (atomically); "-" writes to stdout
+  --compress gzip|zstd        compress the whole .etch (flashers detect it)
+
+Preloading (the engine store of the data partition, as docker pull would leave it):
+  --target-state FILE         a balena target state (fleet state JSON): its release images are preloaded
+                              and the supervisor's apps.json generated from it
+  --apps-json FILE            an apps.json to write as is (validated); its images are preloaded
+  --supervisor-version V      the base OS's supervisor version: picks the apps.json format (required with
+                              --target-state and --supervisor)
+  --pin-device                pin the device to the target state's release (supervisor >= 7)
+  --supervisor IMAGE          preload the supervisor image too, tagged balena_supervisor:vV
+  --image REF                 one more image: a registry reference, oci:PATH[:TAG] or
                               docker-archive:PATH[:REF]. Repeatable.
-  --platform os/arch[/var]    the device's platform (linux/arm64, linux/arm/v7 …); required with --image
+  --platform os/arch[/var]    the device's platform (linux/arm64, linux/arm/v7 …); required when preloading
   --data-partition N          the partition holding the engine's data root /docker (default 6, balenaOS MBR)
   --repositories FILE         the base OS's own repositories.json to merge with (default: read from the
                               data partition of a raw base image; required for a zipped one)
-  --ignore-base-repositories  do not merge: the .etch's repositories.json lists only the preloaded images
+  --ignore-base-repositories  do not merge: repositories.json lists only the preloaded images
+  --splash FILE               a PNG for the boot splash (splash/balena-logo.png in the boot partition)
+  --boot-partition N          the boot partition (default 1)
 ${registryUsage}
-  -o, --output OUT            the .etch to write (atomically); "-" writes to stdout
-  --compress gzip|zstd        compress the whole .etch (flashers detect it)
+  --cache-dir DIR             keep downloaded layers and manifests here (default $XDG_CACHE_HOME/etch, else
+                              ~/.cache/etch); a rebuild of the same images needs no download
+  --no-cache                  download into a temporary spool removed afterwards
+
+Output:
   --json                      print a summary as JSON on stdout
   -q, --quiet                 no progress output
   -v, --verbose               debug logging on stderr`;
+
+const flags = {
+  ...helpFlag,
+  base: { type: 'string' },
+  inject: { type: 'string', multiple: true },
+  output: { type: 'string', short: 'o' },
+  compress: { type: 'string' },
+  'target-state': { type: 'string' },
+  'apps-json': { type: 'string' },
+  'supervisor-version': { type: 'string' },
+  'pin-device': { type: 'boolean' },
+  supervisor: { type: 'string' },
+  image: { type: 'string', multiple: true },
+  platform: { type: 'string' },
+  'data-partition': { type: 'string' },
+  repositories: { type: 'string' },
+  'ignore-base-repositories': { type: 'boolean' },
+  splash: { type: 'string' },
+  'boot-partition': { type: 'string' },
+  ...registryFlags,
+  'cache-dir': { type: 'string' },
+  'no-cache': { type: 'boolean' },
+  json: { type: 'boolean' },
+  quiet: { type: 'boolean', short: 'q' },
+  verbose: { type: 'boolean', short: 'v' },
+} as const;
+
+const fail = (message: string) => usageError(message, usage);
 
 /** Parses `PART:DIR[:DEST]`. */
 export function parseInjectSpec(spec: string, cwd: string): InjectSource {
   const [part, dir, dest, ...rest] = spec.split(':');
   if (part === undefined || dir === undefined || dir === '' || rest.length > 0) {
-    throw usageError(`--inject ${JSON.stringify(spec)} is not PART:LOCALDIR[:DEST] (for example 6:./files or 1:./cfg:/boot-extra).`, usage);
+    throw fail(`--inject ${JSON.stringify(spec)} is not PART:LOCALDIR[:DEST] (for example 6:./files or 1:./cfg:/boot-extra).`);
   }
   let partition: number;
   try {
     partition = parsePartition(part);
   } catch {
-    throw usageError(`--inject ${JSON.stringify(spec)}: the partition must be a number from 1 (MBR logical partitions start at 5).`, usage);
+    throw fail(`--inject ${JSON.stringify(spec)}: the partition must be a number from 1 (MBR logical partitions start at 5).`);
   }
   return { kind: 'directory', partition, path: resolve(cwd, dir), dest: dest ?? '' };
+}
+
+function partitionFlag(value: string | undefined, flag: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  try {
+    return parsePartition(value);
+  } catch {
+    throw fail(`${flag} ${JSON.stringify(value)} is not a partition number (1-based; MBR logical from 5).`);
+  }
 }
 
 function humanSummary(result: CreateEtchResult, output: string, preloads: readonly PreloadImage[]): string {
@@ -57,120 +110,88 @@ function humanSummary(result: CreateEtchResult, output: string, preloads: readon
   result.images.forEach((image, i) => {
     const preload = preloads[i];
     const size = image.layers.reduce((n, l) => n + l.size, 0);
-    lines.push(`  image ${preload?.spec ?? image.imageId}  ${image.imageId.slice(7, 19)}  ${preload ? formatPlatform(preload.resolved.platform) : ''}  ${formatBytes(size)}`);
+    lines.push(`  image ${preload?.spec ?? ''}  ${image.imageId.slice(7, 19)}  ${preload ? formatPlatform(preload.resolved.platform) : ''}  ${formatBytes(size)}`);
   });
   return `${lines.join('\n')}\n`;
 }
 
-/** The base OS's repositories.json to merge with, by the rules in the usage text. */
-async function baseRepositoriesFor(values: { repositories?: string; 'ignore-base-repositories'?: boolean }, base: string, partition: number, cwd: string): Promise<RepositoriesJson | undefined> {
-  if (values['ignore-base-repositories']) return undefined;
-  if (values.repositories !== undefined) {
-    const path = resolve(cwd, values.repositories);
-    const text = await readFile(path).catch((cause: unknown) => {
-      throw new EtchError('ETCH_IO', `Cannot read --repositories ${path}: ${(cause as Error).message}`, { cause, details: { path } });
-    });
-    return parseRepositories(text, path);
+/** Resolves the images of a plan and tags the supervisor; nothing is written yet, so a typo fails in seconds. */
+async function resolvePlan(plan: PreloadPlan, platform: Platform, client: RegistryClient, context: CliContext, display: ProgressDisplay): Promise<PreloadImage[]> {
+  const preloads = await resolvePreloadImages(plan.images, { platform, client, signal: context.signal, logger: context.logger, onPrefetchProgress: display.onProgress });
+  if (plan.supervisorIndex !== undefined && plan.supervisorTag !== undefined) {
+    const supervisor = preloads[plan.supervisorIndex] as PreloadImage;
+    supervisor.store = { ...supervisor.store, names: [...supervisor.store.names, { repository: 'balena_supervisor', tag: plan.supervisorTag }] };
   }
-  if (baseImageContainer(base) === 'zip') {
-    throw usageError(
-      'The base image is a zip, so its data partition cannot be read to keep the OS\'s own images (the supervisor) in repositories.json. Pass --repositories FILE (the OS\'s /var/lib/docker/image/overlay2/repositories.json) or --ignore-base-repositories.',
-      usage,
-    );
-  }
-  return readBaseRepositories(base, { partition });
+  return preloads;
 }
 
 export const createCommand: Command = {
   name: 'create',
-  summary: 'write a .etch from a base image and files to inject',
+  summary: 'write a .etch from a base image, files to inject and images to preload',
   usage,
   async run(args: string[], context: CliContext): Promise<number> {
-    const { values, positionals } = parseFlags(
-      () =>
-        parseArgs({
-          args,
-          allowPositionals: true,
-          options: {
-            ...helpFlag,
-            base: { type: 'string' },
-            inject: { type: 'string', multiple: true },
-            output: { type: 'string', short: 'o' },
-            compress: { type: 'string' },
-            image: { type: 'string', multiple: true },
-            platform: { type: 'string' },
-            'data-partition': { type: 'string' },
-            repositories: { type: 'string' },
-            'ignore-base-repositories': { type: 'boolean' },
-            ...registryFlags,
-            json: { type: 'boolean' },
-            quiet: { type: 'boolean', short: 'q' },
-            verbose: { type: 'boolean', short: 'v' },
-          },
-        }),
-      usage,
-    );
+    const { values, positionals } = parseFlags(() => parseArgs({ args, allowPositionals: true, options: flags }), usage);
     if (values.help) {
       context.stderr.write(`${usage}\n`);
       return EXIT.ok;
     }
-    if (positionals.length > 0) throw usageError(`Unexpected argument ${JSON.stringify(positionals[0])}.`, usage);
-    if (!values.base) throw usageError('--base is required.', usage);
-    if (!values.output) throw usageError('-o/--output is required.', usage);
+    if (positionals.length > 0) throw fail(`Unexpected argument ${JSON.stringify(positionals[0])}.`);
+    if (!values.base) throw fail('--base is required.');
+    if (!values.output) throw fail('-o/--output is required.');
     const compress = values.compress ?? 'none';
-    if (!['none', 'gzip', 'zstd'].includes(compress)) throw usageError(`--compress must be gzip or zstd, not ${JSON.stringify(compress)}.`, usage);
+    if (!['none', 'gzip', 'zstd'].includes(compress)) throw fail(`--compress must be gzip or zstd, not ${JSON.stringify(compress)}.`);
     const toStdout = values.output === '-';
-    if (toStdout && values.json) throw usageError('--json and -o - both use stdout; choose one.', usage);
+    if (toStdout && values.json) throw fail('--json and -o - both use stdout; choose one.');
+    if (values.repositories !== undefined && values['ignore-base-repositories']) throw fail('--repositories and --ignore-base-repositories contradict each other; choose one.');
+    if (values['cache-dir'] !== undefined && values['no-cache']) throw fail('--cache-dir and --no-cache contradict each other; choose one.');
 
-    const inject = (values.inject ?? []).map((spec) => parseInjectSpec(spec, context.cwd));
-    const imageSpecs = values.image ?? [];
-    let platform: Platform | undefined;
-    if (values.platform !== undefined) platform = parsePlatform(values.platform);
-    if (imageSpecs.length > 0 && platform === undefined) {
-      throw usageError('--platform is required with --image: name the device\'s platform (linux/arm64, linux/arm/v7, linux/amd64 …); preloading the wrong architecture gives a device that cannot run its images.', usage);
-    }
-    if (imageSpecs.length === 0 && (values.platform !== undefined || values['data-partition'] !== undefined || values.repositories !== undefined || values['ignore-base-repositories'])) {
-      throw usageError('--platform, --data-partition, --repositories and --ignore-base-repositories only apply with --image.', usage);
-    }
-    if (values.repositories !== undefined && values['ignore-base-repositories']) throw usageError('--repositories and --ignore-base-repositories contradict each other; choose one.', usage);
-    let dataPartition = 6;
-    if (values['data-partition'] !== undefined) {
-      try {
-        dataPartition = parsePartition(values['data-partition']);
-      } catch {
-        throw usageError(`--data-partition ${JSON.stringify(values['data-partition'])} is not a partition number (1-based; MBR logical from 5).`, usage);
-      }
-    }
     const basePath = resolve(context.cwd, values.base);
-    const baseRepositories = imageSpecs.length > 0 ? await baseRepositoriesFor(values, basePath, dataPartition, context.cwd) : undefined;
-
-    // Resolve every image (manifests, configs, platforms) before writing a byte: a typo fails in seconds.
-    let preloads: PreloadImage[] = [];
-    if (imageSpecs.length > 0) {
-      const client = registryClientFor(context, values['insecure-registry']);
-      context.signal.addEventListener('abort', () => void client.close(), { once: true });
-      preloads = await resolvePreloadImages(imageSpecs, { platform: platform as Platform, client, signal: context.signal, logger: context.logger });
+    const dataPartition = partitionFlag(values['data-partition'], '--data-partition', 6);
+    const bootPartition = partitionFlag(values['boot-partition'], '--boot-partition', 1);
+    const inject = (values.inject ?? []).map((spec) => parseInjectSpec(spec, context.cwd));
+    if (values.splash !== undefined) inject.push(await splashSource(resolve(context.cwd, values.splash), bootPartition));
+    const plan = await planPreload(values, context, basePath, dataPartition, fail);
+    const preloading = plan.images.length > 0;
+    if (!preloading && (values.platform !== undefined || values['data-partition'] !== undefined || values.repositories !== undefined || values['ignore-base-repositories'])) {
+      throw fail('--platform, --data-partition, --repositories and --ignore-base-repositories only apply when preloading images.');
     }
+    if (preloading && values.platform === undefined) {
+      throw fail("--platform is required when preloading: name the device's platform (linux/arm64, linux/arm/v7, linux/amd64 …); preloading the wrong architecture gives a device that cannot run its images.");
+    }
+    const platform = values.platform !== undefined ? parsePlatform(values.platform) : undefined;
+    const baseRepositories = preloading ? await baseRepositoriesFor(values, basePath, dataPartition, context.cwd, fail) : undefined;
+
     const display = createProgressDisplay(context.stderr, progressModeFor(context.stderr, Boolean(values.quiet)));
-    const options = {
-      base: () => baseImageFromFile(basePath),
-      inject,
-      ...(preloads.length > 0 ? { images: { partition: dataPartition, images: preloads.map((p) => p.store), ...(baseRepositories ? { baseRepositories } : {}) } } : {}),
-      compression: compress as Compression,
-      signal: context.signal,
-      onProgress: display.onProgress,
-      logger: context.logger,
-    };
-    const output = resolve(context.cwd, values.output);
+    // Without a persistent cache, layers still go through a spool, so they download while the base image streams.
+    const spool = preloading && values['no-cache'] ? await mkdtemp(join(tmpdir(), 'etch-spool-')) : undefined;
+    const client = preloading ? registryClientFor(context, values['insecure-registry'], spool ?? registryCacheFor(context, values)) : undefined;
+    let preloads: PreloadImage[] = [];
     let result: CreateEtchResult;
+    const output = resolve(context.cwd, values.output);
     try {
+      if (client) preloads = await resolvePlan(plan, platform as Platform, client, context, display);
+      const options: Omit<CreateEtchOptions, 'output'> = {
+        base: () => baseImageFromFile(basePath),
+        inject,
+        ...(preloads.length > 0 ? { images: { partition: dataPartition, images: preloads.map((p) => p.store), ...(baseRepositories ? { baseRepositories } : {}) } } : {}),
+        ...(plan.appsJson !== undefined ? { afterImages: [{ kind: 'entries', partition: dataPartition, entries: [{ header: { name: 'apps.json', type: 'file', mode: 0o644 }, content: plan.appsJson }] }] } : {}),
+        compression: compress as Compression,
+        signal: context.signal,
+        onProgress: display.onProgress,
+        logger: context.logger,
+      };
       result = toStdout ? await createEtch({ ...options, output: context.stdout }) : await writeEtchFile(output, options);
     } finally {
       display.finish();
+      await client?.close();
+      if (spool !== undefined) await rm(spool, { recursive: true, force: true });
     }
     if (values.json) {
-      const images = result.images.map((image, i) => ({ ...image, spec: preloads[i]?.spec, digest: preloads[i]?.resolved.digest, indexDigest: preloads[i]?.resolved.indexDigest, platform: preloads[i] ? formatPlatform(preloads[i].resolved.platform) : undefined }));
-      context.stdout.write(`${JSON.stringify({ output: toStdout ? '-' : output, ...result, images }, null, 2)}\n`);
+      const images = result.images.map((image, i) => {
+        const preload = preloads[i];
+        return { ...image, spec: preload?.spec, digest: preload?.resolved.digest, indexDigest: preload?.resolved.indexDigest, platform: preload ? formatPlatform(preload.resolved.platform) : undefined };
+      });
+      context.stdout.write(`${JSON.stringify({ output: toStdout ? '-' : output, ...result, images, appsJson: plan.appsJson !== undefined ? `inject/${dataPartition}/apps.json` : undefined }, null, 2)}\n`);
     } else if (!values.quiet) {
       context.stderr.write(humanSummary(result, toStdout ? 'stdout' : values.output, preloads));
     }

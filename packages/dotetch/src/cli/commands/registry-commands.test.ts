@@ -83,7 +83,7 @@ describe('etch manifest', () => {
 describe('etch create with images', () => {
   it.each([
     ['--image without --platform', ['--image', 'REG/etch/single:1'], /--platform is required/],
-    ['--platform without --image', ['--platform', 'linux/amd64'], /only apply with --image/],
+    ['--platform without --image', ['--platform', 'linux/amd64'], /only apply when preloading/],
     ['both base repository options', ['--image', 'REG/etch/single:1', '--platform', 'linux/amd64', '--repositories', 'x.json', '--ignore-base-repositories'], /contradict/],
     ['a zip base without a repositories choice', ['--image', 'REG/etch/single:1', '--platform', 'linux/amd64', '--base', 'os.zip'], /--repositories FILE/],
   ])('refuses %s before writing anything', async (_what, extra, message) => {
