@@ -156,6 +156,7 @@ function close(server: Server): Promise<void> {
  * (Range included), records each one, and fires programmed faults: `cut`, `status`, `redirect`, `corrupt`,
  * `ignoreRange` (see {@link FaultAction}). Redirects land on a second server, the blob host, which proxies to
  * the same upstream and records what it received, so a test can assert no Authorization arrived there.
+ * Both run in the test's own process: call skopeo or curl through them with the async `run`, never `spawnSync`.
  * @example
  * const proxy = await startFaultProxy(registry);
  * proxy.addFault({ path: /\/blobs\//, kind: 'cut', afterBytes: 1000 });

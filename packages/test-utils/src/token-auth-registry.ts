@@ -84,7 +84,11 @@ export interface TokenAuthRegistry extends RegistryServer {
   requests: RecordedTokenRequest[];
   /** The next `count` token requests fail with `status` (default 500) before anything is checked. */
   failNext(count: number, status?: number): void;
-  /** Sets `expires_in` (and the `exp` claim) of the tokens issued from now on. */
+  /**
+   * Sets `expires_in` (and the `exp` claim) of the tokens issued from now on: for clients that must fetch a new
+   * token once `expires_in` has passed. The registry itself still accepts a token up to 60 s past its `exp`
+   * (distribution's leeway); use {@link issueExpiredTokens} for a token the registry rejects.
+   */
   setExpiresIn(seconds: number): void;
   /**
    * The next `count` tokens are issued already expired (their `exp` claim is past distribution's 60 s leeway)
@@ -172,6 +176,9 @@ function basicCredentials(header: string | undefined): [string, string] | undefi
  * with an RS256 JWT (claims `iss`, `sub`, `aud`, `exp`, `nbf`, `iat`, `jti`, `access`) signed by a key whose
  * self-signed certificate (made by `openssl req -x509`) is the registry's `rootcertbundle`: the registry checks
  * the tokens, the harness does not. Every token request is recorded in `requests`.
+ *
+ * The token server runs in the test's own process: drive skopeo or curl with the async `run`, never with
+ * `spawnSync`/`execFileSync`, which would block the event loop the token server answers on.
  * @example
  * const registry = await startTokenAuthRegistry({ users: { alice: 's3cret' } });
  * // push with skopeo --dest-creds alice:s3cret, then pull with the client under test
