@@ -5,7 +5,8 @@ import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { EtchError, isEtchError } from '@etch/format';
 import { createDecompressor } from '@etch/tar';
-import { XzReadableStream } from 'xz-decompress';
+// xz-decompress is a webpack-bundled CommonJS module: Node's ESM loader sees only its default export.
+import xzDecompress from 'xz-decompress';
 import type { FileCompression } from './names.js';
 import type { BaseImageProgress } from './types.js';
 import { asEtchError } from './verify.js';
@@ -23,7 +24,7 @@ export function decodeError(error: unknown, what: string, compression: FileCompr
 export function decompress(input: Readable, compression: FileCompression, signal?: AbortSignal): Readable {
   if (compression === 'xz') {
     const web = Readable.toWeb(input) as unknown as ReadableStream<Uint8Array>;
-    return Readable.fromWeb(new XzReadableStream(web) as unknown as import('node:stream/web').ReadableStream<Uint8Array>, signal ? { signal } : {});
+    return Readable.fromWeb(new xzDecompress.XzReadableStream(web) as unknown as import('node:stream/web').ReadableStream<Uint8Array>, signal ? { signal } : {});
   }
   const decoder: Transform = compression === 'gzip' ? createGunzip() : createDecompressor('zstd');
   pipeline(input, decoder, signal ? { signal } : {}).catch(() => {});

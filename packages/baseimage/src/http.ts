@@ -28,6 +28,13 @@ export function toTarget(spec: string): Target {
   return { url, ...(authorization ? { authorization } : {}), display: redactUrl(url) };
 }
 
+/** Stops a response body we do not want (any more); undici reports that as an error nobody needs to see. */
+function discard(response: HttpResponse): void {
+  if (response.body.destroyed) return;
+  response.body.on('error', () => undefined);
+  response.body.destroy();
+}
+
 function header(response: HttpResponse, name: string): string | undefined {
   const value = response.headers[name];
   return Array.isArray(value) ? value[0] : value;
@@ -202,7 +209,7 @@ export async function* rangedBody(http: HttpClient, target: Target, start: numbe
       await pause(http, failures, signal);
       continue;
     } finally {
-      if (response && !response.body.destroyed) response.body.destroy();
+      if (response) discard(response);
     }
     if (delivered < length) {
       // The body ended early without an error: like a cut connection.
@@ -230,7 +237,7 @@ export async function servesRanges(http: HttpClient, target: Target, size: numbe
     http.send({ url: target.url, headers: { range: `bytes=${size - 1}-${size - 1}` }, ...(target.authorization ? { authorization: target.authorization } : {}), ...(signal ? { signal } : {}) }),
   );
   // A 200 would be the whole file: stop it at once.
-  response.body.destroy();
+  discard(response);
   return response.status === 206;
 }
 
