@@ -1,0 +1,155 @@
+// pnpm bench: times `etch create` (cold and warm cache) against `docker pull` and `skopeo copy` of the same
+// images from the same loopback registry, in one run, and prints the ratios. A benchmark, not a test: it
+// asserts nothing, it measures. Needs root (dockerd), like the test suite.
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { createGzip } from 'node:zlib';
+import { BASE_TOOLS, DISK_TOOLS, DOCKERD_TOOLS, REGISTRY_SERVER_TOOLS, createTempDir, ensureTools, makeBalenaLikeImage, run, startDockerd, startRegistryServer } from '@etch/test-utils';
+
+const root = new URL('..', import.meta.url).pathname;
+const etchBin = join(root, 'packages/dotetch/bin/etch.js');
+const MIB = 1024 * 1024;
+// Four unique layers, ~100 MB compressed (random data does not compress), shared as real images share bases.
+const LAYERS = { base: 40, tools: 30, app: 20, other: 10 };
+const IMAGES = { one: ['base', 'tools'], two: ['base', 'app'], three: ['other'] };
+
+const sha256 = (data) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+
+/** Runs a command, timing it and sampling its peak resident memory from /proc. */
+function timed(command, args, env = process.env) {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const child = spawn(command, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
+    let stderr = '';
+    let peak = 0;
+    child.stderr.on('data', (d) => (stderr += d));
+    const sample = setInterval(async () => {
+      const status = await readFile(`/proc/${child.pid}/status`, 'utf8').catch(() => '');
+      const hwm = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0) * 1024;
+      peak = Math.max(peak, hwm);
+    }, 20);
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearInterval(sample);
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      if (code !== 0) reject(new Error(`${command} ${args.join(' ')} exited ${code}\n${stderr}`));
+      else resolve({ seconds, peak });
+    });
+  });
+}
+
+/** An OCI layout with the bench images, layers of random files, written by hand (the format is simple). */
+async function buildLayout(dir) {
+  const blobs = join(dir, 'layout', 'blobs', 'sha256');
+  await mkdir(blobs, { recursive: true });
+  const layers = {};
+  for (const [name, mib] of Object.entries(LAYERS)) {
+    const tree = join(dir, 'trees', name);
+    await mkdir(join(tree, name), { recursive: true });
+    for (let i = 0; i < mib / 5; i++) await writeFile(join(tree, name, `blob-${i}.bin`), randomBytes(5 * MIB));
+    const tar = join(dir, `${name}.tar`);
+    await run('tar', ['--format=pax', '--sort=name', '--mtime=@0', '--numeric-owner', '-C', tree, '-cf', tar, '.']);
+    const diffId = sha256(await readFile(tar));
+    const gz = join(dir, `${name}.tar.gz`);
+    await pipeline((await import('node:fs')).createReadStream(tar), createGzip({ level: 1 }), createWriteStream(gz));
+    const bytes = await readFile(gz);
+    const digest = sha256(bytes);
+    await writeFile(join(blobs, digest.slice(7)), bytes);
+    layers[name] = { diffId, digest, size: bytes.length };
+  }
+  const manifests = [];
+  for (const [tag, names] of Object.entries(IMAGES)) {
+    const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Cmd: ['/bin/true'] }, rootfs: { type: 'layers', diff_ids: names.map((n) => layers[n].diffId) }, history: names.map(() => ({ created_by: 'bench' })) }));
+    await writeFile(join(blobs, sha256(config).slice(7)), config);
+    const manifest = Buffer.from(JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
+      layers: names.map((n) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layers[n].digest, size: layers[n].size })),
+    }));
+    await writeFile(join(blobs, sha256(manifest).slice(7)), manifest);
+    manifests.push({ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha256(manifest), size: manifest.length, annotations: { 'org.opencontainers.image.ref.name': tag } });
+  }
+  await writeFile(join(dir, 'layout', 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  await writeFile(join(dir, 'layout', 'index.json'), JSON.stringify({ schemaVersion: 2, manifests }));
+  return { layout: join(dir, 'layout'), compressed: Object.values(layers).reduce((n, l) => n + l.size, 0) };
+}
+
+const fmt = (s) => `${s.toFixed(2)} s`;
+const mb = (b) => `${(b / MIB).toFixed(0)} MiB`;
+
+async function main() {
+  ensureTools([...BASE_TOOLS, ...DISK_TOOLS, ...REGISTRY_SERVER_TOOLS, ...DOCKERD_TOOLS]);
+  if (process.getuid?.() !== 0) throw new Error('pnpm bench starts dockerd: run it as root.');
+  const work = await createTempDir('etch-bench-');
+  const registry = await startRegistryServer();
+  let engine;
+  try {
+    process.stderr.write('bench: building images and a ~1 GiB base image…\n');
+    const { layout, compressed } = await buildLayout(work.path);
+    for (const tag of Object.keys(IMAGES)) await run('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', '--preserve-digests', `oci:${layout}:${tag}`, `docker://${registry.host}/bench/${tag}:1`]);
+    const osData = work.join('os-data');
+    await mkdir(osData);
+    // Real bytes, not a hole: the base image must be read and written like a real OS image.
+    await run('sh', ['-c', `head -c ${900 * MIB} /dev/urandom > ${join(osData, 'filler.bin')}`]);
+    const base = work.join('base.img');
+    await makeBalenaLikeImage(base, { dataMiB: 1000, dataContent: osData });
+    await rm(osData, { recursive: true });
+    const baseSize = (await stat(base)).size;
+    const refs = Object.keys(IMAGES).map((tag) => `${registry.host}/bench/${tag}:1`);
+    const create = (cache, out) => timed(process.execPath, [etchBin, 'create', '--base', base, ...refs.flatMap((r) => ['--image', r]), '--platform', 'linux/amd64', '--ignore-base-repositories', '--cache-dir', cache, '-o', out, '-q']);
+
+    process.stderr.write('bench: etch create (cold cache)…\n');
+    const cold = await create(work.join('cache'), work.join('cold.etch'));
+    const etchSize = (await stat(work.join('cold.etch'))).size;
+    await rm(work.join('cold.etch'));
+    process.stderr.write('bench: etch create (warm cache)…\n');
+    const warm = await create(work.join('cache'), work.join('warm.etch'));
+    await rm(work.join('warm.etch'));
+    process.stderr.write('bench: etch create with a tiny base image (the images alone)…\n');
+    const small = work.join('small.img');
+    await makeBalenaLikeImage(small, { dataMiB: 8 });
+    // BENCH_PROFILE=DIR writes a V8 CPU profile of this run there (open it in Chrome's DevTools).
+    const profile = process.env['BENCH_PROFILE'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['BENCH_PROFILE']] : [];
+    const imagesOnly = await timed(process.execPath, [...profile, etchBin, 'create', '--base', small, ...refs.flatMap((r) => ['--image', r]), '--platform', 'linux/amd64', '--ignore-base-repositories', '--cache-dir', work.join('cache-2'), '-o', work.join('small.etch'), '-q']);
+
+    process.stderr.write('bench: docker pull into a fresh dockerd…\n');
+    engine = await startDockerd();
+    const pullStarted = process.hrtime.bigint();
+    for (const ref of refs) await engine.docker(['pull', '-q', ref]);
+    const pull = Number(process.hrtime.bigint() - pullStarted) / 1e9;
+
+    process.stderr.write('bench: skopeo copy to directories…\n');
+    const skopeoStarted = process.hrtime.bigint();
+    for (const [i, ref] of refs.entries()) await run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${ref}`, `dir:${work.join(`skopeo-${i}`)}`]);
+    const skopeo = Number(process.hrtime.bigint() - skopeoStarted) / 1e9;
+
+    const rows = [
+      ['images', `3 images, 4 unique layers, ${mb(compressed)} compressed; base image ${mb(baseSize)}; .etch ${mb(etchSize)}`],
+      ['etch create, cold cache', `${fmt(cold.seconds)}  (peak RSS ${mb(cold.peak)})`],
+      ['etch create, warm cache', `${fmt(warm.seconds)}  (peak RSS ${mb(warm.peak)})`],
+      ['etch create, images only (tiny base)', `${fmt(imagesOnly.seconds)}  (peak RSS ${mb(imagesOnly.peak)})`],
+      ['docker pull (fresh dockerd)', fmt(pull)],
+      ['skopeo copy to dir:', fmt(skopeo)],
+      ['cold create / docker pull', `${(cold.seconds / pull).toFixed(2)}  (goal ≤ 0.60)`],
+      ['images-only create / docker pull', `${(imagesOnly.seconds / pull).toFixed(2)}`],
+      ['cold create / skopeo copy', `${(cold.seconds / skopeo).toFixed(2)}`],
+      ['warm / cold create', `${(warm.seconds / cold.seconds).toFixed(2)}  (goal ≤ 0.30)`],
+    ];
+    const width = Math.max(...rows.map(([k]) => k.length));
+    process.stdout.write(`${rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n')}\n`);
+  } finally {
+    await engine?.stop();
+    await registry.stop();
+    await work.remove();
+  }
+}
+
+main().catch((error) => {
+  process.stderr.write(`bench: ${error.stack ?? error}\n`);
+  process.exitCode = 1;
+});
