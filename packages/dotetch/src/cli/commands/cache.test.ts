@@ -1,0 +1,65 @@
+import { existsSync } from 'node:fs';
+import { readdir, writeFile } from 'node:fs/promises';
+import { PassThrough } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ImageCache } from '@etch/baseimage';
+import { collect, createTempDir, type TempDir } from '@etch/test-utils';
+import { main } from '../main.js';
+
+let dir: TempDir;
+beforeEach(async () => {
+  dir = await createTempDir();
+});
+afterEach(() => dir.remove());
+
+async function etch(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  const out = collect(stdout);
+  const err = collect(stderr);
+  const code = await main(args, { stdout, stderr, env, cwd: dir.path, signal: new AbortController().signal });
+  stdout.end();
+  stderr.end();
+  return { code, stdout: (await out).toString(), stderr: (await err).toString() };
+}
+
+async function fill(cacheDir: string): Promise<void> {
+  const cache = new ImageCache(cacheDir);
+  async function* bytes() {
+    yield Buffer.alloc(4096, 1);
+  }
+  for await (const _chunk of cache.store(bytes(), { keyFields: { source: 'url', url: 'https://example.com/os.img', mode: 'extract' }, spec: 'https://example.com/os.img', kind: 'url', mode: 'extract', name: 'os.img', size: 4096 })) {
+    // drained
+  }
+}
+
+describe('etch cache', () => {
+  it('lists entries of --cache-dir as JSON and for people, then cleans only its own files', async () => {
+    await fill(dir.join('shared'));
+    await writeFile(dir.join('shared', 'mine.txt'), 'keep');
+    const listed = await etch(['cache', 'ls', '--cache-dir', 'shared', '--json']);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(JSON.parse(listed.stdout)).toMatchObject({ dir: dir.join('shared'), entries: [{ name: 'os.img', size: 4096, spec: 'https://example.com/os.img' }] });
+    const human = await etch(['cache', 'ls', '--cache-dir', 'shared']);
+    expect(human.stderr).toContain('1 entry, 4.0 KiB');
+    expect(human.stderr).toContain('os.img');
+    const cleaned = await etch(['cache', 'clean', '--cache-dir', 'shared']);
+    expect(cleaned.code).toBe(0);
+    expect(cleaned.stderr).toContain('removed 1 cached image');
+    expect(await readdir(dir.join('shared'))).toEqual(['mine.txt']);
+  });
+
+  it('defaults to $XDG_CACHE_HOME/etch and removes that directory when clean empties it', async () => {
+    await fill(dir.join('xdg', 'etch'));
+    const listed = await etch(['cache', 'ls', '--json'], { XDG_CACHE_HOME: dir.join('xdg') });
+    expect(JSON.parse(listed.stdout).entries).toHaveLength(1);
+    expect((await etch(['cache', 'clean'], { XDG_CACHE_HOME: dir.join('xdg') })).code).toBe(0);
+    expect(existsSync(dir.join('xdg', 'etch'))).toBe(false);
+    expect(existsSync(dir.join('xdg'))).toBe(true);
+  });
+
+  it('refuses unknown actions with a usage error', async () => {
+    expect((await etch(['cache', 'purge'])).code).toBe(2);
+    expect((await etch(['cache'])).code).toBe(2);
+  });
+});
