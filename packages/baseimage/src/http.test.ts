@@ -386,6 +386,26 @@ for await (const chunk of opened.stream) { n += chunk.length; if (n > 300000) pr
     expect(await readdir(dir.join('cache-f', 'tmp'))).toEqual([]);
   });
 
+  it('aborts a download mid-way with ETCH_ABORTED and keeps nothing', async () => {
+    const slow = await server({ throttleMs: 10 });
+    const cacheDir = dir.join('cache-g');
+    const controller = new AbortController();
+    const opened = await openBaseImage(slow.url('/os.img'), { cacheDir, signal: controller.signal });
+    let seen = 0;
+    const error = await failure(
+      (async () => {
+        for await (const chunk of opened.stream) {
+          seen += (chunk as Buffer).length;
+          if (seen >= 256 * 1024) controller.abort();
+        }
+      })(),
+    );
+    expect(error).toMatchObject({ code: 'ETCH_ABORTED' });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await listCache(cacheDir)).toEqual([]);
+    expect(await readdir(dir.join('cache-g', 'tmp'))).toEqual([]);
+  });
+
   it('cleanCache removes only its own files, even from a shared directory', async () => {
     const s = await server();
     const shared = dir.join('shared');
