@@ -35,6 +35,56 @@ async function readAll(spec: string, options: Parameters<typeof openBaseImage>[1
   return { opened, ...(await digest(opened.stream)) };
 }
 
+
+/**
+ * Writes a zip64 with one stored entry of `size` zero bytes as a sparse file, by hand: local header and central
+ * directory with zip64 extra fields, the zip64 end records, and a hole for the data. The CRC is left 0: the test
+ * reads only the start of the entry.
+ */
+async function writeSparseZip64(path: string, name: string, size: number): Promise<number> {
+  const nameBytes = Buffer.from(name);
+  const u64 = (n: number) => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(n));
+    return b;
+  };
+  const extra = Buffer.concat([Buffer.from([0x01, 0x00, 0x10, 0x00]), u64(size), u64(size)]);
+  const local = Buffer.alloc(30);
+  local.writeUInt32LE(0x04034b50, 0);
+  local.writeUInt16LE(45, 4);
+  local.writeUInt16LE(0x21, 12);
+  local.writeUInt32LE(0xffffffff, 18);
+  local.writeUInt32LE(0xffffffff, 22);
+  local.writeUInt16LE(nameBytes.length, 26);
+  local.writeUInt16LE(extra.length, 28);
+  const dataStart = 30 + nameBytes.length + extra.length;
+  const cdOffset = dataStart + size;
+  const central = Buffer.alloc(46);
+  central.writeUInt32LE(0x02014b50, 0);
+  central.writeUInt16LE(0x031e, 4);
+  central.writeUInt16LE(45, 6);
+  central.writeUInt16LE(0x21, 14);
+  central.writeUInt32LE(0xffffffff, 20);
+  central.writeUInt32LE(0xffffffff, 24);
+  central.writeUInt16LE(nameBytes.length, 28);
+  central.writeUInt16LE(extra.length, 30);
+  const cd = Buffer.concat([central, nameBytes, extra]);
+  const eocd64 = Buffer.concat([Buffer.from([0x50, 0x4b, 0x06, 0x06]), u64(44), Buffer.from([45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]), u64(1), u64(1), u64(cd.length), u64(cdOffset)]);
+  const locator = Buffer.concat([Buffer.from([0x50, 0x4b, 0x06, 0x07, 0, 0, 0, 0]), u64(cdOffset + cd.length), Buffer.from([1, 0, 0, 0])]);
+  const eocd = Buffer.alloc(22);
+  eocd.writeUInt32LE(0x06054b50, 0);
+  eocd.writeUInt16LE(1, 8);
+  eocd.writeUInt16LE(1, 10);
+  eocd.writeUInt32LE(cd.length, 12);
+  eocd.writeUInt32LE(0xffffffff, 16);
+  const handle = await openFile(path, 'w');
+  await handle.write(Buffer.concat([local, nameBytes, extra]), 0, undefined, 0);
+  const tail = Buffer.concat([cd, eocd64, locator, eocd]);
+  await handle.write(tail, 0, tail.length, cdOffset);
+  await handle.close();
+  return cdOffset + tail.length;
+}
+
 beforeAll(async () => {
   dir = await createTempDir('etch-baseimage-');
   // Half random (incompressible), half zeros (so deflate and the compressors have something to do).
@@ -116,6 +166,22 @@ describe('zips', () => {
     const { opened, sha: got } = await readAll(dir.join(file));
     expect(opened).toMatchObject({ name: 'balena.img', size: image.length, source: { kind: 'zip', entryName: 'balena.img', mode: 'extract' } });
     expect(got).toBe(sha(image));
+  });
+
+  it('reads the size of a > 4 GiB zip64 entry (sparse, hand-made) before the first byte, in both modes', async () => {
+    const size = 4.5 * 1024 ** 3 + 123;
+    const total = await writeSparseZip64(dir.join('huge.zip'), 'disk/huge.img', size);
+    const opened = await openBaseImage(dir.join('huge.zip'));
+    expect(opened).toMatchObject({ name: 'huge.img', size, source: { kind: 'zip', entryName: 'disk/huge.img' } });
+    let seen = 0;
+    for await (const chunk of opened.stream) {
+      expect((chunk as Buffer).every((b) => b === 0)).toBe(true);
+      seen += (chunk as Buffer).length;
+      if (seen > 1024 * 1024) break;
+    }
+    const passed = await openBaseImage(dir.join('huge.zip'), { mode: 'passthrough' });
+    expect(passed).toMatchObject({ name: 'huge.zip', size: total });
+    passed.stream.destroy();
   });
 
   it('passes a zip through as it is in passthrough mode, after checking it holds an image', async () => {
