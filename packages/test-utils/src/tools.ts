@@ -11,6 +11,7 @@ export const BASE_TOOLS: readonly RequiredTool[] = [
   { command: 'tar', aptPackage: 'tar' },
   { command: 'gzip', aptPackage: 'gzip' },
   { command: 'zstd', aptPackage: 'zstd' },
+  { command: 'xz', aptPackage: 'xz-utils' },
   { command: 'setfattr', aptPackage: 'attr' },
 ];
 
