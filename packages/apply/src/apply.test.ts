@@ -198,6 +198,33 @@ describe('applyEtch refusals', () => {
     expect(String(error)).toMatch(/CRC-32/);
   });
 
+  it('grows once, before injecting, by what a 1.1 requirements.json announces', async () => {
+    const etch = work.join('announced.etch');
+    const pack = tarPack();
+    const done = pipeline(pack as unknown as Readable, createWriteStream(etch));
+    const write = promisePacker(pack);
+    await write({ name: 'VERSION', mtime: new Date(0) }, '1.1');
+    await write({ name: 'small.img', size: (await stat(base)).size }, createReadStream(base));
+    // 40 MiB announced; the entries themselves are tiny, so only the announcement can explain the growth.
+    await write({ name: 'requirements.json', mtime: new Date(0) }, JSON.stringify({ partitions: { '6': { bytes: 40 * 1024 * 1024, entries: 5000 } } }));
+    await write({ name: 'inject/6/hello.txt', mtime: MTIME }, 'hi\n');
+    await whenPackerIdle(pack);
+    pack.finalize();
+    await done;
+    const events: string[] = [];
+    const out = work.join('announced.img');
+    await applyEtch(createReadStream(etch), { output: out, onProgress: (e) => events.push(e.phase) });
+    expect(events.filter((e) => e === 'grow')).toHaveLength(1);
+    expect(events.indexOf('grow')).toBeLessThan(events.indexOf('inject'));
+    const { fs, part, close } = await fsOf(out, 6);
+    const info = await fs.info();
+    expect((await fs.readFile('/hello.txt'))?.toString()).toBe('hi\n');
+    await close();
+    expect(info.freeBlocks * info.blockSize).toBeGreaterThan(40 * 1024 * 1024);
+    expect(info.freeInodes).toBeGreaterThanOrEqual(5000);
+    await run('e2fsck', ['-fn', `${out}?offset=${part.offset}`]);
+  });
+
   it('extends the image to --size and grows the last partition to fill it', async () => {
     const etch = work.join('sized.etch');
     await writeEtch(etch, base, 'small.img', []);

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { EtchError, abortError, findPartition, isEtchError, readPartitionTable, silentLogger, throwIfAborted, type Logger, type PartitionInfo, type PartitionTable } from '@etch/format';
+import { EtchError, abortError, findPartition, isEtchError, readPartitionTable, silentLogger, throwIfAborted, type EtchRequirements, type Logger, type PartitionInfo, type PartitionTable } from '@etch/format';
 import { readEtch } from '@etch/tar';
 import { writeBaseImage, type WrittenBase } from './base-image.js';
 import { Ext4Injector } from './ext4-injector.js';
@@ -74,6 +74,7 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
   let table: PartitionTable | undefined;
   // Partitions grown so far, by --size before their first entry or to make room for entries.
   const grownPartitions = new Set<number>();
+  let requirements: EtchRequirements | undefined;
   try {
     const readTable = async () => {
       const disk = await openReader(target.path);
@@ -117,6 +118,11 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
       const state: PartitionState = { injector, filesystem, entries: 0, bytes: 0, grown: grownPartitions.has(number) };
       partitions.set(number, state);
       logger.info('injecting', { partition: number, filesystem });
+      const announced = requirements?.partitions[String(number)];
+      if (announced && injector instanceof Ext4Injector) {
+        logger.info('reserving what requirements.json announces', { partition: number, ...announced });
+        await injector.reserve(announced.bytes, announced.entries);
+      }
       return state;
     };
 
@@ -144,6 +150,8 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
         state.entries += 1;
         state.bytes += entry.type === 'file' ? entry.size : 0;
         options.onProgress?.({ phase: 'inject', partition: entry.partition, entries: state.entries, bytes: state.bytes });
+      } else if (entry.kind === 'requirements') {
+        requirements = entry.requirements;
       } else if (entry.kind === 'unknown') {
         logger.warn('skipping an entry of a newer format minor', { name: entry.name });
         entry.stream.resume();

@@ -4,7 +4,7 @@ import { mkdir, open, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { EtchError, Ext4Reader, silentLogger, throwIfAborted, type Logger, type PartitionInfo, type ReadAt } from '@etch/format';
+import { EtchError, Ext4Reader, silentLogger, throwIfAborted, type Ext4Info, type Logger, type PartitionInfo, type ReadAt } from '@etch/format';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
 import type { InjectedFile, PartitionInjector } from './injector.js';
@@ -132,26 +132,52 @@ export class Ext4Injector implements PartitionInjector {
     }
   }
 
+  /**
+   * Grows the filesystem once, up front, to hold what the `.etch`'s `requirements.json` announces for this
+   * partition (format 1.1), instead of growing batch by batch.
+   */
+  async reserve(bytes: number, entries: number): Promise<void> {
+    const { fs, close } = await this.reader();
+    try {
+      const info = await fs.info();
+      await this.growFor(info, this.blocksFor(info, bytes, entries, entries), entries);
+    } finally {
+      await close();
+    }
+  }
+
+  /** Blocks that `bytes` of content in `entries` entries (with `metadataBlocks` extra) may take. */
+  private blocksFor(info: Ext4Info, bytes: number, entries: number, metadataBlocks: number): number {
+    // Every entry may need a block of metadata (directory, extent or xattr block), and each file's last
+    // block is partly empty. Extent blocks are rare (one per ~340 extents); count one per 340 data blocks.
+    const dataBlocks = Math.ceil(bytes / info.blockSize) + entries;
+    return metadataBlocks + dataBlocks + Math.ceil(dataBlocks / 340);
+  }
+
   /** Grows the filesystem first when the batch would not fit (blocks or inodes), with room to spare. */
   private async ensureRoom(fs: Ext4Reader): Promise<boolean> {
     const info = await fs.info();
-    // Every entry may need an inode and a block of metadata (directory, extent or xattr block).
-    // Extent blocks are rare (one per ~340 extents); count one per 340 data blocks to be safe.
-    const dataBlocks = Math.ceil(this.stagedBytes / info.blockSize) + this.staged.length;
-    const neededBlocks = this.staged.reduce((sum, s) => sum + 1 + s.xattrFiles.length, 0) + dataBlocks + Math.ceil(dataBlocks / 340);
+    const metadata = this.staged.reduce((sum, s) => sum + 1 + s.xattrFiles.length, 0);
+    return this.growFor(info, this.blocksFor(info, this.stagedBytes, this.staged.length, metadata), this.staged.length);
+  }
+
+  private async growFor(info: Ext4Info, neededBlocks: number, neededInodes: number): Promise<boolean> {
     const reserve = Math.ceil(info.blocks * 0.02);
     const short = neededBlocks + reserve - info.freeBlocks;
-    const shortInodes = this.staged.length - info.freeInodes;
+    const shortInodes = neededInodes - info.freeInodes;
     if (short <= 0 && shortInodes <= 0) return false;
     if (this.options.grow === undefined) {
       throw new EtchError(
         'ETCH_BAD_DISK_IMAGE',
-        `Partition ${this.partition.number} is too small: it has ${info.freeBlocks * info.blockSize} bytes and ${info.freeInodes} inodes free, the entries need about ${neededBlocks * info.blockSize} bytes and ${this.staged.length} inodes. Apply onto an image file (it grows) or pass a larger --size.`,
+        `Partition ${this.partition.number} is too small: it has ${info.freeBlocks * info.blockSize} bytes and ${info.freeInodes} inodes free, the entries need about ${neededBlocks * info.blockSize} bytes and ${neededInodes} inodes. Apply onto an image file (it grows) or pass a larger --size.`,
       );
     }
-    // Inodes come with blocks: an ext4 group of N blocks carries a fixed number of inodes.
-    const bytesPerInode = (info.blocks * info.blockSize) / info.inodes;
-    const grow = Math.max(short * info.blockSize, shortInodes * bytesPerInode, 0) * 1.25 + 4 * 1024 * 1024;
+    // Inodes come only with whole block groups (inodes per group is fixed at mkfs time), so enough inodes
+    // means enough groups: the filesystem must reach into the last group it needs.
+    const groupsForInodes = Math.ceil((info.inodes - info.freeInodes + neededInodes) / info.inodesPerGroup);
+    const blocksForInodes = (groupsForInodes - 1) * info.blocksPerGroup + 1024;
+    const shortForInodes = shortInodes > 0 ? Math.max(0, blocksForInodes - info.blocks) * info.blockSize : 0;
+    const grow = Math.max(Math.max(short, 0) * info.blockSize * 1.25, shortForInodes) + 4 * 1024 * 1024;
     this.options.logger?.info('growing partition', { partition: this.partition.number, bytes: Math.ceil(grow) });
     this.partition = await this.options.grow(Math.ceil(grow));
     return true;

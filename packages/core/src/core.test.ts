@@ -140,6 +140,32 @@ describe('createEtch', () => {
     expect(await readdir(dir.path)).toEqual(['files', 'out.etch']);
   });
 
+  it('announces in requirements.json (format 1.1) what each partition receives, before the first inject entry', async () => {
+    const root = await makeTree();
+    const out = dir.join('req.etch');
+    const result = await writeEtchFile(out, {
+      base: image(10_000),
+      inject: [
+        { kind: 'directory', partition: 6, path: root },
+        { kind: 'entries', partition: 1, entries: [{ header: { name: 'config.json' }, content: '{"a":1}' }] },
+      ],
+      requirements: true,
+    });
+    expect(result.version).toBe('1.1');
+    // What the partitions actually got: the announcement must cover it.
+    expect(result.requirements).toEqual({ partitions: { '6': { bytes: 15, entries: 6 }, '1': { bytes: 7, entries: 1 } } });
+    const entries = await readBack(out);
+    expect(entries.map(({ entry }) => entry.kind).slice(0, 4)).toEqual(['version', 'base-image', 'requirements', 'inject']);
+    expect((await run('tar', ['-xOf', out, 'VERSION'])).stdout).toBe('1.1');
+    const oneShot = await writeEtchFile(dir.join('x.etch'), {
+      base: image(10),
+      inject: [{ kind: 'entries', partition: 1, entries: (async function* () {})() }],
+      requirements: true,
+    }).catch((e: unknown) => e);
+    expect(oneShot).toMatchObject({ code: 'ETCH_USAGE' });
+    expect((await readdir(dir.path)).filter((n) => n.startsWith('x.etch') || n.includes('.x.etch'))).toEqual([]);
+  });
+
   it.each(['gzip', 'zstd'] as const)('compresses with %s so that the standard tool and readEtch read it', async (compression) => {
     const out = dir.join(`out.etch`);
     await writeEtchFile(out, { base: image(50_000), compression, inject: [{ kind: 'entries', partition: 2, entries: [{ header: { name: 'x' }, content: 'y' }] }] });

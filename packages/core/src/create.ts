@@ -4,6 +4,8 @@ import { pack as tarPack } from 'tar-stream';
 import {
   CURRENT_VERSION,
   EtchError,
+  REQUIREMENTS_ENTRY_NAME,
+  VERSION_1_0,
   VERSION_ENTRY_NAME,
   abortError,
   assertBaseImageName,
@@ -11,8 +13,10 @@ import {
   formatVersion,
   injectPath,
   isEtchError,
+  serializeRequirements,
   silentLogger,
   throwIfAborted,
+  type EtchRequirements,
   type Logger,
 } from '@etch/format';
 import { createCompressor, promisePacker, whenPackerIdle, type Compression } from '@etch/tar';
@@ -21,6 +25,7 @@ import type { BaseImage } from './base-image-file.js';
 import { walkDirectory } from './directory-source.js';
 import type { FileToInject } from './lifecycle.js';
 import { ByteCounter, countBytes, type ProgressListener } from './progress.js';
+import { measureRequirements } from './requirements.js';
 
 /** Files to put into one partition. */
 export type InjectSource =
@@ -51,6 +56,13 @@ export interface CreateEtchOptions {
   images?: PreloadImages;
   /** Written last, after the engine store: files that describe it, such as the supervisor's `apps.json`. */
   afterImages?: readonly InjectSource[];
+  /**
+   * Write the format 1.1 `requirements.json` (bytes and entries per partition) after the base image, so a
+   * streaming flasher can grow partitions before it injects. Counting walks directories and reads each image
+   * layer once more, while the base image streams: use it with layers on local disk (a registry client with
+   * a cache), as `etch create` does. Off by default; without it the file is format 1.0.
+   */
+  requirements?: boolean;
   /** Where the `.etch` goes. It is ended when the archive is complete, and destroyed on failure. */
   output: Writable;
   /** Compress the whole `.etch` (default `'none'`; flashers detect it by magic bytes). */
@@ -74,6 +86,8 @@ export interface PartitionSummary {
 /** What {@link createEtch} wrote. */
 export interface CreateEtchResult {
   version: string;
+  /** What `requirements.json` said, when it was written. */
+  requirements?: EtchRequirements;
   baseImage: { name: string; size: number };
   partitions: Record<number, PartitionSummary>;
   compression: Compression;
@@ -118,11 +132,16 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   });
 
   const partitions: Record<number, PartitionSummary> = {};
+  const version = options.requirements ? CURRENT_VERSION : VERSION_1_0;
+  let requirements: EtchRequirements | undefined;
   let baseImage: { name: string; size: number } | undefined;
   let stored: StoredImage[] = [];
   try {
     const write = promisePacker(pack, undefined, signal ? { signal } : {});
-    await write({ name: VERSION_ENTRY_NAME, mode: 0o644, mtime: new Date(0) }, formatVersion(CURRENT_VERSION));
+    await write({ name: VERSION_ENTRY_NAME, mode: 0o644, mtime: new Date(0) }, formatVersion(version));
+    // Counting runs while the base image streams; it is awaited only once the base image is written.
+    const measuring = options.requirements ? measureRequirements(options) : undefined;
+    measuring?.catch(() => {});
 
     const base = typeof options.base === 'function' ? await options.base() : options.base;
     assertBaseImageName(base.name);
@@ -131,6 +150,11 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     onProgress?.({ phase: 'base-image', name: base.name, bytes: 0, total: base.size });
     const counted = countBytes(base.stream, (bytes) => onProgress?.({ phase: 'base-image', name: base.name, bytes, total: base.size }));
     await write({ name: base.name, mode: 0o644, size: base.size }, counted);
+    if (measuring) {
+      requirements = await measuring;
+      logger.info('requirements', { partitions: requirements.partitions });
+      await write({ name: REQUIREMENTS_ENTRY_NAME, mode: 0o644, mtime: new Date(0) }, serializeRequirements(requirements));
+    }
 
     // The image store reports per layer instead of per entry, so its entries are counted but not announced.
     const sources: (InjectSource & { quiet?: boolean })[] = [...(options.inject ?? [])];
@@ -175,7 +199,8 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   }
   onProgress?.({ phase: 'finalize', bytesWritten: counter.bytes });
   return {
-    version: formatVersion(CURRENT_VERSION),
+    version: formatVersion(version),
+    ...(requirements ? { requirements } : {}),
     baseImage: baseImage as { name: string; size: number },
     partitions,
     compression,

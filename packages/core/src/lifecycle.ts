@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { pack as tarPack, type Pack } from 'tar-stream';
-import { VERSION_ENTRY_NAME, assertBaseImageName, formatVersion, injectPath } from '@etch/format';
+import { VERSION_1_0, VERSION_ENTRY_NAME, assertBaseImageName, formatVersion, injectPath } from '@etch/format';
 import { promisePacker, whenPackerIdle, type EntryContent, type EntryHeader } from '@etch/tar';
 import { dockerStoreEntries, type DockerStoreOptions, type StoreImage, type StoredImage } from '@etch/docker-store';
 
@@ -34,7 +34,7 @@ export async function startEtchStream(
 ): Promise<void> {
   assertBaseImageName(baseImageName);
   const write = promisePacker(packStream, undefined, options);
-  await write({ name: VERSION_ENTRY_NAME, mode: 0o644 }, formatVersion());
+  await write({ name: VERSION_ENTRY_NAME, mode: 0o644 }, formatVersion(VERSION_1_0));
   await write({ name: baseImageName, mode: 0o644, size: baseImageSize }, baseImageStream);
 }
 

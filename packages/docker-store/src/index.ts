@@ -19,3 +19,4 @@ export { cacheIdFor, chainIds, linkIdFor } from './ids.js';
 export { Crc64 } from './crc64.js';
 export { TarSplitBuilder } from './tar-split.js';
 export { readBaseRepositories, readRepositoriesAt, type ReadBaseRepositoriesOptions } from './base-repositories.js';
+export { measureStore, type StoreMeasure } from './measure.js';

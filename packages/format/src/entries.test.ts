@@ -76,6 +76,25 @@ describe('EtchOrderValidator', () => {
     expect(() => newer.accept(file('inject/6/../x'))).toThrow(code('ETCH_UNSAFE_PATH'));
   });
 
+  it('takes requirements.json in a 1.1 file between the base image and the first inject entry, once', () => {
+    const v = started('1.1');
+    v.accept(file('a.img'));
+    expect(v.accept(file('requirements.json'))).toEqual({ kind: 'requirements' });
+    expect(() => v.accept(file('requirements.json'))).toThrow(code('ETCH_BAD_ORDER'));
+    const late = started('1.1');
+    late.accept(file('a.img'));
+    late.accept(file('inject/6/x'));
+    expect(() => late.accept(file('requirements.json'))).toThrow(code('ETCH_BAD_ORDER'));
+    // In 1.0 it is an unexpected entry, and before the base image it is not allowed either.
+    const old = started('1.0');
+    old.accept(file('a.img'));
+    expect(() => old.accept(file('requirements.json'))).toThrow(code('ETCH_BAD_ENTRY'));
+    expect(() => started('1.1').accept(file('requirements.json'))).toThrow(code('ETCH_BAD_ENTRY'));
+    const dir = started('1.1');
+    dir.accept(file('a.img'));
+    expect(() => dir.accept({ name: 'requirements.json', type: 'directory' })).toThrow(code('ETCH_BAD_ENTRY'));
+  });
+
   it.each([
     [{ name: 'inject/6/dev', type: 'block-device' }, 'ETCH_BAD_ENTRY'],
     [{ name: 'inject/6/fifo', type: 'fifo' }, 'ETCH_BAD_ENTRY'],

@@ -1,13 +1,17 @@
 import { assertBaseImageName, type BaseImageContainer } from './base-image.js';
 import { EtchError } from './errors.js';
 import { INJECT_ROOT, parseInjectName, resolveHardlinkTarget } from './paths.js';
+import { REQUIREMENTS_ENTRY_NAME } from './requirements.js';
 import {
   assertSupportedVersion,
+  isAtLeast,
   isNewerMinor,
   isVersionEntryName,
   parseVersion,
   type FormatVersion,
 } from './version.js';
+
+const VERSION_1_1: FormatVersion = { major: 1, minor: 1 };
 
 /** Tar entry types, named as tar-stream names them. */
 export type TarEntryType =
@@ -57,6 +61,8 @@ export type ClassifiedEntry =
     }
   /** The bare `inject/` directory that generic tar tools emit; carries nothing. */
   | { kind: 'inject-root' }
+  /** 1.1: `requirements.json`, between the base image and the first inject entry. */
+  | { kind: 'requirements' }
   /** An entry from a newer minor version that this reader does not know; skip it. */
   | { kind: 'unknown'; name: string };
 
@@ -124,6 +130,8 @@ export class EtchOrderValidator {
   #version: FormatVersion | undefined;
   #reader: FormatVersion | undefined;
   readonly #symlinks = new Map<number, Set<string>>();
+  #sawInject = false;
+  #sawRequirements = false;
 
   /** @param reader the version the calling reader implements (defaults to this package's). */
   constructor(reader?: FormatVersion) {
@@ -175,7 +183,17 @@ export class EtchOrderValidator {
         throw err;
       }
     }
+    if (name === REQUIREMENTS_ENTRY_NAME && this.#version !== undefined && isAtLeast(this.#version, VERSION_1_1)) {
+      if (header.type !== 'file') throw badEntry(name, `${REQUIREMENTS_ENTRY_NAME} must be a regular file.`);
+      // A streaming flasher must know the sizes before it injects anything, so the entry comes first.
+      if (this.#sawInject || this.#sawRequirements) {
+        throw new EtchError('ETCH_BAD_ORDER', `${REQUIREMENTS_ENTRY_NAME} must appear once, right after the base image and before any inject entry.`, { details: { entryName: name } });
+      }
+      this.#sawRequirements = true;
+      return { kind: 'requirements' };
+    }
     if (underInject) {
+      this.#sawInject = true;
       if (name === INJECT_ROOT || name === `${INJECT_ROOT}/`) {
         if (header.type !== 'directory') throw badEntry(name, `${JSON.stringify(name)} must be a directory.`);
         return { kind: 'inject-root' };

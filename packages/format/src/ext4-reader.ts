@@ -75,6 +75,10 @@ export interface Ext4Info {
   freeBlocks: number;
   inodes: number;
   freeInodes: number;
+  /** Blocks per block group: the unit resize2fs adds inodes in. */
+  blocksPerGroup: number;
+  /** Inodes per block group: fixed at mkfs time, so growing a filesystem adds inodes only group by group. */
+  inodesPerGroup: number;
 }
 
 export class Ext4Reader {
@@ -119,6 +123,8 @@ export class Ext4Reader {
       freeBlocks: high(0x158) + sb.readUInt32LE(12),
       inodes: sb.readUInt32LE(0),
       freeInodes: sb.readUInt32LE(16),
+      blocksPerGroup: sb.readUInt32LE(32),
+      inodesPerGroup: this.inodesPerGroup,
     };
   }
 

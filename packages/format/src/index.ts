@@ -11,9 +11,11 @@ export { silentLogger, type LogFields, type Logger } from './logger.js';
 export {
   CURRENT_VERSION,
   LEGACY_VERSION_ENTRY_NAME,
+  VERSION_1_0,
   VERSION_ENTRY_NAME,
   assertSupportedVersion,
   formatVersion,
+  isAtLeast,
   isNewerMinor,
   isVersionEntryName,
   parseVersion,
@@ -50,3 +52,4 @@ export { parseEntryName, type ParsedEntryName } from './entry-name.js';
 export { findPartition, readPartitionTable, type PartitionInfo, type PartitionTable, type ReadAt } from './partition-table.js';
 export { Ext4Reader, type Ext4Info, type Ext4Stat } from './ext4-reader.js';
 export { readPartitionFile } from './partition-file.js';
+export { MAX_REQUIREMENTS_SIZE, REQUIREMENTS_ENTRY_NAME, parseRequirements, serializeRequirements, type EtchRequirements, type PartitionRequirement } from './requirements.js';

@@ -1,10 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { isEtchError } from './errors.js';
-import { assertSupportedVersion, formatVersion, isNewerMinor, isVersionEntryName, parseVersion } from './version.js';
+import { VERSION_1_0, assertSupportedVersion, formatVersion, isNewerMinor, isVersionEntryName, parseVersion } from './version.js';
 
 describe('VERSION', () => {
-  it('writes "1.0" with no newline', () => {
-    expect(formatVersion()).toBe('1.0');
+  it('writes "1.1" (this implementation) or "1.0", with no newline', () => {
+    expect(formatVersion()).toBe('1.1');
+    expect(formatVersion(VERSION_1_0)).toBe('1.0');
   });
 
   it.each([

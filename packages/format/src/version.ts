@@ -6,8 +6,16 @@ export interface FormatVersion {
   minor: number;
 }
 
-/** The version this implementation writes, and the newest minor it understands. */
-export const CURRENT_VERSION: Readonly<FormatVersion> = Object.freeze({ major: 1, minor: 0 });
+/** The newest version this implementation reads and writes. 1.1 adds the optional `requirements.json` entry. */
+export const CURRENT_VERSION: Readonly<FormatVersion> = Object.freeze({ major: 1, minor: 1 });
+
+/** 1.0: VERSION, base image, inject entries. Writers use it when they write nothing newer. */
+export const VERSION_1_0: Readonly<FormatVersion> = Object.freeze({ major: 1, minor: 0 });
+
+/** True when `version` is at least `minimum` (same major). */
+export function isAtLeast(version: FormatVersion, minimum: FormatVersion): boolean {
+  return version.major === minimum.major && version.minor >= minimum.minor;
+}
 
 /** The name of the first entry. Readers also accept {@link LEGACY_VERSION_ENTRY_NAME}. */
 export const VERSION_ENTRY_NAME = 'VERSION';

@@ -5,6 +5,7 @@ export {
   type EtchBaseImageEntry,
   type EtchEntry,
   type EtchInjectEntry,
+  type EtchRequirementsEntry,
   type EtchUnknownEntry,
   type EtchVersionEntry,
   type ReadEtchOptions,

@@ -92,6 +92,27 @@ describe('readEtch', () => {
     expect(newer.map(({ entry }) => entry.kind)).toEqual(['version', 'unknown', 'base-image', 'inject']);
   });
 
+  it('reads the 1.1 requirements entry before the inject entries', async () => {
+    const all = await readAll(
+      await craftTar([
+        { name: 'VERSION', content: '1.1' },
+        { name: 'a.img', content: 'x' },
+        { name: 'requirements.json', content: '{"partitions":{"6":{"bytes":10,"entries":2}}}' },
+        { name: 'inject/6/f', content: 'y' },
+      ]),
+    );
+    expect(all.map(({ entry }) => entry.kind)).toEqual(['version', 'base-image', 'requirements', 'inject']);
+    expect(all[2]?.entry).toMatchObject({ requirements: { partitions: { '6': { bytes: 10, entries: 2 } } } });
+    const broken = await readAll(
+      await craftTar([
+        { name: 'VERSION', content: '1.1' },
+        { name: 'a.img', content: 'x' },
+        { name: 'requirements.json', content: '{"partitions":{"6":{"bytes":-1,"entries":2}}}' },
+      ]),
+    ).catch((e: unknown) => e);
+    expect(broken).toMatchObject({ code: 'ETCH_BAD_ENTRY' });
+  });
+
   const cases: [string, CraftedEntry[], EtchErrorCode][] = [
     ['an empty tar', [], 'ETCH_BAD_VERSION'],
     ['a missing VERSION', [{ name: 'balena.img', content: 'x' }], 'ETCH_BAD_VERSION'],

@@ -2,9 +2,13 @@ import type { Readable } from 'node:stream';
 import {
   EtchError,
   EtchOrderValidator,
+  MAX_REQUIREMENTS_SIZE,
+  REQUIREMENTS_ENTRY_NAME,
   abortError,
   isEtchError,
+  parseRequirements,
   type BaseImageContainer,
+  type EtchRequirements,
   type FormatVersion,
   type InjectEntryType,
 } from '@etch/format';
@@ -62,7 +66,14 @@ export interface EtchUnknownEntry {
   header: TarHeader;
 }
 
-export type EtchEntry = EtchVersionEntry | EtchBaseImageEntry | EtchInjectEntry | EtchUnknownEntry;
+/** 1.1: what each partition's inject entries need, before the first of them (see `requirements.json`). */
+export interface EtchRequirementsEntry {
+  kind: 'requirements';
+  requirements: EtchRequirements;
+  header: TarHeader;
+}
+
+export type EtchEntry = EtchVersionEntry | EtchBaseImageEntry | EtchRequirementsEntry | EtchInjectEntry | EtchUnknownEntry;
 
 /** Options for {@link readEtch}. */
 export interface ReadEtchOptions {
@@ -141,6 +152,11 @@ export async function* readEtch(input: AsyncIterable<Uint8Array>, options: ReadE
           if (entry.hardlinkTarget !== undefined) result.hardlinkTarget = entry.hardlinkTarget;
           if (entry.type === 'file') result.stream = body;
           yield result;
+          break;
+        }
+        case 'requirements': {
+          if (header.size > MAX_REQUIREMENTS_SIZE) throw new EtchError('ETCH_BAD_ENTRY', `${REQUIREMENTS_ENTRY_NAME} is ${header.size} bytes; at most ${MAX_REQUIREMENTS_SIZE} are allowed.`);
+          yield { kind: 'requirements', requirements: parseRequirements(await readSmall(body, MAX_REQUIREMENTS_SIZE)), header };
           break;
         }
         case 'unknown':

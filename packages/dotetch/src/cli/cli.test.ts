@@ -45,8 +45,10 @@ describe('etch create → etch inspect', () => {
     const inspected = await etch(['inspect', 'out.etch', '--json']);
     expect(inspected.code).toBe(0);
     const report = JSON.parse(inspected.stdout);
+    // etch create announces what each partition receives (format 1.1), and it covers what was written.
+    expect(report.requirements).toEqual({ partitions: { '1': { bytes: 16, entries: 2 }, '6': { bytes: 5, entries: 3 } } });
     expect(report).toMatchObject({
-      version: '1.0',
+      version: '1.1',
       compression: 'none',
       baseImage: { name: 'disk.img', container: 'raw', size: 70_000 },
       partitions: [
@@ -59,6 +61,7 @@ describe('etch create → etch inspect', () => {
     expect(listing).toEqual([
       'VERSION',
       'disk.img',
+      'requirements.json',
       'inject/1/boot-extra/',
       'inject/1/boot-extra/config.json',
       'inject/6/link',

@@ -176,6 +176,8 @@ export const createCommand: Command = {
         ...(preloads.length > 0 ? { images: { partition: dataPartition, images: preloads.map((p) => p.store), ...(baseRepositories ? { baseRepositories } : {}) } } : {}),
         ...(plan.appsJson !== undefined ? { afterImages: [{ kind: 'entries', partition: dataPartition, entries: [{ header: { name: 'apps.json', type: 'file', mode: 0o644 }, content: plan.appsJson }] }] } : {}),
         compression: compress as Compression,
+        // Format 1.1: tell the flasher up front what each partition receives (layers are local by now).
+        requirements: true,
         signal: context.signal,
         onProgress: display.onProgress,
         logger: context.logger,

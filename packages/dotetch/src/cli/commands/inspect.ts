@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { chainIds } from '@etch/docker-store';
-import { EtchError, type InjectEntryType } from '@etch/format';
+import { EtchError, type EtchRequirements, type InjectEntryType } from '@etch/format';
 import { readEtch, type Compression } from '@etch/tar';
 import { helpFlag, parseFlags, usageError } from '../args.js';
 import type { CliContext, Command } from '../context.js';
@@ -38,6 +38,8 @@ export interface InspectReport {
   images: InspectImage[];
   /** Entries from a newer minor version that this reader skipped. */
   skipped: string[];
+  /** 1.1: what the flasher is told each partition receives (`requirements.json`). */
+  requirements?: EtchRequirements;
 }
 
 // Engine store files the report reads, wherever the data root is in the partition.
@@ -141,6 +143,9 @@ export async function inspectEtch(path: string, signal?: AbortSignal): Promise<I
         }
         break;
       }
+      case 'requirements':
+        report.requirements = entry.requirements;
+        break;
       case 'unknown':
         report.skipped.push(entry.name);
         break;
@@ -159,7 +164,8 @@ function human(report: InspectReport): string {
   ];
   for (const p of report.partitions) {
     const types = Object.entries(p.types).map(([type, count]) => `${count} ${type}`).join(', ');
-    lines.push(`  partition ${p.partition}  ${p.entries} entries, ${formatBytes(p.bytes)} (${types})`);
+    const needs = report.requirements?.partitions[String(p.partition)];
+    lines.push(`  partition ${p.partition}  ${p.entries} entries, ${formatBytes(p.bytes)} (${types})${needs ? `; announced: up to ${needs.entries} entries, ${formatBytes(needs.bytes)}` : ''}`);
   }
   if (report.images.length > 0) {
     lines.push('  images');
