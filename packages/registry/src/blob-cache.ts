@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EtchError } from '@etch/format';
 import type { BlobProgress } from './blob-stream.js';
@@ -65,6 +65,21 @@ export class BlobCache {
       if (done) await rename(temporary, final);
       else await rm(temporary, { force: true });
     }
+  }
+
+  /** How many blobs the cache holds and their total size. */
+  async usage(): Promise<{ blobs: number; bytes: number }> {
+    const total = { blobs: 0, bytes: 0 };
+    for (const algorithm of await readdir(join(this.dir, 'blobs')).catch(() => [] as string[])) {
+      for (const name of await readdir(join(this.dir, 'blobs', algorithm)).catch(() => [] as string[])) {
+        const info = await stat(join(this.dir, 'blobs', algorithm, name)).catch(() => undefined);
+        if (info?.isFile()) {
+          total.blobs += 1;
+          total.bytes += info.size;
+        }
+      }
+    }
+    return total;
   }
 
   /** Removes the cache directory (only it). */

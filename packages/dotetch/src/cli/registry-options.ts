@@ -1,5 +1,5 @@
-import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { defaultCacheDir } from '@etch/baseimage';
 import { RegistryClient } from '@etch/registry';
 import type { CliContext } from './context.js';
 
@@ -10,15 +10,13 @@ export const registryFlags = {
 
 export const registryUsage = `  --insecure-registry HOST     reach HOST[:PORT] over plain HTTP (loopback registries always are). Repeatable.`;
 
-/** `$XDG_CACHE_HOME/etch`, else `~/.cache/etch`: where etch keeps what it downloads. */
-export function defaultCacheDir(env: NodeJS.ProcessEnv): string {
-  return join(env['XDG_CACHE_HOME'] || join(env['HOME'] || homedir(), '.cache'), 'etch');
-}
+/** Where the registry's layers and manifests are kept inside etch's cache directory. */
+export const REGISTRY_CACHE_SUBDIR = 'oci';
 
 /** The registry blob cache of a run: `<cache dir>/oci`, or none with `--no-cache`. */
 export function registryCacheFor(context: CliContext, values: { 'cache-dir'?: string; 'no-cache'?: boolean }): string | undefined {
   if (values['no-cache']) return undefined;
-  return join(values['cache-dir'] !== undefined ? resolve(context.cwd, values['cache-dir']) : defaultCacheDir(context.env), 'oci');
+  return join(values['cache-dir'] !== undefined ? resolve(context.cwd, values['cache-dir']) : defaultCacheDir(context.env), REGISTRY_CACHE_SUBDIR);
 }
 
 /**

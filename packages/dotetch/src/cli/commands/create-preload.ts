@@ -3,7 +3,7 @@ import { open, readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { appsJsonFor, formatAppsJson, imagesOfTargetState, parseSupervisorVersion, parseTargetState, validateAppsJson, type InjectSource } from '@etch/core';
 import { parseRepositories, readBaseRepositories, type RepositoriesJson } from '@etch/docker-store';
-import { EtchError, baseImageContainer, readPartitionFile } from '@etch/format';
+import { EtchError, readPartitionFile } from '@etch/format';
 import type { CliContext } from '../context.js';
 
 /** The preload flags of `etch create`, as parsed. */
@@ -51,7 +51,7 @@ export function supervisorTagFor(version: string): string {
  * `--image`s and the supervisor, and the apps.json — generated from the target state for the supervisor's
  * format and merged with the one the base OS ships (read from a raw base image), or given as is.
  */
-export async function planPreload(values: PreloadFlags, context: CliContext, base: string, dataPartition: number, usageError: (message: string) => Error): Promise<PreloadPlan> {
+export async function planPreload(values: PreloadFlags, context: CliContext, rawBase: string | undefined, dataPartition: number, usageError: (message: string) => Error): Promise<PreloadPlan> {
   if (values['target-state'] !== undefined && values['apps-json'] !== undefined) throw usageError('--target-state and --apps-json both give the apps.json; choose one.');
   if (values['pin-device'] && values['target-state'] === undefined) throw usageError('--pin-device pins the release of --target-state; give one.');
   if (values['target-state'] !== undefined && values['supervisor-version'] === undefined) {
@@ -64,7 +64,8 @@ export async function planPreload(values: PreloadFlags, context: CliContext, bas
     const path = resolve(context.cwd, values['target-state']);
     const state = parseTargetState(await readJsonFile(path, '--target-state'));
     plan.images.push(...imagesOfTargetState(state));
-    const existing = baseImageContainer(base) === 'raw' ? await readPartitionFile(base, dataPartition, '/apps.json') : undefined;
+    const existing = rawBase !== undefined ? await readPartitionFile(rawBase, dataPartition, '/apps.json') : undefined;
+    if (rawBase === undefined) context.logger.warn('the base image cannot be read here (not a raw image file), so an apps.json it ships is not merged');
     if (existing !== undefined) context.logger.info('merging with the apps.json of the base image', { partition: dataPartition });
     const apps = appsJsonFor(state, { supervisorVersion: version as string, pinDevice: Boolean(values['pin-device']), ...(existing !== undefined ? { existing: JSON.parse(existing.toString('utf8')) } : {}) });
     plan.appsJson = formatAppsJson(apps);
@@ -84,7 +85,7 @@ export async function planPreload(values: PreloadFlags, context: CliContext, bas
 }
 
 /** The base OS's repositories.json to merge with: `--repositories`, none, or read from a raw base image. */
-export async function baseRepositoriesFor(values: PreloadFlags, base: string, partition: number, cwd: string, usageError: (message: string) => Error): Promise<RepositoriesJson | undefined> {
+export async function baseRepositoriesFor(values: PreloadFlags, rawBase: string | undefined, partition: number, cwd: string, usageError: (message: string) => Error): Promise<RepositoriesJson | undefined> {
   if (values['ignore-base-repositories']) return undefined;
   if (values.repositories !== undefined) {
     const path = resolve(cwd, values.repositories);
@@ -93,12 +94,12 @@ export async function baseRepositoriesFor(values: PreloadFlags, base: string, pa
     });
     return parseRepositories(text, path);
   }
-  if (baseImageContainer(base) === 'zip') {
+  if (rawBase === undefined) {
     throw usageError(
-      "The base image is a zip, so its data partition cannot be read to keep the OS's own images (the supervisor) in repositories.json. Pass --repositories FILE (the OS's /var/lib/docker/image/overlay2/repositories.json) or --ignore-base-repositories.",
+      "The base image is not a raw image file here (a zip, a compressed image, a URL or an ECI artifact), so its data partition cannot be read to keep the OS's own images (the supervisor) in repositories.json. Pass --repositories FILE (the OS's /var/lib/docker/image/overlay2/repositories.json) or --ignore-base-repositories.",
     );
   }
-  return readBaseRepositories(base, { partition });
+  return readBaseRepositories(rawBase, { partition });
 }
 
 /** `--splash FILE`: the boot partition's `splash/balena-logo.png`, where balenaOS's plymouth theme reads it. */

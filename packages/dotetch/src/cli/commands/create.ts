@@ -1,9 +1,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { baseImageFromFile, createEtch, resolvePreloadImages, writeEtchFile, type CreateEtchOptions, type CreateEtchResult, type InjectSource, type PreloadImage } from '@etch/core';
-import { parsePartition } from '@etch/format';
+import { defaultCacheDir as baseImageCacheDir, openBaseImage, specKind } from '@etch/baseimage';
+import { createEtch, resolvePreloadImages, writeEtchFile, type CreateEtchOptions, type CreateEtchResult, type InjectSource, type PreloadImage } from '@etch/core';
+import { baseImageContainer, parsePartition } from '@etch/format';
 import { formatPlatform, parsePlatform, type Platform, type RegistryClient } from '@etch/registry';
 import type { Compression } from '@etch/tar';
 import { helpFlag, parseFlags, usageError } from '../args.js';
@@ -14,9 +15,15 @@ import { createProgressDisplay, progressModeFor, type ProgressDisplay } from '..
 import { registryCacheFor, registryClientFor, registryFlags, registryUsage } from '../registry-options.js';
 import { baseRepositoriesFor, planPreload, splashSource, type PreloadPlan } from './create-preload.js';
 
-const usage = `Usage: etch create --base FILE [--inject PART:LOCALDIR[:DEST]]... [preload options] -o OUT.etch
+const usage = `Usage: etch create --base FILE|URL|eci:REF [--inject PART:LOCALDIR[:DEST]]... [preload options] -o OUT.etch
 
-  --base FILE                 base OS image: a raw image (.img, .raw, .wic, …) or a .zip holding one
+  --base SOURCE               the base OS image: a raw image file (.img, .raw, .wic, …), a .zip holding one,
+                              a compressed image (.img.gz, .img.xz, .img.zst), an http(s) URL of any of
+                              these, or eci:REGISTRY/REPO[:TAG|@VERSION_OR_RANGE] (an edge-containers artifact)
+  --base-mode extract|passthrough
+                              a zipped image goes into the .etch unzipped (extract, the default: flashers
+                              and tools see a raw image) or as the zip itself (passthrough)
+  --offline                   use cached base images without asking the server whether they are fresh
   --inject PART:DIR[:DEST]    copy local folder DIR into partition PART (1-based; MBR logical from 5),
                               under DEST (default: the partition root). Repeatable.
   -o, --output OUT            the .etch to write (atomically); "-" writes to stdout
@@ -40,7 +47,7 @@ Preloading (the engine store of the data partition, as docker pull would leave i
   --splash FILE               a PNG for the boot splash (splash/balena-logo.png in the boot partition)
   --boot-partition N          the boot partition (default 1)
 ${registryUsage}
-  --cache-dir DIR             keep downloaded layers and manifests here (default $XDG_CACHE_HOME/etch, else
+  --cache-dir DIR             keep downloaded base images, layers and manifests here (default $XDG_CACHE_HOME/etch, else
                               ~/.cache/etch); a rebuild of the same images needs no download
   --no-cache                  download into a temporary spool removed afterwards
 
@@ -52,6 +59,8 @@ Output:
 const flags = {
   ...helpFlag,
   base: { type: 'string' },
+  'base-mode': { type: 'string' },
+  offline: { type: 'boolean' },
   inject: { type: 'string', multiple: true },
   output: { type: 'string', short: 'o' },
   compress: { type: 'string' },
@@ -145,12 +154,17 @@ export const createCommand: Command = {
     if (values.repositories !== undefined && values['ignore-base-repositories']) throw fail('--repositories and --ignore-base-repositories contradict each other; choose one.');
     if (values['cache-dir'] !== undefined && values['no-cache']) throw fail('--cache-dir and --no-cache contradict each other; choose one.');
 
-    const basePath = resolve(context.cwd, values.base);
+    const baseMode = values['base-mode'] ?? 'extract';
+    if (baseMode !== 'extract' && baseMode !== 'passthrough') throw fail(`--base-mode must be extract or passthrough, not ${JSON.stringify(baseMode)}.`);
+    const baseKind = specKind(values.base);
+    const basePath = baseKind === 'file' ? resolve(context.cwd, values.base) : values.base;
+    // Only a raw image file on this machine can be read for the OS's own repositories.json and apps.json.
+    const rawLocalBase = baseKind === 'file' && baseImageContainer(basename(basePath)) === 'raw' ? basePath : undefined;
     const dataPartition = partitionFlag(values['data-partition'], '--data-partition', 6);
     const bootPartition = partitionFlag(values['boot-partition'], '--boot-partition', 1);
     const inject = (values.inject ?? []).map((spec) => parseInjectSpec(spec, context.cwd));
     if (values.splash !== undefined) inject.push(await splashSource(resolve(context.cwd, values.splash), bootPartition));
-    const plan = await planPreload(values, context, basePath, dataPartition, fail);
+    const plan = await planPreload(values, context, rawLocalBase, dataPartition, fail);
     const preloading = plan.images.length > 0;
     if (!preloading && (values.platform !== undefined || values['data-partition'] !== undefined || values.repositories !== undefined || values['ignore-base-repositories'])) {
       throw fail('--platform, --data-partition, --repositories and --ignore-base-repositories only apply when preloading images.');
@@ -159,19 +173,28 @@ export const createCommand: Command = {
       throw fail("--platform is required when preloading: name the device's platform (linux/arm64, linux/arm/v7, linux/amd64 …); preloading the wrong architecture gives a device that cannot run its images.");
     }
     const platform = values.platform !== undefined ? parsePlatform(values.platform) : undefined;
-    const baseRepositories = preloading ? await baseRepositoriesFor(values, basePath, dataPartition, context.cwd, fail) : undefined;
+    const baseRepositories = preloading ? await baseRepositoriesFor(values, rawLocalBase, dataPartition, context.cwd, fail) : undefined;
 
     const display = createProgressDisplay(context.stderr, progressModeFor(context.stderr, Boolean(values.quiet)));
     // Without a persistent cache, layers still go through a spool, so they download while the base image streams.
     const spool = preloading && values['no-cache'] ? await mkdtemp(join(tmpdir(), 'etch-spool-')) : undefined;
-    const client = preloading ? registryClientFor(context, values['insecure-registry'], spool ?? registryCacheFor(context, values)) : undefined;
+    const client = preloading || baseKind === 'eci' ? registryClientFor(context, values['insecure-registry'], spool ?? registryCacheFor(context, values)) : undefined;
     let preloads: PreloadImage[] = [];
     let result: CreateEtchResult;
     const output = resolve(context.cwd, values.output);
     try {
-      if (client) preloads = await resolvePlan(plan, platform as Platform, client, context, display);
+      if (client && preloading) preloads = await resolvePlan(plan, platform as Platform, client, context, display);
       const options: Omit<CreateEtchOptions, 'output'> = {
-        base: () => baseImageFromFile(basePath),
+        base: () =>
+          openBaseImage(basePath, {
+            mode: baseMode,
+            ...(values['no-cache'] ? { cache: false } : { cacheDir: values['cache-dir'] !== undefined ? resolve(context.cwd, values['cache-dir']) : baseImageCacheDir(context.env) }),
+            ...(values.offline ? { offline: true } : {}),
+            ...(client ? { registry: client } : {}),
+            ...(platform ? { platform: `${platform.os}/${platform.architecture}${platform.variant ? `/${platform.variant}` : ''}` } : {}),
+            signal: context.signal,
+            logger: context.logger,
+          }),
         inject,
         ...(preloads.length > 0 ? { images: { partition: dataPartition, images: preloads.map((p) => p.store), ...(baseRepositories ? { baseRepositories } : {}) } } : {}),
         ...(plan.appsJson !== undefined ? { afterImages: [{ kind: 'entries', partition: dataPartition, entries: [{ header: { name: 'apps.json', type: 'file', mode: 0o644 }, content: plan.appsJson }] }] } : {}),

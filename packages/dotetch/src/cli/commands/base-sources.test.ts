@@ -1,0 +1,95 @@
+/** `etch create --base` from a zip (extract and passthrough), a compressed image and a URL, through the CLI. */
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { createServer, type Server } from 'node:http';
+import { PassThrough } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { collect, createTempDir, makeBalenaLikeImage, run, type TempDir } from '@etch/test-utils';
+import { main } from '../main.js';
+
+let dir: TempDir;
+let server: Server;
+let baseUrl: string;
+let size: number;
+
+async function etch(args: string[]) {
+  const stdout = new PassThrough();
+  const stderr = Object.assign(new PassThrough(), { isTTY: false });
+  const out = collect(stdout);
+  const err = collect(stderr);
+  const code = await main(args, { stdout, stderr, env: { HOME: dir.path }, cwd: dir.path, signal: new AbortController().signal });
+  stdout.end();
+  stderr.end();
+  return { code, stdout: (await out).toString(), stderr: (await err).toString() };
+}
+
+async function inspect(file: string) {
+  const result = await etch(['inspect', file, '--json']);
+  expect(result.code, result.stderr).toBe(0);
+  return JSON.parse(result.stdout) as { baseImage: { name: string; container: string; size: number } };
+}
+
+beforeAll(async () => {
+  dir = await createTempDir('etch-base-sources-');
+  await makeBalenaLikeImage(dir.join('balena.img'), { dataMiB: 4 });
+  size = (await stat(dir.join('balena.img'))).size;
+  await run('zip', ['-q', '-9', dir.join('balena.zip'), 'balena.img'], { cwd: dir.path });
+  await run('sh', ['-c', `xz -k -T1 -c balena.img > balena.img.xz`], { cwd: dir.path });
+  // A plain static server, with Range support as CDNs have it.
+  server = createServer((req, res) => {
+    const path = dir.join((req.url ?? '/').slice(1));
+    stat(path).then(
+      (info) => {
+        const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+        const start = range ? Number(range[1]) : 0;
+        const end = range && range[2] ? Number(range[2]) : info.size - 1;
+        res.writeHead(range ? 206 : 200, { 'content-length': end - start + 1, 'accept-ranges': 'bytes', etag: `"${info.mtimeMs}"`, ...(range ? { 'content-range': `bytes ${start}-${end}/${info.size}` } : {}) });
+        if (req.method === 'HEAD') res.end();
+        else createReadStream(path, { start, end }).pipe(res);
+      },
+      () => res.writeHead(404).end(),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  baseUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+}, 60_000);
+afterAll(async () => {
+  await new Promise((resolve) => server?.close(resolve));
+  await dir?.remove();
+});
+
+describe('etch create --base', () => {
+  it('extracts the image from a zip by default, so the .etch holds the raw image', async () => {
+    expect((await etch(['create', '--base', 'balena.zip', '-o', 'zip.etch', '-q'])).code).toBe(0);
+    expect((await inspect('zip.etch')).baseImage).toEqual({ name: 'balena.img', container: 'raw', size });
+  });
+
+  it('keeps the zip as it is with --base-mode passthrough', async () => {
+    expect((await etch(['create', '--base', 'balena.zip', '--base-mode', 'passthrough', '-o', 'pass.etch', '-q'])).code).toBe(0);
+    expect((await inspect('pass.etch')).baseImage).toEqual({ name: 'balena.zip', container: 'zip', size: (await stat(dir.join('balena.zip'))).size });
+  });
+
+  it('decompresses an .img.xz base image', async () => {
+    expect((await etch(['create', '--base', 'balena.img.xz', '-o', 'xz.etch', '-q'])).code).toBe(0);
+    expect((await inspect('xz.etch')).baseImage).toEqual({ name: 'balena.img', container: 'raw', size });
+  });
+
+  it('fetches a base image from a URL, and a zip at a URL, into the cache', async () => {
+    const url = await etch(['create', '--base', `${baseUrl}/balena.img`, '--cache-dir', 'cache', '-o', 'url.etch', '-q']);
+    expect(url.code, url.stderr).toBe(0);
+    expect((await inspect('url.etch')).baseImage).toEqual({ name: 'balena.img', container: 'raw', size });
+    const zip = await etch(['create', '--base', `${baseUrl}/balena.zip`, '--cache-dir', 'cache', '-o', 'urlzip.etch', '-q']);
+    expect(zip.code, zip.stderr).toBe(0);
+    expect((await inspect('urlzip.etch')).baseImage).toEqual({ name: 'balena.img', container: 'raw', size });
+    const listed = JSON.parse((await etch(['cache', 'ls', '--cache-dir', 'cache', '--json'])).stdout);
+    expect(listed.entries.length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('refuses an unknown mode, and preloading onto a base it cannot read without --repositories', async () => {
+    expect((await etch(['create', '--base', 'balena.zip', '--base-mode', 'copy', '-o', 'x.etch'])).code).toBe(2);
+    const url = await etch(['create', '--base', `${baseUrl}/balena.img`, '--image', 'alpine', '--platform', 'linux/amd64', '-o', 'x.etch']);
+    expect(url.code).toBe(2);
+    expect(url.stderr).toMatch(/--repositories FILE/);
+  });
+});
