@@ -109,10 +109,10 @@ describe('errors and exit codes', () => {
     expect(result.stderr).toContain(word);
   });
 
-  it('a missing base image exits 1 with ETCH_IO and leaves no output', async () => {
+  it('a missing base image exits 1 with ETCH_NOT_FOUND and leaves no output', async () => {
     const result = await etch(['create', '--base', 'nope.img', '-o', 'x.etch']);
     expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/^etch: ETCH_IO: Cannot read the base image .*nope\.img/m);
+    expect(result.stderr).toMatch(/^etch: ETCH_NOT_FOUND: Cannot read the base image .*nope\.img/m);
     expect(await readdir(dir.path)).toEqual([]);
   });
 
