@@ -1,12 +1,10 @@
-import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { mkdir, open, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import { EtchError, Ext4Reader, silentLogger, throwIfAborted, type Ext4Info, type Logger, type PartitionInfo, type ReadAt } from '@etch/format';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
+import { stageFile } from './stage-file.js';
 import type { InjectedFile, PartitionInjector } from './injector.js';
 
 /** Flush a batch to debugfs after this much staged content or this many entries: bounds disk and memory. */
@@ -76,19 +74,10 @@ export class Ext4Injector implements PartitionInjector {
     const staged: Staged = { entry, xattrFiles: [] };
     if (entry.type === 'file') {
       const path = join(this.staging, String(this.sequence++));
-      const hash = createHash('sha256');
-      let size = 0;
-      const tap = new Transform({
-        transform(chunk: Buffer, _encoding, done) {
-          hash.update(chunk);
-          size += chunk.length;
-          done(null, chunk);
-        },
-      });
-      await pipeline(entry.stream as NodeJS.ReadableStream, tap, createWriteStream(path), this.options.signal ? { signal: this.options.signal } : {});
+      const { size, sha256 } = await stageFile(entry.stream as Readable, path, this.options.signal);
       staged.content = path;
       this.stagedBytes += size;
-      this.files.set(absolute(entry.path), { path: absolute(entry.path), size, sha256: hash.digest('hex') });
+      this.files.set(absolute(entry.path), { path: absolute(entry.path), size, sha256 });
     } else {
       this.files.delete(absolute(entry.path));
     }

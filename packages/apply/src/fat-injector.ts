@@ -1,12 +1,10 @@
-import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { mkdir, rm, utimes } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
 import { EtchError, throwIfAborted, type PartitionInfo } from '@etch/format';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
+import { stageFile } from './stage-file.js';
 import type { InjectedFile, PartitionInjector } from './injector.js';
 
 /**
@@ -60,21 +58,12 @@ export class FatInjector implements PartitionInjector {
     await this.ensureDir(posix.dirname(path));
     await mkdir(this.staging, { recursive: true });
     const staged = join(this.staging, String(this.sequence++));
-    const hash = createHash('sha256');
-    let size = 0;
-    const tap = new Transform({
-      transform(chunk: Buffer, _encoding, done) {
-        hash.update(chunk);
-        size += chunk.length;
-        done(null, chunk);
-      },
-    });
-    await pipeline(entry.stream as NodeJS.ReadableStream, tap, createWriteStream(staged), this.options.signal ? { signal: this.options.signal } : {});
+    const { size, sha256 } = await stageFile(entry.stream as Readable, staged, this.options.signal);
     await utimes(staged, entry.mtime, entry.mtime);
     // -D o overwrites a file the base image has; -m keeps the entry's mtime.
     await this.mtools('mcopy', ['-D', 'o', '-m', staged, `::${path}`]);
     await rm(staged);
-    this.files.set(path, { path, size, sha256: hash.digest('hex') });
+    this.files.set(path, { path, size, sha256 });
   }
 
   async finish(): Promise<{ files: InjectedFile[]; partition: PartitionInfo }> {

@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildPreloadFixtures,
+  containerFingerprint,
+  engineImageRows,
   createTempDir,
   pushFixture,
   readLayoutImage,
@@ -48,31 +50,6 @@ async function storeImageFor(layout: string, tag: string, push: Pushed): Promise
     names: [{ repository: push.repository, tag: push.tag, digest: push.digest }],
     sourceRepository: push.repository,
   };
-}
-
-/** What a container of `ref` sees: every path with type, mode, owner, size, mtime and content hash. */
-async function fingerprint(engine: Dockerd, ref: string): Promise<string> {
-  const script = [
-    'cd /',
-    // -xdev keeps /proc, /sys and /dev out; the files docker bind-mounts per container are dropped by name.
-    "busybox find / -xdev | busybox sort | while read -r p; do case \"$p\" in /etc/hosts|/etc/hostname|/etc/resolv.conf|/.dockerenv|/proc|/sys|/dev) continue;; esac;",
-    'if [ -L "$p" ]; then busybox echo "$p link $(busybox readlink "$p") $(busybox stat -c "%u:%g" "$p")";',
-    'elif [ -f "$p" ]; then busybox echo "$p file $(busybox stat -c "%a %u:%g %s %Y" "$p") $(busybox md5sum < "$p" | busybox cut -c1-32)";',
-    'else busybox echo "$p $(busybox stat -c "%F %a %u:%g" "$p")"; fi; done',
-    // Hardlinks must stay one inode.
-    'if [ /data/file.txt -ef /data/hard.txt ]; then echo "hardlink ok"; else echo "hardlink broken"; fi',
-  ].join('\n');
-  const result = await engine.docker(['run', '--rm', '--network', 'none', '--entrypoint', '/bin/busybox', ref, 'sh', '-c', script]);
-  return result.stdout;
-}
-
-/** `repository tag id digest` lines, sorted: what `docker images --digests` shows for our registry. */
-async function imageList(engine: Dockerd): Promise<string[]> {
-  const result = await engine.docker(['images', '--digests', '--no-trunc', '--format', '{{.Repository}} {{.Tag}} {{.ID}} {{.Digest}}']);
-  return result.stdout
-    .split('\n')
-    .filter((line) => line.startsWith(registry.host))
-    .sort();
 }
 
 /** Extended attributes of a path in an image's layer directories, as getfattr prints them (hex values). */
@@ -133,8 +110,8 @@ afterAll(async () => {
 
 describe('a preloaded store opened by dockerd', () => {
   it('lists the same repositories, tags, image IDs and digests as a pull', async () => {
-    const ours = await imageList(preloaded);
-    const theirs = await imageList(pulled);
+    const ours = await engineImageRows(preloaded, registry.host);
+    const theirs = await engineImageRows(pulled, registry.host);
     expect(ours).toHaveLength(3);
     expect(ours).toEqual(theirs);
     expect(stored.map((s) => s.imageId).sort()).toEqual(ours.map((line) => line.split(' ')[2]).sort());
@@ -142,13 +119,13 @@ describe('a preloaded store opened by dockerd', () => {
 
   it.each(['a', 'b', 'multi'])('gives containers of %s the same filesystem as a pull', async (key) => {
     const ref = `${pushed[key]?.repository}:v1`;
-    const ours = await fingerprint(preloaded, ref);
+    const ours = await containerFingerprint(preloaded, ref);
     expect(ours).toContain('hardlink ok');
-    expect(ours).toEqual(await fingerprint(pulled, ref));
+    expect(ours).toEqual(await containerFingerprint(pulled, ref));
   });
 
   it('applies whiteouts and opaque directories, and keeps setuid, owners, links and odd names', async () => {
-    const seen = await fingerprint(preloaded, `${pushed.a?.repository}:v1`);
+    const seen = await containerFingerprint(preloaded, `${pushed.a?.repository}:v1`);
     expect(seen).not.toMatch(/^\/del\/x /m);
     expect(seen).toMatch(/^\/del\/kept file /m);
     expect(seen).not.toMatch(/^\/opq\/old1 /m);

@@ -14,6 +14,8 @@ import {
   DOCKERD_TOOLS,
   REGISTRY_SERVER_TOOLS,
   buildPreloadFixtures,
+  containerFingerprint,
+  engineImageRows,
   collect,
   createTempDir,
   ensureTools,
@@ -74,29 +76,6 @@ let applyStderr: string;
 let createSummary: { images: { spec: string; imageId: string; digest: string; indexDigest?: string; names: { repository: string; tag?: string; digest?: string }[] }[] };
 let partitions: { node: string; start: number; size: number }[];
 const pushed: Record<string, Pushed> = {};
-
-/** What a container of `ref` sees: every path with type, mode, owner, size, mtime and content hash. */
-async function fingerprint(engine: Dockerd, ref: string): Promise<string> {
-  const script = [
-    'cd /',
-    "busybox find / -xdev | busybox sort | while read -r p; do case \"$p\" in /etc/hosts|/etc/hostname|/etc/resolv.conf|/.dockerenv|/proc|/sys|/dev) continue;; esac;",
-    'if [ -L "$p" ]; then busybox echo "$p link $(busybox readlink "$p") $(busybox stat -c "%u:%g" "$p")";',
-    'elif [ -f "$p" ]; then busybox echo "$p file $(busybox stat -c "%a %u:%g %s %Y" "$p") $(busybox md5sum < "$p" | busybox cut -c1-32)";',
-    'else busybox echo "$p $(busybox stat -c "%F %a %u:%g" "$p")"; fi; done',
-    'if [ /data/file.txt -ef /data/hard.txt ]; then echo "hardlink ok"; else echo "hardlink broken"; fi',
-  ].join('\n');
-  const result = await engine.docker(['run', '--rm', '--network', 'none', '--entrypoint', '/bin/busybox', ref, 'sh', '-c', script]);
-  return result.stdout;
-}
-
-/** `repository tag id digest` rows of `docker images --digests` for our registry, sorted. */
-async function imageList(engine: Dockerd, host: string): Promise<string[]> {
-  const result = await engine.docker(['images', '--digests', '--no-trunc', '--format', '{{.Repository}} {{.Tag}} {{.ID}} {{.Digest}}']);
-  return result.stdout
-    .split('\n')
-    .filter((line) => line.startsWith(host))
-    .sort();
-}
 
 /** Runs the real `etch` binary, as a user would. */
 async function etchBinary(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -242,14 +221,14 @@ describe('etch apply of a preloaded .etch onto a balenaOS-like image', () => {
 
     it('lists the same images, tags, IDs and digests as a pull', async () => {
       const host = (registry as RegistryServer).host;
-      const ours = await imageList(preloaded as Dockerd, host);
+      const ours = await engineImageRows(preloaded as Dockerd, host);
       expect(ours).toHaveLength(3);
-      expect(ours).toEqual(await imageList(pulled as Dockerd, host));
+      expect(ours).toEqual(await engineImageRows(pulled as Dockerd, host));
     });
 
     it.each(['a', 'b', 'multi'])('runs containers of %s with the same filesystem as a pull', async (key) => {
       const ref = `${pushed[key]?.repository}:v1`;
-      const [ours, theirs] = await Promise.all([fingerprint(preloaded as Dockerd, ref), fingerprint(pulled as Dockerd, ref)]);
+      const [ours, theirs] = await Promise.all([containerFingerprint(preloaded as Dockerd, ref), containerFingerprint(pulled as Dockerd, ref)]);
       expect(ours).toContain('hardlink ok');
       expect(ours).toMatch(/^\/suid file 4755 1000:1000 /m);
       expect(ours).toEqual(theirs);

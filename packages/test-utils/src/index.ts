@@ -28,3 +28,4 @@ export {
   type PushedManifest,
   type RegistryFixtures,
 } from './registry-fixtures.js';
+export { containerFingerprint, engineImageRows } from './engine-checks.js';
