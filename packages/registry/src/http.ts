@@ -105,9 +105,12 @@ export class HttpClient {
       new Agent({ connections: options.connections ?? 8, keepAliveTimeout: 30_000, ...(ca ? { connect: { ca } } : {}) });
   }
 
-  /** `http://` for loopback and listed insecure registries, `https://` otherwise. */
-  schemeFor(host: string): 'http' | 'https' {
-    return isLoopbackHost(host) || this.insecure.has(host.toLowerCase()) ? 'http' : 'https';
+  /**
+   * The schemes to try, in order: HTTPS always first; then, for loopback and listed insecure registries,
+   * plain HTTP — docker's order for its insecure registries (127.0.0.0/8 is one by default).
+   */
+  schemesFor(host: string): ('https' | 'http')[] {
+    return isLoopbackHost(host) || this.insecure.has(host.toLowerCase()) ? ['https', 'http'] : ['https'];
   }
 
   /**

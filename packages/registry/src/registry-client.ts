@@ -95,6 +95,7 @@ export class RegistryClient {
   private readonly credentialSource: CredentialSource;
   private readonly auths = new Map<string, RegistryAuth>();
   private readonly pings = new Map<string, Promise<void>>();
+  private readonly schemes = new Map<string, 'https' | 'http'>();
   private readonly allowForeignLayers: boolean;
   /** The cache in use, if any. */
   readonly cache: BlobCache | undefined;
@@ -111,10 +112,10 @@ export class RegistryClient {
     this.credentialSource = chainCredentials(...sources);
   }
 
-  /** `https://registry-1.docker.io`, `http://127.0.0.1:5000`. */
+  /** `https://registry-1.docker.io`, `http://127.0.0.1:5000`: the scheme the ping settled on (HTTPS until then). */
   baseUrl(registry: string): string {
     const host = apiHostOf(registry);
-    return `${this.http.schemeFor(host)}://${host}`;
+    return `${this.schemes.get(registry) ?? 'https'}://${host}`;
   }
 
   private auth(registry: string): RegistryAuth {
@@ -126,30 +127,50 @@ export class RegistryClient {
     return auth;
   }
 
-  /** `GET /v2/` once per registry, to learn whether and how it wants auth. */
+  /**
+   * `GET /v2/` once per registry, to learn whether and how it wants auth, and over which scheme: HTTPS, or
+   * for loopback and insecure registries plain HTTP when HTTPS cannot connect.
+   */
   private ping(registry: string, signal?: AbortSignal): Promise<void> {
     let pending = this.pings.get(registry);
     if (!pending) {
-      const url = new URL('/v2/', this.baseUrl(registry));
-      pending = this.http
-        .withRetries(`Contacting ${registry}`, signal, () => this.http.send({ url, ...(signal ? { signal } : {}) }))
-        .then(async (response) => {
-          await response.body.dump().catch(() => undefined);
-          if (response.status !== 200 && response.status !== 401) {
-            throw new EtchError('ETCH_NETWORK', `${registry} does not answer like a registry (GET /v2/ gave HTTP ${response.status}).`, { details: { statusCode: response.status, registry } });
-          }
-          this.auth(registry).learnFromPing(response);
-        })
-        .catch((error: unknown) => {
-          this.pings.delete(registry);
-          if (error instanceof EtchError && error.code === 'ETCH_NETWORK' && error.details.statusCode === undefined) {
-            throw new EtchError('ETCH_NETWORK', `${error.message.replace(/\.$/, '')} (${url.origin}). If the registry serves plain HTTP, list it as insecure (--insecure-registry ${registry}).`, { cause: error.cause ?? error, details: { registry } });
-          }
-          throw error;
-        });
+      pending = this.pingOnce(registry, signal).catch((error: unknown) => {
+        this.pings.delete(registry);
+        throw error;
+      });
       this.pings.set(registry, pending);
     }
     return pending;
+  }
+
+  private async pingOnce(registry: string, signal?: AbortSignal): Promise<void> {
+    const host = apiHostOf(registry);
+    const schemes = this.http.schemesFor(host);
+    let httpsFailure: unknown;
+    for (const scheme of schemes) {
+      const url = new URL('/v2/', `${scheme}://${host}`);
+      let response: HttpResponse;
+      try {
+        response = await this.http.withRetries(`Contacting ${registry}`, signal, () => this.http.send({ url, ...(signal ? { signal } : {}) }));
+      } catch (error) {
+        if (signal?.aborted || !(error instanceof EtchError) || error.code !== 'ETCH_NETWORK') throw error;
+        if (scheme === 'https' && schemes.length > 1) {
+          httpsFailure = error;
+          this.logger.debug('HTTPS failed; trying plain HTTP', { registry });
+          continue;
+        }
+        const advice = schemes.length > 1 ? '' : ` If it serves plain HTTP, list it as insecure (--insecure-registry ${registry}); if its certificate is signed by a private CA, pass that CA.`;
+        throw new EtchError('ETCH_NETWORK', `${error.message.replace(/\.$/, '')} (${url.origin}).${advice}`, { cause: error.cause ?? error, details: { registry } });
+      }
+      await response.body.dump().catch(() => undefined);
+      if (response.status !== 200 && response.status !== 401) {
+        const https = httpsFailure instanceof Error ? ` HTTPS failed first: ${httpsFailure.message}` : '';
+        throw new EtchError('ETCH_NETWORK', `${registry} does not answer like a registry (GET ${url.origin}/v2/ gave HTTP ${response.status}).${https}`, { cause: httpsFailure, details: { statusCode: response.status, registry } });
+      }
+      this.schemes.set(registry, scheme);
+      this.auth(registry).learnFromPing(response);
+      return;
+    }
   }
 
   /**

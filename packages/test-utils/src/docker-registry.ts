@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { get as httpsGet } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,6 +22,17 @@ export interface RegistryServer {
   /** The registry's own log (every request it served). */
   log(): Promise<string>;
   stop(): Promise<void>;
+}
+
+/** True when `https://host/v2/` answers like a registry, trusting `ca`. */
+function answersOverTls(host: string, ca: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const request = httpsGet(`https://${host}/v2/`, { ca }, (response) => {
+      response.resume();
+      resolve(response.statusCode === 200 || response.statusCode === 401);
+    });
+    request.on('error', () => resolve(false));
+  });
 }
 
 /** A free TCP port on 127.0.0.1. */
@@ -44,7 +56,7 @@ function exited(child: ChildProcess): Promise<void> {
  * loopback port, and waits until `/v2/` answers.
  * @param extraConfig YAML appended to the generated config (e.g. an `auth:` section).
  */
-export async function startRegistryServer(extraConfig = ''): Promise<RegistryServer> {
+export async function startRegistryServer(extraConfig = '', options: { tls?: { certificate: string; key: string; ca: string } } = {}): Promise<RegistryServer> {
   const dir = await mkdtemp(join(tmpdir(), 'etch-registry-'));
   const port = await freePort();
   const config = join(dir, 'config.yml');
@@ -63,7 +75,7 @@ storage:
     enabled: true
 http:
   addr: 127.0.0.1:${port}
-${extraConfig}`,
+${options.tls ? `  tls:\n    certificate: ${options.tls.certificate}\n    key: ${options.tls.key}\n` : ''}${extraConfig}`,
   );
   const fd = openSync(logFile, 'a');
   const child = spawn('docker-registry', ['serve', config], { stdio: ['ignore', fd, fd] });
@@ -80,7 +92,7 @@ ${extraConfig}`,
   const deadline = Date.now() + 20_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`docker-registry exited (${child.exitCode}):\n${await log()}`);
-    const ok = await fetch(`http://${host}/v2/`).then(
+    const ok = options.tls ? await answersOverTls(host, options.tls.ca) : await fetch(`http://${host}/v2/`).then(
       (r) => r.status === 200 || r.status === 401,
       () => false,
     );

@@ -29,3 +29,4 @@ export {
   type RegistryFixtures,
 } from './registry-fixtures.js';
 export { containerFingerprint, engineImageRows } from './engine-checks.js';
+export { makeLoopbackCertificate, type LoopbackCertificate } from './tls.js';
