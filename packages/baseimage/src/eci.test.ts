@@ -1,9 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '@etch/registry';
-import { craftTar, createTempDir, run, startRegistryServer, type RegistryServer, type TempDir } from '@etch/test-utils';
+import { craftTar, createTempDir, pushOciArtifact, startRegistryServer, type ArtifactBlob, type RegistryServer, type TempDir } from '@etch/test-utils';
 import { EciAnnotation, EciMediaType, parseEciSpec } from './eci.js';
 import { openBaseImage } from './open.js';
 
@@ -13,27 +12,10 @@ let client: RegistryClient;
 
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
-interface Blob {
-  mediaType: string;
-  data: Buffer;
-  annotations?: Record<string, string>;
-}
+type Blob = ArtifactBlob;
 
-/** Writes an OCI image layout by hand (blobs, manifest, index.json) and pushes it with skopeo. */
 async function push(name: string, tag: string, config: Blob, layers: Blob[]): Promise<void> {
-  const layout = dir.join(`layout-${name.replace(/\//g, '_')}-${tag}`);
-  await mkdir(`${layout}/blobs/sha256`, { recursive: true });
-  const write = async (data: Buffer) => {
-    const digest = sha(data);
-    await writeFile(`${layout}/blobs/sha256/${digest}`, data);
-    return `sha256:${digest}`;
-  };
-  const describe = async (blob: Blob) => ({ mediaType: blob.mediaType, digest: await write(blob.data), size: blob.data.length, ...(blob.annotations ? { annotations: blob.annotations } : {}) });
-  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: await describe(config), layers: await Promise.all(layers.map(describe)) }));
-  const manifestDigest = await write(manifest);
-  await writeFile(`${layout}/oci-layout`, JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  await writeFile(`${layout}/index.json`, JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: manifestDigest, size: manifest.length, annotations: { 'org.opencontainers.image.ref.name': tag } }] }));
-  await run('skopeo', ['copy', '--quiet', '--preserve-digests', '--dest-tls-verify=false', `oci:${layout}:${tag}`, `docker://${registry.host}/${name}:${tag}`]);
+  await pushOciArtifact(dir.path, registry.host, name, tag, config, layers);
 }
 
 const ociConfig = (labels: Record<string, string> = {}): Blob => ({

@@ -30,3 +30,4 @@ export {
 } from './registry-fixtures.js';
 export { containerFingerprint, engineImageRows } from './engine-checks.js';
 export { makeLoopbackCertificate, type LoopbackCertificate } from './tls.js';
+export { pushOciArtifact, type ArtifactBlob } from './oci-artifacts.js';

@@ -4,10 +4,12 @@ import { stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collect, createTempDir, makeBalenaLikeImage, run, type TempDir } from '@etch/test-utils';
+import { readFile } from 'node:fs/promises';
+import { collect, createTempDir, makeBalenaLikeImage, pushOciArtifact, run, startRegistryServer, type RegistryServer, type TempDir } from '@etch/test-utils';
 import { main } from '../main.js';
 
 let dir: TempDir;
+let registry: RegistryServer;
 let server: Server;
 let baseUrl: string;
 let size: number;
@@ -53,8 +55,21 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const address = server.address();
   baseUrl = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
-}, 60_000);
+  // The OS image as an edge-containers artifact (lfedge media types, the disk-root role), in two versions.
+  registry = await startRegistryServer();
+  const disk = await readFile(dir.join('balena.img'));
+  for (const tag of ['2.58.3_rev1', '2.60.1', '3.0.0-beta.1']) {
+    await pushOciArtifact(dir.path, registry.host, 'eci/balena', tag, { mediaType: 'application/vnd.lfedge.eci.config.v1+json', data: Buffer.from('{}') }, [
+      {
+        mediaType: 'application/vnd.lfedge.disk.layer.v1+raw',
+        data: disk,
+        annotations: { 'org.lfedge.eci.role': 'disk-root', 'org.opencontainers.image.title': 'disk-root-balena.img' },
+      },
+    ]);
+  }
+}, 120_000);
 afterAll(async () => {
+  await registry?.stop();
   await new Promise((resolve) => server?.close(resolve));
   await dir?.remove();
 });
@@ -84,6 +99,22 @@ describe('etch create --base', () => {
     expect((await inspect('urlzip.etch')).baseImage).toEqual({ name: 'balena.img', container: 'raw', size });
     const listed = JSON.parse((await etch(['cache', 'ls', '--cache-dir', 'cache', '--json'])).stdout);
     expect(listed.entries.length).toBeGreaterThanOrEqual(1);
+  });
+
+  it('pulls the base image from an ECI artifact, choosing the version like balena-image-manager', async () => {
+    const recommended = await etch(['create', '--base', `eci:${registry.host}/eci/balena@recommended`, '--cache-dir', 'cache', '-o', 'eci.etch', '--json']);
+    expect(recommended.code, recommended.stderr).toBe(0);
+    expect((await inspect('eci.etch')).baseImage).toEqual({ name: 'balena.img', container: 'raw', size });
+    // recommended: the newest release that is not a pre-release.
+    expect(JSON.parse(recommended.stdout).baseSource).toMatchObject({ kind: 'eci', resolvedVersion: '2.60.1', fromCache: false });
+    const ranged = await etch(['create', '--base', `eci:${registry.host}/eci/balena@~2.58`, '--cache-dir', 'cache', '-o', 'eci2.etch', '--json']);
+    expect(ranged.code, ranged.stderr).toBe(0);
+    expect(JSON.parse(ranged.stdout).baseSource).toMatchObject({ kind: 'eci', resolvedVersion: '2.58.3_rev1' });
+    const again = await etch(['create', '--base', `eci:${registry.host}/eci/balena@recommended`, '--cache-dir', 'cache', '-o', 'eci4.etch', '--json']);
+    expect(JSON.parse(again.stdout).baseSource).toMatchObject({ resolvedVersion: '2.60.1', fromCache: true });
+    const none = await etch(['create', '--base', `eci:${registry.host}/eci/balena@^4`, '-o', 'eci3.etch']);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/^etch: ETCH_NOT_FOUND: /m);
   });
 
   it('refuses an unknown mode, and preloading onto a base it cannot read without --repositories', async () => {

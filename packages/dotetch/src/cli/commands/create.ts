@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { defaultCacheDir as baseImageCacheDir, openBaseImage, specKind } from '@etch/baseimage';
+import { defaultCacheDir as baseImageCacheDir, openBaseImage, specKind, type BaseImageSourceInfo } from '@etch/baseimage';
 import { createEtch, resolvePreloadImages, writeEtchFile, type CreateEtchOptions, type CreateEtchResult, type InjectSource, type PreloadImage } from '@etch/core';
 import { baseImageContainer, parsePartition } from '@etch/format';
 import { formatPlatform, parsePlatform, type Platform, type RegistryClient } from '@etch/registry';
@@ -180,13 +180,14 @@ export const createCommand: Command = {
     const spool = preloading && values['no-cache'] ? await mkdtemp(join(tmpdir(), 'etch-spool-')) : undefined;
     const client = preloading || baseKind === 'eci' ? registryClientFor(context, values['insecure-registry'], spool ?? registryCacheFor(context, values)) : undefined;
     let preloads: PreloadImage[] = [];
+    let baseSource: BaseImageSourceInfo | undefined;
     let result: CreateEtchResult;
     const output = resolve(context.cwd, values.output);
     try {
       if (client && preloading) preloads = await resolvePlan(plan, platform as Platform, client, context, display);
       const options: Omit<CreateEtchOptions, 'output'> = {
-        base: () =>
-          openBaseImage(basePath, {
+        base: async () => {
+          const opened = await openBaseImage(basePath, {
             mode: baseMode,
             ...(values['no-cache'] ? { cache: false } : { cacheDir: values['cache-dir'] !== undefined ? resolve(context.cwd, values['cache-dir']) : baseImageCacheDir(context.env) }),
             ...(values.offline ? { offline: true } : {}),
@@ -194,7 +195,10 @@ export const createCommand: Command = {
             ...(platform ? { platform: `${platform.os}/${platform.architecture}${platform.variant ? `/${platform.variant}` : ''}` } : {}),
             signal: context.signal,
             logger: context.logger,
-          }),
+          });
+          baseSource = opened.source;
+          return opened;
+        },
         inject,
         ...(preloads.length > 0 ? { images: { partition: dataPartition, images: preloads.map((p) => p.store), ...(baseRepositories ? { baseRepositories } : {}) } } : {}),
         ...(plan.appsJson !== undefined ? { afterImages: [{ kind: 'entries', partition: dataPartition, entries: [{ header: { name: 'apps.json', type: 'file', mode: 0o644 }, content: plan.appsJson }] }] } : {}),
@@ -216,7 +220,7 @@ export const createCommand: Command = {
         const preload = preloads[i];
         return { ...image, spec: preload?.spec, digest: preload?.resolved.digest, indexDigest: preload?.resolved.indexDigest, platform: preload ? formatPlatform(preload.resolved.platform) : undefined };
       });
-      context.stdout.write(`${JSON.stringify({ output: toStdout ? '-' : output, ...result, images, appsJson: plan.appsJson !== undefined ? `inject/${dataPartition}/apps.json` : undefined }, null, 2)}\n`);
+      context.stdout.write(`${JSON.stringify({ output: toStdout ? '-' : output, ...result, baseSource, images, appsJson: plan.appsJson !== undefined ? `inject/${dataPartition}/apps.json` : undefined }, null, 2)}\n`);
     } else if (!values.quiet) {
       context.stderr.write(humanSummary(result, toStdout ? 'stdout' : values.output, preloads));
     }
