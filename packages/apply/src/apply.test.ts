@@ -163,6 +163,18 @@ describe('applyEtch refusals', () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
+  it('refuses names ext4 cannot hold before debugfs sees them, so no script line can be split into a command', async () => {
+    // A debugfs script line over 8 KiB would be cut and its tail run as a command (dump / write on the host).
+    const smuggled = `${'a'.repeat(8183)}${'dump /evil /tmp/etch-apply-smuggled'.padEnd(8191 - 8183, ' ')}zzz/x`;
+    for (const name of [`inject/6/${'n'.repeat(256)}`, `inject/6/${smuggled}`]) {
+      const etch = work.join('long-name.etch');
+      await writeEtch(etch, base, 'small.img', [{ header: { name: 'inject/6/evil' }, content: 'payload' }, { header: { name } , content: 'x' }]);
+      const error = await applyEtch(createReadStream(etch), { output: work.join('long-name.img') }).catch((e: unknown) => e);
+      expect(isEtchError(error, 'ETCH_BAD_ENTRY'), String(error)).toBe(true);
+    }
+    expect(await stat('/tmp/etch-apply-smuggled').catch(() => undefined)).toBeUndefined();
+  });
+
   it('refuses the extended partition and partitions that do not exist', async () => {
     for (const partition of [4, 9]) {
       const etch = work.join(`p${partition}.etch`);

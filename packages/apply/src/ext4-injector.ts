@@ -29,6 +29,19 @@ function quote(value: string): string {
   return `"${value.replaceAll('"', '""')}"`;
 }
 
+// ext4 limits: a name is at most 255 bytes, and Linux paths at most 4095. debugfs reads its script with an
+// 8 KiB line buffer and runs the rest of a longer line as another command, so no line may come near it.
+const NAME_MAX = 255;
+const PATH_MAX = 4095;
+const SCRIPT_LINE_MAX = 8000;
+
+function assertExt4Path(path: string, what: string): void {
+  if (Buffer.byteLength(path) > PATH_MAX) throw new EtchError('ETCH_BAD_ENTRY', `${what} is longer than ${PATH_MAX} bytes, which ext4 paths cannot be.`, { details: { entryName: path.slice(0, 200) } });
+  for (const name of path.split('/')) {
+    if (Buffer.byteLength(name) > NAME_MAX) throw new EtchError('ETCH_BAD_ENTRY', `${what} has a name longer than ${NAME_MAX} bytes, which ext4 cannot store.`, { details: { entryName: path.slice(0, 200) } });
+  }
+}
+
 function absolute(path: string): string {
   return path === '' ? '/' : `/${path}`;
 }
@@ -70,6 +83,10 @@ export class Ext4Injector implements PartitionInjector {
 
   async add(entry: EtchInjectEntry): Promise<void> {
     throwIfAborted(this.options.signal);
+    assertExt4Path(entry.path, `inject/${this.partition.number}/${entry.path.slice(0, 80)}…`);
+    if (entry.symlinkTarget !== undefined && Buffer.byteLength(entry.symlinkTarget) > PATH_MAX) {
+      throw new EtchError('ETCH_BAD_ENTRY', `The symlink target of ${entry.path.slice(0, 80)} is longer than ${PATH_MAX} bytes.`);
+    }
     await mkdir(this.staging, { recursive: true });
     const staged: Staged = { entry, xattrFiles: [] };
     if (entry.type === 'file') {
@@ -289,6 +306,9 @@ export class Ext4Injector implements PartitionInjector {
 
   private async debugfs(commands: string[]): Promise<void> {
     if (commands.length === 0) return;
+    // Defence in depth: a line debugfs would split could smuggle a command (dump, write) onto the host.
+    const long = commands.find((line) => Buffer.byteLength(line) > SCRIPT_LINE_MAX);
+    if (long !== undefined) throw new EtchError('ETCH_BAD_ENTRY', `A name is too long to write safely with debugfs (${Buffer.byteLength(long)} bytes in one command).`);
     await mkdir(this.staging, { recursive: true });
     const script = join(this.staging, 'commands');
     await writeFile(script, `${commands.join('\n')}\n`);

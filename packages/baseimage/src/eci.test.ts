@@ -2,9 +2,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '@etch/registry';
-import { craftTar, createTempDir, pushOciArtifact, startRegistryServer, type ArtifactBlob, type RegistryServer, type TempDir } from '@etch/test-utils';
+import { craftTar, createTempDir, pushOciArtifact, startFaultProxy, startRegistryServer, type ArtifactBlob, type RegistryServer, type TempDir } from '@etch/test-utils';
 import { EciAnnotation, EciMediaType, parseEciSpec } from './eci.js';
-import { openBaseImage } from './open.js';
+import { listCache, openBaseImage } from './open.js';
 
 let registry: RegistryServer;
 let dir: TempDir;
@@ -132,6 +132,22 @@ describe('eci: artifacts in a registry', () => {
     const opened = await openBaseImage(`eci:${registry.host}/eci/legacy:${tag}`, { registry: client, cache: false });
     expect(opened).toMatchObject({ name: 'legacy.img', size: disks.get('legacy')?.length, source: { kind: 'eci', resolvedVersion: tag } });
     expect(await digest(opened.stream)).toBe(sha(disks.get('legacy') as Buffer));
+  });
+
+  it.each(['1.0.0', '1.0.1'])('refuses a legacy layer whose bytes do not match its digest, and caches nothing (tag %s)', async (tag) => {
+    const proxy = await startFaultProxy(registry);
+    try {
+      // Deep inside the layer, so the disk file itself is altered, and far past the small config blob.
+      proxy.addFault({ kind: 'corrupt', offset: 60_000, path: /\/blobs\//, times: Infinity });
+      const cacheDir = dir.join(`cache-corrupt-${tag}`);
+      const proxied = new RegistryClient({ dockerConfig: false, retry: { attempts: 1 } });
+      const error = await failure(openBaseImage(`eci:${proxy.host}/eci/legacy:${tag}`, { registry: proxied, cacheDir }).then((opened) => digest(opened.stream)));
+      expect(error).toMatchObject({ code: 'ETCH_DIGEST_MISMATCH' });
+      expect(await listCache(cacheDir)).toEqual([]);
+      await proxied.close();
+    } finally {
+      await proxy.stop();
+    }
   });
 
   it('reads a docker-built image through its org.lfedge.eci.artifact.root label (the top layer wins)', async () => {

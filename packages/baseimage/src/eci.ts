@@ -149,37 +149,72 @@ function layersOf(json: Record<string, unknown>, what: string): Descriptor[] {
   return layers.filter((l): l is Descriptor => typeof l === 'object' && l !== null && typeof (l as Descriptor).digest === 'string' && typeof (l as Descriptor).size === 'number');
 }
 
-/** A file inside a (possibly gzip/zstd compressed) tar layer, as an opened source. */
-async function fileInLayer(ctx: EciContext, ref: ImageReference, layer: Descriptor, wanted: ((path: string) => boolean) | undefined, what: string): Promise<{ name: string; size: number; bytes: AsyncIterable<Buffer>; close: () => Promise<void> } | 'whiteout' | undefined> {
+/**
+ * The file's bytes, then `finish`: the rest of the layer must still be read, because only the blob's end
+ * lets the registry client check its digest; the image is not complete (nor cached) before that passed.
+ */
+async function* thenFinish(body: AsyncIterable<Buffer>, finish: () => Promise<void>): AsyncGenerator<Buffer> {
+  for await (const chunk of body) yield chunk;
+  await finish();
+}
+
+/**
+ * A file inside a (possibly gzip/zstd compressed) tar layer, as an opened source: `wanted` is its path in
+ * the image (undefined for the first file of the layer). Whiteouts are honoured as layers apply them:
+ * `.wh.<name>` hides the file, `.wh..wh..opq` in one of its directories hides what lower layers had there.
+ */
+async function fileInLayer(ctx: EciContext, ref: ImageReference, layer: Descriptor, wanted: string | undefined, what: string): Promise<{ name: string; size: number; bytes: AsyncIterable<Buffer>; close: () => Promise<void> } | 'whiteout' | undefined> {
   const blob = ctx.client.openBlob(ref, layer, {
     ...(ctx.signal ? { signal: ctx.signal } : {}),
     ...(ctx.onProgress ? { onProgress: (p) => ctx.onProgress?.({ phase: 'download', bytes: p.bytes, total: p.total }) } : {}),
   });
-  const { stream } = await decompressAuto(blob, ctx.signal);
+  // The decompressor and tar reader stop at the end of the file we want; they must not close the blob,
+  // which is read to its end afterwards for its digest check.
+  // Read-ahead may reach the blob's end (and its digest check) inside the decompressor, whose error would
+  // be lost when it is stopped: record it here.
+  let blobError: unknown;
+  const next = async () => {
+    try {
+      return await blob.next();
+    } catch (error) {
+      blobError ??= error;
+      throw error;
+    }
+  };
+  const shared: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => ({ next, return: async () => ({ done: true as const, value: undefined }) }) };
+  const { stream } = await decompressAuto(shared, ctx.signal);
   const entries = extractTar(stream, ctx.signal ? { signal: ctx.signal } : {});
-  const close = async () => {
+  const stopReading = async () => {
     await entries.return(undefined).catch(() => undefined);
     stream.destroy();
   };
+  const close = async () => {
+    await stopReading();
+    await blob.return(undefined).catch(() => undefined);
+  };
+  const finish = async () => {
+    await stopReading();
+    if (blobError !== undefined) throw blobError;
+    for (;;) if ((await next()).done) return;
+  };
+  let hidden = false;
   try {
     for (;;) {
       const next = await entries.next();
       if (next.done) {
         await close();
-        return undefined;
+        return hidden ? 'whiteout' : undefined;
       }
       const { header, body } = next.value;
-      const path = header.name.replace(/^\.?\/+/, '');
-      if (wanted !== undefined && header.type !== 'file') {
-        const base = posix.basename(path);
-        if (base.startsWith('.wh.') && wanted(posix.join(posix.dirname(path), base.slice(4)))) {
-          await close();
-          return 'whiteout';
-        }
+      const path = header.name.replace(/^\.?\/+/, '').replace(/\/+$/, '');
+      const base = posix.basename(path);
+      if (wanted !== undefined && base.startsWith('.wh.')) {
+        const dir = posix.dirname(path);
+        if (base === '.wh..wh..opq' ? dir === '.' || wanted.startsWith(`${dir}/`) : posix.join(dir, base.slice(4)) === wanted) hidden = true;
         continue;
       }
-      if (header.type !== 'file' || (wanted !== undefined && !wanted(path))) continue;
-      return { name: posix.basename(path), size: header.size, bytes: body, close };
+      if (header.type !== 'file' || (wanted !== undefined && path !== wanted)) continue;
+      return { name: base, size: header.size, bytes: thenFinish(body as AsyncIterable<Buffer>, finish), close };
     }
   } catch (error) {
     await close();
@@ -263,7 +298,7 @@ export async function planEci(spec: EciSpec, ctx: EciContext): Promise<EciPlan> 
         keyFields: { source: 'eci', format: 'label', repository: reference.fullName, manifest: manifest.digest, path: wantedPath },
         open: async () => {
           for (const layer of [...layers].reverse()) {
-            const file = await fileInLayer(ctx, reference, layer, (p) => p === wantedPath, what);
+            const file = await fileInLayer(ctx, reference, layer, wantedPath, what);
             if (file === 'whiteout') break;
             if (file) {
               return { name: diskName(posix.basename(wantedPath), undefined), size: file.size, bytes: file.bytes, close: file.close, info: { kind: 'eci', ...(resolvedVersion ? { resolvedVersion } : {}), manifestDigest: manifest.digest } };

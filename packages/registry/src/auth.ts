@@ -1,7 +1,8 @@
 import { EtchError, silentLogger, type Logger } from '@etch/format';
 import { parseChallenges, type Challenge } from './challenge.js';
 import type { CredentialSource, Credentials, FoundCredentials } from './credentials.js';
-import { header, type HttpClient, type HttpResponse } from './http.js';
+import { header, isLoopbackHost, type HttpClient, type HttpResponse } from './http.js';
+import { apiHostOf } from './reference.js';
 
 /** Scopes a pull needs: `repository:<name>:pull`. The name may contain `host:port`, so scopes are never split. */
 export function pullScope(repository: string): string {
@@ -111,6 +112,10 @@ export class RegistryAuth {
       throw new EtchError('ETCH_AUTH_FAILED', `${this.registry} named a token service that is not a URL.`);
     }
     if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new EtchError('ETCH_AUTH_FAILED', `${this.registry}'s token service is not HTTP(S).`);
+    // Credentials go to a plain-HTTP token service only where plain HTTP is allowed anyway.
+    if (url.protocol === 'http:' && !isLoopbackHost(url.host) && !this.http.schemesFor(apiHostOf(this.registry)).includes('http')) {
+      throw new EtchError('ETCH_AUTH_FAILED', `${this.registry} names a token service over plain HTTP (${url.host}); credentials are not sent without TLS. List the registry as insecure if that is intended.`);
+    }
     const service = challenge.params['service'];
     const credentials: Credentials | undefined = found?.credentials;
     const started = Date.now();

@@ -139,10 +139,14 @@ export class HttpClient {
         const next = new URL(location, url);
         if (next.protocol !== 'http:' && next.protocol !== 'https:') throw new EtchError('ETCH_NETWORK', `${url.host} redirected to a ${next.protocol} URL, which is not followed.`);
         this.logger.debug('redirect', { from: url.host, to: next.host, status: response.statusCode });
-        // 303 turns a POST into a GET, as browsers and Go do.
-        if (response.statusCode === 303) {
+        // 303 (and 301/302 after a POST, as browsers and Go do) turns the request into a GET without its body.
+        if (response.statusCode === 303 || ((response.statusCode === 301 || response.statusCode === 302) && method === 'POST')) {
           method = method === 'HEAD' ? 'HEAD' : 'GET';
           body = undefined;
+        }
+        // A body (an OAuth form with a refresh token) is never replayed to another origin.
+        if (body !== undefined && next.origin !== url.origin) {
+          throw new EtchError('ETCH_NETWORK', `${url.host} redirected a request with a body to another host (${next.host}); it is not re-sent there.`, { details: { statusCode: response.statusCode } });
         }
         url = next;
         continue;

@@ -16,9 +16,11 @@ export async function* verifiedFileRange(
 ): AsyncGenerator<Buffer> {
   const hash = hasherFor(descriptor.digest);
   let bytes = 0;
-  const stream = createReadStream(path, { start, ...(descriptor.size > 0 ? { end: start + descriptor.size - 1 } : { end: start - 1 }), ...(options.signal ? { signal: options.signal } : {}) });
+  // Exactly the declared range is read (the blob may sit inside a larger file, a docker save tar); an empty
+  // blob reads nothing, since a read stream cannot express an empty range.
+  const stream = descriptor.size > 0 ? createReadStream(path, { start, end: start + descriptor.size - 1, ...(options.signal ? { signal: options.signal } : {}) }) : undefined;
   try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
+    for await (const chunk of (stream ?? []) as AsyncIterable<Buffer>) {
       hash.update(chunk);
       bytes += chunk.length;
       options.onProgress?.({ digest: descriptor.digest, bytes, total: descriptor.size });
@@ -28,7 +30,7 @@ export async function* verifiedFileRange(
     if ((cause as NodeJS.ErrnoException).code === 'ENOENT') throw new EtchError('ETCH_NOT_FOUND', `${what} (${descriptor.digest}) is missing from ${path}.`, { cause, details: { path, digest: descriptor.digest } });
     throw new EtchError('ETCH_IO', `Reading ${what} from ${path} failed: ${(cause as Error).message}`, { cause, details: { path } });
   } finally {
-    stream.destroy();
+    stream?.destroy();
   }
   if (bytes !== descriptor.size) {
     throw new EtchError('ETCH_SIZE_MISMATCH', `${what} (${descriptor.digest}) has ${bytes} bytes in ${path}, not the ${descriptor.size} its descriptor declares.`, { details: { path, digest: descriptor.digest } });

@@ -344,6 +344,35 @@ describe('faults on the wire', () => {
     }
   });
 
+  it('never answers a challenge from the storage host with the registry credentials', async () => {
+    const { createServer } = await import('node:http');
+    const seen: string[] = [];
+    const evil = createServer((req, res) => {
+      seen.push(`${req.method} ${req.url} ${req.headers.authorization ?? ''}`);
+      res.end('{"token":"x"}');
+    });
+    await new Promise<void>((resolve) => evil.listen(0, '127.0.0.1', resolve));
+    const realm = `http://127.0.0.1:${(evil.address() as { port: number }).port}/token`;
+    const front = await startFaultProxy(basic);
+    try {
+      const c = client({ credentials: { [front.host]: { username: 'alice', password: PASSWORD } } });
+      const r = `${front.host}/etch/private:1`;
+      const image = await c.resolve(r, { platform: 'linux/amd64' });
+      front.addFault({ kind: 'redirect', path: /\/blobs\//, times: Infinity });
+      front.addFault({ kind: 'status', status: 401, headers: { 'www-authenticate': `Bearer realm="${realm}",service="evil"` }, path: /\/blobs\//, on: 'blobHost', times: Infinity });
+      const error = await failure((async () => {
+        for await (const _ of c.openBlob(r, image.layers[0] as ResolvedImage['layers'][number]));
+      })());
+      expect(error.code).toBe('ETCH_AUTH_FAILED');
+      expect(seen).toEqual([]);
+      expect(front.blobRequests.every((q) => !q.authorization)).toBe(true);
+      await c.close();
+    } finally {
+      await front.stop();
+      await new Promise((resolve) => evil.close(resolve));
+    }
+  });
+
   it('keeps Range across a redirect when resuming', async () => {
     const c = client();
     const layer = await bigLayer(c);

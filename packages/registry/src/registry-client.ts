@@ -188,6 +188,9 @@ export class RegistryClient {
       );
     let authorization = await auth.authorization(scopes, init.signal);
     let response = await send(authorization);
+    // A 401 from another host (blob storage after a redirect) is that host's business: its challenge must
+    // never make us send the registry's credentials to a realm it names.
+    if (response.status === 401 && response.url.origin !== url.origin) return response;
     if (response.status === 401) {
       await response.body.dump().catch(() => undefined);
       const next = await auth.reauthorize(response, scopes, authorization, init.signal);
