@@ -163,6 +163,13 @@ describe('applyEtch refusals', () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
+  it.each(['c:d.txt', 'splash/x:config.json', 'a?b', 'tab\there'])('refuses the FAT name %j, which mtools would write somewhere else', async (name) => {
+    const etch = work.join('fat-name.etch');
+    await writeEtch(etch, base, 'small.img', [{ header: { name: `inject/1/${name}` }, content: 'x' }]);
+    const error = await applyEtch(createReadStream(etch), { output: work.join('fat-name.img') }).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_BAD_ENTRY'), String(error)).toBe(true);
+  });
+
   it('refuses names ext4 cannot hold before debugfs sees them, so no script line can be split into a command', async () => {
     // A debugfs script line over 8 KiB would be cut and its tail run as a command (dump / write on the host).
     const smuggled = `${'a'.repeat(8183)}${'dump /evil /tmp/etch-apply-smuggled'.padEnd(8191 - 8183, ' ')}zzz/x`;
@@ -237,11 +244,34 @@ describe('applyEtch refusals', () => {
     await run('e2fsck', ['-fn', `${out}?offset=${part.offset}`]);
   });
 
+  it('treats requirements.json as advice: an implausible or impossible announcement does not fail the apply', async () => {
+    for (const [partition, bytes] of [['6', 2 ** 50], ['5', 40 * 1024 * 1024]] as const) {
+      const etch = work.join('advice.etch');
+      const pack = tarPack();
+      const done = pipeline(pack as unknown as Readable, createWriteStream(etch));
+      const write = promisePacker(pack);
+      await write({ name: 'VERSION', mtime: new Date(0) }, '1.1');
+      await write({ name: 'small.img', size: (await stat(base)).size }, createReadStream(base));
+      await write({ name: 'requirements.json', mtime: new Date(0) }, JSON.stringify({ partitions: { [partition]: { bytes, entries: 10 } } }));
+      await write({ name: `inject/${partition}/hello.txt`, mtime: MTIME }, 'hi\n');
+      await whenPackerIdle(pack);
+      pack.finalize();
+      await done;
+      const warnings: string[] = [];
+      const out = work.join('advice.img');
+      const logger = { debug() {}, info() {}, warn: (message: string) => warnings.push(message) };
+      await applyEtch(createReadStream(etch), { output: out, logger });
+      expect(warnings.join('\n')).toMatch(/requirements\.json/);
+      // Partition 5 is not the last one and the huge number is not believed: the image keeps its size.
+      expect((await stat(out)).size).toBe((await stat(base)).size);
+    }
+  });
+
   it('extends the image to --size and grows the last partition to fill it', async () => {
     const etch = work.join('sized.etch');
     await writeEtch(etch, base, 'small.img', []);
     const out = work.join('sized.img');
-    const result = await applyEtch(createReadStream(etch), { output: out, size: 64 * 1024 * 1024 });
+    const result = await applyEtch(createReadStream(etch), { output: out, size: 64 * 1024 * 1024, verify: true });
     expect((await stat(out)).size).toBe(64 * 1024 * 1024);
     expect(result.diskSize).toBe(64 * 1024 * 1024);
     const { fs, part, close } = await fsOf(out, 6);

@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { EtchError, abortError, findPartition, isEtchError, readPartitionTable, silentLogger, throwIfAborted, type EtchRequirements, type Logger, type PartitionInfo, type PartitionTable } from '@etch/format';
+import { EtchError, abortError, findPartition, isEtchError, readPartitionTable, silentLogger, throwIfAborted, type EtchRequirements, type Logger, type PartitionInfo, type PartitionRequirement, type PartitionTable } from '@etch/format';
 import { readEtch } from '@etch/tar';
 import { writeBaseImage, type WrittenBase } from './base-image.js';
 import { Ext4Injector } from './ext4-injector.js';
@@ -54,6 +54,30 @@ interface PartitionState {
   entries: number;
   bytes: number;
   grown: boolean;
+}
+
+// An announcement beyond these is not believed (a hostile file could ask for petabytes): growth then
+// happens batch by batch, from what the entries really need.
+const MAX_ANNOUNCED_BYTES = 64 * 1024 ** 3;
+const MAX_ANNOUNCED_ENTRIES = 50_000_000;
+
+/**
+ * Grows a partition once for what `requirements.json` announces (format 1.1). It is advice: when the
+ * partition cannot grow that much (not the last one, a device too small) or the numbers are implausible,
+ * the flasher says so and carries on; the entries themselves decide whether they fit.
+ */
+async function reserveAnnounced(injector: Ext4Injector, partition: number, announced: PartitionRequirement, logger: Logger): Promise<void> {
+  if (announced.bytes > MAX_ANNOUNCED_BYTES || announced.entries > MAX_ANNOUNCED_ENTRIES) {
+    logger.warn('requirements.json announces implausible sizes; growing as entries need instead', { partition, ...announced });
+    return;
+  }
+  logger.info('reserving what requirements.json announces', { partition, ...announced });
+  try {
+    await injector.reserve(announced.bytes, announced.entries);
+  } catch (error) {
+    if (!isEtchError(error, 'ETCH_BAD_DISK_IMAGE')) throw error;
+    logger.warn('cannot grow as much as requirements.json announces; growing as entries need instead', { partition, reason: error.message });
+  }
 }
 
 /**
@@ -119,10 +143,7 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
       partitions.set(number, state);
       logger.info('injecting', { partition: number, filesystem });
       const announced = requirements?.partitions[String(number)];
-      if (announced && injector instanceof Ext4Injector) {
-        logger.info('reserving what requirements.json announces', { partition: number, ...announced });
-        await injector.reserve(announced.bytes, announced.entries);
-      }
+      if (announced && injector instanceof Ext4Injector) await reserveAnnounced(injector, number, announced, logger);
       return state;
     };
 
@@ -167,7 +188,7 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
     table = await readTable();
     if (options.verify) {
       options.onProgress?.({ phase: 'verify' });
-      await verifyWritten(target.path, base, written.map((w) => ({ ...w, partition: findPartition(table as PartitionTable, w.partition.number) })), table, grownPartitions.size > 0);
+      await verifyWritten(target.path, base, written.map((w) => ({ ...w, partition: findPartition(table as PartitionTable, w.partition.number) })), table, [...grownPartitions].map((n) => findPartition(table as PartitionTable, n)));
     }
     const diskSize = await target.size();
     await target.commit();

@@ -48,6 +48,11 @@ export class FatInjector implements PartitionInjector {
     if (entry.type !== 'file' && entry.type !== 'directory') {
       throw new EtchError('ETCH_BAD_ENTRY', `Partition ${this.partition.number} holds a FAT filesystem, which cannot store the ${entry.type} ${entry.path}.`);
     }
+    // mtools reads `x:` as a drive letter and FAT has no such characters: refuse rather than write elsewhere.
+    const bad = entry.path.split('/').find((name) => /[:*?"<>|\\\x00-\x1f]/.test(name) || Buffer.byteLength(name) > 255);
+    if (bad !== undefined) {
+      throw new EtchError('ETCH_BAD_ENTRY', `Partition ${this.partition.number} holds a FAT filesystem, which cannot store the name ${JSON.stringify(bad)} of ${entry.path} (no : * ? " < > | \\ or control characters, at most 255 bytes).`);
+    }
     if (entry.xattrs.size > 0) {
       throw new EtchError('ETCH_BAD_ENTRY', `Partition ${this.partition.number} holds a FAT filesystem, which cannot store the extended attributes of ${entry.path}.`);
     }

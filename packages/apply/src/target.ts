@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { open, readFile, realpath, rename, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
+import { open, readFile, readdir, readlink, realpath, rename, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { EtchError } from '@etch/format';
 import { runTool } from './exec.js';
@@ -19,30 +19,66 @@ export interface Target {
   abort(): Promise<void>;
 }
 
-/** Devices that back a mounted filesystem or swap, and the disk that holds `/`. */
-async function devicesInUse(): Promise<{ mounted: string[]; system: string[] }> {
-  const mounts = await readFile('/proc/mounts', 'utf8').catch(() => '');
-  const swaps = await readFile('/proc/swaps', 'utf8').catch(() => '');
-  const mounted = [...mounts.split('\n').map((line) => line.split(' ')[0] ?? ''), ...swaps.split('\n').slice(1).map((line) => line.split(/\s+/)[0] ?? '')].filter((d) => d.startsWith('/dev/'));
-  const root = mounts.split('\n').find((line) => line.split(' ')[1] === '/')?.split(' ')[0];
-  return { mounted, system: root?.startsWith('/dev/') ? [root] : [] };
+/** The kernel's name of a block device node (`/dev/sda1` → `sda1`, `/dev/mapper/vg-root` → `dm-0`). */
+async function kernelName(path: string): Promise<string | undefined> {
+  const info = await stat(path).catch(() => undefined);
+  if (!info?.isBlockDevice()) return undefined;
+  return nameOfDevNumber(info.rdev);
 }
 
-/** `/dev/sda1` belongs to `/dev/sda`, `/dev/nvme0n1p2` to `/dev/nvme0n1`, `/dev/loop0p1` to `/dev/loop0`. */
-function belongsTo(partition: string, disk: string): boolean {
-  return partition === disk || new RegExp(`^${disk.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}p?\\d+$`).test(partition);
+/** `major:minor` of a Linux device number → its kernel name, through /sys/dev/block. */
+async function nameOfDevNumber(dev: number): Promise<string | undefined> {
+  const major = Math.floor(dev / 256) & 0xfff;
+  const minor = (dev & 0xff) | (Math.floor(dev / 4096) & ~0xff);
+  const link = await readlink(`/sys/dev/block/${major}:${minor}`).catch(() => undefined);
+  return link === undefined ? undefined : basename(link);
+}
+
+/**
+ * Every block device built on `disk`: the disk, its partitions, and recursively what is stacked on them
+ * (device-mapper: LVM, LUKS; md RAID), from the `holders` directories in sysfs.
+ */
+async function stackedOn(disk: string): Promise<Set<string>> {
+  const found = new Set<string>([disk]);
+  const partitions = (await readdir(`/sys/class/block/${disk}`).catch(() => [] as string[])).filter((name: string) => name.startsWith(disk));
+  const queue = [disk, ...partitions];
+  for (const name of partitions) found.add(name);
+  while (queue.length > 0) {
+    const name = queue.shift() as string;
+    for (const holder of await readdir(`/sys/class/block/${name}/holders`).catch(() => [] as string[])) {
+      if (!found.has(holder)) {
+        found.add(holder);
+        queue.push(holder);
+      }
+    }
+  }
+  return found;
+}
+
+/** Kernel names of what is mounted or used as swap, and of the device holding `/` (found by its number: `/dev/root` is no path). */
+async function devicesInUse(): Promise<{ mounted: Map<string, string>; root: string | undefined }> {
+  const mounts = await readFile('/proc/mounts', 'utf8').catch(() => '');
+  const swaps = await readFile('/proc/swaps', 'utf8').catch(() => '');
+  const paths = [...mounts.split('\n').map((line) => line.split(' ')[0] ?? ''), ...swaps.split('\n').slice(1).map((line) => line.split(/\s+/)[0] ?? '')].filter((d) => d.startsWith('/dev/'));
+  const mounted = new Map<string, string>();
+  for (const path of paths) {
+    const name = await kernelName(path);
+    if (name !== undefined) mounted.set(name, path);
+  }
+  const root = await nameOfDevNumber((await stat('/')).dev);
+  return { mounted, root };
 }
 
 async function deviceTarget(path: string, force: boolean): Promise<Target> {
   const device = await realpath(path);
   if (!force) {
-    const { mounted, system } = await devicesInUse();
-    const resolvedMounted = await Promise.all(mounted.map((m) => realpath(m).catch(() => m)));
-    const resolvedSystem = await Promise.all(system.map((m) => realpath(m).catch(() => m)));
-    if (resolvedSystem.some((s) => belongsTo(s, device))) {
+    const name = await kernelName(device);
+    const users = name === undefined ? new Set<string>() : await stackedOn(name);
+    const { mounted, root } = await devicesInUse();
+    if (root !== undefined && users.has(root)) {
       throw new EtchError('ETCH_USAGE', `${path} holds the running system's root filesystem; refusing to overwrite it (use --force only if you are sure).`);
     }
-    const busy = resolvedMounted.filter((m) => belongsTo(m, device));
+    const busy = [...mounted].filter(([kernel]) => users.has(kernel)).map(([, mount]) => mount);
     if (busy.length > 0) throw new EtchError('ETCH_USAGE', `${path} is in use (${busy.join(', ')} mounted or swap); unmount it first, or use --force.`);
   }
   let handle: FileHandle | undefined = await open(device, 'r+');

@@ -19,13 +19,14 @@ function overlaps(start: number, end: number, from: number, to: number): boolean
 /**
  * Reads back what was written: every region of the base image outside the partitions that received entries
  * must hash as the `.etch` delivered it, and every injected regular file must have its content. When a
- * partition grew, the sectors of the partition table changed on purpose and are left out of the comparison.
+ * partition grew, it and the sectors of the partition table changed on purpose and are left out of the comparison.
  * @throws EtchError `ETCH_DIGEST_MISMATCH` naming the first difference.
  */
-export async function verifyWritten(path: string, base: WrittenBase, written: WrittenPartition[], table: PartitionTable, grown: boolean): Promise<void> {
+export async function verifyWritten(path: string, base: WrittenBase, written: WrittenPartition[], table: PartitionTable, grown: readonly PartitionInfo[]): Promise<void> {
   const now = await hashRegions(path, base.size);
-  const skip: [number, number][] = written.map((w) => [w.partition.offset, w.partition.offset + w.partition.size]);
-  if (grown) {
+  // Partitions that received entries, and those resized (their filesystem metadata was rewritten), differ on purpose.
+  const skip: [number, number][] = [...written.map((w) => w.partition), ...grown].map((p) => [p.offset, p.offset + p.size]);
+  if (grown.length > 0) {
     skip.push([0, 34 * 512]);
     for (const p of table.partitions) if (p.recordOffset !== undefined) skip.push([p.recordOffset, p.recordOffset + 512]);
     skip.push([base.size - 33 * 512, base.size]);
