@@ -1,7 +1,7 @@
-import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { createHash, type Hash } from 'node:crypto';
 import { EtchError, Ext4Reader, type PartitionInfo, type PartitionTable } from '@etch/format';
 import { VERIFY_CHUNK, hashRegions, type WrittenBase } from './base-image.js';
-import { runTool } from './exec.js';
 import { openReader, type Filesystem } from './filesystem.js';
 import type { InjectedFile } from './injector.js';
 
@@ -52,11 +52,8 @@ export async function verifyWritten(path: string, base: WrittenBase, written: Wr
             size += chunk.length;
           }
         } else {
-          // Boot-partition files are small: mcopy to stdout reads one back byte for byte.
-          const env = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
-          const { stdoutBuffer } = await runTool('mcopy', ['-n', '-i', `${path}@@${partition.offset}`, `::${file.path}`, '-'], { env });
-          hash.update(stdoutBuffer);
-          size = stdoutBuffer.length;
+          // mcopy to stdout reads the file back byte for byte, streamed into the hash.
+          size = await readBackFat(`${path}@@${partition.offset}`, file.path, hash);
         }
         if (size !== file.size || hash.digest('hex') !== file.sha256) {
           throw new EtchError('ETCH_DIGEST_MISMATCH', `Verification failed: ${file.path} in partition ${partition.number} does not read back as written.`);
@@ -66,4 +63,20 @@ export async function verifyWritten(path: string, base: WrittenBase, written: Wr
   } finally {
     await disk.close();
   }
+}
+
+/** Streams `::file` of a FAT image slice through `hash` with `mcopy … -`; resolves to its size. */
+function readBackFat(drive: string, file: string, hash: Hash): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('mcopy', ['-n', '-i', drive, `::${file}`, '-'], { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let size = 0;
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      hash.update(chunk);
+      size += chunk.length;
+    });
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
+    child.on('error', (cause) => reject(new EtchError('ETCH_IO', `Reading ${file} back with mcopy failed: ${cause.message}`, { cause })));
+    child.on('close', (code) => (code === 0 ? resolve(size) : reject(new EtchError('ETCH_DIGEST_MISMATCH', `Verification failed: ${file} cannot be read back (${stderr.trim() || `mcopy exit ${code}`}).`))));
+  });
 }

@@ -2,6 +2,7 @@ import { posix } from 'node:path';
 import { EtchError, assertBaseImageName, isEtchError, type Logger } from '@etch/format';
 import {
   asImageIndex,
+  asImageManifest,
   offeredPlatforms,
   parseReference,
   selectFromIndex,
@@ -146,7 +147,8 @@ async function chooseManifest(ctx: EciContext, ref: ImageReference, top: Fetched
 function layersOf(json: Record<string, unknown>, what: string): Descriptor[] {
   const layers = (json['layers'] ?? json['blobs']) as unknown;
   if (!Array.isArray(layers)) throw new EtchError('ETCH_BAD_MANIFEST', `${what} has no layers.`);
-  return layers.filter((l): l is Descriptor => typeof l === 'object' && l !== null && typeof (l as Descriptor).digest === 'string' && typeof (l as Descriptor).size === 'number');
+  // Checked like any manifest's layers: a digest this client cannot verify, or a malformed one, is refused.
+  return asImageManifest({ schemaVersion: 2, config: json['config'] ?? { mediaType: 'application/octet-stream', digest: `sha256:${'0'.repeat(64)}`, size: 0 }, layers }, what).layers;
 }
 
 /**

@@ -170,8 +170,11 @@ export async function* rangedBody(http: HttpClient, target: Target, start: numbe
       let skip = 0;
       if (response.status === 200) {
         const etag = header(response, 'etag');
-        if (!whole && options.validator?.startsWith('"') && etag !== undefined && etag !== options.validator) {
-          throw new EtchError('ETCH_NETWORK', `${target.display} changed while it was being read (ETag ${etag}, was ${options.validator}); start again.`, { details: { statusCode: 200 } });
+        // A 200 to a range request means "Range ignored" only when a strong ETag proves the same content;
+        // after If-Range with a date (or with no validator) it may be a new version: never splice it in.
+        if (!whole && from > 0 && !(options.validator?.startsWith('"') && etag === options.validator)) {
+          await response.body.dump().catch(() => undefined);
+          throw new EtchError('ETCH_NETWORK', `${target.display} sent the whole file again where the rest was asked for, and nothing proves it is the same version${etag !== undefined && options.validator !== undefined ? ` (ETag ${etag}, was ${options.validator})` : ''}; start again.`, { details: { statusCode: 200 } });
         }
         skip = from;
       } else if (response.status === 206) {

@@ -62,6 +62,8 @@ export function redactUrl(url: string | URL): string {
       parsed.username = '';
       parsed.password = '';
     }
+    // Presigned URLs carry their credentials in the query (X-Amz-Signature, token, sig…): show names only.
+    for (const key of [...new Set(parsed.searchParams.keys())]) parsed.searchParams.set(key, '…');
     return parsed.toString();
   } catch {
     return String(url).replace(/\/\/[^/@]*@/, '//');

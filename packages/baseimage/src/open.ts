@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -112,7 +112,8 @@ interface Planned {
 
 async function planUrl(spec: string, ctx: Context, options: OpenBaseImageOptions): Promise<Planned> {
   const target = toTarget(spec);
-  const keyFields = { source: 'url', url: target.display, mode: ctx.mode };
+  // Keyed by the whole URL (hashed: its query may hold a signature), shown and stored without secrets.
+  const keyFields = { source: 'url', url: target.display, urlSha256: createHash('sha256').update(target.url.toString()).digest('hex'), mode: ctx.mode };
   const entry = ctx.cache ? await ctx.cache.get(cacheKey(keyFields)) : undefined;
   if (ctx.offline) {
     if (entry && ctx.cache) return { opened: fromCache(ctx.cache, entry) };
