@@ -107,9 +107,14 @@ async function main() {
     const cold = await create(work.join('cache'), work.join('cold.etch'));
     const etchSize = (await stat(work.join('cold.etch'))).size;
     await rm(work.join('cold.etch'));
-    process.stderr.write('bench: etch create (warm cache)…\n');
-    const warm = await create(work.join('cache'), work.join('warm.etch'));
-    await rm(work.join('warm.etch'));
+    process.stderr.write('bench: etch create (warm cache, best of two)…\n');
+    // Two warm runs: the first after a cold one also pays for the kernel writing back the previous output.
+    const warmRuns = [];
+    for (let i = 0; i < 2; i++) {
+      warmRuns.push(await create(work.join('cache'), work.join('warm.etch')));
+      await rm(work.join('warm.etch'));
+    }
+    const warm = warmRuns.reduce((a, b) => (a.seconds <= b.seconds ? a : b));
     process.stderr.write('bench: etch create with a tiny base image (the images alone)…\n');
     const small = work.join('small.img');
     await makeBalenaLikeImage(small, { dataMiB: 8 });

@@ -8,9 +8,9 @@ import { verifiedFileRange } from './local-blob.js';
 
 /**
  * A content-addressed store of blobs and manifests on disk (`<dir>/blobs/<algorithm>/<hex>`), shared by runs
- * and by concurrent callers. Entries appear only complete: each download goes to its own temporary file,
- * is fsynced and renamed into place after its digest checked out. Reads are verified again, so a file
- * damaged on disk is refused (and removed) rather than trusted.
+ * and by concurrent callers. Entries appear only complete: each download goes to its own temporary file and
+ * is renamed into place after its digest checked out. Reads are verified again, so a file damaged on disk
+ * (or torn by a crash before the kernel wrote it) is refused and removed rather than trusted.
  */
 export class BlobCache {
   constructor(readonly dir: string) {}
@@ -58,7 +58,8 @@ export class BlobCache {
         await file.write(chunk);
         yield chunk;
       }
-      await file.sync();
+      // No fsync: every read verifies the digest again, so a file torn by a crash is caught and removed,
+      // and a pipeline that caches 100 MB of layers does not wait for the disk on each of them.
       done = true;
     } finally {
       await file.close();

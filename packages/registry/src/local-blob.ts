@@ -18,7 +18,7 @@ export async function* verifiedFileRange(
   let bytes = 0;
   // Exactly the declared range is read (the blob may sit inside a larger file, a docker save tar); an empty
   // blob reads nothing, since a read stream cannot express an empty range.
-  const stream = descriptor.size > 0 ? createReadStream(path, { start, end: start + descriptor.size - 1, ...(options.signal ? { signal: options.signal } : {}) }) : undefined;
+  const stream = descriptor.size > 0 ? createReadStream(path, { start, end: start + descriptor.size - 1, highWaterMark: 256 * 1024, ...(options.signal ? { signal: options.signal } : {}) }) : undefined;
   try {
     for await (const chunk of (stream ?? []) as AsyncIterable<Buffer>) {
       hash.update(chunk);
