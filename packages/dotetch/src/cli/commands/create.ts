@@ -192,7 +192,7 @@ export const createCommand: Command = {
             ...(values['no-cache'] ? { cache: false } : { cacheDir: values['cache-dir'] !== undefined ? resolve(context.cwd, values['cache-dir']) : baseImageCacheDir(context.env) }),
             ...(values.offline ? { offline: true } : {}),
             ...(client ? { registry: client } : {}),
-            ...(platform ? { platform: `${platform.os}/${platform.architecture}${platform.variant ? `/${platform.variant}` : ''}` } : {}),
+            ...(platform ? { platform: formatPlatform(platform) } : {}),
             signal: context.signal,
             logger: context.logger,
           });
