@@ -44,6 +44,8 @@ export interface PreloadImages {
   baseRepositories?: RepositoriesJson;
   /** The engine's data root inside the partition (default `docker`). */
   root?: string;
+  /** A directory to decompress layers into one step ahead (see `@etch/docker-store`); removed when done. */
+  spoolDir?: string;
 }
 
 /** Options for {@link createEtch}. */
@@ -159,12 +161,13 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     // The image store reports per layer instead of per entry, so its entries are counted but not announced.
     const sources: (InjectSource & { quiet?: boolean })[] = [...(options.inject ?? [])];
     if (options.images) {
-      const { partition, images, baseRepositories, root } = options.images;
+      const { partition, images, baseRepositories, root, spoolDir } = options.images;
       // yield* hands over the generator's return value (what was stored) once its last entry is consumed.
       const store = async function* () {
         stored = yield* dockerStoreEntries(images, {
           ...(baseRepositories ? { baseRepositories } : {}),
           ...(root !== undefined ? { root } : {}),
+          ...(spoolDir !== undefined ? { spoolDir } : {}),
           ...(signal ? { signal } : {}),
           onProgress: (event: LayerProgress) => onProgress?.(event),
           logger,

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
@@ -204,6 +206,32 @@ describe('dockerStoreEntries', () => {
     expect(result.stored[0]?.layers[0]?.cacheId).toBe(result.stored[1]?.layers[0]?.cacheId);
     const committed = result.entries.filter((e) => e.entry.path.endsWith('/committed'));
     expect(committed).toHaveLength(1);
+  });
+
+  it('writes the same store when layers are decompressed one step ahead into a spool, and removes the spool', async () => {
+    const shared = await layer(labLower);
+    const upper = await layer(labUpper);
+    const other = await layer([{ name: 'b.txt', content: 'b' }]);
+    const images = () => [image([shared, upper], [{ repository: 'one', tag: '1' }]), image([shared, other], [{ repository: 'two', tag: '1' }])];
+    const direct = await preload(images());
+    const spoolDir = await mkdtemp(join(tmpdir(), 'etch-spool-test-'));
+    const spooled = await preload(images(), { spoolDir });
+    const summary = (r: Result) => r.entries.map((e) => `${e.entry.type} ${e.entry.path} ${e.entry.mode} ${e.entry.uid}:${e.entry.gid} ${e.entry.symlinkTarget ?? ''} ${e.entry.hardlinkTarget ?? ''} ${[...e.entry.xattrs].map(([k, v]) => `${k}=${v.toString('hex')}`).join(',')} ${e.content?.toString('hex') ?? ''}`);
+    expect(summary(spooled)).toEqual(summary(direct));
+    expect(spooled.stored).toEqual(direct.stored);
+    expect(await stat(spoolDir).catch(() => undefined)).toBeUndefined();
+  });
+
+  it('refuses a tampered blob read ahead into the spool, and leaves nothing there', async () => {
+    const good = await layer([{ name: 'f', content: 'x' }]);
+    const second = await layer([{ name: 'g', content: 'y' }]);
+    const img = image([good, second], [{ repository: 'a', tag: '1' }]);
+    const tampered = gzipSync(await craftTar([{ name: 'g', content: 'z' }]));
+    const bad: StoreImage = { ...img, layers: [img.layers[0] as StoreImage['layers'][number], { ...(img.layers[1] as StoreImage['layers'][number]), open: async () => Readable.from([tampered]) }] };
+    const spoolDir = await mkdtemp(join(tmpdir(), 'etch-spool-test-'));
+    const error = await preload([bad], { spoolDir }).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_DIGEST_MISMATCH'), String(error)).toBe(true);
+    expect(await stat(spoolDir).catch(() => undefined)).toBeUndefined();
   });
 
   it('refuses a blob whose bytes do not match its digest', async () => {

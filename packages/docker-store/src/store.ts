@@ -3,6 +3,7 @@ import { EtchError, isEtchError, silentLogger, throwIfAborted, type Logger } fro
 import { decompressAuto } from '@etch/tar';
 import { assertDigest, cacheIdFor, chainIds, hexOf, linkIdFor } from './ids.js';
 import { convertLayer, type ConvertedLayer, type StoreEntry } from './layer-converter.js';
+import { LayerSpool, blobChecks, hashing, unreadable } from './layer-source.js';
 import { DIR_MODES, paths } from './layout.js';
 import { mergeRepositories, serializeRepositories, type ImageName, type RepositoriesJson } from './repositories.js';
 
@@ -48,6 +49,12 @@ export interface DockerStoreOptions {
   root?: string;
   /** The base OS's own repositories.json: merged, never dropped. */
   baseRepositories?: RepositoriesJson;
+  /**
+   * A directory (created by the caller, removed here) to decompress layers into one step ahead, so that
+   * reading and inflating layer N+1 overlaps converting and writing layer N. At most two layers are in it.
+   * Without it each layer is decompressed while it is converted.
+   */
+  spoolDir?: string;
   signal?: AbortSignal;
   onProgress?: (event: LayerProgress) => void;
   logger?: Logger;
@@ -99,17 +106,6 @@ function parseConfig(image: StoreImage, index: number): { imageId: string; diffI
   return { imageId, diffIds: diffIds as string[] };
 }
 
-async function* hashing(source: AsyncIterable<Uint8Array>, hash: ReturnType<typeof createHash>, onBytes: (n: number) => void, finished: (total: number) => void) {
-  let total = 0;
-  for await (const chunk of source) {
-    hash.update(chunk);
-    total += chunk.length;
-    onBytes(total);
-    yield chunk;
-  }
-  finished(total);
-}
-
 /**
  * Yields, in order, every entry a moby/balena-engine overlay2 data root needs to hold `images` as if
  * `docker pull` had stored them: layer contents and metadata, distribution metadata, image configs, and a
@@ -129,116 +125,135 @@ export async function* dockerStoreEntries(images: readonly StoreImage[], options
 
   for (const [path, mode] of DIR_MODES) yield { header: { name: at(path), type: 'directory', mode, mtime: now } };
 
-  const written = new Map<string, { cacheId: string; linkId: string; lower: string; size: number; diffId: string }>();
-  const committed = new Set<string>();
-  const diffIdByDigest = new Map<string, string>();
-  const sources = new Map<string, Map<string, string>>(); // diffId → blob digest → source repository
-  const stored: StoredImage[] = [];
-
-  for (const [imageIndex, image] of images.entries()) {
-    const { imageId, diffIds } = parsed[imageIndex] as { imageId: string; diffIds: string[] };
-    const chain = chainIds(diffIds);
-    const layers: StoredImage['layers'] = [];
-    for (const [layerIndex, layer] of image.layers.entries()) {
-      throwIfAborted(signal);
-      assertDigest(layer.digest, 'a layer digest');
-      const chainId = chain[layerIndex] as string;
-      const diffId = diffIds[layerIndex] as string;
-      diffIdByDigest.set(layer.digest, diffId);
-      const bySource = sources.get(diffId) ?? new Map<string, string>();
-      bySource.set(`${layer.digest} ${image.sourceRepository}`, image.sourceRepository);
-      sources.set(diffId, bySource);
-      const progress = (bytes: number, state: LayerProgress['state']) =>
-        options.onProgress?.({ phase: 'layer', image: imageIndex, layer: layerIndex, digest: layer.digest, bytes, total: layer.size, state });
-
-      const existing = written.get(chainId);
-      if (existing !== undefined) {
-        progress(layer.size, 'shared');
-        layers.push({ chainId, diffId, cacheId: existing.cacheId, size: existing.size });
-        continue;
-      }
-      const cacheId = cacheIdFor(chainId);
-      const linkId = linkIdFor(cacheId);
-      const parent = layerIndex === 0 ? undefined : written.get(chain[layerIndex - 1] as string);
-      const lower = parent === undefined ? '' : parent.lower === '' ? `l/${parent.linkId}` : `l/${parent.linkId}:${parent.lower}`;
-      logger.debug('writing layer', { digest: layer.digest, chainId, cacheId });
-
-      yield { header: { name: at(paths.layerDir(cacheId)), type: 'directory', mode: 0o710, mtime: now } };
-      yield { header: { name: at(paths.diff(cacheId)), type: 'directory', mode: 0o755, mtime: now } };
-
-      const blobHash = createHash('sha256');
-      let blobDone = false;
-      let blobBytes = 0;
-      let result: ConvertedLayer | undefined;
-      try {
-        const blob = hashing(await layer.open(signal), blobHash, (n) => progress(n, 'writing'), (total) => {
-          blobDone = true;
-          blobBytes = total;
-        });
-        const { stream } = await decompressAuto(blob, signal);
-        yield* convertLayer(stream, at(paths.diff(cacheId)), (r) => (result = r), signal);
-      } catch (err) {
-        if (isEtchError(err)) throw err;
-        throw new EtchError('ETCH_BAD_ARCHIVE', `Layer ${layer.digest} could not be read: ${(err as Error).message}`, { cause: err, details: { digest: layer.digest } });
-      }
-      const converted = result as ConvertedLayer;
-      const blobDigest = `sha256:${blobHash.digest('hex')}`;
-      if (blobDone && blobBytes !== layer.size) {
-        throw new EtchError('ETCH_DIGEST_MISMATCH', `Layer blob ${layer.digest} is ${blobBytes} bytes, but the manifest says ${layer.size}. The registry served corrupt data; try again.`, {
-          details: { digest: layer.digest },
-        });
-      }
-      if (!blobDone || blobDigest !== layer.digest) {
-        throw new EtchError('ETCH_DIGEST_MISMATCH', `Layer blob ${layer.digest} hashes to ${blobDigest}${blobDone ? '' : ' (it has bytes after the compressed data)'}. The registry served corrupt data; try again.`, {
-          details: { digest: layer.digest },
-        });
-      }
-      if (converted.diffId !== diffId) {
-        throw new EtchError('ETCH_DIGEST_MISMATCH', `Layer ${layer.digest} uncompresses to ${converted.diffId}, but the image config expects ${diffId}. The image is inconsistent; rebuild or re-push it.`, {
-          details: { digest: diffId },
-        });
-      }
-
-      const file = (name: string, content: string | Buffer, mode = 0o644) => ({ header: { name: at(name), type: 'file' as const, mode, mtime: now }, content });
-      yield file(`${paths.layerDir(cacheId)}/link`, linkId);
-      if (parent !== undefined) {
-        yield file(`${paths.layerDir(cacheId)}/lower`, lower);
-        yield { header: { name: at(`${paths.layerDir(cacheId)}/work`), type: 'directory', mode: 0o700, mtime: now } };
-        if (!committed.has(parent.cacheId)) {
-          committed.add(parent.cacheId);
-          yield file(`${paths.layerDir(parent.cacheId)}/committed`, '', 0o600);
-        }
-      }
-      yield { header: { name: at(paths.link(linkId)), type: 'symlink', linkname: `../${cacheId}/diff`, mode: 0o777, mtime: now } };
-
-      const db = paths.layerdb(hexOf(chainId));
-      yield { header: { name: at(db), type: 'directory', mode: 0o700, mtime: now } };
-      yield file(`${db}/diff`, diffId);
-      yield file(`${db}/size`, String(converted.size)); // no trailing newline: the engine's ParseInt rejects it
-      yield file(`${db}/cache-id`, cacheId);
-      if (layerIndex > 0) yield file(`${db}/parent`, chain[layerIndex - 1] as string);
-      yield file(`${db}/tar-split.json.gz`, converted.tarSplit);
-
-      written.set(chainId, { cacheId, linkId, lower, size: converted.size, diffId });
-      layers.push({ chainId, diffId, cacheId, size: converted.size });
-      progress(layer.size, 'done');
-    }
-    stored.push({ imageId, names: image.names, layers, size: layers.reduce((sum, l) => sum + l.size, 0) });
-  }
-
-  const file = (name: string, content: string | Buffer, mode = 0o644) => ({ header: { name: at(name), type: 'file' as const, mode, mtime: now }, content });
-  for (const [digest, diffId] of diffIdByDigest) yield file(paths.diffIdByDigest(hexOf(digest)), diffId);
-  for (const [diffId, bySource] of sources) {
-    const metadata = [...bySource.entries()].map(([key, source]) => ({ Digest: key.split(' ')[0], SourceRepository: source, HMAC: '' }));
-    yield file(paths.v2Metadata(hexOf(diffId)), JSON.stringify(metadata));
-  }
+  // Layers in the order they will be written, once each: what the spool reads ahead.
+  const upcoming: string[] = [];
+  const layerByChain = new Map<string, { layer: StoreLayer; onBytes: (n: number) => void }>();
   for (const [index, image] of images.entries()) {
-    yield file(paths.imageConfig(hexOf((parsed[index] as { imageId: string }).imageId)), image.config, 0o600);
+    const chain = chainIds((parsed[index] as { diffIds: string[] }).diffIds);
+    image.layers.forEach((layer, i) => {
+      const id = chain[i] as string;
+      if (!layerByChain.has(id)) {
+        const onBytes = (bytes: number) => options.onProgress?.({ phase: 'layer', image: index, layer: i, digest: layer.digest, bytes, total: layer.size, state: 'writing' });
+        layerByChain.set(id, { layer, onBytes });
+        upcoming.push(id);
+      }
+    });
   }
-  const repositories = mergeRepositories(
-    options.baseRepositories,
-    stored.flatMap((s) => s.names.map((name) => ({ name, imageId: s.imageId }))),
-  );
-  yield file(paths.repositories, serializeRepositories(repositories), 0o600);
-  return stored;
+  const spool = options.spoolDir !== undefined ? new LayerSpool(options.spoolDir, signal) : undefined;
+  try {
+    const written = new Map<string, { cacheId: string; linkId: string; lower: string; size: number; diffId: string }>();
+    const committed = new Set<string>();
+    const diffIdByDigest = new Map<string, string>();
+    const sources = new Map<string, Map<string, string>>(); // diffId → blob digest → source repository
+    const stored: StoredImage[] = [];
+
+    for (const [imageIndex, image] of images.entries()) {
+      const { imageId, diffIds } = parsed[imageIndex] as { imageId: string; diffIds: string[] };
+      const chain = chainIds(diffIds);
+      const layers: StoredImage['layers'] = [];
+      for (const [layerIndex, layer] of image.layers.entries()) {
+        throwIfAborted(signal);
+        assertDigest(layer.digest, 'a layer digest');
+        const chainId = chain[layerIndex] as string;
+        const diffId = diffIds[layerIndex] as string;
+        diffIdByDigest.set(layer.digest, diffId);
+        const bySource = sources.get(diffId) ?? new Map<string, string>();
+        bySource.set(`${layer.digest} ${image.sourceRepository}`, image.sourceRepository);
+        sources.set(diffId, bySource);
+        const progress = (bytes: number, state: LayerProgress['state']) =>
+          options.onProgress?.({ phase: 'layer', image: imageIndex, layer: layerIndex, digest: layer.digest, bytes, total: layer.size, state });
+
+        const existing = written.get(chainId);
+        if (existing !== undefined) {
+          progress(layer.size, 'shared');
+          layers.push({ chainId, diffId, cacheId: existing.cacheId, size: existing.size });
+          continue;
+        }
+        const cacheId = cacheIdFor(chainId);
+        const linkId = linkIdFor(cacheId);
+        const parent = layerIndex === 0 ? undefined : written.get(chain[layerIndex - 1] as string);
+        const lower = parent === undefined ? '' : parent.lower === '' ? `l/${parent.linkId}` : `l/${parent.linkId}:${parent.lower}`;
+        logger.debug('writing layer', { digest: layer.digest, chainId, cacheId });
+
+        yield { header: { name: at(paths.layerDir(cacheId)), type: 'directory', mode: 0o710, mtime: now } };
+        yield { header: { name: at(paths.diff(cacheId)), type: 'directory', mode: 0o755, mtime: now } };
+
+        let result: ConvertedLayer | undefined;
+        const onBytes = (n: number) => progress(n, 'writing');
+        if (spool) {
+          // The next layer is read, verified and inflated while this one is converted.
+          const next = upcoming[upcoming.indexOf(chainId) + 1];
+          const ahead = next === undefined ? undefined : layerByChain.get(next);
+        if (ahead !== undefined) spool.start(ahead.layer, ahead.onBytes);
+          const opened = await spool.open(layer, onBytes);
+          try {
+            yield* convertLayer(opened.tar, at(paths.diff(cacheId)), (r) => (result = r), signal);
+          } catch (err) {
+            throw unreadable(layer, err);
+          } finally {
+            await opened.release();
+          }
+        } else {
+          const checks = blobChecks(layer);
+          try {
+            const blob = hashing(await layer.open(signal), checks.hash, onBytes, checks.finished);
+            const { stream } = await decompressAuto(blob, signal);
+            yield* convertLayer(stream, at(paths.diff(cacheId)), (r) => (result = r), signal);
+          } catch (err) {
+            throw unreadable(layer, err);
+          }
+          checks.check();
+        }
+        const converted = result as ConvertedLayer;
+        if (converted.diffId !== diffId) {
+          throw new EtchError('ETCH_DIGEST_MISMATCH', `Layer ${layer.digest} uncompresses to ${converted.diffId}, but the image config expects ${diffId}. The image is inconsistent; rebuild or re-push it.`, {
+            details: { digest: diffId },
+          });
+        }
+
+        const file = (name: string, content: string | Buffer, mode = 0o644) => ({ header: { name: at(name), type: 'file' as const, mode, mtime: now }, content });
+        yield file(`${paths.layerDir(cacheId)}/link`, linkId);
+        if (parent !== undefined) {
+          yield file(`${paths.layerDir(cacheId)}/lower`, lower);
+          yield { header: { name: at(`${paths.layerDir(cacheId)}/work`), type: 'directory', mode: 0o700, mtime: now } };
+          if (!committed.has(parent.cacheId)) {
+            committed.add(parent.cacheId);
+            yield file(`${paths.layerDir(parent.cacheId)}/committed`, '', 0o600);
+          }
+        }
+        yield { header: { name: at(paths.link(linkId)), type: 'symlink', linkname: `../${cacheId}/diff`, mode: 0o777, mtime: now } };
+
+        const db = paths.layerdb(hexOf(chainId));
+        yield { header: { name: at(db), type: 'directory', mode: 0o700, mtime: now } };
+        yield file(`${db}/diff`, diffId);
+        yield file(`${db}/size`, String(converted.size)); // no trailing newline: the engine's ParseInt rejects it
+        yield file(`${db}/cache-id`, cacheId);
+        if (layerIndex > 0) yield file(`${db}/parent`, chain[layerIndex - 1] as string);
+        yield file(`${db}/tar-split.json.gz`, converted.tarSplit);
+
+        written.set(chainId, { cacheId, linkId, lower, size: converted.size, diffId });
+        layers.push({ chainId, diffId, cacheId, size: converted.size });
+        progress(layer.size, 'done');
+      }
+      stored.push({ imageId, names: image.names, layers, size: layers.reduce((sum, l) => sum + l.size, 0) });
+    }
+
+    const file = (name: string, content: string | Buffer, mode = 0o644) => ({ header: { name: at(name), type: 'file' as const, mode, mtime: now }, content });
+    for (const [digest, diffId] of diffIdByDigest) yield file(paths.diffIdByDigest(hexOf(digest)), diffId);
+    for (const [diffId, bySource] of sources) {
+      const metadata = [...bySource.entries()].map(([key, source]) => ({ Digest: key.split(' ')[0], SourceRepository: source, HMAC: '' }));
+      yield file(paths.v2Metadata(hexOf(diffId)), JSON.stringify(metadata));
+    }
+    for (const [index, image] of images.entries()) {
+      yield file(paths.imageConfig(hexOf((parsed[index] as { imageId: string }).imageId)), image.config, 0o600);
+    }
+    const repositories = mergeRepositories(
+      options.baseRepositories,
+      stored.flatMap((s) => s.names.map((name) => ({ name, imageId: s.imageId }))),
+    );
+    yield file(paths.repositories, serializeRepositories(repositories), 0o600);
+    return stored;
+  } finally {
+    await spool?.close();
+  }
 }
