@@ -244,6 +244,30 @@ describe('applyEtch refusals', () => {
     await run('e2fsck', ['-fn', `${out}?offset=${part.offset}`]);
   });
 
+  it('grows the last partition of a GPT disk, moving the backup table to the new end', async () => {
+    const gpt = work.join('gpt.img');
+    await makeBalenaLikeImage(gpt, { dataMiB: 4, scheme: 'gpt' });
+    const etch = work.join('gpt.etch');
+    await writeEtch(etch, gpt, 'gpt.img', [{ header: { name: 'inject/6/big.bin', size: 12 * 1024 * 1024 }, content: patternStream(12 * 1024 * 1024) }]);
+    const out = work.join('gpt-out.img');
+    const result = await applyEtch(createReadStream(etch), { output: out, verify: true });
+    expect(result.partitions[6]).toMatchObject({ grown: true });
+    // sfdisk checks both GPT headers, their CRCs, and that the backup sits at the end of the disk.
+    const check = await run('sfdisk', ['--verify', out], { allowFailure: true });
+    expect(check.code, check.stdout + check.stderr).toBe(0);
+    expect(check.stdout + check.stderr).not.toMatch(/backup|corrupt|mismatch/i);
+    // The primary header names the backup's LBA: it must be the disk's last sector, and hold a GPT header.
+    const disk = await (await import('node:fs/promises')).readFile(out);
+    const lastLba = disk.length / 512 - 1;
+    expect(Number(disk.readBigUInt64LE(512 + 32))).toBe(lastLba);
+    expect(disk.subarray(lastLba * 512, lastLba * 512 + 8).toString('latin1')).toBe('EFI PART');
+    const { fs, part, close } = await fsOf(out, 6);
+    expect((await fs.stat('/big.bin'))?.size).toBe(12 * 1024 * 1024);
+    await close();
+    expect(part.offset + part.size).toBeLessThanOrEqual((await stat(out)).size - 33 * 512);
+    await run('e2fsck', ['-fn', `${out}?offset=${part.offset}`]);
+  });
+
   it('treats requirements.json as advice: an implausible or impossible announcement does not fail the apply', async () => {
     for (const [partition, bytes] of [['6', 2 ** 50], ['5', 40 * 1024 * 1024]] as const) {
       const etch = work.join('advice.etch');
