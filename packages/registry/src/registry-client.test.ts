@@ -25,6 +25,9 @@ import {
   type TokenAuthRegistry,
 } from '@etch/test-utils';
 import { decompressLayer } from './decompress.js';
+import { RegistryAuth, pullScope } from './auth.js';
+import { staticCredentials } from './credentials.js';
+import { HttpClient } from './http.js';
 import { RegistryClient } from './registry-client.js';
 import type { ResolvedImage } from './resolve.js';
 
@@ -230,6 +233,23 @@ describe('authentication', () => {
     expect(token.requests).toHaveLength(1);
     expect(token.requests[0]).toMatchObject({ method: 'GET', authorizationScheme: 'Basic', account: 'bob', scopes: ['repository:etch/private:pull'], status: 200 });
     await c.close();
+  });
+
+  it('asks for several repositories in one token, which the registry then honours for each', async () => {
+    await pushRegistryFixture(fixtures.layout, fixtures.images.layers3.tag, `${token.host}/etch/second:1`, { creds: `bob:${PASSWORD}` });
+    const http = new HttpClient();
+    const auth = new RegistryAuth(token.host, http, staticCredentials({ [token.host]: { username: 'bob', password: PASSWORD } }));
+    auth.learnFromPing(await http.send({ url: new URL(`http://${token.host}/v2/`) }));
+    token.requests.length = 0;
+    const authorization = await auth.authorization([pullScope('etch/private'), pullScope('etch/second')]);
+    expect(token.requests).toHaveLength(1);
+    expect(token.requests[0]?.scopes.sort()).toEqual(['repository:etch/private:pull', 'repository:etch/second:pull']);
+    for (const repo of ['etch/private', 'etch/second']) {
+      const response = await http.send({ url: new URL(`http://${token.host}/v2/${repo}/manifests/1`), headers: { accept: 'application/vnd.oci.image.manifest.v1+json' }, ...(authorization ? { authorization } : {}) });
+      await response.body.dump();
+      expect(response.status).toBe(200);
+    }
+    await http.close();
   });
 
   it('refuses anonymous pulls from a private token registry with a message naming the token service', async () => {
