@@ -40,7 +40,7 @@ export interface PrefetchProgress {
  * is fetched once, however many images share it.
  */
 export class LayerPrefetcher {
-  private readonly downloads = new Map<string, Promise<void>>();
+  private readonly downloads = new Map<string, Promise<'cached' | 'downloaded'>>();
   private readonly queue: (() => Promise<void>)[] = [];
   private running = 0;
 
@@ -56,7 +56,7 @@ export class LayerPrefetcher {
     if (prefetch === undefined) return;
     for (const layer of layers) {
       if (this.downloads.has(layer.digest)) continue;
-      const done = new Promise<void>((resolve, reject) => {
+      const done = new Promise<'cached' | 'downloaded'>((resolve, reject) => {
         this.queue.push(() =>
           prefetch(layer, {
             ...(this.signal ? { signal: this.signal } : {}),
@@ -82,9 +82,9 @@ export class LayerPrefetcher {
     }
   }
 
-  /** Resolves once the layer is in the cache (at once when it was never queued). */
-  ready(digest: string): Promise<void> {
-    return this.downloads.get(digest) ?? Promise.resolve();
+  /** Resolves once the layer is in the cache, saying whether this run downloaded (and verified) it; undefined when never queued. */
+  ready(digest: string): Promise<'cached' | 'downloaded' | undefined> {
+    return this.downloads.get(digest) ?? Promise.resolve(undefined);
   }
 }
 
@@ -96,8 +96,11 @@ function storeImageOf(source: ImageSource, image: ResolvedImage, prefetcher?: La
       digest: layer.digest,
       size: layer.size,
       open: async (signal?: AbortSignal) => {
-        await prefetcher?.ready(layer.digest);
-        return source.openBlob(layer, signal ? { signal } : {});
+        // A blob this run downloaded was verified on the way in, and the store hashes it again: reading it back
+        // need not hash it a third time. One cached by an earlier run is checked as it is read (a damaged
+        // entry is then removed, so the next run downloads it again).
+        const state = await prefetcher?.ready(layer.digest);
+        return source.openBlob(layer, { verifyCached: state !== 'downloaded', ...(signal ? { signal } : {}) });
       },
     })),
     names: source.names(image),

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EtchError } from '@etch/format';
@@ -40,6 +41,22 @@ export class BlobCache {
       }
       throw error;
     }
+  }
+
+  /** Streams a cached blob without hashing it: only for consumers that check the digest themselves. */
+  async *readUnverified(descriptor: { digest: string; size: number }, options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {}): AsyncGenerator<Buffer> {
+    let bytes = 0;
+    const stream = createReadStream(this.pathOf(descriptor.digest), { ...(descriptor.size > 0 ? { end: descriptor.size - 1 } : {}), highWaterMark: 256 * 1024, ...(options.signal ? { signal: options.signal } : {}) });
+    try {
+      for await (const chunk of stream as AsyncIterable<Buffer>) {
+        bytes += chunk.length;
+        options.onProgress?.({ digest: descriptor.digest, bytes, total: descriptor.size });
+        yield chunk;
+      }
+    } finally {
+      stream.destroy();
+    }
+    if (bytes !== descriptor.size) throw new EtchError('ETCH_SIZE_MISMATCH', `The cached blob ${descriptor.digest} has ${bytes} bytes, not ${descriptor.size}.`, { details: { digest: descriptor.digest } });
   }
 
   /**

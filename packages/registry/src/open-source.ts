@@ -27,7 +27,7 @@ export class RegistryImageSource implements ImageSource {
     return this.client.resolve(this.reference, options);
   }
 
-  openBlob(descriptor: Descriptor, options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {}): AsyncGenerator<Buffer> {
+  openBlob(descriptor: Descriptor, options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void; verifyCached?: boolean } = {}): AsyncGenerator<Buffer> {
     return this.client.openBlob(this.reference, descriptor, options);
   }
 

@@ -41,6 +41,11 @@ export interface ResolveOptions extends CallOptions {
 /** Options of blob downloads. */
 export interface BlobOptions extends CallOptions {
   onProgress?: (progress: BlobProgress) => void;
+  /**
+   * For a blob already in the cache: `false` skips hashing it again on the way out, for a consumer that
+   * verifies the digest itself (the docker store does). Its size is still enforced. Default `true`.
+   */
+  verifyCached?: boolean;
 }
 
 // Manifests and configs are read into memory; cap them as containerd does, so a hostile server cannot.
@@ -291,7 +296,7 @@ export class RegistryClient {
   async *openBlob(reference: ImageReference | string, descriptor: Descriptor, options: BlobOptions = {}): AsyncGenerator<Buffer> {
     const cache = this.cache;
     if (cache && (await cache.has(descriptor))) {
-      yield* cache.read(descriptor, options);
+      yield* options.verifyCached === false ? cache.readUnverified(descriptor, options) : cache.read(descriptor, options);
       return;
     }
     const stream = this.downloadBlob(reference, descriptor, options);
@@ -299,12 +304,14 @@ export class RegistryClient {
   }
 
   /**
-   * Makes sure a blob is in the cache (downloading it when it is not), without handing the bytes out: what a
-   * pipeline calls ahead of time so that later reads come from disk.
+   * Makes sure a blob is in the cache (downloading and verifying it when it is not), without handing the bytes
+   * out: what a pipeline calls ahead of time so that later reads come from disk. Says which it was.
    */
-  async prefetch(reference: ImageReference | string, descriptor: Descriptor, options: BlobOptions = {}): Promise<void> {
+  async prefetch(reference: ImageReference | string, descriptor: Descriptor, options: BlobOptions = {}): Promise<'cached' | 'downloaded'> {
     if (!this.cache) throw new EtchError('ETCH_USAGE', 'prefetch needs a client with a cache directory.');
+    if (await this.cache.has(descriptor)) return 'cached';
     for await (const _ of this.openBlob(reference, descriptor, options));
+    return 'downloaded';
   }
 
   private downloadBlob(reference: ImageReference | string, descriptor: Descriptor, options: BlobOptions): AsyncGenerator<Buffer> {
