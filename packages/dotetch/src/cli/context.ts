@@ -19,8 +19,6 @@ export interface CliContext {
 /** One `etch <name>` subcommand. */
 export interface Command {
   name: string;
-  /** One line for `etch help`. */
-  summary: string;
   /** Full usage text for `etch <name> --help`. */
   usage: string;
   /** Runs the command; resolves to the exit code. Throws EtchError for failures. */

@@ -43,12 +43,13 @@ export async function main(argv: string[], context: Omit<CliContext, 'logger'>):
     context.stdout.write(`${version}\n`);
     return EXIT.ok;
   }
-  const command = commands.find((c) => c.name === name);
-  if (command === undefined) {
+  const entry = commands.find((c) => c.name === name);
+  if (entry === undefined) {
     context.stderr.write(`etch: ETCH_USAGE: unknown command ${JSON.stringify(name)}. Run "etch help" for the list.\n`);
     return EXIT.usage;
   }
   try {
+    const command = await entry.load();
     return await command.run(args, full);
   } catch (err) {
     const code = isEtchError(err) ? err.code : 'ETCH_INTERNAL';

@@ -55,7 +55,6 @@ async function openInput(file: string, context: CliContext): Promise<Readable> {
 
 export const applyCommand: Command = {
   name: 'apply',
-  summary: 'write a .etch onto a disk image or a drive (flash it)',
   usage,
   async run(args: string[], context: CliContext): Promise<number> {
     const { values, positionals } = parseFlags(

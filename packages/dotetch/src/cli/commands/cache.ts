@@ -31,7 +31,6 @@ function human(dir: string, entries: CacheEntry[]): string {
 
 export const cacheCommand: Command = {
   name: 'cache',
-  summary: 'list or clean the base image cache',
   usage,
   async run(args: string[], context: CliContext): Promise<number> {
     const { values, positionals } = parseFlags(

@@ -136,7 +136,6 @@ async function resolvePlan(plan: PreloadPlan, platform: Platform, client: Regist
 
 export const createCommand: Command = {
   name: 'create',
-  summary: 'write a .etch from a base image, files to inject and images to preload',
   usage,
   async run(args: string[], context: CliContext): Promise<number> {
     const { values, positionals } = parseFlags(() => parseArgs({ args, allowPositionals: true, options: flags }), usage);

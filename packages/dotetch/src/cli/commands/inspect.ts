@@ -185,7 +185,6 @@ function human(report: InspectReport): string {
 
 export const inspectCommand: Command = {
   name: 'inspect',
-  summary: 'validate a .etch and show what it holds',
   usage,
   async run(args: string[], context: CliContext): Promise<number> {
     const { values, positionals } = parseFlags(

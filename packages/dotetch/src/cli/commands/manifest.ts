@@ -54,7 +54,6 @@ function human(report: ManifestReport): string {
 
 export const manifestCommand: Command = {
   name: 'manifest',
-  summary: 'resolve an image for a platform and print its verified manifest',
   usage,
   async run(args: string[], context: CliContext): Promise<number> {
     const { values, positionals } = parseFlags(
