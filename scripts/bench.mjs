@@ -101,7 +101,8 @@ async function main() {
     await rm(osData, { recursive: true });
     const baseSize = (await stat(base)).size;
     const refs = Object.keys(IMAGES).map((tag) => `${registry.host}/bench/${tag}:1`);
-    const create = (cache, out) => timed(process.execPath, [etchBin, 'create', '--base', base, ...refs.flatMap((r) => ['--image', r]), '--platform', 'linux/amd64', '--ignore-base-repositories', '--cache-dir', cache, '-o', out, '-q']);
+    // Run as users run it: the binary itself, so its shebang's Node flags apply.
+    const create = (cache, out) => timed(etchBin, ['create', '--base', base, ...refs.flatMap((r) => ['--image', r]), '--platform', 'linux/amd64', '--ignore-base-repositories', '--cache-dir', cache, '-o', out, '-q']);
 
     process.stderr.write('bench: etch create (cold cache)…\n');
     const cold = await create(work.join('cache'), work.join('cold.etch'));
@@ -120,7 +121,7 @@ async function main() {
     await makeBalenaLikeImage(small, { dataMiB: 8 });
     // BENCH_PROFILE=DIR writes a V8 CPU profile of this run there (open it in Chrome's DevTools).
     const profile = process.env['BENCH_PROFILE'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['BENCH_PROFILE']] : [];
-    const imagesOnly = await timed(process.execPath, [...profile, etchBin, 'create', '--base', small, ...refs.flatMap((r) => ['--image', r]), '--platform', 'linux/amd64', '--ignore-base-repositories', '--cache-dir', work.join('cache-2'), '-o', work.join('small.etch'), '-q']);
+    const imagesOnly = await timed(profile.length ? process.execPath : etchBin, [...(profile.length ? [...profile, '--max-semi-space-size=1', etchBin] : []), 'create', '--base', small, ...refs.flatMap((r) => ['--image', r]), '--platform', 'linux/amd64', '--ignore-base-repositories', '--cache-dir', work.join('cache-2'), '-o', work.join('small.etch'), '-q']);
 
     process.stderr.write('bench: docker pull into a fresh dockerd…\n');
     engine = await startDockerd();

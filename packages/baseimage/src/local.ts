@@ -42,7 +42,7 @@ export async function openLocalImage(path: string, options: LocalOptions): Promi
   const what = `The base image ${given}`;
   const size = await fileSize(path);
   if (kind.kind === 'raw') {
-    return { name: kind.name, size, bytes: createReadStream(path, { highWaterMark: 1024 * 1024 }), info: { kind: 'file' }, wrapError: readError(path) };
+    return { name: kind.name, size, bytes: createReadStream(path, { highWaterMark: 256 * 1024 }), info: { kind: 'file' }, wrapError: readError(path) };
   }
   if (kind.kind === 'zip') {
     const zip = await openZipFile(path, what);
@@ -55,7 +55,7 @@ export async function openLocalImage(path: string, options: LocalOptions): Promi
     }
     if (options.mode === 'passthrough') {
       zip.close();
-      return { name: kind.name, size, bytes: createReadStream(path, { highWaterMark: 1024 * 1024 }), info: { kind: 'zip', entryName: found.entry.fileName }, wrapError: readError(path) };
+      return { name: kind.name, size, bytes: createReadStream(path, { highWaterMark: 256 * 1024 }), info: { kind: 'zip', entryName: found.entry.fileName }, wrapError: readError(path) };
     }
     return {
       name: found.name,
@@ -69,7 +69,7 @@ export async function openLocalImage(path: string, options: LocalOptions): Promi
     ...(options.signal ? { signal: options.signal } : {}),
     ...(options.onProgress ? { onProgress: options.onProgress } : {}),
   });
-  const input = createReadStream(path, { highWaterMark: 1024 * 1024 });
+  const input = createReadStream(path, { highWaterMark: 256 * 1024 });
   return {
     name: kind.name,
     size: uncompressed,

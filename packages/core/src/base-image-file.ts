@@ -25,5 +25,5 @@ export async function baseImageFromFile(path: string, name: string = basename(pa
   } catch (cause) {
     throw new EtchError('ETCH_IO', `Cannot read the base image ${path}: ${(cause as Error).message}.`, { cause, details: { path } });
   }
-  return { name, size, stream: createReadStream(path, { highWaterMark: 1024 * 1024 }) };
+  return { name, size, stream: createReadStream(path, { highWaterMark: 256 * 1024 }) };
 }
