@@ -204,7 +204,7 @@ async function planRegistry(spec: string, ctx: Context, options: OpenBaseImageOp
  * ```ts
  * const base = await openBaseImage('https://example.com/balena.img.zip', { signal });
  * await createEtch({ base, … });   // base is { name, size, stream }
- * console.log(base.source.fromCache);
+ * logger.info('base image', { fromCache: base.source.fromCache, version: base.source.resolvedVersion });
  * ```
  * @throws EtchError `ETCH_USAGE` (unknown kind, bad spec), `ETCH_NOT_FOUND`, `ETCH_IO`, `ETCH_NETWORK`,
  * `ETCH_AUTH_FAILED`, `ETCH_BAD_ARCHIVE`, `ETCH_UNSUPPORTED_COMPRESSION`, `ETCH_UNSUPPORTED_MANIFEST`, `ETCH_ABORTED`.

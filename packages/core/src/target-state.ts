@@ -281,7 +281,7 @@ function parseRoot(root: Json): TargetState {
  *
  * @example
  * ```ts
- * for (const ref of imagesOfTargetState(state)) console.log(ref)
+ * const preload = await resolvePreloadImages(imagesOfTargetState(state), { platform: 'linux/arm64', client })
  * ```
  */
 export function imagesOfTargetState(input: TargetState | unknown, options: { includeHostApps?: boolean } = {}): string[] {
