@@ -1,10 +1,9 @@
 import { createWriteStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
 import yauzl from 'yauzl';
 import { EtchError, abortError, isEtchError } from '@etch/format';
-import { HttpClient, type HttpResponse } from '@etch/registry';
+import { contentRangeStart, header, isCutBodyError, type HttpClient, type HttpResponse } from '@etch/registry';
 import { redactUrl } from './names.js';
 import type { BaseImageProgress } from './types.js';
 
@@ -33,11 +32,6 @@ function discard(response: HttpResponse): void {
   if (response.body.destroyed) return;
   response.body.on('error', () => undefined);
   response.body.destroy();
-}
-
-function header(response: HttpResponse, name: string): string | undefined {
-  const value = response.headers[name];
-  return Array.isArray(value) ? value[0] : value;
 }
 
 /** The error for an answer that is not the bytes. */
@@ -81,16 +75,16 @@ function dispositionName(value: string | undefined): string | undefined {
 }
 
 function toProbe(response: HttpResponse): Probe {
-  const length = header(response, 'content-length');
-  const range = /\/(\d+)\s*$/.exec(header(response, 'content-range') ?? '');
+  const length = header(response.headers, 'content-length');
+  const range = /\/(\d+)\s*$/.exec(header(response.headers, 'content-range') ?? '');
   const size = range?.[1] !== undefined ? Number(range[1]) : response.status === 200 && length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined;
   return {
     finalUrl: response.url,
     size,
-    etag: header(response, 'etag'),
-    lastModified: header(response, 'last-modified'),
-    acceptRanges: (header(response, 'accept-ranges') ?? '').toLowerCase().includes('bytes') || response.status === 206,
-    dispositionName: dispositionName(header(response, 'content-disposition')),
+    etag: header(response.headers, 'etag'),
+    lastModified: header(response.headers, 'last-modified'),
+    acceptRanges: (header(response.headers, 'accept-ranges') ?? '').toLowerCase().includes('bytes') || response.status === 206,
+    dispositionName: dispositionName(header(response.headers, 'content-disposition')),
   };
 }
 
@@ -119,18 +113,6 @@ export async function probe(http: HttpClient, target: Target, signal: AbortSigna
   if (response.status === 304) return 'not-modified';
   if (response.status !== 200 && response.status !== 206) throw statusError(response.status, `Fetching ${target.display}`);
   return toProbe(response);
-}
-
-function contentRangeStart(value: string | undefined): number | undefined {
-  const match = /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(value?.trim() ?? '');
-  return match ? Number(match[1]) : undefined;
-}
-
-function isTransient(error: unknown): boolean {
-  const code = (error as { code?: unknown })?.code;
-  if (typeof code !== 'string') return false;
-  return (code.startsWith('UND_ERR_') && code !== 'UND_ERR_ABORTED' && code !== 'UND_ERR_INVALID_ARG') ||
-    ['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNREFUSED', 'ERR_STREAM_PREMATURE_CLOSE', 'ECONNABORTED'].includes(code);
 }
 
 /** Options of {@link rangedBody}. */
@@ -169,7 +151,7 @@ export async function* rangedBody(http: HttpClient, target: Target, start: numbe
       response = await http.withRetries(what, signal, () => http.send({ url: target.url, headers, ...(target.authorization ? { authorization: target.authorization } : {}), ...(signal ? { signal } : {}) }));
       let skip = 0;
       if (response.status === 200) {
-        const etag = header(response, 'etag');
+        const etag = header(response.headers, 'etag');
         // A 200 to a range request means "Range ignored" only when a strong ETag proves the same content;
         // after If-Range with a date (or with no validator) it may be a new version: never splice it in.
         if (!whole && from > 0 && !(options.validator?.startsWith('"') && etag === options.validator)) {
@@ -178,8 +160,8 @@ export async function* rangedBody(http: HttpClient, target: Target, start: numbe
         }
         skip = from;
       } else if (response.status === 206) {
-        if (contentRangeStart(header(response, 'content-range')) !== from) {
-          throw new EtchError('ETCH_NETWORK', `${target.display} answered a range request with a different range (${header(response, 'content-range') ?? 'none'}).`, { details: { statusCode: 206 } });
+        if (contentRangeStart(header(response.headers, 'content-range')) !== from) {
+          throw new EtchError('ETCH_NETWORK', `${target.display} answered a range request with a different range (${header(response.headers, 'content-range') ?? 'none'}).`, { details: { statusCode: 206 } });
         }
       } else {
         throw statusError(response.status, what);
@@ -206,10 +188,10 @@ export async function* rangedBody(http: HttpClient, target: Target, start: numbe
       }
     } catch (error) {
       if (signal?.aborted) throw abortError(signal);
-      if (isEtchError(error) || !isTransient(error)) throw isEtchError(error) ? error : http.networkError(what, error, signal);
+      if (isEtchError(error) || !isCutBodyError(error)) throw isEtchError(error) ? error : http.networkError(what, error, signal);
       failures = delivered > before ? 1 : failures + 1;
       if (failures >= http.retry.attempts) throw http.networkError(what, error, signal);
-      await pause(http, failures, signal);
+      await http.backOff(failures, signal);
       continue;
     } finally {
       if (response) discard(response);
@@ -220,16 +202,8 @@ export async function* rangedBody(http: HttpClient, target: Target, start: numbe
       if (failures >= http.retry.attempts) {
         throw new EtchError('ETCH_SIZE_MISMATCH', `${target.display} ended after ${start + delivered} of ${end} bytes, ${failures} times in a row.`, { details: { expected: end } });
       }
-      await pause(http, failures, signal);
+      await http.backOff(failures, signal);
     }
-  }
-}
-
-async function pause(http: HttpClient, failures: number, signal?: AbortSignal): Promise<void> {
-  try {
-    await sleep(http.delayFor(failures), undefined, signal ? { signal } : {});
-  } catch {
-    throw abortError(signal);
   }
 }
 
@@ -293,5 +267,3 @@ export async function downloadToFile(http: HttpClient, target: Target, path: str
     throw new EtchError('ETCH_IO', `Saving ${target.display} to ${path} failed: ${(error as Error).message}.`, { cause: error, details: { path } });
   }
 }
-
-export { HttpClient };

@@ -1,7 +1,6 @@
-import { setTimeout as sleep } from 'node:timers/promises';
 import { EtchError, abortError } from '@etch/format';
 import { algorithmOf, digestOf, hasherFor } from './digest.js';
-import { header, isTransientNetworkError, type HttpClient, type HttpResponse } from './http.js';
+import { contentRangeStart, header, isCutBodyError, type HttpClient, type HttpResponse } from './http.js';
 
 /** Progress of one blob: bytes verified so far of `total`. */
 export interface BlobProgress {
@@ -21,11 +20,6 @@ export interface VerifiedBlobOptions {
   onProgress?: (progress: BlobProgress) => void;
   /** Names the blob in errors ("layer 2 of 127.0.0.1:5000/etch/a"). */
   what: string;
-}
-
-function contentRangeStart(value: string | undefined): number | undefined {
-  const match = /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(value?.trim() ?? '');
-  return match ? Number(match[1]) : undefined;
 }
 
 /**
@@ -79,15 +73,11 @@ export async function* verifiedBlob(http: HttpClient, open: BlobOpener, descript
     } catch (error) {
       if (error instanceof EtchError) throw error;
       if (signal?.aborted) throw abortError(signal);
-      if (!isTransientNetworkError(error) && !isPrematureClose(error)) throw http.networkError(`Downloading ${options.what}`, error, signal);
+      if (!isCutBodyError(error)) throw http.networkError(`Downloading ${options.what}`, error, signal);
       // Progress since the last failure earns the download a fresh set of tries.
       failures = delivered > before ? 1 : failures + 1;
       if (failures >= http.retry.attempts) throw http.networkError(`Downloading ${options.what}`, error, signal);
-      try {
-        await sleep(http.delayFor(failures), undefined, signal ? { signal } : {});
-      } catch {
-        throw abortError(signal);
-      }
+      await http.backOff(failures, signal);
       continue;
     }
     if (delivered < descriptor.size) {
@@ -104,11 +94,6 @@ export async function* verifiedBlob(http: HttpClient, open: BlobOpener, descript
     }
     return;
   }
-}
-
-function isPrematureClose(error: unknown): boolean {
-  const code = (error as { code?: unknown })?.code;
-  return code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'UND_ERR_SOCKET' || code === 'ECONNRESET';
 }
 
 /** The error for a blob request the registry answered with something other than the bytes. */

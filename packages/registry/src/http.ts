@@ -84,6 +84,18 @@ export function isTransientNetworkError(error: unknown): boolean {
   ) || ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED'].includes(code);
 }
 
+/** Where a `Content-Range: bytes a-b/n` answer starts (`a`), or undefined when the header is not one. */
+export function contentRangeStart(value: string | undefined): number | undefined {
+  const match = /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(value?.trim() ?? '');
+  return match ? Number(match[1]) : undefined;
+}
+
+/** A body read that stopped because the connection did (worth resuming), as opposed to a bug or an abort. */
+export function isCutBodyError(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  return isTransientNetworkError(error) || code === 'ERR_STREAM_PREMATURE_CLOSE';
+}
+
 /** The transport: undici with keep-alive, manual redirects and retries. */
 export class HttpClient {
   readonly retry: RetryPolicy;
@@ -175,13 +187,17 @@ export class HttpClient {
         await response.body.dump().catch(() => undefined);
       }
       const after = response && (response.status === 429 || response.status === 503) ? retryAfterMs(header(response.headers, 'retry-after')) : undefined;
-      const delay = this.delayFor(tries, after);
-      this.logger.info('retrying', { what, attempt: tries, of: this.retry.attempts, status: response?.status, error: failure ? String((failure as Error).message) : undefined, delayMs: delay });
-      try {
-        await sleep(delay, undefined, signal ? { signal } : {});
-      } catch {
-        throw abortError(signal);
-      }
+      this.logger.info('retrying', { what, attempt: tries, of: this.retry.attempts, status: response?.status, error: failure ? String((failure as Error).message) : undefined });
+      await this.backOff(tries, signal, after);
+    }
+  }
+
+  /** Waits before try `tries + 1` (see {@link delayFor}); an abort ends the wait with `ETCH_ABORTED`. */
+  async backOff(tries: number, signal?: AbortSignal, retryAfter?: number): Promise<void> {
+    try {
+      await sleep(this.delayFor(tries, retryAfter), undefined, signal ? { signal } : {});
+    } catch {
+      throw abortError(signal);
     }
   }
 
