@@ -6,7 +6,7 @@ import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { crc32 } from 'node:zlib';
 import yauzl from 'yauzl';
-import { EtchError, isRawImageName } from '@etch/format';
+import { EtchError, isZipImageEntry } from '@etch/format';
 import type { EtchBaseImageEntry } from '@etch/tar';
 
 /** Size of the regions whose hashes `--verify` compares after the partitions are written. */
@@ -69,7 +69,7 @@ async function findImageEntry(zip: yauzl.ZipFile): Promise<yauzl.Entry> {
   return new Promise((resolve, reject) => {
     let best: yauzl.Entry | undefined;
     zip.on('entry', (entry: yauzl.Entry) => {
-      if (!entry.fileName.endsWith('/') && isRawImageName(basename(entry.fileName)) && (best === undefined || entry.uncompressedSize > best.uncompressedSize)) best = entry;
+      if (isZipImageEntry(entry.fileName) && (best === undefined || entry.uncompressedSize > best.uncompressedSize)) best = entry;
       zip.readEntry();
     });
     zip.on('end', () => (best ? resolve(best) : reject(new EtchError('ETCH_BAD_ARCHIVE', 'The zipped base image holds no disk image (no entry with a raw image extension such as .img).'))));

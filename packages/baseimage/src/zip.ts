@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import yauzl from 'yauzl';
-import { EtchError, assertBaseImageName, isRawImageName, isEtchError } from '@etch/format';
+import { EtchError, assertBaseImageName, isEtchError, isZipImageEntry } from '@etch/format';
 import { lastComponent } from './names.js';
 import { crcChecked } from './verify.js';
 
@@ -52,7 +52,7 @@ export function findImageEntry(zip: yauzl.ZipFile, what: string): Promise<ImageE
     zip.on('entry', (entry: yauzl.Entry) => {
       const name = entry.fileName;
       if (names.length < 20) names.push(name);
-      if (!name.endsWith('/') && !name.startsWith('__MACOSX/') && isRawImageName(lastComponent(name)) && !lastComponent(name).startsWith('.')) {
+      if (isZipImageEntry(name)) {
         if (best === undefined || entry.uncompressedSize > best.uncompressedSize) best = entry;
       }
       zip.readEntry();

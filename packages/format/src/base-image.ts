@@ -36,6 +36,17 @@ export function isRawImageName(name: string): boolean {
 }
 
 /**
+ * True for a zip entry that may be the disk image of a zipped base image: a file (not a folder) whose last
+ * path component has a raw image extension, leaving out hidden files and macOS `__MACOSX/` resource forks.
+ * Of those, the largest is the image: writers and flashers must agree on this choice.
+ */
+export function isZipImageEntry(fileName: string): boolean {
+  if (fileName.endsWith('/') || fileName.startsWith('__MACOSX/')) return false;
+  const name = fileName.slice(fileName.lastIndexOf('/') + 1);
+  return !name.startsWith('.') && isRawImageName(name);
+}
+
+/**
  * Validates the archive name of the base image: one path component (no `/`), not `inject`, not hidden,
  * with a raw image or `.zip` extension.
  * @throws EtchError `ETCH_BAD_ENTRY` otherwise, saying what is accepted.

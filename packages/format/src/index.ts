@@ -37,6 +37,7 @@ export {
   assertBaseImageName,
   baseImageContainer,
   isRawImageName,
+  isZipImageEntry,
   type BaseImageContainer,
 } from './base-image.js';
 export {
