@@ -1,8 +1,9 @@
 import { Readable } from 'node:stream';
 import { EtchError, throwIfAborted, type TarEntryType } from '@etch/format';
 import { ByteSource, truncated } from './byte-source.js';
-import { BLOCK_SIZE, decodeHeader, isZeroBlock, type RawHeader } from './header.js';
-import { decodePaxRecords, xattrsFromPax } from './pax.js';
+import { BLOCK_SIZE, decodeHeader, isZeroBlock } from './header.js';
+import { ExtensionHeaders, isExtensionType } from './extension-headers.js';
+import { xattrsFromPax } from './pax.js';
 
 /** A tar entry header with PAX and GNU extensions applied. */
 export interface TarHeader {
@@ -89,26 +90,6 @@ function bodyStream(source: ByteSource, state: BodyState): Readable {
   return stream;
 }
 
-function applyPax(raw: RawHeader, pax: Map<string, Buffer>, offset: number): void {
-  const text = (key: string) => pax.get(key)?.toString('utf8');
-  const number = (key: string): number | undefined => {
-    const value = text(key);
-    if (value === undefined) return undefined;
-    const parsed = Number(value);
-    if (!Number.isFinite(parsed)) {
-      throw new EtchError('ETCH_BAD_ARCHIVE', `PAX record ${key}=${JSON.stringify(value)} at byte ${offset} is not a number.`);
-    }
-    return parsed;
-  };
-  raw.name = text('path') ?? raw.name;
-  raw.linkname = text('linkpath') ?? raw.linkname;
-  raw.uname = text('uname') ?? raw.uname;
-  raw.gname = text('gname') ?? raw.gname;
-  raw.size = number('size') ?? raw.size;
-  raw.uid = number('uid') ?? raw.uid;
-  raw.gid = number('gid') ?? raw.gid;
-  raw.mtime = number('mtime') ?? raw.mtime;
-}
 
 /**
  * Reads a tar stream entry by entry, pulling input only as entries are consumed (backpressure end to end).
@@ -129,13 +110,10 @@ export async function* extractTar(
   const { signal } = options;
   const maxExtension = options.maxExtensionSize ?? 1024 * 1024;
   const source = new ByteSource(input);
-  const globalPax = new Map<string, Buffer>();
+  const extensions = new ExtensionHeaders();
   let current: { state: BodyState; body: Readable; padding: number } | undefined;
   try {
     throwIfAborted(signal);
-    let localPax: Map<string, Buffer> | undefined;
-    let longName: string | undefined;
-    let longLink: string | undefined;
     for (;;) {
       if (current !== undefined) {
         const { state, body, padding } = current;
@@ -167,21 +145,14 @@ export async function* extractTar(
       const raw = decodeHeader(block, offset);
       const padding = (BLOCK_SIZE - (raw.size % BLOCK_SIZE)) % BLOCK_SIZE;
 
-      if (raw.type === 'pax' || raw.type === 'pax-global' || raw.type === 'gnu-long-name' || raw.type === 'gnu-long-link') {
+      if (isExtensionType(raw.type)) {
         if (raw.size > maxExtension) {
           throw new EtchError('ETCH_BAD_ARCHIVE', `Extended header of ${raw.size} bytes at byte ${offset} is larger than allowed (${maxExtension}).`);
         }
         const data = (await source.readExact(raw.size)) ?? Buffer.alloc(0);
         if (data.length < raw.size) throw truncated(source.position);
         await source.skip(padding);
-        if (raw.type === 'pax') localPax = decodePaxRecords(data, offset);
-        else if (raw.type === 'pax-global') for (const [k, v] of decodePaxRecords(data, offset)) globalPax.set(k, v);
-        else {
-          const nul = data.indexOf(0);
-          const value = data.subarray(0, nul === -1 ? data.length : nul).toString('utf8');
-          if (raw.type === 'gnu-long-name') longName = value;
-          else longLink = value;
-        }
+        extensions.absorb(raw, data, offset);
         continue;
       }
       if (raw.type === 'unsupported') {
@@ -189,14 +160,7 @@ export async function* extractTar(
           details: { entryName: raw.name, offset },
         });
       }
-      if (longName !== undefined) raw.name = longName;
-      if (longLink !== undefined) raw.linkname = longLink;
-      const pax = new Map(globalPax);
-      for (const [k, v] of localPax ?? []) pax.set(k, v);
-      applyPax(raw, pax, offset);
-      localPax = undefined;
-      longName = undefined;
-      longLink = undefined;
+      const pax = extensions.applyTo(raw, offset);
 
       const type = raw.type === 'contiguous-file' ? 'file' : raw.type;
       // Go's archive/tar (and so every docker layer) ignores the size of header-only types.

@@ -1,6 +1,6 @@
 import { EtchError, type TarEntryType } from '@etch/format';
 import { BLOCK_SIZE, decodeHeader, isZeroBlock } from './header.js';
-import { decodePaxRecords } from './pax.js';
+import { ExtensionHeaders, isExtensionType } from './extension-headers.js';
 
 /** An entry of a tar file found by {@link indexTar}: where its data starts and how long it is. */
 export interface TarIndexEntry {
@@ -25,10 +25,7 @@ const MAX_EXTENSION = 1024 * 1024;
 export async function indexTar(read: ReadAt): Promise<TarIndexEntry[]> {
   const entries: TarIndexEntry[] = [];
   let offset = 0;
-  let pax = new Map<string, Buffer>();
-  const globalPax = new Map<string, Buffer>();
-  let longName: string | undefined;
-  let longLink: string | undefined;
+  const extensions = new ExtensionHeaders();
   const readExact = async (at: number, length: number): Promise<Buffer> => {
     const data = Buffer.from(await read(at, length));
     if (data.length < length) throw new EtchError('ETCH_BAD_ARCHIVE', `The tar file ends at byte ${at + data.length}, inside an entry: it is truncated.`, { details: { offset: at } });
@@ -40,32 +37,19 @@ export async function indexTar(read: ReadAt): Promise<TarIndexEntry[]> {
     const raw = decodeHeader(block, offset);
     const dataOffset = offset + BLOCK_SIZE;
     const skip = (size: number) => dataOffset + Math.ceil(size / BLOCK_SIZE) * BLOCK_SIZE;
-    if (raw.type === 'pax' || raw.type === 'pax-global' || raw.type === 'gnu-long-name' || raw.type === 'gnu-long-link') {
+    if (isExtensionType(raw.type)) {
       if (raw.size > MAX_EXTENSION) throw new EtchError('ETCH_BAD_ARCHIVE', `Extended header of ${raw.size} bytes at byte ${offset} is larger than allowed.`);
-      const data = await readExact(dataOffset, raw.size);
-      if (raw.type === 'pax') pax = decodePaxRecords(data, offset);
-      else if (raw.type === 'pax-global') for (const [k, v] of decodePaxRecords(data, offset)) globalPax.set(k, v);
-      else {
-        const nul = data.indexOf(0);
-        const value = data.subarray(0, nul === -1 ? data.length : nul).toString('utf8');
-        if (raw.type === 'gnu-long-name') longName = value;
-        else longLink = value;
-      }
+      extensions.absorb(raw, await readExact(dataOffset, raw.size), offset);
       offset = skip(raw.size);
       continue;
     }
     if (raw.type === 'unsupported') throw new EtchError('ETCH_BAD_ARCHIVE', `Unsupported tar entry type ${JSON.stringify(raw.typeflag)} at byte ${offset}.`);
-    const records = new Map([...globalPax, ...pax]);
-    const text = (key: string) => records.get(key)?.toString('utf8');
-    const paxSize = text('size');
-    const size = paxSize !== undefined ? Number(paxSize) : raw.size;
+    extensions.applyTo(raw, offset);
+    const size = raw.size;
     if (!Number.isSafeInteger(size) || size < 0) throw new EtchError('ETCH_BAD_ARCHIVE', `Invalid size for the tar entry at byte ${offset}.`);
     const type = raw.type;
     const dataSize = type === 'file' || type === 'contiguous-file' ? size : 0;
-    entries.push({ name: text('path') ?? longName ?? raw.name, type, size: dataSize, dataOffset, linkname: text('linkpath') ?? longLink ?? raw.linkname });
-    pax = new Map();
-    longName = undefined;
-    longLink = undefined;
+    entries.push({ name: raw.name, type, size: dataSize, dataOffset, linkname: raw.linkname });
     offset = skip(size);
   }
 }
