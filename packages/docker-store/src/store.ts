@@ -125,21 +125,21 @@ export async function* dockerStoreEntries(images: readonly StoreImage[], options
 
   for (const [path, mode] of DIR_MODES) yield { header: { name: at(path), type: 'directory', mode, mtime: now } };
 
-  // Layers in the order they will be written, once each: what the spool reads ahead.
-  const upcoming: string[] = [];
-  const layerByChain = new Map<string, { layer: StoreLayer; onBytes: (n: number) => void }>();
-  for (const [index, image] of images.entries()) {
-    const chain = chainIds((parsed[index] as { diffIds: string[] }).diffIds);
-    image.layers.forEach((layer, i) => {
-      const id = chain[i] as string;
-      if (!layerByChain.has(id)) {
-        const onBytes = (bytes: number) => options.onProgress?.({ phase: 'layer', image: index, layer: i, digest: layer.digest, bytes, total: layer.size, state: 'writing' });
-        layerByChain.set(id, { layer, onBytes });
-        upcoming.push(id);
-      }
-    });
-  }
+  const chains = parsed.map((p) => chainIds(p.diffIds));
+  const progressOf = (image: number, index: number, layer: StoreLayer) => (bytes: number, state: LayerProgress['state']) =>
+    options.onProgress?.({ phase: 'layer', image, layer: index, digest: layer.digest, bytes, total: layer.size, state });
   const spool = options.spoolDir !== undefined ? new LayerSpool(options.spoolDir, signal) : undefined;
+  // With a spool: each distinct layer in the order it will be written, so that the next one is read ahead.
+  const upcoming = new Map<string, { layer: StoreLayer; onBytes: (n: number) => void }>();
+  if (spool) {
+    images.forEach((image, imageIndex) =>
+      image.layers.forEach((layer, layerIndex) => {
+        const id = chains[imageIndex]?.[layerIndex] as string;
+        if (!upcoming.has(id)) upcoming.set(id, { layer, onBytes: (n) => progressOf(imageIndex, layerIndex, layer)(n, 'writing') });
+      }),
+    );
+  }
+  const order = [...upcoming.keys()];
   try {
     const written = new Map<string, { cacheId: string; linkId: string; lower: string; size: number; diffId: string }>();
     const committed = new Set<string>();
@@ -149,7 +149,7 @@ export async function* dockerStoreEntries(images: readonly StoreImage[], options
 
     for (const [imageIndex, image] of images.entries()) {
       const { imageId, diffIds } = parsed[imageIndex] as { imageId: string; diffIds: string[] };
-      const chain = chainIds(diffIds);
+      const chain = chains[imageIndex] as string[];
       const layers: StoredImage['layers'] = [];
       for (const [layerIndex, layer] of image.layers.entries()) {
         throwIfAborted(signal);
@@ -160,8 +160,7 @@ export async function* dockerStoreEntries(images: readonly StoreImage[], options
         const bySource = sources.get(diffId) ?? new Map<string, string>();
         bySource.set(`${layer.digest} ${image.sourceRepository}`, image.sourceRepository);
         sources.set(diffId, bySource);
-        const progress = (bytes: number, state: LayerProgress['state']) =>
-          options.onProgress?.({ phase: 'layer', image: imageIndex, layer: layerIndex, digest: layer.digest, bytes, total: layer.size, state });
+        const progress = progressOf(imageIndex, layerIndex, layer);
 
         const existing = written.get(chainId);
         if (existing !== undefined) {
@@ -182,9 +181,9 @@ export async function* dockerStoreEntries(images: readonly StoreImage[], options
         const onBytes = (n: number) => progress(n, 'writing');
         if (spool) {
           // The next layer is read, verified and inflated while this one is converted.
-          const next = upcoming[upcoming.indexOf(chainId) + 1];
-          const ahead = next === undefined ? undefined : layerByChain.get(next);
-        if (ahead !== undefined) spool.start(ahead.layer, ahead.onBytes);
+          const next = order[order.indexOf(chainId) + 1];
+          const ahead = next === undefined ? undefined : upcoming.get(next);
+          if (ahead !== undefined) spool.start(ahead.layer, ahead.onBytes);
           const opened = await spool.open(layer, onBytes);
           try {
             yield* convertLayer(opened.tar, at(paths.diff(cacheId)), (r) => (result = r), signal);
