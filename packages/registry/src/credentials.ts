@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { EtchError } from '@etch/format';
-import { DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY } from './reference.js';
+import { DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, normalizeRegistry } from './reference.js';
 
 /**
  * Credentials for one registry. `identityToken` is an OAuth2 refresh token (what `docker login` stores for
@@ -42,8 +42,7 @@ export function credentialKey(registry: string): string {
 
 /** `https://host/v1/` → `host`, as docker's `ConvertToHostname` does, with the Hub's names folded together. */
 function hostOfKey(key: string): string {
-  const host = key.replace(/^https?:\/\//, '').split('/')[0] ?? '';
-  return ['index.docker.io', 'registry-1.docker.io', 'docker.io'].includes(host) ? DOCKER_HUB : host;
+  return normalizeRegistry(key.replace(/^https?:\/\//, '').split('/')[0] ?? '');
 }
 
 function decodeAuth(auth: string): { username: string; password: string } | undefined {
