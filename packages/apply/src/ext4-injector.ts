@@ -1,7 +1,7 @@
-import { mkdir, open, rm, writeFile } from 'node:fs/promises';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import { EtchError, Ext4Reader, silentLogger, throwIfAborted, type Ext4Info, type Logger, type PartitionInfo, type ReadAt } from '@etch/format';
+import { EtchError, Ext4Reader, openReadAt, silentLogger, throwIfAborted, type Ext4Info, type Logger, type PartitionInfo } from '@etch/format';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
 import { stageFile } from './stage-file.js';
@@ -123,17 +123,11 @@ export class Ext4Injector implements PartitionInjector {
   }
 
   private async reader(): Promise<{ fs: Ext4Reader; close: () => Promise<void> }> {
-    const handle = await open(this.image, 'r');
-    const base = this.partition.offset;
-    const read: ReadAt = async (offset, length) => {
-      const buffer = Buffer.alloc(length);
-      const { bytesRead } = await handle.read(buffer, 0, length, offset);
-      return buffer.subarray(0, bytesRead);
-    };
+    const { read, close } = await openReadAt(this.image);
     try {
-      return { fs: await Ext4Reader.open(read, base), close: () => handle.close() };
+      return { fs: await Ext4Reader.open(read, this.partition.offset), close };
     } catch (error) {
-      await handle.close();
+      await close();
       throw error;
     }
   }

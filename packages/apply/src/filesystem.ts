@@ -1,19 +1,10 @@
-import { open } from 'node:fs/promises';
-import { EtchError, type PartitionInfo, type ReadAt } from '@etch/format';
+import { EtchError, openReadAt, type PartitionInfo, type ReadAt } from '@etch/format';
 
 /** The filesystems a flasher writes into. */
 export type Filesystem = 'ext' | 'fat';
 
 /** A random-access reader over a file or block device; close it when done. */
-export async function openReader(path: string): Promise<{ read: ReadAt; close: () => Promise<void> }> {
-  const handle = await open(path, 'r');
-  const read: ReadAt = async (offset, length) => {
-    const buffer = Buffer.alloc(length);
-    const { bytesRead } = await handle.read(buffer, 0, length, offset);
-    return buffer.subarray(0, bytesRead);
-  };
-  return { read, close: () => handle.close() };
-}
+export const openReader = openReadAt;
 
 /** Tells ext2/3/4 from FAT by their superblock and boot sector signatures. */
 export async function detectFilesystem(read: ReadAt, partition: PartitionInfo): Promise<Filesystem> {

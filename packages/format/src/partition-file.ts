@@ -1,7 +1,8 @@
 import { open } from 'node:fs/promises';
 import { EtchError } from './errors.js';
 import { Ext4Reader } from './ext4-reader.js';
-import { findPartition, readPartitionTable, type ReadAt } from './partition-table.js';
+import { findPartition, readPartitionTable } from './partition-table.js';
+import { readAtHandle } from './read-at.js';
 
 /**
  * Reads one file from an ext2/3/4 partition of a raw disk image without mounting it (the base OS's own
@@ -17,12 +18,7 @@ export async function readPartitionFile(imagePath: string, partition: number, pa
     throw new EtchError('ETCH_IO', `Cannot open the base image ${imagePath}: ${(cause as Error).message}`, { cause, details: { path: imagePath } });
   }
   try {
-    const file = handle;
-    const read: ReadAt = async (offset, length) => {
-      const buffer = Buffer.alloc(length);
-      const { bytesRead } = await file.read(buffer, 0, length, offset);
-      return buffer.subarray(0, bytesRead);
-    };
+    const read = readAtHandle(handle);
     const { offset } = findPartition(await readPartitionTable(read), partition);
     const fs = await Ext4Reader.open(read, offset);
     return await fs.readFile(path);

@@ -1,6 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { EtchError } from '@etch/format';
+import { EtchError, readAtHandle } from '@etch/format';
 import { indexTar, type TarIndexEntry } from '@etch/tar';
 import type { BlobProgress } from './blob-stream.js';
 import { digestBytes } from './digest.js';
@@ -57,11 +57,7 @@ export class DockerArchiveSource implements ImageSource {
       const head = Buffer.alloc(4);
       await file.read(head, 0, 4, 0);
       if (head[0] === 0x1f && head[1] === 0x8b) throw new EtchError('ETCH_USAGE', `${this.path} is gzip-compressed; docker-archive: reads it by seeking, so decompress it first (gunzip).`);
-      const list = await indexTar(async (offset, length) => {
-        const buffer = Buffer.alloc(length);
-        const { bytesRead } = await file.read(buffer, 0, length, offset);
-        return buffer.subarray(0, bytesRead);
-      });
+      const list = await indexTar(readAtHandle(file));
       const entries = new Map(list.map((e) => [posix.normalize(e.name).replace(/^\.\//, ''), e]));
       const manifestEntry = entries.get('manifest.json');
       if (!manifestEntry) throw new EtchError('ETCH_BAD_ARCHIVE', `${this.path} is not a docker save archive (no manifest.json).`, { details: { path: this.path } });

@@ -13,4 +13,4 @@ export {
 export { createCompressor, createDecompressor, detectCompression, type Compression } from './compression.js';
 export { decompressAuto, type Sniffed } from './sniff.js';
 export { XATTR_PREFIX } from './pax.js';
-export { indexTar, type TarIndexEntry, type ReadAt as TarReadAt } from './tar-index.js';
+export { indexTar, type TarIndexEntry } from './tar-index.js';

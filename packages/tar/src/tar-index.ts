@@ -1,4 +1,4 @@
-import { EtchError, type TarEntryType } from '@etch/format';
+import { EtchError, type ReadAt, type TarEntryType } from '@etch/format';
 import { BLOCK_SIZE, decodeHeader, isZeroBlock } from './header.js';
 import { ExtensionHeaders, isExtensionType } from './extension-headers.js';
 
@@ -12,8 +12,6 @@ export interface TarIndexEntry {
   linkname: string;
 }
 
-/** Reads `length` bytes at `offset`; returns fewer only at the end of the file. */
-export type ReadAt = (offset: number, length: number) => Promise<Uint8Array>;
 
 const MAX_EXTENSION = 1024 * 1024;
 
