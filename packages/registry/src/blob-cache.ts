@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EtchError } from '@etch/format';
@@ -43,20 +42,9 @@ export class BlobCache {
     }
   }
 
-  /** Streams a cached blob without hashing it: only for consumers that check the digest themselves. */
-  async *readUnverified(descriptor: { digest: string; size: number }, options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {}): AsyncGenerator<Buffer> {
-    let bytes = 0;
-    const stream = createReadStream(this.pathOf(descriptor.digest), { ...(descriptor.size > 0 ? { end: descriptor.size - 1 } : {}), highWaterMark: 256 * 1024, ...(options.signal ? { signal: options.signal } : {}) });
-    try {
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
-        bytes += chunk.length;
-        options.onProgress?.({ digest: descriptor.digest, bytes, total: descriptor.size });
-        yield chunk;
-      }
-    } finally {
-      stream.destroy();
-    }
-    if (bytes !== descriptor.size) throw new EtchError('ETCH_SIZE_MISMATCH', `The cached blob ${descriptor.digest} has ${bytes} bytes, not ${descriptor.size}.`, { details: { digest: descriptor.digest } });
+  /** Streams a cached blob without hashing it (its size is still checked): only for consumers that check the digest themselves. */
+  readUnverified(descriptor: { digest: string; size: number }, options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {}): AsyncGenerator<Buffer> {
+    return verifiedFileRange(this.pathOf(descriptor.digest), 0, descriptor, 'cached blob', { ...options, verifyDigest: false });
   }
 
   /**

@@ -5,23 +5,24 @@ import { algorithmOf, digestOf, hasherFor } from './digest.js';
 
 /**
  * Streams `length` bytes of a local file from `start`, checked the way a registry blob is: never more than
- * the descriptor's size, and exactly that size hashing to its digest at the end.
+ * the descriptor's size, and exactly that size hashing to its digest at the end (the digest check can be
+ * left to a consumer that makes it anyway: `verifyDigest: false`).
  */
 export async function* verifiedFileRange(
   path: string,
   start: number,
   descriptor: { digest: string; size: number },
   what: string,
-  options: { signal?: AbortSignal; onProgress?: (progress: BlobProgress) => void } = {},
+  options: { signal?: AbortSignal; onProgress?: (progress: BlobProgress) => void; verifyDigest?: boolean } = {},
 ): AsyncGenerator<Buffer> {
-  const hash = hasherFor(descriptor.digest);
+  const hash = options.verifyDigest === false ? undefined : hasherFor(descriptor.digest);
   let bytes = 0;
   // Exactly the declared range is read (the blob may sit inside a larger file, a docker save tar); an empty
   // blob reads nothing, since a read stream cannot express an empty range.
   const stream = descriptor.size > 0 ? createReadStream(path, { start, end: start + descriptor.size - 1, highWaterMark: 256 * 1024, ...(options.signal ? { signal: options.signal } : {}) }) : undefined;
   try {
     for await (const chunk of (stream ?? []) as AsyncIterable<Buffer>) {
-      hash.update(chunk);
+      hash?.update(chunk);
       bytes += chunk.length;
       options.onProgress?.({ digest: descriptor.digest, bytes, total: descriptor.size });
       yield chunk;
@@ -35,6 +36,7 @@ export async function* verifiedFileRange(
   if (bytes !== descriptor.size) {
     throw new EtchError('ETCH_SIZE_MISMATCH', `${what} (${descriptor.digest}) has ${bytes} bytes in ${path}, not the ${descriptor.size} its descriptor declares.`, { details: { path, digest: descriptor.digest } });
   }
+  if (hash === undefined) return;
   const actual = digestOf(hash, algorithmOf(descriptor.digest));
   if (actual !== descriptor.digest) {
     throw new EtchError('ETCH_DIGEST_MISMATCH', `${what} in ${path} does not match its digest: expected ${descriptor.digest}, got ${actual}.`, { details: { path, digest: descriptor.digest, actual } });
