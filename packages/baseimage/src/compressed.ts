@@ -2,7 +2,6 @@ import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable, Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import { EtchError, isEtchError } from '@etch/format';
 import { createDecompressor } from '@etch/tar';
 // xz-decompress is a webpack-bundled CommonJS module: Node's ESM loader sees only its default export.
@@ -26,7 +25,7 @@ export function decompress(input: Readable, compression: FileCompression, signal
     const web = Readable.toWeb(input) as unknown as ReadableStream<Uint8Array>;
     return Readable.fromWeb(new xzDecompress.XzReadableStream(web) as unknown as import('node:stream/web').ReadableStream<Uint8Array>, signal ? { signal } : {});
   }
-  const decoder: Transform = compression === 'gzip' ? createGunzip() : createDecompressor('zstd');
+  const decoder: Transform = createDecompressor(compression);
   pipeline(input, decoder, signal ? { signal } : {}).catch(() => {});
   return decoder;
 }
