@@ -19,4 +19,5 @@ export { cacheIdFor, chainIds, linkIdFor } from './ids.js';
 export { Crc64 } from './crc64.js';
 export { TarSplitBuilder } from './tar-split.js';
 export { readBaseRepositories, readRepositoriesAt, type ReadBaseRepositoriesOptions } from './base-repositories.js';
-export { measureStore, type StoreMeasure } from './measure.js';
+export { measureStore, type MeasureStoreOptions, type StoreMeasure } from './measure.js';
+export { stageLayers, LayerStage, type StageOptions, type StagedLayer } from './layer-stager.js';

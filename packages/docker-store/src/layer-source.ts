@@ -1,19 +1,8 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { EtchError, isEtchError } from '@etch/format';
 import { decompressAuto } from '@etch/tar';
+import { convertLayer, type ConvertedLayer, type StoreEntry } from './layer-converter.js';
 import type { StoreLayer } from './store.js';
-
-/** A layer's uncompressed tar, once its compressed blob checked out against the manifest. */
-export interface OpenedLayer {
-  tar: Readable;
-  /** Removes the spooled file. */
-  release(): Promise<void>;
-}
 
 /** Passes a blob through, hashing it and counting its bytes. */
 export async function* hashing(source: AsyncIterable<Uint8Array>, hash: ReturnType<typeof createHash>, onBytes: (n: number) => void, finished: (total: number) => void) {
@@ -58,62 +47,25 @@ export function unreadable(layer: StoreLayer, err: unknown): EtchError {
 }
 
 /**
- * Decompresses layers one step ahead into a spool directory, so that layer N+1 is read, verified and
- * inflated (zlib works off the main thread) while layer N is converted and written. At most the layer being
- * converted and the next one are on disk; each is removed once converted.
+ * A layer's `diff/` entries straight from its compressed blob: the blob is hashed and counted as it is read
+ * and checked against the manifest once it ends; `done` gets the conversion's findings only after that check.
  */
-export class LayerSpool {
-  private readonly pending = new Map<string, Promise<string>>();
-
-  constructor(
-    private readonly dir: string,
-    private readonly signal?: AbortSignal,
-  ) {}
-
-  /** Starts spooling `layer` (once); progress is the compressed bytes read. */
-  start(layer: StoreLayer, onBytes: (n: number) => void): void {
-    if (this.pending.has(layer.digest)) return;
-    const file = join(this.dir, `${layer.digest.replace(':', '-')}.tar`);
-    const task = (async () => {
-      const checks = blobChecks(layer);
-      try {
-        const blob = hashing(await layer.open(this.signal), checks.hash, onBytes, checks.finished);
-        const { stream } = await decompressAuto(blob, this.signal);
-        await pipeline(stream, createWriteStream(file), this.signal ? { signal: this.signal } : {});
-      } catch (err) {
-        await rm(file, { force: true });
-        throw unreadable(layer, err);
-      }
-      try {
-        checks.check();
-      } catch (err) {
-        await rm(file, { force: true });
-        throw err;
-      }
-      return file;
-    })();
-    // Awaited by open(); until then a failure must not count as unhandled.
-    task.catch(() => {});
-    this.pending.set(layer.digest, task);
+export async function* convertBlob(
+  layer: StoreLayer,
+  diffPrefix: string,
+  onBytes: (n: number) => void,
+  done: (layer: ConvertedLayer) => void,
+  signal?: AbortSignal,
+): AsyncGenerator<StoreEntry> {
+  const checks = blobChecks(layer);
+  let result: ConvertedLayer | undefined;
+  try {
+    const blob = hashing(await layer.open(signal), checks.hash, onBytes, checks.finished);
+    const { stream } = await decompressAuto(blob, signal);
+    yield* convertLayer(stream, diffPrefix, (r) => (result = r), signal);
+  } catch (err) {
+    throw unreadable(layer, err);
   }
-
-  /** The spooled, verified tar of `layer` (spooling it now if it was not started). */
-  async open(layer: StoreLayer, onBytes: (n: number) => void): Promise<OpenedLayer> {
-    this.start(layer, onBytes);
-    const file = await (this.pending.get(layer.digest) as Promise<string>);
-    return {
-      tar: createReadStream(file, { highWaterMark: 1024 * 1024 }),
-      release: async () => {
-        this.pending.delete(layer.digest);
-        await rm(file, { force: true });
-      },
-    };
-  }
-
-  /** Waits for what is still spooling and removes every spooled file. */
-  async close(): Promise<void> {
-    await Promise.allSettled(this.pending.values());
-    await rm(this.dir, { recursive: true, force: true });
-  }
+  checks.check();
+  done(result as ConvertedLayer);
 }
-

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -12,6 +12,8 @@ import { isEtchError } from '@etch/format';
 import { promisePacker, readEtch, whenPackerIdle, type EtchInjectEntry } from '@etch/tar';
 import { dockerStoreEntries, type StoreImage, type StoredImage } from './store.js';
 import { chainIds } from './ids.js';
+import { stageLayers } from './layer-stager.js';
+import { measureStore } from './measure.js';
 
 let dir: TempDir;
 beforeAll(async () => {
@@ -70,6 +72,10 @@ async function preload(images: StoreImage[], options: Parameters<typeof dockerSt
   }
   return { entries, byPath: new Map(entries.map((e) => [e.entry.path, e])), stored: next.value };
 }
+
+// Layer content keeps its mtimes; the store's own files are stamped with the time of the run.
+const summary = (r: Result) =>
+  r.entries.map((e) => `${e.entry.type} ${e.entry.path} ${e.entry.mode} ${e.entry.uid}:${e.entry.gid} ${e.entry.path.includes('/diff/') ? e.entry.mtime.getTime() : ''} ${e.entry.symlinkTarget ?? ''} ${e.entry.hardlinkTarget ?? ''} ${[...e.entry.xattrs].map(([k, v]) => `${k}=${v.toString('hex')}`).join(',')} ${e.content?.toString('hex') ?? ''}`);
 
 const text = (r: Result, path: string) => r.byPath.get(path)?.content?.toString();
 
@@ -208,30 +214,78 @@ describe('dockerStoreEntries', () => {
     expect(committed).toHaveLength(1);
   });
 
-  it('writes the same store when layers are decompressed one step ahead into a spool, and removes the spool', async () => {
+  it('writes the same store from layers converted ahead into a stage, and removes the stage', async () => {
     const shared = await layer(labLower);
     const upper = await layer(labUpper);
     const other = await layer([{ name: 'b.txt', content: 'b' }]);
     const images = () => [image([shared, upper], [{ repository: 'one', tag: '1' }]), image([shared, other], [{ repository: 'two', tag: '1' }])];
     const direct = await preload(images());
-    const spoolDir = await mkdtemp(join(tmpdir(), 'etch-spool-test-'));
-    const spooled = await preload(images(), { spoolDir });
-    const summary = (r: Result) => r.entries.map((e) => `${e.entry.type} ${e.entry.path} ${e.entry.mode} ${e.entry.uid}:${e.entry.gid} ${e.entry.symlinkTarget ?? ''} ${e.entry.hardlinkTarget ?? ''} ${[...e.entry.xattrs].map(([k, v]) => `${k}=${v.toString('hex')}`).join(',')} ${e.content?.toString('hex') ?? ''}`);
-    expect(summary(spooled)).toEqual(summary(direct));
-    expect(spooled.stored).toEqual(direct.stored);
-    expect(await stat(spoolDir).catch(() => undefined)).toBeUndefined();
+    const dir = join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage');
+    const staging = images();
+    const stage = stageLayers(staging, { dir });
+    await stage.settled();
+    expect((await readdir(dir)).length).toBe(3);
+    const staged = await preload(staging, { stage });
+    await stage.close();
+    expect(summary(staged)).toEqual(summary(direct));
+    expect(staged.stored).toEqual(direct.stored);
+    expect(await stat(dir).catch(() => undefined)).toBeUndefined();
   });
 
-  it('refuses a tampered blob read ahead into the spool, and leaves nothing there', async () => {
+  it('keeps the stage within its byte budget: a layer that does not fit is converted when due', async () => {
+    const big = await layer([{ name: 'big.bin', content: 'x'.repeat(64 * 1024) }]);
+    const small = await layer([{ name: 'small.txt', content: 's' }]);
+    const opened: string[] = [];
+    const counted = (img: StoreImage): StoreImage => ({ ...img, layers: img.layers.map((l) => ({ ...l, open: async () => (opened.push(l.digest), l.open()) })) });
+    const images = [counted(image([big], [{ repository: 'big', tag: '1' }])), counted(image([small], [{ repository: 'small', tag: '1' }]))];
+    const dir = join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage');
+    const stage = stageLayers(images, { dir, maxBytes: 16 * 1024 });
+    await stage.settled();
+    // The big layer was abandoned part-way (it would not fit); the small one is staged.
+    expect(await readdir(dir)).toHaveLength(1);
+    expect(await stage.counts(images[0]?.layers[0]?.digest as string)).toBeUndefined();
+    expect(await stage.counts(images[1]?.layers[0]?.digest as string)).toEqual({ entries: 1, bytes: 1 });
+    const staged = await preload(images, { stage });
+    await stage.close();
+    expect(summary(staged)).toEqual(summary(await preload(images)));
+    const bigDigest = images[0]?.layers[0]?.digest;
+    // Opened by the stager, then again inline; the small layer only by the stager, then by the plain run.
+    expect(opened.filter((d) => d === bigDigest)).toHaveLength(3);
+    expect(opened.filter((d) => d !== bigDigest)).toHaveLength(2);
+  });
+
+  it('counts staged layers for requirements exactly as reading them does', async () => {
+    const images = [image([await layer(labLower), await layer(labUpper)], [{ repository: 'one', tag: '1' }])];
+    const dir = join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage');
+    const stage = stageLayers(images, { dir });
+    const measured = await measureStore(images, { stage });
+    await stage.close();
+    expect(measured).toEqual(await measureStore(images));
+  });
+
+  it('refuses a tampered blob converted ahead, before writing any of it, and leaves nothing staged', async () => {
     const good = await layer([{ name: 'f', content: 'x' }]);
     const second = await layer([{ name: 'g', content: 'y' }]);
     const img = image([good, second], [{ repository: 'a', tag: '1' }]);
     const tampered = gzipSync(await craftTar([{ name: 'g', content: 'z' }]));
     const bad: StoreImage = { ...img, layers: [img.layers[0] as StoreImage['layers'][number], { ...(img.layers[1] as StoreImage['layers'][number]), open: async () => Readable.from([tampered]) }] };
-    const spoolDir = await mkdtemp(join(tmpdir(), 'etch-spool-test-'));
-    const error = await preload([bad], { spoolDir }).catch((e: unknown) => e);
+    const dir = join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage');
+    const stage = stageLayers([bad], { dir });
+    await stage.settled();
+    const written: string[] = [];
+    const error = await preload([bad], { stage, onProgress: (e) => e.state === 'writing' && written.push(e.digest) }).catch((e: unknown) => e);
+    await stage.close();
     expect(isEtchError(error, 'ETCH_DIGEST_MISMATCH'), String(error)).toBe(true);
-    expect(await stat(spoolDir).catch(() => undefined)).toBeUndefined();
+    expect(written).not.toContain(bad.layers[1]?.digest);
+    expect(await stat(dir).catch(() => undefined)).toBeUndefined();
+  });
+
+  it('stops staging when closed mid-way and removes what it had', async () => {
+    const layers = await Promise.all([1, 2, 3].map((n) => layer([{ name: `f${n}`, content: String(n).repeat(1000) }])));
+    const dir = join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage');
+    const stage = stageLayers([image(layers, [{ repository: 'a', tag: '1' }])], { dir });
+    await stage.close();
+    expect(await stat(dir).catch(() => undefined)).toBeUndefined();
   });
 
   it('refuses a blob whose bytes do not match its digest', async () => {

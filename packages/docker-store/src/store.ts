@@ -1,9 +1,9 @@
-import { createHash } from 'node:crypto';
-import { EtchError, isEtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
-import { decompressAuto } from '@etch/tar';
+import { EtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { parseConfig } from './image-config.js';
 import { assertDigest, cacheIdFor, chainIds, hexOf, linkIdFor } from './ids.js';
-import { convertLayer, type ConvertedLayer, type StoreEntry } from './layer-converter.js';
-import { LayerSpool, blobChecks, hashing, unreadable } from './layer-source.js';
+import type { ConvertedLayer, StoreEntry } from './layer-converter.js';
+import { convertBlob, unreadable } from './layer-source.js';
+import type { LayerStage } from './layer-stager.js';
 import { DIR_MODES, paths } from './layout.js';
 import { mergeRepositories, serializeRepositories, type ImageName, type RepositoriesJson } from './repositories.js';
 
@@ -40,7 +40,8 @@ export interface LayerProgress {
   /** Compressed bytes read so far. */
   bytes: number;
   total: number;
-  state: 'writing' | 'done' | 'shared';
+  /** `converting`: ahead of time, into a {@link LayerStage}; `writing`: into the store. */
+  state: 'converting' | 'writing' | 'done' | 'shared';
 }
 
 /** Options for {@link dockerStoreEntries}. */
@@ -50,11 +51,10 @@ export interface DockerStoreOptions {
   /** The base OS's own repositories.json: merged, never dropped. */
   baseRepositories?: RepositoriesJson;
   /**
-   * A directory (created by the caller, removed here) to decompress layers into one step ahead, so that
-   * reading and inflating layer N+1 overlaps converting and writing layer N. At most two layers are in it.
-   * Without it each layer is decompressed while it is converted.
+   * Layers converted ahead of time by {@link stageLayers} for these same images: a staged layer is copied out
+   * of it, the others are converted as they come. The caller closes it.
    */
-  spoolDir?: string;
+  stage?: LayerStage;
   signal?: AbortSignal;
   onProgress?: (event: LayerProgress) => void;
   logger?: Logger;
@@ -67,43 +67,6 @@ export interface StoredImage {
   layers: { chainId: string; diffId: string; cacheId: string; size: number }[];
   /** Σ layer sizes, what `docker images` shows. */
   size: number;
-}
-
-interface ImageConfigLike {
-  os?: string;
-  rootfs?: { type?: string; diff_ids?: unknown };
-  history?: { empty_layer?: boolean }[];
-}
-
-function parseConfig(image: StoreImage, index: number): { imageId: string; diffIds: string[] } {
-  const imageId = `sha256:${createHash('sha256').update(image.config).digest('hex')}`;
-  if (image.configDigest !== undefined && image.configDigest !== imageId) {
-    throw new EtchError('ETCH_DIGEST_MISMATCH', `The config of image ${index + 1} hashes to ${imageId}, not ${image.configDigest}. Pull it again.`, {
-      details: { digest: image.configDigest },
-    });
-  }
-  let config: ImageConfigLike;
-  try {
-    config = JSON.parse(image.config.toString('utf8')) as ImageConfigLike;
-  } catch (cause) {
-    throw new EtchError('ETCH_BAD_ENTRY', `The config ${imageId} is not JSON.`, { cause });
-  }
-  if (config.os !== undefined && config.os !== '' && config.os !== 'linux') {
-    throw new EtchError('ETCH_PLATFORM_NOT_FOUND', `Image ${imageId} is for ${config.os}; the engine on a balenaOS device only runs linux images.`);
-  }
-  const diffIds = config.rootfs?.diff_ids;
-  if (config.rootfs?.type !== 'layers' || !Array.isArray(diffIds)) {
-    throw new EtchError('ETCH_BAD_ENTRY', `The config ${imageId} has no rootfs of type "layers".`);
-  }
-  for (const id of diffIds) assertDigest(String(id), 'a diff_id');
-  if (diffIds.length !== image.layers.length) {
-    throw new EtchError('ETCH_BAD_ENTRY', `Image ${imageId} lists ${image.layers.length} layers but its config has ${diffIds.length} diff_ids.`);
-  }
-  const nonEmpty = (config.history ?? []).filter((h) => !h.empty_layer).length;
-  if (nonEmpty > diffIds.length) {
-    throw new EtchError('ETCH_BAD_ENTRY', `Image ${imageId} has more non-empty history entries than layers; the engine refuses it.`);
-  }
-  return { imageId, diffIds: diffIds as string[] };
 }
 
 /**
@@ -128,131 +91,112 @@ export async function* dockerStoreEntries(images: readonly StoreImage[], options
   const chains = parsed.map((p) => chainIds(p.diffIds));
   const progressOf = (image: number, index: number, layer: StoreLayer) => (bytes: number, state: LayerProgress['state']) =>
     options.onProgress?.({ phase: 'layer', image, layer: index, digest: layer.digest, bytes, total: layer.size, state });
-  const spool = options.spoolDir !== undefined ? new LayerSpool(options.spoolDir, signal) : undefined;
-  // With a spool: each distinct layer in the order it will be written, so that the next one is read ahead.
-  const upcoming = new Map<string, { layer: StoreLayer; onBytes: (n: number) => void }>();
-  if (spool) {
-    images.forEach((image, imageIndex) =>
-      image.layers.forEach((layer, layerIndex) => {
-        const id = chains[imageIndex]?.[layerIndex] as string;
-        if (!upcoming.has(id)) upcoming.set(id, { layer, onBytes: (n) => progressOf(imageIndex, layerIndex, layer)(n, 'writing') });
-      }),
-    );
+  if (options.stage !== undefined && options.stage.root !== root) {
+    throw new EtchError('ETCH_USAGE', `The layers were staged for the data root "${options.stage.root}", not "${root}".`);
   }
-  const order = [...upcoming.keys()];
-  try {
-    const written = new Map<string, { cacheId: string; linkId: string; lower: string; size: number; diffId: string }>();
-    const committed = new Set<string>();
-    const diffIdByDigest = new Map<string, string>();
-    const sources = new Map<string, Map<string, string>>(); // diffId → blob digest → source repository
-    const stored: StoredImage[] = [];
+  const written = new Map<string, { cacheId: string; linkId: string; lower: string; size: number; diffId: string }>();
+  const committed = new Set<string>();
+  const diffIdByDigest = new Map<string, string>();
+  const sources = new Map<string, Map<string, string>>(); // diffId → blob digest → source repository
+  const stored: StoredImage[] = [];
 
-    for (const [imageIndex, image] of images.entries()) {
-      const { imageId, diffIds } = parsed[imageIndex] as { imageId: string; diffIds: string[] };
-      const chain = chains[imageIndex] as string[];
-      const layers: StoredImage['layers'] = [];
-      for (const [layerIndex, layer] of image.layers.entries()) {
-        throwIfAborted(signal);
-        assertDigest(layer.digest, 'a layer digest');
-        const chainId = chain[layerIndex] as string;
-        const diffId = diffIds[layerIndex] as string;
-        diffIdByDigest.set(layer.digest, diffId);
-        const bySource = sources.get(diffId) ?? new Map<string, string>();
-        bySource.set(`${layer.digest} ${image.sourceRepository}`, image.sourceRepository);
-        sources.set(diffId, bySource);
-        const progress = progressOf(imageIndex, layerIndex, layer);
+  for (const [imageIndex, image] of images.entries()) {
+    const { imageId, diffIds } = parsed[imageIndex] as { imageId: string; diffIds: string[] };
+    const chain = chains[imageIndex] as string[];
+    const layers: StoredImage['layers'] = [];
+    for (const [layerIndex, layer] of image.layers.entries()) {
+      throwIfAborted(signal);
+      assertDigest(layer.digest, 'a layer digest');
+      const chainId = chain[layerIndex] as string;
+      const diffId = diffIds[layerIndex] as string;
+      diffIdByDigest.set(layer.digest, diffId);
+      const bySource = sources.get(diffId) ?? new Map<string, string>();
+      bySource.set(`${layer.digest} ${image.sourceRepository}`, image.sourceRepository);
+      sources.set(diffId, bySource);
+      const progress = progressOf(imageIndex, layerIndex, layer);
 
-        const existing = written.get(chainId);
-        if (existing !== undefined) {
-          progress(layer.size, 'shared');
-          layers.push({ chainId, diffId, cacheId: existing.cacheId, size: existing.size });
-          continue;
-        }
-        const cacheId = cacheIdFor(chainId);
-        const linkId = linkIdFor(cacheId);
-        const parent = layerIndex === 0 ? undefined : written.get(chain[layerIndex - 1] as string);
-        const lower = parent === undefined ? '' : parent.lower === '' ? `l/${parent.linkId}` : `l/${parent.linkId}:${parent.lower}`;
-        logger.debug('writing layer', { digest: layer.digest, chainId, cacheId });
-
-        yield { header: { name: at(paths.layerDir(cacheId)), type: 'directory', mode: 0o710, mtime: now } };
-        yield { header: { name: at(paths.diff(cacheId)), type: 'directory', mode: 0o755, mtime: now } };
-
-        let result: ConvertedLayer | undefined;
-        const onBytes = (n: number) => progress(n, 'writing');
-        if (spool) {
-          // The next layer is read, verified and inflated while this one is converted.
-          const next = order[order.indexOf(chainId) + 1];
-          const ahead = next === undefined ? undefined : upcoming.get(next);
-          if (ahead !== undefined) spool.start(ahead.layer, ahead.onBytes);
-          const opened = await spool.open(layer, onBytes);
-          try {
-            yield* convertLayer(opened.tar, at(paths.diff(cacheId)), (r) => (result = r), signal);
-          } catch (err) {
-            throw unreadable(layer, err);
-          } finally {
-            await opened.release();
-          }
-        } else {
-          const checks = blobChecks(layer);
-          try {
-            const blob = hashing(await layer.open(signal), checks.hash, onBytes, checks.finished);
-            const { stream } = await decompressAuto(blob, signal);
-            yield* convertLayer(stream, at(paths.diff(cacheId)), (r) => (result = r), signal);
-          } catch (err) {
-            throw unreadable(layer, err);
-          }
-          checks.check();
-        }
-        const converted = result as ConvertedLayer;
-        if (converted.diffId !== diffId) {
-          throw new EtchError('ETCH_DIGEST_MISMATCH', `Layer ${layer.digest} uncompresses to ${converted.diffId}, but the image config expects ${diffId}. The image is inconsistent; rebuild or re-push it.`, {
-            details: { digest: diffId },
-          });
-        }
-
-        const file = (name: string, content: string | Buffer, mode = 0o644) => ({ header: { name: at(name), type: 'file' as const, mode, mtime: now }, content });
-        yield file(`${paths.layerDir(cacheId)}/link`, linkId);
-        if (parent !== undefined) {
-          yield file(`${paths.layerDir(cacheId)}/lower`, lower);
-          yield { header: { name: at(`${paths.layerDir(cacheId)}/work`), type: 'directory', mode: 0o700, mtime: now } };
-          if (!committed.has(parent.cacheId)) {
-            committed.add(parent.cacheId);
-            yield file(`${paths.layerDir(parent.cacheId)}/committed`, '', 0o600);
-          }
-        }
-        yield { header: { name: at(paths.link(linkId)), type: 'symlink', linkname: `../${cacheId}/diff`, mode: 0o777, mtime: now } };
-
-        const db = paths.layerdb(hexOf(chainId));
-        yield { header: { name: at(db), type: 'directory', mode: 0o700, mtime: now } };
-        yield file(`${db}/diff`, diffId);
-        yield file(`${db}/size`, String(converted.size)); // no trailing newline: the engine's ParseInt rejects it
-        yield file(`${db}/cache-id`, cacheId);
-        if (layerIndex > 0) yield file(`${db}/parent`, chain[layerIndex - 1] as string);
-        yield file(`${db}/tar-split.json.gz`, converted.tarSplit);
-
-        written.set(chainId, { cacheId, linkId, lower, size: converted.size, diffId });
-        layers.push({ chainId, diffId, cacheId, size: converted.size });
-        progress(layer.size, 'done');
+      const existing = written.get(chainId);
+      if (existing !== undefined) {
+        progress(layer.size, 'shared');
+        layers.push({ chainId, diffId, cacheId: existing.cacheId, size: existing.size });
+        continue;
       }
-      stored.push({ imageId, names: image.names, layers, size: layers.reduce((sum, l) => sum + l.size, 0) });
-    }
+      const cacheId = cacheIdFor(chainId);
+      const linkId = linkIdFor(cacheId);
+      const parent = layerIndex === 0 ? undefined : written.get(chain[layerIndex - 1] as string);
+      const lower = parent === undefined ? '' : parent.lower === '' ? `l/${parent.linkId}` : `l/${parent.linkId}:${parent.lower}`;
+      logger.debug('writing layer', { digest: layer.digest, chainId, cacheId });
 
-    const file = (name: string, content: string | Buffer, mode = 0o644) => ({ header: { name: at(name), type: 'file' as const, mode, mtime: now }, content });
-    for (const [digest, diffId] of diffIdByDigest) yield file(paths.diffIdByDigest(hexOf(digest)), diffId);
-    for (const [diffId, bySource] of sources) {
-      const metadata = [...bySource.entries()].map(([key, source]) => ({ Digest: key.split(' ')[0], SourceRepository: source, HMAC: '' }));
-      yield file(paths.v2Metadata(hexOf(diffId)), JSON.stringify(metadata));
+      yield { header: { name: at(paths.layerDir(cacheId)), type: 'directory', mode: 0o710, mtime: now } };
+      yield { header: { name: at(paths.diff(cacheId)), type: 'directory', mode: 0o755, mtime: now } };
+
+      let result: ConvertedLayer | undefined;
+      const staged = await options.stage?.take(chainId).catch((err: unknown) => {
+        throw unreadable(layer, err);
+      });
+      if (staged !== undefined) {
+        // Checked before a byte of it is written, unlike a layer converted while it streams.
+        assertDiffId(layer, staged.converted, diffId);
+        progress(layer.size, 'writing');
+        try {
+          yield* (options.stage as LayerStage).entries(staged);
+        } finally {
+          await (options.stage as LayerStage).release(staged);
+        }
+        result = staged.converted;
+      } else {
+        yield* convertBlob(layer, at(paths.diff(cacheId)), (n) => progress(n, 'writing'), (r) => (result = r), signal);
+      }
+      const converted = result as ConvertedLayer;
+      assertDiffId(layer, converted, diffId);
+
+      const file = (name: string, content: string | Buffer, mode = 0o644) => ({ header: { name: at(name), type: 'file' as const, mode, mtime: now }, content });
+      yield file(`${paths.layerDir(cacheId)}/link`, linkId);
+      if (parent !== undefined) {
+        yield file(`${paths.layerDir(cacheId)}/lower`, lower);
+        yield { header: { name: at(`${paths.layerDir(cacheId)}/work`), type: 'directory', mode: 0o700, mtime: now } };
+        if (!committed.has(parent.cacheId)) {
+          committed.add(parent.cacheId);
+          yield file(`${paths.layerDir(parent.cacheId)}/committed`, '', 0o600);
+        }
+      }
+      yield { header: { name: at(paths.link(linkId)), type: 'symlink', linkname: `../${cacheId}/diff`, mode: 0o777, mtime: now } };
+
+      const db = paths.layerdb(hexOf(chainId));
+      yield { header: { name: at(db), type: 'directory', mode: 0o700, mtime: now } };
+      yield file(`${db}/diff`, diffId);
+      yield file(`${db}/size`, String(converted.size)); // no trailing newline: the engine's ParseInt rejects it
+      yield file(`${db}/cache-id`, cacheId);
+      if (layerIndex > 0) yield file(`${db}/parent`, chain[layerIndex - 1] as string);
+      yield file(`${db}/tar-split.json.gz`, converted.tarSplit);
+
+      written.set(chainId, { cacheId, linkId, lower, size: converted.size, diffId });
+      layers.push({ chainId, diffId, cacheId, size: converted.size });
+      progress(layer.size, 'done');
     }
-    for (const [index, image] of images.entries()) {
-      yield file(paths.imageConfig(hexOf((parsed[index] as { imageId: string }).imageId)), image.config, 0o600);
-    }
-    const repositories = mergeRepositories(
-      options.baseRepositories,
-      stored.flatMap((s) => s.names.map((name) => ({ name, imageId: s.imageId }))),
-    );
-    yield file(paths.repositories, serializeRepositories(repositories), 0o600);
-    return stored;
-  } finally {
-    await spool?.close();
+    stored.push({ imageId, names: image.names, layers, size: layers.reduce((sum, l) => sum + l.size, 0) });
   }
+
+  const file = (name: string, content: string | Buffer, mode = 0o644) => ({ header: { name: at(name), type: 'file' as const, mode, mtime: now }, content });
+  for (const [digest, diffId] of diffIdByDigest) yield file(paths.diffIdByDigest(hexOf(digest)), diffId);
+  for (const [diffId, bySource] of sources) {
+    const metadata = [...bySource.entries()].map(([key, source]) => ({ Digest: key.split(' ')[0], SourceRepository: source, HMAC: '' }));
+    yield file(paths.v2Metadata(hexOf(diffId)), JSON.stringify(metadata));
+  }
+  for (const [index, image] of images.entries()) {
+    yield file(paths.imageConfig(hexOf((parsed[index] as { imageId: string }).imageId)), image.config, 0o600);
+  }
+  const repositories = mergeRepositories(
+    options.baseRepositories,
+    stored.flatMap((s) => s.names.map((name) => ({ name, imageId: s.imageId }))),
+  );
+  yield file(paths.repositories, serializeRepositories(repositories), 0o600);
+  return stored;
+}
+
+function assertDiffId(layer: StoreLayer, converted: ConvertedLayer, diffId: string): void {
+  if (converted.diffId === diffId) return;
+  throw new EtchError('ETCH_DIGEST_MISMATCH', `Layer ${layer.digest} uncompresses to ${converted.diffId}, but the image config expects ${diffId}. The image is inconsistent; rebuild or re-push it.`, {
+    details: { digest: diffId },
+  });
 }
