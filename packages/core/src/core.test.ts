@@ -15,6 +15,7 @@ import { writeEtchFile } from './write-file.js';
 import { baseImageFromFile } from './base-image-file.js';
 import { walkDirectory } from './directory-source.js';
 import type { EtchProgress } from './progress.js';
+import type { StoreImage } from '@etch/docker-store';
 
 let dir: TempDir;
 beforeEach(async () => {
@@ -209,6 +210,52 @@ describe('createEtch', () => {
     const error = await createEtch({ base: image(100_000), output: broken }).catch((e: unknown) => e);
     expect(isEtchError(error)).toBe(true);
     expect(String((error as Error).message)).toContain('disk full');
+  });
+
+  const sha = (data: Buffer) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
+  async function storeImage(files: Record<string, string>, tamper = false): Promise<StoreImage> {
+    const tar = await craftTar(Object.entries(files).map(([name, content]) => ({ name, content })));
+    const blob = gzipSync(tar);
+    const served = tamper ? gzipSync(await craftTar([{ name: 'evil', content: 'x' }])) : blob;
+    const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [sha(tar)] } }));
+    return {
+      config,
+      configDigest: sha(config),
+      layers: [{ digest: sha(blob), size: blob.length, open: async () => Readable.from([served]) }],
+      names: [{ repository: 'app', tag: 'v1' }],
+      sourceRepository: 'registry.test/app',
+    };
+  }
+
+  it('converts layers ahead while the base image streams: the same .etch, requirements from the conversion, the stage removed', async () => {
+    const images = [await storeImage({ 'a.txt': 'alpha', 'bin/tool': 'x'.repeat(5000) }), await storeImage({ 'c.txt': 'gamma' })];
+    const write = (name: string, stage?: { dir: string; maxBytes?: number }) =>
+      writeEtchFile(dir.join(name), { base: image(200_000), images: { partition: 6, images, ...(stage ? { stage } : {}) }, requirements: true });
+    const plain = await write('plain.etch');
+    const stageDir = dir.join('stage');
+    const events: EtchProgress[] = [];
+    const staged = await writeEtchFile(dir.join('staged.etch'), { base: image(200_000), images: { partition: 6, images, stage: { dir: stageDir } }, requirements: true, onProgress: (e) => events.push(e) });
+    expect(staged.requirements).toEqual(plain.requirements);
+    expect(staged.images).toEqual(plain.images);
+    const layerPaths = async (name: string) =>
+      (await readBack(dir.join(name))).flatMap(({ entry, content }) => (entry.kind === 'inject' && entry.path.includes('/diff/') ? [`${entry.path} ${content?.toString('hex') ?? ''}`] : []));
+    expect(await layerPaths('staged.etch')).toEqual(await layerPaths('plain.etch'));
+    expect(events.some((e) => e.phase === 'layer' && e.state === 'converting')).toBe(true);
+    expect(await readdir(dir.path)).toEqual(['plain.etch', 'staged.etch']);
+  });
+
+  it('fails while the base image still streams when a layer converted ahead is corrupt, and leaves nothing', async () => {
+    const images = [await storeImage({ 'a.txt': 'alpha' }, true)];
+    // A base image that would never finish: only failing early ends this run.
+    const endless = new Readable({ read() {} });
+    endless.push(Buffer.alloc(4096));
+    const error = await writeEtchFile(dir.join('out.etch'), {
+      base: { name: 'disk.img', size: 1024 * 1024 * 1024, stream: endless },
+      images: { partition: 6, images, stage: { dir: dir.join('stage') } },
+      requirements: true,
+    }).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_DIGEST_MISMATCH'), String(error)).toBe(true);
+    expect(await readdir(dir.path)).toEqual([]);
   });
 
   it('streams a large base image in bounded memory', async () => {

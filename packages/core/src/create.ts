@@ -20,7 +20,7 @@ import {
   type Logger,
 } from '@etch/format';
 import { createCompressor, promisePacker, whenPackerIdle, type Compression } from '@etch/tar';
-import { dockerStoreEntries, type LayerProgress, type RepositoriesJson, type StoreImage, type StoredImage } from '@etch/docker-store';
+import { dockerStoreEntries, stageLayers, type LayerProgress, type LayerStage, type RepositoriesJson, type StoreImage, type StoredImage } from '@etch/docker-store';
 import type { BaseImage } from './base-image-file.js';
 import { walkDirectory } from './directory-source.js';
 import type { FileToInject } from './lifecycle.js';
@@ -44,8 +44,13 @@ export interface PreloadImages {
   baseRepositories?: RepositoriesJson;
   /** The engine's data root inside the partition (default `docker`). */
   root?: string;
-  /** A directory to decompress layers into one step ahead (see `@etch/docker-store`); removed when done. */
-  spoolDir?: string;
+  /**
+   * Convert layers ahead, while the base image streams, into this directory (created, and removed when
+   * done): download, verification and conversion then leave the critical path, and `requirements.json`
+   * counts come from the conversion instead of a second read. At most `maxBytes` (default 4 GiB) on disk at
+   * once; layers beyond that are converted when due. Without it each layer is converted as it is written.
+   */
+  stage?: { dir: string; maxBytes?: number };
 }
 
 /** Options for {@link createEtch}. */
@@ -138,11 +143,27 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   let requirements: EtchRequirements | undefined;
   let baseImage: { name: string; size: number } | undefined;
   let stored: StoredImage[] = [];
+  let stage: LayerStage | undefined;
   try {
     const write = promisePacker(pack, undefined, signal ? { signal } : {});
     await write({ name: VERSION_ENTRY_NAME, mode: 0o644, mtime: new Date(0) }, formatVersion(version));
+    if (options.images?.stage) {
+      const { images, root, stage: where } = options.images;
+      stage = stageLayers(images, {
+        dir: where.dir,
+        ...(where.maxBytes !== undefined ? { maxBytes: where.maxBytes } : {}),
+        ...(root !== undefined ? { root } : {}),
+        ...(signal ? { signal } : {}),
+        onProgress: (event: LayerProgress) => onProgress?.(event),
+        // The store would fail on that layer after the base image: fail now instead.
+        onFailure: (err) => {
+          if (!pack.destroying) pack.destroy(err as Error);
+        },
+        logger,
+      });
+    }
     // Counting runs while the base image streams; it is awaited only once the base image is written.
-    const measuring = options.requirements ? measureRequirements(options) : undefined;
+    const measuring = options.requirements ? measureRequirements(options, stage) : undefined;
     measuring?.catch(() => {});
 
     const base = typeof options.base === 'function' ? await options.base() : options.base;
@@ -161,13 +182,13 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     // The image store reports per layer instead of per entry, so its entries are counted but not announced.
     const sources: (InjectSource & { quiet?: boolean })[] = [...(options.inject ?? [])];
     if (options.images) {
-      const { partition, images, baseRepositories, root, spoolDir } = options.images;
+      const { partition, images, baseRepositories, root } = options.images;
       // yield* hands over the generator's return value (what was stored) once its last entry is consumed.
       const store = async function* () {
         stored = yield* dockerStoreEntries(images, {
           ...(baseRepositories ? { baseRepositories } : {}),
           ...(root !== undefined ? { root } : {}),
-          ...(spoolDir !== undefined ? { spoolDir } : {}),
+          ...(stage ? { stage } : {}),
           ...(signal ? { signal } : {}),
           onProgress: (event: LayerProgress) => onProgress?.(event),
           logger,
@@ -199,6 +220,8 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     options.output.destroy(error);
     await piping.catch(() => {});
     throw error;
+  } finally {
+    await stage?.close();
   }
   onProgress?.({ phase: 'finalize', bytesWritten: counter.bytes });
   return {

@@ -1,5 +1,5 @@
 import { EtchError, type EtchRequirements } from '@etch/format';
-import { measureStore } from '@etch/docker-store';
+import { measureStore, type LayerStage } from '@etch/docker-store';
 import type { CreateEtchOptions, InjectSource } from './create.js';
 import { walkDirectory } from './directory-source.js';
 
@@ -18,11 +18,11 @@ async function measureSource(source: InjectSource, signal?: AbortSignal): Promis
 
 /**
  * What each partition will receive, counted before anything is written: directories are walked, image
- * layers read once (from the local cache the pipeline downloads them into). The result goes into the
+ * layers counted from their staging, or else read once (from the local cache the pipeline downloads them into). The result goes into the
  * 1.1 `requirements.json` entry, right after the base image, so a streaming flasher can grow a partition
  * once, before it injects.
  */
-export async function measureRequirements(options: Pick<CreateEtchOptions, 'inject' | 'images' | 'afterImages' | 'signal'>): Promise<EtchRequirements> {
+export async function measureRequirements(options: Pick<CreateEtchOptions, 'inject' | 'images' | 'afterImages' | 'signal'>, stage?: LayerStage): Promise<EtchRequirements> {
   const partitions: EtchRequirements['partitions'] = {};
   const add = (partition: number, measure: { bytes: number; entries: number }) => {
     const entry = (partitions[String(partition)] ??= { bytes: 0, entries: 0 });
@@ -30,6 +30,6 @@ export async function measureRequirements(options: Pick<CreateEtchOptions, 'inje
     entry.entries += measure.entries;
   };
   for (const source of [...(options.inject ?? []), ...(options.afterImages ?? [])]) add(source.partition, await measureSource(source, options.signal));
-  if (options.images) add(options.images.partition, await measureStore(options.images.images, options.signal ? { signal: options.signal } : {}));
+  if (options.images) add(options.images.partition, await measureStore(options.images.images, { ...(options.signal ? { signal: options.signal } : {}), ...(stage ? { stage } : {}) }));
   return { partitions };
 }
