@@ -206,4 +206,19 @@ describe('progress display', () => {
     display.onProgress({ phase: 'base-image', name: 'a.img', bytes: 100, total: 100 });
     expect((stream.read()?.toString() ?? '').split('\n').filter(Boolean)).toEqual([`etch: downloaded ${a.slice(0, 19)} (10 B)`, 'etch: writing base image a.img (100 B)']);
   });
+
+  it('shows a layer converted ahead and its later write as two steps', () => {
+    const stream = new PassThrough();
+    const display = createProgressDisplay(stream, 'plain');
+    const a = `sha256:${'a'.repeat(64)}`;
+    const layer = { phase: 'layer', image: 0, layer: 0, digest: a, total: 10 } as const;
+    display.onProgress({ ...layer, bytes: 5, state: 'converting' });
+    display.onProgress({ ...layer, bytes: 10, state: 'converting' });
+    display.onProgress({ ...layer, bytes: 10, state: 'writing' });
+    display.onProgress({ ...layer, bytes: 10, state: 'done' });
+    expect((stream.read()?.toString() ?? '').split('\n').filter(Boolean)).toEqual([
+      `etch: converting image 1 layer 1 ${a.slice(0, 19)} ahead (10 B compressed)`,
+      `etch: image 1 layer 1 ${a.slice(0, 19)} (10 B compressed)`,
+    ]);
+  });
 });

@@ -43,7 +43,7 @@ function lineKey(event: DisplayedProgress): string {
     case 'inject':
       return `inject:${event.partition}`;
     case 'layer':
-      return `layer:${event.digest}`;
+      return event.state === 'converting' ? `convert:${event.digest}` : `layer:${event.digest}`;
     case 'download':
       return `download:${event.digest}`;
     case 'grow':
@@ -62,6 +62,7 @@ function describe(event: DisplayedProgress, elapsedSeconds: number): string {
     case 'layer': {
       const name = `layer    ${event.digest.slice(7, 19)}`;
       if (event.state === 'shared') return `${name} already written (shared with an earlier image)`;
+      if (event.state === 'converting') return `convert  ${event.digest.slice(7, 19)} ${amount(event.bytes, event.total)}${event.bytes === event.total ? ' ready' : ''}`;
       return `${name} ${amount(event.bytes, event.total)}${event.state === 'done' ? ' written' : ''}`;
     }
     case 'inject':
@@ -84,6 +85,7 @@ function plainLine(event: DisplayedProgress, first: boolean): string | undefined
       return event.bytes === event.total ? `etch: downloaded ${event.digest.slice(0, 19)} (${formatBytes(event.total)})` : undefined;
     case 'layer':
       if (!first) return undefined;
+      if (event.state === 'converting') return `etch: converting image ${event.image + 1} layer ${event.layer + 1} ${event.digest.slice(0, 19)} ahead (${formatBytes(event.total)} compressed)`;
       return `etch: image ${event.image + 1} layer ${event.layer + 1} ${event.digest.slice(0, 19)} (${event.state === 'shared' ? 'already written' : `${formatBytes(event.total)} compressed`})`;
     case 'inject':
       return first ? `etch: injecting into partition ${event.partition}` : undefined;
@@ -137,7 +139,7 @@ export function createProgressDisplay(stderr: Writable, mode: ProgressMode, now:
       const key = lineKey(event);
       const isNew = !lines.has(key);
       lines.set(key, describe(event, (now() - started) / 1000));
-      const complete = (event.phase === 'base-image' && event.bytes === event.total) || (event.phase === 'layer' && event.state !== 'writing') || (event.phase === 'download' && event.bytes === event.total);
+      const complete = (event.phase === 'base-image' && event.bytes === event.total) || (event.phase === 'layer' && (event.state === 'done' || event.state === 'shared' || (event.state === 'converting' && event.bytes === event.total))) || (event.phase === 'download' && event.bytes === event.total);
       if (isNew || complete || now() - lastDraw >= REDRAW_MS) draw();
     },
     finish() {

@@ -1,4 +1,5 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, statfs } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -48,7 +49,9 @@ Preloading (the engine store of the data partition, as docker pull would leave i
   --boot-partition N          the boot partition (default 1)
 ${registryUsage}
   --cache-dir DIR             keep downloaded base images, layers and manifests here (default $XDG_CACHE_HOME/etch, else
-                              ~/.cache/etch); a rebuild of the same images needs no download
+                              ~/.cache/etch); a rebuild of the same images needs no download. While the base
+                              image is written, layers are converted ahead into DIR/oci/stage-* (at most
+                              4 GiB or half the free space; removed at the end)
   --no-cache                  download into a temporary spool removed afterwards
 
 Output:
@@ -99,6 +102,19 @@ export function parseInjectSpec(spec: string, cwd: string): InjectSource {
     throw fail(`--inject ${JSON.stringify(spec)}: the partition must be a number from 1 (MBR logical partitions start at 5).`);
   }
   return { kind: 'directory', partition, path: resolve(cwd, dir), dest: dest ?? '' };
+}
+
+const STAGE_MAX_BYTES = 4 * 1024 ** 3;
+
+/**
+ * Where layers are converted ahead while the base image streams: beside the layer cache (same disk as the
+ * blobs; `etch cache clean` also removes one left by a killed run), holding at most 4 GiB or half the free
+ * space, whichever is less.
+ */
+async function stageFor(layerCache: string): Promise<{ dir: string; maxBytes: number }> {
+  await mkdir(layerCache, { recursive: true });
+  const fs = await statfs(layerCache);
+  return { dir: join(layerCache, `stage-${process.pid}-${randomBytes(4).toString('hex')}`), maxBytes: Math.min(STAGE_MAX_BYTES, Math.floor((fs.bavail * fs.bsize) / 2)) };
 }
 
 function partitionFlag(value: string | undefined, flag: string, fallback: number): number {
@@ -177,7 +193,8 @@ export const createCommand: Command = {
     const display = createProgressDisplay(context.stderr, progressModeFor(context.stderr, Boolean(values.quiet)));
     // Without a persistent cache, layers still go through a spool, so they download while the base image streams.
     const spool = preloading && values['no-cache'] ? await mkdtemp(join(tmpdir(), 'etch-spool-')) : undefined;
-    const client = preloading || baseKind === 'eci' ? registryClientFor(context, values['insecure-registry'], spool ?? registryCacheFor(context, values)) : undefined;
+    const layerCache = spool ?? registryCacheFor(context, values);
+    const client = preloading || baseKind === 'eci' ? registryClientFor(context, values['insecure-registry'], layerCache) : undefined;
     let preloads: PreloadImage[] = [];
     let baseSource: BaseImageSourceInfo | undefined;
     let result: CreateEtchResult;
@@ -199,7 +216,9 @@ export const createCommand: Command = {
           return opened;
         },
         inject,
-        ...(preloads.length > 0 ? { images: { partition: dataPartition, images: preloads.map((p) => p.store), ...(baseRepositories ? { baseRepositories } : {}) } } : {}),
+        ...(preloads.length > 0
+          ? { images: { partition: dataPartition, images: preloads.map((p) => p.store), ...(baseRepositories ? { baseRepositories } : {}), ...(layerCache ? { stage: await stageFor(layerCache) } : {}) } }
+          : {}),
         ...(plan.appsJson !== undefined ? { afterImages: [{ kind: 'entries', partition: dataPartition, entries: [{ header: { name: 'apps.json', type: 'file', mode: 0o644 }, content: plan.appsJson }] }] } : {}),
         compression: compress as Compression,
         // Format 1.1: tell the flasher up front what each partition receives (layers are local by now).
