@@ -5,7 +5,6 @@ import { pipeline } from 'node:stream/promises';
 import { EtchError, isEtchError } from '@etch/format';
 import { createDecompressor } from '@etch/tar';
 // xz-decompress is a webpack-bundled CommonJS module: Node's ESM loader sees only its default export.
-import xzDecompress from 'xz-decompress';
 import type { FileCompression } from './names.js';
 import type { BaseImageProgress } from './types.js';
 import { asEtchError } from './verify.js';
@@ -19,12 +18,18 @@ export function decodeError(error: unknown, what: string, compression: FileCompr
   return new EtchError('ETCH_BAD_ARCHIVE', `${what} is not valid ${compression} data: ${(error as Error)?.message ?? String(error)}.`, { cause: error });
 }
 
+async function* xzDecoded(input: Readable, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  // The decoder is WebAssembly that stays resident (8 MiB) once loaded: only .xz images pay for it.
+  const loaded = await import('xz-decompress');
+  // A CommonJS module: Node puts it under `default`, Vitest may not.
+  const xzDecompress = (loaded as { default?: typeof loaded }).default ?? loaded;
+  const web = Readable.toWeb(input) as unknown as ReadableStream<Uint8Array>;
+  yield* Readable.fromWeb(new xzDecompress.XzReadableStream(web) as unknown as import('node:stream/web').ReadableStream<Uint8Array>, signal ? { signal } : {});
+}
+
 /** Decompresses a whole compressed stream (gzip members, xz streams and zstd frames may be concatenated). */
 export function decompress(input: Readable, compression: FileCompression, signal?: AbortSignal): Readable {
-  if (compression === 'xz') {
-    const web = Readable.toWeb(input) as unknown as ReadableStream<Uint8Array>;
-    return Readable.fromWeb(new xzDecompress.XzReadableStream(web) as unknown as import('node:stream/web').ReadableStream<Uint8Array>, signal ? { signal } : {});
-  }
+  if (compression === 'xz') return Readable.from(xzDecoded(input, signal), { objectMode: false, highWaterMark: 1024 * 1024 });
   const decoder: Transform = createDecompressor(compression);
   pipeline(input, decoder, signal ? { signal } : {}).catch(() => {});
   return decoder;
