@@ -1,8 +1,8 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { link, mkdir, readdir, stat, symlink, writeFile, utimes, chmod } from 'node:fs/promises';
+import { link, mkdir, open, readdir, stat, symlink, writeFile, utimes, chmod } from 'node:fs/promises';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { collect, createTempDir, patternStream, run, type TempDir } from '@etch/test-utils';
 import { isEtchError } from '@etch/format';
 import { promisePacker, readEtch, type EtchEntry } from '@etch/tar';
@@ -176,6 +176,32 @@ describe('createEtch', () => {
     expect((await run('tar', ['-tf', dir.join('plain.tar')])).stdout).toContain('inject/2/x');
     const entries = await readBack(out);
     expect(entries[0]?.entry).toMatchObject({ kind: 'version', compression });
+  });
+
+  it('flushes a large .etch to disk while it is written, and closes what it opened for that', async () => {
+    const probe = await open(dir.join('probe'), 'w');
+    const FileHandlePrototype = Object.getPrototypeOf(probe) as { datasync: () => Promise<void> };
+    await probe.close();
+    const datasync = vi.spyOn(FileHandlePrototype, 'datasync');
+    const fds = async () => (await readdir('/proc/self/fd')).length;
+    const before = await fds();
+    const size = 300 * 1024 * 1024;
+    try {
+      const out = dir.join('big.etch');
+      // A slow producer, so the 100 ms poll sees the file grow.
+      const slow = Readable.from((async function* () {
+        for await (const chunk of patternStream(size, 4 * 1024 * 1024)) {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          yield chunk as Buffer;
+        }
+      })());
+      await writeEtchFile(out, { base: { name: 'disk.img', size, stream: slow } });
+      expect((await stat(out)).size).toBeGreaterThan(size);
+      expect(datasync).toHaveBeenCalled();
+    } finally {
+      datasync.mockRestore();
+    }
+    expect(await fds()).toBe(before);
   });
 
   it('leaves no file behind when the base image is shorter than declared', async () => {

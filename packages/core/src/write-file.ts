@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
 import { EtchError } from '@etch/format';
 import { createEtch, type CreateEtchOptions, type CreateEtchResult } from './create.js';
+import { EarlyWriteback } from './early-writeback.js';
 
 /** Options for {@link writeEtchFile}: those of {@link createEtch} without `output`. */
 export type WriteEtchFileOptions = Omit<CreateEtchOptions, 'output'>;
@@ -23,7 +24,13 @@ export async function writeEtchFile(path: string, options: WriteEtchFileOptions)
     // With the default 16 KiB every chunk of the base image paused the whole pipeline until it was written;
     // room for a few chunks lets reading overlap writing (measured: 1 GiB base + layers, 4.6–5.0 s → 3.4–3.6 s).
     const output = createWriteStream(temporary, { flags: 'wx', highWaterMark: 1024 * 1024 });
-    const result = await createEtch({ ...options, output });
+    const writeback = new EarlyWriteback(temporary, output);
+    let result: CreateEtchResult;
+    try {
+      result = await createEtch({ ...options, output });
+    } finally {
+      await writeback.stop();
+    }
     // Data must be on disk before the rename makes it visible under its final name.
     const handle = await open(temporary, 'r');
     try {
