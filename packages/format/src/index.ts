@@ -55,3 +55,4 @@ export { Ext4Reader, type Ext4Info, type Ext4Stat } from './ext4-reader.js';
 export { readPartitionFile } from './partition-file.js';
 export { MAX_REQUIREMENTS_SIZE, REQUIREMENTS_ENTRY_NAME, parseRequirements, serializeRequirements, type EtchRequirements, type PartitionRequirement } from './requirements.js';
 export { openReadAt, readAtHandle } from './read-at.js';
+export { BufferPool, readFileChunks } from './buffer-pool.js';
