@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { EtchError } from '@etch/format';
+import { EtchError, readFileChunks, type BufferPool } from '@etch/format';
 import { decodeError, decompress, uncompressedSize } from './compressed.js';
 import { requireKind } from './names.js';
 import type { OpenedSource } from './opened.js';
@@ -15,6 +15,8 @@ export interface LocalOptions {
   onProgress?: (event: BaseImageProgress) => void;
   /** The name to classify (and to use) instead of the file's base name: a downloaded URL's name. */
   name?: string;
+  /** Read a raw image in buffers lent from this pool (see {@link OpenBaseImageOptions.bufferPool}). */
+  bufferPool?: BufferPool;
 }
 
 async function fileSize(path: string): Promise<number> {
@@ -42,7 +44,8 @@ export async function openLocalImage(path: string, options: LocalOptions): Promi
   const what = `The base image ${given}`;
   const size = await fileSize(path);
   if (kind.kind === 'raw') {
-    return { name: kind.name, size, bytes: createReadStream(path, { highWaterMark: 256 * 1024 }), info: { kind: 'file' }, wrapError: readError(path) };
+    const bytes = options.bufferPool ? readFileChunks(path, options.bufferPool, options.signal) : createReadStream(path, { highWaterMark: 256 * 1024 });
+    return { name: kind.name, size, bytes, info: { kind: 'file' }, wrapError: readError(path) };
   }
   if (kind.kind === 'zip') {
     const zip = await openZipFile(path, what);

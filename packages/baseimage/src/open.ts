@@ -238,7 +238,14 @@ export async function openBaseImage(spec: string, options: OpenBaseImageOptions 
     else if (kind === 'url') planned = await planUrl(spec, ctx, options);
     else {
       const path = spec.startsWith('file:') ? fileURLToPath(spec) : spec;
-      planned = { opened: await openLocalImage(path, { mode, ...(signal ? { signal } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) }) };
+      planned = {
+        opened: await openLocalImage(path, {
+          mode,
+          ...(signal ? { signal } : {}),
+          ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+          ...(options.bufferPool ? { bufferPool: options.bufferPool } : {}),
+        }),
+      };
     }
   } catch (error) {
     await cleanup();

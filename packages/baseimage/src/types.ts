@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { Logger } from '@etch/format';
+import type { BufferPool, Logger } from '@etch/format';
 import type { RegistryClient } from '@etch/registry';
 import type { Dispatcher } from 'undici';
 
@@ -55,6 +55,12 @@ export interface OpenBaseImageOptions {
   onProgress?: (event: BaseImageProgress) => void;
   /** Where debug and warning lines go (silent by default). */
   logger?: Logger;
+  /**
+   * Read a raw local image in buffers lent from this pool, for a writer that gives them back once written
+   * (`writeEtchFile`'s `bufferPool`): a long copy then reuses a few buffers instead of one per chunk.
+   * Only for a consumer that is the chunks' last user (see `BufferPool` in `@etch/format`).
+   */
+  bufferPool?: BufferPool;
 }
 
 /** Where a base image came from, and how. */

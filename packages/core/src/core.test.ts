@@ -1,10 +1,11 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { link, mkdir, open, readdir, stat, symlink, writeFile, utimes, chmod } from 'node:fs/promises';
 import { PassThrough, Readable, Writable } from 'node:stream';
+import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { collect, createTempDir, patternStream, run, type TempDir } from '@etch/test-utils';
-import { isEtchError } from '@etch/format';
+import { BufferPool, isEtchError, readFileChunks } from '@etch/format';
 import { promisePacker, readEtch, type EtchEntry } from '@etch/tar';
 import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
@@ -202,6 +203,32 @@ describe('createEtch', () => {
       datasync.mockRestore();
     }
     expect(await fds()).toBe(before);
+  });
+
+  it('copies the base image through a buffer pool, reusing a few buffers, and writes the same bytes', async () => {
+    const size = 64 * 1024 * 1024 + 123;
+    await pipeline(patternStream(size), createWriteStream(dir.join('disk.img')));
+    const pool = new BufferPool();
+    const pooled = Readable.from(readFileChunks(dir.join('disk.img'), pool), { objectMode: false });
+    await writeEtchFile(dir.join('pooled.etch'), { base: { name: 'disk.img', size, stream: pooled }, bufferPool: pool });
+    await writeEtchFile(dir.join('plain.etch'), { base: await baseImageFromFile(dir.join('disk.img')) });
+    await run('cmp', [dir.join('pooled.etch'), dir.join('plain.etch')]);
+    // 257 chunks of 256 KiB went through; without reuse each would be a new buffer.
+    expect(pool.allocated).toBeLessThan(40);
+  });
+
+  it('fails with ETCH_IO and leaves nothing when the disk fills up', async () => {
+    const small = dir.join('small');
+    await mkdir(small);
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', small]);
+    try {
+      const error = await writeEtchFile(join(small, 'out.etch'), { base: image(8 * 1024 * 1024) }).catch((e: unknown) => e);
+      expect(isEtchError(error, 'ETCH_IO'), String(error)).toBe(true);
+      expect(String((error as Error).message)).toMatch(/ENOSPC|no space/i);
+      expect(await readdir(small)).toEqual([]);
+    } finally {
+      await run('umount', [small]);
+    }
   });
 
   it('leaves no file behind when the base image is shorter than declared', async () => {

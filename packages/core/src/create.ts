@@ -24,7 +24,7 @@ import { dockerStoreEntries, stageLayers, type LayerProgress, type LayerStage, t
 import type { BaseImage } from './base-image-file.js';
 import { walkDirectory } from './directory-source.js';
 import type { FileToInject } from './lifecycle.js';
-import { ByteCounter, countBytes, type ProgressListener } from './progress.js';
+import { ByteCounter, type ProgressListener } from './progress.js';
 import { measureRequirements } from './requirements.js';
 
 /** Files to put into one partition. */
@@ -171,7 +171,10 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     baseImage = { name: base.name, size: base.size };
     logger.info('writing base image', { name: base.name, size: base.size });
     onProgress?.({ phase: 'base-image', name: base.name, bytes: 0, total: base.size });
-    const counted = countBytes(base.stream, (bytes) => onProgress?.({ phase: 'base-image', name: base.name, bytes, total: base.size }));
+    // A stream stage, not an async iteration: iterating a byte stream joins whatever is buffered into a new
+    // buffer, and the chunks must reach the output as they were read (see writeEtchFile's bufferPool).
+    const counted = new ByteCounter((bytes) => onProgress?.({ phase: 'base-image', name: base.name, bytes, total: base.size }));
+    pipeline(base.stream, counted).catch(() => {});
     await write({ name: base.name, mode: 0o644, size: base.size }, counted);
     if (measuring) {
       requirements = await measuring;

@@ -1,4 +1,3 @@
-import type { WriteStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 
 const EVERY_BYTES = 64 * 1024 * 1024;
@@ -18,7 +17,7 @@ export class EarlyWriteback {
 
   constructor(
     private readonly path: string,
-    private readonly output: WriteStream,
+    private readonly output: { readonly bytesWritten: number },
   ) {
     this.timer = setInterval(() => this.poll(), POLL_MS);
     this.timer.unref();

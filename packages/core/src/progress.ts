@@ -11,16 +11,6 @@ export type EtchProgress =
 /** Receives progress events; called often, so keep it cheap (the CLI throttles its redraws). */
 export type ProgressListener = (event: EtchProgress) => void;
 
-/** Re-yields `source`, reporting the running byte count; errors pass through unchanged. */
-export async function* countBytes(source: AsyncIterable<Uint8Array>, onBytes: (total: number) => void): AsyncGenerator<Uint8Array> {
-  let total = 0;
-  for await (const chunk of source) {
-    total += chunk.length;
-    onBytes(total);
-    yield chunk;
-  }
-}
-
 /** A pass-through that reports the running byte count. */
 export class ByteCounter extends Transform {
   bytes = 0;

@@ -5,7 +5,7 @@ import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultCacheDir as baseImageCacheDir, openBaseImage, specKind, type BaseImageSourceInfo } from '@etch/baseimage';
 import { createEtch, resolvePreloadImages, writeEtchFile, type CreateEtchOptions, type CreateEtchResult, type InjectSource, type PreloadImage } from '@etch/core';
-import { baseImageContainer, parsePartition } from '@etch/format';
+import { BufferPool, baseImageContainer, parsePartition } from '@etch/format';
 import { formatPlatform, parsePlatform, type Platform, type RegistryClient } from '@etch/registry';
 import type { Compression } from '@etch/tar';
 import { helpFlag, parseFlags, usageError } from '../args.js';
@@ -199,6 +199,8 @@ export const createCommand: Command = {
     let baseSource: BaseImageSourceInfo | undefined;
     let result: CreateEtchResult;
     const output = resolve(context.cwd, values.output);
+    // The base image's read buffers come back from the output file once written (not through stdout).
+    const bufferPool = toStdout ? undefined : new BufferPool();
     try {
       if (client && preloading) preloads = await resolvePlan(plan, platform as Platform, client, context, display);
       const options: Omit<CreateEtchOptions, 'output'> = {
@@ -209,6 +211,7 @@ export const createCommand: Command = {
             ...(values.offline ? { offline: true } : {}),
             ...(client ? { registry: client } : {}),
             ...(platform ? { platform: formatPlatform(platform) } : {}),
+            ...(bufferPool ? { bufferPool } : {}),
             signal: context.signal,
             logger: context.logger,
           });
@@ -227,7 +230,7 @@ export const createCommand: Command = {
         onProgress: display.onProgress,
         logger: context.logger,
       };
-      result = toStdout ? await createEtch({ ...options, output: context.stdout }) : await writeEtchFile(output, options);
+      result = toStdout ? await createEtch({ ...options, output: context.stdout }) : await writeEtchFile(output, { ...options, ...(bufferPool ? { bufferPool } : {}) });
     } finally {
       display.finish();
       await client?.close();
