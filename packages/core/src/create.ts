@@ -144,6 +144,8 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   let baseImage: { name: string; size: number } | undefined;
   let stored: StoredImage[] = [];
   let stage: LayerStage | undefined;
+  // The first layer that failed ahead of time: the reason the run stopped, whatever writing then reported.
+  let stageFailure: unknown;
   try {
     const write = promisePacker(pack, undefined, signal ? { signal } : {});
     await write({ name: VERSION_ENTRY_NAME, mode: 0o644, mtime: new Date(0) }, formatVersion(version));
@@ -157,6 +159,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
         onProgress: (event: LayerProgress) => onProgress?.(event),
         // The store would fail on that layer after the base image: fail now instead.
         onFailure: (err) => {
+          stageFailure = err;
           if (!pack.destroying) pack.destroy(err as Error);
         },
         logger,
@@ -218,7 +221,8 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     pack.finalize();
     await piping;
   } catch (err) {
-    const error = signal?.aborted ? abortError(signal) : isEtchError(err) ? err : new EtchError('ETCH_IO', `Writing the .etch failed: ${(err as Error).message}`, { cause: err });
+    const cause = stageFailure ?? err;
+    const error = signal?.aborted ? abortError(signal) : isEtchError(cause) ? cause : new EtchError('ETCH_IO', `Writing the .etch failed: ${(cause as Error).message}`, { cause });
     if (!pack.destroying) pack.destroy(error);
     options.output.destroy(error);
     await piping.catch(() => {});
