@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { collect, createTempDir, patternStream, run, type TempDir } from '@etch/test-utils';
-import { BufferPool, isEtchError, readFileChunks } from '@etch/format';
+import { BufferPool, EtchError, isEtchError, readFileChunks } from '@etch/format';
 import { promisePacker, readEtch, type EtchEntry } from '@etch/tar';
 import { createHash } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
@@ -298,6 +298,36 @@ describe('createEtch', () => {
     expect(await layerPaths('staged.etch')).toEqual(await layerPaths('plain.etch'));
     expect(events.some((e) => e.phase === 'layer' && e.state === 'converting')).toBe(true);
     expect(await readdir(dir.path)).toEqual(['plain.etch', 'staged.etch']);
+  });
+
+  it('takes images still being resolved: the base image streams meanwhile, and a failed resolution stops the run', async () => {
+    const images = [await storeImage({ 'a.txt': 'alpha' })];
+    let baseDone = false;
+    const resolvedLate = (async () => {
+      await until(() => baseDone);
+      return { partition: 6, images, stage: { dir: dir.join('stage') } };
+    })();
+    const result = await writeEtchFile(dir.join('late.etch'), {
+      base: image(100_000),
+      images: resolvedLate,
+      requirements: true,
+      onProgress: (e) => {
+        if (e.phase === 'base-image' && e.bytes === e.total) baseDone = true;
+      },
+    });
+    expect(result.images.map((i) => i.names)).toEqual([[{ repository: 'app', tag: 'v1' }]]);
+    expect(result.requirements?.partitions['6']?.bytes).toBeGreaterThan(5);
+
+    // A base image that would never finish: only the failed resolution ends this run.
+    const endless = new Readable({ read() {} });
+    endless.push(Buffer.alloc(4096));
+    const unknown = new EtchError('ETCH_NOT_FOUND', 'No such image: registry.test/nope:1.');
+    const error = await writeEtchFile(dir.join('failed.etch'), {
+      base: { name: 'disk.img', size: 1024 * 1024 * 1024, stream: endless },
+      images: new Promise((_resolve, reject) => setTimeout(() => reject(unknown), 50)),
+    }).catch((e: unknown) => e);
+    expect(error).toBe(unknown);
+    expect(await readdir(dir.path)).toEqual(['late.etch']);
   });
 
   it('reports the corrupt layer itself when it fails ahead of time after the base image was written', async () => {

@@ -59,8 +59,12 @@ export interface CreateEtchOptions {
   base: BaseImage | (() => Promise<BaseImage>);
   /** Written after the base image, in this order. */
   inject?: readonly InjectSource[];
-  /** Written after the inject sources: the engine store that `docker pull` of these images would leave. */
-  images?: PreloadImages;
+  /**
+   * Written after the inject sources: the engine store that `docker pull` of these images would leave. May be
+   * a promise (images still being resolved at a registry): it settles while the base image streams, its
+   * layers are staged as soon as it does, and a rejection stops the run at once with its error.
+   */
+  images?: PreloadImages | Promise<PreloadImages>;
   /** Written last, after the engine store: files that describe it, such as the supervisor's `apps.json`. */
   afterImages?: readonly InjectSource[];
   /**
@@ -125,7 +129,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   const compression = options.compression ?? 'none';
   throwIfAborted(signal);
   for (const source of options.inject ?? []) assertPartition(source.partition);
-  if (options.images) assertPartition(options.images.partition);
+  if (options.images !== undefined && !(options.images instanceof Promise)) assertPartition(options.images.partition);
 
   const pack = tarPack();
   const counter = new ByteCounter(() => {});
@@ -144,29 +148,39 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   let baseImage: { name: string; size: number } | undefined;
   let stored: StoredImage[] = [];
   let stage: LayerStage | undefined;
-  // The first layer that failed ahead of time: the reason the run stopped, whatever writing then reported.
-  let stageFailure: unknown;
+  let ended = false;
+  // The first failure of work running beside the base image (resolving images, staging layers): the reason
+  // the run stopped, whatever writing the next entry then reported.
+  let earlyFailure: unknown;
+  const stopEarly = (err: unknown) => {
+    earlyFailure ??= err;
+    if (!pack.destroying) pack.destroy(err as Error);
+  };
   try {
     const write = promisePacker(pack, undefined, signal ? { signal } : {});
     await write({ name: VERSION_ENTRY_NAME, mode: 0o644, mtime: new Date(0) }, formatVersion(version));
-    if (options.images?.stage) {
-      const { images, root, stage: where } = options.images;
-      stage = stageLayers(images, {
-        dir: where.dir,
-        ...(where.maxBytes !== undefined ? { maxBytes: where.maxBytes } : {}),
-        ...(root !== undefined ? { root } : {}),
-        ...(signal ? { signal } : {}),
-        onProgress: (event: LayerProgress) => onProgress?.(event),
-        // The store would fail on that layer after the base image: fail now instead.
-        onFailure: (err) => {
-          stageFailure = err;
-          if (!pack.destroying) pack.destroy(err as Error);
-        },
-        logger,
-      });
-    }
+    const preloading =
+      options.images === undefined
+        ? undefined
+        : Promise.resolve(options.images).then((images) => {
+            assertPartition(images.partition);
+            if (images.stage && !ended) {
+              stage = stageLayers(images.images, {
+                dir: images.stage.dir,
+                ...(images.stage.maxBytes !== undefined ? { maxBytes: images.stage.maxBytes } : {}),
+                ...(images.root !== undefined ? { root: images.root } : {}),
+                ...(signal ? { signal } : {}),
+                onProgress: (event: LayerProgress) => onProgress?.(event),
+                // The store would fail on that layer after the base image: fail now instead.
+                onFailure: stopEarly,
+                logger,
+              });
+            }
+            return images;
+          });
+    preloading?.catch(stopEarly);
     // Counting runs while the base image streams; it is awaited only once the base image is written.
-    const measuring = options.requirements ? measureRequirements(options, stage) : undefined;
+    const measuring = options.requirements ? (async () => measureRequirements({ ...options, images: await preloading }, stage))() : undefined;
     measuring?.catch(() => {});
 
     const base = typeof options.base === 'function' ? await options.base() : options.base;
@@ -187,8 +201,9 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
 
     // The image store reports per layer instead of per entry, so its entries are counted but not announced.
     const sources: (InjectSource & { quiet?: boolean })[] = [...(options.inject ?? [])];
-    if (options.images) {
-      const { partition, images, baseRepositories, root } = options.images;
+    const preload = await preloading;
+    if (preload) {
+      const { partition, images, baseRepositories, root } = preload;
       // yield* hands over the generator's return value (what was stored) once its last entry is consumed.
       const store = async function* () {
         stored = yield* dockerStoreEntries(images, {
@@ -221,13 +236,14 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     pack.finalize();
     await piping;
   } catch (err) {
-    const cause = stageFailure ?? err;
+    const cause = earlyFailure ?? err;
     const error = signal?.aborted ? abortError(signal) : isEtchError(cause) ? cause : new EtchError('ETCH_IO', `Writing the .etch failed: ${(cause as Error).message}`, { cause });
     if (!pack.destroying) pack.destroy(error);
     options.output.destroy(error);
     await piping.catch(() => {});
     throw error;
   } finally {
+    ended = true;
     await stage?.close();
   }
   onProgress?.({ phase: 'finalize', bytesWritten: counter.bytes });

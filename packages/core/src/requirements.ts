@@ -1,6 +1,6 @@
 import { EtchError, type EtchRequirements } from '@etch/format';
 import { measureStore, type LayerStage } from '@etch/docker-store';
-import type { CreateEtchOptions, InjectSource } from './create.js';
+import type { CreateEtchOptions, InjectSource, PreloadImages } from './create.js';
 import { walkDirectory } from './directory-source.js';
 
 async function measureSource(source: InjectSource, signal?: AbortSignal): Promise<{ bytes: number; entries: number }> {
@@ -22,7 +22,7 @@ async function measureSource(source: InjectSource, signal?: AbortSignal): Promis
  * 1.1 `requirements.json` entry, right after the base image, so a streaming flasher can grow a partition
  * once, before it injects.
  */
-export async function measureRequirements(options: Pick<CreateEtchOptions, 'inject' | 'images' | 'afterImages' | 'signal'>, stage?: LayerStage): Promise<EtchRequirements> {
+export async function measureRequirements(options: Pick<CreateEtchOptions, 'inject' | 'afterImages' | 'signal'> & { images?: PreloadImages | undefined }, stage?: LayerStage): Promise<EtchRequirements> {
   const partitions: EtchRequirements['partitions'] = {};
   const add = (partition: number, measure: { bytes: number; entries: number }) => {
     const entry = (partitions[String(partition)] ??= { bytes: 0, entries: 0 });

@@ -140,7 +140,7 @@ function humanSummary(result: CreateEtchResult, output: string, preloads: readon
   return `${lines.join('\n')}\n`;
 }
 
-/** Resolves the images of a plan and tags the supervisor; nothing is written yet, so a typo fails in seconds. */
+/** Resolves the images of a plan and tags the supervisor: a typo fails in seconds. */
 async function resolvePlan(plan: PreloadPlan, platform: Platform, client: RegistryClient, context: CliContext, display: ProgressDisplay): Promise<PreloadImage[]> {
   const preloads = await resolvePreloadImages(plan.images, { platform, client, signal: context.signal, logger: context.logger, onPrefetchProgress: display.onProgress });
   if (plan.supervisorIndex !== undefined && plan.supervisorTag !== undefined) {
@@ -202,7 +202,18 @@ export const createCommand: Command = {
     // The base image's read buffers come back from the output file once written (not through stdout).
     const bufferPool = toStdout ? undefined : new BufferPool();
     try {
-      if (client && preloading) preloads = await resolvePlan(plan, platform as Platform, client, context, display);
+      // A file is written under a temporary name, so the images resolve while its base image streams (a
+      // failure stops the run at once and removes it). On stdout nothing may go out before every image is
+      // known to exist.
+      const resolving = client && preloading ? resolvePlan(plan, platform as Platform, client, context, display) : Promise.resolve([]);
+      if (toStdout) await resolving;
+      const stage = preloading && layerCache !== undefined ? await stageFor(layerCache) : undefined;
+      const images = preloading
+        ? resolving.then((resolved) => {
+            preloads = resolved;
+            return { partition: dataPartition, images: resolved.map((p) => p.store), ...(baseRepositories ? { baseRepositories } : {}), ...(stage ? { stage } : {}) };
+          })
+        : undefined;
       const options: Omit<CreateEtchOptions, 'output'> = {
         base: async () => {
           const opened = await openBaseImage(basePath, {
@@ -219,9 +230,7 @@ export const createCommand: Command = {
           return opened;
         },
         inject,
-        ...(preloads.length > 0
-          ? { images: { partition: dataPartition, images: preloads.map((p) => p.store), ...(baseRepositories ? { baseRepositories } : {}), ...(layerCache ? { stage: await stageFor(layerCache) } : {}) } }
-          : {}),
+        ...(images ? { images } : {}),
         ...(plan.appsJson !== undefined ? { afterImages: [{ kind: 'entries', partition: dataPartition, entries: [{ header: { name: 'apps.json', type: 'file', mode: 0o644 }, content: plan.appsJson }] }] } : {}),
         compression: compress as Compression,
         // Format 1.1: tell the flasher up front what each partition receives (layers are local by now).
