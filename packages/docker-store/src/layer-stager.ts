@@ -1,6 +1,6 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack } from 'tar-stream';
 import { silentLogger, type Logger } from '@etch/format';
@@ -14,11 +14,16 @@ import type { LayerProgress, StoreImage, StoreLayer } from './store.js';
 
 /** Options for {@link stageLayers}. */
 export interface StageOptions {
-  /** A directory for the converted layers; created here, removed by {@link LayerStage.close}. */
+  /**
+   * A directory for the converted layers: created here (it must not exist yet; its parent may not either),
+   * removed by {@link LayerStage.close}. If it cannot be created or written (full disk), staging stops and
+   * the store converts the layers itself; the run does not fail for it.
+   */
   dir: string;
   /**
-   * Most bytes the directory holds at once (default 4 GiB). A layer that would not fit is abandoned and
-   * converted when it is due instead; space frees as staged layers are written out.
+   * Most bytes the directory holds at once (default 4 GiB). A layer that does not fit beside those staged
+   * before it waits until the store has written some out; one bigger than the whole budget is converted
+   * when it is due.
    */
   maxBytes?: number;
   /** The engine's data root inside the partition; must be the one the store is written with. */
@@ -52,9 +57,15 @@ interface PlannedLayer {
   index: number;
 }
 
+/** What one attempt at staging a layer came to: staged, abandoned for good, or to retry once space frees. */
+type Attempt = StagedLayer | undefined | typeof RETRY;
+
 interface Slot {
   state: 'pending' | 'running' | 'inline';
-  done?: Promise<StagedLayer | undefined>;
+  /** The attempt in progress or finished (state `running`). */
+  attempt?: Promise<Attempt>;
+  /** The store is waiting for this layer: it must not be put back to wait for space. */
+  wanted?: boolean;
 }
 
 const DEFAULT_MAX_BYTES = 4 * 1024 ** 3;
@@ -62,6 +73,11 @@ const BLOCK = 512;
 
 /** Thrown inside a staging run to abandon a layer that outgrew the spool; never leaves the stager. */
 class OverBudget extends Error {}
+
+/** Writing the stage file failed (full disk, permissions): staging stops, the layers go inline. */
+class StageUnwritable extends Error {}
+
+const RETRY = Symbol('retry when staged layers have been written out');
 
 const tarBytes = (header: EntryHeader) => BLOCK * 3 + Math.ceil((header.size ?? 0) / BLOCK) * BLOCK + Buffer.byteLength(header.name);
 
@@ -95,6 +111,7 @@ export class LayerStage {
   private readonly maxBytes: number;
   private readonly logger: Logger;
   private spooled = 0;
+  private created = false;
   private wake: (() => void) | undefined;
   private settledNow: (() => void) | undefined;
   private readonly settledPromise: Promise<void>;
@@ -144,7 +161,14 @@ export class LayerStage {
     if (slot === undefined) return undefined;
     if (slot.state === 'pending') slot.state = 'inline';
     if (slot.state === 'inline') return undefined;
-    return slot.done;
+    slot.wanted = true;
+    try {
+      const attempt = await slot.attempt;
+      return attempt === RETRY ? undefined : attempt;
+    } catch (err) {
+      if (err instanceof StageUnwritable) return undefined;
+      throw err;
+    }
   }
 
   /**
@@ -154,8 +178,8 @@ export class LayerStage {
   async counts(digest: string): Promise<{ entries: number; bytes: number } | undefined> {
     const planned = this.plan.find((p) => p.layer.digest === digest);
     const slot = planned && this.slots.get(planned.chainId);
-    const staged = slot?.state === 'running' ? await (slot.done as Promise<StagedLayer | undefined>).catch(() => undefined) : undefined;
-    return staged && { entries: staged.converted.entries, bytes: staged.fileBytes };
+    const attempt = slot?.state === 'running' ? await (slot.attempt as Promise<Attempt>).catch(() => undefined) : undefined;
+    return attempt && attempt !== RETRY ? { entries: attempt.converted.entries, bytes: attempt.fileBytes } : undefined;
   }
 
   /** The staged layer's entries, as the converter produced them. */
@@ -180,28 +204,34 @@ export class LayerStage {
     this.stopping.abort();
     this.wake?.();
     await this.running;
-    await Promise.allSettled([...this.slots.values()].map((s) => s.done));
-    await rm(this.options.dir, { recursive: true, force: true });
+    await Promise.allSettled([...this.slots.values()].map((s) => s.attempt));
+    if (this.created) await rm(this.options.dir, { recursive: true, force: true });
   }
 
   private async run(): Promise<void> {
     try {
-      await mkdir(this.options.dir, { recursive: true });
+      await mkdir(dirname(this.options.dir), { recursive: true });
+      // Exclusively: close() removes the directory, so it must be this stage's own.
+      await mkdir(this.options.dir);
+      this.created = true;
       for (const planned of this.plan) {
         const slot = this.slots.get(planned.chainId) as Slot;
-        while (slot.state === 'pending' && this.spooled >= this.maxBytes) {
-          this.settledNow?.();
-          await new Promise<void>((resolve) => (this.wake = resolve));
+        for (;;) {
+          while (slot.state === 'pending' && this.spooled >= this.maxBytes) await this.roomFreed();
+          if (slot.state !== 'pending' || this.signal.aborted) break;
+          slot.state = 'running';
+          slot.attempt = this.stage(planned);
+          const attempt = await slot.attempt.catch((err: unknown) => {
+            if (!(err instanceof StageUnwritable) && !this.signal.aborted) this.options.onFailure?.(err);
+            return err as Error;
+          });
+          if (attempt instanceof Error) return; // staging stops; a layer fault also surfaces when the store takes it
+          if (attempt !== RETRY || slot.wanted) break;
+          // It did not fit beside layers staged before it: once the store has written some out, try again.
+          slot.state = 'pending';
+          slot.attempt = undefined;
+          await this.roomFreed();
         }
-        if (slot.state !== 'pending' || this.signal.aborted) continue;
-        slot.state = 'running';
-        slot.done = this.stage(planned);
-        // A failure also surfaces when the store takes this layer; staging stops here, the rest goes inline.
-        const staged = await slot.done.catch((err: unknown) => {
-          if (!this.signal.aborted) this.options.onFailure?.(err);
-          return null;
-        });
-        if (staged === null) break;
       }
     } catch (err) {
       this.logger.debug('layer staging stopped', { error: (err as Error).message });
@@ -211,14 +241,27 @@ export class LayerStage {
     }
   }
 
-  private async stage({ chainId, layer, image, index }: PlannedLayer): Promise<StagedLayer | undefined> {
+  /** Waits for {@link release} (or close); until then nothing more can be staged, which counts as settled. */
+  private async roomFreed(): Promise<void> {
+    this.settledNow?.();
+    await new Promise<void>((resolve) => (this.wake = resolve));
+  }
+
+  private async stage({ chainId, layer, image, index }: PlannedLayer): Promise<Attempt> {
     const { signal } = this;
     const file = join(this.options.dir, `${chainId.replace(':', '-')}.tar`);
     const cacheId = cacheIdFor(chainId);
     const diffPrefix = `${this.root}/${paths.diff(cacheId)}`;
     const onBytes = (bytes: number) => this.options.onProgress?.({ phase: 'layer', image, layer: index, digest: layer.digest, bytes, total: layer.size, state: 'converting' });
     const pack = tarPack();
-    const writing = pipeline(pack as unknown as NodeJS.ReadableStream, createWriteStream(file), { signal });
+    const out = createWriteStream(file);
+    // A failure of the file itself (full disk, permissions), told apart from the teardown below.
+    let fileError: unknown;
+    let discarding = false;
+    out.on('error', (err) => {
+      if (!discarding) fileError ??= err;
+    });
+    const writing = pipeline(pack as unknown as NodeJS.ReadableStream, out, { signal });
     writing.catch(() => {});
     let converted: ConvertedLayer | undefined;
     let spooled = BLOCK * 2;
@@ -235,12 +278,21 @@ export class LayerStage {
       pack.finalize();
       await writing;
     } catch (err) {
+      discarding = true;
+      const unwritable = fileError;
       if (!pack.destroying) pack.destroy();
       await writing.catch(() => {});
       await rm(file, { force: true });
       if (err instanceof OverBudget) {
+        // Beside other staged layers it may fit later; alone it never will.
+        if (this.spooled > 0) return RETRY;
         this.logger.debug('layer does not fit the staging directory; it is converted when due', { digest: layer.digest });
         return undefined;
+      }
+      if (unwritable !== undefined && !signal.aborted) {
+        // The stage's own disk failed, not the layer: the store converts this layer and the rest inline.
+        this.logger.debug('cannot write the staging directory; layers are converted when due', { error: (unwritable as Error).message });
+        throw new StageUnwritable((unwritable as Error).message, { cause: unwritable });
       }
       throw err;
     }

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collect, craftTar, createTempDir, type CraftedEntry, type TempDir } from '@etch/test-utils';
+import { collect, craftTar, createTempDir, run, type CraftedEntry, type TempDir } from '@etch/test-utils';
 import { isEtchError } from '@etch/format';
 import { promisePacker, readEtch, whenPackerIdle, type EtchInjectEntry } from '@etch/tar';
 import { dockerStoreEntries, type StoreImage, type StoredImage } from './store.js';
@@ -252,6 +252,58 @@ describe('dockerStoreEntries', () => {
     // Opened by the stager, then again inline; the small layer only by the stager, then by the plain run.
     expect(opened.filter((d) => d === bigDigest)).toHaveLength(3);
     expect(opened.filter((d) => d !== bigDigest)).toHaveLength(2);
+  });
+
+  it('stages a layer that did not fit beside earlier ones once those are written out, instead of giving up on it', async () => {
+    const sizes = [60, 30, 30, 30, 30];
+    const layers = await Promise.all(sizes.map((kib, i) => layer([{ name: `f${i}.bin`, content: String(i).repeat(kib * 1024) }])));
+    const opened = new Map<string, number>();
+    const counted = (img: StoreImage): StoreImage => ({ ...img, layers: img.layers.map((l) => ({ ...l, open: async () => (opened.set(l.digest, (opened.get(l.digest) ?? 0) + 1), l.open()) })) });
+    const images = layers.map((l, i) => counted(image([l], [{ repository: `r${i}`, tag: '1' }])));
+    const direct = await preload(images);
+    opened.clear();
+    const staged: string[] = [];
+    const logger = { debug: (m: string, f?: Record<string, unknown>) => m === 'layer staged' && staged.push(String(f?.['digest'])), info: () => {}, warn: () => {} };
+    const stage = stageLayers(images, { dir: join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage'), maxBytes: 80 * 1024, logger });
+    await stage.settled();
+    const result = await preload(images, { stage });
+    await stage.close();
+    expect(summary(result)).toEqual(summary(direct));
+    // Every layer after the first waited for room and was staged then, each blob read at most twice.
+    expect(staged).toHaveLength(sizes.length);
+    expect(Math.max(...opened.values())).toBeLessThanOrEqual(2);
+  });
+
+  it('converts inline when the staging directory cannot be written, and leaves an existing directory alone', async () => {
+    const images = [image([await layer([{ name: 'a', content: 'a' }])], [{ repository: 'a', tag: '1' }])];
+    const existing = await mkdtemp(join(tmpdir(), 'etch-stage-test-'));
+    await writeFile(join(existing, 'keep.txt'), 'mine');
+    const failures: unknown[] = [];
+    const stage = stageLayers(images, { dir: existing, onFailure: (e) => failures.push(e) });
+    await stage.settled();
+    const result = await preload(images, { stage });
+    await stage.close();
+    expect(summary(result)).toEqual(summary(await preload(images)));
+    expect(failures).toEqual([]);
+    expect(await readFile(join(existing, 'keep.txt'), 'utf8')).toBe('mine');
+  });
+
+  it('converts inline, without failing the run, when the staging directory fills up', async () => {
+    const images = [image([await layer([{ name: 'big.bin', content: randomBytes(512 * 1024).toString('hex') }])], [{ repository: 'a', tag: '1' }])];
+    const small = await mkdtemp(join(tmpdir(), 'etch-stage-test-'));
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', small]);
+    try {
+      const failures: unknown[] = [];
+      const stage = stageLayers(images, { dir: join(small, 'stage'), onFailure: (e) => failures.push(e) });
+      await stage.settled();
+      const result = await preload(images, { stage });
+      await stage.close();
+      expect(summary(result)).toEqual(summary(await preload(images)));
+      expect(failures).toEqual([]);
+      expect(await readdir(small)).toEqual([]);
+    } finally {
+      await run('umount', [small]);
+    }
   });
 
   it('counts staged layers for requirements exactly as reading them does', async () => {
