@@ -330,6 +330,36 @@ describe('createEtch', () => {
     expect(await readdir(dir.path)).toEqual(['late.etch']);
   });
 
+  it('fails cleanly, with nothing unhandled, open or left behind, when it cannot even start', async () => {
+    const fds = async () => (await readdir('/proc/self/fd')).length;
+    const before = await fds();
+    const unknown = new EtchError('ETCH_NOT_FOUND', 'No such image.');
+    // The output folder does not exist: the images' rejection must still count as handled.
+    const noFolder = await writeEtchFile(dir.join('missing', 'out.etch'), { base: image(10), images: Promise.reject(unknown) }).catch((e: unknown) => e);
+    expect(isEtchError(noFolder, 'ETCH_IO')).toBe(true);
+    // A bad partition is refused before writing: the temporary file is closed and removed.
+    const badPartition = await writeEtchFile(dir.join('out.etch'), { base: image(10), inject: [{ kind: 'entries', partition: 0, entries: [] }] }).catch((e: unknown) => e);
+    expect(isEtchError(badPartition, 'ETCH_BAD_ENTRY')).toBe(true);
+    expect(await readdir(dir.path)).toEqual([]);
+    expect(await fds()).toBe(before);
+  });
+
+  it('closes the base image when images fail to resolve before it reaches the archive', async () => {
+    const unknown = new EtchError('ETCH_NOT_FOUND', 'No such image.');
+    const stream = patternStream(10_000_000);
+    const error = await writeEtchFile(dir.join('out.etch'), {
+      // Slow to open (a zip scan, a URL): the resolution fails first.
+      base: async () => {
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        return { name: 'disk.img', size: 10_000_000, stream };
+      },
+      images: new Promise((_resolve, reject) => setTimeout(() => reject(unknown), 20)),
+    }).catch((e: unknown) => e);
+    expect(error).toBe(unknown);
+    expect(stream.destroyed).toBe(true);
+    expect(await readdir(dir.path)).toEqual([]);
+  });
+
   it('reports the corrupt layer itself when it fails ahead of time after the base image was written', async () => {
     const corrupt = await storeImage({ 'a.txt': 'alpha' }, true);
     const layer = corrupt.layers[0] as StoreImage['layers'][number];

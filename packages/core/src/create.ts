@@ -1,4 +1,4 @@
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack } from 'tar-stream';
 import {
@@ -125,11 +125,14 @@ export interface CreateEtchResult {
 export async function createEtch(options: CreateEtchOptions): Promise<CreateEtchResult> {
   const started = Date.now();
   const { signal, onProgress } = options;
+  // Observed at once: images still resolving must not reject unhandled if this call fails before using them.
+  const imagesSettling = options.images === undefined ? undefined : Promise.resolve(options.images);
+  imagesSettling?.catch(() => {});
   const logger = options.logger ?? silentLogger;
   const compression = options.compression ?? 'none';
   throwIfAborted(signal);
   for (const source of options.inject ?? []) assertPartition(source.partition);
-  if (options.images !== undefined && !(options.images instanceof Promise)) assertPartition(options.images.partition);
+  if (options.images !== undefined && !isPromiseLike(options.images)) assertPartition(options.images.partition);
 
   const pack = tarPack();
   const counter = new ByteCounter(() => {});
@@ -149,6 +152,11 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   let stored: StoredImage[] = [];
   let stage: LayerStage | undefined;
   let ended = false;
+  // Work beside the base image (staging, counting) stops with the run, whichever way it ends.
+  const beside = new AbortController();
+  const besideSignal = signal ? AbortSignal.any([signal, beside.signal]) : beside.signal;
+  let baseStream: Readable | undefined;
+  let counted: ByteCounter | undefined;
   // The first failure of work running beside the base image (resolving images, staging layers): the reason
   // the run stopped, whatever writing the next entry then reported.
   let earlyFailure: unknown;
@@ -162,14 +170,14 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     const preloading =
       options.images === undefined
         ? undefined
-        : Promise.resolve(options.images).then((images) => {
+        : (imagesSettling as Promise<PreloadImages>).then((images) => {
             assertPartition(images.partition);
             if (images.stage && !ended) {
               stage = stageLayers(images.images, {
                 dir: images.stage.dir,
                 ...(images.stage.maxBytes !== undefined ? { maxBytes: images.stage.maxBytes } : {}),
                 ...(images.root !== undefined ? { root: images.root } : {}),
-                ...(signal ? { signal } : {}),
+                signal: besideSignal,
                 onProgress: (event: LayerProgress) => onProgress?.(event),
                 // The store would fail on that layer after the base image: fail now instead.
                 onFailure: stopEarly,
@@ -180,7 +188,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
           });
     preloading?.catch(stopEarly);
     // Counting runs while the base image streams; it is awaited only once the base image is written.
-    const measuring = options.requirements ? (async () => measureRequirements({ ...options, images: await preloading }, stage))() : undefined;
+    const measuring = options.requirements ? (async () => measureRequirements({ ...options, images: await preloading, signal: besideSignal }, stage))() : undefined;
     measuring?.catch(() => {});
 
     const base = typeof options.base === 'function' ? await options.base() : options.base;
@@ -190,7 +198,8 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     onProgress?.({ phase: 'base-image', name: base.name, bytes: 0, total: base.size });
     // A stream stage, not an async iteration: iterating a byte stream joins whatever is buffered into a new
     // buffer, and the chunks must reach the output as they were read (see writeEtchFile's bufferPool).
-    const counted = new ByteCounter((bytes) => onProgress?.({ phase: 'base-image', name: base.name, bytes, total: base.size }));
+    baseStream = base.stream;
+    counted = new ByteCounter((bytes) => onProgress?.({ phase: 'base-image', name: base.name, bytes, total: base.size }));
     pipeline(base.stream, counted).catch(() => {});
     await write({ name: base.name, mode: 0o644, size: base.size }, counted);
     if (measuring) {
@@ -239,12 +248,17 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     const cause = earlyFailure ?? err;
     const error = signal?.aborted ? abortError(signal) : isEtchError(cause) ? cause : new EtchError('ETCH_IO', `Writing the .etch failed: ${(cause as Error).message}`, { cause });
     if (!pack.destroying) pack.destroy(error);
+    // The base image may not have reached the pack yet (a failure beside it came first): close it here.
+    counted?.destroy(error);
+    baseStream?.destroy(error);
     options.output.destroy(error);
     await piping.catch(() => {});
     throw error;
   } finally {
     ended = true;
-    await stage?.close();
+    beside.abort();
+    // Leftovers of the stage must not turn a finished .etch (or the real error) into another failure.
+    await stage?.close().catch((err: unknown) => logger.warn('could not remove the staging directory', { error: (err as Error).message }));
   }
   onProgress?.({ phase: 'finalize', bytesWritten: counter.bytes });
   return {
@@ -257,6 +271,10 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     bytesWritten: counter.bytes,
     durationMs: Date.now() - started,
   };
+}
+
+function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
+  return typeof (value as { then?: unknown }).then === 'function';
 }
 
 function contentBytes({ type, size }: FileToInject['header'], content: FileToInject['content']): number {

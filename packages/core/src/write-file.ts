@@ -26,9 +26,12 @@ export function temporaryPathFor(path: string): string {
  */
 export async function writeEtchFile(path: string, options: WriteEtchFileOptions): Promise<CreateEtchResult> {
   const temporary = temporaryPathFor(path);
+  // Images still resolving are observed before anything can fail here (their rejection is reported below).
+  if (options.images !== undefined) Promise.resolve(options.images).catch(() => {});
+  let output: FileSink | undefined;
   try {
     const { bufferPool, ...etchOptions } = options;
-    const output = await FileSink.create(temporary, bufferPool);
+    output = await FileSink.create(temporary, bufferPool);
     const writeback = new EarlyWriteback(temporary, output);
     let result: CreateEtchResult;
     try {
@@ -46,6 +49,8 @@ export async function writeEtchFile(path: string, options: WriteEtchFileOptions)
     await rename(temporary, path);
     return result;
   } catch (err) {
+    // createEtch destroys it on its own failures, but not when it throws before starting.
+    output?.destroy();
     await rm(temporary, { force: true });
     if (err instanceof EtchError) throw err;
     throw new EtchError('ETCH_IO', `Could not write ${path}: ${(err as Error).message}`, { cause: err, details: { path } });

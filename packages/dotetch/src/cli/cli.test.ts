@@ -34,6 +34,17 @@ async function fixtures(): Promise<void> {
   await symlink('sub/file.txt', dir.join('data', 'link'));
 }
 
+describe('etch create with images that do not exist', () => {
+  it('stops with the image error and leaves nothing, while the base image was already streaming', async () => {
+    await fixtures();
+    const result = await etch(['create', '--base', 'disk.img', '--image', 'docker-archive:/nonexistent.tar', '--platform', 'linux/arm64', '--ignore-base-repositories', '-o', 'out.etch']);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('ETCH_NOT_FOUND');
+    expect(result.stderr).toContain('/nonexistent.tar');
+    expect((await readdir(dir.path)).filter((n) => n.includes('out.etch'))).toEqual([]);
+  });
+});
+
 describe('etch create → etch inspect', () => {
   it('round-trips, and GNU tar lists and extracts the result', async () => {
     await fixtures();

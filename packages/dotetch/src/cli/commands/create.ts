@@ -201,11 +201,16 @@ export const createCommand: Command = {
     const output = resolve(context.cwd, values.output);
     // The base image's read buffers come back from the output file once written (not through stdout).
     const bufferPool = toStdout ? undefined : new BufferPool();
+    // Resolution and downloads stop when the run does, whichever way it ends.
+    const resolution = new AbortController();
+    const resolutionSignal = AbortSignal.any([context.signal, resolution.signal]);
     try {
       // A file is written under a temporary name, so the images resolve while its base image streams (a
       // failure stops the run at once and removes it). On stdout nothing may go out before every image is
       // known to exist.
-      const resolving = client && preloading ? resolvePlan(plan, platform as Platform, client, context, display) : Promise.resolve([]);
+      const resolving = client && preloading ? resolvePlan(plan, platform as Platform, client, { ...context, signal: resolutionSignal }, display) : Promise.resolve([]);
+      // Its failure is reported by the run it stops (or below, for stdout), even if something else fails first.
+      resolving.catch(() => {});
       if (toStdout) await resolving;
       const stage = preloading && layerCache !== undefined ? await stageFor(layerCache) : undefined;
       const images = preloading
@@ -241,6 +246,7 @@ export const createCommand: Command = {
       };
       result = toStdout ? await createEtch({ ...options, output: context.stdout }) : await writeEtchFile(output, { ...options, ...(bufferPool ? { bufferPool } : {}) });
     } finally {
+      resolution.abort();
       display.finish();
       await client?.close();
       if (spool !== undefined) await rm(spool, { recursive: true, force: true });
