@@ -13,7 +13,10 @@ export interface StoreLayer {
   digest: string;
   /** Size of the compressed blob, as the manifest declares it; checked against the bytes read. */
   size: number;
-  /** Opens the compressed blob. The bytes are hashed again here and must match `digest`. */
+  /**
+   * Opens the compressed blob. The bytes are hashed again here and must match `digest`. Honour the signal:
+   * a stage's `close()` waits for the layer it is converting.
+   */
   open(signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
 }
 
