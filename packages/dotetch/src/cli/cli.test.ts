@@ -1,5 +1,7 @@
 import { spawn } from 'node:child_process';
 import { mkdir, readdir, symlink, truncate, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -42,6 +44,23 @@ describe('etch create with images that do not exist', () => {
     expect(result.stderr).toContain('ETCH_NOT_FOUND');
     expect(result.stderr).toContain('/nonexistent.tar');
     expect((await readdir(dir.path)).filter((n) => n.includes('out.etch'))).toEqual([]);
+  });
+});
+
+describe('etch create stages', () => {
+  it("removes the stages killed runs of this host left in the cache, and nobody else's", async () => {
+    const sample = fileURLToPath(new URL('../../../../examples/sample/', import.meta.url));
+    const oci = dir.join('cache', 'oci');
+    const host = hostname().replace(/[^A-Za-z0-9.-]/g, '_');
+    // A pid above Linux's pid_max: that run is certainly gone.
+    const left = { dead: `stage-${host}-999999999-aaaa`, live: `stage-${host}-${process.pid}-bbbb`, other: 'stage-another-host-999999999-cccc' };
+    for (const name of Object.values(left)) {
+      await mkdir(join(oci, name), { recursive: true });
+      await writeFile(join(oci, name, 'layer.tar'), 'x');
+    }
+    const result = await etch(['create', '--base', join(sample, 'balena-sample.img'), '--image', `oci:${join(sample, 'app')}:v1`, '--platform', 'linux/arm64', '--cache-dir', dir.join('cache'), '-o', 'out.etch', '-q']);
+    expect(result.code, result.stderr).toBe(0);
+    expect((await readdir(oci)).filter((n) => n.startsWith('stage-')).sort()).toEqual([left.live, left.other].sort());
   });
 });
 

@@ -1,5 +1,4 @@
-import { mkdir, mkdtemp, rm, statfs } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -15,6 +14,7 @@ import { formatBytes } from '../format-bytes.js';
 import { createProgressDisplay, progressModeFor, type ProgressDisplay } from '../progress.js';
 import { registryCacheFor, registryClientFor, registryFlags, registryUsage } from '../registry-options.js';
 import { baseRepositoriesFor, planPreload, splashSource, type PreloadPlan } from './create-preload.js';
+import { stageFor } from './stage-dir.js';
 
 const usage = `Usage: etch create --base FILE|URL|eci:REF [--inject PART:LOCALDIR[:DEST]]... [preload options] -o OUT.etch
 
@@ -51,7 +51,8 @@ ${registryUsage}
   --cache-dir DIR             keep downloaded base images, layers and manifests here (default $XDG_CACHE_HOME/etch, else
                               ~/.cache/etch); a rebuild of the same images needs no download. While the base
                               image is written, layers are converted ahead into DIR/oci/stage-* (at most
-                              4 GiB or half the free space; removed at the end)
+                              4 GiB or half the free space; removed at the end, or by the next run if
+                              this one was killed)
   --no-cache                  download into a temporary spool removed afterwards
 
 Output:
@@ -102,19 +103,6 @@ export function parseInjectSpec(spec: string, cwd: string): InjectSource {
     throw fail(`--inject ${JSON.stringify(spec)}: the partition must be a number from 1 (MBR logical partitions start at 5).`);
   }
   return { kind: 'directory', partition, path: resolve(cwd, dir), dest: dest ?? '' };
-}
-
-const STAGE_MAX_BYTES = 4 * 1024 ** 3;
-
-/**
- * Where layers are converted ahead while the base image streams: beside the layer cache (same disk as the
- * blobs; `etch cache clean` also removes one left by a killed run), holding at most 4 GiB or half the free
- * space, whichever is less.
- */
-async function stageFor(layerCache: string): Promise<{ dir: string; maxBytes: number }> {
-  await mkdir(layerCache, { recursive: true });
-  const fs = await statfs(layerCache);
-  return { dir: join(layerCache, `stage-${process.pid}-${randomBytes(4).toString('hex')}`), maxBytes: Math.min(STAGE_MAX_BYTES, Math.floor((fs.bavail * fs.bsize) / 2)) };
 }
 
 function partitionFlag(value: string | undefined, flag: string, fallback: number): number {
@@ -212,7 +200,7 @@ export const createCommand: Command = {
       // Its failure is reported by the run it stops (or below, for stdout), even if something else fails first.
       resolving.catch(() => {});
       if (toStdout) await resolving;
-      const stage = preloading && layerCache !== undefined ? await stageFor(layerCache) : undefined;
+      const stage = preloading && layerCache !== undefined ? await stageFor(layerCache, context.logger) : undefined;
       const images = preloading
         ? resolving.then((resolved) => {
             preloads = resolved;
