@@ -358,6 +358,10 @@ describe('createEtch', () => {
     expect(error).toBe(unknown);
     expect(stream.destroyed).toBe(true);
     expect(await readdir(dir.path)).toEqual([]);
+    // Refused by its name: closed as well.
+    const badName = patternStream(1000);
+    expect(isEtchError(await writeEtchFile(dir.join('out.etch'), { base: { name: 'disk.txt', size: 1000, stream: badName } }).catch((e: unknown) => e))).toBe(true);
+    expect(badName.destroyed).toBe(true);
   });
 
   it('reports the corrupt layer itself when it fails ahead of time after the base image was written', async () => {

@@ -192,13 +192,13 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     measuring?.catch(() => {});
 
     const base = typeof options.base === 'function' ? await options.base() : options.base;
+    baseStream = base.stream;
     assertBaseImageName(base.name);
     baseImage = { name: base.name, size: base.size };
     logger.info('writing base image', { name: base.name, size: base.size });
     onProgress?.({ phase: 'base-image', name: base.name, bytes: 0, total: base.size });
     // A stream stage, not an async iteration: iterating a byte stream joins whatever is buffered into a new
     // buffer, and the chunks must reach the output as they were read (see writeEtchFile's bufferPool).
-    baseStream = base.stream;
     counted = new ByteCounter((bytes) => onProgress?.({ phase: 'base-image', name: base.name, bytes, total: base.size }));
     pipeline(base.stream, counted).catch(() => {});
     await write({ name: base.name, mode: 0o644, size: base.size }, counted);
