@@ -248,9 +248,10 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     const cause = earlyFailure ?? err;
     const error = signal?.aborted ? abortError(signal) : isEtchError(cause) ? cause : new EtchError('ETCH_IO', `Writing the .etch failed: ${(cause as Error).message}`, { cause });
     if (!pack.destroying) pack.destroy(error);
-    // The base image may not have reached the pack yet (a failure beside it came first): close it here.
+    // The base image may not have reached the pack yet (a failure beside it came first): close it here,
+    // without an error of its own, which nobody may be listening for.
     counted?.destroy(error);
-    baseStream?.destroy(error);
+    baseStream?.destroy();
     options.output.destroy(error);
     await piping.catch(() => {});
     throw error;
