@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { EtchError, silentLogger, type Logger } from '@etch/format';
+import { EtchError, isProcessRunning, silentLogger, type Logger } from '@etch/format';
 import type { BaseMode, SourceKind } from './types.js';
 import { sha256Checked } from './verify.js';
 
@@ -53,14 +53,6 @@ export function cacheKey(fields: Record<string, string>): string {
   return createHash('sha256').update(JSON.stringify(sorted)).digest('hex');
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 async function fsyncDir(path: string): Promise<void> {
   let handle: FileHandle | undefined;
@@ -162,7 +154,7 @@ export class ImageCache {
     // Temp files of writers that died (killed mid-download) are named after their pid.
     for (const name of await readdir(join(this.dir, TMP)).catch(() => [] as string[])) {
       const pid = Number(name.split('-')[0]);
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processAlive(pid)) {
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !isProcessRunning(pid)) {
         await rm(join(this.dir, TMP, name), { force: true }).catch(() => undefined);
       }
     }

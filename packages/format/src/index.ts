@@ -56,3 +56,4 @@ export { readPartitionFile } from './partition-file.js';
 export { MAX_REQUIREMENTS_SIZE, REQUIREMENTS_ENTRY_NAME, parseRequirements, serializeRequirements, type EtchRequirements, type PartitionRequirement } from './requirements.js';
 export { openReadAt, readAtHandle } from './read-at.js';
 export { BufferPool, readFileChunks } from './buffer-pool.js';
+export { isProcessRunning } from './process.js';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm, statfs } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import type { Logger } from '@etch/format';
+import { isProcessRunning, type Logger } from '@etch/format';
 
 const STAGE_MAX_BYTES = 4 * 1024 ** 3;
 const PREFIX = 'stage-';
@@ -11,23 +11,13 @@ const PREFIX = 'stage-';
 // those of other machines (or containers) sharing the cache.
 const hostTag = () => hostname().replace(/[^A-Za-z0-9.-]/g, '_');
 
-function isRunning(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists, under another user.
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** Removes stage directories that runs on this host left when they were killed (a crash, `kill -9`). */
 async function removeStaleStages(layerCache: string, logger: Logger): Promise<void> {
   const host = hostTag();
   for (const name of await readdir(layerCache).catch(() => [] as string[])) {
     if (!name.startsWith(`${PREFIX}${host}-`)) continue;
     const pid = Number(name.slice(PREFIX.length + host.length + 1).split('-')[0]);
-    if (!Number.isSafeInteger(pid) || pid <= 0 || isRunning(pid)) continue;
+    if (!Number.isSafeInteger(pid) || pid <= 0 || isProcessRunning(pid)) continue;
     logger.debug('removing a stage left by a killed run', { dir: join(layerCache, name) });
     await rm(join(layerCache, name), { recursive: true, force: true });
   }
