@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '@etch/registry';
-import { craftTar, createTempDir, pushOciArtifact, startFaultProxy, startRegistryServer, type ArtifactBlob, type RegistryServer, type TempDir } from '@etch/test-utils';
+import { craftTar, createTempDir, pushOciArtifact, rejectionOf, sha256Of, startFaultProxy, startRegistryServer, type ArtifactBlob, type RegistryServer, type TempDir } from '@etch/test-utils';
 import { EciAnnotation, EciMediaType, parseEciSpec } from './eci.js';
 import { listCache, openBaseImage } from './open.js';
 
@@ -72,21 +72,6 @@ afterAll(async () => {
   await dir?.remove();
 });
 
-async function digest(stream: AsyncIterable<unknown>): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of stream) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
-async function failure(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a failure');
-}
-
 describe('eci: specs', () => {
   it('parses tags, selectors and digests, and refuses mixtures', () => {
     expect(parseEciSpec('eci:127.0.0.1:5000/eci/os:2.58.4')).toMatchObject({ tag: '2.58.4', repository: { registry: '127.0.0.1:5000', repository: 'eci/os' } });
@@ -112,26 +97,26 @@ describe('eci: artifacts in a registry', () => {
     const opened = await openBaseImage(`eci:${registry.host}/eci/os${suffix}`, { registry: client, cacheDir });
     expect(opened).toMatchObject({ name: 'balena.img', size: disks.get(tag)?.length, source: { kind: 'eci', resolvedVersion: tag, fromCache: false } });
     expect(opened.source.digest).toBe(`sha256:${sha(disks.get(tag) as Buffer)}`);
-    expect(await digest(opened.stream)).toBe(sha(disks.get(tag) as Buffer));
+    expect((await sha256Of(opened.stream)).sha).toBe(sha(disks.get(tag) as Buffer));
   });
 
   it('serves the second get from the cache, and offline by spec', async () => {
     const cacheDir = dir.join('cache-reuse');
     const spec = `eci:${registry.host}/eci/os@^2.58`;
-    await digest((await openBaseImage(spec, { registry: client, cacheDir })).stream);
+    (await sha256Of((await openBaseImage(spec, { registry: client, cacheDir })).stream)).sha;
     const again = await openBaseImage(spec, { registry: client, cacheDir });
     expect(again.source).toMatchObject({ fromCache: true, resolvedVersion: '2.58.4' });
-    expect(await digest(again.stream)).toBe(sha(disks.get('2.58.4') as Buffer));
+    expect((await sha256Of(again.stream)).sha).toBe(sha(disks.get('2.58.4') as Buffer));
     const offline = await openBaseImage(spec, { cacheDir, offline: true });
     expect(offline.source).toMatchObject({ fromCache: true, resolvedVersion: '2.58.4' });
-    expect(await digest(offline.stream)).toBe(sha(disks.get('2.58.4') as Buffer));
-    expect(await failure(openBaseImage(`eci:${registry.host}/eci/os@^2.80`, { cacheDir, offline: true }))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
+    expect((await sha256Of(offline.stream)).sha).toBe(sha(disks.get('2.58.4') as Buffer));
+    expect(await rejectionOf(openBaseImage(`eci:${registry.host}/eci/os@^2.80`, { cacheDir, offline: true }))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
   });
 
   it.each(['1.0.0', '1.0.1'])('reads the legacy format (tar layer annotated disk-root), tag %s', async (tag) => {
     const opened = await openBaseImage(`eci:${registry.host}/eci/legacy:${tag}`, { registry: client, cache: false });
     expect(opened).toMatchObject({ name: 'legacy.img', size: disks.get('legacy')?.length, source: { kind: 'eci', resolvedVersion: tag } });
-    expect(await digest(opened.stream)).toBe(sha(disks.get('legacy') as Buffer));
+    expect((await sha256Of(opened.stream)).sha).toBe(sha(disks.get('legacy') as Buffer));
   });
 
   it.each(['1.0.0', '1.0.1'])('refuses a legacy layer whose bytes do not match its digest, and caches nothing (tag %s)', async (tag) => {
@@ -141,7 +126,7 @@ describe('eci: artifacts in a registry', () => {
       proxy.addFault({ kind: 'corrupt', offset: 60_000, path: /\/blobs\//, times: Infinity });
       const cacheDir = dir.join(`cache-corrupt-${tag}`);
       const proxied = new RegistryClient({ dockerConfig: false, retry: { attempts: 1 } });
-      const error = await failure(openBaseImage(`eci:${proxy.host}/eci/legacy:${tag}`, { registry: proxied, cacheDir }).then((opened) => digest(opened.stream)));
+      const error = await rejectionOf(openBaseImage(`eci:${proxy.host}/eci/legacy:${tag}`, { registry: proxied, cacheDir }).then((opened) => sha256Of(opened.stream)));
       expect(error).toMatchObject({ code: 'ETCH_DIGEST_MISMATCH' });
       expect(await listCache(cacheDir)).toEqual([]);
       await proxied.close();
@@ -153,16 +138,16 @@ describe('eci: artifacts in a registry', () => {
   it('reads a docker-built image through its org.lfedge.eci.artifact.root label (the top layer wins)', async () => {
     const opened = await openBaseImage(`eci:${registry.host}/eci/label@^3`, { registry: client, cache: false });
     expect(opened).toMatchObject({ name: 'rootfs.img', size: disks.get('label')?.length, source: { resolvedVersion: '3.0.0' } });
-    expect(await digest(opened.stream)).toBe(sha(disks.get('label') as Buffer));
+    expect((await sha256Of(opened.stream)).sha).toBe(sha(disks.get('label') as Buffer));
   });
 
   it('refuses non-raw disks, images without a root disk, missing tags and recommended without releases', async () => {
     const options = { registry: client, cache: false };
-    expect(await failure(openBaseImage(`eci:${registry.host}/eci/qcow:1.0.0`, options))).toMatchObject({ code: 'ETCH_UNSUPPORTED_MANIFEST' });
-    expect(await failure(openBaseImage(`eci:${registry.host}/eci/plain:1.0.0`, options))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
-    expect(await failure(openBaseImage(`eci:${registry.host}/eci/os:9.9.9`, options))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
-    expect(await failure(openBaseImage(`eci:${registry.host}/eci/os@^9`, options))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
-    expect(await failure(openBaseImage(`eci:${registry.host}/eci/beta@recommended`, options))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
+    expect(await rejectionOf(openBaseImage(`eci:${registry.host}/eci/qcow:1.0.0`, options))).toMatchObject({ code: 'ETCH_UNSUPPORTED_MANIFEST' });
+    expect(await rejectionOf(openBaseImage(`eci:${registry.host}/eci/plain:1.0.0`, options))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
+    expect(await rejectionOf(openBaseImage(`eci:${registry.host}/eci/os:9.9.9`, options))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
+    expect(await rejectionOf(openBaseImage(`eci:${registry.host}/eci/os@^9`, options))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
+    expect(await rejectionOf(openBaseImage(`eci:${registry.host}/eci/beta@recommended`, options))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
     const fallback = await openBaseImage(`eci:${registry.host}/eci/beta@default`, options);
     expect(fallback.source.resolvedVersion).toBe('2.0.0-beta.1');
     fallback.stream.destroy();

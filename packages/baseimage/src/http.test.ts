@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Logger } from '@etch/format';
-import { createTempDir, run, type TempDir } from '@etch/test-utils';
+import { createTempDir, rejectionOf, run, sha256Of, type TempDir } from '@etch/test-utils';
 import { ImageCache } from './cache.js';
 import { cleanCache, listCache, openBaseImage } from './open.js';
 
@@ -122,21 +122,6 @@ async function startServer(options: ServerOptions = {}): Promise<TestServer> {
 
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
-async function digest(stream: AsyncIterable<unknown>): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of stream) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
-async function failure(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a failure');
-}
-
 function recordingLogger(): Logger & { lines: string[] } {
   const lines: string[] = [];
   return { lines, debug: (m) => lines.push(`debug ${m}`), info: (m) => lines.push(`info ${m}`), warn: (m) => lines.push(`warn ${m}`) };
@@ -186,7 +171,7 @@ describe('URLs without the cache', () => {
     const s = await server();
     const opened = await openBaseImage(s.url('/os.img'), { cache: false });
     expect(opened).toMatchObject({ name: 'os.img', size: image.length, source: { kind: 'url', fromCache: false, etag: s.files.get('/os.img')?.etag } });
-    expect(await digest(opened.stream)).toBe(sha(image));
+    expect((await sha256Of(opened.stream)).sha).toBe(sha(image));
     expect(s.requests.map((r) => r.method)).toEqual(['HEAD', 'GET']);
   });
 
@@ -194,7 +179,7 @@ describe('URLs without the cache', () => {
     const s = await server();
     const opened = await openBaseImage(s.url('/os.zip'), { cache: false });
     expect(opened).toMatchObject({ name: 'os.img', size: image.length, source: { kind: 'url', entryName: 'os.img' } });
-    expect(await digest(opened.stream)).toBe(sha(image));
+    expect((await sha256Of(opened.stream)).sha).toBe(sha(image));
     const gets = s.requests.filter((r) => r.method === 'GET');
     expect(gets.every((r) => r.range !== undefined && r.status === 206)).toBe(true);
     // The notes.txt entry is never read: what was fetched is the image data, the directory, and headers.
@@ -205,7 +190,7 @@ describe('URLs without the cache', () => {
     const s = await server();
     const opened = await openBaseImage(s.url('/os.zip'), { cache: false, mode: 'passthrough' });
     expect(opened).toMatchObject({ name: 'os.zip', size: zip.length, source: { mode: 'passthrough', entryName: 'os.img' } });
-    expect(await digest(opened.stream)).toBe(sha(zip));
+    expect((await sha256Of(opened.stream)).sha).toBe(sha(zip));
   });
 
   it('downloads the zip first when the server ignores Range', async () => {
@@ -213,14 +198,14 @@ describe('URLs without the cache', () => {
     const logger = recordingLogger();
     const opened = await openBaseImage(s.url('/os.zip'), { cache: false, logger });
     expect(opened.size).toBe(image.length);
-    expect(await digest(opened.stream)).toBe(sha(image));
+    expect((await sha256Of(opened.stream)).sha).toBe(sha(image));
     expect(logger.lines.join('\n')).toContain('downloading the base image before reading it');
   });
 
   it.each([true, false])('resumes after the server drops the connection (ranges %s)', async (ranges) => {
     const s = await server({ ranges, dropAfter: 1024 * 1024, drops: 2 });
     const opened = await openBaseImage(s.url('/os.img'), { cache: false, ...retry });
-    expect(await digest(opened.stream)).toBe(sha(image));
+    expect((await sha256Of(opened.stream)).sha).toBe(sha(image));
     const gets = s.requests.filter((r) => r.method === 'GET');
     expect(gets.length).toBe(3);
     if (ranges) expect(gets[1]?.range).toBe('bytes=1048576-4194303');
@@ -229,7 +214,7 @@ describe('URLs without the cache', () => {
   it('fails with ETCH_SIZE_MISMATCH or ETCH_NETWORK when the server keeps dropping', async () => {
     const s = await server({ dropAfter: 0, drops: 100 });
     const opened = await openBaseImage(s.url('/os.img'), { cache: false, retries: 2 });
-    const error = await failure(digest(opened.stream));
+    const error = await rejectionOf(sha256Of(opened.stream));
     expect(['ETCH_SIZE_MISMATCH', 'ETCH_NETWORK']).toContain((error as { code: string }).code);
   });
 
@@ -238,14 +223,14 @@ describe('URLs without the cache', () => {
     for (const path of ['/os.img.xz', '/os.img.gz']) {
       const opened = await openBaseImage(s.url(path), { cache: false });
       expect(opened).toMatchObject({ name: 'os.img', size: image.length, source: { kind: 'url', compression: path.endsWith('xz') ? 'xz' : 'gzip' } });
-      expect(await digest(opened.stream)).toBe(sha(image));
+      expect((await sha256Of(opened.stream)).sha).toBe(sha(image));
     }
   });
 
   it('maps 404 to ETCH_NOT_FOUND and keeps credentials out of errors and the source', async () => {
     const s = await server();
     const url = s.url('/missing.img').replace('http://', 'http://user:s3cret@');
-    const error = await failure(openBaseImage(url, { cache: false }));
+    const error = await rejectionOf(openBaseImage(url, { cache: false }));
     expect(error).toMatchObject({ code: 'ETCH_NOT_FOUND' });
     expect(String((error as Error).message)).not.toContain('s3cret');
     const opened = await openBaseImage(s.url('/os.img').replace('http://', 'http://user:s3cret@'), { cache: false });
@@ -260,20 +245,20 @@ describe('the cache', () => {
     const cacheDir = dir.join('cache-a');
     const first = await openBaseImage(s.url('/os.zip'), { cacheDir });
     expect(first.source.fromCache).toBe(false);
-    expect(await digest(first.stream)).toBe(sha(image));
+    expect((await sha256Of(first.stream)).sha).toBe(sha(image));
     const [entry] = await listCache(cacheDir);
     expect(entry).toMatchObject({ name: 'os.img', size: image.length, sha256: sha(image), mode: 'extract', etag: s.files.get('/os.zip')?.etag });
 
     s.requests.length = 0;
     const second = await openBaseImage(s.url('/os.zip'), { cacheDir });
     expect(second.source).toMatchObject({ fromCache: true, digest: `sha256:${sha(image)}` });
-    expect(await digest(second.stream)).toBe(sha(image));
+    expect((await sha256Of(second.stream)).sha).toBe(sha(image));
     expect(s.requests).toMatchObject([{ method: 'HEAD', ifNoneMatch: entry?.etag, status: 304 }]);
 
     // passthrough is another key: the zip itself.
     const zipped = await openBaseImage(s.url('/os.zip'), { cacheDir, mode: 'passthrough' });
     expect(zipped.source.fromCache).toBe(false);
-    expect(await digest(zipped.stream)).toBe(sha(zip));
+    expect((await sha256Of(zipped.stream)).sha).toBe(sha(zip));
     expect(await listCache(cacheDir)).toHaveLength(2);
 
     // A new release behind the same URL.
@@ -283,34 +268,34 @@ describe('the cache', () => {
     s.files.set('/os.zip', served(await readFile(dir.join('os2.zip')), 2));
     const third = await openBaseImage(s.url('/os.zip'), { cacheDir });
     expect(third).toMatchObject({ size: changed.length, source: { fromCache: false } });
-    expect(await digest(third.stream)).toBe(sha(changed));
+    expect((await sha256Of(third.stream)).sha).toBe(sha(changed));
     expect(await readdir(dir.join('cache-a', 'blobs'))).toHaveLength(2);
 
     await s.close();
     s.requests.length = 0;
     const offline = await openBaseImage(s.url('/os.zip'), { cacheDir, offline: true });
     expect(offline.source.fromCache).toBe(true);
-    expect(await digest(offline.stream)).toBe(sha(changed));
-    expect(await failure(openBaseImage(s.url('/other.img'), { cacheDir, offline: true }))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
+    expect((await sha256Of(offline.stream)).sha).toBe(sha(changed));
+    expect(await rejectionOf(openBaseImage(s.url('/other.img'), { cacheDir, offline: true }))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
   });
 
   it('uses the cached copy with a warning when the server cannot be reached to revalidate', async () => {
     const s = await server();
     const cacheDir = dir.join('cache-b');
-    await digest((await openBaseImage(s.url('/os.img'), { cacheDir })).stream);
+    (await sha256Of((await openBaseImage(s.url('/os.img'), { cacheDir })).stream)).sha;
     const url = s.url('/os.img');
     await s.close();
     const logger = recordingLogger();
     const reused = await openBaseImage(url, { cacheDir, logger, retries: 1 });
     expect(reused.source.fromCache).toBe(true);
-    expect(await digest(reused.stream)).toBe(sha(image));
+    expect((await sha256Of(reused.stream)).sha).toBe(sha(image));
     expect(logger.lines.join('\n')).toContain('using the cached copy');
   });
 
   it('detects a corrupted cache file on reuse (sha256) and removes the entry', async () => {
     const s = await server();
     const cacheDir = dir.join('cache-c');
-    await digest((await openBaseImage(s.url('/os.img'), { cacheDir })).stream);
+    (await sha256Of((await openBaseImage(s.url('/os.img'), { cacheDir })).stream)).sha;
     const [entry] = await listCache(cacheDir);
     const path = `${cacheDir}/${entry?.file}`;
     const bytes = await readFile(path);
@@ -318,11 +303,11 @@ describe('the cache', () => {
     await writeFile(path, bytes);
     const reused = await openBaseImage(s.url('/os.img'), { cacheDir });
     expect(reused.source.fromCache).toBe(true);
-    expect(await failure(digest(reused.stream))).toMatchObject({ code: 'ETCH_DIGEST_MISMATCH' });
+    expect(await rejectionOf(sha256Of(reused.stream))).toMatchObject({ code: 'ETCH_DIGEST_MISMATCH' });
     expect(await listCache(cacheDir)).toHaveLength(0);
     const again = await openBaseImage(s.url('/os.img'), { cacheDir });
     expect(again.source.fromCache).toBe(false);
-    expect(await digest(again.stream)).toBe(sha(image));
+    expect((await sha256Of(again.stream)).sha).toBe(sha(image));
   });
 
   it('is safe under concurrent gets of the same source: every caller gets the bytes, one entry remains, no temp file', async () => {
@@ -331,7 +316,7 @@ describe('the cache', () => {
     const results = await Promise.all(
       Array.from({ length: 4 }, async () => {
         const opened = await openBaseImage(s.url('/os.img.xz'), { cacheDir });
-        return digest(opened.stream);
+        return (await sha256Of(opened.stream)).sha;
       }),
     );
     expect(results).toEqual(Array(4).fill(sha(image)));
@@ -366,18 +351,18 @@ for await (const chunk of opened.stream) { n += chunk.length; if (n > 300000) pr
     slow.options.throttleMs = 0;
     const opened = await openBaseImage(slow.url('/os.img'), { cacheDir });
     expect(opened.source.fromCache).toBe(false);
-    expect(await digest(opened.stream)).toBe(sha(image));
+    expect((await sha256Of(opened.stream)).sha).toBe(sha(image));
     expect(await readdir(dir.join('cache-e', 'tmp'))).toEqual([]);
     const reused = await openBaseImage(slow.url('/os.img'), { cacheDir });
     expect(reused.source.fromCache).toBe(true);
-    expect(await digest(reused.stream)).toBe(sha(image));
+    expect((await sha256Of(reused.stream)).sha).toBe(sha(image));
   });
 
   it('keeps no entry when the consumer stops early or the stream fails', async () => {
     const s = await server({ dropAfter: 0, drops: 100 });
     const cacheDir = dir.join('cache-f');
     const failing = await openBaseImage(s.url('/os.img'), { cacheDir, retries: 1 });
-    await failure(digest(failing.stream));
+    await rejectionOf(sha256Of(failing.stream));
     const good = await server();
     const stopped = await openBaseImage(good.url('/os.img.xz'), { cacheDir });
     for await (const _chunk of stopped.stream) break;
@@ -392,7 +377,7 @@ for await (const chunk of opened.stream) { n += chunk.length; if (n > 300000) pr
     const controller = new AbortController();
     const opened = await openBaseImage(slow.url('/os.img'), { cacheDir, signal: controller.signal });
     let seen = 0;
-    const error = await failure(
+    const error = await rejectionOf(
       (async () => {
         for await (const chunk of opened.stream) {
           seen += (chunk as Buffer).length;
@@ -409,12 +394,12 @@ for await (const chunk of opened.stream) { n += chunk.length; if (n > 300000) pr
   it('cleanCache removes only its own files, even from a shared directory', async () => {
     const s = await server();
     const shared = dir.join('shared');
-    await digest((await openBaseImage(s.url('/os.img'), { cacheDir: shared })).stream);
+    (await sha256Of((await openBaseImage(s.url('/os.img'), { cacheDir: shared })).stream)).sha;
     await writeFile(dir.join('shared', 'keep-me.txt'), 'mine');
     expect(await cleanCache(shared)).toEqual({ entries: 1, bytes: image.length });
     expect(await readdir(shared)).toEqual(['keep-me.txt']);
     const own = dir.join('own');
-    await digest((await openBaseImage(s.url('/os.img'), { cacheDir: own })).stream);
+    (await sha256Of((await openBaseImage(s.url('/os.img'), { cacheDir: own })).stream)).sha;
     await new ImageCache(own).clean();
     expect(existsSync(own)).toBe(false);
   });

@@ -2,37 +2,18 @@ import { createHash } from 'node:crypto';
 import { truncate, readFile, writeFile, open as openFile, stat } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError } from '@etch/format';
-import { createTempDir, run, type TempDir } from '@etch/test-utils';
+import { createTempDir, rejectionOf, run, sha256Of, type TempDir } from '@etch/test-utils';
 import { openBaseImage } from './open.js';
 import type { BaseImageProgress } from './types.js';
 
 let dir: TempDir;
 let image: Buffer;
 
-async function digest(stream: AsyncIterable<unknown>): Promise<{ sha: string; bytes: number }> {
-  const hash = createHash('sha256');
-  let bytes = 0;
-  for await (const chunk of stream) {
-    hash.update(chunk as Buffer);
-    bytes += (chunk as Buffer).length;
-  }
-  return { sha: hash.digest('hex'), bytes };
-}
-
 const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
-
-async function failure(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (error) {
-    return error;
-  }
-  throw new Error('expected a failure');
-}
 
 async function readAll(spec: string, options: Parameters<typeof openBaseImage>[1] = {}) {
   const opened = await openBaseImage(spec, options);
-  return { opened, ...(await digest(opened.stream)) };
+  return { opened, ...(await sha256Of(opened.stream)) };
 }
 
 
@@ -125,31 +106,31 @@ describe('local raw images', () => {
   });
 
   it('refuses names that are not images, and missing files', async () => {
-    expect(await failure(openBaseImage(dir.join('readme.txt')))).toMatchObject({ code: 'ETCH_USAGE' });
-    expect(await failure(openBaseImage(dir.join('missing.img')))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
+    expect(await rejectionOf(openBaseImage(dir.join('readme.txt')))).toMatchObject({ code: 'ETCH_USAGE' });
+    expect(await rejectionOf(openBaseImage(dir.join('missing.img')))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
   });
 
   it('fails with ETCH_SIZE_MISMATCH when the file shrinks or grows after it was opened', async () => {
     await writeFile(dir.join('changing.img'), image.subarray(0, 100_000));
     const shrinking = await openBaseImage(dir.join('changing.img'));
     await truncate(dir.join('changing.img'), 50_000);
-    expect(await failure(digest(shrinking.stream))).toMatchObject({ code: 'ETCH_SIZE_MISMATCH' });
+    expect(await rejectionOf(sha256Of(shrinking.stream))).toMatchObject({ code: 'ETCH_SIZE_MISMATCH' });
     await writeFile(dir.join('changing.img'), image.subarray(0, 100_000));
     const growing = await openBaseImage(dir.join('changing.img'));
     const handle = await openFile(dir.join('changing.img'), 'a');
     await handle.write(Buffer.alloc(10));
     await handle.close();
-    expect(await failure(digest(growing.stream))).toMatchObject({ code: 'ETCH_SIZE_MISMATCH' });
+    expect(await rejectionOf(sha256Of(growing.stream))).toMatchObject({ code: 'ETCH_SIZE_MISMATCH' });
   });
 
   it('rejects at once when the signal is already aborted, and errors the stream when it fires', async () => {
     const controller = new AbortController();
     controller.abort();
-    expect(await failure(openBaseImage(dir.join('balena.img'), { signal: controller.signal }))).toMatchObject({ code: 'ETCH_ABORTED' });
+    expect(await rejectionOf(openBaseImage(dir.join('balena.img'), { signal: controller.signal }))).toMatchObject({ code: 'ETCH_ABORTED' });
     const later = new AbortController();
     const opened = await openBaseImage(dir.join('balena.img'), { signal: later.signal });
     let seen = 0;
-    const error = await failure(
+    const error = await rejectionOf(
       (async () => {
         for await (const chunk of opened.stream) {
           seen += (chunk as Buffer).length;
@@ -189,16 +170,16 @@ describe('zips', () => {
     const { opened, sha: got } = await readAll(dir.join('deflated.zip'), { mode: 'passthrough' });
     expect(opened).toMatchObject({ name: 'deflated.zip', size: zip.length, source: { kind: 'zip', mode: 'passthrough', entryName: 'balena.img' } });
     expect(got).toBe(sha(zip));
-    expect(await failure(openBaseImage(dir.join('no-image.zip'), { mode: 'passthrough' }))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
+    expect(await rejectionOf(openBaseImage(dir.join('no-image.zip'), { mode: 'passthrough' }))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
   });
 
   it('refuses a zip without an image, truncated, encrypted or with another method, each with its code', async () => {
-    const none = await failure(openBaseImage(dir.join('no-image.zip')));
+    const none = await rejectionOf(openBaseImage(dir.join('no-image.zip')));
     expect(none).toMatchObject({ code: 'ETCH_NOT_FOUND' });
     expect((none as Error).message).toContain('readme.txt');
-    expect(await failure(openBaseImage(dir.join('truncated.zip')))).toMatchObject({ code: 'ETCH_BAD_ARCHIVE' });
-    expect(await failure(openBaseImage(dir.join('encrypted.zip')))).toMatchObject({ code: 'ETCH_UNSUPPORTED_COMPRESSION' });
-    const bzip2 = await failure(openBaseImage(dir.join('bzip2.zip')));
+    expect(await rejectionOf(openBaseImage(dir.join('truncated.zip')))).toMatchObject({ code: 'ETCH_BAD_ARCHIVE' });
+    expect(await rejectionOf(openBaseImage(dir.join('encrypted.zip')))).toMatchObject({ code: 'ETCH_UNSUPPORTED_COMPRESSION' });
+    const bzip2 = await rejectionOf(openBaseImage(dir.join('bzip2.zip')));
     expect(bzip2).toMatchObject({ code: 'ETCH_UNSUPPORTED_COMPRESSION' });
     expect((bzip2 as Error).message).toContain('method 12');
   });
@@ -206,7 +187,7 @@ describe('zips', () => {
   it('fails the stream with ETCH_DIGEST_MISMATCH when the entry does not match its CRC-32', async () => {
     const opened = await openBaseImage(dir.join('bad-crc.zip'));
     expect(opened.size).toBe(image.length);
-    expect(await failure(digest(opened.stream))).toMatchObject({ code: 'ETCH_DIGEST_MISMATCH' });
+    expect(await rejectionOf(sha256Of(opened.stream))).toMatchObject({ code: 'ETCH_DIGEST_MISMATCH' });
   });
 });
 
@@ -237,7 +218,7 @@ describe('compressed raw images', () => {
   it('refuses a truncated xz (no index) with ETCH_BAD_ARCHIVE', async () => {
     const xz = await readFile(dir.join('balena.img.xz'));
     await writeFile(dir.join('cut.img.xz'), xz.subarray(0, xz.length - 100));
-    expect(await failure(openBaseImage(dir.join('cut.img.xz')))).toMatchObject({ code: 'ETCH_BAD_ARCHIVE' });
+    expect(await rejectionOf(openBaseImage(dir.join('cut.img.xz')))).toMatchObject({ code: 'ETCH_BAD_ARCHIVE' });
     expect((await stat(dir.join('cut.img.xz'))).size).toBe(xz.length - 100);
   });
 });

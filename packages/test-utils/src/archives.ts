@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { pack as tarPack, type Header } from 'tar-stream';
 
@@ -70,4 +71,25 @@ export function patternStream(size: number, chunkSize = 64 * 1024, seed = 1): Re
       this.push(chunk);
     },
   });
+}
+
+/** The error `promise` rejects with; throws when it resolves instead. */
+export async function rejectionOf(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected a failure');
+}
+
+/** The sha256 (hex) of everything `stream` yields, and how many bytes that was, read as it streams. */
+export async function sha256Of(stream: AsyncIterable<unknown>): Promise<{ sha: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of stream) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { sha: hash.digest('hex'), bytes };
 }

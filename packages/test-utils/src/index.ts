@@ -1,7 +1,7 @@
 export { createTempDir, type TempDir } from './temp.js';
 export { run, type RunOptions, type RunResult } from './run.js';
 export { BASE_TOOLS, DISK_TOOLS, REGISTRY_AUTH_TOOLS, ensureTools, type RequiredTool } from './tools.js';
-export { collect, craftTar, patternStream, type CraftedEntry } from './archives.js';
+export { collect, craftTar, patternStream, rejectionOf, sha256Of, type CraftedEntry } from './archives.js';
 export { DOCKERD_TOOLS, startDockerd, type Dockerd, type DockerdOptions } from './dockerd.js';
 export { REGISTRY_SERVER_TOOLS, freePort, startRegistryServer, type RegistryServer } from './docker-registry.js';
 export { buildPreloadFixtures, pushFixture, readLayoutImage, type FixtureImage, type LayoutImage, type PreloadFixtures } from './engine-images.js';
