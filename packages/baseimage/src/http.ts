@@ -3,7 +3,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import yauzl from 'yauzl';
 import { EtchError, abortError, isEtchError } from '@etch/format';
-import { contentRangeStart, header, isCutBodyError, type HttpClient, type HttpResponse } from '@etch/registry';
+import { contentRangeStart, header, isCutBodyError, skipFirst, type HttpClient, type HttpResponse } from '@etch/registry';
 import { redactUrl } from './names.js';
 import type { BaseImageProgress } from './types.js';
 
@@ -166,14 +166,7 @@ export async function* rangedBody(http: HttpClient, target: Target, start: numbe
       } else {
         throw statusError(response.status, what);
       }
-      for await (const data of response.body as AsyncIterable<Buffer>) {
-        let chunk = data;
-        if (skip > 0) {
-          const drop = Math.min(skip, chunk.length);
-          skip -= drop;
-          chunk = chunk.subarray(drop);
-          if (chunk.length === 0) continue;
-        }
+      for await (let chunk of skipFirst(response.body as AsyncIterable<Buffer>, skip)) {
         const room = length - delivered;
         if (chunk.length >= room) {
           chunk = chunk.subarray(0, room);

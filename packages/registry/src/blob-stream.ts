@@ -1,6 +1,6 @@
 import { EtchError, abortError } from '@etch/format';
 import { algorithmOf, digestOf, hasherFor } from './digest.js';
-import { contentRangeStart, header, isCutBodyError, type HttpClient, type HttpResponse } from './http.js';
+import { contentRangeStart, header, isCutBodyError, skipFirst, type HttpClient, type HttpResponse } from './http.js';
 
 /** Progress of one blob: bytes verified so far of `total`. */
 export interface BlobProgress {
@@ -53,14 +53,7 @@ export async function* verifiedBlob(http: HttpClient, open: BlobOpener, descript
     }
     const before = delivered;
     try {
-      for await (const data of response.body as AsyncIterable<Buffer>) {
-        let chunk = data;
-        if (skip > 0) {
-          const drop = Math.min(skip, chunk.length);
-          skip -= drop;
-          chunk = chunk.subarray(drop);
-          if (chunk.length === 0) continue;
-        }
+      for await (const chunk of skipFirst(response.body as AsyncIterable<Buffer>, skip)) {
         if (delivered + chunk.length > descriptor.size) {
           response.body.destroy();
           throw new EtchError('ETCH_SIZE_MISMATCH', `${options.what} (${descriptor.digest}) is longer than the ${descriptor.size} bytes its descriptor declares; the registry served different content. Nothing from it is kept.`, { details: { digest: descriptor.digest } });

@@ -90,6 +90,23 @@ export function contentRangeStart(value: string | undefined): number | undefined
   return match ? Number(match[1]) : undefined;
 }
 
+/**
+ * `body` without its first `bytes` bytes: what a resumed download yields when the server sent the whole
+ * file again instead of the range asked for.
+ */
+export async function* skipFirst(body: AsyncIterable<Buffer>, bytes: number): AsyncGenerator<Buffer> {
+  let skip = bytes;
+  for await (const data of body) {
+    if (skip === 0) {
+      yield data;
+      continue;
+    }
+    const drop = Math.min(skip, data.length);
+    skip -= drop;
+    if (drop < data.length) yield data.subarray(drop);
+  }
+}
+
 /** A body read that stopped because the connection did (worth resuming), as opposed to a bug or an abort. */
 export function isCutBodyError(error: unknown): boolean {
   const code = (error as { code?: unknown })?.code;

@@ -37,4 +37,4 @@ export {
   type FoundCredentials,
 } from './credentials.js';
 export { RegistryAuth, pullScope } from './auth.js';
-export { HttpClient, DEFAULT_RETRY, contentRangeStart, header, isCutBodyError, isLoopbackHost, isTransientNetworkError, retryAfterMs, type HttpOptions, type HttpRequest, type HttpResponse, type RetryPolicy } from './http.js';
+export { HttpClient, DEFAULT_RETRY, contentRangeStart, header, isCutBodyError, isLoopbackHost, isTransientNetworkError, retryAfterMs, skipFirst, type HttpOptions, type HttpRequest, type HttpResponse, type RetryPolicy } from './http.js';
