@@ -3,13 +3,11 @@
  * dockerd opened on the result; pinning below supervisor 7 is refused; the OS's apps.json is merged; an abort
  * leaves nothing; a warm cache rebuild makes no registry request.
  */
-import { PassThrough } from 'node:stream';
 import { mkdir, readFile, readdir, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildPreloadFixtures,
-  collect,
   createTempDir,
   makeBalenaLikeImage,
   pushFixture,
@@ -21,23 +19,14 @@ import {
   type RegistryServer,
   type TempDir,
 } from '@etch/test-utils';
-import { main } from './cli/main.js';
+import { runCli } from './cli/in-process.test.helper.js';
 
 let dir: TempDir;
 let registry: RegistryServer;
 let engine: Dockerd | undefined;
 const refs: Record<'a' | 'b' | 'multi', { repository: string; digest: string }> = {} as never;
 
-async function etch(args: string[], signal = new AbortController().signal) {
-  const stdout = new PassThrough();
-  const stderr = Object.assign(new PassThrough(), { isTTY: false });
-  const out = collect(stdout);
-  const err = collect(stderr);
-  const code = await main(args, { stdout, stderr, env: { HOME: dir.path }, cwd: dir.path, signal });
-  stdout.end();
-  stderr.end();
-  return { code, stdout: (await out).toString(), stderr: (await err).toString() };
-}
+const etch = (args: string[], signal?: AbortSignal) => runCli(args, { cwd: dir.path, env: { HOME: dir.path }, ...(signal ? { signal } : {}) });
 
 /** A fleet target state (the shape the balena API returns) whose two services run images a and multi by digest. */
 function fleetState(withUuidKey: boolean): unknown {

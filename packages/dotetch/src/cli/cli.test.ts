@@ -6,8 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { collect, craftTar, createTempDir, run, type CraftedEntry, type TempDir } from '@etch/test-utils';
-import { main } from './main.js';
 import { createProgressDisplay } from './progress.js';
+import { runCli } from './in-process.test.helper.js';
 
 const bin = fileURLToPath(new URL('../../bin/etch.js', import.meta.url));
 let dir: TempDir;
@@ -16,16 +16,7 @@ beforeEach(async () => {
 });
 afterEach(() => dir.remove());
 
-async function etch(args: string[], options: { isTTY?: boolean } = {}) {
-  const stdout = new PassThrough();
-  const stderr = Object.assign(new PassThrough(), { isTTY: options.isTTY ?? false });
-  const out = collect(stdout);
-  const err = collect(stderr);
-  const code = await main(args, { stdout, stderr, env: {}, cwd: dir.path, signal: new AbortController().signal });
-  stdout.end();
-  stderr.end();
-  return { code, stdout: (await out).toString(), stderr: (await err).toString() };
-}
+const etch = (args: string[], options: { isTTY?: boolean } = {}) => runCli(args, { cwd: dir.path, ...options });
 
 async function fixtures(): Promise<void> {
   await writeFile(dir.join('disk.img'), Buffer.alloc(70_000, 7));

@@ -1,33 +1,17 @@
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, stat, symlink, writeFile } from 'node:fs/promises';
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collect, craftTar, createTempDir, makeBalenaLikeImage, run, type TempDir } from '@etch/test-utils';
+import { craftTar, createTempDir, makeBalenaLikeImage, run, type TempDir } from '@etch/test-utils';
 import { parseBytes } from '../format-bytes.js';
-import { main } from '../main.js';
+import { runCli } from '../in-process.test.helper.js';
 
 const MIB = 1024 * 1024;
 const mtoolsEnv = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
 let dir: TempDir;
 let offsets: Record<number, number>;
 
-async function etch(args: string[], options: { stdin?: Readable; signal?: AbortSignal; cwd?: string } = {}) {
-  const stdout = new PassThrough();
-  const stderr = Object.assign(new PassThrough(), { isTTY: false });
-  const out = collect(stdout);
-  const err = collect(stderr);
-  const code = await main(args, {
-    ...(options.stdin ? { stdin: options.stdin } : {}),
-    stdout,
-    stderr,
-    env: {},
-    cwd: options.cwd ?? dir.path,
-    signal: options.signal ?? new AbortController().signal,
-  });
-  stdout.end();
-  stderr.end();
-  return { code, stdout: (await out).toString(), stderr: (await err).toString() };
-}
+const etch = (args: string[], options: { stdin?: Readable; signal?: AbortSignal; cwd?: string } = {}) => runCli(args, { ...options, cwd: options.cwd ?? dir.path });
 
 /** Files in a folder, leaving out the inputs every test shares. */
 async function outputs(path: string): Promise<string[]> {

@@ -2,12 +2,11 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
-import { PassThrough } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
-import { collect, createTempDir, makeBalenaLikeImage, pushOciArtifact, run, startRegistryServer, type RegistryServer, type TempDir } from '@etch/test-utils';
+import { createTempDir, makeBalenaLikeImage, pushOciArtifact, run, startRegistryServer, type RegistryServer, type TempDir } from '@etch/test-utils';
 import { fileURLToPath } from 'node:url';
-import { main } from '../main.js';
+import { runCli } from '../in-process.test.helper.js';
 
 const bin = fileURLToPath(new URL('../../../bin/etch.js', import.meta.url));
 
@@ -17,16 +16,7 @@ let server: Server;
 let baseUrl: string;
 let size: number;
 
-async function etch(args: string[]) {
-  const stdout = new PassThrough();
-  const stderr = Object.assign(new PassThrough(), { isTTY: false });
-  const out = collect(stdout);
-  const err = collect(stderr);
-  const code = await main(args, { stdout, stderr, env: { HOME: dir.path }, cwd: dir.path, signal: new AbortController().signal });
-  stdout.end();
-  stderr.end();
-  return { code, stdout: (await out).toString(), stderr: (await err).toString() };
-}
+const etch = (args: string[]) => runCli(args, { cwd: dir.path, env: { HOME: dir.path } });
 
 async function inspect(file: string) {
   const result = await etch(['inspect', file, '--json']);

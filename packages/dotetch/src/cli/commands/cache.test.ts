@@ -1,10 +1,9 @@
 import { existsSync } from 'node:fs';
 import { readdir, writeFile } from 'node:fs/promises';
-import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ImageCache } from '@etch/baseimage';
-import { collect, createTempDir, type TempDir } from '@etch/test-utils';
-import { main } from '../main.js';
+import { createTempDir, type TempDir } from '@etch/test-utils';
+import { runCli } from '../in-process.test.helper.js';
 
 let dir: TempDir;
 beforeEach(async () => {
@@ -12,16 +11,7 @@ beforeEach(async () => {
 });
 afterEach(() => dir.remove());
 
-async function etch(args: string[], env: NodeJS.ProcessEnv = {}) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  const out = collect(stdout);
-  const err = collect(stderr);
-  const code = await main(args, { stdout, stderr, env, cwd: dir.path, signal: new AbortController().signal });
-  stdout.end();
-  stderr.end();
-  return { code, stdout: (await out).toString(), stderr: (await err).toString() };
-}
+const etch = (args: string[], env: NodeJS.ProcessEnv = {}) => runCli(args, { cwd: dir.path, env });
 
 async function fill(cacheDir: string): Promise<void> {
   const cache = new ImageCache(cacheDir);

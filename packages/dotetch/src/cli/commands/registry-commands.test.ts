@@ -1,10 +1,8 @@
 /** `etch manifest` and the image flags of `etch create`, against a real docker-registry with skopeo-pushed fixtures. */
-import { PassThrough } from 'node:stream';
 import { readdir, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   buildRegistryFixtures,
-  collect,
   createTempDir,
   makeBalenaLikeImage,
   pushRegistryFixture,
@@ -14,7 +12,7 @@ import {
   type RegistryServer,
   type TempDir,
 } from '@etch/test-utils';
-import { main } from '../main.js';
+import { runCli } from '../in-process.test.helper.js';
 
 let dir: TempDir;
 let registry: RegistryServer;
@@ -22,16 +20,7 @@ let fixtures: RegistryFixtures;
 let multi: PushedImage;
 let single: PushedImage;
 
-async function etch(args: string[]) {
-  const stdout = new PassThrough();
-  const stderr = Object.assign(new PassThrough(), { isTTY: false });
-  const out = collect(stdout);
-  const err = collect(stderr);
-  const code = await main(args, { stdout, stderr, env: {}, cwd: dir.path, signal: new AbortController().signal });
-  stdout.end();
-  stderr.end();
-  return { code, stdout: (await out).toString(), stderr: (await err).toString() };
-}
+const etch = (args: string[]) => runCli(args, { cwd: dir.path });
 
 beforeAll(async () => {
   dir = await createTempDir('etch-registry-cli-');
