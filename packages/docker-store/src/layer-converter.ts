@@ -27,6 +27,7 @@ const WHITEOUT_PREFIX = '.wh.';
 const OPAQUE_MARKER = '.wh..wh..opq';
 const OPAQUE_XATTR = 'trusted.overlay.opaque';
 const SEGMENT_LIMIT = 1024 * 1024;
+const MAX_TRAILER_BYTES = 16 * 1024 * 1024;
 
 function badLayer(name: string, message: string): EtchError {
   return new EtchError('ETCH_BAD_ENTRY', `Layer entry ${JSON.stringify(name)}: ${message}`, { details: { entryName: name } });
@@ -73,13 +74,32 @@ export async function* convertLayer(
   const opaque = new Set<string>();
   let size = 0;
   let entries = 0;
-  let trailer: Buffer = Buffer.alloc(0);
+  // What follows the end-of-archive marker goes into the tar-split in 1 MiB segments as it streams by.
+  let trailer: Buffer[] = [];
+  let trailerPending = 0;
+  let trailerTotal = 0;
+  const flushTrailer = (all: boolean) => {
+    let pending = Buffer.concat(trailer);
+    while (pending.length >= SEGMENT_LIMIT || (all && pending.length > 0)) {
+      split.segment(pending.subarray(0, SEGMENT_LIMIT));
+      pending = pending.subarray(Math.min(SEGMENT_LIMIT, pending.length));
+    }
+    trailer = pending.length > 0 ? [pending] : [];
+    trailerPending = pending.length;
+  };
   const at = (path: string) => (path === '' ? diffPrefix : `${diffPrefix}/${path}`);
 
   const tar = extractTar(tapHash(uncompressed, diffHash), {
     raw: true,
     onTrailer: (bytes) => {
-      trailer = bytes;
+      trailerTotal += bytes.length;
+      // The engine records trailing bytes too, but a layer made mostly of them is an attack on memory.
+      if (trailerTotal > MAX_TRAILER_BYTES) {
+        throw new EtchError('ETCH_BAD_ENTRY', `The layer goes on for more than ${MAX_TRAILER_BYTES / 1024 / 1024} MiB after its end-of-archive marker; refusing it.`);
+      }
+      trailer.push(bytes);
+      trailerPending += bytes.length;
+      if (trailerPending >= SEGMENT_LIMIT) flushTrailer(false);
     },
     ...(signal ? { signal } : {}),
   });
@@ -161,6 +181,6 @@ export async function* convertLayer(
     for await (const chunk of body) crc.update(chunk as Buffer);
     split.file(header.name, header.size, header.size > 0 ? crc.digest() : null);
   }
-  for (let offset = 0; offset < trailer.length; offset += SEGMENT_LIMIT) split.segment(trailer.subarray(offset, offset + SEGMENT_LIMIT));
+  flushTrailer(true);
   done({ diffId: `sha256:${diffHash.digest('hex')}`, size, tarSplit: await split.finish(), entries });
 }

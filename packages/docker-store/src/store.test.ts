@@ -178,10 +178,9 @@ describe('dockerStoreEntries', () => {
     expect(result.byPath.get('docker/image/overlay2/repositories.json')?.entry.mode).toBe(0o600);
   });
 
-  it('writes a tar-split from which the original layer is rebuilt byte for byte (what docker save does)', async () => {
-    const lower = await layer(labLower);
-    const result = await preload([image([lower], [{ repository: 'a', tag: '1' }])]);
-    const [chain] = chainIds([sha(lower.tar)]);
+  /** The layer tar the engine would rebuild from its tar-split and its diff/ files (what `docker save` does). */
+  function rebuiltLayer(result: Result, tar: Buffer): Buffer {
+    const [chain] = chainIds([sha(tar)]);
     const cacheId = result.stored[0]?.layers[0]?.cacheId;
     const split = gunzipSync(result.byPath.get(`docker/image/overlay2/layerdb/sha256/${chain?.slice(7)}/tar-split.json.gz`)?.content as Buffer);
     const parts: Buffer[] = [];
@@ -196,7 +195,26 @@ describe('dockerStoreEntries', () => {
         parts.push(content as Buffer);
       }
     }
-    expect(sha(Buffer.concat(parts))).toBe(sha(lower.tar));
+    return Buffer.concat(parts);
+  }
+
+  it('writes a tar-split from which the original layer is rebuilt byte for byte (what docker save does)', async () => {
+    const lower = await layer(labLower);
+    const result = await preload([image([lower], [{ repository: 'a', tag: '1' }])]);
+    expect(sha(rebuiltLayer(result, lower.tar))).toBe(sha(lower.tar));
+  });
+
+  it('keeps bytes after the end-of-archive marker in the tar-split, and refuses a layer that is mostly such bytes', async () => {
+    const tar = await craftTar([{ name: 'f', content: 'x' }]);
+    const trailing = { tar: Buffer.concat([tar, randomBytes(3 * 1024 * 1024 + 7)]) };
+    const withTrailer = { ...trailing, blob: gzipSync(trailing.tar) };
+    const result = await preload([image([withTrailer], [{ repository: 'a', tag: '1' }])]);
+    expect(sha(rebuiltLayer(result, withTrailer.tar))).toBe(sha(withTrailer.tar));
+
+    const hostileTar = Buffer.concat([tar, Buffer.alloc(17 * 1024 * 1024)]);
+    const hostile = { tar: hostileTar, blob: gzipSync(hostileTar) };
+    const error = await preload([image([hostile], [{ repository: 'a', tag: '1' }])]).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_BAD_ENTRY'), String(error)).toBe(true);
   });
 
   it('writes a layer shared by two images once and records both sources', async () => {

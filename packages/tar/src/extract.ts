@@ -48,7 +48,10 @@ export interface ExtractOptions {
   maxExtensionSize?: number;
   /** Keep the raw header bytes of each entry (`entry.raw`) and read the input to its very end. */
   raw?: boolean;
-  /** With `raw`: receives the bytes after the last entry's data (padding, end marker, trailing bytes). */
+  /**
+   * With `raw`: receives the bytes after the last entry's data (padding, end marker, trailing bytes), in
+   * order, in one or more pieces: whatever follows the marker may be long, and is never held here.
+   */
   onTrailer?: (bytes: Buffer) => void;
 }
 
@@ -136,9 +139,9 @@ export async function* extractTar(
       if (isZeroBlock(block)) {
         // End of archive. In raw mode everything after it belongs to the stream the digest covers.
         if (options.raw) {
-          while ((await source.readSome(1024 * 1024)) !== null);
           options.onTrailer?.(Buffer.concat(source.recording ?? []));
           source.recording = undefined;
+          for (let piece = await source.readSome(1024 * 1024); piece !== null; piece = await source.readSome(1024 * 1024)) options.onTrailer?.(piece);
         }
         return;
       }
