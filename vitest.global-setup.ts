@@ -1,4 +1,11 @@
-import { BASE_TOOLS, DISK_TOOLS, DOCKERD_TOOLS, REGISTRY_AUTH_TOOLS, REGISTRY_SERVER_TOOLS, ensureTools } from '@etch/test-utils';
+import {
+  BASE_TOOLS,
+  DISK_TOOLS,
+  DOCKERD_TOOLS,
+  REGISTRY_AUTH_TOOLS,
+  REGISTRY_SERVER_TOOLS,
+  ensureTools,
+} from '@etch/test-utils';
 
 /**
  * Runs once before any test worker starts, so apt-get never runs twice at the same time: every system tool

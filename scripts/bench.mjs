@@ -8,7 +8,18 @@ import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
-import { BASE_TOOLS, DISK_TOOLS, DOCKERD_TOOLS, REGISTRY_SERVER_TOOLS, createTempDir, ensureTools, makeBalenaLikeImage, run, startDockerd, startRegistryServer } from '@etch/test-utils';
+import {
+  BASE_TOOLS,
+  DISK_TOOLS,
+  DOCKERD_TOOLS,
+  REGISTRY_SERVER_TOOLS,
+  createTempDir,
+  ensureTools,
+  makeBalenaLikeImage,
+  run,
+  startDockerd,
+  startRegistryServer,
+} from '@etch/test-utils';
 
 const root = new URL('..', import.meta.url).pathname;
 const etchBin = join(root, 'packages/dotetch/bin/etch.js');
@@ -63,16 +74,35 @@ async function buildLayout(dir) {
   }
   const manifests = [];
   for (const [tag, names] of Object.entries(IMAGES)) {
-    const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config: { Cmd: ['/bin/true'] }, rootfs: { type: 'layers', diff_ids: names.map((n) => layers[n].diffId) }, history: names.map(() => ({ created_by: 'bench' })) }));
+    const config = Buffer.from(
+      JSON.stringify({
+        architecture: 'amd64',
+        os: 'linux',
+        config: { Cmd: ['/bin/true'] },
+        rootfs: { type: 'layers', diff_ids: names.map((n) => layers[n].diffId) },
+        history: names.map(() => ({ created_by: 'bench' })),
+      }),
+    );
     await writeFile(join(blobs, sha256(config).slice(7)), config);
-    const manifest = Buffer.from(JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
-      layers: names.map((n) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: layers[n].digest, size: layers[n].size })),
-    }));
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
+        layers: names.map((n) => ({
+          mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip',
+          digest: layers[n].digest,
+          size: layers[n].size,
+        })),
+      }),
+    );
     await writeFile(join(blobs, sha256(manifest).slice(7)), manifest);
-    manifests.push({ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha256(manifest), size: manifest.length, annotations: { 'org.opencontainers.image.ref.name': tag } });
+    manifests.push({
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      digest: sha256(manifest),
+      size: manifest.length,
+      annotations: { 'org.opencontainers.image.ref.name': tag },
+    });
   }
   await writeFile(join(dir, 'layout', 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
   await writeFile(join(dir, 'layout', 'index.json'), JSON.stringify({ schemaVersion: 2, manifests }));
@@ -91,7 +121,15 @@ async function main() {
   try {
     process.stderr.write('bench: building images and a ~1 GiB base image…\n');
     const { layout, compressed } = await buildLayout(work.path);
-    for (const tag of Object.keys(IMAGES)) await run('skopeo', ['copy', '--quiet', '--dest-tls-verify=false', '--preserve-digests', `oci:${layout}:${tag}`, `docker://${registry.host}/bench/${tag}:1`]);
+    for (const tag of Object.keys(IMAGES))
+      await run('skopeo', [
+        'copy',
+        '--quiet',
+        '--dest-tls-verify=false',
+        '--preserve-digests',
+        `oci:${layout}:${tag}`,
+        `docker://${registry.host}/bench/${tag}:1`,
+      ]);
     const osData = work.join('os-data');
     await mkdir(osData);
     // Real bytes, not a hole: the base image must be read and written like a real OS image.
@@ -102,7 +140,21 @@ async function main() {
     const baseSize = (await stat(base)).size;
     const refs = Object.keys(IMAGES).map((tag) => `${registry.host}/bench/${tag}:1`);
     // Run as users run it: the binary itself, so its shebang's Node flags apply.
-    const create = (cache, out) => timed(etchBin, ['create', '--base', base, ...refs.flatMap((r) => ['--image', r]), '--platform', 'linux/amd64', '--ignore-base-repositories', '--cache-dir', cache, '-o', out, '-q']);
+    const create = (cache, out) =>
+      timed(etchBin, [
+        'create',
+        '--base',
+        base,
+        ...refs.flatMap((r) => ['--image', r]),
+        '--platform',
+        'linux/amd64',
+        '--ignore-base-repositories',
+        '--cache-dir',
+        cache,
+        '-o',
+        out,
+        '-q',
+      ]);
 
     process.stderr.write('bench: etch create (cold cache)…\n');
     const cold = await create(work.join('cache'), work.join('cold.etch'));
@@ -121,7 +173,21 @@ async function main() {
     await makeBalenaLikeImage(small, { dataMiB: 8 });
     // BENCH_PROFILE=DIR writes a V8 CPU profile of this run there (open it in Chrome's DevTools).
     const profile = process.env['BENCH_PROFILE'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['BENCH_PROFILE']] : [];
-    const imagesOnly = await timed(profile.length ? process.execPath : etchBin, [...(profile.length ? [...profile, '--max-semi-space-size=1', etchBin] : []), 'create', '--base', small, ...refs.flatMap((r) => ['--image', r]), '--platform', 'linux/amd64', '--ignore-base-repositories', '--cache-dir', work.join('cache-2'), '-o', work.join('small.etch'), '-q']);
+    const imagesOnly = await timed(profile.length ? process.execPath : etchBin, [
+      ...(profile.length ? [...profile, '--max-semi-space-size=1', etchBin] : []),
+      'create',
+      '--base',
+      small,
+      ...refs.flatMap((r) => ['--image', r]),
+      '--platform',
+      'linux/amd64',
+      '--ignore-base-repositories',
+      '--cache-dir',
+      work.join('cache-2'),
+      '-o',
+      work.join('small.etch'),
+      '-q',
+    ]);
 
     process.stderr.write('bench: docker pull into a fresh dockerd…\n');
     engine = await startDockerd();
@@ -131,11 +197,21 @@ async function main() {
 
     process.stderr.write('bench: skopeo copy to directories…\n');
     const skopeoStarted = process.hrtime.bigint();
-    for (const [i, ref] of refs.entries()) await run('skopeo', ['copy', '--quiet', '--src-tls-verify=false', `docker://${ref}`, `dir:${work.join(`skopeo-${i}`)}`]);
+    for (const [i, ref] of refs.entries())
+      await run('skopeo', [
+        'copy',
+        '--quiet',
+        '--src-tls-verify=false',
+        `docker://${ref}`,
+        `dir:${work.join(`skopeo-${i}`)}`,
+      ]);
     const skopeo = Number(process.hrtime.bigint() - skopeoStarted) / 1e9;
 
     const rows = [
-      ['images', `3 images, 4 unique layers, ${mb(compressed)} compressed; base image ${mb(baseSize)}; .etch ${mb(etchSize)}`],
+      [
+        'images',
+        `3 images, 4 unique layers, ${mb(compressed)} compressed; base image ${mb(baseSize)}; .etch ${mb(etchSize)}`,
+      ],
       ['etch create, cold cache', `${fmt(cold.seconds)}  (peak RSS ${mb(cold.peak)})`],
       ['etch create, warm cache', `${fmt(warm.seconds)}  (peak RSS ${mb(warm.peak)})`],
       ['etch create, images only (tiny base)', `${fmt(imagesOnly.seconds)}  (peak RSS ${mb(imagesOnly.peak)})`],

@@ -5,7 +5,9 @@ import { join } from 'node:path';
 
 const root = new URL('..', import.meta.url).pathname;
 const dirs = readdirSync(join(root, 'packages'));
-const nameToDir = new Map(dirs.map((dir) => [JSON.parse(readFileSync(join(root, 'packages', dir, 'package.json'), 'utf8')).name, dir]));
+const nameToDir = new Map(
+  dirs.map((dir) => [JSON.parse(readFileSync(join(root, 'packages', dir, 'package.json'), 'utf8')).name, dir]),
+);
 let failed = false;
 for (const dir of dirs) {
   const pkg = JSON.parse(readFileSync(join(root, 'packages', dir, 'package.json'), 'utf8'));
@@ -18,10 +20,14 @@ for (const dir of dirs) {
   const actual = (tsconfig.references ?? []).map((ref) => ref.path).sort();
   if (JSON.stringify(wanted) !== JSON.stringify(actual)) {
     failed = true;
-    console.error(`packages/${dir}: tsconfig references ${JSON.stringify(actual)} but workspace dependencies are ${JSON.stringify(wanted)}`);
+    console.error(
+      `packages/${dir}: tsconfig references ${JSON.stringify(actual)} but workspace dependencies are ${JSON.stringify(wanted)}`,
+    );
   }
 }
-const rootRefs = JSON.parse(readFileSync(join(root, 'tsconfig.json'), 'utf8')).references.map((ref) => ref.path).sort();
+const rootRefs = JSON.parse(readFileSync(join(root, 'tsconfig.json'), 'utf8'))
+  .references.map((ref) => ref.path)
+  .sort();
 const allDirs = dirs.map((dir) => `packages/${dir}`).sort();
 if (JSON.stringify(rootRefs) !== JSON.stringify(allDirs)) {
   failed = true;

@@ -22,7 +22,19 @@ const tree = mkdtempSync(join(tmpdir(), 'etch-sample-app-'));
 mkdirSync(join(tree, 'app'), { recursive: true });
 writeFileSync(join(tree, 'app', 'hello.txt'), 'Hello from a preloaded container image.\n');
 writeFileSync(join(tree, 'app', 'start.sh'), '#!/bin/sh\ncat /app/hello.txt\n', { mode: 0o755 });
-execFileSync('tar', ['--format=ustar', '--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '-C', tree, '-cf', join(tree, 'layer.tar'), 'app']);
+execFileSync('tar', [
+  '--format=ustar',
+  '--sort=name',
+  '--mtime=@0',
+  '--owner=0',
+  '--group=0',
+  '--numeric-owner',
+  '-C',
+  tree,
+  '-cf',
+  join(tree, 'layer.tar'),
+  'app',
+]);
 const tar = readFileSync(join(tree, 'layer.tar'));
 rmSync(tree, { recursive: true });
 // gzip without a timestamp or name: the same bytes every time.
@@ -30,10 +42,53 @@ const layer = put(gzipSync(tar, { level: 9 }));
 
 const manifests = [];
 for (const [architecture, variant] of [['amd64'], ['arm64'], ['arm', 'v7']]) {
-  const config = put(Buffer.from(JSON.stringify({ architecture, ...(variant ? { variant } : {}), os: 'linux', config: { Cmd: ['/app/start.sh'] }, rootfs: { type: 'layers', diff_ids: [sha(tar)] }, history: [{ created_by: 'scripts/make-sample-app.mjs' }] })));
-  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config }, layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...layer }] }));
-  manifests.push({ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...put(manifest), platform: { os: 'linux', architecture, ...(variant ? { variant } : {}) } });
+  const config = put(
+    Buffer.from(
+      JSON.stringify({
+        architecture,
+        ...(variant ? { variant } : {}),
+        os: 'linux',
+        config: { Cmd: ['/app/start.sh'] },
+        rootfs: { type: 'layers', diff_ids: [sha(tar)] },
+        history: [{ created_by: 'scripts/make-sample-app.mjs' }],
+      }),
+    ),
+  );
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', ...layer }],
+    }),
+  );
+  manifests.push({
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    ...put(manifest),
+    platform: { os: 'linux', architecture, ...(variant ? { variant } : {}) },
+  });
 }
-const index = put(Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests })));
+const index = put(
+  Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests })),
+);
 writeFileSync(join(out, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-writeFileSync(join(out, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.index.v1+json', ...index, annotations: { 'org.opencontainers.image.ref.name': 'v1', 'io.containerd.image.name': 'docker.io/etch/sample-app:v1' } }] }, null, 2));
+writeFileSync(
+  join(out, 'index.json'),
+  JSON.stringify(
+    {
+      schemaVersion: 2,
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.index.v1+json',
+          ...index,
+          annotations: {
+            'org.opencontainers.image.ref.name': 'v1',
+            'io.containerd.image.name': 'docker.io/etch/sample-app:v1',
+          },
+        },
+      ],
+    },
+    null,
+    2,
+  ),
+);

@@ -16,7 +16,12 @@ const BIG = 24 * 1024 * 1024;
 const MTIME = new Date(1_600_000_000_000);
 
 /** Writes a .etch by hand: VERSION, the base image file, then entries (name relative to the archive root). */
-async function writeEtch(path: string, base: string, baseName: string, entries: { header: EntryHeader; content?: EntryContent }[]): Promise<void> {
+async function writeEtch(
+  path: string,
+  base: string,
+  baseName: string,
+  entries: { header: EntryHeader; content?: EntryContent }[],
+): Promise<void> {
   const pack = tarPack();
   const done = pipeline(pack as unknown as Readable, createWriteStream(path));
   const write = promisePacker(pack);
@@ -60,17 +65,26 @@ describe('applyEtch onto a balenaOS-like image', () => {
     const etch = work.join('preload.etch');
     await writeEtch(etch, base, 'balena.img', [
       { header: { name: 'inject/1/config.json' }, content: '{"deviceType":"genericx86-64"}\n' },
-      { header: { name: 'inject/1/splash/balena-logo.png' }, content: Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 1, 2, 255]) },
+      {
+        header: { name: 'inject/1/splash/balena-logo.png' },
+        content: Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 1, 2, 255]),
+      },
       { header: { name: 'inject/6/merge/', type: 'directory', mode: 0o750, uid: 7, gid: 8 } },
       { header: { name: 'inject/6/merge/new.txt' }, content: 'new\n' },
-      { header: { name: 'inject/6/docker/image/overlay2/repositories.json', mode: 0o600 }, content: '{"Repositories":{"x":{}}}' },
+      {
+        header: { name: 'inject/6/docker/image/overlay2/repositories.json', mode: 0o600 },
+        content: '{"Repositories":{"x":{}}}',
+      },
       { header: { name: 'inject/6/app/suid', mode: 0o4755, uid: 1000, gid: 1000 }, content: '#!/bin/sh\n' },
       { header: { name: 'inject/6/app/hard', type: 'link', linkname: 'inject/6/app/suid' } },
       { header: { name: 'inject/6/app/rel', type: 'symlink', linkname: '../docker/keep.txt' } },
       { header: { name: 'inject/6/app/abs', type: 'symlink', linkname: '/etc/passwd' } },
       { header: { name: 'inject/6/app/whiteout', type: 'character-device', devmajor: 0, devminor: 0, mode: 0 } },
       { header: { name: 'inject/6/app/opaque/', type: 'directory', xattrs: { 'trusted.overlay.opaque': 'y' } } },
-      { header: { name: 'inject/6/app/cap', mode: 0o755, xattrs: { 'security.capability': CAPABILITY } }, content: 'cap\n' },
+      {
+        header: { name: 'inject/6/app/cap', mode: 0o755, xattrs: { 'security.capability': CAPABILITY } },
+        content: 'cap\n',
+      },
       { header: { name: 'inject/6/app/naïve 名前 "quoted".txt' }, content: 'unicode\n' },
       { header: { name: `inject/6/app/${'d'.repeat(150)}/${'f'.repeat(200)}` }, content: 'long\n' },
       // More than the 8 MiB data partition holds: the partition and its filesystem must grow.
@@ -86,8 +100,14 @@ describe('applyEtch onto a balenaOS-like image', () => {
     for (const partition of [2, 3, 5]) {
       const start = offsets[partition] as number;
       const length = 2 * 1024 * 1024;
-      const a = await run('sh', ['-c', `dd if=${base} bs=1M skip=${start / 1048576} count=${length / 1048576} status=none | sha256sum`]);
-      const b = await run('sh', ['-c', `dd if=${image} bs=1M skip=${start / 1048576} count=${length / 1048576} status=none | sha256sum`]);
+      const a = await run('sh', [
+        '-c',
+        `dd if=${base} bs=1M skip=${start / 1048576} count=${length / 1048576} status=none | sha256sum`,
+      ]);
+      const b = await run('sh', [
+        '-c',
+        `dd if=${image} bs=1M skip=${start / 1048576} count=${length / 1048576} status=none | sha256sum`,
+      ]);
       expect(b.stdout).toBe(a.stdout);
     }
   });
@@ -110,9 +130,24 @@ describe('applyEtch onto a balenaOS-like image', () => {
       expect((await fs.readFile('/docker/keep.txt'))?.toString()).toBe('from the OS\n');
       expect((await fs.readFile('/merge/old.txt'))?.toString()).toBe('old\n');
       expect((await fs.readFile('/merge/new.txt'))?.toString()).toBe('new\n');
-      expect(await fs.stat('/merge')).toMatchObject({ type: 'directory', mode: 0o750, uid: 7, gid: 8, mtime: MTIME.getTime() / 1000 });
-      expect((await fs.readFile('/docker/image/overlay2/repositories.json'))?.toString()).toBe('{"Repositories":{"x":{}}}');
-      expect(await fs.stat('/app/suid')).toMatchObject({ type: 'file', mode: 0o4755, uid: 1000, gid: 1000, links: 2, mtime: MTIME.getTime() / 1000 });
+      expect(await fs.stat('/merge')).toMatchObject({
+        type: 'directory',
+        mode: 0o750,
+        uid: 7,
+        gid: 8,
+        mtime: MTIME.getTime() / 1000,
+      });
+      expect((await fs.readFile('/docker/image/overlay2/repositories.json'))?.toString()).toBe(
+        '{"Repositories":{"x":{}}}',
+      );
+      expect(await fs.stat('/app/suid')).toMatchObject({
+        type: 'file',
+        mode: 0o4755,
+        uid: 1000,
+        gid: 1000,
+        links: 2,
+        mtime: MTIME.getTime() / 1000,
+      });
       expect((await fs.stat('/app/hard'))?.inode).toBe((await fs.stat('/app/suid'))?.inode);
       expect(await fs.readlink('/app/rel')).toBe('../docker/keep.txt');
       expect(await fs.readlink('/app/abs')).toBe('/etc/passwd');
@@ -139,7 +174,14 @@ describe('applyEtch onto a balenaOS-like image', () => {
     const logo = await run('mcopy', ['-n', '-i', boot, '::/splash/balena-logo.png', '-'], { env: mtoolsEnv });
     expect(logo.stdoutBuffer.equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 1, 2, 255]))).toBe(true);
     const piece = work.join('boot.vfat');
-    await run('dd', [`if=${image}`, `of=${piece}`, 'bs=1M', `skip=${(offsets[1] as number) / 1048576}`, 'count=8', 'status=none']);
+    await run('dd', [
+      `if=${image}`,
+      `of=${piece}`,
+      'bs=1M',
+      `skip=${(offsets[1] as number) / 1048576}`,
+      'count=8',
+      'status=none',
+    ]);
     const fsck = await run('fsck.vfat', ['-n', piece], { allowFailure: true });
     expect(fsck.code, fsck.stdout).toBe(0);
   });
@@ -163,20 +205,30 @@ describe('applyEtch refusals', () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
-  it.each(['c:d.txt', 'splash/x:config.json', 'a?b', 'tab\there'])('refuses the FAT name %j, which mtools would write somewhere else', async (name) => {
-    const etch = work.join('fat-name.etch');
-    await writeEtch(etch, base, 'small.img', [{ header: { name: `inject/1/${name}` }, content: 'x' }]);
-    const error = await applyEtch(createReadStream(etch), { output: work.join('fat-name.img') }).catch((e: unknown) => e);
-    expect(isEtchError(error, 'ETCH_BAD_ENTRY'), String(error)).toBe(true);
-  });
+  it.each(['c:d.txt', 'splash/x:config.json', 'a?b', 'tab\there'])(
+    'refuses the FAT name %j, which mtools would write somewhere else',
+    async (name) => {
+      const etch = work.join('fat-name.etch');
+      await writeEtch(etch, base, 'small.img', [{ header: { name: `inject/1/${name}` }, content: 'x' }]);
+      const error = await applyEtch(createReadStream(etch), { output: work.join('fat-name.img') }).catch(
+        (e: unknown) => e,
+      );
+      expect(isEtchError(error, 'ETCH_BAD_ENTRY'), String(error)).toBe(true);
+    },
+  );
 
   it('refuses names ext4 cannot hold before debugfs sees them, so no script line can be split into a command', async () => {
     // A debugfs script line over 8 KiB would be cut and its tail run as a command (dump / write on the host).
     const smuggled = `${'a'.repeat(8183)}${'dump /evil /tmp/etch-apply-smuggled'.padEnd(8191 - 8183, ' ')}zzz/x`;
     for (const name of [`inject/6/${'n'.repeat(256)}`, `inject/6/${smuggled}`]) {
       const etch = work.join('long-name.etch');
-      await writeEtch(etch, base, 'small.img', [{ header: { name: 'inject/6/evil' }, content: 'payload' }, { header: { name } , content: 'x' }]);
-      const error = await applyEtch(createReadStream(etch), { output: work.join('long-name.img') }).catch((e: unknown) => e);
+      await writeEtch(etch, base, 'small.img', [
+        { header: { name: 'inject/6/evil' }, content: 'payload' },
+        { header: { name }, content: 'x' },
+      ]);
+      const error = await applyEtch(createReadStream(etch), { output: work.join('long-name.img') }).catch(
+        (e: unknown) => e,
+      );
       expect(isEtchError(error, 'ETCH_BAD_ENTRY'), String(error)).toBe(true);
     }
     expect(await stat('/tmp/etch-apply-smuggled').catch(() => undefined)).toBeUndefined();
@@ -186,7 +238,9 @@ describe('applyEtch refusals', () => {
     for (const partition of [4, 9]) {
       const etch = work.join(`p${partition}.etch`);
       await writeEtch(etch, base, 'small.img', [{ header: { name: `inject/${partition}/f` }, content: 'x' }]);
-      const error = await applyEtch(createReadStream(etch), { output: work.join(`p${partition}.img`) }).catch((e: unknown) => e);
+      const error = await applyEtch(createReadStream(etch), { output: work.join(`p${partition}.img`) }).catch(
+        (e: unknown) => e,
+      );
       expect(isEtchError(error, 'ETCH_BAD_DISK_IMAGE'), String(error)).toBe(true);
     }
   });
@@ -212,7 +266,9 @@ describe('applyEtch refusals', () => {
     await handle.close();
     const corrupt = work.join('corrupt.etch');
     await writeEtch(corrupt, `${zipped}/os.zip`, 'os.zip', []);
-    const error = await applyEtch(createReadStream(corrupt), { output: work.join('corrupt.img') }).catch((e: unknown) => e);
+    const error = await applyEtch(createReadStream(corrupt), { output: work.join('corrupt.img') }).catch(
+      (e: unknown) => e,
+    );
     expect(isEtchError(error, 'ETCH_BAD_ARCHIVE'), String(error)).toBe(true);
     expect(String(error)).toMatch(/CRC-32/);
   });
@@ -225,7 +281,10 @@ describe('applyEtch refusals', () => {
     await write({ name: 'VERSION', mtime: new Date(0) }, '1.1');
     await write({ name: 'small.img', size: (await stat(base)).size }, createReadStream(base));
     // 40 MiB announced; the entries themselves are tiny, so only the announcement can explain the growth.
-    await write({ name: 'requirements.json', mtime: new Date(0) }, JSON.stringify({ partitions: { '6': { bytes: 40 * 1024 * 1024, entries: 5000 } } }));
+    await write(
+      { name: 'requirements.json', mtime: new Date(0) },
+      JSON.stringify({ partitions: { '6': { bytes: 40 * 1024 * 1024, entries: 5000 } } }),
+    );
     await write({ name: 'inject/6/hello.txt', mtime: MTIME }, 'hi\n');
     await whenPackerIdle(pack);
     pack.finalize();
@@ -248,7 +307,9 @@ describe('applyEtch refusals', () => {
     const gpt = work.join('gpt.img');
     await makeBalenaLikeImage(gpt, { dataMiB: 4, scheme: 'gpt' });
     const etch = work.join('gpt.etch');
-    await writeEtch(etch, gpt, 'gpt.img', [{ header: { name: 'inject/6/big.bin', size: 12 * 1024 * 1024 }, content: patternStream(12 * 1024 * 1024) }]);
+    await writeEtch(etch, gpt, 'gpt.img', [
+      { header: { name: 'inject/6/big.bin', size: 12 * 1024 * 1024 }, content: patternStream(12 * 1024 * 1024) },
+    ]);
     const out = work.join('gpt-out.img');
     const result = await applyEtch(createReadStream(etch), { output: out, verify: true });
     expect(result.partitions[6]).toMatchObject({ grown: true });
@@ -269,14 +330,20 @@ describe('applyEtch refusals', () => {
   });
 
   it('treats requirements.json as advice: an implausible or impossible announcement does not fail the apply', async () => {
-    for (const [partition, bytes] of [['6', 2 ** 50], ['5', 40 * 1024 * 1024]] as const) {
+    for (const [partition, bytes] of [
+      ['6', 2 ** 50],
+      ['5', 40 * 1024 * 1024],
+    ] as const) {
       const etch = work.join('advice.etch');
       const pack = tarPack();
       const done = pipeline(pack as unknown as Readable, createWriteStream(etch));
       const write = promisePacker(pack);
       await write({ name: 'VERSION', mtime: new Date(0) }, '1.1');
       await write({ name: 'small.img', size: (await stat(base)).size }, createReadStream(base));
-      await write({ name: 'requirements.json', mtime: new Date(0) }, JSON.stringify({ partitions: { [partition]: { bytes, entries: 10 } } }));
+      await write(
+        { name: 'requirements.json', mtime: new Date(0) },
+        JSON.stringify({ partitions: { [partition]: { bytes, entries: 10 } } }),
+      );
       await write({ name: `inject/${partition}/hello.txt`, mtime: MTIME }, 'hi\n');
       await whenPackerIdle(pack);
       pack.finalize();

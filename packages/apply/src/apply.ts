@@ -2,7 +2,20 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { EtchError, abortError, findPartition, isEtchError, readPartitionTable, silentLogger, throwIfAborted, type EtchRequirements, type Logger, type PartitionInfo, type PartitionRequirement, type PartitionTable } from '@etch/format';
+import {
+  EtchError,
+  abortError,
+  findPartition,
+  isEtchError,
+  readPartitionTable,
+  silentLogger,
+  throwIfAborted,
+  type EtchRequirements,
+  type Logger,
+  type PartitionInfo,
+  type PartitionRequirement,
+  type PartitionTable,
+} from '@etch/format';
 import { readEtch } from '@etch/tar';
 import { writeBaseImage, type WrittenBase } from './base-image.js';
 import { Ext4Injector } from './ext4-injector.js';
@@ -66,9 +79,17 @@ const MAX_ANNOUNCED_ENTRIES = 50_000_000;
  * partition cannot grow that much (not the last one, a device too small) or the numbers are implausible,
  * the flasher says so and carries on; the entries themselves decide whether they fit.
  */
-async function reserveAnnounced(injector: Ext4Injector, partition: number, announced: PartitionRequirement, logger: Logger): Promise<void> {
+async function reserveAnnounced(
+  injector: Ext4Injector,
+  partition: number,
+  announced: PartitionRequirement,
+  logger: Logger,
+): Promise<void> {
   if (announced.bytes > MAX_ANNOUNCED_BYTES || announced.entries > MAX_ANNOUNCED_ENTRIES) {
-    logger.warn('requirements.json announces implausible sizes; growing as entries need instead', { partition, ...announced });
+    logger.warn('requirements.json announces implausible sizes; growing as entries need instead', {
+      partition,
+      ...announced,
+    });
     return;
   }
   logger.info('reserving what requirements.json announces', { partition, ...announced });
@@ -76,7 +97,10 @@ async function reserveAnnounced(injector: Ext4Injector, partition: number, annou
     await injector.reserve(announced.bytes, announced.entries);
   } catch (error) {
     if (!isEtchError(error, 'ETCH_BAD_DISK_IMAGE')) throw error;
-    logger.warn('cannot grow as much as requirements.json announces; growing as entries need instead', { partition, reason: error.message });
+    logger.warn('cannot grow as much as requirements.json announces; growing as entries need instead', {
+      partition,
+      reason: error.message,
+    });
   }
 }
 
@@ -158,11 +182,20 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
         if (options.size !== undefined && options.size > base.size) {
           await target.extendTo(options.size);
           const last = table.partitions.filter((p) => p.kind !== 'extended').sort((a, b) => b.offset - a.offset)[0];
-          if (last === undefined) throw new EtchError('ETCH_BAD_DISK_IMAGE', 'The base image has no partition to grow into the requested size.');
+          if (last === undefined)
+            throw new EtchError(
+              'ETCH_BAD_DISK_IMAGE',
+              'The base image has no partition to grow into the requested size.',
+            );
           const disk = await openReader(target.path);
           const filesystem = await detectFilesystem(disk.read, last).finally(() => disk.close());
-          if (filesystem !== 'ext') throw new EtchError('ETCH_USAGE', `--size grows the last partition (${last.number}), but it holds FAT, which this flasher does not resize.`);
-          const end = Math.floor((options.size - (table.scheme === 'gpt' ? 33 * 512 : 0)) / (1024 * 1024)) * 1024 * 1024;
+          if (filesystem !== 'ext')
+            throw new EtchError(
+              'ETCH_USAGE',
+              `--size grows the last partition (${last.number}), but it holds FAT, which this flasher does not resize.`,
+            );
+          const end =
+            Math.floor((options.size - (table.scheme === 'gpt' ? 33 * 512 : 0)) / (1024 * 1024)) * 1024 * 1024;
           await grow(last.number, end);
         }
       } else if (entry.kind === 'inject') {
@@ -170,7 +203,12 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
         await state.injector.add(entry);
         state.entries += 1;
         state.bytes += entry.type === 'file' ? entry.size : 0;
-        options.onProgress?.({ phase: 'inject', partition: entry.partition, entries: state.entries, bytes: state.bytes });
+        options.onProgress?.({
+          phase: 'inject',
+          partition: entry.partition,
+          entries: state.entries,
+          bytes: state.bytes,
+        });
       } else if (entry.kind === 'requirements') {
         requirements = entry.requirements;
       } else if (entry.kind === 'unknown') {
@@ -178,7 +216,8 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
         entry.stream.resume();
       }
     }
-    if (base === undefined || table === undefined) throw new EtchError('ETCH_BAD_ORDER', 'The .etch has no base image.');
+    if (base === undefined || table === undefined)
+      throw new EtchError('ETCH_BAD_ORDER', 'The .etch has no base image.');
 
     const written: WrittenPartition[] = [];
     for (const [number, state] of [...partitions.entries()].sort(([a], [b]) => a - b)) {
@@ -188,16 +227,35 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
     table = await readTable();
     if (options.verify) {
       options.onProgress?.({ phase: 'verify' });
-      await verifyWritten(target.path, base, written.map((w) => ({ ...w, partition: findPartition(table as PartitionTable, w.partition.number) })), table, [...grownPartitions].map((n) => findPartition(table as PartitionTable, n)));
+      await verifyWritten(
+        target.path,
+        base,
+        written.map((w) => ({ ...w, partition: findPartition(table as PartitionTable, w.partition.number) })),
+        table,
+        [...grownPartitions].map((n) => findPartition(table as PartitionTable, n)),
+      );
     }
     const diskSize = await target.size();
     await target.commit();
     const summary: ApplyResult['partitions'] = {};
     for (const w of written) {
       const state = partitions.get(w.partition.number) as PartitionState;
-      summary[w.partition.number] = { filesystem: state.filesystem, entries: state.entries, bytes: state.bytes, size: findPartition(table, w.partition.number).size, grown: state.grown };
+      summary[w.partition.number] = {
+        filesystem: state.filesystem,
+        entries: state.entries,
+        bytes: state.bytes,
+        size: findPartition(table, w.partition.number).size,
+        grown: state.grown,
+      };
     }
-    return { output: options.output, baseImage: { name: base.name, size: base.size }, diskSize, partitions: summary, verified: Boolean(options.verify), durationMs: Date.now() - started };
+    return {
+      output: options.output,
+      baseImage: { name: base.name, size: base.size },
+      diskSize,
+      partitions: summary,
+      verified: Boolean(options.verify),
+      durationMs: Date.now() - started,
+    };
   } catch (err) {
     await target.abort();
     if (signal?.aborted) throw abortError(signal);
@@ -207,5 +265,3 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
     await rm(staging, { recursive: true, force: true });
   }
 }
-
-

@@ -30,7 +30,11 @@ class ChunkHasher extends Transform {
   constructor(private readonly onBytes: (bytes: number) => void) {
     super();
   }
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null, data?: Buffer) => void): void {
+  override _transform(
+    chunk: Buffer,
+    _encoding: BufferEncoding,
+    done: (error?: Error | null, data?: Buffer) => void,
+  ): void {
     let at = 0;
     while (at < chunk.length) {
       const take = Math.min(VERIFY_CHUNK - this.filled, chunk.length - at);
@@ -53,7 +57,12 @@ class ChunkHasher extends Transform {
   }
 }
 
-async function writeRaw(stream: Readable, target: string, onBytes: (bytes: number) => void, signal?: AbortSignal): Promise<ChunkHasher> {
+async function writeRaw(
+  stream: Readable,
+  target: string,
+  onBytes: (bytes: number) => void,
+  signal?: AbortSignal,
+): Promise<ChunkHasher> {
   const hasher = new ChunkHasher(onBytes);
   // r+ keeps a block device's size and never truncates; the image file was created empty by the target.
   await pipeline(stream, hasher, createWriteStream(target, { flags: 'r+' }), signal ? { signal } : {});
@@ -61,7 +70,11 @@ async function writeRaw(stream: Readable, target: string, onBytes: (bytes: numbe
 }
 
 function openZip(path: string): Promise<yauzl.ZipFile> {
-  return new Promise((resolve, reject) => yauzl.open(path, { lazyEntries: true, autoClose: false, strictFileNames: true }, (err, zip) => (err ? reject(err) : resolve(zip))));
+  return new Promise((resolve, reject) =>
+    yauzl.open(path, { lazyEntries: true, autoClose: false, strictFileNames: true }, (err, zip) =>
+      err ? reject(err) : resolve(zip),
+    ),
+  );
 }
 
 /** The disk image in a zip: the largest entry with a raw image extension. */
@@ -69,23 +82,44 @@ async function findImageEntry(zip: yauzl.ZipFile): Promise<yauzl.Entry> {
   return new Promise((resolve, reject) => {
     let best: yauzl.Entry | undefined;
     zip.on('entry', (entry: yauzl.Entry) => {
-      if (isZipImageEntry(entry.fileName) && (best === undefined || entry.uncompressedSize > best.uncompressedSize)) best = entry;
+      if (isZipImageEntry(entry.fileName) && (best === undefined || entry.uncompressedSize > best.uncompressedSize))
+        best = entry;
       zip.readEntry();
     });
-    zip.on('end', () => (best ? resolve(best) : reject(new EtchError('ETCH_BAD_ARCHIVE', 'The zipped base image holds no disk image (no entry with a raw image extension such as .img).'))));
+    zip.on('end', () =>
+      best
+        ? resolve(best)
+        : reject(
+            new EtchError(
+              'ETCH_BAD_ARCHIVE',
+              'The zipped base image holds no disk image (no entry with a raw image extension such as .img).',
+            ),
+          ),
+    );
     zip.on('error', reject);
     zip.readEntry();
   });
 }
 
-async function extractZip(spool: string, target: string, onBytes: (bytes: number) => void, signal?: AbortSignal): Promise<{ hasher: ChunkHasher; name: string }> {
+async function extractZip(
+  spool: string,
+  target: string,
+  onBytes: (bytes: number) => void,
+  signal?: AbortSignal,
+): Promise<{ hasher: ChunkHasher; name: string }> {
   let zip: yauzl.ZipFile | undefined;
   try {
     zip = await openZip(spool);
     const entry = await findImageEntry(zip);
-    if ((entry.generalPurposeBitFlag & 1) !== 0) throw new EtchError('ETCH_BAD_ARCHIVE', `${entry.fileName} in the zipped base image is encrypted; flashers cannot read it.`);
+    if ((entry.generalPurposeBitFlag & 1) !== 0)
+      throw new EtchError(
+        'ETCH_BAD_ARCHIVE',
+        `${entry.fileName} in the zipped base image is encrypted; flashers cannot read it.`,
+      );
     const opened = zip;
-    const stream = await new Promise<Readable>((resolve, reject) => opened.openReadStream(entry, (err, s) => (err ? reject(err) : resolve(s))));
+    const stream = await new Promise<Readable>((resolve, reject) =>
+      opened.openReadStream(entry, (err, s) => (err ? reject(err) : resolve(s))),
+    );
     let crc = 0;
     const check = new Transform({
       transform(chunk: Buffer, _encoding, done) {
@@ -94,7 +128,14 @@ async function extractZip(spool: string, target: string, onBytes: (bytes: number
       },
       flush(done) {
         // yauzl checks sizes but not CRC-32; a flipped bit in a stored entry would otherwise go unnoticed.
-        done(crc >>> 0 === entry.crc32 >>> 0 ? null : new EtchError('ETCH_BAD_ARCHIVE', `${entry.fileName} in the zipped base image fails its CRC-32 check; the zip is corrupt.`));
+        done(
+          crc >>> 0 === entry.crc32 >>> 0
+            ? null
+            : new EtchError(
+                'ETCH_BAD_ARCHIVE',
+                `${entry.fileName} in the zipped base image fails its CRC-32 check; the zip is corrupt.`,
+              ),
+        );
       },
     });
     const hasher = new ChunkHasher(onBytes);
@@ -102,7 +143,9 @@ async function extractZip(spool: string, target: string, onBytes: (bytes: number
     return { hasher, name: basename(entry.fileName) };
   } catch (cause) {
     if (cause instanceof EtchError) throw cause;
-    throw new EtchError('ETCH_BAD_ARCHIVE', `The zipped base image cannot be read: ${(cause as Error).message}`, { cause });
+    throw new EtchError('ETCH_BAD_ARCHIVE', `The zipped base image cannot be read: ${(cause as Error).message}`, {
+      cause,
+    });
   } finally {
     zip?.close();
   }
@@ -113,7 +156,12 @@ async function extractZip(spool: string, target: string, onBytes: (bytes: number
  * (a zip's directory is at its end, and the `.etch` is a stream), then its disk image entry is extracted
  * with its CRC-32 checked.
  */
-export async function writeBaseImage(entry: EtchBaseImageEntry, target: string, staging: string, options: { signal?: AbortSignal; onBytes?: (bytes: number, phase: 'write' | 'spool') => void } = {}): Promise<WrittenBase> {
+export async function writeBaseImage(
+  entry: EtchBaseImageEntry,
+  target: string,
+  staging: string,
+  options: { signal?: AbortSignal; onBytes?: (bytes: number, phase: 'write' | 'spool') => void } = {},
+): Promise<WrittenBase> {
   const { signal } = options;
   if (entry.container === 'raw') {
     const hasher = await writeRaw(entry.stream, target, (n) => options.onBytes?.(n, 'write'), signal);
@@ -144,6 +192,10 @@ export async function writeBaseImage(entry: EtchBaseImageEntry, target: string, 
 /** Hashes the regions of the written disk again, for `--verify`. */
 export async function hashRegions(path: string, size: number): Promise<Buffer[]> {
   const hasher = new ChunkHasher(() => {});
-  await pipeline(createReadStream(path, { start: 0, end: size - 1 }), hasher, new Writable({ write: (_c, _e, done) => done() }));
+  await pipeline(
+    createReadStream(path, { start: 0, end: size - 1 }),
+    hasher,
+    new Writable({ write: (_c, _e, done) => done() }),
+  );
   return hasher.hashes;
 }

@@ -32,21 +32,48 @@ export function runTool(
   options: { input?: string; allowFailure?: boolean; signal?: AbortSignal; env?: NodeJS.ProcessEnv } = {},
 ): Promise<ToolResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: options.env ?? process.env, ...(options.signal ? { signal: options.signal } : {}) });
+    const child = spawn(command, args, {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: options.env ?? process.env,
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
     child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
     child.on('error', (cause: NodeJS.ErrnoException) => {
       if (cause.code === 'ENOENT') {
-        reject(new EtchError('ETCH_IO', `etch apply needs ${command}, which is not installed (Debian/Ubuntu: apt-get install ${PACKAGES[command] ?? command}).`, { cause }));
-      } else reject(new EtchError(cause.name === 'AbortError' ? 'ETCH_ABORTED' : 'ETCH_IO', `${command} failed to run: ${cause.message}`, { cause }));
+        reject(
+          new EtchError(
+            'ETCH_IO',
+            `etch apply needs ${command}, which is not installed (Debian/Ubuntu: apt-get install ${PACKAGES[command] ?? command}).`,
+            { cause },
+          ),
+        );
+      } else
+        reject(
+          new EtchError(
+            cause.name === 'AbortError' ? 'ETCH_ABORTED' : 'ETCH_IO',
+            `${command} failed to run: ${cause.message}`,
+            { cause },
+          ),
+        );
     });
     child.on('close', (code) => {
       const stdoutBuffer = Buffer.concat(out);
-      const result = { code: code ?? -1, stdout: stdoutBuffer.toString('utf8'), stdoutBuffer, stderr: Buffer.concat(err).toString('utf8') };
+      const result = {
+        code: code ?? -1,
+        stdout: stdoutBuffer.toString('utf8'),
+        stdoutBuffer,
+        stderr: Buffer.concat(err).toString('utf8'),
+      };
       if (result.code !== 0 && !options.allowFailure) {
-        reject(new EtchError('ETCH_IO', `${command} ${args.join(' ')} failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`));
+        reject(
+          new EtchError(
+            'ETCH_IO',
+            `${command} ${args.join(' ')} failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`,
+          ),
+        );
       } else resolve(result);
     });
     child.stdin.on('error', () => {});

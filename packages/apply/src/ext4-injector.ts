@@ -1,7 +1,16 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import { EtchError, Ext4Reader, openReadAt, silentLogger, throwIfAborted, type Ext4Info, type Logger, type PartitionInfo } from '@etch/format';
+import {
+  EtchError,
+  Ext4Reader,
+  openReadAt,
+  silentLogger,
+  throwIfAborted,
+  type Ext4Info,
+  type Logger,
+  type PartitionInfo,
+} from '@etch/format';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
 import { stageFile } from './stage-file.js';
@@ -24,7 +33,10 @@ interface Staged {
 /** Quotes an argument for debugfs's command parser: inside double quotes, a quote is doubled. */
 function quote(value: string): string {
   if (/[\n\r\0]/.test(value)) {
-    throw new EtchError('ETCH_BAD_ENTRY', `${JSON.stringify(value)} contains a line break; this flasher cannot write such a name into ext4.`);
+    throw new EtchError(
+      'ETCH_BAD_ENTRY',
+      `${JSON.stringify(value)} contains a line break; this flasher cannot write such a name into ext4.`,
+    );
   }
   return `"${value.replaceAll('"', '""')}"`;
 }
@@ -36,9 +48,17 @@ const PATH_MAX = 4095;
 const SCRIPT_LINE_MAX = 8000;
 
 function assertExt4Path(path: string, what: string): void {
-  if (Buffer.byteLength(path) > PATH_MAX) throw new EtchError('ETCH_BAD_ENTRY', `${what} is longer than ${PATH_MAX} bytes, which ext4 paths cannot be.`, { details: { entryName: path.slice(0, 200) } });
+  if (Buffer.byteLength(path) > PATH_MAX)
+    throw new EtchError('ETCH_BAD_ENTRY', `${what} is longer than ${PATH_MAX} bytes, which ext4 paths cannot be.`, {
+      details: { entryName: path.slice(0, 200) },
+    });
   for (const name of path.split('/')) {
-    if (Buffer.byteLength(name) > NAME_MAX) throw new EtchError('ETCH_BAD_ENTRY', `${what} has a name longer than ${NAME_MAX} bytes, which ext4 cannot store.`, { details: { entryName: path.slice(0, 200) } });
+    if (Buffer.byteLength(name) > NAME_MAX)
+      throw new EtchError(
+        'ETCH_BAD_ENTRY',
+        `${what} has a name longer than ${NAME_MAX} bytes, which ext4 cannot store.`,
+        { details: { entryName: path.slice(0, 200) } },
+      );
   }
 }
 
@@ -48,7 +68,9 @@ function absolute(path: string): string {
 
 /** Lines of debugfs output that are not errors: its banner, the echo of each command, inode allocations. */
 function isNoise(line: string): boolean {
-  return line === '' || line.startsWith('debugfs ') || line.startsWith('debugfs: ') || /^Allocated inode: \d+$/.test(line);
+  return (
+    line === '' || line.startsWith('debugfs ') || line.startsWith('debugfs: ') || /^Allocated inode: \d+$/.test(line)
+  );
 }
 
 /**
@@ -85,7 +107,10 @@ export class Ext4Injector implements PartitionInjector {
     throwIfAborted(this.options.signal);
     assertExt4Path(entry.path, `inject/${this.partition.number}/${entry.path.slice(0, 80)}…`);
     if (entry.symlinkTarget !== undefined && Buffer.byteLength(entry.symlinkTarget) > PATH_MAX) {
-      throw new EtchError('ETCH_BAD_ENTRY', `The symlink target of ${entry.path.slice(0, 80)} is longer than ${PATH_MAX} bytes.`);
+      throw new EtchError(
+        'ETCH_BAD_ENTRY',
+        `The symlink target of ${entry.path.slice(0, 80)} is longer than ${PATH_MAX} bytes.`,
+      );
     }
     await mkdir(this.staging, { recursive: true });
     const staged: Staged = { entry, xattrFiles: [] };
@@ -119,7 +144,12 @@ export class Ext4Injector implements PartitionInjector {
 
   private metadata(path: string, mode: number, entry: EtchInjectEntry): string[] {
     const p = quote(path);
-    return [`sif ${p} mode 0${mode.toString(8)}`, `sif ${p} uid ${entry.uid}`, `sif ${p} gid ${entry.gid}`, `sif ${p} mtime @${Math.floor(entry.mtime.getTime() / 1000)}`];
+    return [
+      `sif ${p} mode 0${mode.toString(8)}`,
+      `sif ${p} uid ${entry.uid}`,
+      `sif ${p} gid ${entry.gid}`,
+      `sif ${p} mtime @${Math.floor(entry.mtime.getTime() / 1000)}`,
+    ];
   }
 
   private async reader(): Promise<{ fs: Ext4Reader; close: () => Promise<void> }> {
@@ -213,7 +243,11 @@ export class Ext4Injector implements PartitionInjector {
       const stat = await fs.stat(path).catch((error: unknown) => {
         // A symlinked parent in the base image: the path exists behind a link, which is not followed.
         if (error instanceof EtchError && /symlink/.test(error.message)) {
-          throw new EtchError('ETCH_UNSAFE_PATH', `${path} goes through a symlink in partition ${this.partition.number} of the base image; the flasher does not follow it.`, { cause: error });
+          throw new EtchError(
+            'ETCH_UNSAFE_PATH',
+            `${path} goes through a symlink in partition ${this.partition.number} of the base image; the flasher does not follow it.`,
+            { cause: error },
+          );
         }
         throw error;
       });
@@ -225,7 +259,11 @@ export class Ext4Injector implements PartitionInjector {
       for (const dir of parents) {
         const found = await kind(dir);
         if (found === 'directory') continue;
-        if (found === 'other') throw new EtchError('ETCH_BAD_ENTRY', `${dir} is not a directory in partition ${this.partition.number}, but entries go below it.`);
+        if (found === 'other')
+          throw new EtchError(
+            'ETCH_BAD_ENTRY',
+            `${dir} is not a directory in partition ${this.partition.number}, but entries go below it.`,
+          );
         commands.push(`mkdir ${quote(dir)}`);
         made.set(dir, 'directory');
       }
@@ -233,7 +271,10 @@ export class Ext4Injector implements PartitionInjector {
     const replace = async (path: string) => {
       const found = await kind(path);
       if (found === 'directory') {
-        throw new EtchError('ETCH_BAD_ENTRY', `${path} is a directory in partition ${this.partition.number}; a file, link or device cannot replace it.`);
+        throw new EtchError(
+          'ETCH_BAD_ENTRY',
+          `${path} is a directory in partition ${this.partition.number}; a file, link or device cannot replace it.`,
+        );
       }
       if (found === 'other') commands.push(`rm ${quote(path)}`);
     };
@@ -262,13 +303,20 @@ export class Ext4Injector implements PartitionInjector {
         case 'symlink':
           await replace(path);
           commands.push(`symlink ${p} ${quote(entry.symlinkTarget ?? '')}`);
-          commands.push(`sif ${p} uid ${entry.uid}`, `sif ${p} gid ${entry.gid}`, `sif ${p} mtime @${Math.floor(entry.mtime.getTime() / 1000)}`);
+          commands.push(
+            `sif ${p} uid ${entry.uid}`,
+            `sif ${p} gid ${entry.gid}`,
+            `sif ${p} mtime @${Math.floor(entry.mtime.getTime() / 1000)}`,
+          );
           made.set(path, 'other');
           break;
         case 'link': {
           const target = absolute(entry.hardlinkTarget ?? '');
           if ((await kind(target)) !== 'other') {
-            throw new EtchError('ETCH_BAD_ENTRY', `Hardlink ${path} points to ${target}, which is not a file in partition ${this.partition.number}.`);
+            throw new EtchError(
+              'ETCH_BAD_ENTRY',
+              `Hardlink ${path} points to ${target}, which is not a file in partition ${this.partition.number}.`,
+            );
           }
           await replace(path);
           let count = linkCounts.get(target);
@@ -287,7 +335,11 @@ export class Ext4Injector implements PartitionInjector {
           const major = entry.header.devmajor ?? 0;
           const minor = entry.header.devminor ?? 0;
           // debugfs's mknod takes a name in the current directory, not a path.
-          commands.push(`cd ${quote(posix.dirname(path))}`, `mknod ${quote(posix.basename(path))} c ${major} ${minor}`, 'cd /');
+          commands.push(
+            `cd ${quote(posix.dirname(path))}`,
+            `mknod ${quote(posix.basename(path))} c ${major} ${minor}`,
+            'cd /',
+          );
           commands.push(...this.metadata(path, S_IFCHR | entry.mode, entry));
           made.set(path, 'other');
           break;
@@ -302,16 +354,30 @@ export class Ext4Injector implements PartitionInjector {
     if (commands.length === 0) return;
     // Defence in depth: a line debugfs would split could smuggle a command (dump, write) onto the host.
     const long = commands.find((line) => Buffer.byteLength(line) > SCRIPT_LINE_MAX);
-    if (long !== undefined) throw new EtchError('ETCH_BAD_ENTRY', `A name is too long to write safely with debugfs (${Buffer.byteLength(long)} bytes in one command).`);
+    if (long !== undefined)
+      throw new EtchError(
+        'ETCH_BAD_ENTRY',
+        `A name is too long to write safely with debugfs (${Buffer.byteLength(long)} bytes in one command).`,
+      );
     await mkdir(this.staging, { recursive: true });
     const script = join(this.staging, 'commands');
     await writeFile(script, `${commands.join('\n')}\n`);
-    const result = await runTool('debugfs', ['-w', '-f', script, this.device], this.options.signal ? { signal: this.options.signal } : {});
+    const result = await runTool(
+      'debugfs',
+      ['-w', '-f', script, this.device],
+      this.options.signal ? { signal: this.options.signal } : {},
+    );
     // debugfs reports a failed command on its output and carries on; any such line fails the whole apply.
     const errors = `${result.stdout}\n${result.stderr}`.split('\n').filter((line) => !isNoise(line));
     if (errors.length > 0) {
-      throw new EtchError('ETCH_IO', `Writing into partition ${this.partition.number} failed: ${errors.slice(0, 5).join('; ')}`);
+      throw new EtchError(
+        'ETCH_IO',
+        `Writing into partition ${this.partition.number} failed: ${errors.slice(0, 5).join('; ')}`,
+      );
     }
-    (this.options.logger ?? silentLogger).debug('debugfs batch done', { partition: this.partition.number, commands: commands.length });
+    (this.options.logger ?? silentLogger).debug('debugfs batch done', {
+      partition: this.partition.number,
+      commands: commands.length,
+    });
   }
 }

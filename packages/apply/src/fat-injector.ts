@@ -31,7 +31,10 @@ export class FatInjector implements PartitionInjector {
   private async mtools(command: string, args: string[]): Promise<void> {
     // mtools checks drive geometry against a config file by default; an image slice has none.
     const env = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
-    await runTool(command, ['-i', this.drive, ...args], { env, ...(this.options.signal ? { signal: this.options.signal } : {}) });
+    await runTool(command, ['-i', this.drive, ...args], {
+      env,
+      ...(this.options.signal ? { signal: this.options.signal } : {}),
+    });
   }
 
   private async ensureDir(dir: string): Promise<void> {
@@ -46,15 +49,26 @@ export class FatInjector implements PartitionInjector {
     throwIfAborted(this.options.signal);
     const path = `/${entry.path}`.replace(/\/$/, '') || '/';
     if (entry.type !== 'file' && entry.type !== 'directory') {
-      throw new EtchError('ETCH_BAD_ENTRY', `Partition ${this.partition.number} holds a FAT filesystem, which cannot store the ${entry.type} ${entry.path}.`);
+      throw new EtchError(
+        'ETCH_BAD_ENTRY',
+        `Partition ${this.partition.number} holds a FAT filesystem, which cannot store the ${entry.type} ${entry.path}.`,
+      );
     }
     // mtools reads `x:` as a drive letter and FAT has no such characters: refuse rather than write elsewhere.
-    const bad = entry.path.split('/').find((name) => /[:*?"<>|\\\x00-\x1f]/.test(name) || Buffer.byteLength(name) > 255);
+    const bad = entry.path
+      .split('/')
+      .find((name) => /[:*?"<>|\\\x00-\x1f]/.test(name) || Buffer.byteLength(name) > 255);
     if (bad !== undefined) {
-      throw new EtchError('ETCH_BAD_ENTRY', `Partition ${this.partition.number} holds a FAT filesystem, which cannot store the name ${JSON.stringify(bad)} of ${entry.path} (no : * ? " < > | \\ or control characters, at most 255 bytes).`);
+      throw new EtchError(
+        'ETCH_BAD_ENTRY',
+        `Partition ${this.partition.number} holds a FAT filesystem, which cannot store the name ${JSON.stringify(bad)} of ${entry.path} (no : * ? " < > | \\ or control characters, at most 255 bytes).`,
+      );
     }
     if (entry.xattrs.size > 0) {
-      throw new EtchError('ETCH_BAD_ENTRY', `Partition ${this.partition.number} holds a FAT filesystem, which cannot store the extended attributes of ${entry.path}.`);
+      throw new EtchError(
+        'ETCH_BAD_ENTRY',
+        `Partition ${this.partition.number} holds a FAT filesystem, which cannot store the extended attributes of ${entry.path}.`,
+      );
     }
     if (entry.type === 'directory') {
       if (path !== '/') await this.ensureDir(path);

@@ -11,6 +11,10 @@ export async function detectFilesystem(read: ReadAt, partition: PartitionInfo): 
   const head = Buffer.from(await read(partition.offset, 2048));
   if (head.length >= 1082 && head.readUInt16LE(1024 + 56) === 0xef53) return 'ext';
   const fatLabel = (at: number, text: string) => head.toString('latin1', at, at + text.length) === text;
-  if (head.length >= 512 && head.readUInt16LE(510) === 0xaa55 && (fatLabel(54, 'FAT') || fatLabel(82, 'FAT32'))) return 'fat';
-  throw new EtchError('ETCH_BAD_DISK_IMAGE', `Partition ${partition.number} holds no filesystem this flasher can write into (ext2/3/4 or FAT).`);
+  if (head.length >= 512 && head.readUInt16LE(510) === 0xaa55 && (fatLabel(54, 'FAT') || fatLabel(82, 'FAT32')))
+    return 'fat';
+  throw new EtchError(
+    'ETCH_BAD_DISK_IMAGE',
+    `Partition ${partition.number} holds no filesystem this flasher can write into (ext2/3/4 or FAT).`,
+  );
 }

@@ -27,18 +27,34 @@ const SFDISK = ['--no-reread', '--no-tell-kernel', '-q'];
  * the ext2/3/4 filesystem in it. Only the last partition can grow; the image never shrinks.
  * @returns the partition with its new size.
  */
-export async function growPartitionTo(image: string, table: PartitionTable, number: number, end: number, options: { signal?: AbortSignal; device?: boolean; deviceSize?: number } = {}): Promise<PartitionInfo> {
+export async function growPartitionTo(
+  image: string,
+  table: PartitionTable,
+  number: number,
+  end: number,
+  options: { signal?: AbortSignal; device?: boolean; deviceSize?: number } = {},
+): Promise<PartitionInfo> {
   const partition = findPartition(table, number);
   if (!isLast(table, partition)) {
-    throw new EtchError('ETCH_BAD_DISK_IMAGE', `Partition ${number} needs to grow but is not the last partition on the disk; the flasher cannot move the ones after it.`);
+    throw new EtchError(
+      'ETCH_BAD_DISK_IMAGE',
+      `Partition ${number} needs to grow but is not the last partition on the disk; the flasher cannot move the ones after it.`,
+    );
   }
   const newEnd = roundUp(end, MIB);
   if (newEnd <= partition.offset + partition.size) return partition;
-  const run = (args: string[], input?: string) => runTool('sfdisk', [...SFDISK, ...args, image], { ...(input !== undefined ? { input } : {}), ...(options.signal ? { signal: options.signal } : {}) });
+  const run = (args: string[], input?: string) =>
+    runTool('sfdisk', [...SFDISK, ...args, image], {
+      ...(input !== undefined ? { input } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
   const diskEnd = newEnd + (table.scheme === 'gpt' ? GPT_BACKUP : 0);
   if (options.device) {
     if (diskEnd > (options.deviceSize ?? 0)) {
-      throw new EtchError('ETCH_BAD_DISK_IMAGE', `Partition ${number} must grow to ${newEnd} bytes, beyond the end of the device (${options.deviceSize} bytes). Use a larger device.`);
+      throw new EtchError(
+        'ETCH_BAD_DISK_IMAGE',
+        `Partition ${number} must grow to ${newEnd} bytes, beyond the end of the device (${options.deviceSize} bytes). Use a larger device.`,
+      );
     }
   }
   const fileSizeBefore = options.device ? 0 : (await stat(image)).size;
@@ -46,12 +62,20 @@ export async function growPartitionTo(image: string, table: PartitionTable, numb
   if (table.scheme === 'gpt') await run(['--relocate', 'gpt-bak-std']);
   if (partition.kind === 'logical') {
     const extended = table.partitions.find((p) => p.kind === 'extended') as PartitionInfo;
-    if (extended.offset + extended.size < newEnd) await run(['-N', String(extended.number)], `${extended.offset / SECTOR},${(newEnd - extended.offset) / SECTOR}\n`);
+    if (extended.offset + extended.size < newEnd)
+      await run(
+        ['-N', String(extended.number)],
+        `${extended.offset / SECTOR},${(newEnd - extended.offset) / SECTOR}\n`,
+      );
   }
   await run(['-N', String(number)], `${partition.offset / SECTOR},${(newEnd - partition.offset) / SECTOR}\n`);
   const size = newEnd - partition.offset;
   if (options.device) {
-    await runTool('resize2fs', ['-f', `${image}?offset=${partition.offset}`, `${Math.floor(size / 1024)}K`], options.signal ? { signal: options.signal } : {});
+    await runTool(
+      'resize2fs',
+      ['-f', `${image}?offset=${partition.offset}`, `${Math.floor(size / 1024)}K`],
+      options.signal ? { signal: options.signal } : {},
+    );
   } else {
     await resizeThroughCopy(image, partition, size, fileSizeBefore, options.signal);
   }
@@ -66,18 +90,40 @@ const COPY_CHUNK = 1024 * 1024;
  * of its own, resized there, and copied back; all-zero chunks are skipped where the image was just extended
  * (already zero), which keeps a large `--size` cheap on a sparse image.
  */
-async function resizeThroughCopy(image: string, partition: PartitionInfo, size: number, knownZeroFrom: number, signal?: AbortSignal): Promise<void> {
+async function resizeThroughCopy(
+  image: string,
+  partition: PartitionInfo,
+  size: number,
+  knownZeroFrom: number,
+  signal?: AbortSignal,
+): Promise<void> {
   const copy = join(dirname(image), `.${basename(image)}.resize-${randomBytes(4).toString('hex')}`);
   const disk = await open(image, 'r+');
   try {
     const out = await open(copy, 'wx');
     try {
-      await copyRange(createReadStream(image, { start: partition.offset, end: partition.offset + partition.size - 1, highWaterMark: COPY_CHUNK }), out, 0, Infinity, signal);
+      await copyRange(
+        createReadStream(image, {
+          start: partition.offset,
+          end: partition.offset + partition.size - 1,
+          highWaterMark: COPY_CHUNK,
+        }),
+        out,
+        0,
+        Infinity,
+        signal,
+      );
     } finally {
       await out.close();
     }
     await runTool('resize2fs', ['-f', copy, `${Math.floor(size / 1024)}K`], signal ? { signal } : {});
-    await copyRange(createReadStream(copy, { highWaterMark: COPY_CHUNK }), disk, partition.offset, knownZeroFrom, signal);
+    await copyRange(
+      createReadStream(copy, { highWaterMark: COPY_CHUNK }),
+      disk,
+      partition.offset,
+      knownZeroFrom,
+      signal,
+    );
     await disk.sync();
   } finally {
     await disk.close();
@@ -86,7 +132,13 @@ async function resizeThroughCopy(image: string, partition: PartitionInfo, size: 
 }
 
 /** Writes a stream at `position` of `handle`, leaving out all-zero chunks that land at or after `zeroFrom`. */
-async function copyRange(source: AsyncIterable<Buffer>, handle: import('node:fs/promises').FileHandle, position: number, zeroFrom: number, signal?: AbortSignal): Promise<void> {
+async function copyRange(
+  source: AsyncIterable<Buffer>,
+  handle: import('node:fs/promises').FileHandle,
+  position: number,
+  zeroFrom: number,
+  signal?: AbortSignal,
+): Promise<void> {
   let at = position;
   for await (const chunk of source) {
     signal?.throwIfAborted();

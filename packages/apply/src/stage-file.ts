@@ -7,7 +7,11 @@ import { pipeline } from 'node:stream/promises';
  * Copies an entry's content to a local file the filesystem tools read from, hashing it on the way for
  * `--verify`. Streams with backpressure; nothing is held in memory.
  */
-export async function stageFile(content: Readable, path: string, signal?: AbortSignal): Promise<{ size: number; sha256: string }> {
+export async function stageFile(
+  content: Readable,
+  path: string,
+  signal?: AbortSignal,
+): Promise<{ size: number; sha256: string }> {
   const hash = createHash('sha256');
   let size = 0;
   const tap = new Transform({

@@ -10,7 +10,10 @@ let loop: string;
 const cleanups: (() => Promise<unknown>)[] = [];
 
 beforeAll(async () => {
-  ensureTools([{ command: 'losetup', aptPackage: 'mount' }, { command: 'mkfs.ext4', aptPackage: 'e2fsprogs' }]);
+  ensureTools([
+    { command: 'losetup', aptPackage: 'mount' },
+    { command: 'mkfs.ext4', aptPackage: 'e2fsprogs' },
+  ]);
   if (process.getuid?.() !== 0) throw new Error('These tests attach loop devices: run them as root.');
   work = await createTempDir('etch-target-');
   await run('truncate', ['-s', '16M', work.join('fs.img')]);

@@ -1,5 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { open, readFile, readdir, readlink, realpath, rename, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
+import {
+  open,
+  readFile,
+  readdir,
+  readlink,
+  realpath,
+  rename,
+  rm,
+  stat,
+  truncate,
+  type FileHandle,
+} from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { EtchError } from '@etch/format';
 import { runTool } from './exec.js';
@@ -40,7 +51,9 @@ async function nameOfDevNumber(dev: number): Promise<string | undefined> {
  */
 async function stackedOn(disk: string): Promise<Set<string>> {
   const found = new Set<string>([disk]);
-  const partitions = (await readdir(`/sys/class/block/${disk}`).catch(() => [] as string[])).filter((name: string) => name.startsWith(disk));
+  const partitions = (await readdir(`/sys/class/block/${disk}`).catch(() => [] as string[])).filter((name: string) =>
+    name.startsWith(disk),
+  );
   const queue = [disk, ...partitions];
   for (const name of partitions) found.add(name);
   while (queue.length > 0) {
@@ -59,7 +72,13 @@ async function stackedOn(disk: string): Promise<Set<string>> {
 async function devicesInUse(): Promise<{ mounted: Map<string, string>; root: string | undefined }> {
   const mounts = await readFile('/proc/mounts', 'utf8').catch(() => '');
   const swaps = await readFile('/proc/swaps', 'utf8').catch(() => '');
-  const paths = [...mounts.split('\n').map((line) => line.split(' ')[0] ?? ''), ...swaps.split('\n').slice(1).map((line) => line.split(/\s+/)[0] ?? '')].filter((d) => d.startsWith('/dev/'));
+  const paths = [
+    ...mounts.split('\n').map((line) => line.split(' ')[0] ?? ''),
+    ...swaps
+      .split('\n')
+      .slice(1)
+      .map((line) => line.split(/\s+/)[0] ?? ''),
+  ].filter((d) => d.startsWith('/dev/'));
   const mounted = new Map<string, string>();
   for (const path of paths) {
     const name = await kernelName(path);
@@ -76,10 +95,17 @@ async function deviceTarget(path: string, force: boolean): Promise<Target> {
     const users = name === undefined ? new Set<string>() : await stackedOn(name);
     const { mounted, root } = await devicesInUse();
     if (root !== undefined && users.has(root)) {
-      throw new EtchError('ETCH_USAGE', `${path} holds the running system's root filesystem; refusing to overwrite it (use --force only if you are sure).`);
+      throw new EtchError(
+        'ETCH_USAGE',
+        `${path} holds the running system's root filesystem; refusing to overwrite it (use --force only if you are sure).`,
+      );
     }
     const busy = [...mounted].filter(([kernel]) => users.has(kernel)).map(([, mount]) => mount);
-    if (busy.length > 0) throw new EtchError('ETCH_USAGE', `${path} is in use (${busy.join(', ')} mounted or swap); unmount it first, or use --force.`);
+    if (busy.length > 0)
+      throw new EtchError(
+        'ETCH_USAGE',
+        `${path} is in use (${busy.join(', ')} mounted or swap); unmount it first, or use --force.`,
+      );
   }
   let handle: FileHandle | undefined = await open(device, 'r+');
   return {
@@ -134,6 +160,7 @@ async function fileTarget(path: string): Promise<Target> {
 export async function openTarget(path: string, options: { force?: boolean } = {}): Promise<Target> {
   const info = await stat(path).catch(() => undefined);
   if (info?.isBlockDevice()) return deviceTarget(path, Boolean(options.force));
-  if (info !== undefined && !info.isFile()) throw new EtchError('ETCH_USAGE', `${path} is neither a regular file nor a block device.`);
+  if (info !== undefined && !info.isFile())
+    throw new EtchError('ETCH_USAGE', `${path} is neither a regular file nor a block device.`);
   return fileTarget(path);
 }

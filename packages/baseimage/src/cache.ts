@@ -1,6 +1,18 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import {
+  mkdir,
+  open,
+  readFile,
+  readdir,
+  rename,
+  rm,
+  rmdir,
+  stat,
+  unlink,
+  writeFile,
+  type FileHandle,
+} from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { EtchError, isProcessRunning, silentLogger, type Logger } from '@etch/format';
@@ -39,7 +51,8 @@ const ENTRIES = 'entries';
 const BLOBS = 'blobs';
 const TMP = 'tmp';
 const TAG = 'CACHEDIR.TAG';
-const TAG_TEXT = 'Signature: 8a477f597d28d172789f06886806bc55\n# This directory holds the base image cache of etch (@etch/baseimage).\n# Remove it with `etch cache clean`.\n';
+const TAG_TEXT =
+  'Signature: 8a477f597d28d172789f06886806bc55\n# This directory holds the base image cache of etch (@etch/baseimage).\n# Remove it with `etch cache clean`.\n';
 
 /** `$XDG_CACHE_HOME/etch`, else `~/.cache/etch`. */
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -52,7 +65,6 @@ export function cacheKey(fields: Record<string, string>): string {
   const sorted = Object.fromEntries(Object.entries(fields).sort(([a], [b]) => a.localeCompare(b)));
   return createHash('sha256').update(JSON.stringify(sorted)).digest('hex');
 }
-
 
 async function fsyncDir(path: string): Promise<void> {
   let handle: FileHandle | undefined;
@@ -88,7 +100,13 @@ export class ImageCache {
   private async readEntry(path: string): Promise<CacheEntry | undefined> {
     try {
       const entry = JSON.parse(await readFile(path, 'utf8')) as CacheEntry;
-      if (typeof entry.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(entry.sha256) || typeof entry.size !== 'number' || entry.file !== `${BLOBS}/${entry.sha256}`) return undefined;
+      if (
+        typeof entry.sha256 !== 'string' ||
+        !/^[0-9a-f]{64}$/.test(entry.sha256) ||
+        typeof entry.size !== 'number' ||
+        entry.file !== `${BLOBS}/${entry.sha256}`
+      )
+        return undefined;
       return entry;
     } catch {
       return undefined;
@@ -134,10 +152,15 @@ export class ImageCache {
   /** The bytes of an entry, sha256-checked as they stream; a mismatch removes the entry and fails with `ETCH_DIGEST_MISMATCH`. */
   read(entry: CacheEntry): AsyncIterable<Buffer> {
     const path = join(this.dir, entry.file);
-    return sha256Checked(createReadStream(path), entry.sha256, `The cached copy of ${entry.spec} (${path})`, async () => {
-      this.logger.warn('cache entry is corrupt; removing it', { key: entry.key });
-      await this.remove(entry);
-    });
+    return sha256Checked(
+      createReadStream(path),
+      entry.sha256,
+      `The cached copy of ${entry.spec} (${path})`,
+      async () => {
+        this.logger.warn('cache entry is corrupt; removing it', { key: entry.key });
+        await this.remove(entry);
+      },
+    );
   }
 
   private async remove(entry: CacheEntry): Promise<void> {
@@ -173,7 +196,10 @@ export class ImageCache {
       await this.prepare();
       handle = await open(temp, 'wx');
     } catch (error) {
-      this.logger.warn('cannot write the cache; continuing without it', { dir: this.dir, error: (error as Error).message });
+      this.logger.warn('cannot write the cache; continuing without it', {
+        dir: this.dir,
+        error: (error as Error).message,
+      });
       handle = undefined;
     }
     const hash = createHash('sha256');
@@ -185,7 +211,10 @@ export class ImageCache {
             await handle.write(chunk);
             hash.update(chunk);
           } catch (error) {
-            this.logger.warn('writing the cache failed; continuing without it', { dir: this.dir, error: (error as Error).message });
+            this.logger.warn('writing the cache failed; continuing without it', {
+              dir: this.dir,
+              error: (error as Error).message,
+            });
             await handle.close().catch(() => undefined);
             handle = undefined;
             await rm(temp, { force: true }).catch(() => undefined);
@@ -215,7 +244,10 @@ export class ImageCache {
           }
           this.logger.debug('cached base image', { key, name: record.name, size: record.size });
         } catch (error) {
-          this.logger.warn('committing the cache entry failed; continuing without it', { dir: this.dir, error: (error as Error).message });
+          this.logger.warn('committing the cache entry failed; continuing without it', {
+            dir: this.dir,
+            error: (error as Error).message,
+          });
         }
       }
     } finally {
@@ -235,7 +267,10 @@ export class ImageCache {
       for (const part of [ENTRIES, BLOBS, TMP, TAG]) await rm(join(this.dir, part), { recursive: true, force: true });
       await rmdir(this.dir).catch(() => undefined);
     } catch (cause) {
-      throw new EtchError('ETCH_IO', `Cleaning the cache ${this.dir} failed: ${(cause as Error).message}.`, { cause, details: { path: this.dir } });
+      throw new EtchError('ETCH_IO', `Cleaning the cache ${this.dir} failed: ${(cause as Error).message}.`, {
+        cause,
+        details: { path: this.dir },
+      });
     }
     return { entries: entries.length, bytes };
   }

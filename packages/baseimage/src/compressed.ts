@@ -15,7 +15,11 @@ export type SizeMethod = 'xz-index' | 'zstd-frame-header' | 'counted';
 /** Turns decoder errors into `ETCH_BAD_ARCHIVE`. */
 export function decodeError(error: unknown, what: string, compression: FileCompression): EtchError {
   if (isEtchError(error)) return error;
-  return new EtchError('ETCH_BAD_ARCHIVE', `${what} is not valid ${compression} data: ${(error as Error)?.message ?? String(error)}.`, { cause: error });
+  return new EtchError(
+    'ETCH_BAD_ARCHIVE',
+    `${what} is not valid ${compression} data: ${(error as Error)?.message ?? String(error)}.`,
+    { cause: error },
+  );
 }
 
 async function* xzDecoded(input: Readable, signal?: AbortSignal): AsyncGenerator<Buffer> {
@@ -24,12 +28,16 @@ async function* xzDecoded(input: Readable, signal?: AbortSignal): AsyncGenerator
   // A CommonJS module: Node puts it under `default`, Vitest may not.
   const xzDecompress = (loaded as { default?: typeof loaded }).default ?? loaded;
   const web = Readable.toWeb(input) as unknown as ReadableStream<Uint8Array>;
-  yield* Readable.fromWeb(new xzDecompress.XzReadableStream(web) as unknown as import('node:stream/web').ReadableStream<Uint8Array>, signal ? { signal } : {});
+  yield* Readable.fromWeb(
+    new xzDecompress.XzReadableStream(web) as unknown as import('node:stream/web').ReadableStream<Uint8Array>,
+    signal ? { signal } : {},
+  );
 }
 
 /** Decompresses a whole compressed stream (gzip members, xz streams and zstd frames may be concatenated). */
 export function decompress(input: Readable, compression: FileCompression, signal?: AbortSignal): Readable {
-  if (compression === 'xz') return Readable.from(xzDecoded(input, signal), { objectMode: false, highWaterMark: 1024 * 1024 });
+  if (compression === 'xz')
+    return Readable.from(xzDecoded(input, signal), { objectMode: false, highWaterMark: 1024 * 1024 });
   const decoder: Transform = createDecompressor(compression);
   pipeline(input, decoder, signal ? { signal } : {}).catch(() => {});
   return decoder;
@@ -38,7 +46,8 @@ export function decompress(input: Readable, compression: FileCompression, signal
 async function readAt(handle: FileHandle, position: number, length: number): Promise<Buffer> {
   const buffer = Buffer.alloc(length);
   const { bytesRead } = await handle.read(buffer, 0, length, position);
-  if (bytesRead !== length) throw new EtchError('ETCH_BAD_ARCHIVE', `Unexpected end of file at ${position + bytesRead}.`);
+  if (bytesRead !== length)
+    throw new EtchError('ETCH_BAD_ARCHIVE', `Unexpected end of file at ${position + bytesRead}.`);
   return buffer;
 }
 
@@ -87,7 +96,8 @@ export async function xzUncompressedSize(path: string): Promise<number> {
       const streamStart = indexStart - blocks - 12;
       if (streamStart < 0) throw new Error('blocks larger than the file');
       const header = await readAt(handle, streamStart, 6);
-      if (!header.equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00]))) throw new Error('no xz stream header where the index says');
+      if (!header.equals(Buffer.from([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])))
+        throw new Error('no xz stream header where the index says');
       end = streamStart;
     }
     return total;
@@ -118,11 +128,18 @@ export async function zstdContentSize(path: string): Promise<number | undefined>
       const singleSegment = (descriptor >> 5) & 1;
       const checksum = (descriptor >> 2) & 1;
       const dictBytes = [0, 1, 2, 4][descriptor & 3] as number;
-      const fcsBytes = fcsFlag === 0 ? singleSegment : [0, 2, 4, 8][fcsFlag] as number;
+      const fcsBytes = fcsFlag === 0 ? singleSegment : ([0, 2, 4, 8][fcsFlag] as number);
       if (fcsBytes === 0) return undefined;
       const fcsAt = at + 5 + (singleSegment ? 0 : 1) + dictBytes;
       const fcs = await readAt(handle, fcsAt, fcsBytes);
-      total += fcsBytes === 1 ? fcs[0] as number : fcsBytes === 2 ? fcs.readUInt16LE(0) + 256 : fcsBytes === 4 ? fcs.readUInt32LE(0) : Number(fcs.readBigUInt64LE(0));
+      total +=
+        fcsBytes === 1
+          ? (fcs[0] as number)
+          : fcsBytes === 2
+            ? fcs.readUInt16LE(0) + 256
+            : fcsBytes === 4
+              ? fcs.readUInt32LE(0)
+              : Number(fcs.readBigUInt64LE(0));
       at = fcsAt + fcsBytes;
       for (;;) {
         const block = await readAt(handle, at, 3);
@@ -143,7 +160,12 @@ export async function zstdContentSize(path: string): Promise<number | undefined>
 }
 
 /** Counts the uncompressed bytes of a compressed file by decompressing it once (nothing is kept). */
-export async function countUncompressed(path: string, compression: FileCompression, what: string, options: { signal?: AbortSignal; onProgress?: (e: BaseImageProgress) => void } = {}): Promise<number> {
+export async function countUncompressed(
+  path: string,
+  compression: FileCompression,
+  what: string,
+  options: { signal?: AbortSignal; onProgress?: (e: BaseImageProgress) => void } = {},
+): Promise<number> {
   let bytes = 0;
   const counter = new Writable({
     write(chunk: Buffer, _encoding, callback) {
@@ -153,7 +175,11 @@ export async function countUncompressed(path: string, compression: FileCompressi
     },
   });
   try {
-    await pipeline(decompress(createReadStream(path), compression, options.signal), counter, options.signal ? { signal: options.signal } : {});
+    await pipeline(
+      decompress(createReadStream(path), compression, options.signal),
+      counter,
+      options.signal ? { signal: options.signal } : {},
+    );
   } catch (error) {
     throw asEtchError(error, options.signal, (e) => decodeError(e, what, compression));
   }
@@ -165,7 +191,12 @@ export async function countUncompressed(path: string, compression: FileCompressi
  * frame declares its size; otherwise (gzip, whose ISIZE is the size modulo 2^32 of the last member only) a full
  * decompression pass that counts.
  */
-export async function uncompressedSize(path: string, compression: FileCompression, what: string, options: { signal?: AbortSignal; onProgress?: (e: BaseImageProgress) => void } = {}): Promise<{ size: number; method: SizeMethod }> {
+export async function uncompressedSize(
+  path: string,
+  compression: FileCompression,
+  what: string,
+  options: { signal?: AbortSignal; onProgress?: (e: BaseImageProgress) => void } = {},
+): Promise<{ size: number; method: SizeMethod }> {
   try {
     if (compression === 'xz') return { size: await xzUncompressedSize(path), method: 'xz-index' };
     if (compression === 'zstd') {

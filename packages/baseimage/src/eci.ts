@@ -68,7 +68,11 @@ export function parseEciSpec(spec: string): EciSpec {
   try {
     ref = parseReference(name);
   } catch (cause) {
-    throw new EtchError('ETCH_USAGE', `${JSON.stringify(spec)} is not eci:REGISTRY/REPOSITORY[:TAG][@VERSION_OR_RANGE]: ${(cause as Error).message}`, { cause });
+    throw new EtchError(
+      'ETCH_USAGE',
+      `${JSON.stringify(spec)} is not eci:REGISTRY/REPOSITORY[:TAG][@VERSION_OR_RANGE]: ${(cause as Error).message}`,
+      { cause },
+    );
   }
   const repository = withTarget(ref, {});
   if (after !== undefined && /^[a-z0-9]+:[0-9a-f]{32,}$/.test(after)) {
@@ -76,7 +80,11 @@ export function parseEciSpec(spec: string): EciSpec {
     return { repository, digest: parseReference(`${name}@${after}`).digest as string };
   }
   if (after !== undefined) {
-    if (ref.tag !== undefined) throw new EtchError('ETCH_USAGE', `${spec}: give a tag (:TAG) or a version selector (@VERSION_OR_RANGE), not both.`);
+    if (ref.tag !== undefined)
+      throw new EtchError(
+        'ETCH_USAGE',
+        `${spec}: give a tag (:TAG) or a version selector (@VERSION_OR_RANGE), not both.`,
+      );
     return { repository, selector: parseSelector(after), selectorText: after };
   }
   if (ref.tag !== undefined) return { repository, tag: ref.tag };
@@ -104,7 +112,8 @@ interface EciContext {
 
 function diskType(layer: Descriptor): string | undefined {
   const types = [layer.mediaType, layer.annotations?.[EciAnnotation.MEDIA_TYPE]];
-  for (const type of types) if (type?.startsWith(EciMediaType.DISK_PREFIX)) return type.slice(EciMediaType.DISK_PREFIX.length);
+  for (const type of types)
+    if (type?.startsWith(EciMediaType.DISK_PREFIX)) return type.slice(EciMediaType.DISK_PREFIX.length);
   return undefined;
 }
 
@@ -124,20 +133,35 @@ export function diskName(title: string | undefined, type: string | undefined): s
 
 function refuseType(type: string | undefined, what: string): void {
   if (type !== undefined && !RAW_DISK_TYPES.has(type)) {
-    throw new EtchError('ETCH_UNSUPPORTED_MANIFEST', `${what}: the root disk is ${type}, not a raw image; flashers write raw disks (convert it with qemu-img convert -O raw).`, { details: { diskType: type } });
+    throw new EtchError(
+      'ETCH_UNSUPPORTED_MANIFEST',
+      `${what}: the root disk is ${type}, not a raw image; flashers write raw disks (convert it with qemu-img convert -O raw).`,
+      { details: { diskType: type } },
+    );
   }
 }
 
-async function chooseManifest(ctx: EciContext, ref: ImageReference, top: FetchedManifest, what: string): Promise<FetchedManifest> {
+async function chooseManifest(
+  ctx: EciContext,
+  ref: ImageReference,
+  top: FetchedManifest,
+  what: string,
+): Promise<FetchedManifest> {
   if (!Array.isArray(top.json['manifests'])) return top;
   const index = asImageIndex(top.json, what);
   let chosen: Descriptor;
   if (ctx.platform !== undefined) {
     chosen = selectFromIndex(index, toPlatform(ctx.platform), what);
   } else {
-    const usable = index.manifests.filter((d) => d.annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest');
+    const usable = index.manifests.filter(
+      (d) => d.annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest',
+    );
     if (usable.length !== 1) {
-      throw new EtchError('ETCH_PLATFORM_NOT_FOUND', `${what} is an index of ${usable.length} manifests (${offeredPlatforms(index).join(', ') || 'no platforms'}); choose one with a platform.`, { details: { offered: offeredPlatforms(index) } });
+      throw new EtchError(
+        'ETCH_PLATFORM_NOT_FOUND',
+        `${what} is an index of ${usable.length} manifests (${offeredPlatforms(index).join(', ') || 'no platforms'}); choose one with a platform.`,
+        { details: { offered: offeredPlatforms(index) } },
+      );
     }
     chosen = usable[0] as Descriptor;
   }
@@ -148,7 +172,14 @@ function layersOf(json: Record<string, unknown>, what: string): Descriptor[] {
   const layers = (json['layers'] ?? json['blobs']) as unknown;
   if (!Array.isArray(layers)) throw new EtchError('ETCH_BAD_MANIFEST', `${what} has no layers.`);
   // Checked like any manifest's layers: a digest this client cannot verify, or a malformed one, is refused.
-  return asImageManifest({ schemaVersion: 2, config: json['config'] ?? { mediaType: 'application/octet-stream', digest: `sha256:${'0'.repeat(64)}`, size: 0 }, layers }, what).layers;
+  return asImageManifest(
+    {
+      schemaVersion: 2,
+      config: json['config'] ?? { mediaType: 'application/octet-stream', digest: `sha256:${'0'.repeat(64)}`, size: 0 },
+      layers,
+    },
+    what,
+  ).layers;
 }
 
 /**
@@ -165,10 +196,20 @@ async function* thenFinish(body: AsyncIterable<Buffer>, finish: () => Promise<vo
  * the image (undefined for the first file of the layer). Whiteouts are honoured as layers apply them:
  * `.wh.<name>` hides the file, `.wh..wh..opq` in one of its directories hides what lower layers had there.
  */
-async function fileInLayer(ctx: EciContext, ref: ImageReference, layer: Descriptor, wanted: string | undefined, what: string): Promise<{ name: string; size: number; bytes: AsyncIterable<Buffer>; close: () => Promise<void> } | 'whiteout' | undefined> {
+async function fileInLayer(
+  ctx: EciContext,
+  ref: ImageReference,
+  layer: Descriptor,
+  wanted: string | undefined,
+  what: string,
+): Promise<
+  { name: string; size: number; bytes: AsyncIterable<Buffer>; close: () => Promise<void> } | 'whiteout' | undefined
+> {
   const blob = ctx.client.openBlob(ref, layer, {
     ...(ctx.signal ? { signal: ctx.signal } : {}),
-    ...(ctx.onProgress ? { onProgress: (p) => ctx.onProgress?.({ phase: 'download', bytes: p.bytes, total: p.total }) } : {}),
+    ...(ctx.onProgress
+      ? { onProgress: (p) => ctx.onProgress?.({ phase: 'download', bytes: p.bytes, total: p.total }) }
+      : {}),
   });
   // The decompressor and tar reader stop at the end of the file we want; they must not close the blob,
   // which is read to its end afterwards for its digest check.
@@ -183,7 +224,9 @@ async function fileInLayer(ctx: EciContext, ref: ImageReference, layer: Descript
       throw error;
     }
   };
-  const shared: AsyncIterable<Buffer> = { [Symbol.asyncIterator]: () => ({ next, return: async () => ({ done: true as const, value: undefined }) }) };
+  const shared: AsyncIterable<Buffer> = {
+    [Symbol.asyncIterator]: () => ({ next, return: async () => ({ done: true as const, value: undefined }) }),
+  };
   const { stream } = await decompressAuto(shared, ctx.signal);
   const entries = extractTar(stream, ctx.signal ? { signal: ctx.signal } : {});
   const stopReading = async () => {
@@ -212,7 +255,12 @@ async function fileInLayer(ctx: EciContext, ref: ImageReference, layer: Descript
       const base = posix.basename(path);
       if (wanted !== undefined && base.startsWith('.wh.')) {
         const dir = posix.dirname(path);
-        if (base === '.wh..wh..opq' ? dir === '.' || wanted.startsWith(`${dir}/`) : posix.join(dir, base.slice(4)) === wanted) hidden = true;
+        if (
+          base === '.wh..wh..opq'
+            ? dir === '.' || wanted.startsWith(`${dir}/`)
+            : posix.join(dir, base.slice(4)) === wanted
+        )
+          hidden = true;
         continue;
       }
       if (header.type !== 'file' || (wanted !== undefined && path !== wanted)) continue;
@@ -221,7 +269,11 @@ async function fileInLayer(ctx: EciContext, ref: ImageReference, layer: Descript
   } catch (error) {
     await close();
     if (isEtchError(error)) throw error;
-    throw new EtchError('ETCH_BAD_ARCHIVE', `${what}: the layer ${layer.digest} is not a readable tar: ${(error as Error).message}.`, { cause: error });
+    throw new EtchError(
+      'ETCH_BAD_ARCHIVE',
+      `${what}: the layer ${layer.digest} is not a readable tar: ${(error as Error).message}.`,
+      { cause: error },
+    );
   }
 }
 
@@ -243,17 +295,25 @@ export async function planEci(spec: EciSpec, ctx: EciContext): Promise<EciPlan> 
     resolvedVersion = tag;
     ctx.logger.info('resolved ECI version', { repository: repo.fullName, selector: spec.selectorText, tag });
   }
-  const reference = withTarget(repo, { ...(tag !== undefined ? { tag } : {}), ...(spec.digest !== undefined ? { digest: spec.digest } : {}) });
+  const reference = withTarget(repo, {
+    ...(tag !== undefined ? { tag } : {}),
+    ...(spec.digest !== undefined ? { digest: spec.digest } : {}),
+  });
   const what = `The ECI ${reference.fullName}${spec.digest ? `@${spec.digest}` : `:${tag}`}`;
   const top = await ctx.client.getManifest(reference, call);
   const manifest = await chooseManifest(ctx, reference, top, what);
-  if (manifest.json['schemaVersion'] !== 2) ctx.logger.debug('ECI manifest without schemaVersion 2 (edge-containers omits it); reading it anyway', { reference: what });
+  if (manifest.json['schemaVersion'] !== 2)
+    ctx.logger.debug('ECI manifest without schemaVersion 2 (edge-containers omits it); reading it anyway', {
+      reference: what,
+    });
   const layers = layersOf(manifest.json, what);
   const base = { reference, resolvedVersion, manifestDigest: manifest.digest };
 
   const isRoot = (l: Descriptor) => l.annotations?.[EciAnnotation.ROLE] === ROOT_ROLE;
   const artifactDisks = layers.filter((l) => l.mediaType.startsWith(EciMediaType.DISK_PREFIX));
-  const artifact = artifactDisks.find(isRoot) ?? (artifactDisks.length === 1 && !artifactDisks[0]?.annotations?.[EciAnnotation.ROLE] ? artifactDisks[0] : undefined);
+  const artifact =
+    artifactDisks.find(isRoot) ??
+    (artifactDisks.length === 1 && !artifactDisks[0]?.annotations?.[EciAnnotation.ROLE] ? artifactDisks[0] : undefined);
   if (artifact) {
     const type = diskType(artifact);
     refuseType(type, what);
@@ -266,9 +326,16 @@ export async function planEci(spec: EciSpec, ctx: EciContext): Promise<EciPlan> 
         size: artifact.size,
         bytes: ctx.client.openBlob(reference, artifact, {
           ...call,
-          ...(ctx.onProgress ? { onProgress: (p) => ctx.onProgress?.({ phase: 'download', bytes: p.bytes, total: p.total }) } : {}),
+          ...(ctx.onProgress
+            ? { onProgress: (p) => ctx.onProgress?.({ phase: 'download', bytes: p.bytes, total: p.total }) }
+            : {}),
         }),
-        info: { kind: 'eci', ...(resolvedVersion ? { resolvedVersion } : {}), manifestDigest: manifest.digest, ...(artifact.digest.startsWith('sha256:') ? { digest: artifact.digest } : {}) },
+        info: {
+          kind: 'eci',
+          ...(resolvedVersion ? { resolvedVersion } : {}),
+          manifestDigest: manifest.digest,
+          ...(artifact.digest.startsWith('sha256:') ? { digest: artifact.digest } : {}),
+        },
       }),
     };
   }
@@ -282,8 +349,15 @@ export async function planEci(spec: EciSpec, ctx: EciContext): Promise<EciPlan> 
       keyFields: { source: 'eci', format: 'legacy', repository: reference.fullName, blob: legacy.digest },
       open: async () => {
         const file = await fileInLayer(ctx, reference, legacy, undefined, what);
-        if (file === undefined || file === 'whiteout') throw new EtchError('ETCH_NOT_FOUND', `${what}: the disk-root layer ${legacy.digest} holds no file.`);
-        return { name: diskName(title ?? file.name, type), size: file.size, bytes: file.bytes, close: file.close, info: { kind: 'eci', ...(resolvedVersion ? { resolvedVersion } : {}), manifestDigest: manifest.digest } };
+        if (file === undefined || file === 'whiteout')
+          throw new EtchError('ETCH_NOT_FOUND', `${what}: the disk-root layer ${legacy.digest} holds no file.`);
+        return {
+          name: diskName(title ?? file.name, type),
+          size: file.size,
+          bytes: file.bytes,
+          close: file.close,
+          info: { kind: 'eci', ...(resolvedVersion ? { resolvedVersion } : {}), manifestDigest: manifest.digest },
+        };
       },
     };
   }
@@ -291,25 +365,46 @@ export async function planEci(spec: EciSpec, ctx: EciContext): Promise<EciPlan> 
   const configType = (manifest.json['config'] as Descriptor | undefined)?.mediaType;
   const configDescriptor = manifest.json['config'] as Descriptor | undefined;
   if (configDescriptor && configType !== EciMediaType.CONFIG && configDescriptor.size > 2) {
-    const config = JSON.parse((await ctx.client.fetchBlob(reference, configDescriptor, call)).toString('utf8')) as { config?: { Labels?: Record<string, string> } };
+    const config = JSON.parse((await ctx.client.fetchBlob(reference, configDescriptor, call)).toString('utf8')) as {
+      config?: { Labels?: Record<string, string> };
+    };
     const path = config.config?.Labels?.[EciAnnotation.ROOT_LABEL];
     if (path) {
       const wantedPath = path.replace(/^\/+/, '');
       return {
         ...base,
-        keyFields: { source: 'eci', format: 'label', repository: reference.fullName, manifest: manifest.digest, path: wantedPath },
+        keyFields: {
+          source: 'eci',
+          format: 'label',
+          repository: reference.fullName,
+          manifest: manifest.digest,
+          path: wantedPath,
+        },
         open: async () => {
           for (const layer of [...layers].reverse()) {
             const file = await fileInLayer(ctx, reference, layer, wantedPath, what);
             if (file === 'whiteout') break;
             if (file) {
-              return { name: diskName(posix.basename(wantedPath), undefined), size: file.size, bytes: file.bytes, close: file.close, info: { kind: 'eci', ...(resolvedVersion ? { resolvedVersion } : {}), manifestDigest: manifest.digest } };
+              return {
+                name: diskName(posix.basename(wantedPath), undefined),
+                size: file.size,
+                bytes: file.bytes,
+                close: file.close,
+                info: { kind: 'eci', ...(resolvedVersion ? { resolvedVersion } : {}), manifestDigest: manifest.digest },
+              };
             }
           }
-          throw new EtchError('ETCH_NOT_FOUND', `${what}: its label ${EciAnnotation.ROOT_LABEL}=${path} names a file that is in none of its layers.`);
+          throw new EtchError(
+            'ETCH_NOT_FOUND',
+            `${what}: its label ${EciAnnotation.ROOT_LABEL}=${path} names a file that is in none of its layers.`,
+          );
         },
       };
     }
   }
-  throw new EtchError('ETCH_NOT_FOUND', `${what} is not an ECI with a root disk: no layer of type ${EciMediaType.DISK_PREFIX}raw, none annotated ${EciAnnotation.ROLE}=${ROOT_ROLE}, and no ${EciAnnotation.ROOT_LABEL} label.`, { details: { reference: what } });
+  throw new EtchError(
+    'ETCH_NOT_FOUND',
+    `${what} is not an ECI with a root disk: no layer of type ${EciMediaType.DISK_PREFIX}raw, none annotated ${EciAnnotation.ROLE}=${ROOT_ROLE}, and no ${EciAnnotation.ROOT_LABEL} label.`,
+    { details: { reference: what } },
+  );
 }

@@ -46,7 +46,11 @@ interface TestServer {
 }
 
 function served(body: Buffer, version = 1): Served {
-  return { body, etag: `"${createHash('sha256').update(body).digest('hex').slice(0, 16)}-${version}"`, lastModified: new Date(Date.UTC(2024, 0, version)).toUTCString() };
+  return {
+    body,
+    etag: `"${createHash('sha256').update(body).digest('hex').slice(0, 16)}-${version}"`,
+    lastModified: new Date(Date.UTC(2024, 0, version)).toUTCString(),
+  };
 }
 
 async function startServer(options: ServerOptions = {}): Promise<TestServer> {
@@ -55,7 +59,14 @@ async function startServer(options: ServerOptions = {}): Promise<TestServer> {
   const dropped = new Map<string, number>();
   const handler = async (req: IncomingMessage, res: ServerResponse) => {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
-    const record: Recorded = { method: req.method ?? 'GET', path, range: req.headers.range, ifNoneMatch: req.headers['if-none-match'], status: 200, bytes: 0 };
+    const record: Recorded = {
+      method: req.method ?? 'GET',
+      path,
+      range: req.headers.range,
+      ifNoneMatch: req.headers['if-none-match'],
+      status: 200,
+      bytes: 0,
+    };
     requests.push(record);
     const file = files.get(path);
     if (!file) {
@@ -63,7 +74,11 @@ async function startServer(options: ServerOptions = {}): Promise<TestServer> {
       res.writeHead(404).end();
       return;
     }
-    const headers: Record<string, string> = { etag: file.etag, 'last-modified': file.lastModified, 'content-type': 'application/octet-stream' };
+    const headers: Record<string, string> = {
+      etag: file.etag,
+      'last-modified': file.lastModified,
+      'content-type': 'application/octet-stream',
+    };
     if (options.ranges !== false) headers['accept-ranges'] = 'bytes';
     if (req.headers['if-none-match'] === file.etag) {
       record.status = 304;
@@ -75,7 +90,11 @@ async function startServer(options: ServerOptions = {}): Promise<TestServer> {
     let status = 200;
     const match = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
     const ifRange = req.headers['if-range'];
-    if (options.ranges !== false && match && (ifRange === undefined || ifRange === file.etag || ifRange === file.lastModified)) {
+    if (
+      options.ranges !== false &&
+      match &&
+      (ifRange === undefined || ifRange === file.etag || ifRange === file.lastModified)
+    ) {
       start = Number(match[1]);
       end = match[2] ? Math.min(Number(match[2]) + 1, file.body.length) : file.body.length;
       status = 206;
@@ -113,10 +132,11 @@ async function startServer(options: ServerOptions = {}): Promise<TestServer> {
     files,
     requests,
     options,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -124,7 +144,12 @@ const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
 function recordingLogger(): Logger & { lines: string[] } {
   const lines: string[] = [];
-  return { lines, debug: (m) => lines.push(`debug ${m}`), info: (m) => lines.push(`info ${m}`), warn: (m) => lines.push(`warn ${m}`) };
+  return {
+    lines,
+    debug: (m) => lines.push(`debug ${m}`),
+    info: (m) => lines.push(`info ${m}`),
+    warn: (m) => lines.push(`warn ${m}`),
+  };
 }
 
 let dir: TempDir;
@@ -140,7 +165,11 @@ beforeAll(async () => {
   image = Buffer.concat([randomBytes(2 * 1024 * 1024), Buffer.alloc(2 * 1024 * 1024, 1)]);
   await writeFile(dir.join('os.img'), image);
   await writeFile(dir.join('notes.txt'), 'release notes\n');
-  await run('sh', ['-c', 'zip -q -9 os.zip notes.txt os.img && xz -T1 -c os.img > os.img.xz && gzip -c os.img > os.img.gz'], { cwd: dir.path });
+  await run(
+    'sh',
+    ['-c', 'zip -q -9 os.zip notes.txt os.img && xz -T1 -c os.img > os.img.xz && gzip -c os.img > os.img.gz'],
+    { cwd: dir.path },
+  );
   zip = await readFile(dir.join('os.zip'));
   xz = await readFile(dir.join('os.img.xz'));
   gz = await readFile(dir.join('os.img.gz'));
@@ -170,7 +199,11 @@ describe('URLs without the cache', () => {
   it('streams a raw image with the size from HEAD', async () => {
     const s = await server();
     const opened = await openBaseImage(s.url('/os.img'), { cache: false });
-    expect(opened).toMatchObject({ name: 'os.img', size: image.length, source: { kind: 'url', fromCache: false, etag: s.files.get('/os.img')?.etag } });
+    expect(opened).toMatchObject({
+      name: 'os.img',
+      size: image.length,
+      source: { kind: 'url', fromCache: false, etag: s.files.get('/os.img')?.etag },
+    });
     expect((await sha256Of(opened.stream)).sha).toBe(sha(image));
     expect(s.requests.map((r) => r.method)).toEqual(['HEAD', 'GET']);
   });
@@ -189,7 +222,11 @@ describe('URLs without the cache', () => {
   it('passes a remote zip through whole in passthrough mode', async () => {
     const s = await server();
     const opened = await openBaseImage(s.url('/os.zip'), { cache: false, mode: 'passthrough' });
-    expect(opened).toMatchObject({ name: 'os.zip', size: zip.length, source: { mode: 'passthrough', entryName: 'os.img' } });
+    expect(opened).toMatchObject({
+      name: 'os.zip',
+      size: zip.length,
+      source: { mode: 'passthrough', entryName: 'os.img' },
+    });
     expect((await sha256Of(opened.stream)).sha).toBe(sha(zip));
   });
 
@@ -222,7 +259,11 @@ describe('URLs without the cache', () => {
     const s = await server();
     for (const path of ['/os.img.xz', '/os.img.gz']) {
       const opened = await openBaseImage(s.url(path), { cache: false });
-      expect(opened).toMatchObject({ name: 'os.img', size: image.length, source: { kind: 'url', compression: path.endsWith('xz') ? 'xz' : 'gzip' } });
+      expect(opened).toMatchObject({
+        name: 'os.img',
+        size: image.length,
+        source: { kind: 'url', compression: path.endsWith('xz') ? 'xz' : 'gzip' },
+      });
       expect((await sha256Of(opened.stream)).sha).toBe(sha(image));
     }
   });
@@ -247,7 +288,13 @@ describe('the cache', () => {
     expect(first.source.fromCache).toBe(false);
     expect((await sha256Of(first.stream)).sha).toBe(sha(image));
     const [entry] = await listCache(cacheDir);
-    expect(entry).toMatchObject({ name: 'os.img', size: image.length, sha256: sha(image), mode: 'extract', etag: s.files.get('/os.zip')?.etag });
+    expect(entry).toMatchObject({
+      name: 'os.img',
+      size: image.length,
+      sha256: sha(image),
+      mode: 'extract',
+      etag: s.files.get('/os.zip')?.etag,
+    });
 
     s.requests.length = 0;
     const second = await openBaseImage(s.url('/os.zip'), { cacheDir });
@@ -276,7 +323,9 @@ describe('the cache', () => {
     const offline = await openBaseImage(s.url('/os.zip'), { cacheDir, offline: true });
     expect(offline.source.fromCache).toBe(true);
     expect((await sha256Of(offline.stream)).sha).toBe(sha(changed));
-    expect(await rejectionOf(openBaseImage(s.url('/other.img'), { cacheDir, offline: true }))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
+    expect(await rejectionOf(openBaseImage(s.url('/other.img'), { cacheDir, offline: true }))).toMatchObject({
+      code: 'ETCH_NOT_FOUND',
+    });
   });
 
   it('uses the cached copy with a warning when the server cannot be reached to revalidate', async () => {
@@ -331,12 +380,17 @@ describe('the cache', () => {
     const dist = fileURLToPath(new URL('../dist/index.js', import.meta.url));
     if (!existsSync(dist)) await run('pnpm', ['exec', 'tsc', '-b', fileURLToPath(new URL('..', import.meta.url))]);
     const script = dir.join('child.mjs');
-    await writeFile(script, `import { openBaseImage } from ${JSON.stringify(dist)};
+    await writeFile(
+      script,
+      `import { openBaseImage } from ${JSON.stringify(dist)};
 const opened = await openBaseImage(process.argv[2], { cacheDir: process.argv[3] });
 let n = 0;
 for await (const chunk of opened.stream) { n += chunk.length; if (n > 300000) process.stdout.write('started\\n'); }
-`);
-    const child = spawn(process.execPath, [script, slow.url('/os.img'), cacheDir], { stdio: ['ignore', 'pipe', 'inherit'] });
+`,
+    );
+    const child = spawn(process.execPath, [script, slow.url('/os.img'), cacheDir], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     await new Promise<void>((resolve, reject) => {
       child.stdout.on('data', (data: Buffer) => data.toString().includes('started') && resolve());
       child.once('exit', (code) => reject(new Error(`child exited with ${code} before downloading`)));

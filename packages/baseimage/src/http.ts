@@ -3,7 +3,14 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import yauzl from 'yauzl';
 import { EtchError, abortError, isEtchError } from '@etch/format';
-import { contentRangeStart, header, isCutBodyError, skipFirst, type HttpClient, type HttpResponse } from '@etch/registry';
+import {
+  contentRangeStart,
+  header,
+  isCutBodyError,
+  skipFirst,
+  type HttpClient,
+  type HttpResponse,
+} from '@etch/registry';
 import { redactUrl } from './names.js';
 import type { BaseImageProgress } from './types.js';
 
@@ -36,8 +43,16 @@ function discard(response: HttpResponse): void {
 
 /** The error for an answer that is not the bytes. */
 export function statusError(status: number, what: string): EtchError {
-  if (status === 404 || status === 410) return new EtchError('ETCH_NOT_FOUND', `${what} does not exist (HTTP ${status}).`, { details: { statusCode: status } });
-  if (status === 401 || status === 403) return new EtchError('ETCH_AUTH_FAILED', `${what} was refused (HTTP ${status}); put credentials in the URL (https://user:token@host/…) if it needs them.`, { details: { statusCode: status } });
+  if (status === 404 || status === 410)
+    return new EtchError('ETCH_NOT_FOUND', `${what} does not exist (HTTP ${status}).`, {
+      details: { statusCode: status },
+    });
+  if (status === 401 || status === 403)
+    return new EtchError(
+      'ETCH_AUTH_FAILED',
+      `${what} was refused (HTTP ${status}); put credentials in the URL (https://user:token@host/…) if it needs them.`,
+      { details: { statusCode: status } },
+    );
   return new EtchError('ETCH_NETWORK', `${what} failed with HTTP ${status}.`, { details: { statusCode: status } });
 }
 
@@ -77,13 +92,19 @@ function dispositionName(value: string | undefined): string | undefined {
 function toProbe(response: HttpResponse): Probe {
   const length = header(response.headers, 'content-length');
   const range = /\/(\d+)\s*$/.exec(header(response.headers, 'content-range') ?? '');
-  const size = range?.[1] !== undefined ? Number(range[1]) : response.status === 200 && length !== undefined && /^\d+$/.test(length) ? Number(length) : undefined;
+  const size =
+    range?.[1] !== undefined
+      ? Number(range[1])
+      : response.status === 200 && length !== undefined && /^\d+$/.test(length)
+        ? Number(length)
+        : undefined;
   return {
     finalUrl: response.url,
     size,
     etag: header(response.headers, 'etag'),
     lastModified: header(response.headers, 'last-modified'),
-    acceptRanges: (header(response.headers, 'accept-ranges') ?? '').toLowerCase().includes('bytes') || response.status === 206,
+    acceptRanges:
+      (header(response.headers, 'accept-ranges') ?? '').toLowerCase().includes('bytes') || response.status === 206,
     dispositionName: dispositionName(header(response.headers, 'content-disposition')),
   };
 }
@@ -92,13 +113,26 @@ function toProbe(response: HttpResponse): Probe {
  * Asks for a URL's size and validators with HEAD (falling back to a one-byte ranged GET when HEAD is refused).
  * With `conditional`, sends If-None-Match / If-Modified-Since and resolves `'not-modified'` on a 304.
  */
-export async function probe(http: HttpClient, target: Target, signal: AbortSignal | undefined, conditional?: Validators): Promise<Probe | 'not-modified'> {
+export async function probe(
+  http: HttpClient,
+  target: Target,
+  signal: AbortSignal | undefined,
+  conditional?: Validators,
+): Promise<Probe | 'not-modified'> {
   const headers: Record<string, string> = {};
   if (conditional?.etag) headers['if-none-match'] = conditional.etag;
   else if (conditional?.lastModified) headers['if-modified-since'] = conditional.lastModified;
   const what = `HEAD ${target.display}`;
   const send = (method: 'HEAD' | 'GET', extra: Record<string, string>) =>
-    http.withRetries(what, signal, () => http.send({ url: target.url, method, headers: { ...headers, ...extra }, ...(target.authorization ? { authorization: target.authorization } : {}), ...(signal ? { signal } : {}) }));
+    http.withRetries(what, signal, () =>
+      http.send({
+        url: target.url,
+        method,
+        headers: { ...headers, ...extra },
+        ...(target.authorization ? { authorization: target.authorization } : {}),
+        ...(signal ? { signal } : {}),
+      }),
+    );
   let response: HttpResponse;
   try {
     response = await send('HEAD', {});
@@ -111,7 +145,8 @@ export async function probe(http: HttpClient, target: Target, signal: AbortSigna
   }
   await response.body.dump().catch(() => undefined);
   if (response.status === 304) return 'not-modified';
-  if (response.status !== 200 && response.status !== 206) throw statusError(response.status, `Fetching ${target.display}`);
+  if (response.status !== 200 && response.status !== 206)
+    throw statusError(response.status, `Fetching ${target.display}`);
   return toProbe(response);
 }
 
@@ -131,7 +166,13 @@ export interface RangedOptions {
  * bytes before `start` are skipped; a server whose file changed (its ETag differs from `validator`) fails with
  * `ETCH_NETWORK` instead of mixing versions.
  */
-export async function* rangedBody(http: HttpClient, target: Target, start: number, end: number, options: RangedOptions = {}): AsyncGenerator<Buffer> {
+export async function* rangedBody(
+  http: HttpClient,
+  target: Target,
+  start: number,
+  end: number,
+  options: RangedOptions = {},
+): AsyncGenerator<Buffer> {
   const { signal } = options;
   const length = end - start;
   const what = `Downloading ${target.display}`;
@@ -148,7 +189,14 @@ export async function* rangedBody(http: HttpClient, target: Target, start: numbe
     const before = delivered;
     let response: HttpResponse | undefined;
     try {
-      response = await http.withRetries(what, signal, () => http.send({ url: target.url, headers, ...(target.authorization ? { authorization: target.authorization } : {}), ...(signal ? { signal } : {}) }));
+      response = await http.withRetries(what, signal, () =>
+        http.send({
+          url: target.url,
+          headers,
+          ...(target.authorization ? { authorization: target.authorization } : {}),
+          ...(signal ? { signal } : {}),
+        }),
+      );
       let skip = 0;
       if (response.status === 200) {
         const etag = header(response.headers, 'etag');
@@ -156,12 +204,20 @@ export async function* rangedBody(http: HttpClient, target: Target, start: numbe
         // after If-Range with a date (or with no validator) it may be a new version: never splice it in.
         if (!whole && from > 0 && !(options.validator?.startsWith('"') && etag === options.validator)) {
           await response.body.dump().catch(() => undefined);
-          throw new EtchError('ETCH_NETWORK', `${target.display} sent the whole file again where the rest was asked for, and nothing proves it is the same version${etag !== undefined && options.validator !== undefined ? ` (ETag ${etag}, was ${options.validator})` : ''}; start again.`, { details: { statusCode: 200 } });
+          throw new EtchError(
+            'ETCH_NETWORK',
+            `${target.display} sent the whole file again where the rest was asked for, and nothing proves it is the same version${etag !== undefined && options.validator !== undefined ? ` (ETag ${etag}, was ${options.validator})` : ''}; start again.`,
+            { details: { statusCode: 200 } },
+          );
         }
         skip = from;
       } else if (response.status === 206) {
         if (contentRangeStart(header(response.headers, 'content-range')) !== from) {
-          throw new EtchError('ETCH_NETWORK', `${target.display} answered a range request with a different range (${header(response.headers, 'content-range') ?? 'none'}).`, { details: { statusCode: 206 } });
+          throw new EtchError(
+            'ETCH_NETWORK',
+            `${target.display} answered a range request with a different range (${header(response.headers, 'content-range') ?? 'none'}).`,
+            { details: { statusCode: 206 } },
+          );
         }
       } else {
         throw statusError(response.status, what);
@@ -181,7 +237,8 @@ export async function* rangedBody(http: HttpClient, target: Target, start: numbe
       }
     } catch (error) {
       if (signal?.aborted) throw abortError(signal);
-      if (isEtchError(error) || !isCutBodyError(error)) throw isEtchError(error) ? error : http.networkError(what, error, signal);
+      if (isEtchError(error) || !isCutBodyError(error))
+        throw isEtchError(error) ? error : http.networkError(what, error, signal);
       failures = delivered > before ? 1 : failures + 1;
       if (failures >= http.retry.attempts) throw http.networkError(what, error, signal);
       await http.backOff(failures, signal);
@@ -193,7 +250,11 @@ export async function* rangedBody(http: HttpClient, target: Target, start: numbe
       // The body ended early without an error: like a cut connection.
       failures = delivered > before ? 1 : failures + 1;
       if (failures >= http.retry.attempts) {
-        throw new EtchError('ETCH_SIZE_MISMATCH', `${target.display} ended after ${start + delivered} of ${end} bytes, ${failures} times in a row.`, { details: { expected: end } });
+        throw new EtchError(
+          'ETCH_SIZE_MISMATCH',
+          `${target.display} ended after ${start + delivered} of ${end} bytes, ${failures} times in a row.`,
+          { details: { expected: end } },
+        );
       }
       await http.backOff(failures, signal);
     }
@@ -201,10 +262,20 @@ export async function* rangedBody(http: HttpClient, target: Target, start: numbe
 }
 
 /** True when a ranged GET near the end of the file comes back as 206 (yauzl then reads the zip in place). */
-export async function servesRanges(http: HttpClient, target: Target, size: number, signal?: AbortSignal): Promise<boolean> {
+export async function servesRanges(
+  http: HttpClient,
+  target: Target,
+  size: number,
+  signal?: AbortSignal,
+): Promise<boolean> {
   if (size < 2) return false;
   const response = await http.withRetries(`Probing ${target.display}`, signal, () =>
-    http.send({ url: target.url, headers: { range: `bytes=${size - 1}-${size - 1}` }, ...(target.authorization ? { authorization: target.authorization } : {}), ...(signal ? { signal } : {}) }),
+    http.send({
+      url: target.url,
+      headers: { range: `bytes=${size - 1}-${size - 1}` },
+      ...(target.authorization ? { authorization: target.authorization } : {}),
+      ...(signal ? { signal } : {}),
+    }),
   );
   // A 200 would be the whole file: stop it at once.
   discard(response);
@@ -232,14 +303,31 @@ export class HttpRangeReader extends yauzl.RandomAccessReader {
  * progress. Used when a source cannot be streamed in place: a zip from a server without ranges, a gzip whose
  * size must be counted, a server that does not say the size.
  */
-export async function downloadToFile(http: HttpClient, target: Target, path: string, probe: Probe, options: { signal?: AbortSignal; onProgress?: (event: BaseImageProgress) => void }): Promise<void> {
+export async function downloadToFile(
+  http: HttpClient,
+  target: Target,
+  path: string,
+  probe: Probe,
+  options: { signal?: AbortSignal; onProgress?: (event: BaseImageProgress) => void },
+): Promise<void> {
   const { signal } = options;
   let source: AsyncIterable<Buffer>;
   if (probe.size !== undefined) {
-    source = rangedBody(http, target, 0, probe.size, { total: probe.size, ...(probe.etag ?? probe.lastModified ? { validator: (probe.etag ?? probe.lastModified) as string } : {}), ...(signal ? { signal } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+    source = rangedBody(http, target, 0, probe.size, {
+      total: probe.size,
+      ...((probe.etag ?? probe.lastModified) ? { validator: (probe.etag ?? probe.lastModified) as string } : {}),
+      ...(signal ? { signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
   } else {
     source = (async function* () {
-      const response = await http.withRetries(`Downloading ${target.display}`, signal, () => http.send({ url: target.url, ...(target.authorization ? { authorization: target.authorization } : {}), ...(signal ? { signal } : {}) }));
+      const response = await http.withRetries(`Downloading ${target.display}`, signal, () =>
+        http.send({
+          url: target.url,
+          ...(target.authorization ? { authorization: target.authorization } : {}),
+          ...(signal ? { signal } : {}),
+        }),
+      );
       if (response.status !== 200) {
         await response.body.dump().catch(() => undefined);
         throw statusError(response.status, `Downloading ${target.display}`);
@@ -253,10 +341,17 @@ export async function downloadToFile(http: HttpClient, target: Target, path: str
     })();
   }
   try {
-    await pipeline(Readable.from(source, { objectMode: false }), createWriteStream(path, { flags: 'wx' }), signal ? { signal } : {});
+    await pipeline(
+      Readable.from(source, { objectMode: false }),
+      createWriteStream(path, { flags: 'wx' }),
+      signal ? { signal } : {},
+    );
   } catch (error) {
     if (isEtchError(error)) throw error;
     if (signal?.aborted) throw abortError(signal);
-    throw new EtchError('ETCH_IO', `Saving ${target.display} to ${path} failed: ${(error as Error).message}.`, { cause: error, details: { path } });
+    throw new EtchError('ETCH_IO', `Saving ${target.display} to ${path} failed: ${(error as Error).message}.`, {
+      cause: error,
+      details: { path },
+    });
   }
 }

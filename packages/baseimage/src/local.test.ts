@@ -16,7 +16,6 @@ async function readAll(spec: string, options: Parameters<typeof openBaseImage>[1
   return { opened, ...(await sha256Of(opened.stream)) };
 }
 
-
 /**
  * Writes a zip64 with one stored entry of `size` zero bytes as a sparse file, by hand: local header and central
  * directory with zip64 extra fields, the zip64 end records, and a hole for the data. The CRC is left 0: the test
@@ -50,8 +49,20 @@ async function writeSparseZip64(path: string, name: string, size: number): Promi
   central.writeUInt16LE(nameBytes.length, 28);
   central.writeUInt16LE(extra.length, 30);
   const cd = Buffer.concat([central, nameBytes, extra]);
-  const eocd64 = Buffer.concat([Buffer.from([0x50, 0x4b, 0x06, 0x06]), u64(44), Buffer.from([45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]), u64(1), u64(1), u64(cd.length), u64(cdOffset)]);
-  const locator = Buffer.concat([Buffer.from([0x50, 0x4b, 0x06, 0x07, 0, 0, 0, 0]), u64(cdOffset + cd.length), Buffer.from([1, 0, 0, 0])]);
+  const eocd64 = Buffer.concat([
+    Buffer.from([0x50, 0x4b, 0x06, 0x06]),
+    u64(44),
+    Buffer.from([45, 0, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+    u64(1),
+    u64(1),
+    u64(cd.length),
+    u64(cdOffset),
+  ]);
+  const locator = Buffer.concat([
+    Buffer.from([0x50, 0x4b, 0x06, 0x07, 0, 0, 0, 0]),
+    u64(cdOffset + cd.length),
+    Buffer.from([1, 0, 0, 0]),
+  ]);
   const eocd = Buffer.alloc(22);
   eocd.writeUInt32LE(0x06054b50, 0);
   eocd.writeUInt16LE(1, 8);
@@ -69,7 +80,10 @@ async function writeSparseZip64(path: string, name: string, size: number): Promi
 beforeAll(async () => {
   dir = await createTempDir('etch-baseimage-');
   // Half random (incompressible), half zeros (so deflate and the compressors have something to do).
-  image = Buffer.concat([Buffer.from(Array.from({ length: 3 * 1024 * 1024 }, (_, i) => (i * 2654435761) >>> 24)), Buffer.alloc(3 * 1024 * 1024)]);
+  image = Buffer.concat([
+    Buffer.from(Array.from({ length: 3 * 1024 * 1024 }, (_, i) => (i * 2654435761) >>> 24)),
+    Buffer.alloc(3 * 1024 * 1024),
+  ]);
   await writeFile(dir.join('balena.img'), image);
   await writeFile(dir.join('small.raw'), Buffer.alloc(1000, 7));
   await writeFile(dir.join('readme.txt'), 'not an image\n');
@@ -88,7 +102,14 @@ beforeAll(async () => {
   const at = corrupt.indexOf(image.subarray(1000, 1032));
   corrupt[at + 5] = (corrupt[at + 5] as number) ^ 0xff;
   await writeFile(dir.join('bad-crc.zip'), corrupt);
-  await run('sh', ['-c', 'gzip -c balena.img > balena.img.gz && xz -T1 -c balena.img > balena.img.xz && zstd -q -c balena.img > balena.img.zst && cat balena.img | zstd -q > piped.img.zst && (gzip -c small.raw; gzip -c small.raw) > multi.raw.gz && (xz -c small.raw; xz -c small.raw) > multi.raw.xz'], { cwd: dir.path });
+  await run(
+    'sh',
+    [
+      '-c',
+      'gzip -c balena.img > balena.img.gz && xz -T1 -c balena.img > balena.img.xz && zstd -q -c balena.img > balena.img.zst && cat balena.img | zstd -q > piped.img.zst && (gzip -c small.raw; gzip -c small.raw) > multi.raw.gz && (xz -c small.raw; xz -c small.raw) > multi.raw.xz',
+    ],
+    { cwd: dir.path },
+  );
 });
 
 afterAll(async () => {
@@ -99,7 +120,11 @@ describe('local raw images', () => {
   it('streams a raw image with its size known up front and progress to the end', async () => {
     const events: BaseImageProgress[] = [];
     const { opened, sha: got, bytes } = await readAll(dir.join('balena.img'), { onProgress: (e) => events.push(e) });
-    expect(opened).toMatchObject({ name: 'balena.img', size: image.length, source: { kind: 'file', fromCache: false, mode: 'extract' } });
+    expect(opened).toMatchObject({
+      name: 'balena.img',
+      size: image.length,
+      source: { kind: 'file', fromCache: false, mode: 'extract' },
+    });
     expect(bytes).toBe(image.length);
     expect(got).toBe(sha(image));
     expect(events.at(-1)).toEqual({ phase: 'read', bytes: image.length, total: image.length });
@@ -126,7 +151,9 @@ describe('local raw images', () => {
   it('rejects at once when the signal is already aborted, and errors the stream when it fires', async () => {
     const controller = new AbortController();
     controller.abort();
-    expect(await rejectionOf(openBaseImage(dir.join('balena.img'), { signal: controller.signal }))).toMatchObject({ code: 'ETCH_ABORTED' });
+    expect(await rejectionOf(openBaseImage(dir.join('balena.img'), { signal: controller.signal }))).toMatchObject({
+      code: 'ETCH_ABORTED',
+    });
     const later = new AbortController();
     const opened = await openBaseImage(dir.join('balena.img'), { signal: later.signal });
     let seen = 0;
@@ -143,11 +170,18 @@ describe('local raw images', () => {
 });
 
 describe('zips', () => {
-  it.each(['stored.zip', 'deflated.zip', 'zip64.zip'])('extracts the largest image entry of %s, CRC-checked', async (file) => {
-    const { opened, sha: got } = await readAll(dir.join(file));
-    expect(opened).toMatchObject({ name: 'balena.img', size: image.length, source: { kind: 'zip', entryName: 'balena.img', mode: 'extract' } });
-    expect(got).toBe(sha(image));
-  });
+  it.each(['stored.zip', 'deflated.zip', 'zip64.zip'])(
+    'extracts the largest image entry of %s, CRC-checked',
+    async (file) => {
+      const { opened, sha: got } = await readAll(dir.join(file));
+      expect(opened).toMatchObject({
+        name: 'balena.img',
+        size: image.length,
+        source: { kind: 'zip', entryName: 'balena.img', mode: 'extract' },
+      });
+      expect(got).toBe(sha(image));
+    },
+  );
 
   it('reads the size of a > 4 GiB zip64 entry (sparse, hand-made) before the first byte, in both modes', async () => {
     const size = 4.5 * 1024 ** 3 + 123;
@@ -168,9 +202,15 @@ describe('zips', () => {
   it('passes a zip through as it is in passthrough mode, after checking it holds an image', async () => {
     const zip = await readFile(dir.join('deflated.zip'));
     const { opened, sha: got } = await readAll(dir.join('deflated.zip'), { mode: 'passthrough' });
-    expect(opened).toMatchObject({ name: 'deflated.zip', size: zip.length, source: { kind: 'zip', mode: 'passthrough', entryName: 'balena.img' } });
+    expect(opened).toMatchObject({
+      name: 'deflated.zip',
+      size: zip.length,
+      source: { kind: 'zip', mode: 'passthrough', entryName: 'balena.img' },
+    });
     expect(got).toBe(sha(zip));
-    expect(await rejectionOf(openBaseImage(dir.join('no-image.zip'), { mode: 'passthrough' }))).toMatchObject({ code: 'ETCH_NOT_FOUND' });
+    expect(await rejectionOf(openBaseImage(dir.join('no-image.zip'), { mode: 'passthrough' }))).toMatchObject({
+      code: 'ETCH_NOT_FOUND',
+    });
   });
 
   it('refuses a zip without an image, truncated, encrypted or with another method, each with its code', async () => {
@@ -178,7 +218,9 @@ describe('zips', () => {
     expect(none).toMatchObject({ code: 'ETCH_NOT_FOUND' });
     expect((none as Error).message).toContain('readme.txt');
     expect(await rejectionOf(openBaseImage(dir.join('truncated.zip')))).toMatchObject({ code: 'ETCH_BAD_ARCHIVE' });
-    expect(await rejectionOf(openBaseImage(dir.join('encrypted.zip')))).toMatchObject({ code: 'ETCH_UNSUPPORTED_COMPRESSION' });
+    expect(await rejectionOf(openBaseImage(dir.join('encrypted.zip')))).toMatchObject({
+      code: 'ETCH_UNSUPPORTED_COMPRESSION',
+    });
     const bzip2 = await rejectionOf(openBaseImage(dir.join('bzip2.zip')));
     expect(bzip2).toMatchObject({ code: 'ETCH_UNSUPPORTED_COMPRESSION' });
     expect((bzip2 as Error).message).toContain('method 12');
@@ -200,7 +242,11 @@ describe('compressed raw images', () => {
   ])('decompresses %s with the size known up front', async (file, compression) => {
     const events: BaseImageProgress[] = [];
     const { opened, sha: got } = await readAll(dir.join(file), { onProgress: (e) => events.push(e) });
-    expect(opened).toMatchObject({ name: file.replace(/\.(gz|xz|zst)$/, ''), size: image.length, source: { kind: 'compressed', compression } });
+    expect(opened).toMatchObject({
+      name: file.replace(/\.(gz|xz|zst)$/, ''),
+      size: image.length,
+      source: { kind: 'compressed', compression },
+    });
     expect(got).toBe(sha(image));
     // gzip (ISIZE is only the size mod 2^32) and zstd without a frame content size are counted first.
     const scanned = events.some((e) => e.phase === 'scan');

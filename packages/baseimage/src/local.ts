@@ -26,12 +26,20 @@ async function fileSize(path: string): Promise<number> {
     return info.size;
   } catch (cause) {
     const code = (cause as NodeJS.ErrnoException).code;
-    throw new EtchError(code === 'ENOENT' ? 'ETCH_NOT_FOUND' : 'ETCH_IO', `Cannot read the base image ${path}: ${(cause as Error).message}.`, { cause, details: { path } });
+    throw new EtchError(
+      code === 'ENOENT' ? 'ETCH_NOT_FOUND' : 'ETCH_IO',
+      `Cannot read the base image ${path}: ${(cause as Error).message}.`,
+      { cause, details: { path } },
+    );
   }
 }
 
 function readError(path: string): (error: unknown) => EtchError {
-  return (cause) => new EtchError('ETCH_IO', `Reading ${path} failed: ${(cause as Error)?.message ?? String(cause)}.`, { cause, details: { path } });
+  return (cause) =>
+    new EtchError('ETCH_IO', `Reading ${path} failed: ${(cause as Error)?.message ?? String(cause)}.`, {
+      cause,
+      details: { path },
+    });
 }
 
 /**
@@ -44,7 +52,9 @@ export async function openLocalImage(path: string, options: LocalOptions): Promi
   const what = `The base image ${given}`;
   const size = await fileSize(path);
   if (kind.kind === 'raw') {
-    const bytes = options.bufferPool ? readFileChunks(path, options.bufferPool, options.signal) : createReadStream(path, { highWaterMark: 256 * 1024 });
+    const bytes = options.bufferPool
+      ? readFileChunks(path, options.bufferPool, options.signal)
+      : createReadStream(path, { highWaterMark: 256 * 1024 });
     return { name: kind.name, size, bytes, info: { kind: 'file' }, wrapError: readError(path) };
   }
   if (kind.kind === 'zip') {
@@ -58,7 +68,13 @@ export async function openLocalImage(path: string, options: LocalOptions): Promi
     }
     if (options.mode === 'passthrough') {
       zip.close();
-      return { name: kind.name, size, bytes: createReadStream(path, { highWaterMark: 256 * 1024 }), info: { kind: 'zip', entryName: found.entry.fileName }, wrapError: readError(path) };
+      return {
+        name: kind.name,
+        size,
+        bytes: createReadStream(path, { highWaterMark: 256 * 1024 }),
+        info: { kind: 'zip', entryName: found.entry.fileName },
+        wrapError: readError(path),
+      };
     }
     return {
       name: found.name,

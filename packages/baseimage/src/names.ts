@@ -43,7 +43,11 @@ export function classifyName(name: string): NameKind | undefined {
 export function requireKind(name: string, what: string): NameKind {
   const kind = classifyName(name);
   if (kind === undefined || name.startsWith('.') || name === '') {
-    throw new EtchError('ETCH_USAGE', `${what}: ${JSON.stringify(name)} is not a base image name; expected ${acceptedExtensions()}.`, { details: { name } });
+    throw new EtchError(
+      'ETCH_USAGE',
+      `${what}: ${JSON.stringify(name)} is not a base image name; expected ${acceptedExtensions()}.`,
+      { details: { name } },
+    );
   }
   return kind;
 }

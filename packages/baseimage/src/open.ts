@@ -7,7 +7,16 @@ import { EtchError, abortError, isEtchError, silentLogger, throwIfAborted, type 
 import { HttpClient, RegistryClient } from '@etch/registry';
 import { ImageCache, cacheKey, defaultCacheDir, type CacheEntry, type CacheRecord } from './cache.js';
 import { parseEciSpec, planEci } from './eci.js';
-import { HttpRangeReader, downloadToFile, probe, rangedBody, servesRanges, toTarget, type Probe, type Target } from './http.js';
+import {
+  HttpRangeReader,
+  downloadToFile,
+  probe,
+  rangedBody,
+  servesRanges,
+  toTarget,
+  type Probe,
+  type Target,
+} from './http.js';
 import { openLocalImage } from './local.js';
 import { classifyName, lastComponent, redactUrl, acceptedExtensions } from './names.js';
 import type { OpenedSource } from './opened.js';
@@ -55,7 +64,13 @@ function fromCache(cache: ImageCache, entry: CacheEntry, extra: Partial<BaseImag
 }
 
 function offlineMiss(spec: string, cache: ImageCache | undefined): EtchError {
-  return new EtchError('ETCH_NOT_FOUND', cache ? `${spec} is not in the cache ${cache.dir}; run once without --offline to fetch it.` : `${spec} needs the network, and --offline was given with the cache turned off.`, { details: { spec } });
+  return new EtchError(
+    'ETCH_NOT_FOUND',
+    cache
+      ? `${spec} is not in the cache ${cache.dir}; run once without --offline to fetch it.`
+      : `${spec} needs the network, and --offline was given with the cache turned off.`,
+    { details: { spec } },
+  );
 }
 
 async function tempPath(ctx: Context): Promise<string> {
@@ -72,15 +87,29 @@ async function tempPath(ctx: Context): Promise<string> {
 
 /** Opens a URL whose name and size are known from `found` (no cache involved). */
 async function fetchUrl(http: HttpClient, target: Target, found: Probe, ctx: Context): Promise<OpenedSource> {
-  const candidates = [decodeURIComponent(lastComponent(target.url.pathname)), decodeURIComponent(lastComponent(found.finalUrl.pathname)), found.dispositionName ?? ''];
+  const candidates = [
+    decodeURIComponent(lastComponent(target.url.pathname)),
+    decodeURIComponent(lastComponent(found.finalUrl.pathname)),
+    found.dispositionName ?? '',
+  ];
   const given = candidates.find((n) => n !== '' && classifyName(n) !== undefined);
   if (given === undefined) {
-    throw new EtchError('ETCH_USAGE', `${target.display} does not name a base image (${acceptedExtensions()}).`, { details: { url: target.display } });
+    throw new EtchError('ETCH_USAGE', `${target.display} does not name a base image (${acceptedExtensions()}).`, {
+      details: { url: target.display },
+    });
   }
   const kind = classifyName(given)!;
   const validator = found.etag && !found.etag.startsWith('W/') ? found.etag : found.lastModified;
-  const ranged = { ...(validator ? { validator } : {}), ...(found.size !== undefined ? { total: found.size } : {}), ...(ctx.signal ? { signal: ctx.signal } : {}) };
-  const urlInfo = { kind: 'url' as const, ...(found.etag ? { etag: found.etag } : {}), ...(found.lastModified ? { lastModified: found.lastModified } : {}) };
+  const ranged = {
+    ...(validator ? { validator } : {}),
+    ...(found.size !== undefined ? { total: found.size } : {}),
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+  };
+  const urlInfo = {
+    kind: 'url' as const,
+    ...(found.etag ? { etag: found.etag } : {}),
+    ...(found.lastModified ? { lastModified: found.lastModified } : {}),
+  };
   const what = `The base image ${target.display}`;
   if (found.size !== undefined && kind.kind === 'raw') {
     return { name: kind.name, size: found.size, bytes: rangedBody(http, target, 0, found.size, ranged), info: urlInfo };
@@ -91,17 +120,39 @@ async function fetchUrl(http: HttpClient, target: Target, found: Probe, ctx: Con
     const image = await findImageEntry(zip, what);
     if (ctx.mode === 'passthrough') {
       zip.close();
-      return { name: kind.name, size: found.size, bytes: rangedBody(http, target, 0, found.size, ranged), info: { ...urlInfo, entryName: image.entry.fileName } };
+      return {
+        name: kind.name,
+        size: found.size,
+        bytes: rangedBody(http, target, 0, found.size, ranged),
+        info: { ...urlInfo, entryName: image.entry.fileName },
+      };
     }
     ctx.logger.debug('reading the zip in place with HTTP ranges', { url: target.display, entry: image.entry.fileName });
-    return { name: image.name, size: image.entry.uncompressedSize, bytes: entryBytes(zip, image.entry, what), info: { ...urlInfo, entryName: image.entry.fileName } };
+    return {
+      name: image.name,
+      size: image.entry.uncompressedSize,
+      bytes: entryBytes(zip, image.entry, what),
+      info: { ...urlInfo, entryName: image.entry.fileName },
+    };
   }
   // Compressed images (their size must be learnt from the whole file), zips from servers without ranges,
   // and servers that do not say the size: download first, then read locally.
-  ctx.logger.info('downloading the base image before reading it', { url: target.display, reason: kind.kind === 'compressed' ? 'compressed' : found.size === undefined ? 'no Content-Length' : 'no range support' });
+  ctx.logger.info('downloading the base image before reading it', {
+    url: target.display,
+    reason:
+      kind.kind === 'compressed' ? 'compressed' : found.size === undefined ? 'no Content-Length' : 'no range support',
+  });
   const path = await tempPath(ctx);
-  await downloadToFile(http, target, path, found, { ...(ctx.signal ? { signal: ctx.signal } : {}), ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}) });
-  const local = await openLocalImage(path, { mode: ctx.mode, name: given, ...(ctx.signal ? { signal: ctx.signal } : {}), ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}) });
+  await downloadToFile(http, target, path, found, {
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+    ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
+  });
+  const local = await openLocalImage(path, {
+    mode: ctx.mode,
+    name: given,
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+    ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
+  });
   return { ...local, info: { ...local.info, ...urlInfo } };
 }
 
@@ -113,7 +164,12 @@ interface Planned {
 async function planUrl(spec: string, ctx: Context, options: OpenBaseImageOptions): Promise<Planned> {
   const target = toTarget(spec);
   // Keyed by the whole URL (hashed: its query may hold a signature), shown and stored without secrets.
-  const keyFields = { source: 'url', url: target.display, urlSha256: createHash('sha256').update(target.url.toString()).digest('hex'), mode: ctx.mode };
+  const keyFields = {
+    source: 'url',
+    url: target.display,
+    urlSha256: createHash('sha256').update(target.url.toString()).digest('hex'),
+    mode: ctx.mode,
+  };
   const entry = ctx.cache ? await ctx.cache.get(cacheKey(keyFields)) : undefined;
   if (ctx.offline) {
     if (entry && ctx.cache) return { opened: fromCache(ctx.cache, entry) };
@@ -129,13 +185,25 @@ async function planUrl(spec: string, ctx: Context, options: OpenBaseImageOptions
   let found: Probe | 'not-modified';
   if (entry && ctx.cache && (entry.etag || entry.lastModified)) {
     try {
-      found = await probe(http, target, ctx.signal, { ...(entry.etag ? { etag: entry.etag } : {}), ...(entry.lastModified ? { lastModified: entry.lastModified } : {}) });
+      found = await probe(http, target, ctx.signal, {
+        ...(entry.etag ? { etag: entry.etag } : {}),
+        ...(entry.lastModified ? { lastModified: entry.lastModified } : {}),
+      });
     } catch (error) {
       if (!isEtchError(error, 'ETCH_NETWORK') || error.details.statusCode !== undefined) throw error;
-      ctx.logger.warn('cannot revalidate the cached base image; using the cached copy', { url: target.display, error: error.message });
+      ctx.logger.warn('cannot revalidate the cached base image; using the cached copy', {
+        url: target.display,
+        error: error.message,
+      });
       return { opened: fromCache(ctx.cache, entry) };
     }
-    const unchanged = found === 'not-modified' || (entry.etag !== undefined && found.etag === entry.etag) || (entry.etag === undefined && found.etag === undefined && entry.lastModified !== undefined && found.lastModified === entry.lastModified);
+    const unchanged =
+      found === 'not-modified' ||
+      (entry.etag !== undefined && found.etag === entry.etag) ||
+      (entry.etag === undefined &&
+        found.etag === undefined &&
+        entry.lastModified !== undefined &&
+        found.lastModified === entry.lastModified);
     if (unchanged) {
       ctx.logger.debug('cached base image is fresh', { url: target.display });
       return { opened: fromCache(ctx.cache, entry) };
@@ -144,7 +212,8 @@ async function planUrl(spec: string, ctx: Context, options: OpenBaseImageOptions
   } else {
     found = await probe(http, target, ctx.signal);
   }
-  if (found === 'not-modified') throw new EtchError('ETCH_NETWORK', `${target.display} answered 304 to a request that was not conditional.`);
+  if (found === 'not-modified')
+    throw new EtchError('ETCH_NETWORK', `${target.display} answered 304 to a request that was not conditional.`);
   const opened = await fetchUrl(http, target, found, ctx);
   const record: CacheRecord = {
     keyFields,
@@ -180,12 +249,23 @@ async function planRegistry(spec: string, ctx: Context, options: OpenBaseImageOp
     ...(ctx.onProgress ? { onProgress: ctx.onProgress } : {}),
   });
   const entry = ctx.cache ? await ctx.cache.get(cacheKey(plan.keyFields)) : undefined;
-  const versionInfo = { ...(plan.resolvedVersion ? { resolvedVersion: plan.resolvedVersion } : {}), manifestDigest: plan.manifestDigest };
+  const versionInfo = {
+    ...(plan.resolvedVersion ? { resolvedVersion: plan.resolvedVersion } : {}),
+    manifestDigest: plan.manifestDigest,
+  };
   if (entry && ctx.cache) return { opened: fromCache(ctx.cache, entry, versionInfo) };
   const opened = await plan.open();
   return {
     opened,
-    record: { keyFields: plan.keyFields, spec, kind: 'eci', mode: ctx.mode, name: opened.name, size: opened.size, ...versionInfo },
+    record: {
+      keyFields: plan.keyFields,
+      spec,
+      kind: 'eci',
+      mode: ctx.mode,
+      name: opened.name,
+      size: opened.size,
+      ...versionInfo,
+    },
   };
 }
 
@@ -213,7 +293,8 @@ export async function openBaseImage(spec: string, options: OpenBaseImageOptions 
   const { signal } = options;
   throwIfAborted(signal);
   const mode = options.mode ?? 'extract';
-  if (mode !== 'extract' && mode !== 'passthrough') throw new EtchError('ETCH_USAGE', `The base mode must be extract or passthrough, not ${JSON.stringify(mode)}.`);
+  if (mode !== 'extract' && mode !== 'passthrough')
+    throw new EtchError('ETCH_USAGE', `The base mode must be extract or passthrough, not ${JSON.stringify(mode)}.`);
   const kind = specKind(spec);
   const useCache = kind !== 'file' && options.cache !== false;
   const ctx: Context = {
@@ -229,7 +310,10 @@ export async function openBaseImage(spec: string, options: OpenBaseImageOptions 
   const cleanup = async () => {
     if (cleaned) return;
     cleaned = true;
-    for (const step of ctx.cleanups.reverse()) await Promise.resolve().then(step).catch(() => undefined);
+    for (const step of ctx.cleanups.reverse())
+      await Promise.resolve()
+        .then(step)
+        .catch(() => undefined);
   };
   let planned: Planned;
   const display = kind === 'url' ? redactUrl(spec) : spec;

@@ -17,7 +17,11 @@ export interface SizeCheckOptions {
 }
 
 /** Any error as an EtchError: aborts as `ETCH_ABORTED`, the rest through `wrap` (default `ETCH_IO`). */
-export function asEtchError(error: unknown, signal: AbortSignal | undefined, wrap?: (error: unknown) => EtchError): EtchError {
+export function asEtchError(
+  error: unknown,
+  signal: AbortSignal | undefined,
+  wrap?: (error: unknown) => EtchError,
+): EtchError {
   if (isEtchError(error)) return error;
   if (signal?.aborted) return abortError(signal);
   if (wrap) return wrap(error);
@@ -29,7 +33,11 @@ export function asEtchError(error: unknown, signal: AbortSignal | undefined, wra
  * fail at the end, both with `ETCH_SIZE_MISMATCH`. Reports progress, honours the signal, and closes the input
  * when the consumer stops early.
  */
-export async function* sizeChecked(input: AsyncIterable<Uint8Array>, size: number, options: SizeCheckOptions): AsyncGenerator<Buffer> {
+export async function* sizeChecked(
+  input: AsyncIterable<Uint8Array>,
+  size: number,
+  options: SizeCheckOptions,
+): AsyncGenerator<Buffer> {
   const { signal } = options;
   const phase = options.phase ?? 'read';
   let bytes = 0;
@@ -42,7 +50,11 @@ export async function* sizeChecked(input: AsyncIterable<Uint8Array>, size: numbe
       if (chunk.length === 0) continue;
       bytes += chunk.length;
       if (bytes > size) {
-        throw new EtchError('ETCH_SIZE_MISMATCH', `${options.what} delivered more than the ${size} bytes it was declared with.`, { details: { expected: size } });
+        throw new EtchError(
+          'ETCH_SIZE_MISMATCH',
+          `${options.what} delivered more than the ${size} bytes it was declared with.`,
+          { details: { expected: size } },
+        );
       }
       options.onProgress?.({ phase, bytes, total: size });
       yield chunk;
@@ -51,12 +63,20 @@ export async function* sizeChecked(input: AsyncIterable<Uint8Array>, size: numbe
     throw asEtchError(error, signal, options.wrapError);
   }
   if (bytes < size) {
-    throw new EtchError('ETCH_SIZE_MISMATCH', `${options.what} ended after ${bytes} of the ${size} bytes it was declared with.`, { details: { expected: size, actual: bytes } });
+    throw new EtchError(
+      'ETCH_SIZE_MISMATCH',
+      `${options.what} ended after ${bytes} of the ${size} bytes it was declared with.`,
+      { details: { expected: size, actual: bytes } },
+    );
   }
 }
 
 /** Checks the CRC-32 of everything `input` yields against `expected`, at the end (`ETCH_DIGEST_MISMATCH`). */
-export async function* crcChecked(input: AsyncIterable<Uint8Array>, expected: number, what: string): AsyncGenerator<Buffer> {
+export async function* crcChecked(
+  input: AsyncIterable<Uint8Array>,
+  expected: number,
+  what: string,
+): AsyncGenerator<Buffer> {
   let crc = 0;
   for await (const data of input) {
     const chunk = Buffer.isBuffer(data) ? data : Buffer.from(data);
@@ -64,12 +84,21 @@ export async function* crcChecked(input: AsyncIterable<Uint8Array>, expected: nu
     yield chunk;
   }
   if (crc >>> 0 !== expected >>> 0) {
-    throw new EtchError('ETCH_DIGEST_MISMATCH', `${what} is corrupt: its CRC-32 is ${hex(crc)}, the zip says ${hex(expected)}.`, { details: { expected: hex(expected), actual: hex(crc) } });
+    throw new EtchError(
+      'ETCH_DIGEST_MISMATCH',
+      `${what} is corrupt: its CRC-32 is ${hex(crc)}, the zip says ${hex(expected)}.`,
+      { details: { expected: hex(expected), actual: hex(crc) } },
+    );
   }
 }
 
 /** Checks the sha256 of everything `input` yields against `expected` (hex), at the end. */
-export async function* sha256Checked(input: AsyncIterable<Uint8Array>, expected: string, what: string, onMismatch?: () => Promise<void>): AsyncGenerator<Buffer> {
+export async function* sha256Checked(
+  input: AsyncIterable<Uint8Array>,
+  expected: string,
+  what: string,
+  onMismatch?: () => Promise<void>,
+): AsyncGenerator<Buffer> {
   const hash = createHash('sha256');
   for await (const data of input) {
     const chunk = Buffer.isBuffer(data) ? data : Buffer.from(data);
@@ -79,7 +108,11 @@ export async function* sha256Checked(input: AsyncIterable<Uint8Array>, expected:
   const actual = hash.digest('hex');
   if (actual !== expected) {
     await onMismatch?.();
-    throw new EtchError('ETCH_DIGEST_MISMATCH', `${what} does not match its recorded sha256 (expected ${expected}, got ${actual}).`, { details: { digest: `sha256:${expected}`, actual: `sha256:${actual}` } });
+    throw new EtchError(
+      'ETCH_DIGEST_MISMATCH',
+      `${what} does not match its recorded sha256 (expected ${expected}, got ${actual}).`,
+      { details: { digest: `sha256:${expected}`, actual: `sha256:${actual}` } },
+    );
   }
 }
 
@@ -96,7 +129,10 @@ export function toReadable(source: AsyncIterable<Buffer>, highWaterMark = 1024 *
 }
 
 /** Runs `close` once, when the iteration ends for any reason (end, error, or the consumer stopping). */
-export async function* finallyDo(input: AsyncIterable<Buffer>, close: () => void | Promise<void>): AsyncGenerator<Buffer> {
+export async function* finallyDo(
+  input: AsyncIterable<Buffer>,
+  close: () => void | Promise<void>,
+): AsyncGenerator<Buffer> {
   try {
     yield* input;
   } finally {

@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { compareVersions, isEsr, parseRange, parseSelector, parseVersion, satisfies, selectTag, type Version } from './versions.js';
+import {
+  compareVersions,
+  isEsr,
+  parseRange,
+  parseSelector,
+  parseVersion,
+  satisfies,
+  selectTag,
+  type Version,
+} from './versions.js';
 
 const v = (text: string) => parseVersion(text) as Version;
 
@@ -18,16 +27,51 @@ describe('parseVersion', () => {
     expect(parseVersion(text)).toMatchObject(expected);
   });
 
-  it.each(['', 'latest', '2.58', 'foo-2.58.3', '2.58.3-', '2.58.3 rubbish', '02.1.0', '2.58.3+', 'v', '1.2.3.4', '2.58.3-beta..1', '2.58.3-01'])('refuses %j (anchored, unlike image-manager)', (text) => {
+  it.each([
+    '',
+    'latest',
+    '2.58',
+    'foo-2.58.3',
+    '2.58.3-',
+    '2.58.3 rubbish',
+    '02.1.0',
+    '2.58.3+',
+    'v',
+    '1.2.3.4',
+    '2.58.3-beta..1',
+    '2.58.3-01',
+  ])('refuses %j (anchored, unlike image-manager)', (text) => {
     expect(parseVersion(text)).toBeUndefined();
   });
 
   it('orders by precedence, then rev; pre-releases first; ESR by year', () => {
-    const sorted = ['2.58.3+rev2', '2.58.3', '2.80.0-beta.1', '2.58.3+rev1', '2.80.0', '2.9.0', '2.80.0-beta.10', '2.80.0-alpha', '2021.10.2', '2022.1.0']
+    const sorted = [
+      '2.58.3+rev2',
+      '2.58.3',
+      '2.80.0-beta.1',
+      '2.58.3+rev1',
+      '2.80.0',
+      '2.9.0',
+      '2.80.0-beta.10',
+      '2.80.0-alpha',
+      '2021.10.2',
+      '2022.1.0',
+    ]
       .map(v)
       .sort(compareVersions)
       .map((x) => x.raw);
-    expect(sorted).toEqual(['2.9.0', '2.58.3', '2.58.3+rev1', '2.58.3+rev2', '2.80.0-alpha', '2.80.0-beta.1', '2.80.0-beta.10', '2.80.0', '2021.10.2', '2022.1.0']);
+    expect(sorted).toEqual([
+      '2.9.0',
+      '2.58.3',
+      '2.58.3+rev1',
+      '2.58.3+rev2',
+      '2.80.0-alpha',
+      '2.80.0-beta.1',
+      '2.80.0-beta.10',
+      '2.80.0',
+      '2021.10.2',
+      '2022.1.0',
+    ]);
     expect(isEsr(v('2021.10.2'))).toBe(true);
     expect(isEsr(v('2.58.3'))).toBe(false);
   });
@@ -68,7 +112,17 @@ describe('ranges', () => {
 });
 
 describe('selectors over tags', () => {
-  const tags = ['latest', 'v2.50.1', '2.58.3_rev1', '2.58.3_rev2', '2.58.4', '2.80.0-beta.1', '2.79.0', 'nightly', '2.58.3_rev1.dev'];
+  const tags = [
+    'latest',
+    'v2.50.1',
+    '2.58.3_rev1',
+    '2.58.3_rev2',
+    '2.58.4',
+    '2.80.0-beta.1',
+    '2.79.0',
+    'nightly',
+    '2.58.3_rev1.dev',
+  ];
   it.each([
     ['latest', '2.80.0-beta.1'],
     ['recommended', '2.79.0'],
@@ -87,7 +141,9 @@ describe('selectors over tags', () => {
 
   it('recommended fails when only pre-releases exist; default then falls back to latest', () => {
     const pre = ['2.80.0-beta.1', '2.80.0-beta.2', 'latest'];
-    expect(() => selectTag(pre, parseSelector('recommended'))).toThrow(expect.objectContaining({ code: 'ETCH_NOT_FOUND', message: expect.stringContaining('only pre-releases') }));
+    expect(() => selectTag(pre, parseSelector('recommended'))).toThrow(
+      expect.objectContaining({ code: 'ETCH_NOT_FOUND', message: expect.stringContaining('only pre-releases') }),
+    );
     expect(selectTag(pre, parseSelector('default'))).toBe('2.80.0-beta.2');
   });
 
@@ -97,12 +153,19 @@ describe('selectors over tags', () => {
   });
 
   it('fails with ETCH_NOT_FOUND, listing the newest, when nothing matches', () => {
-    expect(() => selectTag(tags, parseSelector('^3'))).toThrow(expect.objectContaining({ code: 'ETCH_NOT_FOUND', message: expect.stringContaining('2.80.0-beta.1') }));
+    expect(() => selectTag(tags, parseSelector('^3'))).toThrow(
+      expect.objectContaining({ code: 'ETCH_NOT_FOUND', message: expect.stringContaining('2.80.0-beta.1') }),
+    );
     expect(() => selectTag(tags, parseSelector('2.58.5'))).toThrow(expect.objectContaining({ code: 'ETCH_NOT_FOUND' }));
-    expect(() => selectTag(['latest'], parseSelector('latest'))).toThrow(expect.objectContaining({ code: 'ETCH_NOT_FOUND', message: expect.stringContaining('no version tags') }));
+    expect(() => selectTag(['latest'], parseSelector('latest'))).toThrow(
+      expect.objectContaining({ code: 'ETCH_NOT_FOUND', message: expect.stringContaining('no version tags') }),
+    );
   });
 
-  it.each(['newest', 'lat', 'foo 2.58.3', '2.58.3; rm -rf', 'v', '@@', '^', ''])('refuses the garbage selector %j with ETCH_USAGE', (text) => {
-    expect(() => parseSelector(text)).toThrow(expect.objectContaining({ code: 'ETCH_USAGE' }));
-  });
+  it.each(['newest', 'lat', 'foo 2.58.3', '2.58.3; rm -rf', 'v', '@@', '^', ''])(
+    'refuses the garbage selector %j with ETCH_USAGE',
+    (text) => {
+      expect(() => parseSelector(text)).toThrow(expect.objectContaining({ code: 'ETCH_USAGE' }));
+    },
+  );
 });

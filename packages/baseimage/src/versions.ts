@@ -20,7 +20,9 @@ export interface Version {
 
 const IDENT = '[0-9A-Za-z-]+';
 const NUM = '0|[1-9]\\d*';
-const VERSION_RE = new RegExp(`^v?(${NUM})\\.(${NUM})\\.(${NUM})(?:\\.rev(${NUM}))?(?:-(${IDENT}(?:\\.${IDENT})*))?(?:\\+(${IDENT}(?:\\.${IDENT})*))?$`);
+const VERSION_RE = new RegExp(
+  `^v?(${NUM})\\.(${NUM})\\.(${NUM})(?:\\.rev(${NUM}))?(?:-(${IDENT}(?:\\.${IDENT})*))?(?:\\+(${IDENT}(?:\\.${IDENT})*))?$`,
+);
 
 /** Parses a whole version string (anchored: `foo-1.2.3` is not a version). Undefined when it is not one. */
 export function parseVersion(text: string): Version | undefined {
@@ -33,7 +35,15 @@ export function parseVersion(text: string): Version | undefined {
   const build = match[6] ? match[6].split('.') : [];
   const revFromBuild = build.map((id) => /^rev(\d+)$/.exec(id)?.[1]).find((n) => n !== undefined);
   const revText = match[4] ?? revFromBuild;
-  return { major: numbers[0], minor: numbers[1], patch: numbers[2], prerelease, build, rev: revText === undefined ? undefined : Number(revText), raw: text };
+  return {
+    major: numbers[0],
+    minor: numbers[1],
+    patch: numbers[2],
+    prerelease,
+    build,
+    rev: revText === undefined ? undefined : Number(revText),
+    raw: text,
+  };
 }
 
 /** ESR versions are year-based: major ≥ 2018 (`2021.10.2`). */
@@ -52,7 +62,8 @@ function compareIds(a: string | number, b: string | number): number {
 export function comparePrecedence(a: Version, b: Version): number {
   const core = a.major - b.major || a.minor - b.minor || a.patch - b.patch;
   if (core !== 0) return Math.sign(core);
-  if (a.prerelease.length === 0 || b.prerelease.length === 0) return Math.sign(b.prerelease.length - a.prerelease.length);
+  if (a.prerelease.length === 0 || b.prerelease.length === 0)
+    return Math.sign(b.prerelease.length - a.prerelease.length);
   for (let i = 0; i < Math.max(a.prerelease.length, b.prerelease.length); i += 1) {
     const x = a.prerelease[i];
     const y = b.prerelease[i];
@@ -66,7 +77,9 @@ export function comparePrecedence(a: Version, b: Version): number {
 
 /** Orders versions: semver precedence, then balenaOS `revN` (no rev < rev1 < rev2), then the text. */
 export function compareVersions(a: Version, b: Version): number {
-  return comparePrecedence(a, b) || Math.sign((a.rev ?? 0) - (b.rev ?? 0)) || (a.raw < b.raw ? -1 : a.raw > b.raw ? 1 : 0);
+  return (
+    comparePrecedence(a, b) || Math.sign((a.rev ?? 0) - (b.rev ?? 0)) || (a.raw < b.raw ? -1 : a.raw > b.raw ? 1 : 0)
+  );
 }
 
 type Op = '<' | '<=' | '>' | '>=' | '=';
@@ -108,13 +121,24 @@ function expand(op: string, p: Partial): Comparator[] {
   if (major === undefined) return op === '<' || op === '>' ? [{ op: '<', version: v(0, 0, 0, [0]) }] : [];
   if (op === '^') {
     const lower = v(major, minor ?? 0, patch ?? 0, prerelease);
-    const upper = major > 0 || minor === undefined ? v(major + 1, 0, 0, [0]) : minor > 0 || patch === undefined ? v(0, minor + 1, 0, [0]) : v(0, 0, (patch ?? 0) + 1, [0]);
-    return [{ op: '>=', version: lower }, { op: '<', version: upper }];
+    const upper =
+      major > 0 || minor === undefined
+        ? v(major + 1, 0, 0, [0])
+        : minor > 0 || patch === undefined
+          ? v(0, minor + 1, 0, [0])
+          : v(0, 0, (patch ?? 0) + 1, [0]);
+    return [
+      { op: '>=', version: lower },
+      { op: '<', version: upper },
+    ];
   }
   if (op === '~') {
     const lower = v(major, minor ?? 0, patch ?? 0, prerelease);
     const upper = minor === undefined ? v(major + 1, 0, 0, [0]) : v(major, minor + 1, 0, [0]);
-    return [{ op: '>=', version: lower }, { op: '<', version: upper }];
+    return [
+      { op: '>=', version: lower },
+      { op: '<', version: upper },
+    ];
   }
   if (minor === undefined || patch === undefined) {
     // x-range: 2 = 2.x = >=2.0.0 <3.0.0-0; with an operator, compare against the range's edges.
@@ -123,7 +147,10 @@ function expand(op: string, p: Partial): Comparator[] {
     switch (op) {
       case '':
       case '=':
-        return [{ op: '>=', version: lower }, { op: '<', version: upper }];
+        return [
+          { op: '>=', version: lower },
+          { op: '<', version: upper },
+        ];
       case '>':
         return [{ op: '>=', version: upper }];
       case '>=':
@@ -191,7 +218,14 @@ export function satisfies(version: Version, range: Range): boolean {
   return range.some((set) => {
     if (!set.every((c) => satisfiesComparator(version, c))) return false;
     if (version.prerelease.length === 0) return true;
-    return set.some((c) => c.version.prerelease.length > 0 && c.version.prerelease[0] !== 0 && c.version.major === version.major && c.version.minor === version.minor && c.version.patch === version.patch);
+    return set.some(
+      (c) =>
+        c.version.prerelease.length > 0 &&
+        c.version.prerelease[0] !== 0 &&
+        c.version.major === version.major &&
+        c.version.minor === version.minor &&
+        c.version.patch === version.patch,
+    );
   });
 }
 
@@ -212,9 +246,14 @@ export function parseSelector(text: string): Selector {
   if (trimmed === 'latest' || trimmed === 'recommended' || trimmed === 'default') return { kind: trimmed };
   const exact = parseVersion(trimmed);
   if (exact) return { kind: 'exact', version: exact };
-  const range = /^[\s0-9a-zA-Z.*^~<>=|+_-]+$/.test(trimmed) && /\d|[xX*]/.test(trimmed) ? parseRange(trimmed) : undefined;
+  const range =
+    /^[\s0-9a-zA-Z.*^~<>=|+_-]+$/.test(trimmed) && /\d|[xX*]/.test(trimmed) ? parseRange(trimmed) : undefined;
   if (range) return { kind: 'range', range, text: trimmed };
-  throw new EtchError('ETCH_USAGE', `${JSON.stringify(text)} is not a version, a range (^2.58, >=2.50 <3, 2.x), latest, recommended or default.`, { details: { selector: text } });
+  throw new EtchError(
+    'ETCH_USAGE',
+    `${JSON.stringify(text)} is not a version, a range (^2.58, >=2.50 <3, 2.x), latest, recommended or default.`,
+    { details: { selector: text } },
+  );
 }
 
 /** Tags of a repository that are versions, newest first (tags that are not versions are left out). */
@@ -250,7 +289,12 @@ export function selectTag(tags: readonly string[], selector: Selector, what = 'T
       const wanted = selector.version;
       found =
         candidates.find((c) => c.tag === wanted.raw || c.tag === wanted.raw.replace(/\+/g, '_')) ??
-        candidates.find((c) => comparePrecedence(c.version, wanted) === 0 && (wanted.rev === undefined || c.version.rev === wanted.rev) && wanted.build.filter((b) => !/^rev\d+$/.test(b)).every((b) => c.version.build.includes(b)));
+        candidates.find(
+          (c) =>
+            comparePrecedence(c.version, wanted) === 0 &&
+            (wanted.rev === undefined || c.version.rev === wanted.rev) &&
+            wanted.build.filter((b) => !/^rev\d+$/.test(b)).every((b) => c.version.build.includes(b)),
+        );
       break;
     }
     case 'range':
@@ -259,9 +303,17 @@ export function selectTag(tags: readonly string[], selector: Selector, what = 'T
   }
   if (found === undefined) {
     const newest = candidates.slice(0, 8).map((c) => c.tag);
-    const asked = selector.kind === 'exact' ? selector.version.raw : selector.kind === 'range' ? selector.text : selector.kind;
-    const why = selector.kind === 'recommended' && candidates.length > 0 ? ' (only pre-releases are available; use latest or default)' : '';
-    throw new EtchError('ETCH_NOT_FOUND', `${what} has no version matching ${asked}${why}; ${newest.length ? `newest: ${newest.join(', ')}` : 'it has no version tags'}.`, { details: { selector: asked, available: newest } });
+    const asked =
+      selector.kind === 'exact' ? selector.version.raw : selector.kind === 'range' ? selector.text : selector.kind;
+    const why =
+      selector.kind === 'recommended' && candidates.length > 0
+        ? ' (only pre-releases are available; use latest or default)'
+        : '';
+    throw new EtchError(
+      'ETCH_NOT_FOUND',
+      `${what} has no version matching ${asked}${why}; ${newest.length ? `newest: ${newest.join(', ')}` : 'it has no version tags'}.`,
+      { details: { selector: asked, available: newest } },
+    );
   }
   return found.tag;
 }

@@ -14,17 +14,27 @@ export function zipError(error: unknown, what: string): EtchError {
   return new EtchError('ETCH_BAD_ARCHIVE', `${what} is not a readable zip: ${message}.`, { cause: error });
 }
 
-const ZIP_OPTIONS: yauzl.Options = { lazyEntries: true, autoClose: false, validateEntrySizes: true, strictFileNames: false, decodeStrings: true };
+const ZIP_OPTIONS: yauzl.Options = {
+  lazyEntries: true,
+  autoClose: false,
+  validateEntrySizes: true,
+  strictFileNames: false,
+  decodeStrings: true,
+};
 
 /** Opens a local zip (central directory only). */
 export function openZipFile(path: string, what: string): Promise<yauzl.ZipFile> {
-  return new Promise((resolve, reject) => yauzl.open(path, ZIP_OPTIONS, (err, zip) => (err ? reject(zipError(err, what)) : resolve(zip))));
+  return new Promise((resolve, reject) =>
+    yauzl.open(path, ZIP_OPTIONS, (err, zip) => (err ? reject(zipError(err, what)) : resolve(zip))),
+  );
 }
 
 /** Opens a zip through a random-access reader (HTTP ranges). */
 export function openZipReader(reader: yauzl.RandomAccessReader, size: number, what: string): Promise<yauzl.ZipFile> {
   return new Promise((resolve, reject) =>
-    yauzl.fromRandomAccessReader(reader, size, ZIP_OPTIONS, (err, zip) => (err ? reject(zipError(err, what)) : resolve(zip))),
+    yauzl.fromRandomAccessReader(reader, size, ZIP_OPTIONS, (err, zip) =>
+      err ? reject(zipError(err, what)) : resolve(zip),
+    ),
   );
 }
 
@@ -61,16 +71,34 @@ export function findImageEntry(zip: yauzl.ZipFile, what: string): Promise<ImageE
     zip.once('end', () => {
       zip.removeAllListeners();
       if (best === undefined) {
-        reject(new EtchError('ETCH_NOT_FOUND', `${what} holds no disk image (no entry ending in .img, .raw, .wic, …; it has ${names.length === 0 ? 'no entries' : names.join(', ')}).`, { details: { entries: names } }));
+        reject(
+          new EtchError(
+            'ETCH_NOT_FOUND',
+            `${what} holds no disk image (no entry ending in .img, .raw, .wic, …; it has ${names.length === 0 ? 'no entries' : names.join(', ')}).`,
+            { details: { entries: names } },
+          ),
+        );
         return;
       }
       const entry = best;
       if (entry.isEncrypted()) {
-        reject(new EtchError('ETCH_UNSUPPORTED_COMPRESSION', `${what}: the image ${entry.fileName} is encrypted; flashers cannot read encrypted zips. Re-zip it without a password.`, { details: { entryName: entry.fileName } }));
+        reject(
+          new EtchError(
+            'ETCH_UNSUPPORTED_COMPRESSION',
+            `${what}: the image ${entry.fileName} is encrypted; flashers cannot read encrypted zips. Re-zip it without a password.`,
+            { details: { entryName: entry.fileName } },
+          ),
+        );
         return;
       }
       if (entry.compressionMethod !== STORED && entry.compressionMethod !== DEFLATE) {
-        reject(new EtchError('ETCH_UNSUPPORTED_COMPRESSION', `${what}: the image ${entry.fileName} uses zip compression method ${entry.compressionMethod}; only stored (0) and deflate (8) are read by flashers. Re-zip it with deflate.`, { details: { entryName: entry.fileName, method: entry.compressionMethod } }));
+        reject(
+          new EtchError(
+            'ETCH_UNSUPPORTED_COMPRESSION',
+            `${what}: the image ${entry.fileName} uses zip compression method ${entry.compressionMethod}; only stored (0) and deflate (8) are read by flashers. Re-zip it with deflate.`,
+            { details: { entryName: entry.fileName, method: entry.compressionMethod } },
+          ),
+        );
         return;
       }
       const name = lastComponent(entry.fileName);
@@ -92,7 +120,9 @@ export function findImageEntry(zip: yauzl.ZipFile, what: string): Promise<ImageE
  */
 export async function* entryBytes(zip: yauzl.ZipFile, entry: yauzl.Entry, what: string): AsyncGenerator<Buffer> {
   try {
-    const stream = await new Promise<Readable>((resolve, reject) => zip.openReadStream(entry, (err, s) => (err ? reject(zipError(err, what)) : resolve(s))));
+    const stream = await new Promise<Readable>((resolve, reject) =>
+      zip.openReadStream(entry, (err, s) => (err ? reject(zipError(err, what)) : resolve(s))),
+    );
     try {
       yield* crcChecked(stream, entry.crc32, `${what} (entry ${entry.fileName})`);
     } catch (error) {

@@ -45,7 +45,13 @@ function usageError(fn: () => unknown, pattern: RegExp): void {
 
 describe('supervisor versions', () => {
   it('parses tags with v, build metadata and pre-releases', () => {
-    expect(parseSupervisorVersion('v14.11.2')).toMatchObject({ major: 14, minor: 11, patch: 2, prerelease: [], build: '' });
+    expect(parseSupervisorVersion('v14.11.2')).toMatchObject({
+      major: 14,
+      minor: 11,
+      patch: 2,
+      prerelease: [],
+      build: '',
+    });
     expect(parseSupervisorVersion('12.3.5+rev1')).toMatchObject({ major: 12, minor: 3, patch: 5, build: 'rev1' });
     expect(parseSupervisorVersion(' 7.0.0-beta.2 ')).toMatchObject({ major: 7, prerelease: ['beta', '2'] });
   });
@@ -70,10 +76,13 @@ describe('supervisor versions', () => {
     expect(appsJsonFormatFor('v14.11.2')).toBe(3);
   });
 
-  it.each(['', 'latest', '14', '14.1', 'v14.1.x', '014.1.2', '14.1.2.3', 'vv14.1.2'])('refuses %j instead of guessing', (v) => {
-    usageError(() => parseSupervisorVersion(v), /Unknown supervisor version.*never guessed/);
-    usageError(() => appsJsonFor(single, { supervisorVersion: v }), /Unknown supervisor version/);
-  });
+  it.each(['', 'latest', '14', '14.1', 'v14.1.x', '014.1.2', '14.1.2.3', 'vv14.1.2'])(
+    'refuses %j instead of guessing',
+    (v) => {
+      usageError(() => parseSupervisorVersion(v), /Unknown supervisor version.*never guessed/);
+      usageError(() => appsJsonFor(single, { supervisorVersion: v }), /Unknown supervisor version/);
+    },
+  );
 });
 
 describe('parseTargetState', () => {
@@ -97,7 +106,13 @@ describe('parseTargetState', () => {
 
   it('fills omitted environment, labels, volumes, networks and config with {}', () => {
     const state = parseTargetState({
-      apps: { u: { id: 1, name: 'a', releases: { c: { id: 2, services: { main: { id: 3, image_id: 4, image: 'alpine' } } } } } },
+      apps: {
+        u: {
+          id: 1,
+          name: 'a',
+          releases: { c: { id: 2, services: { main: { id: 3, image_id: 4, image: 'alpine' } } } },
+        },
+      },
     });
     expect(state).toEqual({
       kind: 'fleet',
@@ -106,7 +121,14 @@ describe('parseTargetState', () => {
         u: {
           id: 1,
           name: 'a',
-          releases: { c: { id: 2, volumes: {}, networks: {}, services: { main: { id: 3, image_id: 4, image: 'alpine', environment: {}, labels: {} } } } },
+          releases: {
+            c: {
+              id: 2,
+              volumes: {},
+              networks: {},
+              services: { main: { id: 3, image_id: 4, image: 'alpine', environment: {}, labels: {} } },
+            },
+          },
         },
       },
     });
@@ -120,9 +142,29 @@ describe('parseTargetState', () => {
     ['two fleets', { a: { apps: {} }, b: { apps: {} } }, /holds 2 fleets \(a, b\)/],
     ['apps not an object', { apps: [] }, /apps must be an object/],
     ['app without id', { apps: { u: { name: 'x', releases: {} } } }, /apps\.u\.id must be a non-negative integer id/],
-    ['service without image', { apps: { u: { id: 1, name: 'x', releases: { c: { id: 2, services: { main: { id: 3, image_id: 4 } } } } } } }, /apps\.u\.releases\.c\.services\.main\.image must be a non-empty string/],
-    ['environment with a number', { apps: { u: { id: 1, name: 'x', releases: { c: { id: 2, services: { main: { id: 3, image_id: 4, image: 'a', environment: { N: 1 } } } } } } } }, /environment\.N must be a string/],
-    ['release without services', { F: { apps: { u: { id: 1, name: 'x', releases: { c: { id: 2 } } } } } }, /F\.apps\.u\.releases\.c\.services must be an object/],
+    [
+      'service without image',
+      { apps: { u: { id: 1, name: 'x', releases: { c: { id: 2, services: { main: { id: 3, image_id: 4 } } } } } } },
+      /apps\.u\.releases\.c\.services\.main\.image must be a non-empty string/,
+    ],
+    [
+      'environment with a number',
+      {
+        apps: {
+          u: {
+            id: 1,
+            name: 'x',
+            releases: { c: { id: 2, services: { main: { id: 3, image_id: 4, image: 'a', environment: { N: 1 } } } } },
+          },
+        },
+      },
+      /environment\.N must be a string/,
+    ],
+    [
+      'release without services',
+      { F: { apps: { u: { id: 1, name: 'x', releases: { c: { id: 2 } } } } } },
+      /F\.apps\.u\.releases\.c\.services must be an object/,
+    ],
     ['config with an object', { apps: {}, config: { A: {} } }, /config\.A must be a string/],
     ['a v2 device state', { local: { apps: { '1': { services: {} } } } }, /v2 device state, which is not supported/],
   ])('refuses %s', (_what, input, pattern) => {
@@ -159,8 +201,17 @@ describe('imagesOfTargetState', () => {
         dashboard: { id: 445502, image_id: 5566702, image: DASHBOARD },
       },
     };
-    fleet.apps['block-uuid'] = { id: 5, name: 'block', class: 'block', releases: { r: { id: 6, services: { b: { id: 7, image_id: 8, image: SENSORS } } } } };
-    expect(imagesOfTargetState(state)).toEqual([SENSORS, DASHBOARD, 'registry2.balena-cloud.com/v2/old@sha256:' + '0'.repeat(64)]);
+    fleet.apps['block-uuid'] = {
+      id: 5,
+      name: 'block',
+      class: 'block',
+      releases: { r: { id: 6, services: { b: { id: 7, image_id: 8, image: SENSORS } } } },
+    };
+    expect(imagesOfTargetState(state)).toEqual([
+      SENSORS,
+      DASHBOARD,
+      'registry2.balena-cloud.com/v2/old@sha256:' + '0'.repeat(64),
+    ]);
   });
 
   it('is empty for a fleet with no release', () => {
@@ -232,14 +283,27 @@ describe('appsJsonFor, multicontainer fleet state', () => {
   });
 
   it('supervisor 6.x: refused, v1 runs single-container apps only', () => {
-    usageError(() => appsJsonFor(multi, { supervisorVersion: 'v6.6.0' }), /has 3 services; supervisor v6\.6\.0 \(< 7\.0\.0\) runs single-container apps only/);
+    usageError(
+      () => appsJsonFor(multi, { supervisorVersion: 'v6.6.0' }),
+      /has 3 services; supervisor v6\.6\.0 \(< 7\.0\.0\) runs single-container apps only/,
+    );
   });
 
   it('v1 and v2 refuse an app with several releases and host apps', () => {
-    const twoReleases = { apps: { u: { id: 1, name: 'a', releases: { c1: { id: 2, services: {} }, c2: { id: 3, services: {} } } } } };
-    usageError(() => appsJsonFor(twoReleases, { supervisorVersion: '9.0.0' }), /has 2 releases.*apps\.json v2 \(supervisor 9\.0\.0\) holds exactly one release/);
-    usageError(() => appsJsonFor({ apps: { u: { id: 1, name: 'a', releases: {} } } }, { supervisorVersion: '6.0.0' }), /has 0 releases/);
-    expect(appsJsonFor(twoReleases, { supervisorVersion: '14.0.0' })).toMatchObject({ apps: { u: { releases: { c1: {}, c2: {} } } } });
+    const twoReleases = {
+      apps: { u: { id: 1, name: 'a', releases: { c1: { id: 2, services: {} }, c2: { id: 3, services: {} } } } },
+    };
+    usageError(
+      () => appsJsonFor(twoReleases, { supervisorVersion: '9.0.0' }),
+      /has 2 releases.*apps\.json v2 \(supervisor 9\.0\.0\) holds exactly one release/,
+    );
+    usageError(
+      () => appsJsonFor({ apps: { u: { id: 1, name: 'a', releases: {} } } }, { supervisorVersion: '6.0.0' }),
+      /has 0 releases/,
+    );
+    expect(appsJsonFor(twoReleases, { supervisorVersion: '14.0.0' })).toMatchObject({
+      apps: { u: { releases: { c1: {}, c2: {} } } },
+    });
     usageError(() => appsJsonFor(osV3, { supervisorVersion: '9.0.0' }), /is a host app; apps\.json v2/);
   });
 });
@@ -264,7 +328,11 @@ describe('appsJsonFor, single-container fleet state', () => {
   it('supervisor 9.x: v2', () => {
     const json = appsJsonFor(single, { supervisorVersion: 'v9.0.1' }) as AppsJsonV2;
     expect(Object.keys(json.apps)).toEqual(['1234567']);
-    expect(json.apps['1234567']).toMatchObject({ name: 'kiosk', commit: '9a8b7c6d5e4f30211203f4e5d6c7b8a9', releaseId: 987654 });
+    expect(json.apps['1234567']).toMatchObject({
+      name: 'kiosk',
+      commit: '9a8b7c6d5e4f30211203f4e5d6c7b8a9',
+      releaseId: 987654,
+    });
     expect(json.apps['1234567']!.services).toEqual({
       '334401': {
         imageId: 4455601,
@@ -283,7 +351,10 @@ describe('appsJsonFor, single-container fleet state', () => {
     const json = appsJsonFor(single, { supervisorVersion: '14.0.0', pinDevice: true }) as AppsJsonV3;
     expect(json.pinDevice).toBe(true);
     expect(Object.keys(json.apps)).toEqual(['0f9e8d7c6b5a49382716a5b4c3d2e1f0']);
-    expect(json.apps['0f9e8d7c6b5a49382716a5b4c3d2e1f0']!.releases['9a8b7c6d5e4f30211203f4e5d6c7b8a9']!.services['main']!.image).toBe(KIOSK);
+    expect(
+      json.apps['0f9e8d7c6b5a49382716a5b4c3d2e1f0']!.releases['9a8b7c6d5e4f30211203f4e5d6c7b8a9']!.services['main']!
+        .image,
+    ).toBe(KIOSK);
   });
 
   it('does not share objects with the input', () => {
@@ -310,13 +381,19 @@ describe('appsJsonFor, legacy v1 device state', () => {
   });
 
   it.each(['9.0.0', '14.1.0'])('supervisor %s: refused, the state cannot make v2/v3', (v) => {
-    usageError(() => appsJsonFor(legacy, { supervisorVersion: v }), /v1 device state.*only makes apps\.json v1.*Give the v3 fleet state/);
+    usageError(
+      () => appsJsonFor(legacy, { supervisorVersion: v }),
+      /v1 device state.*only makes apps\.json v1.*Give the v3 fleet state/,
+    );
   });
 });
 
 describe('pinDevice', () => {
   it.each(['6.6.11', 'v1.0.0', '7.0.0-rc.1'])('is refused below 7 (%s), naming the version', (v) => {
-    usageError(() => appsJsonFor(single, { supervisorVersion: v, pinDevice: true }), new RegExp(`only works with supervisor versions >= 7\\.0\\.0; this OS has supervisor ${v.replace(/\./g, '\\.')}`));
+    usageError(
+      () => appsJsonFor(single, { supervisorVersion: v, pinDevice: true }),
+      new RegExp(`only works with supervisor versions >= 7\\.0\\.0; this OS has supervisor ${v.replace(/\./g, '\\.')}`),
+    );
   });
 
   it('false is fine below 7', () => {
@@ -333,7 +410,9 @@ describe('merge with the existing apps.json', () => {
   it('v3: keeps the OS host extension, adds the fleet, merges config', () => {
     const json = appsJsonFor(multi, { supervisorVersion: '14.11.2', existing: osV3, pinDevice: true }) as AppsJsonV3;
     expect(Object.keys(json.apps)).toEqual(['77c1f5e8a4b34d2a9e0f1a2b3c4d5e6f', FLEET]);
-    expect(json.apps['77c1f5e8a4b34d2a9e0f1a2b3c4d5e6f']).toEqual((osV3 as AppsJsonV3).apps['77c1f5e8a4b34d2a9e0f1a2b3c4d5e6f']);
+    expect(json.apps['77c1f5e8a4b34d2a9e0f1a2b3c4d5e6f']).toEqual(
+      (osV3 as AppsJsonV3).apps['77c1f5e8a4b34d2a9e0f1a2b3c4d5e6f'],
+    );
     expect(json.config).toEqual({
       BALENA_SUPERVISOR_POLL_INTERVAL: '900000',
       RESIN_SUPERVISOR_POLL_INTERVAL: '900000',
@@ -372,24 +451,44 @@ describe('merge with the existing apps.json', () => {
       ['1234567', 'kiosk'],
     ]);
     expect(json[1]!.imageId).toBe(KIOSK);
-    const appended = appsJsonFor(single, { supervisorVersion: '6.6.0', existing: [(osV1 as AppsJsonV1)[0]] }) as AppsJsonV1;
+    const appended = appsJsonFor(single, {
+      supervisorVersion: '6.6.0',
+      existing: [(osV1 as AppsJsonV1)[0]],
+    }) as AppsJsonV1;
     expect(appended.map((e) => e.appId)).toEqual(['7654321', '1234567']);
   });
 
   it.each([undefined, null, '', '  ', {}, []])('treats %j as nothing to keep', (existing) => {
-    expect(appsJsonFor(single, { supervisorVersion: '14.0.0', existing })).toEqual(appsJsonFor(single, { supervisorVersion: '14.0.0' }));
+    expect(appsJsonFor(single, { supervisorVersion: '14.0.0', existing })).toEqual(
+      appsJsonFor(single, { supervisorVersion: '14.0.0' }),
+    );
   });
 
   it('refuses an existing file in another format or malformed', () => {
-    usageError(() => appsJsonFor(single, { supervisorVersion: '14.0.0', existing: osV1 }), /Cannot merge with the existing apps\.json: The apps\.json is in format v1, but supervisor 14\.0\.0 reads v3/);
-    usageError(() => appsJsonFor(single, { supervisorVersion: '6.0.0', existing: osV3 }), /Cannot merge.*format v3, but supervisor 6\.0\.0 reads v1/);
-    usageError(() => appsJsonFor(single, { supervisorVersion: '14.0.0', existing: '{"apps":' }), /Cannot merge.*not JSON/);
+    usageError(
+      () => appsJsonFor(single, { supervisorVersion: '14.0.0', existing: osV1 }),
+      /Cannot merge with the existing apps\.json: The apps\.json is in format v1, but supervisor 14\.0\.0 reads v3/,
+    );
+    usageError(
+      () => appsJsonFor(single, { supervisorVersion: '6.0.0', existing: osV3 }),
+      /Cannot merge.*format v3, but supervisor 6\.0\.0 reads v1/,
+    );
+    usageError(
+      () => appsJsonFor(single, { supervisorVersion: '14.0.0', existing: '{"apps":' }),
+      /Cannot merge.*not JSON/,
+    );
   });
 });
 
 describe('validateAppsJson', () => {
   it('detects the format and lists images', () => {
-    expect(validateAppsJson(osV1)).toMatchObject({ format: 1, images: ['registry2.resin.io/provisioner/0123456789abcdef0123456789abcdef', 'registry2.resin.io/kiosk/ffffffffffffffffffffffffffffffff'] });
+    expect(validateAppsJson(osV1)).toMatchObject({
+      format: 1,
+      images: [
+        'registry2.resin.io/provisioner/0123456789abcdef0123456789abcdef',
+        'registry2.resin.io/kiosk/ffffffffffffffffffffffffffffffff',
+      ],
+    });
     expect(validateAppsJson(JSON.stringify(osV3))).toMatchObject({ format: 3, images: [HOST_EXT] });
     expect(validateAppsJson({ apps: {} }, '9.0.0').format).toBe(2);
     expect(validateAppsJson({ apps: {} }).format).toBe(3);
@@ -408,10 +507,22 @@ describe('validateAppsJson', () => {
     ['a v1 entry without imageId', [{ appId: '1', env: {} }], /\[0\]\.imageId must be a non-empty image reference/],
     ['a v1 entry without appId', [{ imageId: 'x' }], /\[0\]\.appId must be an app id/],
     ['a v1 env with a number', [{ appId: 1, imageId: 'x', env: { A: 1 } }], /\[0\]\.env must be an object of strings/],
-    ['an app with neither releases nor services', { apps: { a: { name: 'x' } } }, /apps\.a has neither releases \(v3\) nor services \(v2\)/],
+    [
+      'an app with neither releases nor services',
+      { apps: { a: { name: 'x' } } },
+      /apps\.a has neither releases \(v3\) nor services \(v2\)/,
+    ],
     ['mixed v2 and v3 apps', { apps: { a: { services: {} }, b: { id: 1, name: 'b', releases: {} } } }, /mixes v2 apps/],
-    ['a v2 service without image', { apps: { '1': { services: { '2': { imageId: 3 } } } } }, /apps\.1\.services\.2\.image must be a non-empty image reference/],
-    ['a v3 service without image_id', { apps: { u: { id: 1, name: 'x', releases: { c: { id: 2, services: { s: { id: 3, image: 'a' } } } } } } }, /Invalid apps\.json: apps\.u\.releases\.c\.services\.s\.image_id/],
+    [
+      'a v2 service without image',
+      { apps: { '1': { services: { '2': { imageId: 3 } } } } },
+      /apps\.1\.services\.2\.image must be a non-empty image reference/,
+    ],
+    [
+      'a v3 service without image_id',
+      { apps: { u: { id: 1, name: 'x', releases: { c: { id: 2, services: { s: { id: 3, image: 'a' } } } } } } },
+      /Invalid apps\.json: apps\.u\.releases\.c\.services\.s\.image_id/,
+    ],
     ['pinDevice as a string', { apps: {}, pinDevice: 'yes' }, /pinDevice must be a boolean/],
   ])('refuses %s', (_what, input, pattern) => {
     usageError(() => validateAppsJson(input), pattern);
@@ -421,7 +532,9 @@ describe('validateAppsJson', () => {
 describe('formatAppsJson', () => {
   it('sorts keys and indents by 4, as balena-preload wrote it', () => {
     const text = formatAppsJson({ pinDevice: false, config: { B: '1', A: '2' }, apps: {} });
-    expect(text).toBe('{\n    "apps": {},\n    "config": {\n        "A": "2",\n        "B": "1"\n    },\n    "pinDevice": false\n}\n');
+    expect(text).toBe(
+      '{\n    "apps": {},\n    "config": {\n        "A": "2",\n        "B": "1"\n    },\n    "pinDevice": false\n}\n',
+    );
     const json = appsJsonFor(multi, { supervisorVersion: '14.0.0' });
     expect(JSON.parse(formatAppsJson(json))).toEqual(json);
   });

@@ -133,7 +133,13 @@ function toV1(state: TargetState, version: string): AppsJsonV1 {
     // balena-preload: { ...app minus environment/image/serviceId, appId, env: app.environment, imageId: app.image }
     return Object.entries(state.apps).map(([appId, app]) => {
       const { environment, image, serviceId: _serviceId, config, ...rest } = app;
-      return { ...structuredClone(rest), appId, imageId: image, env: { ...environment }, config: { ...(config ?? state.config) } };
+      return {
+        ...structuredClone(rest),
+        appId,
+        imageId: image,
+        env: { ...environment },
+        config: { ...(config ?? state.config) },
+      };
     });
   }
   return Object.entries(state.apps).map(([appUuid, app]) => {
@@ -238,7 +244,12 @@ export function appsJsonFor(state: TargetState | unknown, options: AppsJsonOptio
     });
   }
   const parsed = parseTargetState(state);
-  const generated = format === 1 ? toV1(parsed, version) : format === 2 ? toV2(parsed, version, pinDevice) : toV3(parsed, version, pinDevice);
+  const generated =
+    format === 1
+      ? toV1(parsed, version)
+      : format === 2
+        ? toV2(parsed, version, pinDevice)
+        : toV3(parsed, version, pinDevice);
   return options.existing === undefined ? generated : mergeAppsJson(options.existing, generated, version);
 }
 
@@ -270,7 +281,9 @@ export function mergeAppsJson(existing: unknown, generated: AppsJson, supervisor
     throw usage(`Cannot merge with the existing apps.json: ${message}`, { supervisorVersion }, cause);
   }
   if (Array.isArray(generated)) {
-    const kept = (old as AppsJsonV1).map((entry) => generated.find((g) => g.appId === String(entry.appId)) ?? structuredClone(entry));
+    const kept = (old as AppsJsonV1).map(
+      (entry) => generated.find((g) => g.appId === String(entry.appId)) ?? structuredClone(entry),
+    );
     const keptIds = new Set(kept.map((e) => String(e.appId)));
     return [...kept, ...generated.filter((g) => !keptIds.has(g.appId))];
   }
@@ -309,7 +322,8 @@ function checkStringMap(value: unknown, field: string, required: boolean): void 
 }
 
 function checkImage(value: unknown, field: string): string {
-  if (typeof value !== 'string' || value.trim() === '') throw invalidApps(field, 'must be a non-empty image reference.');
+  if (typeof value !== 'string' || value.trim() === '')
+    throw invalidApps(field, 'must be a non-empty image reference.');
   return value.trim();
 }
 
@@ -328,7 +342,8 @@ function checkImage(value: unknown, field: string): string {
  * ```
  */
 export function validateAppsJson(json: unknown, supervisorVersion?: string): ValidatedAppsJson {
-  const wanted = supervisorVersion === undefined ? undefined : appsJsonFormatFor(parseSupervisorVersion(supervisorVersion));
+  const wanted =
+    supervisorVersion === undefined ? undefined : appsJsonFormatFor(parseSupervisorVersion(supervisorVersion));
   let value = json;
   if (typeof json === 'string' || Buffer.isBuffer(json)) {
     try {
@@ -345,7 +360,10 @@ export function validateAppsJson(json: unknown, supervisorVersion?: string): Val
       const field = `[${i}]`;
       if (!isObject(entry)) throw invalidApps(field, 'must be an object.');
       const appId = entry['appId'];
-      if (!((typeof appId === 'string' && appId !== '') || (typeof appId === 'number' && Number.isSafeInteger(appId)))) {
+      if (!(
+        (typeof appId === 'string' && appId !== '') ||
+        (typeof appId === 'number' && Number.isSafeInteger(appId))
+      )) {
         throw invalidApps(`${field}.appId`, 'must be an app id.');
       }
       images.add(checkImage(entry['imageId'], `${field}.imageId`));
@@ -355,7 +373,8 @@ export function validateAppsJson(json: unknown, supervisorVersion?: string): Val
   } else if (isObject(value)) {
     if (!isObject(value['apps'])) throw invalidApps('apps', 'must be an object (or the file an array, for v1).');
     checkStringMap(value['config'], 'config', false);
-    if (value['pinDevice'] !== undefined && typeof value['pinDevice'] !== 'boolean') throw invalidApps('pinDevice', 'must be a boolean.');
+    if (value['pinDevice'] !== undefined && typeof value['pinDevice'] !== 'boolean')
+      throw invalidApps('pinDevice', 'must be a boolean.');
     const kinds = new Set<AppsJsonFormat>();
     for (const [key, app] of Object.entries(value['apps'])) {
       const field = `apps.${key}`;
@@ -366,7 +385,11 @@ export function validateAppsJson(json: unknown, supervisorVersion?: string): Val
         try {
           parsed = parseApp(app, field);
         } catch (cause) {
-          throw invalidApps('', isEtchError(cause) ? cause.message.replace(/^Invalid target state: /, '') : String(cause), cause);
+          throw invalidApps(
+            '',
+            isEtchError(cause) ? cause.message.replace(/^Invalid target state: /, '') : String(cause),
+            cause,
+          );
         }
         for (const release of Object.values(parsed.releases)) {
           for (const service of Object.values(release.services)) images.add(service.image);

@@ -23,7 +23,10 @@ export async function baseImageFromFile(path: string, name: string = basename(pa
     if (!info.isFile()) throw new Error('not a regular file');
     size = info.size;
   } catch (cause) {
-    throw new EtchError('ETCH_IO', `Cannot read the base image ${path}: ${(cause as Error).message}.`, { cause, details: { path } });
+    throw new EtchError('ETCH_IO', `Cannot read the base image ${path}: ${(cause as Error).message}.`, {
+      cause,
+      details: { path },
+    });
   }
   return { name, size, stream: createReadStream(path, { highWaterMark: 256 * 1024 }) };
 }

@@ -69,13 +69,20 @@ describe('the original lifecycle', () => {
     const sha = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
     const tar = await craftTar([{ name: 'hello.txt', content: 'hi\n' }]);
     const blob = gzipSync(tar);
-    const config = Buffer.from(JSON.stringify({ os: 'linux', architecture: 'amd64', rootfs: { type: 'layers', diff_ids: [sha(tar)] } }));
+    const config = Buffer.from(
+      JSON.stringify({ os: 'linux', architecture: 'amd64', rootfs: { type: 'layers', diff_ids: [sha(tar)] } }),
+    );
     const out = dir.join('docker.etch');
     const pack = await prepareEtchStream();
     const done = pipeline(pack as unknown as Readable, createWriteStream(out));
     await startEtchStream(pack, patternStream(5000), 5000, 'balena.img');
     const stored = await streamDockerAssets(pack, 6, [
-      { config, layers: [{ digest: sha(blob), size: blob.length, open: async () => Readable.from([blob]) }], names: [{ repository: 'hello', tag: 'v1' }], sourceRepository: 'docker.io/library/hello' },
+      {
+        config,
+        layers: [{ digest: sha(blob), size: blob.length, open: async () => Readable.from([blob]) }],
+        names: [{ repository: 'hello', tag: 'v1' }],
+        sourceRepository: 'docker.io/library/hello',
+      },
     ]);
     await closeEtchStream(pack);
     await done;
@@ -83,14 +90,20 @@ describe('the original lifecycle', () => {
     const entries = await readBack(out);
     const names = entries.flatMap(({ entry }) => (entry.kind === 'inject' ? [`${entry.partition}/${entry.path}`] : []));
     expect(names).toContain(`6/docker/image/overlay2/imagedb/content/sha256/${sha(config).slice(7)}`);
-    const repositories = entries.find(({ entry }) => entry.kind === 'inject' && entry.path === 'docker/image/overlay2/repositories.json');
-    expect(JSON.parse(repositories?.content?.toString() ?? '{}')).toEqual({ Repositories: { hello: { 'hello:v1': sha(config) } } });
+    const repositories = entries.find(
+      ({ entry }) => entry.kind === 'inject' && entry.path === 'docker/image/overlay2/repositories.json',
+    );
+    expect(JSON.parse(repositories?.content?.toString() ?? '{}')).toEqual({
+      Repositories: { hello: { 'hello:v1': sha(config) } },
+    });
     expect(names.filter((n) => n.endsWith('/diff/hello.txt'))).toHaveLength(1);
   });
 
   it('refuses a base image name that is not an image', async () => {
     const pack = await prepareEtchStream();
-    await expect(startEtchStream(pack, Readable.from([]), 0, 'notes.txt')).rejects.toMatchObject({ code: 'ETCH_BAD_ENTRY' });
+    await expect(startEtchStream(pack, Readable.from([]), 0, 'notes.txt')).rejects.toMatchObject({
+      code: 'ETCH_BAD_ENTRY',
+    });
   });
 });
 
@@ -128,7 +141,9 @@ describe('createEtch', () => {
     expect(events.some((e) => e.phase === 'inject' && e.path === 'sub/a.txt')).toBe(true);
 
     const entries = await readBack(out);
-    const p6 = entries.filter(({ entry }) => entry.kind === 'inject' && entry.partition === 6).map(({ entry }) => entry);
+    const p6 = entries
+      .filter(({ entry }) => entry.kind === 'inject' && entry.partition === 6)
+      .map(({ entry }) => entry);
     // Parents first, names sorted: the same tree always gives the same archive.
     expect(p6.map((e) => (e.kind === 'inject' ? `${e.type}:${e.path}` : ''))).toEqual([
       'directory:sub',
@@ -142,7 +157,11 @@ describe('createEtch', () => {
     expect(byPath.get('sub/a.txt')).toMatchObject({ type: 'link', hardlinkTarget: 'sub/a-hard.txt' });
     expect(byPath.get('sub/abs-link')).toMatchObject({ symlinkTarget: '/etc/hostname' });
     expect(byPath.get('top.sh')).toMatchObject({ mode: 0o4750, mtime: new Date('2021-05-06T07:08:09Z') });
-    expect(entries.some(({ entry }) => entry.kind === 'inject' && entry.partition === 1 && entry.path === 'extra/sub/a-hard.txt')).toBe(true);
+    expect(
+      entries.some(
+        ({ entry }) => entry.kind === 'inject' && entry.partition === 1 && entry.path === 'extra/sub/a-hard.txt',
+      ),
+    ).toBe(true);
     expect(await readdir(dir.path)).toEqual(['files', 'out.etch']);
   });
 
@@ -159,9 +178,16 @@ describe('createEtch', () => {
     });
     expect(result.version).toBe('1.1');
     // What the partitions actually got: the announcement must cover it.
-    expect(result.requirements).toEqual({ partitions: { '6': { bytes: 15, entries: 6 }, '1': { bytes: 7, entries: 1 } } });
+    expect(result.requirements).toEqual({
+      partitions: { '6': { bytes: 15, entries: 6 }, '1': { bytes: 7, entries: 1 } },
+    });
     const entries = await readBack(out);
-    expect(entries.map(({ entry }) => entry.kind).slice(0, 4)).toEqual(['version', 'base-image', 'requirements', 'inject']);
+    expect(entries.map(({ entry }) => entry.kind).slice(0, 4)).toEqual([
+      'version',
+      'base-image',
+      'requirements',
+      'inject',
+    ]);
     expect((await run('tar', ['-xOf', out, 'VERSION'])).stdout).toBe('1.1');
     const oneShot = await writeEtchFile(dir.join('x.etch'), {
       base: image(10),
@@ -172,16 +198,23 @@ describe('createEtch', () => {
     expect((await readdir(dir.path)).filter((n) => n.startsWith('x.etch') || n.includes('.x.etch'))).toEqual([]);
   });
 
-  it.each(['gzip', 'zstd'] as const)('compresses with %s so that the standard tool and readEtch read it', async (compression) => {
-    const out = dir.join(`out.etch`);
-    await writeEtchFile(out, { base: image(50_000), compression, inject: [{ kind: 'entries', partition: 2, entries: [{ header: { name: 'x' }, content: 'y' }] }] });
-    const tool = compression === 'gzip' ? ['gzip', ['-dc', out]] : ['zstd', ['-dc', out]];
-    const tarball = (await run(tool[0] as string, tool[1] as string[])).stdoutBuffer;
-    await writeFile(dir.join('plain.tar'), tarball);
-    expect((await run('tar', ['-tf', dir.join('plain.tar')])).stdout).toContain('inject/2/x');
-    const entries = await readBack(out);
-    expect(entries[0]?.entry).toMatchObject({ kind: 'version', compression });
-  });
+  it.each(['gzip', 'zstd'] as const)(
+    'compresses with %s so that the standard tool and readEtch read it',
+    async (compression) => {
+      const out = dir.join(`out.etch`);
+      await writeEtchFile(out, {
+        base: image(50_000),
+        compression,
+        inject: [{ kind: 'entries', partition: 2, entries: [{ header: { name: 'x' }, content: 'y' }] }],
+      });
+      const tool = compression === 'gzip' ? ['gzip', ['-dc', out]] : ['zstd', ['-dc', out]];
+      const tarball = (await run(tool[0] as string, tool[1] as string[])).stdoutBuffer;
+      await writeFile(dir.join('plain.tar'), tarball);
+      expect((await run('tar', ['-tf', dir.join('plain.tar')])).stdout).toContain('inject/2/x');
+      const entries = await readBack(out);
+      expect(entries[0]?.entry).toMatchObject({ kind: 'version', compression });
+    },
+  );
 
   it('flushes a large .etch to disk while it is written, and closes what it opened for that', async () => {
     const probe = await open(dir.join('probe'), 'w');
@@ -194,12 +227,14 @@ describe('createEtch', () => {
     try {
       const out = dir.join('big.etch');
       // A slow producer, so the 100 ms poll sees the file grow.
-      const slow = Readable.from((async function* () {
-        for await (const chunk of patternStream(size, 4 * 1024 * 1024)) {
-          await new Promise((resolve) => setTimeout(resolve, 5));
-          yield chunk as Buffer;
-        }
-      })());
+      const slow = Readable.from(
+        (async function* () {
+          for await (const chunk of patternStream(size, 4 * 1024 * 1024)) {
+            await new Promise((resolve) => setTimeout(resolve, 5));
+            yield chunk as Buffer;
+          }
+        })(),
+      );
       await writeEtchFile(out, { base: { name: 'disk.img', size, stream: slow } });
       expect((await stat(out)).size).toBeGreaterThan(size);
       expect(datasync).toHaveBeenCalled();
@@ -214,7 +249,10 @@ describe('createEtch', () => {
     await pipeline(patternStream(size), createWriteStream(dir.join('disk.img')));
     const pool = new BufferPool();
     const pooled = Readable.from(readFileChunks(dir.join('disk.img'), pool), { objectMode: false });
-    await writeEtchFile(dir.join('pooled.etch'), { base: { name: 'disk.img', size, stream: pooled }, bufferPool: pool });
+    await writeEtchFile(dir.join('pooled.etch'), {
+      base: { name: 'disk.img', size, stream: pooled },
+      bufferPool: pool,
+    });
     await run('sh', ['-c', `tar -xOf "$1" disk.img | cmp - "$2"`, 'sh', dir.join('pooled.etch'), dir.join('disk.img')]);
     // 257 chunks of 256 KiB went through; without reuse each would be a new buffer.
     expect(pool.allocated).toBeLessThan(40);
@@ -225,7 +263,9 @@ describe('createEtch', () => {
     await mkdir(small);
     await run('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', small]);
     try {
-      const error = await writeEtchFile(join(small, 'out.etch'), { base: image(8 * 1024 * 1024) }).catch((e: unknown) => e);
+      const error = await writeEtchFile(join(small, 'out.etch'), { base: image(8 * 1024 * 1024) }).catch(
+        (e: unknown) => e,
+      );
       expect(isEtchError(error, 'ETCH_IO'), String(error)).toBe(true);
       expect(String((error as Error).message)).toMatch(/ENOSPC|no space/i);
       expect(await readdir(small)).toEqual([]);
@@ -236,7 +276,9 @@ describe('createEtch', () => {
 
   it('leaves no file behind when the base image is shorter than declared', async () => {
     const out = dir.join('short.etch');
-    const error = await writeEtchFile(out, { base: { name: 'disk.img', size: 10_000, stream: patternStream(9_000) } }).catch((e: unknown) => e);
+    const error = await writeEtchFile(out, {
+      base: { name: 'disk.img', size: 10_000, stream: patternStream(9_000) },
+    }).catch((e: unknown) => e);
     expect(isEtchError(error, 'ETCH_SIZE_MISMATCH')).toBe(true);
     expect(await readdir(dir.path)).toEqual([]);
   });
@@ -273,7 +315,9 @@ describe('createEtch', () => {
     const tar = await craftTar(Object.entries(files).map(([name, content]) => ({ name, content })));
     const blob = gzipSync(tar);
     const served = tamper ? gzipSync(await craftTar([{ name: 'evil', content: 'x' }])) : blob;
-    const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [sha(tar)] } }));
+    const config = Buffer.from(
+      JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [sha(tar)] } }),
+    );
     return {
       config,
       configDigest: sha(config),
@@ -284,17 +328,33 @@ describe('createEtch', () => {
   }
 
   it('converts layers ahead while the base image streams: the same .etch, requirements from the conversion, the stage removed', async () => {
-    const images = [await storeImage({ 'a.txt': 'alpha', 'bin/tool': 'x'.repeat(5000) }), await storeImage({ 'c.txt': 'gamma' })];
+    const images = [
+      await storeImage({ 'a.txt': 'alpha', 'bin/tool': 'x'.repeat(5000) }),
+      await storeImage({ 'c.txt': 'gamma' }),
+    ];
     const write = (name: string, stage?: { dir: string; maxBytes?: number }) =>
-      writeEtchFile(dir.join(name), { base: image(200_000), images: { partition: 6, images, ...(stage ? { stage } : {}) }, requirements: true });
+      writeEtchFile(dir.join(name), {
+        base: image(200_000),
+        images: { partition: 6, images, ...(stage ? { stage } : {}) },
+        requirements: true,
+      });
     const plain = await write('plain.etch');
     const stageDir = dir.join('stage');
     const events: EtchProgress[] = [];
-    const staged = await writeEtchFile(dir.join('staged.etch'), { base: image(200_000), images: { partition: 6, images, stage: { dir: stageDir } }, requirements: true, onProgress: (e) => events.push(e) });
+    const staged = await writeEtchFile(dir.join('staged.etch'), {
+      base: image(200_000),
+      images: { partition: 6, images, stage: { dir: stageDir } },
+      requirements: true,
+      onProgress: (e) => events.push(e),
+    });
     expect(staged.requirements).toEqual(plain.requirements);
     expect(staged.images).toEqual(plain.images);
     const layerPaths = async (name: string) =>
-      (await readBack(dir.join(name))).flatMap(({ entry, content }) => (entry.kind === 'inject' && entry.path.includes('/diff/') ? [`${entry.path} ${content?.toString('hex') ?? ''}`] : []));
+      (await readBack(dir.join(name))).flatMap(({ entry, content }) =>
+        entry.kind === 'inject' && entry.path.includes('/diff/')
+          ? [`${entry.path} ${content?.toString('hex') ?? ''}`]
+          : [],
+      );
     expect(await layerPaths('staged.etch')).toEqual(await layerPaths('plain.etch'));
     expect(events.some((e) => e.phase === 'layer' && e.state === 'converting')).toBe(true);
     expect(await readdir(dir.path)).toEqual(['plain.etch', 'staged.etch']);
@@ -335,10 +395,16 @@ describe('createEtch', () => {
     const before = await fds();
     const unknown = new EtchError('ETCH_NOT_FOUND', 'No such image.');
     // The output folder does not exist: the images' rejection must still count as handled.
-    const noFolder = await writeEtchFile(dir.join('missing', 'out.etch'), { base: image(10), images: Promise.reject(unknown) }).catch((e: unknown) => e);
+    const noFolder = await writeEtchFile(dir.join('missing', 'out.etch'), {
+      base: image(10),
+      images: Promise.reject(unknown),
+    }).catch((e: unknown) => e);
     expect(isEtchError(noFolder, 'ETCH_IO')).toBe(true);
     // A bad partition is refused before writing: the temporary file is closed and removed.
-    const badPartition = await writeEtchFile(dir.join('out.etch'), { base: image(10), inject: [{ kind: 'entries', partition: 0, entries: [] }] }).catch((e: unknown) => e);
+    const badPartition = await writeEtchFile(dir.join('out.etch'), {
+      base: image(10),
+      inject: [{ kind: 'entries', partition: 0, entries: [] }],
+    }).catch((e: unknown) => e);
     expect(isEtchError(badPartition, 'ETCH_BAD_ENTRY')).toBe(true);
     expect(await readdir(dir.path)).toEqual([]);
     expect(await fds()).toBe(before);
@@ -360,7 +426,13 @@ describe('createEtch', () => {
     expect(await readdir(dir.path)).toEqual([]);
     // Refused by its name: closed as well.
     const badName = patternStream(1000);
-    expect(isEtchError(await writeEtchFile(dir.join('out.etch'), { base: { name: 'disk.txt', size: 1000, stream: badName } }).catch((e: unknown) => e))).toBe(true);
+    expect(
+      isEtchError(
+        await writeEtchFile(dir.join('out.etch'), { base: { name: 'disk.txt', size: 1000, stream: badName } }).catch(
+          (e: unknown) => e,
+        ),
+      ),
+    ).toBe(true);
     expect(badName.destroyed).toBe(true);
   });
 
@@ -369,7 +441,10 @@ describe('createEtch', () => {
     const layer = corrupt.layers[0] as StoreImage['layers'][number];
     // Slow to open: the base image is written before the layer fails.
     let baseDone = false;
-    const slow: StoreImage = { ...corrupt, layers: [{ ...layer, open: async () => (await until(() => baseDone), layer.open()) }] };
+    const slow: StoreImage = {
+      ...corrupt,
+      layers: [{ ...layer, open: async () => (await until(() => baseDone), layer.open()) }],
+    };
     const error = await writeEtchFile(dir.join('out.etch'), {
       base: image(10_000),
       images: { partition: 6, images: [slow], stage: { dir: dir.join('stage') } },

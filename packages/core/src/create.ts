@@ -20,7 +20,15 @@ import {
   type Logger,
 } from '@etch/format';
 import { createCompressor, promisePacker, whenPackerIdle, type Compression } from '@etch/tar';
-import { dockerStoreEntries, stageLayers, type LayerProgress, type LayerStage, type RepositoriesJson, type StoreImage, type StoredImage } from '@etch/docker-store';
+import {
+  dockerStoreEntries,
+  stageLayers,
+  type LayerProgress,
+  type LayerStage,
+  type RepositoriesJson,
+  type StoreImage,
+  type StoredImage,
+} from '@etch/docker-store';
 import type { BaseImage } from './base-image-file.js';
 import { walkDirectory } from './directory-source.js';
 import type { FileToInject } from './lifecycle.js';
@@ -136,7 +144,8 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
 
   const pack = tarPack();
   const counter = new ByteCounter(() => {});
-  const stages: NodeJS.ReadWriteStream[] = compression === 'none' ? [] : [createCompressor(compression, options.compressionLevel)];
+  const stages: NodeJS.ReadWriteStream[] =
+    compression === 'none' ? [] : [createCompressor(compression, options.compressionLevel)];
   // tar-stream's pack is a streamx Readable; Node's pipeline drives it fine, its types just do not say so.
   const streams = [pack as unknown as NodeJS.ReadableStream, ...stages, counter, options.output];
   const piping = pipeline(streams, signal ? { signal } : {});
@@ -188,7 +197,9 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
           });
     preloading?.catch(stopEarly);
     // Counting runs while the base image streams; it is awaited only once the base image is written.
-    const measuring = options.requirements ? (async () => measureRequirements({ ...options, images: await preloading, signal: besideSignal }, stage))() : undefined;
+    const measuring = options.requirements
+      ? (async () => measureRequirements({ ...options, images: await preloading, signal: besideSignal }, stage))()
+      : undefined;
     measuring?.catch(() => {});
 
     const base = typeof options.base === 'function' ? await options.base() : options.base;
@@ -199,13 +210,18 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     onProgress?.({ phase: 'base-image', name: base.name, bytes: 0, total: base.size });
     // A stream stage, not an async iteration: iterating a byte stream joins whatever is buffered into a new
     // buffer, and the chunks must reach the output as they were read (see writeEtchFile's bufferPool).
-    counted = new ByteCounter((bytes) => onProgress?.({ phase: 'base-image', name: base.name, bytes, total: base.size }));
+    counted = new ByteCounter((bytes) =>
+      onProgress?.({ phase: 'base-image', name: base.name, bytes, total: base.size }),
+    );
     pipeline(base.stream, counted).catch(() => {});
     await write({ name: base.name, mode: 0o644, size: base.size }, counted);
     if (measuring) {
       requirements = await measuring;
       logger.info('requirements', { partitions: requirements.partitions });
-      await write({ name: REQUIREMENTS_ENTRY_NAME, mode: 0o644, mtime: new Date(0) }, serializeRequirements(requirements));
+      await write(
+        { name: REQUIREMENTS_ENTRY_NAME, mode: 0o644, mtime: new Date(0) },
+        serializeRequirements(requirements),
+      );
     }
 
     // The image store reports per layer instead of per entry, so its entries are counted but not announced.
@@ -229,7 +245,10 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     sources.push(...(options.afterImages ?? []));
     for (const source of sources) {
       const summary = (partitions[source.partition] ??= { entries: 0, bytes: 0 });
-      const files = source.kind === 'directory' ? walkDirectory(source.path, source.dest ?? '', signal ? { signal } : {}) : source.entries;
+      const files =
+        source.kind === 'directory'
+          ? walkDirectory(source.path, source.dest ?? '', signal ? { signal } : {})
+          : source.entries;
       const prefix = injectPath(source.partition, '/').replace(/\/$/, '');
       const writeInto = promisePacker(pack, prefix, signal ? { signal } : {});
       logger.info('injecting', { partition: source.partition, kind: source.kind });
@@ -238,7 +257,14 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
         await writeInto(header, content);
         summary.entries += 1;
         summary.bytes += contentBytes(header, content);
-        if (!source.quiet) onProgress?.({ phase: 'inject', partition: source.partition, path: header.name, entries: summary.entries, bytes: summary.bytes });
+        if (!source.quiet)
+          onProgress?.({
+            phase: 'inject',
+            partition: source.partition,
+            path: header.name,
+            entries: summary.entries,
+            bytes: summary.bytes,
+          });
       }
     }
     await whenPackerIdle(pack);
@@ -246,7 +272,11 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     await piping;
   } catch (err) {
     const cause = earlyFailure ?? err;
-    const error = signal?.aborted ? abortError(signal) : isEtchError(cause) ? cause : new EtchError('ETCH_IO', `Writing the .etch failed: ${(cause as Error).message}`, { cause });
+    const error = signal?.aborted
+      ? abortError(signal)
+      : isEtchError(cause)
+        ? cause
+        : new EtchError('ETCH_IO', `Writing the .etch failed: ${(cause as Error).message}`, { cause });
     if (!pack.destroying) pack.destroy(error);
     // The base image may not have reached the pack yet (a failure beside it came first): close it here,
     // without an error of its own, which nobody may be listening for.
@@ -259,7 +289,11 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     ended = true;
     beside.abort();
     // Leftovers of the stage must not turn a finished .etch (or the real error) into another failure.
-    await stage?.close().catch((err: unknown) => logger.warn('could not remove the staging directory', { error: (err as Error).message }));
+    await stage
+      ?.close()
+      .catch((err: unknown) =>
+        logger.warn('could not remove the staging directory', { error: (err as Error).message }),
+      );
   }
   onProgress?.({ phase: 'finalize', bytesWritten: counter.bytes });
   return {

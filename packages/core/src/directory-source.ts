@@ -27,19 +27,36 @@ function join2(dest: string, rel: string): string {
  *
  * @throws EtchError `ETCH_BAD_ENTRY` for sockets, FIFOs and real device files, which have no place in a partition preload.
  */
-export async function* walkDirectory(localDir: string, dest = '', options: WalkOptions = {}): AsyncGenerator<FileToInject> {
+export async function* walkDirectory(
+  localDir: string,
+  dest = '',
+  options: WalkOptions = {},
+): AsyncGenerator<FileToInject> {
   const destPath = normalizeRelativePath(dest.replace(/^\/+/, ''), dest);
   const seenInodes = new Map<string, string>();
   let root;
   try {
     root = await lstat(localDir);
   } catch (cause) {
-    throw new EtchError('ETCH_IO', `Cannot read ${localDir}: ${(cause as Error).message}.`, { cause, details: { path: localDir } });
+    throw new EtchError('ETCH_IO', `Cannot read ${localDir}: ${(cause as Error).message}.`, {
+      cause,
+      details: { path: localDir },
+    });
   }
-  if (!root.isDirectory()) throw new EtchError('ETCH_USAGE', `${localDir} is not a directory.`, { details: { path: localDir } });
+  if (!root.isDirectory())
+    throw new EtchError('ETCH_USAGE', `${localDir} is not a directory.`, { details: { path: localDir } });
   // The partition root's own metadata belongs to the base image; only a named destination gets the folder's.
   if (destPath !== '') {
-    yield { header: { name: destPath, type: 'directory', mode: root.mode & 0o7777, uid: root.uid, gid: root.gid, mtime: root.mtime } };
+    yield {
+      header: {
+        name: destPath,
+        type: 'directory',
+        mode: root.mode & 0o7777,
+        uid: root.uid,
+        gid: root.gid,
+        mtime: root.mtime,
+      },
+    };
   }
   const pending: string[] = [''];
   while (pending.length > 0) {
@@ -49,7 +66,10 @@ export async function* walkDirectory(localDir: string, dest = '', options: WalkO
     try {
       names = (await readdir(abs)).sort();
     } catch (cause) {
-      throw new EtchError('ETCH_IO', `Cannot list ${abs}: ${(cause as Error).message}.`, { cause, details: { path: abs } });
+      throw new EtchError('ETCH_IO', `Cannot list ${abs}: ${(cause as Error).message}.`, {
+        cause,
+        details: { path: abs },
+      });
     }
     const subdirs: string[] = [];
     for (const name of names) {
@@ -81,9 +101,13 @@ export async function* walkDirectory(localDir: string, dest = '', options: WalkO
       } else if (info.isCharacterDevice() && info.rdev === 0) {
         yield { header: { ...header, type: 'character-device', devmajor: 0, devminor: 0 } };
       } else {
-        throw new EtchError('ETCH_BAD_ENTRY', `${childAbs} is a socket, FIFO or device file; only files, directories, links and whiteouts can be injected.`, {
-          details: { path: childAbs },
-        });
+        throw new EtchError(
+          'ETCH_BAD_ENTRY',
+          `${childAbs} is a socket, FIFO or device file; only files, directories, links and whiteouts can be injected.`,
+          {
+            details: { path: childAbs },
+          },
+        );
       }
     }
     // Breadth-first within a folder keeps parents before children; sorted for reproducible archives.

@@ -47,7 +47,8 @@ export class FileSink extends Writable {
       this.bytesWritten += bytesWritten;
       // A short write (a full disk on the way to ENOSPC) leaves the rest for the next round.
       let skipped = bytesWritten;
-      while (pending.length > 0 && skipped >= (pending[0] as Buffer).length) skipped -= (pending.shift() as Buffer).length;
+      while (pending.length > 0 && skipped >= (pending[0] as Buffer).length)
+        skipped -= (pending.shift() as Buffer).length;
       if (pending.length > 0 && skipped > 0) pending = [(pending[0] as Buffer).subarray(skipped), ...pending.slice(1)];
     }
     if (this.pool) for (const chunk of chunks) this.pool.reclaim(chunk);

@@ -54,8 +54,17 @@ async function storeImageFor(layout: string, tag: string, push: Pushed): Promise
 
 /** Extended attributes of a path in an image's layer directories, as getfattr prints them (hex values). */
 async function layerXattrs(engine: Dockerd, ref: string, path: string): Promise<string> {
-  const inspect = await engine.docker(['image', 'inspect', '--format', '{{.GraphDriver.Data.UpperDir}}:{{.GraphDriver.Data.LowerDir}}', ref]);
-  const dirs = inspect.stdout.trim().split(':').filter((d) => d !== '' && d !== '<no value>');
+  const inspect = await engine.docker([
+    'image',
+    'inspect',
+    '--format',
+    '{{.GraphDriver.Data.UpperDir}}:{{.GraphDriver.Data.LowerDir}}',
+    ref,
+  ]);
+  const dirs = inspect.stdout
+    .trim()
+    .split(':')
+    .filter((d) => d !== '' && d !== '<no value>');
   for (const dir of dirs) {
     const found = await stat(join(dir, path)).then(
       () => true,
@@ -82,7 +91,11 @@ beforeAll(async () => {
   // The preload: a, b and multi (not `later`, which is pulled afterwards) into partition 6 of a .etch.
   const base = join(work.path, 'base.img');
   await writeFile(base, Buffer.alloc(1024 * 1024));
-  const images = await Promise.all((['a', 'b', 'multi'] as const).map((key) => storeImageFor(fixtures.layout, fixtures.images[key].tag, pushed[key] as Pushed)));
+  const images = await Promise.all(
+    (['a', 'b', 'multi'] as const).map((key) =>
+      storeImageFor(fixtures.layout, fixtures.images[key].tag, pushed[key] as Pushed),
+    ),
+  );
   const etch = join(work.path, 'preload.etch');
   const result = await createEtch({
     base: { name: 'base.img', size: 1024 * 1024, stream: createReadStream(base) },
@@ -94,7 +107,18 @@ beforeAll(async () => {
   // An independent reader: GNU tar, as root, keeping owners, modes, xattrs and device nodes.
   const extracted = join(work.path, 'extracted');
   await mkdir(extracted);
-  await run('tar', ['--xattrs', '--xattrs-include=*', '--numeric-owner', '-p', '-x', '-f', etch, '-C', extracted, `inject/${DATA_PARTITION}/docker`]);
+  await run('tar', [
+    '--xattrs',
+    '--xattrs-include=*',
+    '--numeric-owner',
+    '-p',
+    '-x',
+    '-f',
+    etch,
+    '-C',
+    extracted,
+    `inject/${DATA_PARTITION}/docker`,
+  ]);
 
   preloaded = await startDockerd({ dataRoot: join(extracted, 'inject', String(DATA_PARTITION), 'docker') });
   pulled = await startDockerd();
@@ -156,8 +180,13 @@ describe('a preloaded store opened by dockerd', () => {
     await mkdir(out);
     await preloaded.docker(['save', '-o', join(out, 'a.tar'), ref]);
     await run('tar', ['-x', '-f', join(out, 'a.tar'), '-C', out]);
-    const manifest = JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')) as { Config: string; Layers: string[] }[];
-    const config = JSON.parse(await readFile(join(out, manifest[0]?.Config as string), 'utf8')) as { rootfs: { diff_ids: string[] } };
+    const manifest = JSON.parse(await readFile(join(out, 'manifest.json'), 'utf8')) as {
+      Config: string;
+      Layers: string[];
+    }[];
+    const config = JSON.parse(await readFile(join(out, manifest[0]?.Config as string), 'utf8')) as {
+      rootfs: { diff_ids: string[] };
+    };
     const hashes: string[] = [];
     for (const layer of manifest[0]?.Layers ?? []) {
       const sum = await run('sha256sum', [join(out, layer)]);
@@ -169,13 +198,25 @@ describe('a preloaded store opened by dockerd', () => {
   it('reuses preloaded layers when a later image shares them', async () => {
     const result = await preloaded.docker(['pull', `${pushed.later?.repository}:v1`]);
     expect(result.stdout).toMatch(/Already exists/);
-    const run1 = await preloaded.docker(['run', '--rm', '--network', 'none', `${pushed.later?.repository}:v1`, '/bin/busybox', 'cat', '/later.txt', '/data/hard.txt']);
+    const run1 = await preloaded.docker([
+      'run',
+      '--rm',
+      '--network',
+      'none',
+      `${pushed.later?.repository}:v1`,
+      '/bin/busybox',
+      'cat',
+      '/later.txt',
+      '/data/hard.txt',
+    ]);
     expect(run1.stdout).toBe('pulled later\none inode, two names\n');
   });
 
   it('loads without layer or image errors in the daemon log', async () => {
     const log = await preloaded.log();
-    expect(log).not.toMatch(/failed to load layer|not restoring image|invalid image|failed to get layer|no such file or directory.*layerdb/i);
+    expect(log).not.toMatch(
+      /failed to load layer|not restoring image|invalid image|failed to get layer|no such file or directory.*layerdb/i,
+    );
     const dirs = await readdir(join(preloaded.dataRoot, 'image', 'overlay2', 'layerdb', 'sha256'));
     expect(dirs.length).toBeGreaterThanOrEqual(4);
   });

@@ -1,6 +1,15 @@
 import { abortError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
 import type { StoreImage } from '@etch/docker-store';
-import { RegistryClient, formatPlatform, hostPlatform, openImageSource, toPlatform, type ImageSource, type Platform, type ResolvedImage } from '@etch/registry';
+import {
+  RegistryClient,
+  formatPlatform,
+  hostPlatform,
+  openImageSource,
+  toPlatform,
+  type ImageSource,
+  type Platform,
+  type ResolvedImage,
+} from '@etch/registry';
 
 /** An image resolved for the device and ready for the engine store, with what the summary shows. */
 export interface PreloadImage {
@@ -134,17 +143,28 @@ function storeImageOf(source: ImageSource, image: ResolvedImage, prefetcher?: La
  * what the engine store writes: the verified config, layers that open verified blob streams, and the names
  * `docker pull` would record. Fails on the first image that cannot be resolved, naming it.
  */
-export async function resolvePreloadImages(specs: readonly string[], options: ResolvePreloadOptions): Promise<PreloadImage[]> {
+export async function resolvePreloadImages(
+  specs: readonly string[],
+  options: ResolvePreloadOptions,
+): Promise<PreloadImage[]> {
   const logger = options.logger ?? silentLogger;
   const platform = toPlatform(options.platform);
   throwIfAborted(options.signal);
   const concurrency = options.prefetch ?? 3;
-  const prefetcher = options.client.cache && concurrency > 0 ? new LayerPrefetcher(concurrency, options.signal, options.onPrefetchProgress) : undefined;
+  const prefetcher =
+    options.client.cache && concurrency > 0
+      ? new LayerPrefetcher(concurrency, options.signal, options.onPrefetchProgress)
+      : undefined;
   return Promise.all(
     specs.map(async (spec) => {
       const source = openImageSource(spec, options.client);
       const resolved = await source.resolve({ platform, ...(options.signal ? { signal: options.signal } : {}) });
-      logger.info('resolved image', { image: spec, digest: resolved.digest, platform: formatPlatform(resolved.platform), layers: resolved.layers.length });
+      logger.info('resolved image', {
+        image: spec,
+        digest: resolved.digest,
+        platform: formatPlatform(resolved.platform),
+        layers: resolved.layers.length,
+      });
       prefetcher?.enqueue(source, resolved.layers);
       return { spec, resolved, store: storeImageOf(source, resolved, prefetcher) };
     }),
@@ -162,9 +182,19 @@ export type LegacyAuth = string | { username: string; password: string };
 export async function getManifestsForImages(
   images: readonly string[],
   auth?: LegacyAuth,
-  options: { platform?: Platform | string; insecureRegistries?: readonly string[]; signal?: AbortSignal; logger?: Logger } = {},
+  options: {
+    platform?: Platform | string;
+    insecureRegistries?: readonly string[];
+    signal?: AbortSignal;
+    logger?: Logger;
+  } = {},
 ): Promise<StoreImage[]> {
-  const credentials = auth === undefined ? undefined : typeof auth === 'string' ? { registryToken: auth } : { username: auth.username, password: auth.password };
+  const credentials =
+    auth === undefined
+      ? undefined
+      : typeof auth === 'string'
+        ? { registryToken: auth }
+        : { username: auth.username, password: auth.password };
   const client = new RegistryClient({
     ...(credentials ? { credentials: async () => ({ credentials, source: 'getManifestsForImages auth' }) } : {}),
     ...(options.insecureRegistries ? { insecureRegistries: options.insecureRegistries } : {}),

@@ -85,7 +85,9 @@ function comparePrerelease(a: string[], b: string[]): number {
 export function compareSupervisorVersions(a: string | SupervisorVersion, b: string | SupervisorVersion): number {
   const x = asVersion(a);
   const y = asVersion(b);
-  return Math.sign(x.major - y.major || x.minor - y.minor || x.patch - y.patch || comparePrerelease(x.prerelease, y.prerelease));
+  return Math.sign(
+    x.major - y.major || x.minor - y.minor || x.patch - y.patch || comparePrerelease(x.prerelease, y.prerelease),
+  );
 }
 
 /**

@@ -117,7 +117,8 @@ function expectId(value: unknown, field: string): number {
 }
 
 function expectString(value: unknown, field: string): string {
-  if (typeof value !== 'string' || value.trim() === '') throw invalid(field, `must be a non-empty string, found ${describe(value)}.`);
+  if (typeof value !== 'string' || value.trim() === '')
+    throw invalid(field, `must be a non-empty string, found ${describe(value)}.`);
   return value;
 }
 
@@ -184,7 +185,8 @@ export function parseApp(value: unknown, field: string): TargetApp {
     name: expectString(a['name'], `${field}.name`),
     releases,
   };
-  if (a['is_host'] !== undefined && typeof a['is_host'] !== 'boolean') throw invalid(`${field}.is_host`, 'must be a boolean.');
+  if (a['is_host'] !== undefined && typeof a['is_host'] !== 'boolean')
+    throw invalid(`${field}.is_host`, 'must be a boolean.');
   if (a['class'] !== undefined && typeof a['class'] !== 'string') throw invalid(`${field}.class`, 'must be a string.');
   return app;
 }
@@ -209,7 +211,10 @@ function parseLegacy(local: Json): LegacyTargetState {
     const field = `local.apps.${appId}`;
     const a = expectObject(value, field);
     if (a['services'] !== undefined) {
-      throw invalid(field, 'has services: this is a v2 device state, which is not supported; use the v3 fleet state (GET /device/v3/fleet/:uuid/state).');
+      throw invalid(
+        field,
+        'has services: this is a v2 device state, which is not supported; use the v3 fleet state (GET /device/v3/fleet/:uuid/state).',
+      );
     }
     const app: LegacyTargetApp = {
       ...structuredClone(a),
@@ -284,7 +289,10 @@ function parseRoot(root: Json): TargetState {
  * const preload = await resolvePreloadImages(imagesOfTargetState(state), { platform: 'linux/arm64', client })
  * ```
  */
-export function imagesOfTargetState(input: TargetState | unknown, options: { includeHostApps?: boolean } = {}): string[] {
+export function imagesOfTargetState(
+  input: TargetState | unknown,
+  options: { includeHostApps?: boolean } = {},
+): string[] {
   const state = parseTargetState(input);
   const seen = new Set<string>();
   if (state.kind === 'legacy-v1') {

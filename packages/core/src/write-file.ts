@@ -53,6 +53,9 @@ export async function writeEtchFile(path: string, options: WriteEtchFileOptions)
     output?.destroy();
     await rm(temporary, { force: true });
     if (err instanceof EtchError) throw err;
-    throw new EtchError('ETCH_IO', `Could not write ${path}: ${(err as Error).message}`, { cause: err, details: { path } });
+    throw new EtchError('ETCH_IO', `Could not write ${path}: ${(err as Error).message}`, {
+      cause: err,
+      details: { path },
+    });
   }
 }

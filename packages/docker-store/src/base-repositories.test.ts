@@ -37,14 +37,19 @@ describe('readBaseRepositories', () => {
     const disk = work.join('disk.img');
     await run('truncate', ['-s', '40M', disk]);
     await run('sfdisk', ['--quiet', disk], {
-      input: 'label: dos\nstart=2048, size=4096, type=c\nstart=6144, size=4096, type=83\nstart=10240, size=4096, type=83\nstart=14336, type=5\nstart=16384, size=2048, type=83\nstart=20480, size=32768, type=83\n',
+      input:
+        'label: dos\nstart=2048, size=4096, type=c\nstart=6144, size=4096, type=83\nstart=10240, size=4096, type=83\nstart=14336, type=5\nstart=16384, size=2048, type=83\nstart=20480, size=32768, type=83\n',
     });
     await run('dd', [`if=${data}`, `of=${disk}`, 'bs=512', 'seek=20480', 'conv=notrunc', 'status=none']);
     const found = await readBaseRepositories(disk, { partition: 6 });
     expect(found).toEqual(JSON.parse(REPOSITORIES));
     // Partition 5 holds no filesystem: a clear error, not an empty store.
-    expect(isEtchError(await readBaseRepositories(disk, { partition: 5 }).catch((e: unknown) => e), 'ETCH_BAD_DISK_IMAGE')).toBe(true);
-    expect(isEtchError(await readBaseRepositories(disk, { partition: 9 }).catch((e: unknown) => e), 'ETCH_BAD_DISK_IMAGE')).toBe(true);
+    expect(
+      isEtchError(await readBaseRepositories(disk, { partition: 5 }).catch((e: unknown) => e), 'ETCH_BAD_DISK_IMAGE'),
+    ).toBe(true);
+    expect(
+      isEtchError(await readBaseRepositories(disk, { partition: 9 }).catch((e: unknown) => e), 'ETCH_BAD_DISK_IMAGE'),
+    ).toBe(true);
   });
 
   it('reads the sample balenaOS image shipped with the repository (no engine store there yet)', async () => {

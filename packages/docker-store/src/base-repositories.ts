@@ -10,12 +10,17 @@ export interface ReadBaseRepositoriesOptions {
 }
 
 /** Reads the engine's repositories.json from partition `options.partition` of a disk image given as a random-access reader. */
-export async function readRepositoriesAt(read: ReadAt, options: ReadBaseRepositoriesOptions): Promise<RepositoriesJson | undefined> {
+export async function readRepositoriesAt(
+  read: ReadAt,
+  options: ReadBaseRepositoriesOptions,
+): Promise<RepositoriesJson | undefined> {
   const partition = findPartition(await readPartitionTable(read), options.partition);
   const fs = await Ext4Reader.open(read, partition.offset);
   const path = `/${(options.root ?? 'docker').replace(/^\/+|\/+$/g, '')}/image/overlay2/repositories.json`;
   const text = await fs.readFile(path);
-  return text === undefined ? undefined : parseRepositories(text, `${path} in partition ${options.partition} of the base image`);
+  return text === undefined
+    ? undefined
+    : parseRepositories(text, `${path} in partition ${options.partition} of the base image`);
 }
 
 /**
@@ -25,8 +30,13 @@ export async function readRepositoriesAt(read: ReadAt, options: ReadBaseReposito
  * @throws EtchError `ETCH_BAD_DISK_IMAGE` when the image has no such partition or it is not ext2/3/4,
  * `ETCH_BAD_ENTRY` when the file is not a valid reference store, `ETCH_IO` when the image cannot be read.
  */
-export async function readBaseRepositories(imagePath: string, options: ReadBaseRepositoriesOptions): Promise<RepositoriesJson | undefined> {
+export async function readBaseRepositories(
+  imagePath: string,
+  options: ReadBaseRepositoriesOptions,
+): Promise<RepositoriesJson | undefined> {
   const path = `/${(options.root ?? 'docker').replace(/^\/+|\/+$/g, '')}/image/overlay2/repositories.json`;
   const text = await readPartitionFile(imagePath, options.partition, path);
-  return text === undefined ? undefined : parseRepositories(text, `${path} in partition ${options.partition} of the base image`);
+  return text === undefined
+    ? undefined
+    : parseRepositories(text, `${path} in partition ${options.partition} of the base image`);
 }

@@ -32,8 +32,26 @@ for (let k = 1; k < 8; k++) {
     (HI[k] as Uint32Array)[i] = ((hi >>> 8) ^ ((HI[0] as Uint32Array)[index] as number)) >>> 0;
   }
 }
-const [H0, H1, H2, H3, H4, H5, H6, H7] = HI as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
-const [L0, L1, L2, L3, L4, L5, L6, L7] = LO as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
+const [H0, H1, H2, H3, H4, H5, H6, H7] = HI as [
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+];
+const [L0, L1, L2, L3, L4, L5, L6, L7] = LO as [
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+  Uint32Array,
+];
 
 /** Incremental CRC-64/ISO. */
 export class Crc64 {
@@ -46,10 +64,40 @@ export class Crc64 {
     let i = 0;
     const end8 = data.length - (data.length % 8);
     for (; i < end8; i += 8) {
-      const a = (lo ^ ((data[i] as number) | ((data[i + 1] as number) << 8) | ((data[i + 2] as number) << 16) | ((data[i + 3] as number) << 24))) >>> 0;
-      const b = (hi ^ ((data[i + 4] as number) | ((data[i + 5] as number) << 8) | ((data[i + 6] as number) << 16) | ((data[i + 7] as number) << 24))) >>> 0;
-      lo = ((L7[a & 0xff] as number) ^ (L6[(a >>> 8) & 0xff] as number) ^ (L5[(a >>> 16) & 0xff] as number) ^ (L4[a >>> 24] as number) ^ (L3[b & 0xff] as number) ^ (L2[(b >>> 8) & 0xff] as number) ^ (L1[(b >>> 16) & 0xff] as number) ^ (L0[b >>> 24] as number)) >>> 0;
-      hi = ((H7[a & 0xff] as number) ^ (H6[(a >>> 8) & 0xff] as number) ^ (H5[(a >>> 16) & 0xff] as number) ^ (H4[a >>> 24] as number) ^ (H3[b & 0xff] as number) ^ (H2[(b >>> 8) & 0xff] as number) ^ (H1[(b >>> 16) & 0xff] as number) ^ (H0[b >>> 24] as number)) >>> 0;
+      const a =
+        (lo ^
+          ((data[i] as number) |
+            ((data[i + 1] as number) << 8) |
+            ((data[i + 2] as number) << 16) |
+            ((data[i + 3] as number) << 24))) >>>
+        0;
+      const b =
+        (hi ^
+          ((data[i + 4] as number) |
+            ((data[i + 5] as number) << 8) |
+            ((data[i + 6] as number) << 16) |
+            ((data[i + 7] as number) << 24))) >>>
+        0;
+      lo =
+        ((L7[a & 0xff] as number) ^
+          (L6[(a >>> 8) & 0xff] as number) ^
+          (L5[(a >>> 16) & 0xff] as number) ^
+          (L4[a >>> 24] as number) ^
+          (L3[b & 0xff] as number) ^
+          (L2[(b >>> 8) & 0xff] as number) ^
+          (L1[(b >>> 16) & 0xff] as number) ^
+          (L0[b >>> 24] as number)) >>>
+        0;
+      hi =
+        ((H7[a & 0xff] as number) ^
+          (H6[(a >>> 8) & 0xff] as number) ^
+          (H5[(a >>> 16) & 0xff] as number) ^
+          (H4[a >>> 24] as number) ^
+          (H3[b & 0xff] as number) ^
+          (H2[(b >>> 8) & 0xff] as number) ^
+          (H1[(b >>> 16) & 0xff] as number) ^
+          (H0[b >>> 24] as number)) >>>
+        0;
     }
     for (; i < data.length; i++) {
       const index = (lo ^ (data[i] as number)) & 0xff;

@@ -13,9 +13,13 @@ interface ImageConfigLike {
 export function parseConfig(image: StoreImage, index: number): { imageId: string; diffIds: string[] } {
   const imageId = `sha256:${createHash('sha256').update(image.config).digest('hex')}`;
   if (image.configDigest !== undefined && image.configDigest !== imageId) {
-    throw new EtchError('ETCH_DIGEST_MISMATCH', `The config of image ${index + 1} hashes to ${imageId}, not ${image.configDigest}. Pull it again.`, {
-      details: { digest: image.configDigest },
-    });
+    throw new EtchError(
+      'ETCH_DIGEST_MISMATCH',
+      `The config of image ${index + 1} hashes to ${imageId}, not ${image.configDigest}. Pull it again.`,
+      {
+        details: { digest: image.configDigest },
+      },
+    );
   }
   let config: ImageConfigLike;
   try {
@@ -24,7 +28,10 @@ export function parseConfig(image: StoreImage, index: number): { imageId: string
     throw new EtchError('ETCH_BAD_ENTRY', `The config ${imageId} is not JSON.`, { cause });
   }
   if (config.os !== undefined && config.os !== '' && config.os !== 'linux') {
-    throw new EtchError('ETCH_PLATFORM_NOT_FOUND', `Image ${imageId} is for ${config.os}; the engine on a balenaOS device only runs linux images.`);
+    throw new EtchError(
+      'ETCH_PLATFORM_NOT_FOUND',
+      `Image ${imageId} is for ${config.os}; the engine on a balenaOS device only runs linux images.`,
+    );
   }
   const diffIds = config.rootfs?.diff_ids;
   if (config.rootfs?.type !== 'layers' || !Array.isArray(diffIds)) {
@@ -32,11 +39,17 @@ export function parseConfig(image: StoreImage, index: number): { imageId: string
   }
   for (const id of diffIds) assertDigest(String(id), 'a diff_id');
   if (diffIds.length !== image.layers.length) {
-    throw new EtchError('ETCH_BAD_ENTRY', `Image ${imageId} lists ${image.layers.length} layers but its config has ${diffIds.length} diff_ids.`);
+    throw new EtchError(
+      'ETCH_BAD_ENTRY',
+      `Image ${imageId} lists ${image.layers.length} layers but its config has ${diffIds.length} diff_ids.`,
+    );
   }
   const nonEmpty = (config.history ?? []).filter((h) => !h.empty_layer).length;
   if (nonEmpty > diffIds.length) {
-    throw new EtchError('ETCH_BAD_ENTRY', `Image ${imageId} has more non-empty history entries than layers; the engine refuses it.`);
+    throw new EtchError(
+      'ETCH_BAD_ENTRY',
+      `Image ${imageId} has more non-empty history entries than layers; the engine refuses it.`,
+    );
   }
   return { imageId, diffIds: diffIds as string[] };
 }

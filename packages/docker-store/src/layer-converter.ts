@@ -30,7 +30,9 @@ const SEGMENT_LIMIT = 1024 * 1024;
 const MAX_TRAILER_BYTES = 16 * 1024 * 1024;
 
 function badLayer(name: string, message: string): EtchError {
-  return new EtchError('ETCH_BAD_ENTRY', `Layer entry ${JSON.stringify(name)}: ${message}`, { details: { entryName: name } });
+  return new EtchError('ETCH_BAD_ENTRY', `Layer entry ${JSON.stringify(name)}: ${message}`, {
+    details: { entryName: name },
+  });
 }
 
 async function* withCrc(body: AsyncIterable<unknown>, crc: Crc64): AsyncGenerator<Uint8Array> {
@@ -40,7 +42,10 @@ async function* withCrc(body: AsyncIterable<unknown>, crc: Crc64): AsyncGenerato
   }
 }
 
-async function* tapHash(source: AsyncIterable<Uint8Array>, hash: ReturnType<typeof createHash>): AsyncGenerator<Uint8Array> {
+async function* tapHash(
+  source: AsyncIterable<Uint8Array>,
+  hash: ReturnType<typeof createHash>,
+): AsyncGenerator<Uint8Array> {
   for await (const chunk of source) {
     hash.update(chunk);
     yield chunk;
@@ -95,7 +100,10 @@ export async function* convertLayer(
       trailerTotal += bytes.length;
       // The engine records trailing bytes too, but a layer made mostly of them is an attack on memory.
       if (trailerTotal > MAX_TRAILER_BYTES) {
-        throw new EtchError('ETCH_BAD_ENTRY', `The layer goes on for more than ${MAX_TRAILER_BYTES / 1024 / 1024} MiB after its end-of-archive marker; refusing it.`);
+        throw new EtchError(
+          'ETCH_BAD_ENTRY',
+          `The layer goes on for more than ${MAX_TRAILER_BYTES / 1024 / 1024} MiB after its end-of-archive marker; refusing it.`,
+        );
       }
       trailer.push(bytes);
       trailerPending += bytes.length;
@@ -110,9 +118,13 @@ export async function* convertLayer(
     const path = layerPath(header.name);
     for (const ancestor of ancestors(path)) {
       if (symlinks.has(ancestor)) {
-        throw new EtchError('ETCH_UNSAFE_PATH', `Refusing a malicious layer: ${JSON.stringify(header.name)} goes through the symlink ${JSON.stringify(ancestor)}.`, {
-          details: { entryName: header.name },
-        });
+        throw new EtchError(
+          'ETCH_UNSAFE_PATH',
+          `Refusing a malicious layer: ${JSON.stringify(header.name)} goes through the symlink ${JSON.stringify(ancestor)}.`,
+          {
+            details: { entryName: header.name },
+          },
+        );
       }
     }
     const base = path.slice(path.lastIndexOf('/') + 1);
@@ -131,13 +143,19 @@ export async function* convertLayer(
       yield { header: { ...header0, xattrs: dirXattrs } };
     } else if (base.startsWith(WHITEOUT_PREFIX)) {
       const original = base.slice(WHITEOUT_PREFIX.length);
-      if (original === '' || original === '.' || original === '..') throw badLayer(header.name, 'is not a valid whiteout name.');
+      if (original === '' || original === '.' || original === '..')
+        throw badLayer(header.name, 'is not a valid whiteout name.');
       const target = parentOf(path) === '' ? original : `${parentOf(path)}/${original}`;
-      if (seen.has(target)) throw badLayer(header.name, `whites out ${JSON.stringify(target)}, which this same layer created; the engine refuses that.`);
+      if (seen.has(target))
+        throw badLayer(
+          header.name,
+          `whites out ${JSON.stringify(target)}, which this same layer created; the engine refuses that.`,
+        );
       seen.set(target, 'character-device');
       yield { header: { name: at(target), type: 'character-device', mode: 0, devmajor: 0, devminor: 0, ...owner } };
     } else {
-      if (seen.has(path)) throw badLayer(header.name, 'appears twice in the layer; the engine refuses duplicate paths.');
+      if (seen.has(path))
+        throw badLayer(header.name, 'appears twice in the layer; the engine refuses duplicate paths.');
       seen.set(path, header.type);
       const common = { name: at(path), mode: header.mode & 0o7777, ...owner, ...(xattrs ? { xattrs } : {}) };
       switch (header.type) {
@@ -161,20 +179,34 @@ export async function* convertLayer(
           const target = hardlinkTargetPath(header.linkname, header.name);
           const targetType = seen.get(target);
           if (targetType === undefined || targetType === 'directory' || target === path) {
-            throw badLayer(header.name, `is a hardlink to ${JSON.stringify(header.linkname)}, which is not a file earlier in the same layer.`);
+            throw badLayer(
+              header.name,
+              `is a hardlink to ${JSON.stringify(header.linkname)}, which is not a file earlier in the same layer.`,
+            );
           }
           for (const ancestor of ancestors(target)) {
-            if (symlinks.has(ancestor)) throw new EtchError('ETCH_UNSAFE_PATH', `Refusing a malicious layer: hardlink ${JSON.stringify(header.name)} goes through a symlink.`);
+            if (symlinks.has(ancestor))
+              throw new EtchError(
+                'ETCH_UNSAFE_PATH',
+                `Refusing a malicious layer: hardlink ${JSON.stringify(header.name)} goes through a symlink.`,
+              );
           }
           yield { header: { ...common, type: 'link', linkname: at(target) } };
           break;
         }
         case 'character-device':
-          if (header.devmajor !== 0 || header.devminor !== 0) throw badLayer(header.name, `is device ${header.devmajor}:${header.devminor}; .etch carries only whiteout devices (0:0).`);
+          if (header.devmajor !== 0 || header.devminor !== 0)
+            throw badLayer(
+              header.name,
+              `is device ${header.devmajor}:${header.devminor}; .etch carries only whiteout devices (0:0).`,
+            );
           yield { header: { ...common, type: 'character-device', devmajor: 0, devminor: 0 } };
           break;
         default:
-          throw badLayer(header.name, `is a ${header.type}, which a .etch cannot carry (only files, directories, links and whiteouts).`);
+          throw badLayer(
+            header.name,
+            `is a ${header.type}, which a .etch cannot carry (only files, directories, links and whiteouts).`,
+          );
       }
     }
     // Whatever was not forwarded still counts for the tar-split checksum.

@@ -1,7 +1,9 @@
 import { EtchError } from '@etch/format';
 
 function malicious(name: string, why: string): EtchError {
-  return new EtchError('ETCH_UNSAFE_PATH', `Refusing a malicious layer: entry ${JSON.stringify(name)} ${why}.`, { details: { entryName: name } });
+  return new EtchError('ETCH_UNSAFE_PATH', `Refusing a malicious layer: entry ${JSON.stringify(name)} ${why}.`, {
+    details: { entryName: name },
+  });
 }
 
 /**
@@ -29,10 +31,14 @@ export function hardlinkTargetPath(linkname: string, entryName: string): string 
   try {
     return layerPath(linkname.replace(/^\/+/, ''));
   } catch (cause) {
-    throw new EtchError('ETCH_UNSAFE_PATH', `Refusing a malicious layer: hardlink ${JSON.stringify(entryName)} points outside the layer (${JSON.stringify(linkname)}).`, {
-      cause,
-      details: { entryName },
-    });
+    throw new EtchError(
+      'ETCH_UNSAFE_PATH',
+      `Refusing a malicious layer: hardlink ${JSON.stringify(entryName)} points outside the layer (${JSON.stringify(linkname)}).`,
+      {
+        cause,
+        details: { entryName },
+      },
+    );
   }
 }
 

@@ -5,7 +5,12 @@ import { convertLayer, type ConvertedLayer, type StoreEntry } from './layer-conv
 import type { StoreLayer } from './store.js';
 
 /** Passes a blob through, hashing it and counting its bytes. */
-export async function* hashing(source: AsyncIterable<Uint8Array>, hash: ReturnType<typeof createHash>, onBytes: (n: number) => void, finished: (total: number) => void) {
+export async function* hashing(
+  source: AsyncIterable<Uint8Array>,
+  hash: ReturnType<typeof createHash>,
+  onBytes: (n: number) => void,
+  finished: (total: number) => void,
+) {
   let total = 0;
   for await (const chunk of source) {
     hash.update(chunk);
@@ -31,10 +36,18 @@ export function blobChecks(layer: StoreLayer) {
     check(): void {
       const digest = `sha256:${hash.digest('hex')}`;
       if (done && bytes !== layer.size) {
-        throw new EtchError('ETCH_DIGEST_MISMATCH', `Layer blob ${layer.digest} is ${bytes} bytes, but the manifest says ${layer.size}. The registry served corrupt data; try again.`, { details: { digest: layer.digest } });
+        throw new EtchError(
+          'ETCH_DIGEST_MISMATCH',
+          `Layer blob ${layer.digest} is ${bytes} bytes, but the manifest says ${layer.size}. The registry served corrupt data; try again.`,
+          { details: { digest: layer.digest } },
+        );
       }
       if (!done || digest !== layer.digest) {
-        throw new EtchError('ETCH_DIGEST_MISMATCH', `Layer blob ${layer.digest} hashes to ${digest}${done ? '' : ' (it has bytes after the compressed data)'}. The registry served corrupt data; try again.`, { details: { digest: layer.digest } });
+        throw new EtchError(
+          'ETCH_DIGEST_MISMATCH',
+          `Layer blob ${layer.digest} hashes to ${digest}${done ? '' : ' (it has bytes after the compressed data)'}. The registry served corrupt data; try again.`,
+          { details: { digest: layer.digest } },
+        );
       }
     },
   };
@@ -43,7 +56,10 @@ export function blobChecks(layer: StoreLayer) {
 /** Any failure reading a layer, as a typed error. */
 export function unreadable(layer: StoreLayer, err: unknown): EtchError {
   if (isEtchError(err)) return err;
-  return new EtchError('ETCH_BAD_ARCHIVE', `Layer ${layer.digest} could not be read: ${(err as Error).message}`, { cause: err, details: { digest: layer.digest } });
+  return new EtchError('ETCH_BAD_ARCHIVE', `Layer ${layer.digest} could not be read: ${(err as Error).message}`, {
+    cause: err,
+    details: { digest: layer.digest },
+  });
 }
 
 /**

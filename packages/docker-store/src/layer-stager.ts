@@ -79,14 +79,23 @@ class StageUnwritable extends Error {}
 
 const RETRY = Symbol('retry when staged layers have been written out');
 
-const tarBytes = (header: EntryHeader) => BLOCK * 3 + Math.ceil((header.size ?? 0) / BLOCK) * BLOCK + Buffer.byteLength(header.name);
+const tarBytes = (header: EntryHeader) =>
+  BLOCK * 3 + Math.ceil((header.size ?? 0) / BLOCK) * BLOCK + Buffer.byteLength(header.name);
 
 /** The header the converter produced, read back from the spool (only the fields it sets). */
 function entryHeaderOf(header: TarHeader): EntryHeader {
-  const entry: EntryHeader = { name: header.name, type: header.type, mode: header.mode & 0o7777, uid: header.uid, gid: header.gid, mtime: header.mtime };
+  const entry: EntryHeader = {
+    name: header.name,
+    type: header.type,
+    mode: header.mode & 0o7777,
+    uid: header.uid,
+    gid: header.gid,
+    mtime: header.mtime,
+  };
   if (header.type === 'file') entry.size = header.size;
   if (header.type === 'symlink' || header.type === 'link') entry.linkname = header.linkname;
-  if (header.type === 'character-device') Object.assign(entry, { devmajor: header.devmajor, devminor: header.devminor });
+  if (header.type === 'character-device')
+    Object.assign(entry, { devmajor: header.devmajor, devminor: header.devminor });
   if (header.xattrs.size > 0) entry.xattrs = header.xattrs;
   return entry;
 }
@@ -178,7 +187,8 @@ export class LayerStage {
   async counts(digest: string): Promise<{ entries: number; bytes: number } | undefined> {
     const planned = this.plan.find((p) => p.layer.digest === digest);
     const slot = planned && this.slots.get(planned.chainId);
-    const attempt = slot?.state === 'running' ? await (slot.attempt as Promise<Attempt>).catch(() => undefined) : undefined;
+    const attempt =
+      slot?.state === 'running' ? await (slot.attempt as Promise<Attempt>).catch(() => undefined) : undefined;
     return attempt && attempt !== RETRY ? { entries: attempt.converted.entries, bytes: attempt.fileBytes } : undefined;
   }
 
@@ -187,7 +197,9 @@ export class LayerStage {
     const { signal } = this.options;
     const input = createReadStream(staged.file, { highWaterMark: 1024 * 1024 });
     for await (const { header, body } of extractTar(input, signal ? { signal } : {})) {
-      yield header.type === 'file' ? { header: entryHeaderOf(header), content: body } : { header: entryHeaderOf(header) };
+      yield header.type === 'file'
+        ? { header: entryHeaderOf(header), content: body }
+        : { header: entryHeaderOf(header) };
     }
   }
 
@@ -252,7 +264,16 @@ export class LayerStage {
     const file = join(this.options.dir, `${chainId.replace(':', '-')}.tar`);
     const cacheId = cacheIdFor(chainId);
     const diffPrefix = `${this.root}/${paths.diff(cacheId)}`;
-    const onBytes = (bytes: number) => this.options.onProgress?.({ phase: 'layer', image, layer: index, digest: layer.digest, bytes, total: layer.size, state: 'converting' });
+    const onBytes = (bytes: number) =>
+      this.options.onProgress?.({
+        phase: 'layer',
+        image,
+        layer: index,
+        digest: layer.digest,
+        bytes,
+        total: layer.size,
+        state: 'converting',
+      });
     const pack = tarPack();
     const out = createWriteStream(file);
     // A failure of the file itself (full disk, permissions), told apart from the teardown below.
@@ -286,12 +307,16 @@ export class LayerStage {
       if (err instanceof OverBudget) {
         // Beside other staged layers it may fit later; alone it never will.
         if (this.spooled > 0) return RETRY;
-        this.logger.debug('layer does not fit the staging directory; it is converted when due', { digest: layer.digest });
+        this.logger.debug('layer does not fit the staging directory; it is converted when due', {
+          digest: layer.digest,
+        });
         return undefined;
       }
       if (unwritable !== undefined && !signal.aborted) {
         // The stage's own disk failed, not the layer: the store converts this layer and the rest inline.
-        this.logger.debug('cannot write the staging directory; layers are converted when due', { error: (unwritable as Error).message });
+        this.logger.debug('cannot write the staging directory; layers are converted when due', {
+          error: (unwritable as Error).message,
+        });
         throw new StageUnwritable((unwritable as Error).message, { cause: unwritable });
       }
       throw err;

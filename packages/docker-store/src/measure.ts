@@ -31,7 +31,10 @@ export interface MeasureStoreOptions {
  * decompressing it, not converting it), then adds the store's own files. Meant to run while the base image
  * streams, with layers already local.
  */
-export async function measureStore(images: readonly StoreImage[], options: MeasureStoreOptions = {}): Promise<StoreMeasure> {
+export async function measureStore(
+  images: readonly StoreImage[],
+  options: MeasureStoreOptions = {},
+): Promise<StoreMeasure> {
   const total: StoreMeasure = { bytes: SKELETON.bytes, entries: SKELETON.entries };
   const seen = new Set<string>();
   await options.stage?.settled();

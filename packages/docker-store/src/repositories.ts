@@ -32,11 +32,18 @@ export function parseRepositories(text: string | Buffer, source: string): Reposi
   try {
     parsed = JSON.parse(text.toString());
   } catch (cause) {
-    throw new EtchError('ETCH_BAD_ENTRY', `${source} is not valid JSON; fix or remove it before preloading.`, { cause, details: { path: source } });
+    throw new EtchError('ETCH_BAD_ENTRY', `${source} is not valid JSON; fix or remove it before preloading.`, {
+      cause,
+      details: { path: source },
+    });
   }
   const repositories = (parsed as Partial<RepositoriesJson> | null)?.Repositories;
   if (typeof repositories !== 'object' || repositories === null) {
-    throw new EtchError('ETCH_BAD_ENTRY', `${source} has no "Repositories" object; it is not an engine reference store.`, { details: { path: source } });
+    throw new EtchError(
+      'ETCH_BAD_ENTRY',
+      `${source} has no "Repositories" object; it is not an engine reference store.`,
+      { details: { path: source } },
+    );
   }
   return { Repositories: repositories };
 }
@@ -45,7 +52,10 @@ export function parseRepositories(text: string | Buffer, source: string): Reposi
  * Adds references to a store without dropping any existing entry; a reference that already exists now
  * points to the new image (as a pull would do).
  */
-export function mergeRepositories(base: RepositoriesJson | undefined, additions: readonly { name: ImageName; imageId: string }[]): RepositoriesJson {
+export function mergeRepositories(
+  base: RepositoriesJson | undefined,
+  additions: readonly { name: ImageName; imageId: string }[],
+): RepositoriesJson {
   const merged: Record<string, Record<string, string>> = {};
   for (const [repository, refs] of Object.entries(base?.Repositories ?? {})) merged[repository] = { ...refs };
   for (const { name, imageId } of additions) {
@@ -60,7 +70,11 @@ export function serializeRepositories(store: RepositoriesJson): string {
   const sorted: Record<string, Record<string, string>> = {};
   for (const repository of Object.keys(store.Repositories).sort()) {
     const refs = store.Repositories[repository] ?? {};
-    sorted[repository] = Object.fromEntries(Object.keys(refs).sort().map((ref) => [ref, refs[ref] as string]));
+    sorted[repository] = Object.fromEntries(
+      Object.keys(refs)
+        .sort()
+        .map((ref) => [ref, refs[ref] as string]),
+    );
   }
   return JSON.stringify({ Repositories: sorted });
 }

@@ -33,11 +33,22 @@ async function layer(entries: CraftedEntry[], compress = true): Promise<Layer> {
 }
 
 function image(layers: Layer[], names: StoreImage['names'], extra: Record<string, unknown> = {}): StoreImage {
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: layers.map((l) => sha(l.tar)) }, ...extra }));
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      rootfs: { type: 'layers', diff_ids: layers.map((l) => sha(l.tar)) },
+      ...extra,
+    }),
+  );
   return {
     config,
     configDigest: sha(config),
-    layers: layers.map((l) => ({ digest: sha(l.blob), size: l.blob.length, open: async () => Readable.from([l.blob]) })),
+    layers: layers.map((l) => ({
+      digest: sha(l.blob),
+      size: l.blob.length,
+      open: async () => Readable.from([l.blob]),
+    })),
     names,
     sourceRepository: `127.0.0.1:5000/${names[0]?.repository ?? 'x'}`,
   };
@@ -75,7 +86,10 @@ async function preload(images: StoreImage[], options: Parameters<typeof dockerSt
 
 // Layer content keeps its mtimes; the store's own files are stamped with the time of the run.
 const summary = (r: Result) =>
-  r.entries.map((e) => `${e.entry.type} ${e.entry.path} ${e.entry.mode} ${e.entry.uid}:${e.entry.gid} ${e.entry.path.includes('/diff/') ? e.entry.mtime.getTime() : ''} ${e.entry.symlinkTarget ?? ''} ${e.entry.hardlinkTarget ?? ''} ${[...e.entry.xattrs].map(([k, v]) => `${k}=${v.toString('hex')}`).join(',')} ${e.content?.toString('hex') ?? ''}`);
+  r.entries.map(
+    (e) =>
+      `${e.entry.type} ${e.entry.path} ${e.entry.mode} ${e.entry.uid}:${e.entry.gid} ${e.entry.path.includes('/diff/') ? e.entry.mtime.getTime() : ''} ${e.entry.symlinkTarget ?? ''} ${e.entry.hardlinkTarget ?? ''} ${[...e.entry.xattrs].map(([k, v]) => `${k}=${v.toString('hex')}`).join(',')} ${e.content?.toString('hex') ?? ''}`,
+  );
 
 const text = (r: Result, path: string) => r.byPath.get(path)?.content?.toString();
 
@@ -111,7 +125,10 @@ describe('dockerStoreEntries', () => {
   it('lays out layers, metadata and references the way the engine does', async () => {
     const lower = await layer(labLower);
     const upper = await layer(labUpper, false);
-    const img = image([lower, upper], [{ repository: '127.0.0.1:5000/test/app', tag: 'v1', digest: `sha256:${'a'.repeat(64)}` }]);
+    const img = image(
+      [lower, upper],
+      [{ repository: '127.0.0.1:5000/test/app', tag: 'v1', digest: `sha256:${'a'.repeat(64)}` }],
+    );
     const base = { Repositories: { balena_supervisor: { 'balena_supervisor:v14.0.0': `sha256:${'b'.repeat(64)}` } } };
     const result = await preload([img], { baseRepositories: base });
     const [chain0, chain1] = chainIds([sha(lower.tar), sha(upper.tar)]);
@@ -147,7 +164,10 @@ describe('dockerStoreEntries', () => {
     const d0 = `docker/overlay2/${l0?.cacheId}/diff`;
     const d1 = `docker/overlay2/${l1?.cacheId}/diff`;
     expect(result.byPath.get(`${d0}/bin/tool`)?.entry).toMatchObject({ mode: 0o4755, uid: 1000, gid: 1000 });
-    expect(result.byPath.get(`${d0}/bin/tool-hard`)?.entry).toMatchObject({ type: 'link', hardlinkTarget: `${d0}/bin/tool` });
+    expect(result.byPath.get(`${d0}/bin/tool-hard`)?.entry).toMatchObject({
+      type: 'link',
+      hardlinkTarget: `${d0}/bin/tool`,
+    });
     expect(result.byPath.get(`${d0}/bin/sh`)?.entry.symlinkTarget).toBe('/bin/busybox');
     expect(result.byPath.has(`${d0}/long/${'n'.repeat(150)}/ünïcödé-名前.txt`)).toBe(true);
     expect(result.byPath.get(`${d0}/caps`)?.entry.xattrs.get('user.test')?.toString()).toBe('v1');
@@ -159,9 +179,22 @@ describe('dockerStoreEntries', () => {
     expect(result.byPath.has(`${d1}/opq/.wh..wh..opq`)).toBe(false);
 
     // image config, distribution metadata, references
-    expect(result.byPath.get(`docker/image/overlay2/imagedb/content/sha256/${stored?.imageId.slice(7)}`)?.content?.equals(img.config)).toBe(true);
-    expect(text(result, `docker/image/overlay2/distribution/diffid-by-digest/sha256/${img.layers[0]?.digest.slice(7)}`)).toBe(sha(lower.tar));
-    expect(JSON.parse(text(result, `docker/image/overlay2/distribution/v2metadata-by-diffid/sha256/${sha(upper.tar).slice(7)}`) as string)).toEqual([
+    expect(
+      result.byPath
+        .get(`docker/image/overlay2/imagedb/content/sha256/${stored?.imageId.slice(7)}`)
+        ?.content?.equals(img.config),
+    ).toBe(true);
+    expect(
+      text(result, `docker/image/overlay2/distribution/diffid-by-digest/sha256/${img.layers[0]?.digest.slice(7)}`),
+    ).toBe(sha(lower.tar));
+    expect(
+      JSON.parse(
+        text(
+          result,
+          `docker/image/overlay2/distribution/v2metadata-by-diffid/sha256/${sha(upper.tar).slice(7)}`,
+        ) as string,
+      ),
+    ).toEqual([
       { Digest: img.layers[1]?.digest, SourceRepository: '127.0.0.1:5000/127.0.0.1:5000/test/app', HMAC: '' },
     ]);
     const repositories = text(result, 'docker/image/overlay2/repositories.json') as string;
@@ -182,7 +215,9 @@ describe('dockerStoreEntries', () => {
   function rebuiltLayer(result: Result, tar: Buffer): Buffer {
     const [chain] = chainIds([sha(tar)]);
     const cacheId = result.stored[0]?.layers[0]?.cacheId;
-    const split = gunzipSync(result.byPath.get(`docker/image/overlay2/layerdb/sha256/${chain?.slice(7)}/tar-split.json.gz`)?.content as Buffer);
+    const split = gunzipSync(
+      result.byPath.get(`docker/image/overlay2/layerdb/sha256/${chain?.slice(7)}/tar-split.json.gz`)?.content as Buffer,
+    );
     const parts: Buffer[] = [];
     for (const line of split.toString().trim().split('\n')) {
       const record = JSON.parse(line) as { type: number; name?: string; size?: number; payload: string | null };
@@ -191,7 +226,8 @@ describe('dockerStoreEntries', () => {
         // The engine reads the file back from diff/ by its recorded name.
         const path = `docker/overlay2/${cacheId}/diff/${(record.name as string).replace(/^\.\//, '')}`;
         const file = result.byPath.get(path);
-        const content = file?.entry.type === 'link' ? result.byPath.get(file.entry.hardlinkTarget as string)?.content : file?.content;
+        const content =
+          file?.entry.type === 'link' ? result.byPath.get(file.entry.hardlinkTarget as string)?.content : file?.content;
         parts.push(content as Buffer);
       }
     }
@@ -236,7 +272,10 @@ describe('dockerStoreEntries', () => {
     const shared = await layer(labLower);
     const upper = await layer(labUpper);
     const other = await layer([{ name: 'b.txt', content: 'b' }]);
-    const images = () => [image([shared, upper], [{ repository: 'one', tag: '1' }]), image([shared, other], [{ repository: 'two', tag: '1' }])];
+    const images = () => [
+      image([shared, upper], [{ repository: 'one', tag: '1' }]),
+      image([shared, other], [{ repository: 'two', tag: '1' }]),
+    ];
     const direct = await preload(images());
     const dir = join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage');
     const staging = images();
@@ -254,8 +293,14 @@ describe('dockerStoreEntries', () => {
     const big = await layer([{ name: 'big.bin', content: 'x'.repeat(64 * 1024) }]);
     const small = await layer([{ name: 'small.txt', content: 's' }]);
     const opened: string[] = [];
-    const counted = (img: StoreImage): StoreImage => ({ ...img, layers: img.layers.map((l) => ({ ...l, open: async () => (opened.push(l.digest), l.open()) })) });
-    const images = [counted(image([big], [{ repository: 'big', tag: '1' }])), counted(image([small], [{ repository: 'small', tag: '1' }]))];
+    const counted = (img: StoreImage): StoreImage => ({
+      ...img,
+      layers: img.layers.map((l) => ({ ...l, open: async () => (opened.push(l.digest), l.open()) })),
+    });
+    const images = [
+      counted(image([big], [{ repository: 'big', tag: '1' }])),
+      counted(image([small], [{ repository: 'small', tag: '1' }])),
+    ];
     const dir = join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage');
     const stage = stageLayers(images, { dir, maxBytes: 16 * 1024 });
     await stage.settled();
@@ -274,15 +319,31 @@ describe('dockerStoreEntries', () => {
 
   it('stages a layer that did not fit beside earlier ones once those are written out, instead of giving up on it', async () => {
     const sizes = [60, 30, 30, 30, 30];
-    const layers = await Promise.all(sizes.map((kib, i) => layer([{ name: `f${i}.bin`, content: String(i).repeat(kib * 1024) }])));
+    const layers = await Promise.all(
+      sizes.map((kib, i) => layer([{ name: `f${i}.bin`, content: String(i).repeat(kib * 1024) }])),
+    );
     const opened = new Map<string, number>();
-    const counted = (img: StoreImage): StoreImage => ({ ...img, layers: img.layers.map((l) => ({ ...l, open: async () => (opened.set(l.digest, (opened.get(l.digest) ?? 0) + 1), l.open()) })) });
+    const counted = (img: StoreImage): StoreImage => ({
+      ...img,
+      layers: img.layers.map((l) => ({
+        ...l,
+        open: async () => (opened.set(l.digest, (opened.get(l.digest) ?? 0) + 1), l.open()),
+      })),
+    });
     const images = layers.map((l, i) => counted(image([l], [{ repository: `r${i}`, tag: '1' }])));
     const direct = await preload(images);
     opened.clear();
     const staged: string[] = [];
-    const logger = { debug: (m: string, f?: Record<string, unknown>) => m === 'layer staged' && staged.push(String(f?.['digest'])), info: () => {}, warn: () => {} };
-    const stage = stageLayers(images, { dir: join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage'), maxBytes: 80 * 1024, logger });
+    const logger = {
+      debug: (m: string, f?: Record<string, unknown>) => m === 'layer staged' && staged.push(String(f?.['digest'])),
+      info: () => {},
+      warn: () => {},
+    };
+    const stage = stageLayers(images, {
+      dir: join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage'),
+      maxBytes: 80 * 1024,
+      logger,
+    });
     await stage.settled();
     const result = await preload(images, { stage });
     await stage.close();
@@ -307,7 +368,12 @@ describe('dockerStoreEntries', () => {
   });
 
   it('converts inline, without failing the run, when the staging directory fills up', async () => {
-    const images = [image([await layer([{ name: 'big.bin', content: randomBytes(512 * 1024).toString('hex') }])], [{ repository: 'a', tag: '1' }])];
+    const images = [
+      image(
+        [await layer([{ name: 'big.bin', content: randomBytes(512 * 1024).toString('hex') }])],
+        [{ repository: 'a', tag: '1' }],
+      ),
+    ];
     const small = await mkdtemp(join(tmpdir(), 'etch-stage-test-'));
     await run('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', small]);
     try {
@@ -338,12 +404,21 @@ describe('dockerStoreEntries', () => {
     const second = await layer([{ name: 'g', content: 'y' }]);
     const img = image([good, second], [{ repository: 'a', tag: '1' }]);
     const tampered = gzipSync(await craftTar([{ name: 'g', content: 'z' }]));
-    const bad: StoreImage = { ...img, layers: [img.layers[0] as StoreImage['layers'][number], { ...(img.layers[1] as StoreImage['layers'][number]), open: async () => Readable.from([tampered]) }] };
+    const bad: StoreImage = {
+      ...img,
+      layers: [
+        img.layers[0] as StoreImage['layers'][number],
+        { ...(img.layers[1] as StoreImage['layers'][number]), open: async () => Readable.from([tampered]) },
+      ],
+    };
     const dir = join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage');
     const stage = stageLayers([bad], { dir });
     await stage.settled();
     const written: string[] = [];
-    const error = await preload([bad], { stage, onProgress: (e) => e.state === 'writing' && written.push(e.digest) }).catch((e: unknown) => e);
+    const error = await preload([bad], {
+      stage,
+      onProgress: (e) => e.state === 'writing' && written.push(e.digest),
+    }).catch((e: unknown) => e);
     await stage.close();
     expect(isEtchError(error, 'ETCH_DIGEST_MISMATCH'), String(error)).toBe(true);
     expect(written).not.toContain(bad.layers[1]?.digest);
@@ -362,7 +437,10 @@ describe('dockerStoreEntries', () => {
     const good = await layer([{ name: 'f', content: 'x' }]);
     const img = image([good], [{ repository: 'a', tag: '1' }]);
     const tampered = gzipSync(await craftTar([{ name: 'f', content: 'y' }]));
-    const bad: StoreImage = { ...img, layers: [{ ...(img.layers[0] as StoreImage['layers'][number]), open: async () => Readable.from([tampered]) }] };
+    const bad: StoreImage = {
+      ...img,
+      layers: [{ ...(img.layers[0] as StoreImage['layers'][number]), open: async () => Readable.from([tampered]) }],
+    };
     const error = await preload([bad]).catch((e: unknown) => e);
     expect(isEtchError(error, 'ETCH_DIGEST_MISMATCH')).toBe(true);
   });
@@ -371,7 +449,10 @@ describe('dockerStoreEntries', () => {
     const real = await layer([{ name: 'f', content: 'x' }]);
     const other = await layer([{ name: 'f', content: 'other' }]);
     const img = image([real], [{ repository: 'a', tag: '1' }]);
-    const lying: StoreImage = { ...img, layers: [{ digest: sha(other.blob), size: other.blob.length, open: async () => Readable.from([other.blob]) }] };
+    const lying: StoreImage = {
+      ...img,
+      layers: [{ digest: sha(other.blob), size: other.blob.length, open: async () => Readable.from([other.blob]) }],
+    };
     const error = await preload([lying]).catch((e: unknown) => e);
     expect(isEtchError(error, 'ETCH_DIGEST_MISMATCH')).toBe(true);
     expect((error as Error).message).toContain('config expects');
@@ -395,14 +476,37 @@ describe('dockerStoreEntries', () => {
   it.each<[string, CraftedEntry[], string]>([
     ['an absolute name', [{ name: '/etc/passwd', content: 'x' }], 'ETCH_UNSAFE_PATH'],
     ['a .. name', [{ name: 'a/../../etc/passwd', content: 'x' }], 'ETCH_UNSAFE_PATH'],
-    ['a write through its own symlink', [{ name: 'evil', type: 'symlink', linkname: '/etc' }, { name: 'evil/cron', content: 'x' }], 'ETCH_UNSAFE_PATH'],
+    [
+      'a write through its own symlink',
+      [
+        { name: 'evil', type: 'symlink', linkname: '/etc' },
+        { name: 'evil/cron', content: 'x' },
+      ],
+      'ETCH_UNSAFE_PATH',
+    ],
     ['a hardlink out of the layer', [{ name: 'h', type: 'link', linkname: '../../../etc/shadow' }], 'ETCH_UNSAFE_PATH'],
     ['a hardlink to a lower layer', [{ name: 'h', type: 'link', linkname: 'not/here' }], 'ETCH_BAD_ENTRY'],
-    ['a duplicate path', [{ name: 'f', content: 'x' }, { name: 'f', content: 'y' }], 'ETCH_BAD_ENTRY'],
-    ['a whiteout of its own file', [{ name: 'f', content: 'x' }, { name: '.wh.f', content: '' }], 'ETCH_BAD_ENTRY'],
+    [
+      'a duplicate path',
+      [
+        { name: 'f', content: 'x' },
+        { name: 'f', content: 'y' },
+      ],
+      'ETCH_BAD_ENTRY',
+    ],
+    [
+      'a whiteout of its own file',
+      [
+        { name: 'f', content: 'x' },
+        { name: '.wh.f', content: '' },
+      ],
+      'ETCH_BAD_ENTRY',
+    ],
     ['a device node', [{ name: 'dev/sda', type: 'block-device', devmajor: 8, devminor: 0 }], 'ETCH_BAD_ENTRY'],
   ])('refuses a layer with %s', async (_label, entries, code) => {
-    const error = await preload([image([await layer(entries)], [{ repository: 'evil', tag: '1' }])]).catch((e: unknown) => e);
+    const error = await preload([image([await layer(entries)], [{ repository: 'evil', tag: '1' }])]).catch(
+      (e: unknown) => e,
+    );
     expect(isEtchError(error, code as never), String(error)).toBe(true);
   });
 
@@ -411,7 +515,9 @@ describe('dockerStoreEntries', () => {
     const windows = image([l], [{ repository: 'w' }], { os: 'windows' });
     expect(isEtchError(await preload([windows]).catch((e: unknown) => e), 'ETCH_PLATFORM_NOT_FOUND')).toBe(true);
     const short = image([l], [{ repository: 'w' }]);
-    expect(isEtchError(await preload([{ ...short, layers: [] }]).catch((e: unknown) => e), 'ETCH_BAD_ENTRY')).toBe(true);
+    expect(isEtchError(await preload([{ ...short, layers: [] }]).catch((e: unknown) => e), 'ETCH_BAD_ENTRY')).toBe(
+      true,
+    );
   });
 
   it('streams a large layer without holding it in memory', async () => {
@@ -439,11 +545,18 @@ describe('dockerStoreEntries', () => {
     }
     const diffId = `sha256:${hash.digest('hex')}`;
     const config = Buffer.from(JSON.stringify({ os: 'linux', rootfs: { type: 'layers', diff_ids: [diffId] } }));
-    const big: StoreImage = { config, layers: [{ digest: diffId, size: blobSize, open: async () => body() }], names: [{ repository: 'big' }], sourceRepository: 'big' };
+    const big: StoreImage = {
+      config,
+      layers: [{ digest: diffId, size: blobSize, open: async () => body() }],
+      names: [{ repository: 'big' }],
+      sourceRepository: 'big',
+    };
     const before = process.memoryUsage().rss;
     let peak = before;
     let bytes = 0;
-    for await (const entry of dockerStoreEntries([big], { onProgress: () => (peak = Math.max(peak, process.memoryUsage.rss())) })) {
+    for await (const entry of dockerStoreEntries([big], {
+      onProgress: () => (peak = Math.max(peak, process.memoryUsage.rss())),
+    })) {
       if (entry.content && typeof entry.content !== 'string' && !Buffer.isBuffer(entry.content)) {
         for await (const part of entry.content) bytes += part.length;
       }

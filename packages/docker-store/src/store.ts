@@ -81,7 +81,10 @@ export interface StoredImage {
  * bytes, and verified twice: the compressed bytes against the manifest digest, the tar against the
  * config's diffID. A mismatch throws `ETCH_DIGEST_MISMATCH` before the store is complete.
  */
-export async function* dockerStoreEntries(images: readonly StoreImage[], options: DockerStoreOptions = {}): AsyncGenerator<StoreEntry, StoredImage[], undefined> {
+export async function* dockerStoreEntries(
+  images: readonly StoreImage[],
+  options: DockerStoreOptions = {},
+): AsyncGenerator<StoreEntry, StoredImage[], undefined> {
   const { signal } = options;
   const logger = options.logger ?? silentLogger;
   const root = (options.root ?? 'docker').replace(/^\/+|\/+$/g, '');
@@ -92,10 +95,22 @@ export async function* dockerStoreEntries(images: readonly StoreImage[], options
   for (const [path, mode] of DIR_MODES) yield { header: { name: at(path), type: 'directory', mode, mtime: now } };
 
   const chains = parsed.map((p) => chainIds(p.diffIds));
-  const progressOf = (image: number, index: number, layer: StoreLayer) => (bytes: number, state: LayerProgress['state']) =>
-    options.onProgress?.({ phase: 'layer', image, layer: index, digest: layer.digest, bytes, total: layer.size, state });
+  const progressOf =
+    (image: number, index: number, layer: StoreLayer) => (bytes: number, state: LayerProgress['state']) =>
+      options.onProgress?.({
+        phase: 'layer',
+        image,
+        layer: index,
+        digest: layer.digest,
+        bytes,
+        total: layer.size,
+        state,
+      });
   if (options.stage !== undefined && options.stage.root !== root) {
-    throw new EtchError('ETCH_USAGE', `The layers were staged for the data root "${options.stage.root}", not "${root}".`);
+    throw new EtchError(
+      'ETCH_USAGE',
+      `The layers were staged for the data root "${options.stage.root}", not "${root}".`,
+    );
   }
   const written = new Map<string, { cacheId: string; linkId: string; lower: string; size: number; diffId: string }>();
   const committed = new Set<string>();
@@ -127,7 +142,8 @@ export async function* dockerStoreEntries(images: readonly StoreImage[], options
       const cacheId = cacheIdFor(chainId);
       const linkId = linkIdFor(cacheId);
       const parent = layerIndex === 0 ? undefined : written.get(chain[layerIndex - 1] as string);
-      const lower = parent === undefined ? '' : parent.lower === '' ? `l/${parent.linkId}` : `l/${parent.linkId}:${parent.lower}`;
+      const lower =
+        parent === undefined ? '' : parent.lower === '' ? `l/${parent.linkId}` : `l/${parent.linkId}:${parent.lower}`;
       logger.debug('writing layer', { digest: layer.digest, chainId, cacheId });
 
       yield { header: { name: at(paths.layerDir(cacheId)), type: 'directory', mode: 0o710, mtime: now } };
@@ -148,12 +164,21 @@ export async function* dockerStoreEntries(images: readonly StoreImage[], options
         }
         result = staged.converted;
       } else {
-        yield* convertBlob(layer, at(paths.diff(cacheId)), (n) => progress(n, 'writing'), (r) => (result = r), signal);
+        yield* convertBlob(
+          layer,
+          at(paths.diff(cacheId)),
+          (n) => progress(n, 'writing'),
+          (r) => (result = r),
+          signal,
+        );
       }
       const converted = result as ConvertedLayer;
       assertDiffId(layer, converted, diffId);
 
-      const file = (name: string, content: string | Buffer, mode = 0o644) => ({ header: { name: at(name), type: 'file' as const, mode, mtime: now }, content });
+      const file = (name: string, content: string | Buffer, mode = 0o644) => ({
+        header: { name: at(name), type: 'file' as const, mode, mtime: now },
+        content,
+      });
       yield file(`${paths.layerDir(cacheId)}/link`, linkId);
       if (parent !== undefined) {
         yield file(`${paths.layerDir(cacheId)}/lower`, lower);
@@ -163,7 +188,15 @@ export async function* dockerStoreEntries(images: readonly StoreImage[], options
           yield file(`${paths.layerDir(parent.cacheId)}/committed`, '', 0o600);
         }
       }
-      yield { header: { name: at(paths.link(linkId)), type: 'symlink', linkname: `../${cacheId}/diff`, mode: 0o777, mtime: now } };
+      yield {
+        header: {
+          name: at(paths.link(linkId)),
+          type: 'symlink',
+          linkname: `../${cacheId}/diff`,
+          mode: 0o777,
+          mtime: now,
+        },
+      };
 
       const db = paths.layerdb(hexOf(chainId));
       yield { header: { name: at(db), type: 'directory', mode: 0o700, mtime: now } };
@@ -180,10 +213,17 @@ export async function* dockerStoreEntries(images: readonly StoreImage[], options
     stored.push({ imageId, names: image.names, layers, size: layers.reduce((sum, l) => sum + l.size, 0) });
   }
 
-  const file = (name: string, content: string | Buffer, mode = 0o644) => ({ header: { name: at(name), type: 'file' as const, mode, mtime: now }, content });
+  const file = (name: string, content: string | Buffer, mode = 0o644) => ({
+    header: { name: at(name), type: 'file' as const, mode, mtime: now },
+    content,
+  });
   for (const [digest, diffId] of diffIdByDigest) yield file(paths.diffIdByDigest(hexOf(digest)), diffId);
   for (const [diffId, bySource] of sources) {
-    const metadata = [...bySource.entries()].map(([key, source]) => ({ Digest: key.split(' ')[0], SourceRepository: source, HMAC: '' }));
+    const metadata = [...bySource.entries()].map(([key, source]) => ({
+      Digest: key.split(' ')[0],
+      SourceRepository: source,
+      HMAC: '',
+    }));
     yield file(paths.v2Metadata(hexOf(diffId)), JSON.stringify(metadata));
   }
   for (const [index, image] of images.entries()) {
@@ -199,7 +239,11 @@ export async function* dockerStoreEntries(images: readonly StoreImage[], options
 
 function assertDiffId(layer: StoreLayer, converted: ConvertedLayer, diffId: string): void {
   if (converted.diffId === diffId) return;
-  throw new EtchError('ETCH_DIGEST_MISMATCH', `Layer ${layer.digest} uncompresses to ${converted.diffId}, but the image config expects ${diffId}. The image is inconsistent; rebuild or re-push it.`, {
-    details: { digest: diffId },
-  });
+  throw new EtchError(
+    'ETCH_DIGEST_MISMATCH',
+    `Layer ${layer.digest} uncompresses to ${converted.diffId}, but the image config expects ${diffId}. The image is inconsistent; rebuild or re-push it.`,
+    {
+      details: { digest: diffId },
+    },
+  );
 }

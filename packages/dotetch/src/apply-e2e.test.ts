@@ -73,7 +73,15 @@ let mountPoint: string | undefined;
 let disk: string;
 let summary: ApplyResult;
 let applyStderr: string;
-let createSummary: { images: { spec: string; imageId: string; digest: string; indexDigest?: string; names: { repository: string; tag?: string; digest?: string }[] }[] };
+let createSummary: {
+  images: {
+    spec: string;
+    imageId: string;
+    digest: string;
+    indexDigest?: string;
+    names: { repository: string; tag?: string; digest?: string }[];
+  }[];
+};
 let partitions: { node: string; start: number; size: number }[];
 const pushed: Record<string, Pushed> = {};
 
@@ -95,9 +103,13 @@ function extent(number: number): { offset: number; size: number } {
 
 beforeAll(async () => {
   ensureTools(TOOLS);
-  if (process.getuid?.() !== 0) throw new Error('The apply acceptance loop-mounts a partition and runs dockerd: it must run as root.');
+  if (process.getuid?.() !== 0)
+    throw new Error('The apply acceptance loop-mounts a partition and runs dockerd: it must run as root.');
   await access(new URL('../dist/cli/commands/apply.js', import.meta.url)).catch((cause: unknown) => {
-    throw new Error('The acceptance runs the etch binary, which loads dist/: build first (pnpm exec tsc -b packages/dotetch).', { cause });
+    throw new Error(
+      'The acceptance runs the etch binary, which loads dist/: build first (pnpm exec tsc -b packages/dotetch).',
+      { cause },
+    );
   });
   work = await createTempDir('etch-apply-e2e-');
 
@@ -127,16 +139,27 @@ beforeAll(async () => {
   const boot = work.join('boot');
   await mkdir(join(boot, 'splash'), { recursive: true });
   await writeFile(join(boot, 'config.json'), '{"deviceType":"genericx86-64","hostname":"preloaded"}\n');
-  await writeFile(join(boot, 'splash', 'balena-logo.png'), Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 1, 2, 255]));
+  await writeFile(
+    join(boot, 'splash', 'balena-logo.png'),
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 1, 2, 255]),
+  );
 
   // The flasher replaces repositories.json with the preload's: `etch create` reads the OS's entries from the
   // raw base image and merges them in. The images come from the registry, through the CLI, as a user would.
   expect(await readBaseRepositories(base, { partition: DATA })).toEqual(OS_REPOSITORIES);
   const etch = work.join('preload.etch');
   const created = await etchBinary([
-    'create', '--base', base, '--inject', `${BOOT}:${boot}`,
+    'create',
+    '--base',
+    base,
+    '--inject',
+    `${BOOT}:${boot}`,
     ...(['a', 'b', 'multi'] as const).flatMap((key) => ['--image', `${pushed[key]?.repository}:v1`]),
-    '--platform', formatPlatform(hostPlatform()), '-o', etch, '--json',
+    '--platform',
+    formatPlatform(hostPlatform()),
+    '-o',
+    etch,
+    '--json',
   ]);
   if (created.code !== 0) throw new Error(`etch create exited with ${created.code}:\n${created.stderr}`);
   createSummary = JSON.parse(created.stdout) as typeof createSummary;
@@ -146,7 +169,9 @@ beforeAll(async () => {
   applyStderr = applied.stderr;
   if (applied.code !== 0) throw new Error(`etch apply exited with ${applied.code}:\n${applied.stderr}`);
   summary = JSON.parse(applied.stdout) as ApplyResult;
-  partitions = (JSON.parse((await run('sfdisk', ['--json', disk])).stdout) as { partitiontable: { partitions: typeof partitions } }).partitiontable.partitions;
+  partitions = (
+    JSON.parse((await run('sfdisk', ['--json', disk])).stdout) as { partitiontable: { partitions: typeof partitions } }
+  ).partitiontable.partitions;
 }, 90_000);
 
 afterAll(async () => {
@@ -164,9 +189,13 @@ afterAll(async () => {
 
 describe('etch apply of a preloaded .etch onto a balenaOS-like image', () => {
   it('etch create resolved the images from the registry and records the digests a pull by tag records', () => {
-    expect(createSummary.images.map((i) => i.spec)).toEqual((['a', 'b', 'multi'] as const).map((key) => `${pushed[key]?.repository}:v1`));
+    expect(createSummary.images.map((i) => i.spec)).toEqual(
+      (['a', 'b', 'multi'] as const).map((key) => `${pushed[key]?.repository}:v1`),
+    );
     for (const [i, key] of (['a', 'b', 'multi'] as const).entries()) {
-      expect(createSummary.images[i]?.names).toEqual([{ repository: pushed[key]?.repository, tag: 'v1', digest: pushed[key]?.digest }]);
+      expect(createSummary.images[i]?.names).toEqual([
+        { repository: pushed[key]?.repository, tag: 'v1', digest: pushed[key]?.digest },
+      ]);
     }
     expect(createSummary.images[2]?.indexDigest).toBe(pushed['multi']?.digest);
   });
@@ -192,17 +221,34 @@ describe('etch apply of a preloaded .etch onto a balenaOS-like image', () => {
   it('puts the boot files into the FAT partition, where mdir sees them and fsck.vfat finds it clean', async () => {
     const boot = extent(BOOT);
     const listing = await run('mdir', ['-i', `${disk}@@${boot.offset}`, '-/', '-b', '::/'], { env: mtoolsEnv });
-    expect(listing.stdout.split('\n').filter(Boolean).sort()).toEqual(['::/config.json', '::/splash/', '::/splash/balena-logo.png']);
-    const config = await run('mcopy', ['-n', '-i', `${disk}@@${boot.offset}`, '::/config.json', '-'], { env: mtoolsEnv });
+    expect(listing.stdout.split('\n').filter(Boolean).sort()).toEqual([
+      '::/config.json',
+      '::/splash/',
+      '::/splash/balena-logo.png',
+    ]);
+    const config = await run('mcopy', ['-n', '-i', `${disk}@@${boot.offset}`, '::/config.json', '-'], {
+      env: mtoolsEnv,
+    });
     expect(config.stdout).toBe('{"deviceType":"genericx86-64","hostname":"preloaded"}\n');
     const piece = work.join('boot.vfat');
-    await run('dd', [`if=${disk}`, `of=${piece}`, 'bs=512', `skip=${boot.offset / SECTOR}`, `count=${boot.size / SECTOR}`, 'status=none']);
+    await run('dd', [
+      `if=${disk}`,
+      `of=${piece}`,
+      'bs=512',
+      `skip=${boot.offset / SECTOR}`,
+      `count=${boot.size / SECTOR}`,
+      'status=none',
+    ]);
     const fsck = await run('fsck.vfat', ['-n', piece], { allowFailure: true });
     expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
   });
 
   it('merges the OS reference to its supervisor into the preloaded repositories.json', async () => {
-    const cat = await run('debugfs', ['-R', 'cat /docker/image/overlay2/repositories.json', `${disk}?offset=${extent(DATA).offset}`]);
+    const cat = await run('debugfs', [
+      '-R',
+      'cat /docker/image/overlay2/repositories.json',
+      `${disk}?offset=${extent(DATA).offset}`,
+    ]);
     const written = JSON.parse(cat.stdout) as typeof OS_REPOSITORIES;
     expect(written.Repositories.balena_supervisor).toEqual(OS_REPOSITORIES.Repositories.balena_supervisor);
     for (const key of ['a', 'b', 'multi']) expect(Object.keys(written.Repositories)).toContain(pushed[key]?.repository);
@@ -228,20 +274,30 @@ describe('etch apply of a preloaded .etch onto a balenaOS-like image', () => {
 
     it.each(['a', 'b', 'multi'])('runs containers of %s with the same filesystem as a pull', async (key) => {
       const ref = `${pushed[key]?.repository}:v1`;
-      const [ours, theirs] = await Promise.all([containerFingerprint(preloaded as Dockerd, ref), containerFingerprint(pulled as Dockerd, ref)]);
+      const [ours, theirs] = await Promise.all([
+        containerFingerprint(preloaded as Dockerd, ref),
+        containerFingerprint(pulled as Dockerd, ref),
+      ]);
       expect(ours).toContain('hardlink ok');
       expect(ours).toMatch(/^\/suid file 4755 1000:1000 /m);
       expect(ours).toEqual(theirs);
     });
 
     it('still has the OS reference to its supervisor once the engine runs', async () => {
-      const text = await readFile(join(mountPoint as string, 'docker', 'image', 'overlay2', 'repositories.json'), 'utf8');
-      expect((JSON.parse(text) as typeof OS_REPOSITORIES).Repositories.balena_supervisor).toEqual(OS_REPOSITORIES.Repositories.balena_supervisor);
+      const text = await readFile(
+        join(mountPoint as string, 'docker', 'image', 'overlay2', 'repositories.json'),
+        'utf8',
+      );
+      expect((JSON.parse(text) as typeof OS_REPOSITORIES).Repositories.balena_supervisor).toEqual(
+        OS_REPOSITORIES.Repositories.balena_supervisor,
+      );
     });
 
     it('loads the store without layer or image errors in the daemon log', async () => {
       const log = await (preloaded as Dockerd).log();
-      expect(log).not.toMatch(/failed to load layer|not restoring image|invalid image|failed to get layer|no such file or directory.*layerdb/i);
+      expect(log).not.toMatch(
+        /failed to load layer|not restoring image|invalid image|failed to get layer|no such file or directory.*layerdb/i,
+      );
     });
   });
 });

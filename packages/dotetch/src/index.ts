@@ -1,5 +1,15 @@
 // The umbrella: the original dotetch API by name, and each package as a namespace. No logic of its own.
-export { closeEtchStream, prepareEtchStream, startEtchStream, streamDockerAssets, streamFiles, createEtch, writeEtchFile, getManifestsForImages, resolvePreloadImages } from '@etch/core';
+export {
+  closeEtchStream,
+  prepareEtchStream,
+  startEtchStream,
+  streamDockerAssets,
+  streamFiles,
+  createEtch,
+  writeEtchFile,
+  getManifestsForImages,
+  resolvePreloadImages,
+} from '@etch/core';
 export type { CreateEtchOptions, CreateEtchResult, EtchProgress, FileToInject, InjectSource } from '@etch/core';
 export { promisePacker, readEtch } from '@etch/tar';
 export type { EntryContent, EntryHeader, EntryWriter, EtchEntry } from '@etch/tar';

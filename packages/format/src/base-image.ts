@@ -52,9 +52,10 @@ export function isZipImageEntry(fileName: string): boolean {
  * @throws EtchError `ETCH_BAD_ENTRY` otherwise, saying what is accepted.
  */
 export function assertBaseImageName(name: string): BaseImageContainer {
-  const container = name.includes('/') || name.includes('\0') || name.startsWith('.') || name === INJECT_ROOT
-    ? undefined
-    : baseImageContainer(name);
+  const container =
+    name.includes('/') || name.includes('\0') || name.startsWith('.') || name === INJECT_ROOT
+      ? undefined
+      : baseImageContainer(name);
   if (container === undefined) {
     throw new EtchError(
       'ETCH_BAD_ENTRY',

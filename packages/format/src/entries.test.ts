@@ -4,7 +4,12 @@ import { parseEntryName } from './entry-name.js';
 import { assertBaseImageName } from './base-image.js';
 
 const code = (c: string) => expect.objectContaining({ code: c });
-const file = (name: string, extra: Partial<EntryHeaderLike> = {}): EntryHeaderLike => ({ name, type: 'file', size: 1, ...extra });
+const file = (name: string, extra: Partial<EntryHeaderLike> = {}): EntryHeaderLike => ({
+  name,
+  type: 'file',
+  size: 1,
+  ...extra,
+});
 
 function started(version = '1.0'): EtchOrderValidator {
   const v = new EtchOrderValidator();
@@ -18,13 +23,19 @@ describe('EtchOrderValidator', () => {
     const v = started();
     expect(v.accept(file('balena.img'))).toEqual({ kind: 'base-image', name: 'balena.img', container: 'raw' });
     expect(v.accept({ name: 'inject/', type: 'directory' })).toEqual({ kind: 'inject-root' });
-    expect(v.accept({ name: 'inject/6/docker', type: 'directory' })).toMatchObject({ kind: 'inject', partition: 6, path: 'docker' });
+    expect(v.accept({ name: 'inject/6/docker', type: 'directory' })).toMatchObject({
+      kind: 'inject',
+      partition: 6,
+      path: 'docker',
+    });
     expect(v.accept(file('inject/6/docker/a'))).toMatchObject({ type: 'file' });
     expect(v.accept({ name: 'inject/6/docker/b', type: 'link', linkname: 'inject/6/docker/a' })).toMatchObject({
       type: 'link',
       hardlinkTarget: 'docker/a',
     });
-    expect(v.accept({ name: 'inject/6/l', type: 'symlink', linkname: '../../../etc/passwd' })).toMatchObject({ type: 'symlink' });
+    expect(v.accept({ name: 'inject/6/l', type: 'symlink', linkname: '../../../etc/passwd' })).toMatchObject({
+      type: 'symlink',
+    });
     expect(v.accept({ name: 'inject/6/.wh', type: 'character-device', devmajor: 0, devminor: 0 })).toMatchObject({
       type: 'character-device',
     });
@@ -40,7 +51,9 @@ describe('EtchOrderValidator', () => {
   it('refuses a missing or non-first VERSION', () => {
     expect(() => new EtchOrderValidator().accept(file('image.img'))).toThrow(code('ETCH_BAD_VERSION'));
     expect(() => new EtchOrderValidator().finish()).toThrow(code('ETCH_BAD_VERSION'));
-    expect(() => new EtchOrderValidator().accept({ name: 'VERSION', type: 'directory' })).toThrow(code('ETCH_BAD_VERSION'));
+    expect(() => new EtchOrderValidator().accept({ name: 'VERSION', type: 'directory' })).toThrow(
+      code('ETCH_BAD_VERSION'),
+    );
   });
 
   it('refuses another major version', () => {
@@ -119,7 +132,9 @@ describe('EtchOrderValidator', () => {
     v.accept(file('a.img'));
     v.accept({ name: 'inject/6/etc', type: 'symlink', linkname: '/etc' });
     expect(() => v.accept(file('inject/6/etc/passwd'))).toThrow(code('ETCH_UNSAFE_PATH'));
-    expect(() => v.accept({ name: 'inject/6/h', type: 'link', linkname: 'inject/6/etc/shadow' })).toThrow(code('ETCH_UNSAFE_PATH'));
+    expect(() => v.accept({ name: 'inject/6/h', type: 'link', linkname: 'inject/6/etc/shadow' })).toThrow(
+      code('ETCH_UNSAFE_PATH'),
+    );
     // The same name in another partition is unrelated, and replacing the symlink by a directory clears it.
     expect(v.accept(file('inject/5/etc/passwd'))).toMatchObject({ partition: 5 });
     v.accept({ name: 'inject/6/etc', type: 'directory' });

@@ -15,14 +15,7 @@ const VERSION_1_1: FormatVersion = { major: 1, minor: 1 };
 
 /** Tar entry types, named as tar-stream names them. */
 export type TarEntryType =
-  | 'file'
-  | 'link'
-  | 'symlink'
-  | 'character-device'
-  | 'block-device'
-  | 'directory'
-  | 'fifo'
-  | 'contiguous-file';
+  'file' | 'link' | 'symlink' | 'character-device' | 'block-device' | 'directory' | 'fifo' | 'contiguous-file';
 
 /** The entry types an `inject/` entry may have. */
 export type InjectEntryType = 'file' | 'directory' | 'symlink' | 'link' | 'character-device';
@@ -76,7 +69,8 @@ function badEntry(name: string, message: string): EtchError {
  */
 export function classifyInjectEntry(header: EntryHeaderLike): ClassifiedEntry {
   const parsed = parseInjectName(header.name);
-  if (parsed === undefined) throw badEntry(header.name, `Entry ${JSON.stringify(header.name)} is not under ${INJECT_ROOT}/.`);
+  if (parsed === undefined)
+    throw badEntry(header.name, `Entry ${JSON.stringify(header.name)} is not under ${INJECT_ROOT}/.`);
   const { partition, path } = parsed;
   const type = header.type as InjectEntryType;
   if (!INJECT_ENTRY_TYPES.includes(type)) {
@@ -86,7 +80,10 @@ export function classifyInjectEntry(header: EntryHeaderLike): ClassifiedEntry {
     );
   }
   if (path === '' && type !== 'directory') {
-    throw badEntry(header.name, `Entry ${JSON.stringify(header.name)} names a partition root, which can only be a directory.`);
+    throw badEntry(
+      header.name,
+      `Entry ${JSON.stringify(header.name)} names a partition root, which can only be a directory.`,
+    );
   }
   if (type === 'character-device' && ((header.devmajor ?? 0) !== 0 || (header.devminor ?? 0) !== 0)) {
     throw badEntry(
@@ -103,7 +100,8 @@ export function classifyInjectEntry(header: EntryHeaderLike): ClassifiedEntry {
   }
   if (type === 'link') {
     const hardlinkTarget = resolveHardlinkTarget(header.linkname ?? '', partition, header.name);
-    if (hardlinkTarget === path) throw badEntry(header.name, `Hardlink ${JSON.stringify(header.name)} points to itself.`);
+    if (hardlinkTarget === path)
+      throw badEntry(header.name, `Hardlink ${JSON.stringify(header.name)} points to itself.`);
     return { kind: 'inject', partition, path, type, hardlinkTarget };
   }
   return { kind: 'inject', partition, path, type };
@@ -149,33 +147,47 @@ export class EtchOrderValidator {
     switch (this.#state) {
       case 'expect-version':
         if (!isVersionEntryName(name) || header.type !== 'file') {
-          throw new EtchError('ETCH_BAD_VERSION', `The first entry must be the VERSION file, found ${JSON.stringify(name)}. Is this a .etch file?`, {
-            details: { entryName: name },
-          });
+          throw new EtchError(
+            'ETCH_BAD_VERSION',
+            `The first entry must be the VERSION file, found ${JSON.stringify(name)}. Is this a .etch file?`,
+            {
+              details: { entryName: name },
+            },
+          );
         }
         this.#state = 'expect-version-content';
         return { kind: 'version' };
       case 'expect-version-content':
-        throw new EtchError('ETCH_BAD_VERSION', 'The VERSION content must be read before the next entry (call acceptVersion).');
+        throw new EtchError(
+          'ETCH_BAD_VERSION',
+          'The VERSION content must be read before the next entry (call acceptVersion).',
+        );
       case 'finished':
         throw new EtchError('ETCH_BAD_ORDER', `Entry ${JSON.stringify(name)} follows the end of the archive.`);
       default:
         break;
     }
     if (isVersionEntryName(name)) {
-      throw new EtchError('ETCH_BAD_ORDER', 'A second VERSION entry was found; VERSION appears once, first.', { details: { entryName: name } });
+      throw new EtchError('ETCH_BAD_ORDER', 'A second VERSION entry was found; VERSION appears once, first.', {
+        details: { entryName: name },
+      });
     }
     const newer = this.#version !== undefined && isNewerMinor(this.#version, this.#reader);
     const underInject = name === INJECT_ROOT || name.startsWith(`${INJECT_ROOT}/`);
     if (this.#state === 'expect-base') {
       if (underInject) {
-        throw new EtchError('ETCH_BAD_ORDER', `Entry ${JSON.stringify(name)} comes before the base image; inject entries must follow it.`, {
-          details: { entryName: name },
-        });
+        throw new EtchError(
+          'ETCH_BAD_ORDER',
+          `Entry ${JSON.stringify(name)} comes before the base image; inject entries must follow it.`,
+          {
+            details: { entryName: name },
+          },
+        );
       }
       try {
         const container = assertBaseImageName(name);
-        if (header.type !== 'file') throw badEntry(name, `The base image ${JSON.stringify(name)} must be a regular file, not a ${header.type}.`);
+        if (header.type !== 'file')
+          throw badEntry(name, `The base image ${JSON.stringify(name)} must be a regular file, not a ${header.type}.`);
         this.#state = 'after-base';
         return { kind: 'base-image', name, container };
       } catch (err) {
@@ -187,7 +199,11 @@ export class EtchOrderValidator {
       if (header.type !== 'file') throw badEntry(name, `${REQUIREMENTS_ENTRY_NAME} must be a regular file.`);
       // A streaming flasher must know the sizes before it injects anything, so the entry comes first.
       if (this.#sawInject || this.#sawRequirements) {
-        throw new EtchError('ETCH_BAD_ORDER', `${REQUIREMENTS_ENTRY_NAME} must appear once, right after the base image and before any inject entry.`, { details: { entryName: name } });
+        throw new EtchError(
+          'ETCH_BAD_ORDER',
+          `${REQUIREMENTS_ENTRY_NAME} must appear once, right after the base image and before any inject entry.`,
+          { details: { entryName: name } },
+        );
       }
       this.#sawRequirements = true;
       return { kind: 'requirements' };
@@ -206,14 +222,21 @@ export class EtchOrderValidator {
     if (!name.includes('/') && header.type === 'file') {
       try {
         assertBaseImageName(name);
-        throw new EtchError('ETCH_BAD_ORDER', `A second base image ${JSON.stringify(name)} was found; a .etch holds exactly one.`, {
-          details: { entryName: name },
-        });
+        throw new EtchError(
+          'ETCH_BAD_ORDER',
+          `A second base image ${JSON.stringify(name)} was found; a .etch holds exactly one.`,
+          {
+            details: { entryName: name },
+          },
+        );
       } catch (err) {
         if ((err as EtchError).code === 'ETCH_BAD_ORDER') throw err;
       }
     }
-    throw badEntry(name, `Unexpected entry ${JSON.stringify(name)} after the base image; only inject/<partition>/<path> entries may follow it.`);
+    throw badEntry(
+      name,
+      `Unexpected entry ${JSON.stringify(name)} after the base image; only inject/<partition>/<path> entries may follow it.`,
+    );
   }
 
   // Writing `a/b` after `a` became a symlink would write wherever `a` points: outside the partition.

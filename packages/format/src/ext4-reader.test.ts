@@ -74,7 +74,14 @@ describe('Ext4Reader', () => {
       await expect(fs.readFile('/link/image/overlay2/repositories.json')).rejects.toThrow(/symlink/);
       await expect(fs.readFile('/big.bin', 1024)).rejects.toThrow(/more than/);
       expect((await collect(fs.readFileStream('/big.bin', 100_000))).equals(big)).toBe(true);
-      expect(await fs.stat('/owned')).toMatchObject({ type: 'file', mode: 0o4750, uid: 1234, gid: 5678, mtime: 1_000_000_000, links: 2 });
+      expect(await fs.stat('/owned')).toMatchObject({
+        type: 'file',
+        mode: 0o4750,
+        uid: 1234,
+        gid: 5678,
+        mtime: 1_000_000_000,
+        links: 2,
+      });
       expect((await fs.stat('/owned-too'))?.inode).toBe((await fs.stat('/owned'))?.inode);
       expect(await fs.stat('/link')).toMatchObject({ type: 'symlink' });
       const info = await fs.info();
@@ -101,4 +108,3 @@ describe('Ext4Reader', () => {
     expect(isEtchError(error, 'ETCH_BAD_DISK_IMAGE')).toBe(true);
   });
 });
-

@@ -98,7 +98,8 @@ export class Ext4Reader {
    */
   static async open(read: ReadAt, offset = 0): Promise<Ext4Reader> {
     const sb = Buffer.from(await read(offset + SUPERBLOCK_OFFSET, 1024));
-    if (sb.length < 1024 || sb.readUInt16LE(56) !== EXT_MAGIC) throw bad('The partition holds no ext2/3/4 filesystem (no superblock magic).');
+    if (sb.length < 1024 || sb.readUInt16LE(56) !== EXT_MAGIC)
+      throw bad('The partition holds no ext2/3/4 filesystem (no superblock magic).');
     const logBlockSize = sb.readUInt32LE(24);
     if (logBlockSize > 6) throw bad(`The ext4 superblock declares an impossible block size (2^${10 + logBlockSize}).`);
     const blockSize = 1024 << logBlockSize;
@@ -108,8 +109,17 @@ export class Ext4Reader {
     const descSize = incompat & INCOMPAT_64BIT ? sb.readUInt16LE(254) : 32;
     const firstDataBlock = sb.readUInt32LE(20);
     const inodesPerGroup = sb.readUInt32LE(40);
-    if (inodeSize < 128 || inodesPerGroup === 0 || descSize < 32) throw bad('The ext4 superblock is inconsistent; the filesystem is corrupt.');
-    return new Ext4Reader(read, offset, blockSize, inodeSize, inodesPerGroup, descSize, (firstDataBlock + 1) * blockSize);
+    if (inodeSize < 128 || inodesPerGroup === 0 || descSize < 32)
+      throw bad('The ext4 superblock is inconsistent; the filesystem is corrupt.');
+    return new Ext4Reader(
+      read,
+      offset,
+      blockSize,
+      inodeSize,
+      inodesPerGroup,
+      descSize,
+      (firstDataBlock + 1) * blockSize,
+    );
   }
 
   /** Block size, block and inode counts and what is free, as the superblock records them. */
@@ -130,7 +140,8 @@ export class Ext4Reader {
 
   private async bytes(offset: number, length: number): Promise<Buffer> {
     const data = Buffer.from(await this.readAt(this.base + offset, length));
-    if (data.length < length) throw bad('The ext4 filesystem points past the end of the image; it is truncated or corrupt.');
+    if (data.length < length)
+      throw bad('The ext4 filesystem points past the end of the image; it is truncated or corrupt.');
     return data;
   }
 
@@ -166,7 +177,11 @@ export class Ext4Reader {
         // Lengths above 32768 mark unwritten (preallocated) extents: they read as zeros, like holes.
         const unwritten = length > 32768;
         const physical = node.readUInt16LE(at + 6) * 2 ** 32 + node.readUInt32LE(at + 8);
-        runs.push({ logical: node.readUInt32LE(at), physical: unwritten ? 0 : physical, count: unwritten ? length - 32768 : length });
+        runs.push({
+          logical: node.readUInt32LE(at),
+          physical: unwritten ? 0 : physical,
+          count: unwritten ? length - 32768 : length,
+        });
       } else {
         const child = node.readUInt16LE(at + 8) * 2 ** 32 + node.readUInt32LE(at + 4);
         await this.extentRuns(await this.bytes(child * this.blockSize, this.blockSize), depth + 1, runs);
@@ -174,7 +189,13 @@ export class Ext4Reader {
     }
   }
 
-  private async mappedRuns(pointers: number[], level: number, logical: { next: number }, runs: Run[], limit: number): Promise<void> {
+  private async mappedRuns(
+    pointers: number[],
+    level: number,
+    logical: { next: number },
+    runs: Run[],
+    limit: number,
+  ): Promise<void> {
     const perBlock = this.blockSize / 4;
     for (const pointer of pointers) {
       if (logical.next >= limit) return;
@@ -203,14 +224,22 @@ export class Ext4Reader {
     const limit = Math.ceil(inode.size / this.blockSize);
     const pointer = (i: number) => inode.block.readUInt32LE(i * 4);
     const logical = { next: 0 };
-    await this.mappedRuns(Array.from({ length: 12 }, (_, i) => pointer(i)), 0, logical, runs, limit);
+    await this.mappedRuns(
+      Array.from({ length: 12 }, (_, i) => pointer(i)),
+      0,
+      logical,
+      runs,
+      limit,
+    );
     for (let level = 1; level <= 3; level++) await this.mappedRuns([pointer(11 + level)], level, logical, runs, limit);
     return runs;
   }
 
   private async content(inode: Inode, maxBytes: number, path: string): Promise<Buffer> {
-    if (inode.size > maxBytes) throw bad(`${path} is ${inode.size} bytes, more than the ${maxBytes} this reader loads.`);
-    if (inode.flags & INODE_FLAG_INLINE) throw bad(`${path} is stored inline in its inode (ext4 inline_data), which this reader does not support.`);
+    if (inode.size > maxBytes)
+      throw bad(`${path} is ${inode.size} bytes, more than the ${maxBytes} this reader loads.`);
+    if (inode.flags & INODE_FLAG_INLINE)
+      throw bad(`${path} is stored inline in its inode (ext4 inline_data), which this reader does not support.`);
     const out = Buffer.alloc(inode.size);
     for (const run of await this.runsOf(inode)) {
       const start = run.logical * this.blockSize;
@@ -243,7 +272,8 @@ export class Ext4Reader {
     let current = await this.inode(number);
     let walked = '';
     for (const part of parts) {
-      if ((current.mode & S_IFMT) === S_IFLNK) throw bad(`${walked} is a symlink in the filesystem; it is not followed.`);
+      if ((current.mode & S_IFMT) === S_IFLNK)
+        throw bad(`${walked} is a symlink in the filesystem; it is not followed.`);
       if ((current.mode & S_IFMT) !== S_IFDIR) throw bad(`${walked || '/'} is not a directory in the filesystem.`);
       const next = await this.lookup(current, part, walked || '/');
       if (next === undefined) return undefined;
@@ -274,7 +304,8 @@ export class Ext4Reader {
   /** The target of a symlink. */
   async readlink(path: string): Promise<string> {
     const found = await this.resolve(path);
-    if (found === undefined || (found.inode.mode & S_IFMT) !== S_IFLNK) throw bad(`${path} is not a symlink in the filesystem.`);
+    if (found === undefined || (found.inode.mode & S_IFMT) !== S_IFLNK)
+      throw bad(`${path} is not a symlink in the filesystem.`);
     const { inode } = found;
     // Short targets live in the inode's block array ("fast" symlinks); longer ones in a data block.
     if (inode.size < 60 && !(inode.flags & INODE_FLAG_EXTENTS)) return inode.block.toString('utf8', 0, inode.size);
@@ -289,14 +320,16 @@ export class Ext4Reader {
     const found = await this.resolve(path);
     if (found === undefined) throw bad(`${path} does not exist in the filesystem.`);
     if ((found.inode.mode & S_IFMT) !== S_IFREG) throw bad(`${path} is not a regular file in the filesystem.`);
-    if (found.inode.flags & INODE_FLAG_INLINE) throw bad(`${path} is stored inline in its inode (ext4 inline_data), which this reader does not support.`);
+    if (found.inode.flags & INODE_FLAG_INLINE)
+      throw bad(`${path} is stored inline in its inode (ext4 inline_data), which this reader does not support.`);
     const runs = (await this.runsOf(found.inode)).filter((r) => r.physical !== 0).sort((a, b) => a.logical - b.logical);
     const size = found.inode.size;
     let position = 0;
     for (const run of runs) {
       const start = run.logical * this.blockSize;
       if (start >= size) break;
-      for (; position < start; position += Math.min(chunkSize, start - position)) yield Buffer.alloc(Math.min(chunkSize, start - position));
+      for (; position < start; position += Math.min(chunkSize, start - position))
+        yield Buffer.alloc(Math.min(chunkSize, start - position));
       const end = Math.min(size, start + run.count * this.blockSize);
       for (let at = start; at < end; at += chunkSize) {
         const length = Math.min(chunkSize, end - at);
@@ -304,7 +337,8 @@ export class Ext4Reader {
       }
       position = end;
     }
-    for (; position < size; position += Math.min(chunkSize, size - position)) yield Buffer.alloc(Math.min(chunkSize, size - position));
+    for (; position < size; position += Math.min(chunkSize, size - position))
+      yield Buffer.alloc(Math.min(chunkSize, size - position));
   }
 
   /**
@@ -315,7 +349,8 @@ export class Ext4Reader {
   async readFile(path: string, maxBytes = 16 * 1024 * 1024): Promise<Buffer | undefined> {
     const found = await this.resolve(path);
     if (found === undefined) return undefined;
-    if ((found.inode.mode & S_IFMT) === S_IFLNK) throw bad(`${found.path} is a symlink in the filesystem; it is not followed.`);
+    if ((found.inode.mode & S_IFMT) === S_IFLNK)
+      throw bad(`${found.path} is a symlink in the filesystem; it is not followed.`);
     if ((found.inode.mode & S_IFMT) !== S_IFREG) throw bad(`${found.path} is not a regular file in the filesystem.`);
     return this.content(found.inode, maxBytes, found.path);
   }

@@ -10,12 +10,19 @@ import { readAtHandle } from './read-at.js';
  * @throws EtchError `ETCH_IO` when the image cannot be read, `ETCH_BAD_DISK_IMAGE` when the partition is
  * missing or not ext2/3/4.
  */
-export async function readPartitionFile(imagePath: string, partition: number, path: string): Promise<Buffer | undefined> {
+export async function readPartitionFile(
+  imagePath: string,
+  partition: number,
+  path: string,
+): Promise<Buffer | undefined> {
   let handle;
   try {
     handle = await open(imagePath, 'r');
   } catch (cause) {
-    throw new EtchError('ETCH_IO', `Cannot open the base image ${imagePath}: ${(cause as Error).message}`, { cause, details: { path: imagePath } });
+    throw new EtchError('ETCH_IO', `Cannot open the base image ${imagePath}: ${(cause as Error).message}`, {
+      cause,
+      details: { path: imagePath },
+    });
   }
   try {
     const read = readAtHandle(handle);

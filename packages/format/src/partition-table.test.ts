@@ -19,7 +19,9 @@ async function fileReader(path: string): Promise<{ read: ReadAt; close: () => Pr
 /** Partitions as util-linux's sfdisk reads them: number, start and size in bytes, type. */
 async function sfdiskView(path: string): Promise<{ number: number; offset: number; size: number; type: string }[]> {
   const { stdout } = await run('sfdisk', ['--json', path]);
-  const table = JSON.parse(stdout) as { partitiontable: { partitions: { node: string; start: number; size: number; type: string }[] } };
+  const table = JSON.parse(stdout) as {
+    partitiontable: { partitions: { node: string; start: number; size: number; type: string }[] };
+  };
   return table.partitiontable.partitions.map((p) => ({
     number: Number(/(\d+)$/.exec(p.node)?.[1]),
     offset: p.start * 512,
@@ -50,9 +52,22 @@ describe('readPartitionTable', () => {
     const table = await readPartitionTable(read);
     await close();
     expect(table.scheme).toBe('mbr');
-    const ours = table.partitions.map((p) => ({ number: p.number, offset: p.offset, size: p.size, type: p.type.replace(/^0x0?/, '') }));
+    const ours = table.partitions.map((p) => ({
+      number: p.number,
+      offset: p.offset,
+      size: p.size,
+      type: p.type.replace(/^0x0?/, ''),
+    }));
     expect(ours).toEqual(await sfdiskView(path));
-    expect(table.partitions.map((p) => p.kind)).toEqual(['primary', 'primary', 'primary', 'extended', 'logical', 'logical', 'logical']);
+    expect(table.partitions.map((p) => p.kind)).toEqual([
+      'primary',
+      'primary',
+      'primary',
+      'extended',
+      'logical',
+      'logical',
+      'logical',
+    ]);
     expect(findPartition(table, 6).offset).toBe(63488 * 512);
   });
 
@@ -68,7 +83,9 @@ describe('readPartitionTable', () => {
     const table = await readPartitionTable(read);
     await close();
     expect(table.scheme).toBe('gpt');
-    expect(table.partitions.map(({ number, offset, size, type }) => ({ number, offset, size, type }))).toEqual(await sfdiskView(path));
+    expect(table.partitions.map(({ number, offset, size, type }) => ({ number, offset, size, type }))).toEqual(
+      await sfdiskView(path),
+    );
     expect(table.partitions.map((p) => p.number)).toEqual([1, 2, 4]);
     expect(findPartition(table, 1).name).toBe('boot');
     expect(findPartition(table, 4).name).toBe('data');
@@ -82,7 +99,10 @@ describe('readPartitionTable', () => {
     await close();
     expect(isEtchError(error, 'ETCH_BAD_DISK_IMAGE')).toBe(true);
 
-    const path = await makeDisk('two.img', 'label: dos\nstart=2048, size=8192, type=83\nstart=10240, type=5\nstart=12288, size=2048, type=83\n');
+    const path = await makeDisk(
+      'two.img',
+      'label: dos\nstart=2048, size=8192, type=83\nstart=10240, type=5\nstart=12288, size=2048, type=83\n',
+    );
     const disk = await fileReader(path);
     const table = await readPartitionTable(disk.read);
     await disk.close();

@@ -43,7 +43,8 @@ function bad(message: string): EtchError {
 
 async function readExactly(read: ReadAt, offset: number, length: number, what: string): Promise<Buffer> {
   const bytes = await read(offset, length);
-  if (bytes.length < length) throw bad(`The disk image ends before its ${what} (byte ${offset}); it is truncated or not a disk image.`);
+  if (bytes.length < length)
+    throw bad(`The disk image ends before its ${what} (byte ${offset}); it is truncated or not a disk image.`);
   return Buffer.from(bytes.buffer, bytes.byteOffset, length);
 }
 
@@ -68,18 +69,26 @@ function mbrSlots(sector: Buffer): MbrSlot[] {
   const slots: MbrSlot[] = [];
   for (let i = 0; i < 4; i++) {
     const at = 446 + i * 16;
-    slots.push({ type: sector[at + 4] as number, start: sector.readUInt32LE(at + 8), sectors: sector.readUInt32LE(at + 12) });
+    slots.push({
+      type: sector[at + 4] as number,
+      start: sector.readUInt32LE(at + 8),
+      sectors: sector.readUInt32LE(at + 12),
+    });
   }
   return slots;
 }
 
 async function readGpt(read: ReadAt): Promise<PartitionTable> {
   const header = await readExactly(read, SECTOR, 92, 'GPT header');
-  if (header.toString('latin1', 0, 8) !== 'EFI PART') throw bad('The MBR is a GPT protective MBR, but there is no GPT header at sector 1 (only 512-byte sectors are supported).');
+  if (header.toString('latin1', 0, 8) !== 'EFI PART')
+    throw bad(
+      'The MBR is a GPT protective MBR, but there is no GPT header at sector 1 (only 512-byte sectors are supported).',
+    );
   const entriesLba = Number(header.readBigUInt64LE(72));
   const count = header.readUInt32LE(80);
   const entrySize = header.readUInt32LE(84);
-  if (entrySize < 128 || count > 1024) throw bad(`The GPT header declares ${count} entries of ${entrySize} bytes; that is not a valid table.`);
+  if (entrySize < 128 || count > 1024)
+    throw bad(`The GPT header declares ${count} entries of ${entrySize} bytes; that is not a valid table.`);
   const table = await readExactly(read, entriesLba * SECTOR, count * entrySize, 'GPT partition entries');
   const partitions: PartitionInfo[] = [];
   for (let i = 0; i < count; i++) {
@@ -104,13 +113,22 @@ async function readLogical(read: ReadAt, extendedStart: number, partitions: Part
   let ebr = extendedStart;
   const seen = new Set<number>();
   for (let number = 5; ; number++) {
-    if (seen.has(ebr) || seen.size >= MAX_LOGICAL) throw bad('The chain of logical partitions loops; the partition table is corrupt.');
+    if (seen.has(ebr) || seen.size >= MAX_LOGICAL)
+      throw bad('The chain of logical partitions loops; the partition table is corrupt.');
     seen.add(ebr);
     const sector = await readExactly(read, ebr * SECTOR, SECTOR, `extended boot record ${number - 4}`);
-    if (sector.readUInt16LE(510) !== 0xaa55) throw bad(`The extended boot record at sector ${ebr} has no boot signature; the partition table is corrupt.`);
+    if (sector.readUInt16LE(510) !== 0xaa55)
+      throw bad(`The extended boot record at sector ${ebr} has no boot signature; the partition table is corrupt.`);
     const [own, next] = mbrSlots(sector) as [MbrSlot, MbrSlot];
     if (own.type !== 0 && own.sectors > 0) {
-      partitions.push({ number, offset: (ebr + own.start) * SECTOR, size: own.sectors * SECTOR, kind: 'logical', type: hex(own.type), recordOffset: ebr * SECTOR });
+      partitions.push({
+        number,
+        offset: (ebr + own.start) * SECTOR,
+        size: own.sectors * SECTOR,
+        kind: 'logical',
+        type: hex(own.type),
+        recordOffset: ebr * SECTOR,
+      });
     }
     // The link to the next record is relative to the start of the extended partition, not to this record.
     if (next.type === 0 || next.sectors === 0) return;
@@ -126,7 +144,8 @@ async function readLogical(read: ReadAt, extendedStart: number, partitions: Part
  */
 export async function readPartitionTable(read: ReadAt): Promise<PartitionTable> {
   const mbr = await readExactly(read, 0, SECTOR, 'master boot record');
-  if (mbr.readUInt16LE(510) !== 0xaa55) throw bad('The image has no partition table (no boot signature in sector 0); it is not a disk image.');
+  if (mbr.readUInt16LE(510) !== 0xaa55)
+    throw bad('The image has no partition table (no boot signature in sector 0); it is not a disk image.');
   const slots = mbrSlots(mbr);
   if (slots.some((s) => s.type === GPT_PROTECTIVE)) return readGpt(read);
   const partitions: PartitionInfo[] = [];
@@ -138,7 +157,13 @@ export async function readPartitionTable(read: ReadAt): Promise<PartitionTable> 
       if (extended !== undefined) throw bad('The MBR has two extended partitions; the partition table is corrupt.');
       extended = slot.start;
     }
-    partitions.push({ number: i + 1, offset: slot.start * SECTOR, size: slot.sectors * SECTOR, kind: isExtended ? 'extended' : 'primary', type: hex(slot.type) });
+    partitions.push({
+      number: i + 1,
+      offset: slot.start * SECTOR,
+      size: slot.sectors * SECTOR,
+      kind: isExtended ? 'extended' : 'primary',
+      type: hex(slot.type),
+    });
   });
   if (extended !== undefined) await readLogical(read, extended, partitions);
   return { scheme: 'mbr', sectorSize: SECTOR, partitions };
@@ -150,8 +175,15 @@ export async function readPartitionTable(read: ReadAt): Promise<PartitionTable> 
  */
 export function findPartition(table: PartitionTable, number: number): PartitionInfo {
   const found = table.partitions.find((p) => p.number === number);
-  const have = table.partitions.filter((p) => p.kind !== 'extended').map((p) => p.number).join(', ') || 'none';
+  const have =
+    table.partitions
+      .filter((p) => p.kind !== 'extended')
+      .map((p) => p.number)
+      .join(', ') || 'none';
   if (found === undefined) throw bad(`The disk image has no partition ${number} (it has: ${have}).`);
-  if (found.kind === 'extended') throw bad(`Partition ${number} is the MBR extended partition, a container for logical partitions 5 and up; files cannot go there (partitions with filesystems: ${have}).`);
+  if (found.kind === 'extended')
+    throw bad(
+      `Partition ${number} is the MBR extended partition, a container for logical partitions 5 and up; files cannot go there (partitions with filesystems: ${have}).`,
+    );
   return found;
 }

@@ -4,7 +4,12 @@ import { injectPath, normalizeRelativePath, parseInjectName, parsePartition, res
 const code = (c: string) => expect.objectContaining({ code: c });
 
 describe('partitions', () => {
-  it.each([['1', 1], ['5', 5], ['6', 6], ['128', 128]])('parses %s', (text, n) => {
+  it.each([
+    ['1', 1],
+    ['5', 5],
+    ['6', 6],
+    ['128', 128],
+  ])('parses %s', (text, n) => {
     expect(parsePartition(text)).toBe(n);
   });
   it.each(['0', '06', '-1', 'a', '1.5', ' 1', '', '99999', 'resin-data'])('refuses %j', (text) => {
@@ -27,7 +32,9 @@ describe('normalizeRelativePath', () => {
 
 describe('injectPath', () => {
   it('builds inject/<partition>/<path>', () => {
-    expect(injectPath(6, 'docker/image/overlay2/repositories.json')).toBe('inject/6/docker/image/overlay2/repositories.json');
+    expect(injectPath(6, 'docker/image/overlay2/repositories.json')).toBe(
+      'inject/6/docker/image/overlay2/repositories.json',
+    );
     expect(injectPath(1, '/config.json')).toBe('inject/1/config.json');
     expect(injectPath(5, '/')).toBe('inject/5/');
   });

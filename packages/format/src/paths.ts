@@ -30,7 +30,10 @@ export function parsePartition(text: string, entryName?: string): number {
 /** Validates a partition number given as a number (for builders). */
 export function assertPartition(partition: number): number {
   if (!Number.isSafeInteger(partition) || partition < 1 || partition > MAX_PARTITION) {
-    throw new EtchError('ETCH_BAD_ENTRY', `Partition must be an integer from 1 to ${MAX_PARTITION}, got ${String(partition)}.`);
+    throw new EtchError(
+      'ETCH_BAD_ENTRY',
+      `Partition must be an integer from 1 to ${MAX_PARTITION}, got ${String(partition)}.`,
+    );
   }
   return partition;
 }
@@ -55,9 +58,13 @@ export function normalizeRelativePath(path: string, entryName: string = path): s
   for (const segment of path.split('/')) {
     if (segment === '' || segment === '.') continue;
     if (segment === '..') {
-      throw new EtchError('ETCH_UNSAFE_PATH', `Path ${JSON.stringify(entryName)} contains "..", which could escape its root.`, {
-        details: { entryName },
-      });
+      throw new EtchError(
+        'ETCH_UNSAFE_PATH',
+        `Path ${JSON.stringify(entryName)} contains "..", which could escape its root.`,
+        {
+          details: { entryName },
+        },
+      );
     }
     segments.push(segment);
   }
@@ -116,10 +123,14 @@ export function resolveHardlinkTarget(linkname: string, partition: number, entry
   try {
     target = parseInjectName(linkname);
   } catch (cause) {
-    throw new EtchError('ETCH_UNSAFE_PATH', `Hardlink ${JSON.stringify(entryName)} has an invalid target ${JSON.stringify(linkname)}.`, {
-      cause,
-      details: { entryName },
-    });
+    throw new EtchError(
+      'ETCH_UNSAFE_PATH',
+      `Hardlink ${JSON.stringify(entryName)} has an invalid target ${JSON.stringify(linkname)}.`,
+      {
+        cause,
+        details: { entryName },
+      },
+    );
   }
   if (target === undefined || target.partition !== partition || target.path === '') {
     throw new EtchError(

@@ -7,7 +7,9 @@ describe('requirements.json', () => {
   it('round-trips and ignores fields a later minor may add', () => {
     const requirements = { partitions: { '1': { bytes: 12, entries: 2 }, '6': { bytes: 104_857_600, entries: 3000 } } };
     expect(parseRequirements(serializeRequirements(requirements))).toEqual(requirements);
-    expect(parseRequirements('{"partitions":{"6":{"bytes":1,"entries":1,"inodes":9}},"future":true}')).toEqual({ partitions: { '6': { bytes: 1, entries: 1 } } });
+    expect(parseRequirements('{"partitions":{"6":{"bytes":1,"entries":1,"inodes":9}},"future":true}')).toEqual({
+      partitions: { '6': { bytes: 1, entries: 1 } },
+    });
   });
 
   it.each([

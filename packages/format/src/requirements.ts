@@ -22,7 +22,9 @@ export interface EtchRequirements {
 }
 
 function bad(message: string): EtchError {
-  return new EtchError('ETCH_BAD_ENTRY', `${REQUIREMENTS_ENTRY_NAME}: ${message}`, { details: { entryName: REQUIREMENTS_ENTRY_NAME } });
+  return new EtchError('ETCH_BAD_ENTRY', `${REQUIREMENTS_ENTRY_NAME}: ${message}`, {
+    details: { entryName: REQUIREMENTS_ENTRY_NAME },
+  });
 }
 
 /**
@@ -38,7 +40,8 @@ export function parseRequirements(data: Uint8Array | string): EtchRequirements {
     throw bad('is not valid JSON.');
   }
   const partitions = (json as { partitions?: unknown })?.partitions;
-  if (typeof partitions !== 'object' || partitions === null || Array.isArray(partitions)) throw bad('has no "partitions" object.');
+  if (typeof partitions !== 'object' || partitions === null || Array.isArray(partitions))
+    throw bad('has no "partitions" object.');
   const result: EtchRequirements = { partitions: {} };
   for (const [key, value] of Object.entries(partitions as Record<string, unknown>)) {
     try {
@@ -47,8 +50,12 @@ export function parseRequirements(data: Uint8Array | string): EtchRequirements {
       throw bad(`${JSON.stringify(key)} is not a partition number.`);
     }
     const { bytes, entries } = (value ?? {}) as { bytes?: unknown; entries?: unknown };
-    for (const [field, n] of [['bytes', bytes], ['entries', entries]] as const) {
-      if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw bad(`partition ${key}: "${field}" must be a non-negative integer.`);
+    for (const [field, n] of [
+      ['bytes', bytes],
+      ['entries', entries],
+    ] as const) {
+      if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0)
+        throw bad(`partition ${key}: "${field}" must be a non-negative integer.`);
     }
     result.partitions[key] = { bytes: bytes as number, entries: entries as number };
   }

@@ -1,6 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { isEtchError } from './errors.js';
-import { VERSION_1_0, assertSupportedVersion, formatVersion, isNewerMinor, isVersionEntryName, parseVersion } from './version.js';
+import {
+  VERSION_1_0,
+  assertSupportedVersion,
+  formatVersion,
+  isNewerMinor,
+  isVersionEntryName,
+  parseVersion,
+} from './version.js';
 
 describe('VERSION', () => {
   it('writes "1.1" (this implementation) or "1.0", with no newline', () => {

@@ -92,7 +92,12 @@ export class RegistryAuth {
    * After a 401: take the new challenge (a registry may ask for another scope or realm), forget cached tokens
    * and return a fresh header. Returns undefined when there is nothing new to try.
    */
-  async reauthorize(response: HttpResponse, scopes: readonly string[], previous: string | undefined, signal?: AbortSignal): Promise<string | undefined> {
+  async reauthorize(
+    response: HttpResponse,
+    scopes: readonly string[],
+    previous: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<string | undefined> {
     const challenge = this.pick(parseChallenges(response.headers['www-authenticate']));
     if (challenge) this.challenge = challenge;
     this.tokens.clear();
@@ -102,33 +107,62 @@ export class RegistryAuth {
     return next === undefined || next === previous ? undefined : next;
   }
 
-  private async fetchToken(challenge: Challenge, scopes: readonly string[], found: FoundCredentials | undefined, signal?: AbortSignal): Promise<CachedToken> {
+  private async fetchToken(
+    challenge: Challenge,
+    scopes: readonly string[],
+    found: FoundCredentials | undefined,
+    signal?: AbortSignal,
+  ): Promise<CachedToken> {
     const realm = challenge.params['realm'];
-    if (!realm) throw new EtchError('ETCH_AUTH_FAILED', `${this.registry} asked for a bearer token without saying where to get it (no realm).`);
+    if (!realm)
+      throw new EtchError(
+        'ETCH_AUTH_FAILED',
+        `${this.registry} asked for a bearer token without saying where to get it (no realm).`,
+      );
     let url: URL;
     try {
       url = new URL(realm);
     } catch {
       throw new EtchError('ETCH_AUTH_FAILED', `${this.registry} named a token service that is not a URL.`);
     }
-    if (url.protocol !== 'https:' && url.protocol !== 'http:') throw new EtchError('ETCH_AUTH_FAILED', `${this.registry}'s token service is not HTTP(S).`);
+    if (url.protocol !== 'https:' && url.protocol !== 'http:')
+      throw new EtchError('ETCH_AUTH_FAILED', `${this.registry}'s token service is not HTTP(S).`);
     // Credentials go to a plain-HTTP token service only where plain HTTP is allowed anyway.
-    if (url.protocol === 'http:' && !isLoopbackHost(url.host) && !this.http.schemesFor(apiHostOf(this.registry)).includes('http')) {
-      throw new EtchError('ETCH_AUTH_FAILED', `${this.registry} names a token service over plain HTTP (${url.host}); credentials are not sent without TLS. List the registry as insecure if that is intended.`);
+    if (
+      url.protocol === 'http:' &&
+      !isLoopbackHost(url.host) &&
+      !this.http.schemesFor(apiHostOf(this.registry)).includes('http')
+    ) {
+      throw new EtchError(
+        'ETCH_AUTH_FAILED',
+        `${this.registry} names a token service over plain HTTP (${url.host}); credentials are not sent without TLS. List the registry as insecure if that is intended.`,
+      );
     }
     const service = challenge.params['service'];
     const credentials: Credentials | undefined = found?.credentials;
     const started = Date.now();
     let response: HttpResponse;
     if (credentials && 'identityToken' in credentials) {
-      response = await this.postToken(url, service, scopes, { grant_type: 'refresh_token', refresh_token: credentials.identityToken }, signal);
+      response = await this.postToken(
+        url,
+        service,
+        scopes,
+        { grant_type: 'refresh_token', refresh_token: credentials.identityToken },
+        signal,
+      );
       // Some token services only speak the GET flow; fall back as docker clients do.
       if (response.status === 404 || response.status === 405) {
         await response.body.dump().catch(() => undefined);
         response = await this.getToken(url, service, scopes, undefined, signal);
       }
     } else {
-      response = await this.getToken(url, service, scopes, credentials && 'password' in credentials ? credentials : undefined, signal);
+      response = await this.getToken(
+        url,
+        service,
+        scopes,
+        credentials && 'password' in credentials ? credentials : undefined,
+        signal,
+      );
     }
     if (response.status === 401 || response.status === 403) {
       await response.body.dump().catch(() => undefined);
@@ -143,17 +177,34 @@ export class RegistryAuth {
     }
     if (response.status !== 200) {
       await response.body.dump().catch(() => undefined);
-      throw new EtchError('ETCH_AUTH_FAILED', `The token service of ${this.registry} (${url.host}) answered HTTP ${response.status}.`, { details: { statusCode: response.status, registry: this.registry } });
+      throw new EtchError(
+        'ETCH_AUTH_FAILED',
+        `The token service of ${this.registry} (${url.host}) answered HTTP ${response.status}.`,
+        { details: { statusCode: response.status, registry: this.registry } },
+      );
     }
     let body: { token?: unknown; access_token?: unknown; expires_in?: unknown; issued_at?: unknown };
     try {
       body = (await response.body.json()) as typeof body;
     } catch (cause) {
-      throw new EtchError('ETCH_AUTH_FAILED', `The token service of ${this.registry} answered something that is not JSON.`, { cause });
+      throw new EtchError(
+        'ETCH_AUTH_FAILED',
+        `The token service of ${this.registry} answered something that is not JSON.`,
+        { cause },
+      );
     }
-    const token = typeof body.access_token === 'string' && body.access_token !== '' ? body.access_token : typeof body.token === 'string' ? body.token : '';
-    if (token === '') throw new EtchError('ETCH_AUTH_FAILED', `The token service of ${this.registry} answered without a token.`);
-    const expiresIn = Math.max(MIN_EXPIRES_IN_S, typeof body.expires_in === 'number' ? body.expires_in : MIN_EXPIRES_IN_S);
+    const token =
+      typeof body.access_token === 'string' && body.access_token !== ''
+        ? body.access_token
+        : typeof body.token === 'string'
+          ? body.token
+          : '';
+    if (token === '')
+      throw new EtchError('ETCH_AUTH_FAILED', `The token service of ${this.registry} answered without a token.`);
+    const expiresIn = Math.max(
+      MIN_EXPIRES_IN_S,
+      typeof body.expires_in === 'number' ? body.expires_in : MIN_EXPIRES_IN_S,
+    );
     const issued = typeof body.issued_at === 'string' ? Date.parse(body.issued_at) : NaN;
     // A server clock far from ours would make issued_at useless; trust it only when it is plausible.
     const from = Number.isNaN(issued) || Math.abs(issued - started) > 5 * 60_000 ? started : issued;
@@ -161,20 +212,47 @@ export class RegistryAuth {
     return { authorization: `Bearer ${token}`, renewAt: from + expiresIn * 1000 - RENEW_EARLY_MS };
   }
 
-  private getToken(realm: URL, service: string | undefined, scopes: readonly string[], credentials: { username: string; password: string } | undefined, signal?: AbortSignal): Promise<HttpResponse> {
+  private getToken(
+    realm: URL,
+    service: string | undefined,
+    scopes: readonly string[],
+    credentials: { username: string; password: string } | undefined,
+    signal?: AbortSignal,
+  ): Promise<HttpResponse> {
     const url = new URL(realm);
     if (service !== undefined) url.searchParams.set('service', service);
     for (const scope of scopes) url.searchParams.append('scope', scope);
     if (credentials) url.searchParams.set('account', credentials.username);
     return this.http.withRetries(`Getting a token for ${this.registry}`, signal, () =>
-      this.http.send({ url, ...(credentials ? { authorization: basic(credentials.username, credentials.password) } : {}), ...(signal ? { signal } : {}) }),
+      this.http.send({
+        url,
+        ...(credentials ? { authorization: basic(credentials.username, credentials.password) } : {}),
+        ...(signal ? { signal } : {}),
+      }),
     );
   }
 
-  private postToken(realm: URL, service: string | undefined, scopes: readonly string[], grant: Record<string, string>, signal?: AbortSignal): Promise<HttpResponse> {
-    const form = new URLSearchParams({ ...grant, client_id: OAUTH_CLIENT_ID, ...(service !== undefined ? { service } : {}), ...(scopes.length ? { scope: scopes.join(' ') } : {}) });
+  private postToken(
+    realm: URL,
+    service: string | undefined,
+    scopes: readonly string[],
+    grant: Record<string, string>,
+    signal?: AbortSignal,
+  ): Promise<HttpResponse> {
+    const form = new URLSearchParams({
+      ...grant,
+      client_id: OAUTH_CLIENT_ID,
+      ...(service !== undefined ? { service } : {}),
+      ...(scopes.length ? { scope: scopes.join(' ') } : {}),
+    });
     return this.http.withRetries(`Getting a token for ${this.registry}`, signal, () =>
-      this.http.send({ url: realm, method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: form.toString(), ...(signal ? { signal } : {}) }),
+      this.http.send({
+        url: realm,
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded' },
+        body: form.toString(),
+        ...(signal ? { signal } : {}),
+      }),
     );
   }
 }

@@ -29,33 +29,56 @@ export class BlobCache {
   }
 
   /** Streams a cached blob, verified; a damaged entry is removed and the error says so. */
-  async *read(descriptor: { digest: string; size: number }, options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {}): AsyncGenerator<Buffer> {
+  async *read(
+    descriptor: { digest: string; size: number },
+    options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {},
+  ): AsyncGenerator<Buffer> {
     const path = this.pathOf(descriptor.digest);
     try {
       yield* verifiedFileRange(path, 0, descriptor, 'cached blob', options);
     } catch (error) {
-      if (error instanceof EtchError && (error.code === 'ETCH_DIGEST_MISMATCH' || error.code === 'ETCH_SIZE_MISMATCH')) {
+      if (
+        error instanceof EtchError &&
+        (error.code === 'ETCH_DIGEST_MISMATCH' || error.code === 'ETCH_SIZE_MISMATCH')
+      ) {
         await rm(path, { force: true });
-        throw new EtchError(error.code, `${error.message} The damaged cache entry was removed; run again to download it.`, { cause: error, details: error.details });
+        throw new EtchError(
+          error.code,
+          `${error.message} The damaged cache entry was removed; run again to download it.`,
+          { cause: error, details: error.details },
+        );
       }
       throw error;
     }
   }
 
   /** Streams a cached blob without hashing it (its size is still checked): only for consumers that check the digest themselves. */
-  readUnverified(descriptor: { digest: string; size: number }, options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {}): AsyncGenerator<Buffer> {
-    return verifiedFileRange(this.pathOf(descriptor.digest), 0, descriptor, 'cached blob', { ...options, verifyDigest: false });
+  readUnverified(
+    descriptor: { digest: string; size: number },
+    options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {},
+  ): AsyncGenerator<Buffer> {
+    return verifiedFileRange(this.pathOf(descriptor.digest), 0, descriptor, 'cached blob', {
+      ...options,
+      verifyDigest: false,
+    });
   }
 
   /**
    * Passes `chunks` through while writing them to a temporary file; renames it into the cache only when the
    * source ended without error (the source is a verified stream, so its end means the digest matched).
    */
-  async *writeThrough(descriptor: { digest: string }, chunks: AsyncIterable<Buffer> | Iterable<Buffer>): AsyncGenerator<Buffer> {
+  async *writeThrough(
+    descriptor: { digest: string },
+    chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
+  ): AsyncGenerator<Buffer> {
     const final = this.pathOf(descriptor.digest);
     await mkdir(join(final, '..'), { recursive: true });
     await mkdir(join(this.dir, 'tmp'), { recursive: true });
-    const temporary = join(this.dir, 'tmp', `${descriptor.digest.replace(':', '-')}.${process.pid}.${randomBytes(4).toString('hex')}`);
+    const temporary = join(
+      this.dir,
+      'tmp',
+      `${descriptor.digest.replace(':', '-')}.${process.pid}.${randomBytes(4).toString('hex')}`,
+    );
     const file = await open(temporary, 'wx');
     let done = false;
     try {

@@ -29,7 +29,12 @@ export interface VerifiedBlobOptions {
  * skipped, not hashed twice. Bytes are yielded before the digest can be known, so a consumer must treat a
  * thrown error as "discard everything" (the `@etch` writers write to temporary names for that reason).
  */
-export async function* verifiedBlob(http: HttpClient, open: BlobOpener, descriptor: { digest: string; size: number }, options: VerifiedBlobOptions): AsyncGenerator<Buffer> {
+export async function* verifiedBlob(
+  http: HttpClient,
+  open: BlobOpener,
+  descriptor: { digest: string; size: number },
+  options: VerifiedBlobOptions,
+): AsyncGenerator<Buffer> {
   const { signal } = options;
   const hash = hasherFor(descriptor.digest);
   let delivered = 0;
@@ -45,7 +50,11 @@ export async function* verifiedBlob(http: HttpClient, open: BlobOpener, descript
     if (response.status === 200) {
       // A registry that ignores Range starts again from byte 0.
       skip = delivered;
-    } else if (response.status === 206 && delivered > 0 && contentRangeStart(header(response.headers, 'content-range')) === delivered) {
+    } else if (
+      response.status === 206 &&
+      delivered > 0 &&
+      contentRangeStart(header(response.headers, 'content-range')) === delivered
+    ) {
       skip = 0;
     } else {
       await response.body.dump().catch(() => undefined);
@@ -56,7 +65,11 @@ export async function* verifiedBlob(http: HttpClient, open: BlobOpener, descript
       for await (const chunk of skipFirst(response.body as AsyncIterable<Buffer>, skip)) {
         if (delivered + chunk.length > descriptor.size) {
           response.body.destroy();
-          throw new EtchError('ETCH_SIZE_MISMATCH', `${options.what} (${descriptor.digest}) is longer than the ${descriptor.size} bytes its descriptor declares; the registry served different content. Nothing from it is kept.`, { details: { digest: descriptor.digest } });
+          throw new EtchError(
+            'ETCH_SIZE_MISMATCH',
+            `${options.what} (${descriptor.digest}) is longer than the ${descriptor.size} bytes its descriptor declares; the registry served different content. Nothing from it is kept.`,
+            { details: { digest: descriptor.digest } },
+          );
         }
         hash.update(chunk);
         delivered += chunk.length;
@@ -77,13 +90,21 @@ export async function* verifiedBlob(http: HttpClient, open: BlobOpener, descript
       // The body ended early without an error: treat it like a cut connection.
       failures = delivered > before ? 1 : failures + 1;
       if (failures >= http.retry.attempts) {
-        throw new EtchError('ETCH_SIZE_MISMATCH', `${options.what} (${descriptor.digest}) ended after ${delivered} of ${descriptor.size} bytes, ${failures} times.`, { details: { digest: descriptor.digest } });
+        throw new EtchError(
+          'ETCH_SIZE_MISMATCH',
+          `${options.what} (${descriptor.digest}) ended after ${delivered} of ${descriptor.size} bytes, ${failures} times.`,
+          { details: { digest: descriptor.digest } },
+        );
       }
       continue;
     }
     const actual = digestOf(hash, algorithmOf(descriptor.digest));
     if (actual !== descriptor.digest) {
-      throw new EtchError('ETCH_DIGEST_MISMATCH', `${options.what} does not match its digest: expected ${descriptor.digest}, got ${actual}. The registry's copy is corrupt or was replaced; nothing from it is kept.`, { details: { digest: descriptor.digest, actual } });
+      throw new EtchError(
+        'ETCH_DIGEST_MISMATCH',
+        `${options.what} does not match its digest: expected ${descriptor.digest}, got ${actual}. The registry's copy is corrupt or was replaced; nothing from it is kept.`,
+        { details: { digest: descriptor.digest, actual } },
+      );
     }
     return;
   }
@@ -91,8 +112,21 @@ export async function* verifiedBlob(http: HttpClient, open: BlobOpener, descript
 
 /** The error for a blob request the registry answered with something other than the bytes. */
 export function statusError(status: number, what: string, digest: string): EtchError {
-  if (status === 404) return new EtchError('ETCH_NOT_FOUND', `${what} (${digest}) is not in the registry (HTTP 404).`, { details: { statusCode: status, digest } });
-  if (status === 401 || status === 403) return new EtchError('ETCH_AUTH_FAILED', `The registry refused access to ${what} (HTTP ${status}).`, { details: { statusCode: status, digest } });
-  if (status === 206) return new EtchError('ETCH_NETWORK', `The registry answered a download of ${what} with a partial range that does not start where the download stopped.`, { details: { statusCode: status, digest } });
-  return new EtchError('ETCH_NETWORK', `Downloading ${what} (${digest}) failed with HTTP ${status}.`, { details: { statusCode: status, digest } });
+  if (status === 404)
+    return new EtchError('ETCH_NOT_FOUND', `${what} (${digest}) is not in the registry (HTTP 404).`, {
+      details: { statusCode: status, digest },
+    });
+  if (status === 401 || status === 403)
+    return new EtchError('ETCH_AUTH_FAILED', `The registry refused access to ${what} (HTTP ${status}).`, {
+      details: { statusCode: status, digest },
+    });
+  if (status === 206)
+    return new EtchError(
+      'ETCH_NETWORK',
+      `The registry answered a download of ${what} with a partial range that does not start where the download stopped.`,
+      { details: { statusCode: status, digest } },
+    );
+  return new EtchError('ETCH_NETWORK', `Downloading ${what} (${digest}) failed with HTTP ${status}.`, {
+    details: { statusCode: status, digest },
+  });
 }

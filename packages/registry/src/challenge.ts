@@ -24,7 +24,7 @@ class ChallengeParser {
   parse(): Challenge[] {
     const challenges: Challenge[] = [];
     let current: Challenge | undefined;
-    while (this.skipSeparators(), this.at < this.text.length) {
+    while ((this.skipSeparators(), this.at < this.text.length)) {
       const start = this.at;
       const word = this.token();
       if (word === '') break;
@@ -69,7 +69,8 @@ class ChallengeParser {
   /** An unquoted value. RFC 7235 allows only token characters; servers that send bare URLs are read up to `,`. */
   private bareValue(): string {
     const start = this.at;
-    while (this.at < this.text.length && this.peek() !== ',' && this.peek() !== ' ' && this.peek() !== '\t') this.at += 1;
+    while (this.at < this.text.length && this.peek() !== ',' && this.peek() !== ' ' && this.peek() !== '\t')
+      this.at += 1;
     return this.text.slice(start, this.at);
   }
 

@@ -11,7 +11,11 @@ const b64 = (s: string) => Buffer.from(s).toString('base64');
  * A program speaking the docker-credential-helpers protocol (`get`, server URL on stdin, JSON out), so the
  * lookup order and the `<token>` convention are exercised through a real child process.
  */
-async function installHelper(dir: string, name: string, table: Record<string, { Username: string; Secret: string }>): Promise<void> {
+async function installHelper(
+  dir: string,
+  name: string,
+  table: Record<string, { Username: string; Secret: string }>,
+): Promise<void> {
   const script = `#!/usr/bin/env node
 let input = '';
 process.stdin.on('data', (d) => (input += d));
@@ -33,7 +37,9 @@ beforeAll(async () => {
     'helped.example.com': { Username: 'helper-user', Secret: 'helper-pass' },
     'https://index.docker.io/v1/': { Username: '<token>', Secret: 'refresh-me' },
   });
-  await installHelper(work.join('bin'), 'store', { 'stored.example.com': { Username: 'store-user', Secret: 'store-pass' } });
+  await installHelper(work.join('bin'), 'store', {
+    'stored.example.com': { Username: 'store-user', Secret: 'store-pass' },
+  });
   process.env['PATH'] = `${work.join('bin')}:${process.env['PATH']}`;
 });
 afterAll(() => work.remove());
@@ -59,10 +65,16 @@ describe('docker config credentials', () => {
       }),
     );
     const lookup = dockerConfigCredentials({ path });
-    expect(await lookup('helped.example.com')).toEqual({ credentials: { username: 'helper-user', password: 'helper-pass' }, source: `credHelpers (docker-credential-etchtest) in ${path}` });
+    expect(await lookup('helped.example.com')).toEqual({
+      credentials: { username: 'helper-user', password: 'helper-pass' },
+      source: `credHelpers (docker-credential-etchtest) in ${path}`,
+    });
     expect((await lookup('docker.io'))?.credentials).toEqual({ identityToken: 'refresh-me' });
     expect((await lookup('stored.example.com'))?.source).toMatch(/credsStore \(docker-credential-store\)/);
-    expect((await lookup('stored.example.com'))?.credentials).toEqual({ username: 'store-user', password: 'store-pass' });
+    expect((await lookup('stored.example.com'))?.credentials).toEqual({
+      username: 'store-user',
+      password: 'store-pass',
+    });
     // The password is everything after the first colon, NUL padding trimmed.
     expect((await lookup('plain.example.com'))?.credentials).toEqual({ username: 'plain-user', password: 'pa:ss' });
     expect((await lookup('id.example.com'))?.credentials).toEqual({ identityToken: 'id-token', username: 'id-user' });
@@ -82,7 +94,9 @@ describe('docker config credentials', () => {
     expect(await dockerConfigCredentials({ path: work.join('absent.json') })('docker.io')).toBeUndefined();
     const path = work.join('broken.json');
     await writeFile(path, '{not json');
-    expect(isEtchError(await dockerConfigCredentials({ path })('docker.io').catch((e: unknown) => e), 'ETCH_USAGE')).toBe(true);
+    expect(
+      isEtchError(await dockerConfigCredentials({ path })('docker.io').catch((e: unknown) => e), 'ETCH_USAGE'),
+    ).toBe(true);
   });
 
   it('folds the Hub aliases for credentials given in code', async () => {

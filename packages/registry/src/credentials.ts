@@ -10,9 +10,7 @@ import { DOCKER_HUB, DOCKER_HUB_CREDENTIAL_KEY, normalizeRegistry } from './refe
  * some registries); `registryToken` is a bearer token sent as is, without a token exchange.
  */
 export type Credentials =
-  | { username: string; password: string }
-  | { identityToken: string; username?: string }
-  | { registryToken: string };
+  { username: string; password: string } | { identityToken: string; username?: string } | { registryToken: string };
 
 /** Where credentials were found: named in auth errors so a user knows what was tried (never the secret). */
 export interface FoundCredentials {
@@ -25,7 +23,10 @@ export interface FoundCredentials {
 export type CredentialSource = (registry: string, signal?: AbortSignal) => Promise<FoundCredentials | undefined>;
 
 interface DockerConfigFile {
-  auths?: Record<string, { auth?: string; username?: string; password?: string; identitytoken?: string; registrytoken?: string }>;
+  auths?: Record<
+    string,
+    { auth?: string; username?: string; password?: string; identitytoken?: string; registrytoken?: string }
+  >;
   credHelpers?: Record<string, string>;
   credsStore?: string;
 }
@@ -55,8 +56,13 @@ function decodeAuth(auth: string): { username: string; password: string } | unde
 
 function fromAuthsEntry(entry: NonNullable<DockerConfigFile['auths']>[string]): Credentials | undefined {
   if (entry.registrytoken) return { registryToken: entry.registrytoken };
-  const basic = entry.auth ? decodeAuth(entry.auth) : entry.username !== undefined && entry.password !== undefined ? { username: entry.username, password: entry.password } : undefined;
-  if (entry.identitytoken) return { identityToken: entry.identitytoken, ...(basic ? { username: basic.username } : {}) };
+  const basic = entry.auth
+    ? decodeAuth(entry.auth)
+    : entry.username !== undefined && entry.password !== undefined
+      ? { username: entry.username, password: entry.password }
+      : undefined;
+  if (entry.identitytoken)
+    return { identityToken: entry.identitytoken, ...(basic ? { username: basic.username } : {}) };
   return basic;
 }
 
@@ -64,26 +70,34 @@ function fromAuthsEntry(entry: NonNullable<DockerConfigFile['auths']>[string]): 
  * Runs `docker-credential-<helper> get` with the server URL on stdin (the docker-credential-helpers protocol).
  * "credentials not found" is no entry, not an error. A `<token>` user name marks an identity token.
  */
-export async function runCredentialHelper(helper: string, serverUrl: string, signal?: AbortSignal): Promise<Credentials | undefined> {
+export async function runCredentialHelper(
+  helper: string,
+  serverUrl: string,
+  signal?: AbortSignal,
+): Promise<Credentials | undefined> {
   const program = `docker-credential-${helper}`;
-  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve, reject) => {
-    const child = spawn(program, ['get'], { stdio: ['pipe', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString('utf8')));
-    child.on('error', (cause: NodeJS.ErrnoException) =>
-      reject(
-        new EtchError(
-          cause.code === 'ENOENT' ? 'ETCH_AUTH_FAILED' : 'ETCH_IO',
-          cause.code === 'ENOENT' ? `The docker config names the credential helper ${program}, which is not installed (not on PATH).` : `Running ${program} failed: ${cause.message}`,
-          { cause },
+  const { code, stdout, stderr } = await new Promise<{ code: number | null; stdout: string; stderr: string }>(
+    (resolve, reject) => {
+      const child = spawn(program, ['get'], { stdio: ['pipe', 'pipe', 'pipe'], ...(signal ? { signal } : {}) });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString('utf8')));
+      child.stderr.on('data', (d: Buffer) => (err += d.toString('utf8')));
+      child.on('error', (cause: NodeJS.ErrnoException) =>
+        reject(
+          new EtchError(
+            cause.code === 'ENOENT' ? 'ETCH_AUTH_FAILED' : 'ETCH_IO',
+            cause.code === 'ENOENT'
+              ? `The docker config names the credential helper ${program}, which is not installed (not on PATH).`
+              : `Running ${program} failed: ${cause.message}`,
+            { cause },
+          ),
         ),
-      ),
-    );
-    child.on('close', (exitCode) => resolve({ code: exitCode, stdout: out, stderr: err }));
-    child.stdin.end(`${serverUrl}\n`);
-  });
+      );
+      child.on('close', (exitCode) => resolve({ code: exitCode, stdout: out, stderr: err }));
+      child.stdin.end(`${serverUrl}\n`);
+    },
+  );
   const message = `${stdout}\n${stderr}`;
   if (code !== 0) {
     if (/credentials not found/i.test(message)) return undefined;
@@ -115,7 +129,10 @@ export function dockerConfigCredentials(options: { path?: string; env?: NodeJS.P
         try {
           return JSON.parse(text) as DockerConfigFile;
         } catch (cause) {
-          throw new EtchError('ETCH_USAGE', `The docker config ${path} is not valid JSON.`, { cause, details: { path } });
+          throw new EtchError('ETCH_USAGE', `The docker config ${path} is not valid JSON.`, {
+            cause,
+            details: { path },
+          });
         }
       },
       () => undefined,
@@ -124,7 +141,9 @@ export function dockerConfigCredentials(options: { path?: string; env?: NodeJS.P
     const file = await load();
     if (file === undefined) return undefined;
     const key = credentialKey(registry);
-    const helperFor = Object.entries(file.credHelpers ?? {}).find(([k]) => k === key || k === registry || hostOfKey(k) === registry)?.[1];
+    const helperFor = Object.entries(file.credHelpers ?? {}).find(
+      ([k]) => k === key || k === registry || hostOfKey(k) === registry,
+    )?.[1];
     if (helperFor) {
       const credentials = await runCredentialHelper(helperFor, key, signal);
       return credentials && { credentials, source: `credHelpers (docker-credential-${helperFor}) in ${path}` };

@@ -20,12 +20,19 @@ export function isVerifiableDigest(digest: string): boolean {
  */
 export function assertDigest(digest: unknown, what = 'a digest'): asserts digest is string {
   if (typeof digest !== 'string' || !DIGEST.test(digest)) {
-    throw new EtchError('ETCH_USAGE', `${what} is not a digest (want algorithm:hex, e.g. sha256:…): ${JSON.stringify(digest)}.`);
+    throw new EtchError(
+      'ETCH_USAGE',
+      `${what} is not a digest (want algorithm:hex, e.g. sha256:…): ${JSON.stringify(digest)}.`,
+    );
   }
   if (!isVerifiableDigest(digest)) {
-    throw new EtchError('ETCH_USAGE', `${what} ${digest} uses an algorithm this client cannot verify; only sha256 and sha512 are supported.`, {
-      details: { digest },
-    });
+    throw new EtchError(
+      'ETCH_USAGE',
+      `${what} ${digest} uses an algorithm this client cannot verify; only sha256 and sha512 are supported.`,
+      {
+        details: { digest },
+      },
+    );
   }
 }
 

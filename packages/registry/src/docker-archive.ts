@@ -43,7 +43,11 @@ export class DockerArchiveSource implements ImageSource {
     try {
       file = await open(this.path, 'r');
     } catch (cause) {
-      throw new EtchError((cause as NodeJS.ErrnoException).code === 'ENOENT' ? 'ETCH_NOT_FOUND' : 'ETCH_IO', `Cannot open the docker archive ${this.path}: ${(cause as Error).message}`, { cause, details: { path: this.path } });
+      throw new EtchError(
+        (cause as NodeJS.ErrnoException).code === 'ENOENT' ? 'ETCH_NOT_FOUND' : 'ETCH_IO',
+        `Cannot open the docker archive ${this.path}: ${(cause as Error).message}`,
+        { cause, details: { path: this.path } },
+      );
     }
     try {
       return await use(file);
@@ -56,14 +60,22 @@ export class DockerArchiveSource implements ImageSource {
     this.index ??= this.withFile(async (file) => {
       const head = Buffer.alloc(4);
       await file.read(head, 0, 4, 0);
-      if (head[0] === 0x1f && head[1] === 0x8b) throw new EtchError('ETCH_USAGE', `${this.path} is gzip-compressed; docker-archive: reads it by seeking, so decompress it first (gunzip).`);
+      if (head[0] === 0x1f && head[1] === 0x8b)
+        throw new EtchError(
+          'ETCH_USAGE',
+          `${this.path} is gzip-compressed; docker-archive: reads it by seeking, so decompress it first (gunzip).`,
+        );
       const list = await indexTar(readAtHandle(file));
       const entries = new Map(list.map((e) => [posix.normalize(e.name).replace(/^\.\//, ''), e]));
       const manifestEntry = entries.get('manifest.json');
-      if (!manifestEntry) throw new EtchError('ETCH_BAD_ARCHIVE', `${this.path} is not a docker save archive (no manifest.json).`, { details: { path: this.path } });
+      if (!manifestEntry)
+        throw new EtchError('ETCH_BAD_ARCHIVE', `${this.path} is not a docker save archive (no manifest.json).`, {
+          details: { path: this.path },
+        });
       const bytes = await this.readEntry(file, manifestEntry, 'manifest.json');
       const parsed = JSON.parse(bytes.toString('utf8')) as unknown;
-      if (!Array.isArray(parsed)) throw new EtchError('ETCH_BAD_MANIFEST', `manifest.json in ${this.path} is not a list.`);
+      if (!Array.isArray(parsed))
+        throw new EtchError('ETCH_BAD_MANIFEST', `manifest.json in ${this.path} is not a list.`);
       const images = parsed as SaveManifestEntry[];
       const chosen = this.choose(images);
       this.repoTags = chosen.RepoTags ?? [];
@@ -76,16 +88,24 @@ export class DockerArchiveSource implements ImageSource {
     const all = images.flatMap((i) => i.RepoTags ?? []);
     if (this.reference === undefined) {
       if (images.length === 1 && images[0]) return images[0];
-      throw new EtchError('ETCH_NOT_FOUND', `${this.path} holds ${images.length} images; name one with docker-archive:${this.path}:NAME:TAG (${all.join(', ') || 'untagged'}).`);
+      throw new EtchError(
+        'ETCH_NOT_FOUND',
+        `${this.path} holds ${images.length} images; name one with docker-archive:${this.path}:NAME:TAG (${all.join(', ') || 'untagged'}).`,
+      );
     }
     const wanted = String(parseReference(this.reference));
     const found = images.find((i) => (i.RepoTags ?? []).some((t) => String(parseReference(t)) === wanted));
-    if (!found) throw new EtchError('ETCH_NOT_FOUND', `${this.path} has no image ${this.reference} (it holds ${all.join(', ') || 'untagged images'}).`);
+    if (!found)
+      throw new EtchError(
+        'ETCH_NOT_FOUND',
+        `${this.path} has no image ${this.reference} (it holds ${all.join(', ') || 'untagged images'}).`,
+      );
     return found;
   }
 
   private async readEntry(file: FileHandle, entry: TarIndexEntry, what: string): Promise<Buffer> {
-    if (entry.size > 64 * 1024 * 1024) throw new EtchError('ETCH_BAD_MANIFEST', `${what} in ${this.path} is too large to read into memory.`);
+    if (entry.size > 64 * 1024 * 1024)
+      throw new EtchError('ETCH_BAD_MANIFEST', `${what} in ${this.path} is too large to read into memory.`);
     const buffer = Buffer.alloc(entry.size);
     const { bytesRead } = await file.read(buffer, 0, entry.size, entry.dataOffset);
     if (bytesRead !== entry.size) throw new EtchError('ETCH_BAD_ARCHIVE', `${this.path} is truncated inside ${what}.`);
@@ -94,11 +114,14 @@ export class DockerArchiveSource implements ImageSource {
 
   private find(entries: Map<string, TarIndexEntry>, name: string): TarIndexEntry {
     const normal = posix.normalize(name);
-    if (normal.startsWith('../') || posix.isAbsolute(normal)) throw new EtchError('ETCH_UNSAFE_PATH', `manifest.json in ${this.path} points outside the archive (${name}).`);
+    if (normal.startsWith('../') || posix.isAbsolute(normal))
+      throw new EtchError('ETCH_UNSAFE_PATH', `manifest.json in ${this.path} points outside the archive (${name}).`);
     let entry = entries.get(normal);
     // A symlinked layer (docker shares identical layers that way) points at the real file.
-    for (let hops = 0; entry?.type === 'symlink' && hops < 8; hops += 1) entry = entries.get(posix.normalize(posix.join(posix.dirname(normal), entry.linkname)));
-    if (!entry || entry.type !== 'file') throw new EtchError('ETCH_BAD_ARCHIVE', `${this.path} lists ${name} in manifest.json but does not contain it.`);
+    for (let hops = 0; entry?.type === 'symlink' && hops < 8; hops += 1)
+      entry = entries.get(posix.normalize(posix.join(posix.dirname(normal), entry.linkname)));
+    if (!entry || entry.type !== 'file')
+      throw new EtchError('ETCH_BAD_ARCHIVE', `${this.path} lists ${name} in manifest.json but does not contain it.`);
     return entry;
   }
 
@@ -109,10 +132,19 @@ export class DockerArchiveSource implements ImageSource {
     const configDigest = digestBytes(configBytes);
     // Both layouts name the config after its sha256: check it, the archive gives nothing else to verify it by.
     const named = /([a-f0-9]{64})(?:\.json)?$/.exec(chosen.Config)?.[1];
-    if (named !== undefined && `sha256:${named}` !== configDigest) throw new EtchError('ETCH_DIGEST_MISMATCH', `The config ${chosen.Config} in ${this.path} does not hash to its name.`, { details: { digest: `sha256:${named}`, actual: configDigest } });
+    if (named !== undefined && `sha256:${named}` !== configDigest)
+      throw new EtchError(
+        'ETCH_DIGEST_MISMATCH',
+        `The config ${chosen.Config} in ${this.path} does not hash to its name.`,
+        { details: { digest: `sha256:${named}`, actual: configDigest } },
+      );
     const config = parseJsonDocument(configBytes, `The config in ${this.path}`) as { rootfs?: { diff_ids?: unknown } };
     const diffIds = Array.isArray(config.rootfs?.diff_ids) ? (config.rootfs.diff_ids as string[]) : [];
-    if (diffIds.length !== chosen.Layers.length) throw new EtchError('ETCH_BAD_MANIFEST', `${this.path} lists ${chosen.Layers.length} layers but its config has ${diffIds.length} diff_ids.`);
+    if (diffIds.length !== chosen.Layers.length)
+      throw new EtchError(
+        'ETCH_BAD_MANIFEST',
+        `${this.path} lists ${chosen.Layers.length} layers but its config has ${diffIds.length} diff_ids.`,
+      );
     const layers: Descriptor[] = chosen.Layers.map((name, i) => {
       const entry = this.find(entries, name);
       const blob = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(posix.normalize(name))?.[1];
@@ -129,18 +161,35 @@ export class DockerArchiveSource implements ImageSource {
     const bytes = Buffer.from(JSON.stringify(manifest));
     this.layerOffsets = new Map(layers.map((l) => [l.digest, l['dataOffset'] as number]));
     const wanted = options.platform === undefined ? hostPlatform() : toPlatform(options.platform);
-    return resolveImage({ digest: digestBytes(bytes), mediaType: MediaType.DOCKER_MANIFEST, bytes, json: manifest as unknown as Record<string, unknown> }, wanted, this.description, {
-      byDigest: () => Promise.reject(new Error('a docker archive has no index')),
-      config: async () => configBytes,
-    });
+    return resolveImage(
+      {
+        digest: digestBytes(bytes),
+        mediaType: MediaType.DOCKER_MANIFEST,
+        bytes,
+        json: manifest as unknown as Record<string, unknown>,
+      },
+      wanted,
+      this.description,
+      {
+        byDigest: () => Promise.reject(new Error('a docker archive has no index')),
+        config: async () => configBytes,
+      },
+    );
   }
 
   private layerOffsets = new Map<string, number>();
   private repoTags: string[] = [];
 
-  openBlob(descriptor: Descriptor, options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {}): AsyncGenerator<Buffer> {
+  openBlob(
+    descriptor: Descriptor,
+    options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {},
+  ): AsyncGenerator<Buffer> {
     const offset = this.layerOffsets.get(descriptor.digest);
-    if (offset === undefined) throw new EtchError('ETCH_NOT_FOUND', `${descriptor.digest} is not a layer of ${this.description}; resolve the image first.`);
+    if (offset === undefined)
+      throw new EtchError(
+        'ETCH_NOT_FOUND',
+        `${descriptor.digest} is not a layer of ${this.description}; resolve the image first.`,
+      );
     return verifiedFileRange(this.path, offset, descriptor, `layer in ${this.description}`, options);
   }
 

@@ -80,8 +80,22 @@ export function isTransientNetworkError(error: unknown): boolean {
   const code = (error as { code?: unknown })?.code;
   if (typeof code !== 'string') return false;
   return (
-    code.startsWith('UND_ERR_') && code !== 'UND_ERR_ABORTED' && code !== 'UND_ERR_INVALID_ARG' && code !== 'UND_ERR_NOT_SUPPORTED'
-  ) || ['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'ECONNABORTED'].includes(code);
+    (code.startsWith('UND_ERR_') &&
+      code !== 'UND_ERR_ABORTED' &&
+      code !== 'UND_ERR_INVALID_ARG' &&
+      code !== 'UND_ERR_NOT_SUPPORTED') ||
+    [
+      'ECONNRESET',
+      'ECONNREFUSED',
+      'EPIPE',
+      'ETIMEDOUT',
+      'EAI_AGAIN',
+      'ENOTFOUND',
+      'EHOSTUNREACH',
+      'ENETUNREACH',
+      'ECONNABORTED',
+    ].includes(code)
+  );
 }
 
 /** Where a `Content-Range: bytes a-b/n` answer starts (`a`), or undefined when the header is not one. */
@@ -128,10 +142,19 @@ export class HttpClient {
     this.logger = options.logger ?? silentLogger;
     this.userAgent = options.userAgent ?? 'etch-registry';
     this.ownsDispatcher = options.dispatcher === undefined;
-    const ca = options.ca === undefined ? undefined : Array.isArray(options.ca) ? [...options.ca] : [options.ca as string | Buffer];
+    const ca =
+      options.ca === undefined
+        ? undefined
+        : Array.isArray(options.ca)
+          ? [...options.ca]
+          : [options.ca as string | Buffer];
     this.dispatcher =
       options.dispatcher ??
-      new Agent({ connections: options.connections ?? 8, keepAliveTimeout: 30_000, ...(ca ? { connect: { ca } } : {}) });
+      new Agent({
+        connections: options.connections ?? 8,
+        keepAliveTimeout: 30_000,
+        ...(ca ? { connect: { ca } } : {}),
+      });
   }
 
   /**
@@ -156,7 +179,13 @@ export class HttpClient {
       if (req.authorization !== undefined && url.origin === origin) headers['authorization'] = req.authorization;
       let response: Dispatcher.ResponseData;
       try {
-        response = await request(url, { method, headers, dispatcher: this.dispatcher, ...(body !== undefined ? { body } : {}), ...(req.signal ? { signal: req.signal } : {}) });
+        response = await request(url, {
+          method,
+          headers,
+          dispatcher: this.dispatcher,
+          ...(body !== undefined ? { body } : {}),
+          ...(req.signal ? { signal: req.signal } : {}),
+        });
       } catch (error) {
         if (req.signal?.aborted) throw abortError(req.signal);
         throw error;
@@ -164,18 +193,32 @@ export class HttpClient {
       const location = header(response.headers, 'location');
       if (response.statusCode >= 300 && response.statusCode < 400 && location !== undefined) {
         await response.body.dump().catch(() => undefined);
-        if (hop + 1 > MAX_REDIRECTS) throw new EtchError('ETCH_NETWORK', `${req.url.host} redirected more than ${MAX_REDIRECTS} times.`, { details: { statusCode: response.statusCode } });
+        if (hop + 1 > MAX_REDIRECTS)
+          throw new EtchError('ETCH_NETWORK', `${req.url.host} redirected more than ${MAX_REDIRECTS} times.`, {
+            details: { statusCode: response.statusCode },
+          });
         const next = new URL(location, url);
-        if (next.protocol !== 'http:' && next.protocol !== 'https:') throw new EtchError('ETCH_NETWORK', `${url.host} redirected to a ${next.protocol} URL, which is not followed.`);
+        if (next.protocol !== 'http:' && next.protocol !== 'https:')
+          throw new EtchError(
+            'ETCH_NETWORK',
+            `${url.host} redirected to a ${next.protocol} URL, which is not followed.`,
+          );
         this.logger.debug('redirect', { from: url.host, to: next.host, status: response.statusCode });
         // 303 (and 301/302 after a POST, as browsers and Go do) turns the request into a GET without its body.
-        if (response.statusCode === 303 || ((response.statusCode === 301 || response.statusCode === 302) && method === 'POST')) {
+        if (
+          response.statusCode === 303 ||
+          ((response.statusCode === 301 || response.statusCode === 302) && method === 'POST')
+        ) {
           method = method === 'HEAD' ? 'HEAD' : 'GET';
           body = undefined;
         }
         // A body (an OAuth form with a refresh token) is never replayed to another origin.
         if (body !== undefined && next.origin !== url.origin) {
-          throw new EtchError('ETCH_NETWORK', `${url.host} redirected a request with a body to another host (${next.host}); it is not re-sent there.`, { details: { statusCode: response.statusCode } });
+          throw new EtchError(
+            'ETCH_NETWORK',
+            `${url.host} redirected a request with a body to another host (${next.host}); it is not re-sent there.`,
+            { details: { statusCode: response.statusCode } },
+          );
         }
         url = next;
         continue;
@@ -189,22 +232,36 @@ export class HttpClient {
    * back-off and jitter (or the server's `Retry-After`). `attempt` returns a response; a retryable status is
    * dumped and tried again, the last one is returned for the caller to report.
    */
-  async withRetries(what: string, signal: AbortSignal | undefined, attempt: () => Promise<HttpResponse>): Promise<HttpResponse> {
+  async withRetries(
+    what: string,
+    signal: AbortSignal | undefined,
+    attempt: () => Promise<HttpResponse>,
+  ): Promise<HttpResponse> {
     for (let tries = 1; ; tries += 1) {
       let response: HttpResponse | undefined;
       let failure: unknown;
       try {
         response = await attempt();
       } catch (error) {
-        if (!isTransientNetworkError(error) || tries >= this.retry.attempts) throw this.networkError(what, error, signal);
+        if (!isTransientNetworkError(error) || tries >= this.retry.attempts)
+          throw this.networkError(what, error, signal);
         failure = error;
       }
       if (response !== undefined) {
         if (!RETRY_STATUS.has(response.status) || tries >= this.retry.attempts) return response;
         await response.body.dump().catch(() => undefined);
       }
-      const after = response && (response.status === 429 || response.status === 503) ? retryAfterMs(header(response.headers, 'retry-after')) : undefined;
-      this.logger.info('retrying', { what, attempt: tries, of: this.retry.attempts, status: response?.status, error: failure ? String((failure as Error).message) : undefined });
+      const after =
+        response && (response.status === 429 || response.status === 503)
+          ? retryAfterMs(header(response.headers, 'retry-after'))
+          : undefined;
+      this.logger.info('retrying', {
+        what,
+        attempt: tries,
+        of: this.retry.attempts,
+        status: response?.status,
+        error: failure ? String((failure as Error).message) : undefined,
+      });
       await this.backOff(tries, signal, after);
     }
   }
@@ -229,7 +286,11 @@ export class HttpClient {
     if (signal?.aborted) return abortError(signal);
     if (error instanceof EtchError) return error;
     const code = (error as { code?: unknown })?.code;
-    return new EtchError('ETCH_NETWORK', `${what} failed: ${(error as Error)?.message ?? String(error)}${typeof code === 'string' ? ` (${code})` : ''}. Check the network and that the registry is reachable.`, { cause: error });
+    return new EtchError(
+      'ETCH_NETWORK',
+      `${what} failed: ${(error as Error)?.message ?? String(error)}${typeof code === 'string' ? ` (${code})` : ''}. Check the network and that the registry is reachable.`,
+      { cause: error },
+    );
   }
 
   async close(): Promise<void> {

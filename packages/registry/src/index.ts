@@ -1,9 +1,22 @@
-export { RegistryClient, nextPage, type BlobOptions, type CallOptions, type RegistryClientOptions, type ResolveOptions } from './registry-client.js';
+export {
+  RegistryClient,
+  nextPage,
+  type BlobOptions,
+  type CallOptions,
+  type RegistryClientOptions,
+  type ResolveOptions,
+} from './registry-client.js';
 export { openImageSource, RegistryImageSource } from './open-source.js';
 export { OciLayoutSource } from './oci-layout.js';
 export { DockerArchiveSource } from './docker-archive.js';
 export type { ImageSource, RepositoryName } from './source.js';
-export { resolveImage, selectFromIndex, offeredPlatforms, type FetchedManifest, type ResolvedImage } from './resolve.js';
+export {
+  resolveImage,
+  selectFromIndex,
+  offeredPlatforms,
+  type FetchedManifest,
+  type ResolvedImage,
+} from './resolve.js';
 export { verifiedBlob, type BlobProgress } from './blob-stream.js';
 export { BlobCache } from './blob-cache.js';
 export { decompressLayer } from './decompress.js';
@@ -20,9 +33,35 @@ export {
   withTarget,
   type ImageReference,
 } from './reference.js';
-export { formatPlatform, hostPlatform, normalizePlatform, parsePlatform, platformRank, samePlatform, toPlatform, type Platform } from './platform.js';
-export { MediaType, IMAGE_ACCEPT, isForeignLayerType, isImageConfigType, isImageLayerType, isIndexType, isManifestType, isSchema1Type } from './media-types.js';
-export { asImageIndex, asImageManifest, detectManifestMediaType, parseJsonDocument, type Descriptor, type ImageIndexJson, type ImageManifestJson } from './manifest.js';
+export {
+  formatPlatform,
+  hostPlatform,
+  normalizePlatform,
+  parsePlatform,
+  platformRank,
+  samePlatform,
+  toPlatform,
+  type Platform,
+} from './platform.js';
+export {
+  MediaType,
+  IMAGE_ACCEPT,
+  isForeignLayerType,
+  isImageConfigType,
+  isImageLayerType,
+  isIndexType,
+  isManifestType,
+  isSchema1Type,
+} from './media-types.js';
+export {
+  asImageIndex,
+  asImageManifest,
+  detectManifestMediaType,
+  parseJsonDocument,
+  type Descriptor,
+  type ImageIndexJson,
+  type ImageManifestJson,
+} from './manifest.js';
 export { assertDigest, digestBytes, isVerifiableDigest, sha256 } from './digest.js';
 export { parseChallenges, type Challenge } from './challenge.js';
 export {
@@ -37,4 +76,18 @@ export {
   type FoundCredentials,
 } from './credentials.js';
 export { RegistryAuth, pullScope } from './auth.js';
-export { HttpClient, DEFAULT_RETRY, contentRangeStart, header, isCutBodyError, isLoopbackHost, isTransientNetworkError, retryAfterMs, skipFirst, type HttpOptions, type HttpRequest, type HttpResponse, type RetryPolicy } from './http.js';
+export {
+  HttpClient,
+  DEFAULT_RETRY,
+  contentRangeStart,
+  header,
+  isCutBodyError,
+  isLoopbackHost,
+  isTransientNetworkError,
+  retryAfterMs,
+  skipFirst,
+  type HttpOptions,
+  type HttpRequest,
+  type HttpResponse,
+  type RetryPolicy,
+} from './http.js';

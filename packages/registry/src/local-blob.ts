@@ -19,7 +19,15 @@ export async function* verifiedFileRange(
   let bytes = 0;
   // Exactly the declared range is read (the blob may sit inside a larger file, a docker save tar); an empty
   // blob reads nothing, since a read stream cannot express an empty range.
-  const stream = descriptor.size > 0 ? createReadStream(path, { start, end: start + descriptor.size - 1, highWaterMark: 256 * 1024, ...(options.signal ? { signal: options.signal } : {}) }) : undefined;
+  const stream =
+    descriptor.size > 0
+      ? createReadStream(path, {
+          start,
+          end: start + descriptor.size - 1,
+          highWaterMark: 256 * 1024,
+          ...(options.signal ? { signal: options.signal } : {}),
+        })
+      : undefined;
   try {
     for await (const chunk of (stream ?? []) as AsyncIterable<Buffer>) {
       hash?.update(chunk);
@@ -28,17 +36,32 @@ export async function* verifiedFileRange(
       yield chunk;
     }
   } catch (cause) {
-    if ((cause as NodeJS.ErrnoException).code === 'ENOENT') throw new EtchError('ETCH_NOT_FOUND', `${what} (${descriptor.digest}) is missing from ${path}.`, { cause, details: { path, digest: descriptor.digest } });
-    throw new EtchError('ETCH_IO', `Reading ${what} from ${path} failed: ${(cause as Error).message}`, { cause, details: { path } });
+    if ((cause as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new EtchError('ETCH_NOT_FOUND', `${what} (${descriptor.digest}) is missing from ${path}.`, {
+        cause,
+        details: { path, digest: descriptor.digest },
+      });
+    throw new EtchError('ETCH_IO', `Reading ${what} from ${path} failed: ${(cause as Error).message}`, {
+      cause,
+      details: { path },
+    });
   } finally {
     stream?.destroy();
   }
   if (bytes !== descriptor.size) {
-    throw new EtchError('ETCH_SIZE_MISMATCH', `${what} (${descriptor.digest}) has ${bytes} bytes in ${path}, not the ${descriptor.size} its descriptor declares.`, { details: { path, digest: descriptor.digest } });
+    throw new EtchError(
+      'ETCH_SIZE_MISMATCH',
+      `${what} (${descriptor.digest}) has ${bytes} bytes in ${path}, not the ${descriptor.size} its descriptor declares.`,
+      { details: { path, digest: descriptor.digest } },
+    );
   }
   if (hash === undefined) return;
   const actual = digestOf(hash, algorithmOf(descriptor.digest));
   if (actual !== descriptor.digest) {
-    throw new EtchError('ETCH_DIGEST_MISMATCH', `${what} in ${path} does not match its digest: expected ${descriptor.digest}, got ${actual}.`, { details: { path, digest: descriptor.digest, actual } });
+    throw new EtchError(
+      'ETCH_DIGEST_MISMATCH',
+      `${what} in ${path} does not match its digest: expected ${descriptor.digest}, got ${actual}.`,
+      { details: { path, digest: descriptor.digest, actual } },
+    );
   }
 }

@@ -55,7 +55,11 @@ export function parseJsonDocument(bytes: Buffer, what: string): Record<string, u
  * otherwise what the body says (its `mediaType` field, or its shape: `manifests[]` is an index, `config` +
  * `layers` a manifest). Schema 1 is refused with `ETCH_UNSUPPORTED_MANIFEST`, whatever the header claims.
  */
-export function detectManifestMediaType(json: Record<string, unknown>, contentType: string | undefined, what: string): string {
+export function detectManifestMediaType(
+  json: Record<string, unknown>,
+  contentType: string | undefined,
+  what: string,
+): string {
   const header = bareMediaType(contentType);
   if (json['schemaVersion'] === 1 || isSchema1Type(header)) {
     throw new EtchError(
@@ -70,8 +74,10 @@ export function detectManifestMediaType(json: Record<string, unknown>, contentTy
     : typeof json['config'] === 'object' && json['config'] !== null && Array.isArray(json['layers'])
       ? 'manifest'
       : undefined;
-  const fits = (type: string) => (shape === 'index' ? !isManifestType(type) : shape === 'manifest' ? !isIndexType(type) : true);
-  const generic = header === '' || header === 'application/json' || header === 'text/plain' || header === 'application/octet-stream';
+  const fits = (type: string) =>
+    shape === 'index' ? !isManifestType(type) : shape === 'manifest' ? !isIndexType(type) : true;
+  const generic =
+    header === '' || header === 'application/json' || header === 'text/plain' || header === 'application/octet-stream';
   if (declared !== undefined && fits(declared) && (generic || declared !== header)) return declared;
   if (!generic && fits(header)) return header;
   if (shape === 'index') return MediaType.OCI_INDEX;
@@ -88,8 +94,10 @@ function checkDescriptor(d: unknown, what: string): Descriptor {
   if (typeof desc !== 'object' || desc === null) throw bad(what, 'is not a descriptor object');
   if (typeof desc.mediaType !== 'string') throw bad(what, 'has no mediaType');
   assertDigest(desc.digest, `${what}'s digest`);
-  if (typeof desc.size !== 'number' || !Number.isSafeInteger(desc.size) || desc.size < 0) throw bad(what, 'has no valid size');
-  if (desc.urls !== undefined && (!Array.isArray(desc.urls) || desc.urls.some((u) => typeof u !== 'string'))) throw bad(what, 'has invalid urls');
+  if (typeof desc.size !== 'number' || !Number.isSafeInteger(desc.size) || desc.size < 0)
+    throw bad(what, 'has no valid size');
+  if (desc.urls !== undefined && (!Array.isArray(desc.urls) || desc.urls.some((u) => typeof u !== 'string')))
+    throw bad(what, 'has invalid urls');
   return desc as Descriptor;
 }
 

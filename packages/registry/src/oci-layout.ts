@@ -36,16 +36,31 @@ export class OciLayoutSource implements ImageSource {
   }
 
   private async readBlob(descriptor: Descriptor, limit: number): Promise<Buffer> {
-    if (descriptor.size > limit) throw new EtchError('ETCH_BAD_MANIFEST', `${descriptor.digest} in ${this.description} is ${descriptor.size} bytes; too large to read into memory.`);
+    if (descriptor.size > limit)
+      throw new EtchError(
+        'ETCH_BAD_MANIFEST',
+        `${descriptor.digest} in ${this.description} is ${descriptor.size} bytes; too large to read into memory.`,
+      );
     const chunks: Buffer[] = [];
-    for await (const chunk of verifiedFileRange(blobPath(this.root, descriptor.digest), 0, descriptor, `blob in ${this.description}`)) chunks.push(chunk);
+    for await (const chunk of verifiedFileRange(
+      blobPath(this.root, descriptor.digest),
+      0,
+      descriptor,
+      `blob in ${this.description}`,
+    ))
+      chunks.push(chunk);
     return Buffer.concat(chunks);
   }
 
   private async manifest(descriptor: Descriptor): Promise<FetchedManifest> {
     const bytes = await this.readBlob(descriptor, 4 * 1024 * 1024);
     const json = parseJsonDocument(bytes, `The manifest ${descriptor.digest} in ${this.description}`);
-    return { digest: descriptor.digest, mediaType: detectManifestMediaType(json, descriptor.mediaType, `The manifest ${descriptor.digest}`), bytes, json };
+    return {
+      digest: descriptor.digest,
+      mediaType: detectManifestMediaType(json, descriptor.mediaType, `The manifest ${descriptor.digest}`),
+      bytes,
+      json,
+    };
   }
 
   /** The index.json entry the tag names. */
@@ -54,12 +69,23 @@ export class OciLayoutSource implements ImageSource {
     const layoutFile = await readFile(join(this.root, 'oci-layout'), 'utf8').catch(() => undefined);
     if (layoutFile === undefined) {
       const exists = await stat(this.root).catch(() => undefined);
-      throw new EtchError('ETCH_NOT_FOUND', exists ? `${this.root} is not an OCI image layout (no oci-layout file).` : `The OCI layout ${this.root} does not exist.`, { details: { path: this.root } });
+      throw new EtchError(
+        'ETCH_NOT_FOUND',
+        exists
+          ? `${this.root} is not an OCI image layout (no oci-layout file).`
+          : `The OCI layout ${this.root} does not exist.`,
+        { details: { path: this.root } },
+      );
     }
     const indexBytes = await readFile(join(this.root, 'index.json'));
     const index = asImageIndex(parseJsonDocument(indexBytes, `${this.root}/index.json`), `${this.root}/index.json`);
     const tags = index.manifests.map((m) => m.annotations?.[REF_NAME]).filter((t): t is string => t !== undefined);
-    const found = this.tag === undefined ? (index.manifests.length === 1 ? index.manifests[0] : undefined) : index.manifests.find((m) => m.annotations?.[REF_NAME] === this.tag);
+    const found =
+      this.tag === undefined
+        ? index.manifests.length === 1
+          ? index.manifests[0]
+          : undefined
+        : index.manifests.find((m) => m.annotations?.[REF_NAME] === this.tag);
     if (!found) {
       throw new EtchError(
         'ETCH_NOT_FOUND',
@@ -73,7 +99,9 @@ export class OciLayoutSource implements ImageSource {
     return found;
   }
 
-  async resolve(options: { platform?: import('./platform.js').Platform | string; signal?: AbortSignal } = {}): Promise<ResolvedImage> {
+  async resolve(
+    options: { platform?: import('./platform.js').Platform | string; signal?: AbortSignal } = {},
+  ): Promise<ResolvedImage> {
     const entry = await this.top();
     const wanted = options.platform === undefined ? hostPlatform() : toPlatform(options.platform);
     return resolveImage(await this.manifest(entry), wanted, this.description, {
@@ -82,8 +110,17 @@ export class OciLayoutSource implements ImageSource {
     });
   }
 
-  openBlob(descriptor: Descriptor, options: { signal?: AbortSignal; onProgress?: (p: import('./blob-stream.js').BlobProgress) => void } = {}): AsyncGenerator<Buffer> {
-    return verifiedFileRange(blobPath(this.root, descriptor.digest), 0, descriptor, `blob in ${this.description}`, options);
+  openBlob(
+    descriptor: Descriptor,
+    options: { signal?: AbortSignal; onProgress?: (p: import('./blob-stream.js').BlobProgress) => void } = {},
+  ): AsyncGenerator<Buffer> {
+    return verifiedFileRange(
+      blobPath(this.root, descriptor.digest),
+      0,
+      descriptor,
+      `blob in ${this.description}`,
+      options,
+    );
   }
 
   /** The name containerd or skopeo recorded (`io.containerd.image.name`), if it is a valid reference. */
@@ -92,7 +129,13 @@ export class OciLayoutSource implements ImageSource {
     if (name === undefined) return [];
     try {
       const ref = parseReference(name);
-      return [{ repository: ref.familiarName, ...(ref.tag !== undefined ? { tag: ref.tag } : {}), digest: image.indexDigest ?? image.digest }];
+      return [
+        {
+          repository: ref.familiarName,
+          ...(ref.tag !== undefined ? { tag: ref.tag } : {}),
+          digest: image.indexDigest ?? image.digest,
+        },
+      ];
     } catch {
       return [];
     }
@@ -100,4 +143,3 @@ export class OciLayoutSource implements ImageSource {
 
   async close(): Promise<void> {}
 }
-

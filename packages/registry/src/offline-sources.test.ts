@@ -29,7 +29,12 @@ beforeAll(async () => {
   fixtures = await buildRegistryFixtures(work.join('fixtures'));
   archive = work.join('saved.tar');
   // skopeo writes the same `docker save` format docker does (manifest.json, config, layer tars).
-  await run('skopeo', ['copy', '--quiet', `oci:${fixtures.layout}:${fixtures.images.layers3.tag}`, `docker-archive:${archive}:etch/saved:1`]);
+  await run('skopeo', [
+    'copy',
+    '--quiet',
+    `oci:${fixtures.layout}:${fixtures.images.layers3.tag}`,
+    `docker-archive:${archive}:etch/saved:1`,
+  ]);
 }, 120_000);
 afterAll(async () => {
   await client.close();
@@ -42,15 +47,27 @@ describe('oci: layouts', () => {
     const arm = await source.resolve({ platform: 'linux/arm/v6' });
     expect(arm.platform).toEqual({ os: 'linux', architecture: 'arm', variant: 'v6' });
     expect(arm.indexDigest).toMatch(/^sha256:/);
-    const { bytes } = await readAll(openImageSource(`oci:${fixtures.layout}:${fixtures.images.layers3.tag}`, client), 'linux/amd64');
+    const { bytes } = await readAll(
+      openImageSource(`oci:${fixtures.layout}:${fixtures.images.layers3.tag}`, client),
+      'linux/amd64',
+    );
     expect(bytes).toHaveLength(3);
   });
 
   it('names the tags it has when asked for one it has not, and refuses a directory that is not a layout', async () => {
-    const missing = await openImageSource(`oci:${fixtures.layout}:nope`, client).resolve().catch((e: unknown) => e);
+    const missing = await openImageSource(`oci:${fixtures.layout}:nope`, client)
+      .resolve()
+      .catch((e: unknown) => e);
     expect(isEtchError(missing, 'ETCH_NOT_FOUND')).toBe(true);
     expect(String(missing)).toMatch(new RegExp(fixtures.images.layers3.tag));
-    expect(isEtchError(await openImageSource(`oci:${work.path}`, client).resolve().catch((e: unknown) => e), 'ETCH_NOT_FOUND')).toBe(true);
+    expect(
+      isEtchError(
+        await openImageSource(`oci:${work.path}`, client)
+          .resolve()
+          .catch((e: unknown) => e),
+        'ETCH_NOT_FOUND',
+      ),
+    ).toBe(true);
   });
 
   it('refuses a blob whose bytes changed on disk', async () => {
@@ -85,7 +102,9 @@ describe('docker-archive: (docker save)', () => {
   it('picks an image by name from an archive path followed by a reference', async () => {
     const source = openImageSource(`docker-archive:${archive}:etch/saved:1`, client);
     expect((await source.resolve({ platform: 'linux/amd64' })).layers).toHaveLength(3);
-    const wrong = await openImageSource(`docker-archive:${archive}:etch/other:1`, client).resolve().catch((e: unknown) => e);
+    const wrong = await openImageSource(`docker-archive:${archive}:etch/other:1`, client)
+      .resolve()
+      .catch((e: unknown) => e);
     expect(isEtchError(wrong, 'ETCH_NOT_FOUND')).toBe(true);
     expect(String(wrong)).toMatch(/etch\/saved:1/);
   });
@@ -93,10 +112,18 @@ describe('docker-archive: (docker save)', () => {
   it('refuses a gzip-compressed archive with what to do, and a truncated one', async () => {
     const gz = work.join('saved.tar.gz');
     await run('sh', ['-c', `gzip -c ${archive} > ${gz}`]);
-    expect(String(await openImageSource(`docker-archive:${gz}`, client).resolve().catch((e: unknown) => e))).toMatch(/gunzip/);
+    expect(
+      String(
+        await openImageSource(`docker-archive:${gz}`, client)
+          .resolve()
+          .catch((e: unknown) => e),
+      ),
+    ).toMatch(/gunzip/);
     const cut = work.join('cut.tar');
     await writeFile(cut, (await readFile(archive)).subarray(0, 3000));
-    const error = await openImageSource(`docker-archive:${cut}`, client).resolve().catch((e: unknown) => e);
+    const error = await openImageSource(`docker-archive:${cut}`, client)
+      .resolve()
+      .catch((e: unknown) => e);
     expect(isEtchError(error), String(error)).toBe(true);
   });
 });

@@ -27,13 +27,18 @@ export class RegistryImageSource implements ImageSource {
     return this.client.resolve(this.reference, options);
   }
 
-  openBlob(descriptor: Descriptor, options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void; verifyCached?: boolean } = {}): AsyncGenerator<Buffer> {
+  openBlob(
+    descriptor: Descriptor,
+    options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void; verifyCached?: boolean } = {},
+  ): AsyncGenerator<Buffer> {
     return this.client.openBlob(this.reference, descriptor, options);
   }
 
   /** Present only when the client has a cache to prefetch into. */
   get prefetch(): ImageSource['prefetch'] {
-    return this.client.cache ? (descriptor, options = {}) => this.client.prefetch(this.reference, descriptor, options) : undefined;
+    return this.client.cache
+      ? (descriptor, options = {}) => this.client.prefetch(this.reference, descriptor, options)
+      : undefined;
   }
 
   /**
@@ -79,7 +84,8 @@ export function openImageSource(spec: string, client: RegistryClient): ImageSour
     const rest = spec.slice('docker-archive:'.length);
     // The reference holds colons and slashes of its own (etch/a:1): the path is the prefix that is a file.
     const [path, reference] = splitArchiveSpec(rest);
-    if (path === '') throw new EtchError('ETCH_USAGE', `${spec}: the archive path is missing (docker-archive:PATH[:REF]).`);
+    if (path === '')
+      throw new EtchError('ETCH_USAGE', `${spec}: the archive path is missing (docker-archive:PATH[:REF]).`);
     return new DockerArchiveSource(path, reference);
   }
   const reference = parseReference(spec.startsWith('docker://') ? spec.slice('docker://'.length) : spec);

@@ -27,7 +27,15 @@ describe('platforms', () => {
     expect(platformRank(v7, v7)).toBe(0);
     expect(platformRank(v7, { os: 'linux', architecture: 'arm', variant: 'v6' })).toBe(1);
     expect(platformRank({ os: 'linux', architecture: 'arm', variant: 'v6' }, v7)).toBeUndefined();
-    expect(platformRank(normalizePlatform({ os: 'linux', architecture: 'aarch64' }), { os: 'linux', architecture: 'arm64', variant: 'v8' })).toBe(0);
-    expect(platformRank({ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' })).toBeUndefined();
+    expect(
+      platformRank(normalizePlatform({ os: 'linux', architecture: 'aarch64' }), {
+        os: 'linux',
+        architecture: 'arm64',
+        variant: 'v8',
+      }),
+    ).toBe(0);
+    expect(
+      platformRank({ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64' }),
+    ).toBeUndefined();
   });
 });

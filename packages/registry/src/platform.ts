@@ -61,10 +61,17 @@ export function normalizePlatform(p: Platform): Platform {
 export function parsePlatform(s: string): Platform {
   const parts = String(s).trim().split('/');
   if (parts.some((part) => part === '' || /[^A-Za-z0-9._-]/.test(part)) || parts.length > 3) {
-    throw new EtchError('ETCH_USAGE', `Invalid platform ${JSON.stringify(s)}: want os/architecture[/variant], e.g. linux/arm64 or linux/arm/v7.`);
+    throw new EtchError(
+      'ETCH_USAGE',
+      `Invalid platform ${JSON.stringify(s)}: want os/architecture[/variant], e.g. linux/arm64 or linux/arm/v7.`,
+    );
   }
   if (parts.length === 1) return normalizePlatform({ os: 'linux', architecture: parts[0] as string });
-  return normalizePlatform({ os: parts[0] as string, architecture: parts[1] as string, ...(parts[2] !== undefined ? { variant: parts[2] } : {}) });
+  return normalizePlatform({
+    os: parts[0] as string,
+    architecture: parts[1] as string,
+    ...(parts[2] !== undefined ? { variant: parts[2] } : {}),
+  });
 }
 
 /** `os/architecture[/variant]`. */
@@ -116,7 +123,15 @@ export function platformRank(wanted: Platform, candidate: Platform): number | un
  * Callers that prepare an image for another device must pass that device's platform instead.
  */
 export function hostPlatform(): Platform {
-  const arch: Record<string, string> = { x64: 'amd64', ia32: '386', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64' };
+  const arch: Record<string, string> = {
+    x64: 'amd64',
+    ia32: '386',
+    arm64: 'arm64',
+    arm: 'arm',
+    ppc64: 'ppc64le',
+    s390x: 's390x',
+    riscv64: 'riscv64',
+  };
   const architecture = arch[process.arch] ?? process.arch;
   if (architecture !== 'arm') return { os: 'linux', architecture };
   const version = String((process.config.variables as Record<string, unknown>)['arm_version'] ?? '7');

@@ -37,7 +37,9 @@ const NAME_MAX = 255;
 const HEX64 = /^[a-f0-9]{64}$/;
 
 function usage(input: string, why: string): EtchError {
-  return new EtchError('ETCH_USAGE', `Invalid image reference ${JSON.stringify(input)}: ${why}.`, { details: { reference: input } });
+  return new EtchError('ETCH_USAGE', `Invalid image reference ${JSON.stringify(input)}: ${why}.`, {
+    details: { reference: input },
+  });
 }
 
 /** `docker.io` for any of Docker Hub's names, otherwise the host with its port, host part lower-cased. */
@@ -51,7 +53,8 @@ export function makeReference(registry: string, repository: string, tag?: string
   const fullName = `${registry}/${repository}`;
   let familiarName = fullName;
   if (registry === DOCKER_HUB) {
-    familiarName = repository.startsWith('library/') && repository.indexOf('/', 8) === -1 ? repository.slice(8) : repository;
+    familiarName =
+      repository.startsWith('library/') && repository.indexOf('/', 8) === -1 ? repository.slice(8) : repository;
   }
   const suffix = `${tag !== undefined ? `:${tag}` : ''}${digest !== undefined ? `@${digest}` : ''}`;
   return {
@@ -85,7 +88,11 @@ export function parseReference(input: string): ImageReference {
     try {
       assertDigest(digest, 'the digest');
     } catch (cause) {
-      throw new EtchError('ETCH_USAGE', `Invalid image reference ${JSON.stringify(input)}: ${(cause as Error).message}`, { cause });
+      throw new EtchError(
+        'ETCH_USAGE',
+        `Invalid image reference ${JSON.stringify(input)}: ${(cause as Error).message}`,
+        { cause },
+      );
     }
   }
   let tag: string | undefined;
@@ -94,7 +101,11 @@ export function parseReference(input: string): ImageReference {
   if (colon !== -1 && rest.indexOf('/', colon) === -1) {
     tag = rest.slice(colon + 1);
     rest = rest.slice(0, colon);
-    if (!TAG.test(tag)) throw usage(input, `the tag ${JSON.stringify(tag)} is not valid (letters, digits, _ . -; at most 128; not starting with . or -)`);
+    if (!TAG.test(tag))
+      throw usage(
+        input,
+        `the tag ${JSON.stringify(tag)} is not valid (letters, digits, _ . -; at most 128; not starting with . or -)`,
+      );
   }
   if (rest === '') throw usage(input, 'the repository name is missing');
   let registry = DOCKER_HUB;
@@ -111,7 +122,8 @@ export function parseReference(input: string): ImageReference {
   const components = path.split('/');
   for (const component of components) {
     if (component.toLowerCase() !== component) throw usage(input, 'repository names must be lower-case');
-    if (!PATH_COMPONENT.test(component)) throw usage(input, `${JSON.stringify(component)} is not a valid repository path component`);
+    if (!PATH_COMPONENT.test(component))
+      throw usage(input, `${JSON.stringify(component)} is not a valid repository path component`);
   }
   if (registry === DOCKER_HUB && components.length === 1) {
     if (HEX64.test(path)) throw usage(input, 'a 64-character hex string is an image ID, not a repository name');

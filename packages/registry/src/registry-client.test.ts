@@ -42,7 +42,11 @@ const PASSWORD = 'pa55-w0rd:with-colon';
 
 /** A client that never reads the machine's docker config and retries fast. */
 function client(options: ConstructorParameters<typeof RegistryClient>[0] = {}): RegistryClient {
-  return new RegistryClient({ dockerConfig: false, retry: { attempts: 4, baseDelayMs: 50, maxDelayMs: 2_000 }, ...options });
+  return new RegistryClient({
+    dockerConfig: false,
+    retry: { attempts: 4, baseDelayMs: 50, maxDelayMs: 2_000 },
+    ...options,
+  });
 }
 
 async function failure(promise: Promise<unknown>): Promise<EtchError> {
@@ -55,7 +59,12 @@ async function failure(promise: Promise<unknown>): Promise<EtchError> {
 }
 
 /** Names and contents of the files in a layer blob, decompressed by magic. */
-async function layerFiles(c: RegistryClient, ref: string, image: ResolvedImage, index: number): Promise<{ compression: string; files: Record<string, string> }> {
+async function layerFiles(
+  c: RegistryClient,
+  ref: string,
+  image: ResolvedImage,
+  index: number,
+): Promise<{ compression: string; files: Record<string, string> }> {
   const layer = image.layers[index];
   if (!layer) throw new Error('no such layer');
   const { compression, stream } = await decompressLayer(c.openBlob(ref, layer));
@@ -74,8 +83,17 @@ async function layerFiles(c: RegistryClient, ref: string, image: ResolvedImage, 
 beforeAll(async () => {
   work = await createTempDir('etch-registry-test-');
   fixtures = await buildRegistryFixtures(work.join('fixtures'));
-  [open, basic, token] = await Promise.all([startRegistryServer(), startBasicAuthRegistry({ users: { alice: PASSWORD } }), startTokenAuthRegistry({ users: { bob: PASSWORD } })]);
-  const push = async (key: string, tag: string, dest: string, options: Parameters<typeof pushRegistryFixture>[3] = {}) => {
+  [open, basic, token] = await Promise.all([
+    startRegistryServer(),
+    startBasicAuthRegistry({ users: { alice: PASSWORD } }),
+    startTokenAuthRegistry({ users: { bob: PASSWORD } }),
+  ]);
+  const push = async (
+    key: string,
+    tag: string,
+    dest: string,
+    options: Parameters<typeof pushRegistryFixture>[3] = {},
+  ) => {
     pushed[key] = await pushRegistryFixture(fixtures.layout, tag, dest, options);
   };
   await push('oci', fixtures.images.layers3.tag, `${open.host}/etch/layers3:oci`);
@@ -172,8 +190,12 @@ describe('resolving images in an open registry', () => {
     expect(error.message).toMatch(/linux\/amd64, linux\/arm64, linux\/arm\/v7, linux\/arm\/v6/);
     expect(error.message).not.toMatch(/unknown/);
     // An ARMv6 device never gets v7, and a single-platform amd64 image is refused for arm64.
-    expect((await c.resolve(`${open.host}/etch/multi:oci`, { platform: 'linux/arm/v5' }).catch((e: EtchError) => e.code))).toBe('ETCH_PLATFORM_NOT_FOUND');
-    expect((await failure(c.resolve(`${open.host}/etch/layers3:oci`, { platform: 'linux/arm64' }))).code).toBe('ETCH_PLATFORM_NOT_FOUND');
+    expect(
+      await c.resolve(`${open.host}/etch/multi:oci`, { platform: 'linux/arm/v5' }).catch((e: EtchError) => e.code),
+    ).toBe('ETCH_PLATFORM_NOT_FOUND');
+    expect((await failure(c.resolve(`${open.host}/etch/layers3:oci`, { platform: 'linux/arm64' }))).code).toBe(
+      'ETCH_PLATFORM_NOT_FOUND',
+    );
     await c.close();
   });
 
@@ -182,7 +204,9 @@ describe('resolving images in an open registry', () => {
     const digest = pushed['multi']?.digest as string;
     const image = await c.resolve(`${open.host}/etch/multi@${digest}`, { platform: 'linux/arm/v7' });
     expect(image.indexDigest).toBe(digest);
-    const missing = await failure(c.resolve(`${open.host}/etch/multi@sha256:${'0'.repeat(64)}`, { platform: 'linux/amd64' }));
+    const missing = await failure(
+      c.resolve(`${open.host}/etch/multi@sha256:${'0'.repeat(64)}`, { platform: 'linux/amd64' }),
+    );
     expect(missing.code).toBe('ETCH_NOT_FOUND');
     await c.close();
   });
@@ -201,7 +225,12 @@ describe('resolving images in an open registry', () => {
     const c = client();
     // distribution 2.x ignores `n` on tags/list; its catalog paginates, which exercises the Link handling.
     expect((await c.listTags(`${open.host}/etch/layers3`, { pageSize: 1 })).sort()).toEqual(['oci', 'v2s2']);
-    expect((await c.catalog(open.host, { pageSize: 2 })).sort()).toEqual(['etch/layers3', 'etch/multi', 'etch/uncompressed', 'etch/zstd']);
+    expect((await c.catalog(open.host, { pageSize: 2 })).sort()).toEqual([
+      'etch/layers3',
+      'etch/multi',
+      'etch/uncompressed',
+      'etch/zstd',
+    ]);
     const pages = (await open.log()).match(/GET \/v2\/_catalog/g)?.length ?? 0;
     expect(pages).toBeGreaterThanOrEqual(2);
     await c.close();
@@ -217,7 +246,11 @@ describe('authentication', () => {
     const anonymous = await failure(client().resolve(ref, { platform: 'linux/amd64' }));
     expect(anonymous.code).toBe('ETCH_AUTH_FAILED');
     expect(anonymous.message).toMatch(/none/);
-    const wrong = await failure(client({ credentials: { [basic.host]: { username: 'alice', password: 'wrong-password' } } }).resolve(ref, { platform: 'linux/amd64' }));
+    const wrong = await failure(
+      client({ credentials: { [basic.host]: { username: 'alice', password: 'wrong-password' } } }).resolve(ref, {
+        platform: 'linux/amd64',
+      }),
+    );
     expect(wrong.code).toBe('ETCH_AUTH_FAILED');
     expect(wrong.message).toMatch(/options/);
     expect(JSON.stringify({ message: wrong.message, details: wrong.details })).not.toMatch(/wrong-password/);
@@ -231,21 +264,37 @@ describe('authentication', () => {
     expect(image.digest).toBe(pushed['token']?.digest);
     for (const layer of image.layers) for await (const _ of c.openBlob(ref, layer));
     expect(token.requests).toHaveLength(1);
-    expect(token.requests[0]).toMatchObject({ method: 'GET', authorizationScheme: 'Basic', account: 'bob', scopes: ['repository:etch/private:pull'], status: 200 });
+    expect(token.requests[0]).toMatchObject({
+      method: 'GET',
+      authorizationScheme: 'Basic',
+      account: 'bob',
+      scopes: ['repository:etch/private:pull'],
+      status: 200,
+    });
     await c.close();
   });
 
   it('asks for several repositories in one token, which the registry then honours for each', async () => {
-    await pushRegistryFixture(fixtures.layout, fixtures.images.layers3.tag, `${token.host}/etch/second:1`, { creds: `bob:${PASSWORD}` });
+    await pushRegistryFixture(fixtures.layout, fixtures.images.layers3.tag, `${token.host}/etch/second:1`, {
+      creds: `bob:${PASSWORD}`,
+    });
     const http = new HttpClient();
-    const auth = new RegistryAuth(token.host, http, staticCredentials({ [token.host]: { username: 'bob', password: PASSWORD } }));
+    const auth = new RegistryAuth(
+      token.host,
+      http,
+      staticCredentials({ [token.host]: { username: 'bob', password: PASSWORD } }),
+    );
     auth.learnFromPing(await http.send({ url: new URL(`http://${token.host}/v2/`) }));
     token.requests.length = 0;
     const authorization = await auth.authorization([pullScope('etch/private'), pullScope('etch/second')]);
     expect(token.requests).toHaveLength(1);
     expect(token.requests[0]?.scopes.sort()).toEqual(['repository:etch/private:pull', 'repository:etch/second:pull']);
     for (const repo of ['etch/private', 'etch/second']) {
-      const response = await http.send({ url: new URL(`http://${token.host}/v2/${repo}/manifests/1`), headers: { accept: 'application/vnd.oci.image.manifest.v1+json' }, ...(authorization ? { authorization } : {}) });
+      const response = await http.send({
+        url: new URL(`http://${token.host}/v2/${repo}/manifests/1`),
+        headers: { accept: 'application/vnd.oci.image.manifest.v1+json' },
+        ...(authorization ? { authorization } : {}),
+      });
       await response.body.dump();
       expect(response.status).toBe(200);
     }
@@ -261,13 +310,23 @@ describe('authentication', () => {
   it('uses an identity token with the OAuth2 refresh grant (POST)', async () => {
     // A refresh token as `docker login` stores it: obtained here with the password grant.
     const realm = new URL(token.realm);
-    const form = new URLSearchParams({ grant_type: 'password', username: 'bob', password: PASSWORD, service: token.service, client_id: 'test', access_type: 'offline', scope: 'repository:etch/private:pull' });
+    const form = new URLSearchParams({
+      grant_type: 'password',
+      username: 'bob',
+      password: PASSWORD,
+      service: token.service,
+      client_id: 'test',
+      access_type: 'offline',
+      scope: 'repository:etch/private:pull',
+    });
     const response = await fetch(realm, { method: 'POST', body: form });
     const { refresh_token: refresh } = (await response.json()) as { refresh_token: string };
     expect(refresh).toBeTruthy();
     token.requests.length = 0;
     const c = client({ credentials: { [token.host]: { identityToken: refresh } } });
-    expect((await c.resolve(`${token.host}/etch/private:1`, { platform: 'linux/amd64' })).digest).toBe(pushed['token']?.digest);
+    expect((await c.resolve(`${token.host}/etch/private:1`, { platform: 'linux/amd64' })).digest).toBe(
+      pushed['token']?.digest,
+    );
     expect(token.requests[0]).toMatchObject({ method: 'POST', grantType: 'refresh_token', status: 200 });
     await c.close();
   });
@@ -276,16 +335,23 @@ describe('authentication', () => {
     const c = client({ credentials: { [token.host]: { username: 'bob', password: PASSWORD } } });
     token.requests.length = 0;
     token.issueExpiredTokens(1);
-    expect((await c.resolve(`${token.host}/etch/private:1`, { platform: 'linux/amd64' })).digest).toBe(pushed['token']?.digest);
+    expect((await c.resolve(`${token.host}/etch/private:1`, { platform: 'linux/amd64' })).digest).toBe(
+      pushed['token']?.digest,
+    );
     expect(token.requests.length).toBe(2);
     await c.close();
   });
 
   it('reads credentials from DOCKER_CONFIG-style config files', async () => {
     const path = work.join('docker-config.json');
-    await writeFile(path, JSON.stringify({ auths: { [token.host]: { auth: Buffer.from(`bob:${PASSWORD}`).toString('base64') } } }));
+    await writeFile(
+      path,
+      JSON.stringify({ auths: { [token.host]: { auth: Buffer.from(`bob:${PASSWORD}`).toString('base64') } } }),
+    );
     const c = new RegistryClient({ dockerConfig: { path } });
-    expect((await c.resolve(`${token.host}/etch/private:1`, { platform: 'linux/amd64' })).digest).toBe(pushed['token']?.digest);
+    expect((await c.resolve(`${token.host}/etch/private:1`, { platform: 'linux/amd64' })).digest).toBe(
+      pushed['token']?.digest,
+    );
     await c.close();
   });
 });
@@ -379,10 +445,19 @@ describe('faults on the wire', () => {
       const r = `${front.host}/etch/private:1`;
       const image = await c.resolve(r, { platform: 'linux/amd64' });
       front.addFault({ kind: 'redirect', path: /\/blobs\//, times: Infinity });
-      front.addFault({ kind: 'status', status: 401, headers: { 'www-authenticate': `Bearer realm="${realm}",service="evil"` }, path: /\/blobs\//, on: 'blobHost', times: Infinity });
-      const error = await failure((async () => {
-        for await (const _ of c.openBlob(r, image.layers[0] as ResolvedImage['layers'][number]));
-      })());
+      front.addFault({
+        kind: 'status',
+        status: 401,
+        headers: { 'www-authenticate': `Bearer realm="${realm}",service="evil"` },
+        path: /\/blobs\//,
+        on: 'blobHost',
+        times: Infinity,
+      });
+      const error = await failure(
+        (async () => {
+          for await (const _ of c.openBlob(r, image.layers[0] as ResolvedImage['layers'][number]));
+        })(),
+      );
       expect(error.code).toBe('ETCH_AUTH_FAILED');
       expect(seen).toEqual([]);
       expect(front.blobRequests.every((q) => !q.authorization)).toBe(true);
@@ -467,9 +542,11 @@ describe('the blob cache', () => {
     const handle = await openFile(path, 'r+');
     await handle.write(Buffer.from([0x00, 0x01]), 0, 2, 4000);
     await handle.close();
-    const error = await failure((async () => {
-      for await (const _ of c.openBlob(ref, layer));
-    })());
+    const error = await failure(
+      (async () => {
+        for await (const _ of c.openBlob(ref, layer));
+      })(),
+    );
     expect(error.code).toBe('ETCH_DIGEST_MISMATCH');
     expect(error.message).toMatch(/removed/);
     expect(await c.cache?.has(layer)).toBe(false);

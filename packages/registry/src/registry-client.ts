@@ -3,7 +3,13 @@ import { EtchError, silentLogger, throwIfAborted, type Logger } from '@etch/form
 import { RegistryAuth, pullScope } from './auth.js';
 import { BlobCache } from './blob-cache.js';
 import { verifiedBlob, statusError, type BlobProgress } from './blob-stream.js';
-import { chainCredentials, dockerConfigCredentials, staticCredentials, type CredentialSource, type Credentials } from './credentials.js';
+import {
+  chainCredentials,
+  dockerConfigCredentials,
+  staticCredentials,
+  type CredentialSource,
+  type Credentials,
+} from './credentials.js';
 import { digestBytes } from './digest.js';
 import { HttpClient, header, type HttpOptions, type HttpResponse } from './http.js';
 import { detectManifestMediaType, parseJsonDocument, type Descriptor } from './manifest.js';
@@ -113,7 +119,14 @@ export class RegistryClient {
     const sources: CredentialSource[] = [];
     if (typeof options.credentials === 'function') sources.push(options.credentials);
     else if (options.credentials) sources.push(staticCredentials(options.credentials));
-    if (options.dockerConfig !== false) sources.push(dockerConfigCredentials(typeof options.dockerConfig === 'object' && options.dockerConfig.path ? { path: options.dockerConfig.path } : {}));
+    if (options.dockerConfig !== false)
+      sources.push(
+        dockerConfigCredentials(
+          typeof options.dockerConfig === 'object' && options.dockerConfig.path
+            ? { path: options.dockerConfig.path }
+            : {},
+        ),
+      );
     this.credentialSource = chainCredentials(...sources);
   }
 
@@ -156,7 +169,9 @@ export class RegistryClient {
       const url = new URL('/v2/', `${scheme}://${host}`);
       let response: HttpResponse;
       try {
-        response = await this.http.withRetries(`Contacting ${registry}`, signal, () => this.http.send({ url, ...(signal ? { signal } : {}) }));
+        response = await this.http.withRetries(`Contacting ${registry}`, signal, () =>
+          this.http.send({ url, ...(signal ? { signal } : {}) }),
+        );
       } catch (error) {
         if (signal?.aborted || !(error instanceof EtchError) || error.code !== 'ETCH_NETWORK') throw error;
         if (scheme === 'https' && schemes.length > 1) {
@@ -164,13 +179,23 @@ export class RegistryClient {
           this.logger.debug('HTTPS failed; trying plain HTTP', { registry });
           continue;
         }
-        const advice = schemes.length > 1 ? '' : ` If it serves plain HTTP, list it as insecure (--insecure-registry ${registry}); if its certificate is signed by a private CA, pass that CA.`;
-        throw new EtchError('ETCH_NETWORK', `${error.message.replace(/\.$/, '')} (${url.origin}).${advice}`, { cause: error.cause ?? error, details: { registry } });
+        const advice =
+          schemes.length > 1
+            ? ''
+            : ` If it serves plain HTTP, list it as insecure (--insecure-registry ${registry}); if its certificate is signed by a private CA, pass that CA.`;
+        throw new EtchError('ETCH_NETWORK', `${error.message.replace(/\.$/, '')} (${url.origin}).${advice}`, {
+          cause: error.cause ?? error,
+          details: { registry },
+        });
       }
       await response.body.dump().catch(() => undefined);
       if (response.status !== 200 && response.status !== 401) {
         const https = httpsFailure instanceof Error ? ` HTTPS failed first: ${httpsFailure.message}` : '';
-        throw new EtchError('ETCH_NETWORK', `${registry} does not answer like a registry (GET ${url.origin}/v2/ gave HTTP ${response.status}).${https}`, { cause: httpsFailure, details: { statusCode: response.status, registry } });
+        throw new EtchError(
+          'ETCH_NETWORK',
+          `${registry} does not answer like a registry (GET ${url.origin}/v2/ gave HTTP ${response.status}).${https}`,
+          { cause: httpsFailure, details: { statusCode: response.status, registry } },
+        );
       }
       this.schemes.set(registry, scheme);
       this.auth(registry).learnFromPing(response);
@@ -182,14 +207,26 @@ export class RegistryClient {
    * A request to `/v2/<path>` with auth for `scopes`: retried on network errors, 429 and 5xx; on a 401 the
    * client re-authenticates once (new token, new scope) and tries again.
    */
-  async request(registry: string, path: string, scopes: readonly string[], init: { method?: 'GET' | 'HEAD'; headers?: Record<string, string>; signal?: AbortSignal }, what: string): Promise<HttpResponse> {
+  async request(
+    registry: string,
+    path: string,
+    scopes: readonly string[],
+    init: { method?: 'GET' | 'HEAD'; headers?: Record<string, string>; signal?: AbortSignal },
+    what: string,
+  ): Promise<HttpResponse> {
     throwIfAborted(init.signal);
     await this.ping(registry, init.signal);
     const auth = this.auth(registry);
     const url = new URL(`/v2/${path}`, this.baseUrl(registry));
     const send = (authorization: string | undefined) =>
       this.http.withRetries(what, init.signal, () =>
-        this.http.send({ url, ...(init.method ? { method: init.method } : {}), ...(init.headers ? { headers: init.headers } : {}), ...(authorization !== undefined ? { authorization } : {}), ...(init.signal ? { signal: init.signal } : {}) }),
+        this.http.send({
+          url,
+          ...(init.method ? { method: init.method } : {}),
+          ...(init.headers ? { headers: init.headers } : {}),
+          ...(authorization !== undefined ? { authorization } : {}),
+          ...(init.signal ? { signal: init.signal } : {}),
+        }),
       );
     let authorization = await auth.authorization(scopes, init.signal);
     let response = await send(authorization);
@@ -212,9 +249,13 @@ export class RegistryClient {
 
   private async unauthorized(registry: string, what: string, status: number, signal?: AbortSignal): Promise<never> {
     const source = await this.auth(registry).credentialSourceName(signal);
-    throw new EtchError('ETCH_AUTH_FAILED', `${registry} refused ${what} (HTTP ${status}); credentials tried: ${source}. Check them, or run docker login ${registry}.`, {
-      details: { statusCode: status, registry, credentialSource: source },
-    });
+    throw new EtchError(
+      'ETCH_AUTH_FAILED',
+      `${registry} refused ${what} (HTTP ${status}); credentials tried: ${source}. Check them, or run docker login ${registry}.`,
+      {
+        details: { statusCode: status, registry, credentialSource: source },
+      },
+    );
   }
 
   /**
@@ -227,26 +268,54 @@ export class RegistryClient {
     const what = `${ref.fullName}${ref.digest ? `@${ref.digest}` : `:${target}`}`;
     const cached = ref.digest !== undefined ? await this.cachedManifest(ref.digest, what) : undefined;
     if (cached) return cached;
-    const response = await this.request(ref.registry, `${ref.repository}/manifests/${target}`, [pullScope(ref.repository)], { headers: { accept: IMAGE_ACCEPT.join(', ') }, ...(options.signal ? { signal: options.signal } : {}) }, `the manifest of ${what}`);
+    const response = await this.request(
+      ref.registry,
+      `${ref.repository}/manifests/${target}`,
+      [pullScope(ref.repository)],
+      { headers: { accept: IMAGE_ACCEPT.join(', ') }, ...(options.signal ? { signal: options.signal } : {}) },
+      `the manifest of ${what}`,
+    );
     if (response.status !== 200) {
       const errors = await registryErrors(response);
       const codes = errors.map((e) => e.code).filter(Boolean);
       if (response.status === 404 || codes.includes('MANIFEST_UNKNOWN') || codes.includes('NAME_UNKNOWN')) {
-        const missing = codes.includes('NAME_UNKNOWN') ? `The repository ${ref.fullName} does not exist` : ref.digest ? `The manifest ${ref.digest} is not in ${ref.fullName}` : `The tag ${target} is not in ${ref.fullName}`;
-        throw new EtchError('ETCH_NOT_FOUND', `${missing} (HTTP ${response.status}${codes.length ? `, ${codes.join(', ')}` : ''}). Check the image name${ref.digest ? '' : ' and tag'}.`, { details: { statusCode: response.status, reference: String(ref) } });
+        const missing = codes.includes('NAME_UNKNOWN')
+          ? `The repository ${ref.fullName} does not exist`
+          : ref.digest
+            ? `The manifest ${ref.digest} is not in ${ref.fullName}`
+            : `The tag ${target} is not in ${ref.fullName}`;
+        throw new EtchError(
+          'ETCH_NOT_FOUND',
+          `${missing} (HTTP ${response.status}${codes.length ? `, ${codes.join(', ')}` : ''}). Check the image name${ref.digest ? '' : ' and tag'}.`,
+          { details: { statusCode: response.status, reference: String(ref) } },
+        );
       }
-      if (response.status === 403) return this.unauthorized(ref.registry, `the manifest of ${what}`, 403, options.signal);
-      throw new EtchError('ETCH_NETWORK', `Fetching the manifest of ${what} failed with HTTP ${response.status}${codes.length ? ` (${codes.join(', ')})` : ''}.`, { details: { statusCode: response.status } });
+      if (response.status === 403)
+        return this.unauthorized(ref.registry, `the manifest of ${what}`, 403, options.signal);
+      throw new EtchError(
+        'ETCH_NETWORK',
+        `Fetching the manifest of ${what} failed with HTTP ${response.status}${codes.length ? ` (${codes.join(', ')})` : ''}.`,
+        { details: { statusCode: response.status } },
+      );
     }
     const bytes = await readLimited(response, MAX_MANIFEST_BYTES, `The manifest of ${what}`);
     const digest = digestBytes(bytes, ref.digest ?? 'sha256:');
     if (ref.digest !== undefined && digest !== ref.digest) {
-      throw new EtchError('ETCH_DIGEST_MISMATCH', `The registry served a manifest for ${what} whose digest is ${digest}; refusing it.`, { details: { digest: ref.digest, actual: digest } });
+      throw new EtchError(
+        'ETCH_DIGEST_MISMATCH',
+        `The registry served a manifest for ${what} whose digest is ${digest}; refusing it.`,
+        { details: { digest: ref.digest, actual: digest } },
+      );
     }
     const hint = header(response.headers, 'docker-content-digest');
-    if (hint !== undefined && hint !== digest) this.logger.debug('Docker-Content-Digest differs from the bytes received; using the bytes', { reference: what });
+    if (hint !== undefined && hint !== digest)
+      this.logger.debug('Docker-Content-Digest differs from the bytes received; using the bytes', { reference: what });
     const json = parseJsonDocument(bytes, `The manifest of ${what}`);
-    const mediaType = detectManifestMediaType(json, header(response.headers, 'content-type'), `The manifest of ${what}`);
+    const mediaType = detectManifestMediaType(
+      json,
+      header(response.headers, 'content-type'),
+      `The manifest of ${what}`,
+    );
     if (this.cache) for await (const _ of this.cache.writeThrough({ digest }, [bytes]));
     return { digest, mediaType, bytes, json };
   }
@@ -255,13 +324,21 @@ export class RegistryClient {
   private async cachedManifest(digest: string, what: string): Promise<FetchedManifest | undefined> {
     const cache = this.cache;
     if (!cache) return undefined;
-    const size = await stat(cache.pathOf(digest)).then((s) => s.size, () => undefined);
+    const size = await stat(cache.pathOf(digest)).then(
+      (s) => s.size,
+      () => undefined,
+    );
     if (size === undefined || size > MAX_MANIFEST_BYTES) return undefined;
     const chunks: Buffer[] = [];
     for await (const chunk of cache.read({ digest, size })) chunks.push(chunk);
     const bytes = Buffer.concat(chunks);
     const json = parseJsonDocument(bytes, `The cached manifest of ${what}`);
-    return { digest, mediaType: detectManifestMediaType(json, undefined, `The cached manifest of ${what}`), bytes, json };
+    return {
+      digest,
+      mediaType: detectManifestMediaType(json, undefined, `The cached manifest of ${what}`),
+      bytes,
+      json,
+    };
   }
 
   /**
@@ -282,8 +359,16 @@ export class RegistryClient {
   }
 
   /** A small blob (a config) into memory, verified against its descriptor. */
-  async fetchBlob(reference: ImageReference | string, descriptor: Descriptor, options: CallOptions = {}): Promise<Buffer> {
-    if (descriptor.size > MAX_CONFIG_BYTES) throw new EtchError('ETCH_BAD_MANIFEST', `The blob ${descriptor.digest} is ${descriptor.size} bytes; too large to read into memory.`);
+  async fetchBlob(
+    reference: ImageReference | string,
+    descriptor: Descriptor,
+    options: CallOptions = {},
+  ): Promise<Buffer> {
+    if (descriptor.size > MAX_CONFIG_BYTES)
+      throw new EtchError(
+        'ETCH_BAD_MANIFEST',
+        `The blob ${descriptor.digest} is ${descriptor.size} bytes; too large to read into memory.`,
+      );
     const chunks: Buffer[] = [];
     for await (const chunk of this.openBlob(reference, descriptor, options)) chunks.push(chunk);
     return Buffer.concat(chunks);
@@ -293,10 +378,16 @@ export class RegistryClient {
    * Streams a blob, verified against the descriptor's size and digest, resuming with `Range` after a cut.
    * Redirects to storage hosts are followed without the registry's Authorization header.
    */
-  async *openBlob(reference: ImageReference | string, descriptor: Descriptor, options: BlobOptions = {}): AsyncGenerator<Buffer> {
+  async *openBlob(
+    reference: ImageReference | string,
+    descriptor: Descriptor,
+    options: BlobOptions = {},
+  ): AsyncGenerator<Buffer> {
     const cache = this.cache;
     if (cache && (await cache.has(descriptor))) {
-      yield* options.verifyCached === false ? cache.readUnverified(descriptor, options) : cache.read(descriptor, options);
+      yield* options.verifyCached === false
+        ? cache.readUnverified(descriptor, options)
+        : cache.read(descriptor, options);
       return;
     }
     const stream = this.downloadBlob(reference, descriptor, options);
@@ -307,34 +398,59 @@ export class RegistryClient {
    * Makes sure a blob is in the cache (downloading and verifying it when it is not), without handing the bytes
    * out: what a pipeline calls ahead of time so that later reads come from disk. Says which it was.
    */
-  async prefetch(reference: ImageReference | string, descriptor: Descriptor, options: BlobOptions = {}): Promise<'cached' | 'downloaded'> {
+  async prefetch(
+    reference: ImageReference | string,
+    descriptor: Descriptor,
+    options: BlobOptions = {},
+  ): Promise<'cached' | 'downloaded'> {
     if (!this.cache) throw new EtchError('ETCH_USAGE', 'prefetch needs a client with a cache directory.');
     if (await this.cache.has(descriptor)) return 'cached';
     for await (const _ of this.openBlob(reference, descriptor, options));
     return 'downloaded';
   }
 
-  private downloadBlob(reference: ImageReference | string, descriptor: Descriptor, options: BlobOptions): AsyncGenerator<Buffer> {
+  private downloadBlob(
+    reference: ImageReference | string,
+    descriptor: Descriptor,
+    options: BlobOptions,
+  ): AsyncGenerator<Buffer> {
     const ref = toReference(reference);
     const what = `blob ${descriptor.digest} of ${ref.fullName}`;
     const foreign = this.allowForeignLayers && isForeignLayerType(descriptor.mediaType) ? (descriptor.urls ?? []) : [];
     const open = async (offset: number, signal?: AbortSignal): Promise<HttpResponse> => {
       const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
-      const response = await this.request(ref.registry, `${ref.repository}/blobs/${descriptor.digest}`, [pullScope(ref.repository)], { headers, ...(signal ? { signal } : {}) }, what);
+      const response = await this.request(
+        ref.registry,
+        `${ref.repository}/blobs/${descriptor.digest}`,
+        [pullScope(ref.repository)],
+        { headers, ...(signal ? { signal } : {}) },
+        what,
+      );
       if (response.status !== 404 || foreign.length === 0) return response;
       await response.body.dump().catch(() => undefined);
       return this.openForeign(foreign, headers, what, signal);
     };
-    return verifiedBlob(this.http, open, descriptor, { what, ...(options.signal ? { signal: options.signal } : {}), ...(options.onProgress ? { onProgress: options.onProgress } : {}) });
+    return verifiedBlob(this.http, open, descriptor, {
+      what,
+      ...(options.signal ? { signal: options.signal } : {}),
+      ...(options.onProgress ? { onProgress: options.onProgress } : {}),
+    });
   }
 
   /** A foreign layer from its own URLs: never with the registry's credentials. */
-  private async openForeign(urls: readonly string[], headers: Record<string, string>, what: string, signal?: AbortSignal): Promise<HttpResponse> {
+  private async openForeign(
+    urls: readonly string[],
+    headers: Record<string, string>,
+    what: string,
+    signal?: AbortSignal,
+  ): Promise<HttpResponse> {
     let last: HttpResponse | undefined;
     for (const raw of urls) {
       const url = new URL(raw);
       if (url.protocol !== 'https:' && url.protocol !== 'http:') continue;
-      last = await this.http.withRetries(what, signal, () => this.http.send({ url, headers, ...(signal ? { signal } : {}) }));
+      last = await this.http.withRetries(what, signal, () =>
+        this.http.send({ url, headers, ...(signal ? { signal } : {}) }),
+      );
       if (last.status === 200 || last.status === 206) return last;
       await last.body.dump().catch(() => undefined);
     }
@@ -342,10 +458,20 @@ export class RegistryClient {
   }
 
   /** Every tag of a repository, following `Link` pagination. */
-  async listTags(repository: ImageReference | string, options: CallOptions & { pageSize?: number } = {}): Promise<string[]> {
+  async listTags(
+    repository: ImageReference | string,
+    options: CallOptions & { pageSize?: number } = {},
+  ): Promise<string[]> {
     const ref = toReference(repository);
     const tags: string[] = [];
-    for await (const page of this.pages(ref.registry, `${ref.repository}/tags/list`, [pullScope(ref.repository)], options.pageSize, `the tags of ${ref.fullName}`, options.signal)) {
+    for await (const page of this.pages(
+      ref.registry,
+      `${ref.repository}/tags/list`,
+      [pullScope(ref.repository)],
+      options.pageSize,
+      `the tags of ${ref.fullName}`,
+      options.signal,
+    )) {
       const list = (page as { tags?: unknown }).tags;
       if (Array.isArray(list)) tags.push(...list.filter((t): t is string => typeof t === 'string'));
     }
@@ -355,23 +481,44 @@ export class RegistryClient {
   /** The repositories of a registry (`/v2/_catalog`), following `Link` pagination. Many public registries refuse it. */
   async catalog(registry: string, options: CallOptions & { pageSize?: number } = {}): Promise<string[]> {
     const names: string[] = [];
-    for await (const page of this.pages(registry, '_catalog', ['registry:catalog:*'], options.pageSize, `the catalog of ${registry}`, options.signal)) {
+    for await (const page of this.pages(
+      registry,
+      '_catalog',
+      ['registry:catalog:*'],
+      options.pageSize,
+      `the catalog of ${registry}`,
+      options.signal,
+    )) {
       const list = (page as { repositories?: unknown }).repositories;
       if (Array.isArray(list)) names.push(...list.filter((t): t is string => typeof t === 'string'));
     }
     return names;
   }
 
-  private async *pages(registry: string, path: string, scopes: readonly string[], pageSize: number | undefined, what: string, signal?: AbortSignal): AsyncGenerator<unknown> {
+  private async *pages(
+    registry: string,
+    path: string,
+    scopes: readonly string[],
+    pageSize: number | undefined,
+    what: string,
+    signal?: AbortSignal,
+  ): AsyncGenerator<unknown> {
     let next: string | undefined = pageSize ? `${path}?n=${pageSize}` : path;
     for (let page = 0; next !== undefined; page += 1) {
       if (page > 10_000) throw new EtchError('ETCH_NETWORK', `${what} has more than 10000 pages; stopping.`);
       const response = await this.request(registry, next, scopes, signal ? { signal } : {}, what);
       if (response.status !== 200) {
         const codes = (await registryErrors(response)).map((e) => e.code).filter(Boolean);
-        if (response.status === 404) throw new EtchError('ETCH_NOT_FOUND', `${what} does not exist (HTTP 404${codes.length ? `, ${codes.join(', ')}` : ''}).`, { details: { statusCode: 404 } });
+        if (response.status === 404)
+          throw new EtchError(
+            'ETCH_NOT_FOUND',
+            `${what} does not exist (HTTP 404${codes.length ? `, ${codes.join(', ')}` : ''}).`,
+            { details: { statusCode: 404 } },
+          );
         if (response.status === 403) return this.unauthorized(registry, what, 403, signal);
-        throw new EtchError('ETCH_NETWORK', `Listing ${what} failed with HTTP ${response.status}.`, { details: { statusCode: response.status } });
+        throw new EtchError('ETCH_NETWORK', `Listing ${what} failed with HTTP ${response.status}.`, {
+          details: { statusCode: response.status },
+        });
       }
       const link = header(response.headers, 'link');
       yield parseJsonDocument(await readLimited(response, MAX_MANIFEST_BYTES, what), what);

@@ -1,5 +1,11 @@
 import { EtchError } from '@etch/format';
-import { asImageIndex, asImageManifest, type Descriptor, type ImageIndexJson, type ImageManifestJson } from './manifest.js';
+import {
+  asImageIndex,
+  asImageManifest,
+  type Descriptor,
+  type ImageIndexJson,
+  type ImageManifestJson,
+} from './manifest.js';
 import { isForeignLayerType, isImageConfigType, isImageLayerType, isIndexType, isManifestType } from './media-types.js';
 import { formatPlatform, normalizePlatform, platformRank, type Platform } from './platform.js';
 
@@ -35,12 +41,17 @@ export interface ResolvedImage {
 const ATTESTATION = 'attestation-manifest';
 
 function isAttestation(d: Descriptor): boolean {
-  return d.annotations?.['vnd.docker.reference.type'] === ATTESTATION || (d.platform?.os === 'unknown' && d.platform?.architecture === 'unknown');
+  return (
+    d.annotations?.['vnd.docker.reference.type'] === ATTESTATION ||
+    (d.platform?.os === 'unknown' && d.platform?.architecture === 'unknown')
+  );
 }
 
 /** What an index offers, for the error when nothing fits: `linux/amd64, linux/arm/v7`. */
 export function offeredPlatforms(index: ImageIndexJson): string[] {
-  return index.manifests.filter((d) => d.platform && !isAttestation(d)).map((d) => formatPlatform(normalizePlatform(d.platform as Platform)));
+  return index.manifests
+    .filter((d) => d.platform && !isAttestation(d))
+    .map((d) => formatPlatform(normalizePlatform(d.platform as Platform)));
 }
 
 /**
@@ -77,7 +88,11 @@ function configPlatform(config: Buffer): Platform | undefined {
   try {
     const json = JSON.parse(config.toString('utf8')) as { os?: unknown; architecture?: unknown; variant?: unknown };
     if (typeof json.os !== 'string' || typeof json.architecture !== 'string') return undefined;
-    return normalizePlatform({ os: json.os, architecture: json.architecture, ...(typeof json.variant === 'string' ? { variant: json.variant } : {}) });
+    return normalizePlatform({
+      os: json.os,
+      architecture: json.architecture,
+      ...(typeof json.variant === 'string' ? { variant: json.variant } : {}),
+    });
   } catch {
     throw new EtchError('ETCH_BAD_MANIFEST', 'The image config is not JSON.');
   }
@@ -88,7 +103,12 @@ function configPlatform(config: Buffer): Platform | undefined {
  * too) by platform, then the manifest and its config. A single-platform image whose config names another
  * platform is refused too: a device would not run it.
  */
-export async function resolveImage(top: FetchedManifest, wanted: Platform, what: string, deps: ResolveDeps): Promise<ResolvedImage> {
+export async function resolveImage(
+  top: FetchedManifest,
+  wanted: Platform,
+  what: string,
+  deps: ResolveDeps,
+): Promise<ResolvedImage> {
   let current = top;
   let indexDigest: string | undefined;
   let chosen: Platform | undefined;
@@ -101,27 +121,47 @@ export async function resolveImage(top: FetchedManifest, wanted: Platform, what:
     current = await deps.byDigest(entry);
   }
   if (!isManifestType(current.mediaType)) {
-    throw new EtchError('ETCH_UNSUPPORTED_MANIFEST', `${what} is a ${current.mediaType || 'document of unknown type'}, not a container image manifest.`, { details: { mediaType: current.mediaType } });
+    throw new EtchError(
+      'ETCH_UNSUPPORTED_MANIFEST',
+      `${what} is a ${current.mediaType || 'document of unknown type'}, not a container image manifest.`,
+      { details: { mediaType: current.mediaType } },
+    );
   }
   const manifest = asImageManifest(current.json, what);
   if (!isImageConfigType(manifest.config.mediaType)) {
-    throw new EtchError('ETCH_UNSUPPORTED_MANIFEST', `${what} is not a container image: its config is ${manifest.config.mediaType}${manifest.artifactType ? ` (artifact ${manifest.artifactType})` : ''}.`, { details: { mediaType: manifest.config.mediaType } });
+    throw new EtchError(
+      'ETCH_UNSUPPORTED_MANIFEST',
+      `${what} is not a container image: its config is ${manifest.config.mediaType}${manifest.artifactType ? ` (artifact ${manifest.artifactType})` : ''}.`,
+      { details: { mediaType: manifest.config.mediaType } },
+    );
   }
   for (const [i, layer] of manifest.layers.entries()) {
     if (!isImageLayerType(layer.mediaType)) {
-      throw new EtchError('ETCH_UNSUPPORTED_MANIFEST', `Layer ${i + 1} of ${what} has media type ${layer.mediaType}, which is not an image layer.`, { details: { mediaType: layer.mediaType } });
+      throw new EtchError(
+        'ETCH_UNSUPPORTED_MANIFEST',
+        `Layer ${i + 1} of ${what} has media type ${layer.mediaType}, which is not an image layer.`,
+        { details: { mediaType: layer.mediaType } },
+      );
     }
     if (isForeignLayerType(layer.mediaType) && layer.urls?.length && !deps.allowForeignLayers) {
-      throw new EtchError('ETCH_UNSUPPORTED_MANIFEST', `Layer ${i + 1} of ${what} is a foreign (non-distributable) layer served from ${layer.urls.map((u) => new URL(u).host).join(', ')}; allow foreign layers to fetch it from there.`, { details: { mediaType: layer.mediaType, digest: layer.digest } });
+      throw new EtchError(
+        'ETCH_UNSUPPORTED_MANIFEST',
+        `Layer ${i + 1} of ${what} is a foreign (non-distributable) layer served from ${layer.urls.map((u) => new URL(u).host).join(', ')}; allow foreign layers to fetch it from there.`,
+        { details: { mediaType: layer.mediaType, digest: layer.digest } },
+      );
     }
   }
   const configBytes = await deps.config(manifest.config);
   const fromConfig = configPlatform(configBytes);
   if (chosen === undefined && fromConfig !== undefined) {
     if (platformRank(wanted, fromConfig) === undefined) {
-      throw new EtchError('ETCH_PLATFORM_NOT_FOUND', `${what} is a single-platform image for ${formatPlatform(fromConfig)}, not ${formatPlatform(wanted)}. Pass --platform ${formatPlatform(fromConfig)} if that is the device's platform.`, {
-        details: { platform: formatPlatform(wanted), available: [formatPlatform(fromConfig)] },
-      });
+      throw new EtchError(
+        'ETCH_PLATFORM_NOT_FOUND',
+        `${what} is a single-platform image for ${formatPlatform(fromConfig)}, not ${formatPlatform(wanted)}. Pass --platform ${formatPlatform(fromConfig)} if that is the device's platform.`,
+        {
+          details: { platform: formatPlatform(wanted), available: [formatPlatform(fromConfig)] },
+        },
+      );
     }
     chosen = fromConfig;
   }

@@ -21,9 +21,15 @@ export interface ImageSource {
   /** Resolves the image for a platform (the host's when absent). */
   resolve(options?: { platform?: Platform | string; signal?: AbortSignal }): Promise<ResolvedImage>;
   /** Streams a blob of the resolved image, verified against its descriptor. */
-  openBlob(descriptor: Descriptor, options?: { signal?: AbortSignal; onProgress?: (progress: BlobProgress) => void; verifyCached?: boolean }): AsyncGenerator<Buffer>;
+  openBlob(
+    descriptor: Descriptor,
+    options?: { signal?: AbortSignal; onProgress?: (progress: BlobProgress) => void; verifyCached?: boolean },
+  ): AsyncGenerator<Buffer>;
   /** Puts a blob in the local cache ahead of use, when the source has one (registries with a cache). */
-  prefetch?(descriptor: Descriptor, options?: { signal?: AbortSignal; onProgress?: (progress: BlobProgress) => void }): Promise<'cached' | 'downloaded'>;
+  prefetch?(
+    descriptor: Descriptor,
+    options?: { signal?: AbortSignal; onProgress?: (progress: BlobProgress) => void },
+  ): Promise<'cached' | 'downloaded'>;
   /** The names docker would record for this image after a pull or load: none when the source has no name. */
   names(image: ResolvedImage): RepositoryName[];
   /** The full repository name to record as where layers came from (`docker.io/library/alpine`), if any. */

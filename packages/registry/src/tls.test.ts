@@ -1,7 +1,17 @@
 /** HTTPS first, as docker does: a TLS registry with a private CA, trusted through the `ca` option. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError } from '@etch/format';
-import { buildRegistryFixtures, createTempDir, makeLoopbackCertificate, pushRegistryFixture, startRegistryServer, type LoopbackCertificate, type PushedImage, type RegistryServer, type TempDir } from '@etch/test-utils';
+import {
+  buildRegistryFixtures,
+  createTempDir,
+  makeLoopbackCertificate,
+  pushRegistryFixture,
+  startRegistryServer,
+  type LoopbackCertificate,
+  type PushedImage,
+  type RegistryServer,
+  type TempDir,
+} from '@etch/test-utils';
 import { RegistryClient } from './registry-client.js';
 
 let work: TempDir;
@@ -28,13 +38,18 @@ describe('TLS registries', () => {
     const image = await client.resolve(`${registry.host}/etch/tls:1`, { platform: 'linux/amd64' });
     expect(image.digest).toBe(pushed.digest);
     expect(client.baseUrl(registry.host)).toBe(`https://${registry.host}`);
-    for await (const _ of client.openBlob(`${registry.host}/etch/tls:1`, image.layers[0] as (typeof image.layers)[number]));
+    for await (const _ of client.openBlob(
+      `${registry.host}/etch/tls:1`,
+      image.layers[0] as (typeof image.layers)[number],
+    ));
     await client.close();
   });
 
   it('does not fall back to trusting an unknown certificate, and says what HTTPS failed with', async () => {
     const client = new RegistryClient({ dockerConfig: false, retry: { attempts: 1 } });
-    const error = await client.resolve(`${registry.host}/etch/tls:1`, { platform: 'linux/amd64' }).catch((e: unknown) => e);
+    const error = await client
+      .resolve(`${registry.host}/etch/tls:1`, { platform: 'linux/amd64' })
+      .catch((e: unknown) => e);
     expect(isEtchError(error, 'ETCH_NETWORK'), String(error)).toBe(true);
     expect(String(error)).toMatch(/HTTPS failed first: .*(certificate|self.signed)/i);
     await client.close();

@@ -54,7 +54,10 @@ function applyPax(raw: RawHeader, pax: Map<string, Buffer>, offset: number): voi
     if (value === undefined) return undefined;
     const parsed = Number(value);
     if (!Number.isFinite(parsed)) {
-      throw new EtchError('ETCH_BAD_ARCHIVE', `PAX record ${key}=${JSON.stringify(value)} at byte ${offset} is not a number.`);
+      throw new EtchError(
+        'ETCH_BAD_ARCHIVE',
+        `PAX record ${key}=${JSON.stringify(value)} at byte ${offset} is not a number.`,
+      );
     }
     return parsed;
   };

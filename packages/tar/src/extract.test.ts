@@ -16,14 +16,21 @@ beforeAll(async () => {
   await link(`${src}/sub/file.txt`, `${src}/sub/hard.txt`);
   await symlink('/target/that/is/absolute', `${src}/sub/abs`);
   await writeFile(`${src}/caps`, 'x');
-  await run('setfattr', ['-n', 'security.capability', '-v', '0x0100000200200000000000000000000000000000', `${src}/caps`]);
+  await run('setfattr', [
+    '-n',
+    'security.capability',
+    '-v',
+    '0x0100000200200000000000000000000000000000',
+    `${src}/caps`,
+  ]);
   await run('setfattr', ['-n', 'user.note', '-v', 'hello', `${src}/caps`]);
 });
 afterAll(() => dir.remove());
 
 async function entriesOf(path: string): Promise<{ header: TarHeader; content: Buffer }[]> {
   const result = [];
-  for await (const { header, body } of extractTar(createReadStream(path))) result.push({ header, content: await collect(body) });
+  for await (const { header, body } of extractTar(createReadStream(path)))
+    result.push({ header, content: await collect(body) });
   return result;
 }
 
@@ -59,11 +66,24 @@ describe('extractTar reads what GNU tar writes', () => {
 describe('extractTar raw mode', () => {
   it('gives back every byte: raw headers + data + trailer rebuild the input exactly', async () => {
     const archive = dir.join('rebuild.tar');
-    await run('tar', ['-c', '--format=pax', '--xattrs', '--xattrs-include=*', '-f', archive, '-C', dir.join('src'), '.']);
+    await run('tar', [
+      '-c',
+      '--format=pax',
+      '--xattrs',
+      '--xattrs-include=*',
+      '-f',
+      archive,
+      '-C',
+      dir.join('src'),
+      '.',
+    ]);
     const original = await collect(createReadStream(archive));
     const parts: Buffer[] = [];
     const pieces: Buffer[] = [];
-    for await (const { raw, body } of extractTar(createReadStream(archive), { raw: true, onTrailer: (b) => pieces.push(b) })) {
+    for await (const { raw, body } of extractTar(createReadStream(archive), {
+      raw: true,
+      onTrailer: (b) => pieces.push(b),
+    })) {
       parts.push(raw as Buffer, await collect(body));
     }
     const trailer: Buffer | undefined = Buffer.concat(pieces);
@@ -132,7 +152,10 @@ describe('extractTar on hostile or broken input', () => {
 
   it('stops with ETCH_ABORTED when the signal fires', async () => {
     const controller = new AbortController();
-    const tarball = await craftTar([{ name: 'a', content: 'x' }, { name: 'b', content: 'y' }]);
+    const tarball = await craftTar([
+      { name: 'a', content: 'x' },
+      { name: 'b', content: 'y' },
+    ]);
     const error = await (async () => {
       for await (const entry of extractTar(Readable.from([tarball]), { signal: controller.signal })) {
         void entry;

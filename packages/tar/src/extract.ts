@@ -55,7 +55,14 @@ export interface ExtractOptions {
   onTrailer?: (bytes: Buffer) => void;
 }
 
-const HEADER_ONLY: ReadonlySet<string> = new Set(['link', 'symlink', 'character-device', 'block-device', 'directory', 'fifo']);
+const HEADER_ONLY: ReadonlySet<string> = new Set([
+  'link',
+  'symlink',
+  'character-device',
+  'block-device',
+  'directory',
+  'fifo',
+]);
 
 interface BodyState {
   remaining: number;
@@ -92,7 +99,6 @@ function bodyStream(source: ByteSource, state: BodyState): Readable {
   });
   return stream;
 }
-
 
 /**
  * Reads a tar stream entry by entry, pulling input only as entries are consumed (backpressure end to end).
@@ -141,7 +147,12 @@ export async function* extractTar(
         if (options.raw) {
           options.onTrailer?.(Buffer.concat(source.recording ?? []));
           source.recording = undefined;
-          for (let piece = await source.readSome(1024 * 1024); piece !== null; piece = await source.readSome(1024 * 1024)) options.onTrailer?.(piece);
+          for (
+            let piece = await source.readSome(1024 * 1024);
+            piece !== null;
+            piece = await source.readSome(1024 * 1024)
+          )
+            options.onTrailer?.(piece);
         }
         return;
       }
@@ -150,7 +161,10 @@ export async function* extractTar(
 
       if (isExtensionType(raw.type)) {
         if (raw.size > maxExtension) {
-          throw new EtchError('ETCH_BAD_ARCHIVE', `Extended header of ${raw.size} bytes at byte ${offset} is larger than allowed (${maxExtension}).`);
+          throw new EtchError(
+            'ETCH_BAD_ARCHIVE',
+            `Extended header of ${raw.size} bytes at byte ${offset} is larger than allowed (${maxExtension}).`,
+          );
         }
         const data = (await source.readExact(raw.size)) ?? Buffer.alloc(0);
         if (data.length < raw.size) throw truncated(source.position);
@@ -159,9 +173,13 @@ export async function* extractTar(
         continue;
       }
       if (raw.type === 'unsupported') {
-        throw new EtchError('ETCH_BAD_ARCHIVE', `Unsupported tar entry type ${JSON.stringify(raw.typeflag)} at byte ${offset} (${raw.name}).`, {
-          details: { entryName: raw.name, offset },
-        });
+        throw new EtchError(
+          'ETCH_BAD_ARCHIVE',
+          `Unsupported tar entry type ${JSON.stringify(raw.typeflag)} at byte ${offset} (${raw.name}).`,
+          {
+            details: { entryName: raw.name, offset },
+          },
+        );
       }
       const pax = extensions.applyTo(raw, offset);
 

@@ -104,7 +104,9 @@ export function decodeHeader(block: Buffer, offset: number): RawHeader {
   };
   for (const key of ['mode', 'uid', 'gid', 'size', 'mtime', 'devmajor', 'devminor'] as const) {
     if (!Number.isFinite(header[key]) || (key !== 'mtime' && header[key] < 0)) {
-      throw new EtchError('ETCH_BAD_ARCHIVE', `Invalid ${key} field in the tar header at byte ${offset}.`, { details: { offset } });
+      throw new EtchError('ETCH_BAD_ARCHIVE', `Invalid ${key} field in the tar header at byte ${offset}.`, {
+        details: { offset },
+      });
     }
   }
   return header;

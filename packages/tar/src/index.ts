@@ -1,4 +1,11 @@
-export { promisePacker, whenPackerIdle, type EntryContent, type EntryHeader, type EntryWriter, type PackerOptions } from './packer.js';
+export {
+  promisePacker,
+  whenPackerIdle,
+  type EntryContent,
+  type EntryHeader,
+  type EntryWriter,
+  type PackerOptions,
+} from './packer.js';
 export { extractTar, type ExtractOptions, type TarEntry, type TarHeader } from './extract.js';
 export {
   readEtch,

@@ -29,8 +29,11 @@ function decodeBase256(field: Buffer): number {
 
 /** Writes `value` as zero-padded octal followed by NUL into `field` (ustar style). */
 export function encodeOctal(value: number, field: Buffer): void {
-  const digits = Math.trunc(value).toString(8).padStart(field.length - 1, '0');
-  if (digits.length > field.length - 1) throw new RangeError(`${value} does not fit an octal field of ${field.length} bytes`);
+  const digits = Math.trunc(value)
+    .toString(8)
+    .padStart(field.length - 1, '0');
+  if (digits.length > field.length - 1)
+    throw new RangeError(`${value} does not fit an octal field of ${field.length} bytes`);
   field.write(digits, 0, 'ascii');
   field[field.length - 1] = 0;
 }

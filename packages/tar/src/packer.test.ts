@@ -16,7 +16,10 @@ afterEach(async () => {
   dir = undefined;
 });
 
-async function packToBuffer(write: (w: ReturnType<typeof promisePacker>) => Promise<void>, prefix?: string): Promise<Buffer> {
+async function packToBuffer(
+  write: (w: ReturnType<typeof promisePacker>) => Promise<void>,
+  prefix?: string,
+): Promise<Buffer> {
   const pack = tarPack();
   const out = collect(pack);
   await write(promisePacker(pack, prefix));
@@ -32,7 +35,10 @@ describe('promisePacker', () => {
     const longName = `${'deep/'.repeat(40)}file-with-a-long-name.txt`;
     const tarball = await packToBuffer(async (write) => {
       await write({ name: 'dir', type: 'directory', mode: 0o750, uid: 1000, gid: 1000 });
-      await write({ name: 'dir/hello.txt', mode: 0o4755, uid: 1000, gid: 1000, mtime: new Date('2020-01-02T03:04:05Z') }, 'hello\n');
+      await write(
+        { name: 'dir/hello.txt', mode: 0o4755, uid: 1000, gid: 1000, mtime: new Date('2020-01-02T03:04:05Z') },
+        'hello\n',
+      );
       await write({ name: 'dir/hard', type: 'link', linkname: 'dir/hello.txt' });
       await write({ name: 'dir/abs-link', type: 'symlink', linkname: '/usr/bin/env' });
       await write({ name: 'dir/rel-link', type: 'symlink', linkname: '../dir/hello.txt' });
@@ -56,7 +62,7 @@ describe('promisePacker', () => {
 
     const out = dir.join('x');
     await run('mkdir', [out]);
-    await run('tar', ['-x', '--xattrs', "--xattrs-include=*", '--same-owner', '-p', '-f', file, '-C', out]);
+    await run('tar', ['-x', '--xattrs', '--xattrs-include=*', '--same-owner', '-p', '-f', file, '-C', out]);
     const root = `${out}/inject/6`;
     const hello = await stat(`${root}/dir/hello.txt`);
     expect(hello.mode & 0o7777).toBe(0o4755);
@@ -72,7 +78,9 @@ describe('promisePacker', () => {
     expect([big.uid, big.gid]).toEqual([3_000_000, 2_500_000]);
     const caps = (await run('getfattr', ['-e', 'hex', '-n', 'security.capability', `${root}/dir/cap`])).stdout;
     expect(caps).toContain(`0x${capability.toString('hex')}`);
-    expect((await run('getfattr', ['-n', 'trusted.overlay.opaque', '--only-values', `${root}/dir/opaque`])).stdout).toBe('y');
+    expect(
+      (await run('getfattr', ['-n', 'trusted.overlay.opaque', '--only-values', `${root}/dir/opaque`])).stdout,
+    ).toBe('y');
     const device = await lstat(`${root}/dir/.wh-device`);
     expect(device.isCharacterDevice()).toBe(true);
     expect(device.rdev).toBe(0);
@@ -93,7 +101,10 @@ describe('promisePacker', () => {
 
   it('keeps PAX records but never lets pax path/linkpath/size override the written name', async () => {
     const tarball = await packToBuffer(async (write) => {
-      await write({ name: 'renamed', pax: { path: 'evil/../../etc/passwd', linkpath: 'x', size: '999', comment: 'kept' } }, 'ok');
+      await write(
+        { name: 'renamed', pax: { path: 'evil/../../etc/passwd', linkpath: 'x', size: '999', comment: 'kept' } },
+        'ok',
+      );
     }, 'inject/1');
     const entries = [];
     for await (const e of extractTar(Readable.from([tarball]))) entries.push(e.header);
@@ -108,7 +119,9 @@ describe('promisePacker', () => {
     pack.resume();
     pack.on('error', () => {});
     const write = promisePacker(pack);
-    const error = await write({ name: 'short', size: 10 }, Readable.from([Buffer.from('12345')])).catch((e: unknown) => e);
+    const error = await write({ name: 'short', size: 10 }, Readable.from([Buffer.from('12345')])).catch(
+      (e: unknown) => e,
+    );
     expect(isEtchError(error, 'ETCH_SIZE_MISMATCH')).toBe(true);
     expect(pack.destroying).toBe(true);
   });
@@ -117,7 +130,9 @@ describe('promisePacker', () => {
     const pack = tarPack();
     pack.resume();
     pack.on('error', () => {});
-    const error = await promisePacker(pack)({ name: 'long', size: 3 }, Readable.from([Buffer.from('12345')])).catch((e: unknown) => e);
+    const error = await promisePacker(pack)({ name: 'long', size: 3 }, Readable.from([Buffer.from('12345')])).catch(
+      (e: unknown) => e,
+    );
     expect(isEtchError(error, 'ETCH_SIZE_MISMATCH')).toBe(true);
     expect(pack.destroying).toBe(true);
   });
@@ -148,7 +163,8 @@ describe('promisePacker', () => {
       ]);
     });
     const seen: [string, number][] = [];
-    for await (const { header, body } of extractTar(Readable.from([tarball]))) seen.push([header.name, (await collect(body)).length]);
+    for await (const { header, body } of extractTar(Readable.from([tarball])))
+      seen.push([header.name, (await collect(body)).length]);
     expect(seen).toEqual([
       ['a', 200_000],
       ['b', 3],

@@ -76,7 +76,9 @@ function toBuffer(value: Buffer | string): Buffer {
   return typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
 }
 
-function entriesOf(record: Record<string, Buffer | string> | ReadonlyMap<string, Buffer> | undefined): [string, Buffer][] {
+function entriesOf(
+  record: Record<string, Buffer | string> | ReadonlyMap<string, Buffer> | undefined,
+): [string, Buffer][] {
   if (record === undefined) return [];
   const list = record instanceof Map ? [...record.entries()] : Object.entries(record);
   return list.map(([k, v]) => [k, toBuffer(v as Buffer | string)]);
@@ -88,7 +90,8 @@ function badHeader(name: string, message: string): EtchError {
 
 function checkInteger(name: string, field: string, value: number | undefined, max: number): void {
   if (value === undefined) return;
-  if (!Number.isSafeInteger(value) || value < 0 || value > max) throw badHeader(name, `${field} must be an integer from 0 to ${max}, got ${value}.`);
+  if (!Number.isSafeInteger(value) || value < 0 || value > max)
+    throw badHeader(name, `${field} must be an integer from 0 to ${max}, got ${value}.`);
 }
 
 interface PreparedEntry {
@@ -111,14 +114,20 @@ function prepare(input: EntryHeader, prefix: string | undefined, contentSize: nu
   checkInteger(input.name, 'devmajor', input.devmajor, 0o7777777);
   checkInteger(input.name, 'devminor', input.devminor, 0o7777777);
   const size = hasData ? (input.size ?? contentSize) : 0;
-  if (size === undefined) throw badHeader(input.name, 'a streamed file needs header.size (the tar header precedes the data).');
+  if (size === undefined)
+    throw badHeader(input.name, 'a streamed file needs header.size (the tar header precedes the data).');
   checkInteger(input.name, 'size', size, Number.MAX_SAFE_INTEGER);
   if (contentSize !== undefined && input.size !== undefined && contentSize !== input.size) {
-    throw new EtchError('ETCH_SIZE_MISMATCH', `Entry ${JSON.stringify(input.name)} declares ${input.size} bytes but its content has ${contentSize}.`, {
-      details: { entryName: input.name },
-    });
+    throw new EtchError(
+      'ETCH_SIZE_MISMATCH',
+      `Entry ${JSON.stringify(input.name)} declares ${input.size} bytes but its content has ${contentSize}.`,
+      {
+        details: { entryName: input.name },
+      },
+    );
   }
-  if (!hasData && contentSize !== undefined && contentSize > 0) throw badHeader(input.name, `a ${type} entry cannot carry data.`);
+  if (!hasData && contentSize !== undefined && contentSize > 0)
+    throw badHeader(input.name, `a ${type} entry cannot carry data.`);
   let linkname = input.linkname;
   if (type === 'link') {
     if (!linkname) throw badHeader(input.name, 'a hardlink needs linkname.');
@@ -144,7 +153,8 @@ function prepare(input: EntryHeader, prefix: string | undefined, contentSize: nu
   if (mtimeSeconds < 0 || mtimeSeconds > maxOctal(12)) records.push(['mtime', Buffer.from(String(mtimeSeconds))]);
   for (const [key, value] of entriesOf(input.pax)) if (!OVERRIDDEN_PAX.has(key)) records.push([key, value]);
   for (const [key, value] of entriesOf(input.xattrs)) {
-    if (key === '' || key.includes('=') || key.includes('\0')) throw badHeader(input.name, `invalid xattr name ${JSON.stringify(key)}.`);
+    if (key === '' || key.includes('=') || key.includes('\0'))
+      throw badHeader(input.name, `invalid xattr name ${JSON.stringify(key)}.`);
     records.push([`${XATTR_PREFIX}${key}`, value]);
   }
 
@@ -152,7 +162,11 @@ function prepare(input: EntryHeader, prefix: string | undefined, contentSize: nu
   if (records.length > 0) {
     const data = encodePaxRecords(records);
     const padding = (BLOCK_SIZE - (data.length % BLOCK_SIZE)) % BLOCK_SIZE;
-    paxBlock = Buffer.concat([encodePaxHeaderBlock(data.length, Math.max(0, mtimeSeconds)), data, Buffer.alloc(padding)]);
+    paxBlock = Buffer.concat([
+      encodePaxHeaderBlock(data.length, Math.max(0, mtimeSeconds)),
+      data,
+      Buffer.alloc(padding),
+    ]);
   }
   const mode = input.mode ?? (isDirectory ? 0o755 : 0o644);
   const header = {
@@ -187,9 +201,13 @@ class SizeGuard extends Transform {
     this.#seen += chunk.length;
     if (this.#seen > this.expected) {
       callback(
-        new EtchError('ETCH_SIZE_MISMATCH', `Entry ${JSON.stringify(this.entryName)} delivered more than its declared ${this.expected} bytes.`, {
-          details: { entryName: this.entryName },
-        }),
+        new EtchError(
+          'ETCH_SIZE_MISMATCH',
+          `Entry ${JSON.stringify(this.entryName)} delivered more than its declared ${this.expected} bytes.`,
+          {
+            details: { entryName: this.entryName },
+          },
+        ),
       );
       return;
     }
@@ -222,22 +240,42 @@ function isStreamContent(content: EntryContent | undefined): content is Readable
 function wrapError(err: unknown, name: string, signal: AbortSignal | undefined): EtchError {
   if (signal?.aborted) return abortError(signal);
   if (isEtchError(err)) return err;
-  return new EtchError('ETCH_IO', `Writing entry ${JSON.stringify(name)} failed: ${(err as Error)?.message ?? String(err)}`, {
-    cause: err,
-    details: { entryName: name },
-  });
+  return new EtchError(
+    'ETCH_IO',
+    `Writing entry ${JSON.stringify(name)} failed: ${(err as Error)?.message ?? String(err)}`,
+    {
+      cause: err,
+      details: { entryName: name },
+    },
+  );
 }
 
-async function writeOne(pack: Pack, input: EntryHeader, content: EntryContent | undefined, prefix: string | undefined, signal?: AbortSignal): Promise<void> {
+async function writeOne(
+  pack: Pack,
+  input: EntryHeader,
+  content: EntryContent | undefined,
+  prefix: string | undefined,
+  signal?: AbortSignal,
+): Promise<void> {
   if (signal?.aborted) throw abortError(signal);
-  const bytes = content === undefined ? undefined : typeof content === 'string' ? Buffer.from(content, 'utf8') : content instanceof Uint8Array ? Buffer.from(content.buffer, content.byteOffset, content.byteLength) : undefined;
+  const bytes =
+    content === undefined
+      ? undefined
+      : typeof content === 'string'
+        ? Buffer.from(content, 'utf8')
+        : content instanceof Uint8Array
+          ? Buffer.from(content.buffer, content.byteOffset, content.byteLength)
+          : undefined;
   const { header, paxBlock } = prepare(input, prefix, bytes?.length ?? (content === undefined ? 0 : undefined));
-  if (isDestroyed(pack)) throw new EtchError('ETCH_IO', 'The pack stream was destroyed; no more entries can be written.');
+  if (isDestroyed(pack))
+    throw new EtchError('ETCH_IO', 'The pack stream was destroyed; no more entries can be written.');
   // Our own PAX block goes straight into the pack's output, right before the header tar-stream writes:
   // tar-stream's PAX encoder is UTF-8 only and would corrupt binary xattr values.
   if (paxBlock !== undefined) pack.push(paxBlock);
   const done = new Promise<void>((resolve, reject) => {
-    const sink = pack.entry(header as never, bytes as Buffer | undefined as never, (err?: Error | null) => (err ? reject(err) : resolve()));
+    const sink = pack.entry(header as never, bytes as Buffer | undefined as never, (err?: Error | null) =>
+      err ? reject(err) : resolve(),
+    );
     // Without a listener, an error on the sink (abort, size) is unhandled and kills the process.
     sink.on('error', () => {});
     if (isStreamContent(content)) {
@@ -277,7 +315,9 @@ export function promisePacker(pack: Pack, prefix?: string, options: PackerOption
   const cleanPrefix = prefix === undefined ? undefined : normalizeRelativePath(prefix, prefix);
   return (header, content) => {
     const previous = queues.get(pack) ?? Promise.resolve();
-    const next = previous.catch(() => {}).then(() => writeOne(pack, header, content, cleanPrefix || undefined, options.signal));
+    const next = previous
+      .catch(() => {})
+      .then(() => writeOne(pack, header, content, cleanPrefix || undefined, options.signal));
     queues.set(pack, next);
     return next;
   };

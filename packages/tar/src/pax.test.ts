@@ -25,7 +25,11 @@ describe('PAX records', () => {
   });
 
   it('refuses malformed records', () => {
-    expect(() => decodePaxRecords(Buffer.from('99 path=x\n'), 0)).toThrow(expect.objectContaining({ code: 'ETCH_BAD_ARCHIVE' }));
-    expect(() => decodePaxRecords(Buffer.from('9 =value\n'), 0)).toThrow(expect.objectContaining({ code: 'ETCH_BAD_ARCHIVE' }));
+    expect(() => decodePaxRecords(Buffer.from('99 path=x\n'), 0)).toThrow(
+      expect.objectContaining({ code: 'ETCH_BAD_ARCHIVE' }),
+    );
+    expect(() => decodePaxRecords(Buffer.from('9 =value\n'), 0)).toThrow(
+      expect.objectContaining({ code: 'ETCH_BAD_ARCHIVE' }),
+    );
   });
 });

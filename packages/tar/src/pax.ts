@@ -16,7 +16,9 @@ export function decodePaxRecords(data: Buffer, offset: number): Map<string, Buff
     const length = space === -1 ? Number.NaN : Number(data.subarray(position, space).toString('ascii'));
     const end = position + length;
     if (!Number.isSafeInteger(length) || length <= 0 || end > data.length || data[end - 1] !== 0x0a) {
-      throw new EtchError('ETCH_BAD_ARCHIVE', `Malformed PAX record in the extended header at byte ${offset}.`, { details: { offset } });
+      throw new EtchError('ETCH_BAD_ARCHIVE', `Malformed PAX record in the extended header at byte ${offset}.`, {
+        details: { offset },
+      });
     }
     const record = data.subarray(space + 1, end - 1);
     const equals = record.indexOf(0x3d);
@@ -41,7 +43,8 @@ function record(key: string, value: Buffer): Buffer {
 export function encodePaxRecords(records: Iterable<[string, Buffer]>): Buffer {
   const parts: Buffer[] = [];
   for (const [key, value] of records) {
-    if (key === '' || key.includes('=') || key.includes('\n')) throw new RangeError(`Invalid PAX key ${JSON.stringify(key)}`);
+    if (key === '' || key.includes('=') || key.includes('\n'))
+      throw new RangeError(`Invalid PAX key ${JSON.stringify(key)}`);
     parts.push(record(key, value));
   }
   return Buffer.concat(parts);
@@ -51,7 +54,8 @@ export function encodePaxRecords(records: Iterable<[string, Buffer]>): Buffer {
 export function xattrsFromPax(records: ReadonlyMap<string, Buffer>): Map<string, Buffer> {
   const xattrs = new Map<string, Buffer>();
   for (const [key, value] of records) {
-    if (key.startsWith(XATTR_PREFIX) && key.length > XATTR_PREFIX.length) xattrs.set(key.slice(XATTR_PREFIX.length), value);
+    if (key.startsWith(XATTR_PREFIX) && key.length > XATTR_PREFIX.length)
+      xattrs.set(key.slice(XATTR_PREFIX.length), value);
   }
   return xattrs;
 }

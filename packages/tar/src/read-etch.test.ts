@@ -39,7 +39,16 @@ describe('readEtch', () => {
       { name: 'inject/1/config.json', content: '{}' },
     ]);
     const all = await readAll(tarball);
-    expect(all.map(({ entry }) => entry.kind)).toEqual(['version', 'base-image', 'inject', 'inject', 'inject', 'inject', 'inject', 'inject']);
+    expect(all.map(({ entry }) => entry.kind)).toEqual([
+      'version',
+      'base-image',
+      'inject',
+      'inject',
+      'inject',
+      'inject',
+      'inject',
+      'inject',
+    ]);
     const [version, image, dir, a, b, s, w, config] = all;
     expect(version?.entry).toMatchObject({ version: { major: 1, minor: 0 }, compression: 'none' });
     expect(image?.entry).toMatchObject({ name: 'balena.img', container: 'raw', size: 4096 });
@@ -118,27 +127,59 @@ describe('readEtch', () => {
     ['a missing VERSION', [{ name: 'balena.img', content: 'x' }], 'ETCH_BAD_VERSION'],
     ['VERSION not first', [base[1] as CraftedEntry, base[0] as CraftedEntry], 'ETCH_BAD_VERSION'],
     ['a garbage VERSION', [{ name: 'VERSION', content: 'one' }, base[1] as CraftedEntry], 'ETCH_BAD_VERSION'],
-    ['an unsupported major', [{ name: 'VERSION', content: '2.0' }, base[1] as CraftedEntry], 'ETCH_UNSUPPORTED_VERSION'],
+    [
+      'an unsupported major',
+      [{ name: 'VERSION', content: '2.0' }, base[1] as CraftedEntry],
+      'ETCH_UNSUPPORTED_VERSION',
+    ],
     ['no base image', [base[0] as CraftedEntry], 'ETCH_BAD_ORDER'],
     ['a second base image', [...base, { name: 'b.img', content: 'x' }], 'ETCH_BAD_ORDER'],
-    ['inject before the base image', [base[0] as CraftedEntry, { name: 'inject/6/x', content: 'x' }, base[1] as CraftedEntry], 'ETCH_BAD_ORDER'],
+    [
+      'inject before the base image',
+      [base[0] as CraftedEntry, { name: 'inject/6/x', content: 'x' }, base[1] as CraftedEntry],
+      'ETCH_BAD_ORDER',
+    ],
     ['partition 0', [...base, { name: 'inject/0/x', content: 'x' }], 'ETCH_BAD_ENTRY'],
     ['a non-number partition', [...base, { name: 'inject/resin-data/x', content: 'x' }], 'ETCH_BAD_ENTRY'],
     ['an absolute path', [...base, { name: '/inject/6/x', content: 'x' }], 'ETCH_BAD_ENTRY'],
     ['a .. path', [...base, { name: 'inject/6/../../../etc/passwd', content: 'x' }], 'ETCH_UNSAFE_PATH'],
-    ['a NUL in a PAX path', [...base, { name: 'inject/6/x', content: 'x', pax: { path: 'inject/6/a\u0000b' } }], 'ETCH_UNSAFE_PATH'],
-    ['a hardlink into another partition', [...base, { name: 'inject/6/h', type: 'link', linkname: 'inject/1/x' }], 'ETCH_UNSAFE_PATH'],
-    ['a hardlink to an absolute path', [...base, { name: 'inject/6/h', type: 'link', linkname: '/etc/shadow' }], 'ETCH_UNSAFE_PATH'],
+    [
+      'a NUL in a PAX path',
+      [...base, { name: 'inject/6/x', content: 'x', pax: { path: 'inject/6/a\u0000b' } }],
+      'ETCH_UNSAFE_PATH',
+    ],
+    [
+      'a hardlink into another partition',
+      [...base, { name: 'inject/6/h', type: 'link', linkname: 'inject/1/x' }],
+      'ETCH_UNSAFE_PATH',
+    ],
+    [
+      'a hardlink to an absolute path',
+      [...base, { name: 'inject/6/h', type: 'link', linkname: '/etc/shadow' }],
+      'ETCH_UNSAFE_PATH',
+    ],
     [
       'a write through an archive symlink',
       [...base, { name: 'inject/6/d', type: 'symlink', linkname: '/etc' }, { name: 'inject/6/d/cron', content: 'x' }],
       'ETCH_UNSAFE_PATH',
     ],
-    ['a block device', [...base, { name: 'inject/6/sda', type: 'block-device', devmajor: 8, devminor: 0 }], 'ETCH_BAD_ENTRY'],
-    ['a real character device', [...base, { name: 'inject/6/tty', type: 'character-device', devmajor: 4, devminor: 1 }], 'ETCH_BAD_ENTRY'],
+    [
+      'a block device',
+      [...base, { name: 'inject/6/sda', type: 'block-device', devmajor: 8, devminor: 0 }],
+      'ETCH_BAD_ENTRY',
+    ],
+    [
+      'a real character device',
+      [...base, { name: 'inject/6/tty', type: 'character-device', devmajor: 4, devminor: 1 }],
+      'ETCH_BAD_ENTRY',
+    ],
     ['a fifo', [...base, { name: 'inject/6/p', type: 'fifo' }], 'ETCH_BAD_ENTRY'],
     ['an unknown top-level entry', [...base, { name: 'extra.txt', content: 'x' }], 'ETCH_BAD_ENTRY'],
-    ['a base image that is a directory', [base[0] as CraftedEntry, { name: 'a.img', type: 'directory' }], 'ETCH_BAD_ENTRY'],
+    [
+      'a base image that is a directory',
+      [base[0] as CraftedEntry, { name: 'a.img', type: 'directory' }],
+      'ETCH_BAD_ENTRY',
+    ],
   ];
 
   it.each(cases)('refuses %s', async (_label, entries, expected) => {

@@ -73,7 +73,8 @@ export interface EtchRequirementsEntry {
   header: TarHeader;
 }
 
-export type EtchEntry = EtchVersionEntry | EtchBaseImageEntry | EtchRequirementsEntry | EtchInjectEntry | EtchUnknownEntry;
+export type EtchEntry =
+  EtchVersionEntry | EtchBaseImageEntry | EtchRequirementsEntry | EtchInjectEntry | EtchUnknownEntry;
 
 /** Options for {@link readEtch}. */
 export interface ReadEtchOptions {
@@ -85,8 +86,15 @@ const MAX_VERSION_SIZE = 64;
 function wrapStreamError(err: unknown, compression: Compression): EtchError {
   const code = (err as { code?: unknown })?.code;
   const message = (err as Error)?.message ?? String(err);
-  if (compression !== 'none' && (typeof code !== 'string' || code.startsWith('Z_') || code.startsWith('ERR_ZLIB') || /zstd|frame/i.test(message))) {
-    return new EtchError('ETCH_BAD_ARCHIVE', `The ${compression}-compressed .etch is corrupt or truncated: ${message}`, { cause: err });
+  if (
+    compression !== 'none' &&
+    (typeof code !== 'string' || code.startsWith('Z_') || code.startsWith('ERR_ZLIB') || /zstd|frame/i.test(message))
+  ) {
+    return new EtchError(
+      'ETCH_BAD_ARCHIVE',
+      `The ${compression}-compressed .etch is corrupt or truncated: ${message}`,
+      { cause: err },
+    );
   }
   return new EtchError('ETCH_IO', `Reading the .etch failed: ${message}`, { cause: err });
 }
@@ -113,7 +121,10 @@ async function readSmall(stream: Readable, limit: number): Promise<string> {
  * }
  * ```
  */
-export async function* readEtch(input: AsyncIterable<Uint8Array>, options: ReadEtchOptions = {}): AsyncGenerator<EtchEntry, void, undefined> {
+export async function* readEtch(
+  input: AsyncIterable<Uint8Array>,
+  options: ReadEtchOptions = {},
+): AsyncGenerator<EtchEntry, void, undefined> {
   const { signal } = options;
   const { compression, stream } = await decompressAuto(input, signal);
   const order = new EtchOrderValidator();
@@ -125,14 +136,24 @@ export async function* readEtch(input: AsyncIterable<Uint8Array>, options: ReadE
       switch (entry.kind) {
         case 'version': {
           if (header.size > MAX_VERSION_SIZE) {
-            throw new EtchError('ETCH_BAD_VERSION', `VERSION is ${header.size} bytes; it should hold only "major.minor".`);
+            throw new EtchError(
+              'ETCH_BAD_VERSION',
+              `VERSION is ${header.size} bytes; it should hold only "major.minor".`,
+            );
           }
           const version = order.acceptVersion(await readSmall(body, MAX_VERSION_SIZE));
           yield { kind: 'version', version, compression, header };
           break;
         }
         case 'base-image':
-          yield { kind: 'base-image', name: entry.name, container: entry.container, size: header.size, stream: body, header };
+          yield {
+            kind: 'base-image',
+            name: entry.name,
+            container: entry.container,
+            size: header.size,
+            stream: body,
+            header,
+          };
           break;
         case 'inject': {
           const result: EtchInjectEntry = {
@@ -155,8 +176,16 @@ export async function* readEtch(input: AsyncIterable<Uint8Array>, options: ReadE
           break;
         }
         case 'requirements': {
-          if (header.size > MAX_REQUIREMENTS_SIZE) throw new EtchError('ETCH_BAD_ENTRY', `${REQUIREMENTS_ENTRY_NAME} is ${header.size} bytes; at most ${MAX_REQUIREMENTS_SIZE} are allowed.`);
-          yield { kind: 'requirements', requirements: parseRequirements(await readSmall(body, MAX_REQUIREMENTS_SIZE)), header };
+          if (header.size > MAX_REQUIREMENTS_SIZE)
+            throw new EtchError(
+              'ETCH_BAD_ENTRY',
+              `${REQUIREMENTS_ENTRY_NAME} is ${header.size} bytes; at most ${MAX_REQUIREMENTS_SIZE} are allowed.`,
+            );
+          yield {
+            kind: 'requirements',
+            requirements: parseRequirements(await readSmall(body, MAX_REQUIREMENTS_SIZE)),
+            header,
+          };
           break;
         }
         case 'unknown':
@@ -171,7 +200,11 @@ export async function* readEtch(input: AsyncIterable<Uint8Array>, options: ReadE
     if (signal?.aborted) throw abortError(signal);
     if (!isEtchError(err)) throw wrapStreamError(err, compression);
     if (!sawEntry && isEtchError(err, 'ETCH_BAD_ARCHIVE')) {
-      throw new EtchError('ETCH_BAD_ARCHIVE', `This is not a .etch file (no readable tar header at the start): ${err.message}`, { cause: err });
+      throw new EtchError(
+        'ETCH_BAD_ARCHIVE',
+        `This is not a .etch file (no readable tar header at the start): ${err.message}`,
+        { cause: err },
+      );
     }
     throw err;
   } finally {

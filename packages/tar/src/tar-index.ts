@@ -12,7 +12,6 @@ export interface TarIndexEntry {
   linkname: string;
 }
 
-
 const MAX_EXTENSION = 1024 * 1024;
 
 /**
@@ -26,7 +25,12 @@ export async function indexTar(read: ReadAt): Promise<TarIndexEntry[]> {
   const extensions = new ExtensionHeaders();
   const readExact = async (at: number, length: number): Promise<Buffer> => {
     const data = Buffer.from(await read(at, length));
-    if (data.length < length) throw new EtchError('ETCH_BAD_ARCHIVE', `The tar file ends at byte ${at + data.length}, inside an entry: it is truncated.`, { details: { offset: at } });
+    if (data.length < length)
+      throw new EtchError(
+        'ETCH_BAD_ARCHIVE',
+        `The tar file ends at byte ${at + data.length}, inside an entry: it is truncated.`,
+        { details: { offset: at } },
+      );
     return data;
   };
   for (;;) {
@@ -36,15 +40,24 @@ export async function indexTar(read: ReadAt): Promise<TarIndexEntry[]> {
     const dataOffset = offset + BLOCK_SIZE;
     const skip = (size: number) => dataOffset + Math.ceil(size / BLOCK_SIZE) * BLOCK_SIZE;
     if (isExtensionType(raw.type)) {
-      if (raw.size > MAX_EXTENSION) throw new EtchError('ETCH_BAD_ARCHIVE', `Extended header of ${raw.size} bytes at byte ${offset} is larger than allowed.`);
+      if (raw.size > MAX_EXTENSION)
+        throw new EtchError(
+          'ETCH_BAD_ARCHIVE',
+          `Extended header of ${raw.size} bytes at byte ${offset} is larger than allowed.`,
+        );
       extensions.absorb(raw, await readExact(dataOffset, raw.size), offset);
       offset = skip(raw.size);
       continue;
     }
-    if (raw.type === 'unsupported') throw new EtchError('ETCH_BAD_ARCHIVE', `Unsupported tar entry type ${JSON.stringify(raw.typeflag)} at byte ${offset}.`);
+    if (raw.type === 'unsupported')
+      throw new EtchError(
+        'ETCH_BAD_ARCHIVE',
+        `Unsupported tar entry type ${JSON.stringify(raw.typeflag)} at byte ${offset}.`,
+      );
     extensions.applyTo(raw, offset);
     const size = raw.size;
-    if (!Number.isSafeInteger(size) || size < 0) throw new EtchError('ETCH_BAD_ARCHIVE', `Invalid size for the tar entry at byte ${offset}.`);
+    if (!Number.isSafeInteger(size) || size < 0)
+      throw new EtchError('ETCH_BAD_ARCHIVE', `Invalid size for the tar entry at byte ${offset}.`);
     const type = raw.type;
     const dataSize = type === 'file' || type === 'contiguous-file' ? size : 0;
     entries.push({ name: raw.name, type, size: dataSize, dataOffset, linkname: raw.linkname });

@@ -12,7 +12,10 @@ export interface CraftedEntry extends Partial<Header> {
  * Builds a tar in memory with tar-stream directly, bypassing every check of @etch/tar: for tests that feed
  * hostile or malformed archives to readers. Small archives only.
  */
-export async function craftTar(entries: readonly CraftedEntry[], options: { finalize?: boolean } = {}): Promise<Buffer> {
+export async function craftTar(
+  entries: readonly CraftedEntry[],
+  options: { finalize?: boolean } = {},
+): Promise<Buffer> {
   const pack = tarPack();
   const chunks: Buffer[] = [];
   pack.on('data', (chunk: unknown) => chunks.push(chunk as Buffer));
@@ -63,7 +66,7 @@ export function patternStream(size: number, chunkSize = 64 * 1024, seed = 1): Re
       }
       const length = Math.min(chunkSize, size - produced);
       const chunk = Buffer.allocUnsafe(length);
-      for (let filled = 0; filled < length; ) {
+      for (let filled = 0; filled < length;) {
         const from = (produced + filled) % block.length;
         filled += block.copy(chunk, filled, from, Math.min(block.length, from + length - filled));
       }

@@ -21,7 +21,10 @@ export interface BalenaLikeImageOptions {
  * devices): a FAT boot partition, two small ext4 root partitions, an ext4 state and an ext4 data partition,
  * with the data partition last and numbered 6 in both schemes. Returns the byte offset of each partition.
  */
-export async function makeBalenaLikeImage(path: string, options: BalenaLikeImageOptions = {}): Promise<Record<number, number>> {
+export async function makeBalenaLikeImage(
+  path: string,
+  options: BalenaLikeImageOptions = {},
+): Promise<Record<number, number>> {
   const dataMiB = options.dataMiB ?? 16;
   const mbr = (options.scheme ?? 'mbr') === 'mbr';
   // Sizes in MiB, starts aligned to 1 MiB like the real images.
@@ -70,10 +73,22 @@ export async function makeBalenaLikeImage(path: string, options: BalenaLikeImage
     await run('truncate', ['-s', String(part.size * MIB), piece]);
     if (part.fs === 'fat') {
       await run('mkfs.vfat', ['-n', 'RESIN-BOOT', piece]);
-      if (options.bootContent) await run('mcopy', ['-s', '-i', piece, `${options.bootContent}/.`, '::/'], { env: { ...process.env, MTOOLS_SKIP_CHECK: '1' } });
+      if (options.bootContent)
+        await run('mcopy', ['-s', '-i', piece, `${options.bootContent}/.`, '::/'], {
+          env: { ...process.env, MTOOLS_SKIP_CHECK: '1' },
+        });
     } else {
       const content = part.number === 6 && options.dataContent ? ['-d', options.dataContent] : [];
-      await run('mkfs.ext4', ['-q', '-F', '-b', '4096', '-L', part.number === 6 ? 'resin-data' : `p${part.number}`, ...content, piece]);
+      await run('mkfs.ext4', [
+        '-q',
+        '-F',
+        '-b',
+        '4096',
+        '-L',
+        part.number === 6 ? 'resin-data' : `p${part.number}`,
+        ...content,
+        piece,
+      ]);
     }
     await run('dd', [`if=${piece}`, `of=${path}`, 'bs=1M', `seek=${part.start}`, 'conv=notrunc,sparse', 'status=none']);
     await rm(piece);

@@ -56,7 +56,10 @@ function exited(child: ChildProcess): Promise<void> {
  * loopback port, and waits until `/v2/` answers.
  * @param extraConfig YAML appended to the generated config (e.g. an `auth:` section).
  */
-export async function startRegistryServer(extraConfig = '', options: { tls?: { certificate: string; key: string; ca: string } } = {}): Promise<RegistryServer> {
+export async function startRegistryServer(
+  extraConfig = '',
+  options: { tls?: { certificate: string; key: string; ca: string } } = {},
+): Promise<RegistryServer> {
   const dir = await mkdtemp(join(tmpdir(), 'etch-registry-'));
   const port = await freePort();
   const config = join(dir, 'config.yml');
@@ -92,10 +95,12 @@ ${options.tls ? `  tls:\n    certificate: ${options.tls.certificate}\n    key: $
   const deadline = Date.now() + 20_000;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`docker-registry exited (${child.exitCode}):\n${await log()}`);
-    const ok = options.tls ? await answersOverTls(host, options.tls.ca) : await fetch(`http://${host}/v2/`).then(
-      (r) => r.status === 200 || r.status === 401,
-      () => false,
-    );
+    const ok = options.tls
+      ? await answersOverTls(host, options.tls.ca)
+      : await fetch(`http://${host}/v2/`).then(
+          (r) => r.status === 200 || r.status === 401,
+          () => false,
+        );
     if (ok) break;
     if (Date.now() > deadline) {
       await stop();

@@ -13,7 +13,7 @@ export const DOCKERD_TOOLS: readonly RequiredTool[] = [
   { command: 'runc', aptPackage: 'runc' },
   // A static busybox is the whole userland of the test images.
   { command: 'busybox', aptPackage: 'busybox-static' },
-]; 
+];
 
 /** A private dockerd: its own data root, exec root, pidfile, socket and config; never the machine's. */
 export interface Dockerd {
@@ -61,7 +61,10 @@ export async function startDockerd(options: DockerdOptions = {}): Promise<Docker
   const config = join(base, 'daemon.json');
   const logFile = join(base, 'dockerd.log');
   await mkdir(dataRoot, { recursive: true });
-  await writeFile(config, JSON.stringify({ 'insecure-registries': ['127.0.0.0/8', ...(options.insecureRegistries ?? [])] }));
+  await writeFile(
+    config,
+    JSON.stringify({ 'insecure-registries': ['127.0.0.0/8', ...(options.insecureRegistries ?? [])] }),
+  );
   const logFd = openSync(logFile, 'a');
   const child = spawn(
     'dockerd',
@@ -83,7 +86,8 @@ export async function startDockerd(options: DockerdOptions = {}): Promise<Docker
   );
   closeSync(logFd);
   const pid = child.pid as number;
-  const docker = (args: readonly string[], runOptions: RunOptions = {}) => run(DOCKER_CLI, ['-H', `unix://${socket}`, ...args], runOptions);
+  const docker = (args: readonly string[], runOptions: RunOptions = {}) =>
+    run(DOCKER_CLI, ['-H', `unix://${socket}`, ...args], runOptions);
   const log = () => readFile(logFile, 'utf8').catch(() => '');
   const stop = async ({ keepData = false }: { keepData?: boolean } = {}) => {
     if (child.exitCode === null && child.signalCode === null) {
@@ -93,7 +97,9 @@ export async function startDockerd(options: DockerdOptions = {}): Promise<Docker
       clearTimeout(timer);
     }
     // Mounts a killed daemon may leave behind must go before the files can.
-    await run('sh', ['-c', `grep -o " ${base}[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l`], { allowFailure: true });
+    await run('sh', ['-c', `grep -o " ${base}[^ ]*" /proc/self/mounts | sort -r | xargs -r -n1 umount -l`], {
+      allowFailure: true,
+    });
     if (!keepData) {
       await rm(base, { recursive: true, force: true });
       if (options.dataRoot !== undefined) await rm(options.dataRoot, { recursive: true, force: true });

@@ -9,20 +9,37 @@ export async function containerFingerprint(engine: Dockerd, ref: string): Promis
   const script = [
     'cd /',
     // -xdev keeps /proc, /sys and /dev out; the files docker bind-mounts per container are dropped by name.
-    "busybox find / -xdev | busybox sort | while read -r p; do case \"$p\" in /etc/hosts|/etc/hostname|/etc/resolv.conf|/.dockerenv|/proc|/sys|/dev) continue;; esac;",
+    'busybox find / -xdev | busybox sort | while read -r p; do case "$p" in /etc/hosts|/etc/hostname|/etc/resolv.conf|/.dockerenv|/proc|/sys|/dev) continue;; esac;',
     'if [ -L "$p" ]; then busybox echo "$p link $(busybox readlink "$p") $(busybox stat -c "%u:%g" "$p")";',
     'elif [ -f "$p" ]; then busybox echo "$p file $(busybox stat -c "%a %u:%g %s %Y" "$p") $(busybox md5sum < "$p" | busybox cut -c1-32)";',
     'else busybox echo "$p $(busybox stat -c "%F %a %u:%g" "$p")"; fi; done',
     // Hardlinks must stay one inode.
     'if [ /data/file.txt -ef /data/hard.txt ]; then echo "hardlink ok"; else echo "hardlink broken"; fi',
   ].join('\n');
-  const result = await engine.docker(['run', '--rm', '--network', 'none', '--entrypoint', '/bin/busybox', ref, 'sh', '-c', script]);
+  const result = await engine.docker([
+    'run',
+    '--rm',
+    '--network',
+    'none',
+    '--entrypoint',
+    '/bin/busybox',
+    ref,
+    'sh',
+    '-c',
+    script,
+  ]);
   return result.stdout;
 }
 
 /** `repository tag id digest` rows of `docker images --digests` for images from `host`, sorted. */
 export async function engineImageRows(engine: Dockerd, host: string): Promise<string[]> {
-  const result = await engine.docker(['images', '--digests', '--no-trunc', '--format', '{{.Repository}} {{.Tag}} {{.ID}} {{.Digest}}']);
+  const result = await engine.docker([
+    'images',
+    '--digests',
+    '--no-trunc',
+    '--format',
+    '{{.Repository}} {{.Tag}} {{.ID}} {{.Digest}}',
+  ]);
   return result.stdout
     .split('\n')
     .filter((line) => line.startsWith(host))

@@ -31,7 +31,18 @@ async function file(path: string, content: string, mode = 0o644, owner?: [number
 }
 
 async function tarLayer(dir: string, out: string): Promise<string> {
-  await run('tar', ['--format=pax', '--xattrs', '--xattrs-include=*', '--numeric-owner', '--sort=name', '-C', dir, '-cf', out, '.']);
+  await run('tar', [
+    '--format=pax',
+    '--xattrs',
+    '--xattrs-include=*',
+    '--numeric-owner',
+    '--sort=name',
+    '-C',
+    dir,
+    '-cf',
+    out,
+    '.',
+  ]);
   return out;
 }
 
@@ -70,7 +81,10 @@ async function baseLayer(root: string): Promise<void> {
  */
 export async function buildPreloadFixtures(work: string): Promise<PreloadFixtures> {
   const ldd = await run('ldd', ['/bin/busybox'], { allowFailure: true });
-  if (ldd.code === 0) throw new Error('/bin/busybox is dynamically linked; the test images need busybox-static (apt-get install busybox-static).');
+  if (ldd.code === 0)
+    throw new Error(
+      '/bin/busybox is dynamically linked; the test images need busybox-static (apt-get install busybox-static).',
+    );
   const layout = join(work, 'layout');
   const stage = (name: string) => join(work, 'stage', name);
 
@@ -83,13 +97,25 @@ export async function buildPreloadFixtures(work: string): Promise<PreloadFixture
   await file(join(stage('multi'), 'multi.txt'), 'multi-arch\n');
   await file(join(stage('later'), 'later.txt'), 'pulled later\n');
   const tars: Record<string, string> = {};
-  for (const name of ['base', 'a', 'b', 'multi', 'later']) tars[name] = await tarLayer(stage(name), join(work, `${name}.tar`));
+  for (const name of ['base', 'a', 'b', 'multi', 'later'])
+    tars[name] = await tarLayer(stage(name), join(work, `${name}.tar`));
 
   await run('umoci', ['init', '--layout', layout]);
   const image = async (tag: string, layers: string[], arch = 'amd64') => {
     await run('umoci', ['new', '--image', `${layout}:${tag}`]);
-    for (const layer of layers) await run('umoci', ['raw', 'add-layer', '--image', `${layout}:${tag}`, tars[layer] as string]);
-    await run('umoci', ['config', '--image', `${layout}:${tag}`, '--architecture', arch, '--os', 'linux', '--config.cmd', '/bin/sh']);
+    for (const layer of layers)
+      await run('umoci', ['raw', 'add-layer', '--image', `${layout}:${tag}`, tars[layer] as string]);
+    await run('umoci', [
+      'config',
+      '--image',
+      `${layout}:${tag}`,
+      '--architecture',
+      arch,
+      '--os',
+      'linux',
+      '--config.cmd',
+      '/bin/sh',
+    ]);
   };
   await image('a', ['base', 'a']);
   await image('b', ['base', 'b']);
@@ -100,8 +126,11 @@ export async function buildPreloadFixtures(work: string): Promise<PreloadFixture
 
   // umoci makes single-platform images; the index over them is written by hand, as the spec describes it.
   const indexPath = join(layout, 'index.json');
-  const top = JSON.parse(await readFile(indexPath, 'utf8')) as { manifests: { digest: string; size: number; mediaType: string; annotations?: Record<string, string> }[] };
-  const byTag = (tag: string) => top.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === tag);
+  const top = JSON.parse(await readFile(indexPath, 'utf8')) as {
+    manifests: { digest: string; size: number; mediaType: string; annotations?: Record<string, string> }[];
+  };
+  const byTag = (tag: string) =>
+    top.manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === tag);
   const platforms: [string, Record<string, string>][] = [
     ['multi-amd64', { architecture: 'amd64', os: 'linux' }],
     ['multi-arm64', { architecture: 'arm64', os: 'linux', variant: 'v8' }],
@@ -142,7 +171,12 @@ export async function buildPreloadFixtures(work: string): Promise<PreloadFixture
  * Pushes a tag of the layout to a loopback registry with skopeo (`--all` keeps an index whole).
  * `format: 'v2s2'` converts to the docker schema 2 manifest type.
  */
-export async function pushFixture(layout: string, tag: string, destination: string, format: 'oci' | 'v2s2' = 'oci'): Promise<void> {
+export async function pushFixture(
+  layout: string,
+  tag: string,
+  destination: string,
+  format: 'oci' | 'v2s2' = 'oci',
+): Promise<void> {
   await run('skopeo', [
     'copy',
     '--all',
@@ -185,6 +219,11 @@ export async function readLayoutImage(layout: string, tag: string): Promise<Layo
     ...(indexDigest ? { indexDigest } : {}),
     config,
     configDigest: manifest.config.digest,
-    layers: (manifest.layers as Record<string, any>[]).map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType, path: blob(l.digest) })),
+    layers: (manifest.layers as Record<string, any>[]).map((l) => ({
+      digest: l.digest,
+      size: l.size,
+      mediaType: l.mediaType,
+      path: blob(l.digest),
+    })),
   };
 }

@@ -1,5 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import { once } from 'node:events';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -75,14 +83,25 @@ export interface FaultProxy {
   stop(): Promise<void>;
 }
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+const HOP_BY_HOP = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
 const SIGNATURE = 'etch-signature';
 /** Faults that fire only on a 2xx upstream answer, so a 401 before the token dance does not use them up. */
 const ON_SUCCESS = new Set<FaultAction['kind']>(['cut', 'corrupt', 'redirect']);
 
 function endToEnd(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(headers)) if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;
+  for (const [name, value] of Object.entries(headers))
+    if (value !== undefined && !HOP_BY_HOP.has(name)) out[name] = value;
   return out;
 }
 
@@ -192,7 +211,14 @@ export async function startFaultProxy(upstream: FaultProxyUpstream): Promise<Fau
       const signature = parsed.searchParams.get(SIGNATURE);
       parsed.searchParams.delete(SIGNATURE);
       url = `${parsed.pathname}${parsed.search}`;
-      const record: ProxiedRequest = { method: req.method ?? 'GET', url, headers: req.headers, authorization: req.headers.authorization !== undefined, status: 0, fault: undefined };
+      const record: ProxiedRequest = {
+        method: req.method ?? 'GET',
+        url,
+        headers: req.headers,
+        authorization: req.headers.authorization !== undefined,
+        status: 0,
+        fault: undefined,
+      };
       blobRequests.push(record);
       if (signature === null || !signatures.has(signature)) {
         record.status = 403;
@@ -203,7 +229,14 @@ export async function startFaultProxy(upstream: FaultProxyUpstream): Promise<Fau
       upstreamAuthorization = signatures.get(signature);
       return forward(on, req, res, url, upstreamAuthorization, record);
     }
-    const record: ProxiedRequest = { method: req.method ?? 'GET', url, headers: req.headers, authorization: req.headers.authorization !== undefined, status: 0, fault: undefined };
+    const record: ProxiedRequest = {
+      method: req.method ?? 'GET',
+      url,
+      headers: req.headers,
+      authorization: req.headers.authorization !== undefined,
+      status: 0,
+      fault: undefined,
+    };
     requests.push(record);
     return forward(on, req, res, url, upstreamAuthorization, record);
   };
@@ -224,7 +257,12 @@ export async function startFaultProxy(upstream: FaultProxyUpstream): Promise<Fau
       record.status = fault.status;
       req.resume();
       res.writeHead(fault.status, { 'content-type': 'application/json', ...fault.headers });
-      res.end(req.method === 'HEAD' ? undefined : (fault.body ?? JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: 'fault injected by the test' }] })));
+      res.end(
+        req.method === 'HEAD'
+          ? undefined
+          : (fault.body ??
+              JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: 'fault injected by the test' }] })),
+      );
       return;
     }
     const headers = endToEnd(req.headers);
@@ -236,7 +274,13 @@ export async function startFaultProxy(upstream: FaultProxyUpstream): Promise<Fau
       delete headers.range;
       delete headers['if-range'];
     }
-    const upstreamReq = httpRequest({ host: upstreamHostname, port: Number(upstreamPort), method: req.method, path: url, headers });
+    const upstreamReq = httpRequest({
+      host: upstreamHostname,
+      port: Number(upstreamPort),
+      method: req.method,
+      path: url,
+      headers,
+    });
     const answered = new Promise<IncomingMessage>((resolve, reject) => {
       upstreamReq.once('response', resolve);
       upstreamReq.once('error', reject);

@@ -4,9 +4,20 @@ export { BASE_TOOLS, DISK_TOOLS, REGISTRY_AUTH_TOOLS, ensureTools, type Required
 export { collect, craftTar, patternStream, rejectionOf, sha256Of, type CraftedEntry } from './archives.js';
 export { DOCKERD_TOOLS, startDockerd, type Dockerd, type DockerdOptions } from './dockerd.js';
 export { REGISTRY_SERVER_TOOLS, freePort, startRegistryServer, type RegistryServer } from './docker-registry.js';
-export { buildPreloadFixtures, pushFixture, readLayoutImage, type FixtureImage, type LayoutImage, type PreloadFixtures } from './engine-images.js';
+export {
+  buildPreloadFixtures,
+  pushFixture,
+  readLayoutImage,
+  type FixtureImage,
+  type LayoutImage,
+  type PreloadFixtures,
+} from './engine-images.js';
 export { makeBalenaLikeImage, type BalenaLikeImageOptions } from './disk-images.js';
-export { startBasicAuthRegistry, type BasicAuthRegistry, type BasicAuthRegistryOptions } from './basic-auth-registry.js';
+export {
+  startBasicAuthRegistry,
+  type BasicAuthRegistry,
+  type BasicAuthRegistryOptions,
+} from './basic-auth-registry.js';
 export {
   parseScope,
   startTokenAuthRegistry,
@@ -16,7 +27,14 @@ export {
   type TokenGrantRequest,
   type TokenScope,
 } from './token-auth-registry.js';
-export { startFaultProxy, type Fault, type FaultAction, type FaultProxy, type FaultProxyUpstream, type ProxiedRequest } from './fault-proxy.js';
+export {
+  startFaultProxy,
+  type Fault,
+  type FaultAction,
+  type FaultProxy,
+  type FaultProxyUpstream,
+  type ProxiedRequest,
+} from './fault-proxy.js';
 export {
   buildRegistryFixtures,
   inspectPushed,

@@ -17,7 +17,14 @@ const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
  * `registryHost/name:tag` with `skopeo copy --preserve-digests`: how tests publish artifacts (ECI disk images)
  * that no image builder makes. Returns the manifest digest.
  */
-export async function pushOciArtifact(work: string, registryHost: string, name: string, tag: string, config: ArtifactBlob, layers: ArtifactBlob[]): Promise<string> {
+export async function pushOciArtifact(
+  work: string,
+  registryHost: string,
+  name: string,
+  tag: string,
+  config: ArtifactBlob,
+  layers: ArtifactBlob[],
+): Promise<string> {
   const layout = join(work, `layout-${name.replace(/\//g, '_')}-${tag}`);
   await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
   const write = async (data: Buffer) => {
@@ -25,11 +32,43 @@ export async function pushOciArtifact(work: string, registryHost: string, name: 
     await writeFile(join(layout, 'blobs', 'sha256', digest), data);
     return `sha256:${digest}`;
   };
-  const describe = async (blob: ArtifactBlob) => ({ mediaType: blob.mediaType, digest: await write(blob.data), size: blob.data.length, ...(blob.annotations ? { annotations: blob.annotations } : {}) });
-  const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: await describe(config), layers: await Promise.all(layers.map(describe)) }));
+  const describe = async (blob: ArtifactBlob) => ({
+    mediaType: blob.mediaType,
+    digest: await write(blob.data),
+    size: blob.data.length,
+    ...(blob.annotations ? { annotations: blob.annotations } : {}),
+  });
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: await describe(config),
+      layers: await Promise.all(layers.map(describe)),
+    }),
+  );
   const manifestDigest = await write(manifest);
   await writeFile(join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  await writeFile(join(layout, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: manifestDigest, size: manifest.length, annotations: { 'org.opencontainers.image.ref.name': tag } }] }));
-  await run('skopeo', ['copy', '--quiet', '--preserve-digests', '--dest-tls-verify=false', `oci:${layout}:${tag}`, `docker://${registryHost}/${name}:${tag}`]);
+  await writeFile(
+    join(layout, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          digest: manifestDigest,
+          size: manifest.length,
+          annotations: { 'org.opencontainers.image.ref.name': tag },
+        },
+      ],
+    }),
+  );
+  await run('skopeo', [
+    'copy',
+    '--quiet',
+    '--preserve-digests',
+    '--dest-tls-verify=false',
+    `oci:${layout}:${tag}`,
+    `docker://${registryHost}/${name}:${tag}`,
+  ]);
   return manifestDigest;
 }

@@ -114,7 +114,12 @@ class Layout {
   async tag(tag: string, descriptor: Descriptor): Promise<void> {
     const top = await this.index();
     top.manifests = top.manifests.filter((m) => m.annotations?.[REF_NAME] !== tag);
-    top.manifests.push({ mediaType: descriptor.mediaType, digest: descriptor.digest, size: descriptor.size, annotations: { [REF_NAME]: tag } });
+    top.manifests.push({
+      mediaType: descriptor.mediaType,
+      digest: descriptor.digest,
+      size: descriptor.size,
+      annotations: { [REF_NAME]: tag },
+    });
     await writeFile(join(this.dir, 'index.json'), JSON.stringify(top));
   }
 
@@ -145,7 +150,20 @@ export async function buildRegistryFixtures(work: string): Promise<RegistryFixtu
     }
     tars[name] = join(work, `registry-${name}.tar`);
     // Fixed owner and times: the same layer bytes on every run.
-    await run('tar', ['--format=pax', '--numeric-owner', '--owner=0', '--group=0', '--mtime=@0', '--sort=name', '--pax-option=delete=atime,delete=ctime', '-C', stage(name), '-cf', tars[name] as string, '.']);
+    await run('tar', [
+      '--format=pax',
+      '--numeric-owner',
+      '--owner=0',
+      '--group=0',
+      '--mtime=@0',
+      '--sort=name',
+      '--pax-option=delete=atime,delete=ctime',
+      '-C',
+      stage(name),
+      '-cf',
+      tars[name] as string,
+      '.',
+    ]);
   };
 
   const platforms: FixturePlatform[] = [
@@ -159,19 +177,39 @@ export async function buildRegistryFixtures(work: string): Promise<RegistryFixtu
   await tarLayer('layer-1', { 'layer-1.txt': 'first layer\n' });
   await tarLayer('layer-2', { 'layer-2/layer-2.txt': 'second layer\n' });
   await tarLayer('layer-3', { 'layer-3.bin': incompressible(512 * 1024) });
-  for (const platform of platforms) await tarLayer(`platform-${platformName(platform).replaceAll('/', '-')}`, { platform: platformFile.content(platform) });
+  for (const platform of platforms)
+    await tarLayer(`platform-${platformName(platform).replaceAll('/', '-')}`, {
+      platform: platformFile.content(platform),
+    });
 
   await run('umoci', ['init', '--layout', dir]);
   const layout = new Layout(dir);
   const image = async (tag: string, layers: string[], platform: FixturePlatform) => {
     await run('umoci', ['new', '--image', `${dir}:${tag}`]);
-    for (const layer of layers) await run('umoci', ['raw', 'add-layer', '--image', `${dir}:${tag}`, tars[layer] as string]);
-    await run('umoci', ['config', '--image', `${dir}:${tag}`, '--os', platform.os, '--architecture', platform.architecture, '--config.cmd', '/bin/sh']);
+    for (const layer of layers)
+      await run('umoci', ['raw', 'add-layer', '--image', `${dir}:${tag}`, tars[layer] as string]);
+    await run('umoci', [
+      'config',
+      '--image',
+      `${dir}:${tag}`,
+      '--os',
+      platform.os,
+      '--architecture',
+      platform.architecture,
+      '--config.cmd',
+      '/bin/sh',
+    ]);
     if (platform.variant === undefined) return layout.entry(tag);
     // umoci has no --variant: add it to the config, and point the manifest at the new config.
     return layout.editManifest(tag, async (manifest) => {
       const config = await layout.readJson<Record<string, unknown>>(manifest.config.digest);
-      return { ...manifest, config: await layout.writeBlob(JSON.stringify({ ...config, variant: platform.variant }), manifest.config.mediaType) };
+      return {
+        ...manifest,
+        config: await layout.writeBlob(
+          JSON.stringify({ ...config, variant: platform.variant }),
+          manifest.config.mediaType,
+        ),
+      };
     });
   };
 
@@ -180,7 +218,12 @@ export async function buildRegistryFixtures(work: string): Promise<RegistryFixtu
   await layout.editManifest('uncompressed', async (manifest) => ({
     ...manifest,
     layers: await Promise.all(
-      manifest.layers.map(async (layer) => layout.writeBlob(gunzipSync(await readFile(layout.blobPath(layer.digest))), 'application/vnd.oci.image.layer.v1.tar')),
+      manifest.layers.map(async (layer) =>
+        layout.writeBlob(
+          gunzipSync(await readFile(layout.blobPath(layer.digest))),
+          'application/vnd.oci.image.layer.v1.tar',
+        ),
+      ),
     ),
   }));
 
@@ -203,7 +246,12 @@ export async function buildRegistryFixtures(work: string): Promise<RegistryFixtu
     'application/vnd.in-toto+json',
   );
   const attestationConfig = await layout.writeBlob(
-    JSON.stringify({ architecture: 'unknown', os: 'unknown', config: {}, rootfs: { type: 'layers', diff_ids: [statement.digest] } }),
+    JSON.stringify({
+      architecture: 'unknown',
+      os: 'unknown',
+      config: {},
+      rootfs: { type: 'layers', diff_ids: [statement.digest] },
+    }),
     'application/vnd.oci.image.config.v1+json',
   );
   const attestation = await layout.writeBlob(
@@ -221,18 +269,30 @@ export async function buildRegistryFixtures(work: string): Promise<RegistryFixtu
     platform: { os: 'unknown', architecture: 'unknown' },
     annotations: { 'vnd.docker.reference.digest': amd64.digest, 'vnd.docker.reference.type': 'attestation-manifest' },
   });
-  await layout.tag('platforms', await layout.writeBlob(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: entries }), OCI_INDEX));
+  await layout.tag(
+    'platforms',
+    await layout.writeBlob(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: entries }), OCI_INDEX),
+  );
   // skopeo cannot turn an in-toto "layer" into Docker schema 2, so the manifest-list variant has no attestation.
   const plain = entries.slice(1);
-  await layout.tag('platforms-plain', await layout.writeBlob(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: plain }), OCI_INDEX));
+  await layout.tag(
+    'platforms-plain',
+    await layout.writeBlob(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: plain }), OCI_INDEX),
+  );
 
   return {
     layout: dir,
     images: {
       layers3: { tag: 'layers3', description: 'three gzip layers, the last 512 KiB and incompressible' },
       uncompressed: { tag: 'uncompressed', description: 'the three layers of layers3, uncompressed' },
-      platforms: { tag: 'platforms', description: 'OCI index: attestation first, then linux/amd64, linux/arm64/v8, linux/arm/v7, linux/arm/v6' },
-      platformsPlain: { tag: 'platforms-plain', description: 'linux/amd64, linux/arm64/v8, linux/arm/v7, linux/arm/v6, no attestation' },
+      platforms: {
+        tag: 'platforms',
+        description: 'OCI index: attestation first, then linux/amd64, linux/arm64/v8, linux/arm/v7, linux/arm/v6',
+      },
+      platformsPlain: {
+        tag: 'platforms-plain',
+        description: 'linux/amd64, linux/arm64/v8, linux/arm/v7, linux/arm/v6, no attestation',
+      },
     },
     platforms,
     platformFile,
@@ -288,11 +348,25 @@ function repository(ref: string): string {
 }
 
 async function inspectRaw(ref: string, creds: string | undefined): Promise<PushedManifest> {
-  const result = await run('skopeo', ['inspect', '--raw', '--tls-verify=false', ...(creds ? ['--creds', creds] : []), `docker://${ref}`]);
+  const result = await run('skopeo', [
+    'inspect',
+    '--raw',
+    '--tls-verify=false',
+    ...(creds ? ['--creds', creds] : []),
+    `docker://${ref}`,
+  ]);
   const raw = result.stdoutBuffer;
-  const json = JSON.parse(raw.toString('utf8')) as Partial<OciManifest> & { mediaType?: string; manifests?: Descriptor[] };
+  const json = JSON.parse(raw.toString('utf8')) as Partial<OciManifest> & {
+    mediaType?: string;
+    manifests?: Descriptor[];
+  };
   const mediaType = json.mediaType ?? (json.manifests ? OCI_INDEX : OCI_MANIFEST);
-  return { digest: sha256(raw), mediaType, raw, ...(json.config ? { config: json.config, layers: json.layers ?? [] } : {}) };
+  return {
+    digest: sha256(raw),
+    mediaType,
+    raw,
+    ...(json.config ? { config: json.config, layers: json.layers ?? [] } : {}),
+  };
 }
 
 /**
@@ -307,7 +381,11 @@ export async function inspectPushed(ref: string, creds?: string): Promise<Pushed
   for (const entry of json.manifests) {
     const child = await inspectRaw(`${repository(ref)}@${entry.digest}`, creds);
     if (child.digest !== entry.digest) throw new Error(`${ref}: entry ${entry.digest} reads back as ${child.digest}`);
-    manifests.push({ ...child, ...(entry.platform ? { platform: entry.platform } : {}), ...(entry.annotations ? { annotations: entry.annotations } : {}) });
+    manifests.push({
+      ...child,
+      ...(entry.platform ? { platform: entry.platform } : {}),
+      ...(entry.annotations ? { annotations: entry.annotations } : {}),
+    });
   }
   return { ref, ...top, manifests };
 }
@@ -319,7 +397,12 @@ export async function inspectPushed(ref: string, creds?: string): Promise<Pushed
  * const pushed = await pushRegistryFixture(fixtures.layout, 'layers3', `${registry.host}/etch/layers3:zstd`, { compression: 'zstd' });
  * expect(pushed.layers?.[0]?.mediaType).toBe('application/vnd.oci.image.layer.v1.tar+zstd');
  */
-export async function pushRegistryFixture(layout: string, tag: string, destination: string, options: PushFixtureOptions = {}): Promise<PushedImage> {
+export async function pushRegistryFixture(
+  layout: string,
+  tag: string,
+  destination: string,
+  options: PushFixtureOptions = {},
+): Promise<PushedImage> {
   const compression = options.compression ?? 'keep';
   await skopeoWithoutBlobCache([
     'copy',
@@ -328,14 +411,20 @@ export async function pushRegistryFixture(layout: string, tag: string, destinati
     '--dest-tls-verify=false',
     ...(options.creds ? ['--dest-creds', options.creds] : []),
     ...(options.format ? ['--format', options.format] : []),
-    ...(compression !== 'keep' ? ['--dest-compress', '--dest-compress-format', compression] : options.format ? [] : ['--preserve-digests']),
+    ...(compression !== 'keep'
+      ? ['--dest-compress', '--dest-compress-format', compression]
+      : options.format
+        ? []
+        : ['--preserve-digests']),
     `oci:${layout}:${tag}`,
     `docker://${destination}`,
   ]);
   const pushed = await inspectPushed(destination, options.creds);
   if (compression !== 'keep') {
     for (const manifest of pushed.manifests ?? [pushed]) {
-      const wrong = (manifest.layers ?? []).filter((layer) => isTarLayer(layer.mediaType) && !layer.mediaType.endsWith(compression === 'zstd' ? '+zstd' : 'gzip'));
+      const wrong = (manifest.layers ?? []).filter(
+        (layer) => isTarLayer(layer.mediaType) && !layer.mediaType.endsWith(compression === 'zstd' ? '+zstd' : 'gzip'),
+      );
       if (wrong.length > 0) {
         throw new Error(
           `${destination}: asked for ${compression} layers, the registry holds ${wrong.map((l) => l.mediaType).join(', ')}: ` +
@@ -364,11 +453,27 @@ async function skopeoWithoutBlobCache(args: string[]): Promise<void> {
   const cache = '/var/lib/containers/cache';
   if (privateMounts === undefined) {
     await mkdir(cache, { recursive: true, mode: 0o700 }).catch(() => undefined);
-    privateMounts = (await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs etch-skopeo-cache ${cache}`], { allowFailure: true })).code === 0;
+    privateMounts =
+      (
+        await run(
+          'unshare',
+          ['--mount', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs etch-skopeo-cache ${cache}`],
+          { allowFailure: true },
+        )
+      ).code === 0;
   }
   if (!privateMounts) {
     await run('skopeo', args);
     return;
   }
-  await run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', `mount -t tmpfs etch-skopeo-cache ${cache} && exec skopeo "$@"`, 'skopeo', ...args]);
+  await run('unshare', [
+    '--mount',
+    '--propagation',
+    'private',
+    'sh',
+    '-c',
+    `mount -t tmpfs etch-skopeo-cache ${cache} && exec skopeo "$@"`,
+    'skopeo',
+    ...args,
+  ]);
 }

@@ -45,7 +45,11 @@ export function run(command: string, args: readonly string[], options: RunOption
         stdoutBuffer,
       };
       if (result.code !== 0 && !options.allowFailure) {
-        reject(new Error(`${command} ${args.join(' ')} exited with ${result.code}${signal ? ` (${signal})` : ''}:\n${result.stderr}`));
+        reject(
+          new Error(
+            `${command} ${args.join(' ')} exited with ${result.code}${signal ? ` (${signal})` : ''}:\n${result.stderr}`,
+          ),
+        );
       } else {
         resolve(result);
       }

@@ -15,6 +15,22 @@ export interface LoopbackCertificate {
 export async function makeLoopbackCertificate(dir: string): Promise<LoopbackCertificate> {
   const certificate = join(dir, 'loopback.crt');
   const key = join(dir, 'loopback.key');
-  await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', key, '-out', certificate]);
+  await run('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=127.0.0.1',
+    '-addext',
+    'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    '-keyout',
+    key,
+    '-out',
+    certificate,
+  ]);
   return { certificate, key, ca: await readFile(certificate, 'utf8') };
 }

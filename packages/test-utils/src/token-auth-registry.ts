@@ -1,4 +1,12 @@
-import { createHash, createPrivateKey, randomBytes, randomUUID, sign, X509Certificate, type KeyObject } from 'node:crypto';
+import {
+  createHash,
+  createPrivateKey,
+  randomBytes,
+  randomUUID,
+  sign,
+  X509Certificate,
+  type KeyObject,
+} from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -108,7 +116,11 @@ export function parseScope(scope: string): TokenScope | undefined {
   const last = scope.lastIndexOf(':');
   if (first <= 0 || last === first) return undefined;
   const actions = scope.slice(last + 1);
-  return { type: scope.slice(0, first), name: scope.slice(first + 1, last), actions: actions ? actions.split(',') : [] };
+  return {
+    type: scope.slice(0, first),
+    name: scope.slice(first + 1, last),
+    actions: actions ? actions.split(',') : [],
+  };
 }
 
 /** distribution 2.x's libtrust key ID: base32 of the first 30 bytes of SHA-256 over the DER SubjectPublicKeyInfo, in groups of four. */
@@ -192,7 +204,10 @@ export async function startTokenAuthRegistry(options: TokenAuthRegistryOptions =
   const issuer = options.issuer ?? 'etch-token-issuer';
   const keyHeader = options.keyHeader ?? 'x5c';
   const oauthPost = options.oauthPost ?? true;
-  const allow = options.allow ?? ((request: TokenGrantRequest) => (request.account === undefined ? request.actions.filter((a) => a === 'pull') : request.actions));
+  const allow =
+    options.allow ??
+    ((request: TokenGrantRequest) =>
+      request.account === undefined ? request.actions.filter((a) => a === 'pull') : request.actions);
   let expiresIn = options.expiresIn ?? 300;
   let failures: { count: number; status: number } = { count: 0, status: 500 };
   let expired = 0;
@@ -205,11 +220,30 @@ export async function startTokenAuthRegistry(options: TokenAuthRegistryOptions =
   let tokenServer: Server | undefined;
   let registry: RegistryServer | undefined;
   try {
-    await run('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-sha256', '-days', '2', '-subj', `/CN=${issuer}`, '-keyout', keyFile, '-out', certFile]);
+    await run('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-sha256',
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${issuer}`,
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ]);
     const key: KeyObject = createPrivateKey(await readFile(keyFile));
     const cert = new X509Certificate(await readFile(certFile));
     const header = base64url(
-      JSON.stringify(keyHeader === 'x5c' ? { typ: 'JWT', alg: 'RS256', x5c: [cert.raw.toString('base64')] } : { typ: 'JWT', alg: 'RS256', kid: libtrustKeyId(cert) }),
+      JSON.stringify(
+        keyHeader === 'x5c'
+          ? { typ: 'JWT', alg: 'RS256', x5c: [cert.raw.toString('base64')] }
+          : { typ: 'JWT', alg: 'RS256', kid: libtrustKeyId(cert) },
+      ),
     );
 
     const issueToken = (scopes: TokenScope[], account?: string, alreadyExpired = false): string => {
@@ -266,14 +300,20 @@ export async function startTokenAuthRegistry(options: TokenAuthRegistryOptions =
         failures.count -= 1;
         return answer(failures.status, { errors: [{ code: 'UNAVAILABLE', message: 'failure injected by the test' }] });
       }
-      if (record.service !== service) return answer(400, { error: 'invalid_request', error_description: `unknown service ${record.service}` });
+      if (record.service !== service)
+        return answer(400, { error: 'invalid_request', error_description: `unknown service ${record.service}` });
 
       let account: string | undefined;
       let wantsRefresh = false;
       if (req.method === 'GET') {
         if (authHeader !== undefined) {
           const creds = basicCredentials(authHeader);
-          if (!creds || users[creds[0]] !== creds[1]) return answer(401, { details: 'incorrect username or password' }, { 'www-authenticate': 'Basic realm="etch-token"' });
+          if (!creds || users[creds[0]] !== creds[1])
+            return answer(
+              401,
+              { details: 'incorrect username or password' },
+              { 'www-authenticate': 'Basic realm="etch-token"' },
+            );
           account = creds[0];
         } else if (!anonymous) {
           return answer(401, { details: 'credentials required' }, { 'www-authenticate': 'Basic realm="etch-token"' });
@@ -283,12 +323,14 @@ export async function startTokenAuthRegistry(options: TokenAuthRegistryOptions =
         if (!oauthPost) return answer(404, { error: 'not_found' });
         const form = record.form ?? {};
         if (form.grant_type === 'password') {
-          if (form.username === undefined || users[form.username] !== form.password) return answer(401, { error: 'invalid_grant', error_description: 'incorrect username or password' });
+          if (form.username === undefined || users[form.username] !== form.password)
+            return answer(401, { error: 'invalid_grant', error_description: 'incorrect username or password' });
           account = form.username;
           wantsRefresh = form.access_type === 'offline';
         } else if (form.grant_type === 'refresh_token') {
           account = form.refresh_token === undefined ? undefined : refreshTokens.get(form.refresh_token);
-          if (account === undefined) return answer(401, { error: 'invalid_grant', error_description: 'unknown refresh token' });
+          if (account === undefined)
+            return answer(401, { error: 'invalid_grant', error_description: 'unknown refresh token' });
         } else {
           return answer(400, { error: 'unsupported_grant_type' });
         }

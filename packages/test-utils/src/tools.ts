@@ -42,7 +42,9 @@ function apt(args: string[]): void {
     env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
   });
   if (result.status !== 0) {
-    throw new Error(`apt-get ${args.join(' ')} failed (${result.status}): ${result.stderr?.toString() ?? result.error}`);
+    throw new Error(
+      `apt-get ${args.join(' ')} failed (${result.status}): ${result.stderr?.toString() ?? result.error}`,
+    );
   }
 }
 
@@ -60,7 +62,9 @@ export function ensureTools(tools: readonly RequiredTool[]): void {
   } catch (cause) {
     throw new Error(
       `The tests need ${missing.map((t) => t.command).join(', ')} (Debian: ${packages.join(' ')}) and could not install them. ` +
-        'Install them by hand (as root: apt-get install ' + packages.join(' ') + ') and run again.',
+        'Install them by hand (as root: apt-get install ' +
+        packages.join(' ') +
+        ') and run again.',
       { cause },
     );
   }

@@ -30,7 +30,18 @@ async function fixtures(): Promise<void> {
 describe('etch create with images that do not exist', () => {
   it('stops with the image error and leaves nothing, while the base image was already streaming', async () => {
     await fixtures();
-    const result = await etch(['create', '--base', 'disk.img', '--image', 'docker-archive:/nonexistent.tar', '--platform', 'linux/arm64', '--ignore-base-repositories', '-o', 'out.etch']);
+    const result = await etch([
+      'create',
+      '--base',
+      'disk.img',
+      '--image',
+      'docker-archive:/nonexistent.tar',
+      '--platform',
+      'linux/arm64',
+      '--ignore-base-repositories',
+      '-o',
+      'out.etch',
+    ]);
     expect(result.code).toBe(1);
     expect(result.stderr).toContain('ETCH_NOT_FOUND');
     expect(result.stderr).toContain('/nonexistent.tar');
@@ -44,12 +55,29 @@ describe('etch create stages', () => {
     const oci = dir.join('cache', 'oci');
     const host = hostname().replace(/[^A-Za-z0-9.-]/g, '_');
     // A pid above Linux's pid_max: that run is certainly gone.
-    const left = { dead: `stage-${host}-999999999-aaaa`, live: `stage-${host}-${process.pid}-bbbb`, other: 'stage-another-host-999999999-cccc' };
+    const left = {
+      dead: `stage-${host}-999999999-aaaa`,
+      live: `stage-${host}-${process.pid}-bbbb`,
+      other: 'stage-another-host-999999999-cccc',
+    };
     for (const name of Object.values(left)) {
       await mkdir(join(oci, name), { recursive: true });
       await writeFile(join(oci, name, 'layer.tar'), 'x');
     }
-    const result = await etch(['create', '--base', join(sample, 'balena-sample.img'), '--image', `oci:${join(sample, 'app')}:v1`, '--platform', 'linux/arm64', '--cache-dir', dir.join('cache'), '-o', 'out.etch', '-q']);
+    const result = await etch([
+      'create',
+      '--base',
+      join(sample, 'balena-sample.img'),
+      '--image',
+      `oci:${join(sample, 'app')}:v1`,
+      '--platform',
+      'linux/arm64',
+      '--cache-dir',
+      dir.join('cache'),
+      '-o',
+      'out.etch',
+      '-q',
+    ]);
     expect(result.code, result.stderr).toBe(0);
     expect((await readdir(oci)).filter((n) => n.startsWith('stage-')).sort()).toEqual([left.live, left.other].sort());
   });
@@ -58,16 +86,32 @@ describe('etch create stages', () => {
 describe('etch create → etch inspect', () => {
   it('round-trips, and GNU tar lists and extracts the result', async () => {
     await fixtures();
-    const created = await etch(['create', '--base', 'disk.img', '--inject', '1:boot:/boot-extra', '--inject', '6:data', '-o', 'out.etch', '--json']);
+    const created = await etch([
+      'create',
+      '--base',
+      'disk.img',
+      '--inject',
+      '1:boot:/boot-extra',
+      '--inject',
+      '6:data',
+      '-o',
+      'out.etch',
+      '--json',
+    ]);
     expect(created.code, created.stderr).toBe(0);
     const summary = JSON.parse(created.stdout);
-    expect(summary).toMatchObject({ baseImage: { name: 'disk.img', size: 70_000 }, partitions: { 1: { entries: 2 }, 6: { entries: 3, bytes: 5 } } });
+    expect(summary).toMatchObject({
+      baseImage: { name: 'disk.img', size: 70_000 },
+      partitions: { 1: { entries: 2 }, 6: { entries: 3, bytes: 5 } },
+    });
 
     const inspected = await etch(['inspect', 'out.etch', '--json']);
     expect(inspected.code).toBe(0);
     const report = JSON.parse(inspected.stdout);
     // etch create announces what each partition receives (format 1.1), and it covers what was written.
-    expect(report.requirements).toEqual({ partitions: { '1': { bytes: 16, entries: 2 }, '6': { bytes: 5, entries: 3 } } });
+    expect(report.requirements).toEqual({
+      partitions: { '1': { bytes: 16, entries: 2 }, '6': { bytes: 5, entries: 3 } },
+    });
     expect(report).toMatchObject({
       version: '1.1',
       compression: 'none',
@@ -139,11 +183,49 @@ describe('errors and exit codes', () => {
 
   const invalid: [string, CraftedEntry[], string][] = [
     ['no VERSION', [{ name: 'a.img', content: 'x' }], 'ETCH_BAD_VERSION'],
-    ['major 2', [{ name: 'VERSION', content: '2.0' }, { name: 'a.img', content: 'x' }], 'ETCH_UNSUPPORTED_VERSION'],
-    ['two base images', [{ name: 'VERSION', content: '1.0' }, { name: 'a.img', content: 'x' }, { name: 'b.img', content: 'x' }], 'ETCH_BAD_ORDER'],
-    ['inject first', [{ name: 'VERSION', content: '1.0' }, { name: 'inject/1/x', content: 'x' }], 'ETCH_BAD_ORDER'],
-    ['escape', [{ name: 'VERSION', content: '1.0' }, { name: 'a.img', content: 'x' }, { name: 'inject/1/../../x', content: 'x' }], 'ETCH_UNSAFE_PATH'],
-    ['partition 0', [{ name: 'VERSION', content: '1.0' }, { name: 'a.img', content: 'x' }, { name: 'inject/0/x', content: 'x' }], 'ETCH_BAD_ENTRY'],
+    [
+      'major 2',
+      [
+        { name: 'VERSION', content: '2.0' },
+        { name: 'a.img', content: 'x' },
+      ],
+      'ETCH_UNSUPPORTED_VERSION',
+    ],
+    [
+      'two base images',
+      [
+        { name: 'VERSION', content: '1.0' },
+        { name: 'a.img', content: 'x' },
+        { name: 'b.img', content: 'x' },
+      ],
+      'ETCH_BAD_ORDER',
+    ],
+    [
+      'inject first',
+      [
+        { name: 'VERSION', content: '1.0' },
+        { name: 'inject/1/x', content: 'x' },
+      ],
+      'ETCH_BAD_ORDER',
+    ],
+    [
+      'escape',
+      [
+        { name: 'VERSION', content: '1.0' },
+        { name: 'a.img', content: 'x' },
+        { name: 'inject/1/../../x', content: 'x' },
+      ],
+      'ETCH_UNSAFE_PATH',
+    ],
+    [
+      'partition 0',
+      [
+        { name: 'VERSION', content: '1.0' },
+        { name: 'a.img', content: 'x' },
+        { name: 'inject/0/x', content: 'x' },
+      ],
+      'ETCH_BAD_ENTRY',
+    ],
   ];
   it.each(invalid)('inspect of a .etch with %s exits 3 with %s', async (_label, entries, code) => {
     await writeFile(dir.join('bad.etch'), await craftTar(entries));
@@ -168,7 +250,9 @@ describe('the etch binary', () => {
     await truncate(dir.join('huge.img'), 0).catch(() => {});
     await writeFile(dir.join('huge.img'), '');
     await truncate(dir.join('huge.img'), 32 * 1024 * 1024 * 1024);
-    const child = spawn('node', [bin, 'create', '--base', dir.join('huge.img'), '-o', dir.join('out.etch')], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn('node', [bin, 'create', '--base', dir.join('huge.img'), '-o', dir.join('out.etch')], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     const stderr = collect(child.stderr);
     await new Promise((resolve) => setTimeout(resolve, 1500));
     const sent = Date.now();
@@ -225,7 +309,10 @@ describe('progress display', () => {
     display.onProgress({ phase: 'download', digest: a, bytes: 10, total: 10 });
     display.onProgress({ phase: 'base-image', name: 'a.img', bytes: 0, total: 100 });
     display.onProgress({ phase: 'base-image', name: 'a.img', bytes: 100, total: 100 });
-    expect((stream.read()?.toString() ?? '').split('\n').filter(Boolean)).toEqual([`etch: downloaded ${a.slice(0, 19)} (10 B)`, 'etch: writing base image a.img (100 B)']);
+    expect((stream.read()?.toString() ?? '').split('\n').filter(Boolean)).toEqual([
+      `etch: downloaded ${a.slice(0, 19)} (10 B)`,
+      'etch: writing base image a.img (100 B)',
+    ]);
   });
 
   it('shows a layer converted ahead and its later write as two steps', () => {

@@ -14,7 +14,10 @@ export interface CliRunOptions {
 }
 
 /** Runs `etch` in this process, as the binary would, and collects what it printed. */
-export async function runCli(args: string[], options: CliRunOptions): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function runCli(
+  args: string[],
+  options: CliRunOptions,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const stdout = new PassThrough();
   const stderr = Object.assign(new PassThrough(), { isTTY: options.isTTY ?? false });
   const out = collect(stdout);

@@ -4,7 +4,11 @@ import type { LogFields, Logger } from '@etch/format';
 export type LogLevel = 'quiet' | 'info' | 'debug';
 
 function line(message: string, fields?: LogFields): string {
-  const extra = fields ? Object.entries(fields).map(([k, v]) => ` ${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join('') : '';
+  const extra = fields
+    ? Object.entries(fields)
+        .map(([k, v]) => ` ${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+        .join('')
+    : '';
   return `etch: ${message}${extra}\n`;
 }
 

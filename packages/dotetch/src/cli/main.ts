@@ -34,7 +34,10 @@ export async function main(argv: string[], context: Omit<CliContext, 'logger'>):
   const [name, ...args] = argv;
   const verbose = args.includes('-v') || args.includes('--verbose');
   const quiet = args.includes('-q') || args.includes('--quiet');
-  const full: CliContext = { ...context, logger: createCliLogger(context.stderr, verbose ? 'debug' : quiet ? 'quiet' : 'info') };
+  const full: CliContext = {
+    ...context,
+    logger: createCliLogger(context.stderr, verbose ? 'debug' : quiet ? 'quiet' : 'info'),
+  };
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
     context.stderr.write(help());
     return name === undefined ? EXIT.usage : EXIT.ok;

@@ -62,7 +62,8 @@ function describe(event: DisplayedProgress, elapsedSeconds: number): string {
     case 'layer': {
       const name = `layer    ${event.digest.slice(7, 19)}`;
       if (event.state === 'shared') return `${name} already written (shared with an earlier image)`;
-      if (event.state === 'converting') return `convert  ${event.digest.slice(7, 19)} ${amount(event.bytes, event.total)}${event.bytes === event.total ? ' ready' : ''}`;
+      if (event.state === 'converting')
+        return `convert  ${event.digest.slice(7, 19)} ${amount(event.bytes, event.total)}${event.bytes === event.total ? ' ready' : ''}`;
       return `${name} ${amount(event.bytes, event.total)}${event.state === 'done' ? ' written' : ''}`;
     }
     case 'inject':
@@ -82,10 +83,13 @@ function plainLine(event: DisplayedProgress, first: boolean): string | undefined
     case 'base-image':
       return first ? `etch: writing base image ${event.name} (${formatBytes(event.total)})` : undefined;
     case 'download':
-      return event.bytes === event.total ? `etch: downloaded ${event.digest.slice(0, 19)} (${formatBytes(event.total)})` : undefined;
+      return event.bytes === event.total
+        ? `etch: downloaded ${event.digest.slice(0, 19)} (${formatBytes(event.total)})`
+        : undefined;
     case 'layer':
       if (!first) return undefined;
-      if (event.state === 'converting') return `etch: converting image ${event.image + 1} layer ${event.layer + 1} ${event.digest.slice(0, 19)} ahead (${formatBytes(event.total)} compressed)`;
+      if (event.state === 'converting')
+        return `etch: converting image ${event.image + 1} layer ${event.layer + 1} ${event.digest.slice(0, 19)} ahead (${formatBytes(event.total)} compressed)`;
       return `etch: image ${event.image + 1} layer ${event.layer + 1} ${event.digest.slice(0, 19)} (${event.state === 'shared' ? 'already written' : `${formatBytes(event.total)} compressed`})`;
     case 'inject':
       return first ? `etch: injecting into partition ${event.partition}` : undefined;
@@ -102,7 +106,11 @@ function plainLine(event: DisplayedProgress, first: boolean): string | undefined
  * Draws progress on stderr. On a terminal every item in flight has its own line (the base image, each layer
  * download, each layer written), redrawn in place at most every 100 ms; elsewhere one line per step.
  */
-export function createProgressDisplay(stderr: Writable, mode: ProgressMode, now: () => number = Date.now): ProgressDisplay {
+export function createProgressDisplay(
+  stderr: Writable,
+  mode: ProgressMode,
+  now: () => number = Date.now,
+): ProgressDisplay {
   if (mode === 'none') return { onProgress: () => {}, finish: () => {} };
   const started = now();
   if (mode === 'plain') {
@@ -139,7 +147,13 @@ export function createProgressDisplay(stderr: Writable, mode: ProgressMode, now:
       const key = lineKey(event);
       const isNew = !lines.has(key);
       lines.set(key, describe(event, (now() - started) / 1000));
-      const complete = (event.phase === 'base-image' && event.bytes === event.total) || (event.phase === 'layer' && (event.state === 'done' || event.state === 'shared' || (event.state === 'converting' && event.bytes === event.total))) || (event.phase === 'download' && event.bytes === event.total);
+      const complete =
+        (event.phase === 'base-image' && event.bytes === event.total) ||
+        (event.phase === 'layer' &&
+          (event.state === 'done' ||
+            event.state === 'shared' ||
+            (event.state === 'converting' && event.bytes === event.total))) ||
+        (event.phase === 'download' && event.bytes === event.total);
       if (isNew || complete || now() - lastDraw >= REDRAW_MS) draw();
     },
     finish() {

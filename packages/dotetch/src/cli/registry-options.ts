@@ -14,16 +14,26 @@ export const registryUsage = `  --insecure-registry HOST     reach HOST[:PORT] o
 export const REGISTRY_CACHE_SUBDIR = 'oci';
 
 /** The registry blob cache of a run: `<cache dir>/oci`, or none with `--no-cache`. */
-export function registryCacheFor(context: CliContext, values: { 'cache-dir'?: string; 'no-cache'?: boolean }): string | undefined {
+export function registryCacheFor(
+  context: CliContext,
+  values: { 'cache-dir'?: string; 'no-cache'?: boolean },
+): string | undefined {
   if (values['no-cache']) return undefined;
-  return join(values['cache-dir'] !== undefined ? resolve(context.cwd, values['cache-dir']) : defaultCacheDir(context.env), REGISTRY_CACHE_SUBDIR);
+  return join(
+    values['cache-dir'] !== undefined ? resolve(context.cwd, values['cache-dir']) : defaultCacheDir(context.env),
+    REGISTRY_CACHE_SUBDIR,
+  );
 }
 
 /**
  * The registry client of a CLI run: credentials from docker's config.json (`DOCKER_CONFIG` honoured), the
  * insecure registries given, logs through the CLI's logger.
  */
-export function registryClientFor(context: CliContext, insecure: readonly string[] | undefined, cache?: string): RegistryClient {
+export function registryClientFor(
+  context: CliContext,
+  insecure: readonly string[] | undefined,
+  cache?: string,
+): RegistryClient {
   const configDir = context.env['DOCKER_CONFIG'];
   return new RegistryClient({
     ...(cache !== undefined ? { cache } : {}),

@@ -11,7 +11,8 @@ const mtoolsEnv = { ...process.env, MTOOLS_SKIP_CHECK: '1' };
 let dir: TempDir;
 let offsets: Record<number, number>;
 
-const etch = (args: string[], options: { stdin?: Readable; signal?: AbortSignal; cwd?: string } = {}) => runCli(args, { ...options, cwd: options.cwd ?? dir.path });
+const etch = (args: string[], options: { stdin?: Readable; signal?: AbortSignal; cwd?: string } = {}) =>
+  runCli(args, { ...options, cwd: options.cwd ?? dir.path });
 
 /** Files in a folder, leaving out the inputs every test shares. */
 async function outputs(path: string): Promise<string[]> {
@@ -27,7 +28,18 @@ beforeAll(async () => {
   await mkdir(dir.join('data', 'apps'), { recursive: true });
   await writeFile(dir.join('data', 'apps', 'app.txt'), 'preloaded\n');
   await symlink('apps/app.txt', dir.join('data', 'current'));
-  const created = await etch(['create', '--base', 'base.img', '--inject', '1:boot', '--inject', '6:data', '-o', 'small.etch', '-q']);
+  const created = await etch([
+    'create',
+    '--base',
+    'base.img',
+    '--inject',
+    '1:boot',
+    '--inject',
+    '6:data',
+    '-o',
+    'small.etch',
+    '-q',
+  ]);
   expect(created.code, created.stderr).toBe(0);
 });
 afterAll(() => dir.remove());
@@ -55,7 +67,9 @@ describe('etch apply', () => {
     expect(result.stderr).not.toContain('\r');
 
     const image = dir.join('disk.img');
-    const config = await run('mcopy', ['-n', '-i', `${image}@@${offsets[1]}`, '::/config.json', '-'], { env: mtoolsEnv });
+    const config = await run('mcopy', ['-n', '-i', `${image}@@${offsets[1]}`, '::/config.json', '-'], {
+      env: mtoolsEnv,
+    });
     expect(config.stdout).toBe('{"hostname":"etched"}\n');
     const device = `${image}?offset=${offsets[6]}`;
     expect((await run('debugfs', ['-R', 'cat /apps/app.txt', device])).stdout).toBe('preloaded\n');
@@ -71,7 +85,9 @@ describe('etch apply', () => {
     expect(result.stderr).toMatch(/^etch: wrote piped\.img \(30\.0 MiB\) in [\d.]+ s$/m);
     expect(result.stderr).toMatch(/^ {2}partition 1 \(fat\): 3 entries, 26 B$/m);
     expect(result.stderr).toMatch(/^ {2}partition 6 \(ext\): 3 entries, 10 B$/m);
-    const quiet = await etch(['apply', '-', '-o', 'quiet.img', '-q'], { stdin: createReadStream(dir.join('small.etch')) });
+    const quiet = await etch(['apply', '-', '-o', 'quiet.img', '-q'], {
+      stdin: createReadStream(dir.join('small.etch')),
+    });
     expect(quiet).toMatchObject({ code: 0, stdout: '', stderr: '' });
   });
 
@@ -135,7 +151,10 @@ describe('etch apply errors and exit codes', () => {
     try {
       const controller = new AbortController();
       controller.abort();
-      const result = await etch(['apply', dir.join('small.etch'), '-o', 'x.img'], { cwd: work.path, signal: controller.signal });
+      const result = await etch(['apply', dir.join('small.etch'), '-o', 'x.img'], {
+        cwd: work.path,
+        signal: controller.signal,
+      });
       expect(result.code).toBe(130);
       expect(result.stderr).toContain('ETCH_ABORTED');
       expect(await readdir(work.path)).toEqual([]);

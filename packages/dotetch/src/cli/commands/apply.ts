@@ -27,11 +27,15 @@ const usage = `Usage: etch apply FILE.etch --output DISK.img|/dev/sdX [options]
 
 function humanSummary(result: ApplyResult, output: string): string {
   const verified = result.verified ? ', verified' : '';
-  const lines = [`etch: wrote ${output} (${formatBytes(result.diskSize)}) in ${(result.durationMs / 1000).toFixed(1)} s${verified}`];
+  const lines = [
+    `etch: wrote ${output} (${formatBytes(result.diskSize)}) in ${(result.durationMs / 1000).toFixed(1)} s${verified}`,
+  ];
   lines.push(`  base image  ${result.baseImage.name} (${formatBytes(result.baseImage.size)})`);
   for (const [partition, summary] of Object.entries(result.partitions)) {
     const grown = summary.grown ? `, grown to ${formatBytes(summary.size)}` : '';
-    lines.push(`  partition ${partition} (${summary.filesystem}): ${summary.entries} entries, ${formatBytes(summary.bytes)}${grown}`);
+    lines.push(
+      `  partition ${partition} (${summary.filesystem}): ${summary.entries} entries, ${formatBytes(summary.bytes)}${grown}`,
+    );
   }
   return `${lines.join('\n')}\n`;
 }
@@ -40,7 +44,11 @@ function humanSummary(result: ApplyResult, output: string): string {
 async function openInput(file: string, context: CliContext): Promise<Readable> {
   if (file === '-') {
     if (context.stdin === undefined) throw usageError('"-" reads the .etch from stdin, but there is none here.', usage);
-    if (context.stdin.isTTY) throw usageError('"-" reads the .etch from stdin, which is a terminal; pipe the file in (… | etch apply - -o disk.img).', usage);
+    if (context.stdin.isTTY)
+      throw usageError(
+        '"-" reads the .etch from stdin, which is a terminal; pipe the file in (… | etch apply - -o disk.img).',
+        usage,
+      );
     return context.stdin;
   }
   const path = resolve(context.cwd, file);
@@ -80,13 +88,28 @@ export const applyCommand: Command = {
       context.stderr.write(`${usage}\n`);
       return EXIT.ok;
     }
-    if (positionals.length !== 1) throw usageError(positionals.length === 0 ? 'Give the .etch file to apply ("-" for stdin).' : `Unexpected argument ${JSON.stringify(positionals[1])}.`, usage);
-    if (!values.output) throw usageError('-o/--output is required: the disk image file or block device to write.', usage);
-    if (values.output === '-') throw usageError('--output must be a disk image file or a block device; a disk cannot be written to stdout.', usage);
+    if (positionals.length !== 1)
+      throw usageError(
+        positionals.length === 0
+          ? 'Give the .etch file to apply ("-" for stdin).'
+          : `Unexpected argument ${JSON.stringify(positionals[1])}.`,
+        usage,
+      );
+    if (!values.output)
+      throw usageError('-o/--output is required: the disk image file or block device to write.', usage);
+    if (values.output === '-')
+      throw usageError(
+        '--output must be a disk image file or a block device; a disk cannot be written to stdout.',
+        usage,
+      );
     let size: number | undefined;
     if (values.size !== undefined) {
       size = parseBytes(values.size);
-      if (size === undefined || size === 0) throw usageError(`--size ${JSON.stringify(values.size)} is not a size (for example 8G, 512M or 1.5GiB).`, usage);
+      if (size === undefined || size === 0)
+        throw usageError(
+          `--size ${JSON.stringify(values.size)} is not a size (for example 8G, 512M or 1.5GiB).`,
+          usage,
+        );
     }
 
     const input = await openInput(positionals[0] as string, context);

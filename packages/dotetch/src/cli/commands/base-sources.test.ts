@@ -4,7 +4,15 @@ import { stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
-import { createTempDir, makeBalenaLikeImage, pushOciArtifact, run, startRegistryServer, type RegistryServer, type TempDir } from '@etch/test-utils';
+import {
+  createTempDir,
+  makeBalenaLikeImage,
+  pushOciArtifact,
+  run,
+  startRegistryServer,
+  type RegistryServer,
+  type TempDir,
+} from '@etch/test-utils';
 import { fileURLToPath } from 'node:url';
 import { runCli } from '../in-process.test.helper.js';
 
@@ -38,7 +46,12 @@ beforeAll(async () => {
         const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
         const start = range ? Number(range[1]) : 0;
         const end = range && range[2] ? Number(range[2]) : info.size - 1;
-        res.writeHead(range ? 206 : 200, { 'content-length': end - start + 1, 'accept-ranges': 'bytes', etag: `"${info.mtimeMs}"`, ...(range ? { 'content-range': `bytes ${start}-${end}/${info.size}` } : {}) });
+        res.writeHead(range ? 206 : 200, {
+          'content-length': end - start + 1,
+          'accept-ranges': 'bytes',
+          etag: `"${info.mtimeMs}"`,
+          ...(range ? { 'content-range': `bytes ${start}-${end}/${info.size}` } : {}),
+        });
         if (req.method === 'HEAD') res.end();
         else createReadStream(path, { start, end }).pipe(res);
       },
@@ -52,13 +65,20 @@ beforeAll(async () => {
   registry = await startRegistryServer();
   const disk = await readFile(dir.join('balena.img'));
   for (const tag of ['2.58.3_rev1', '2.60.1', '3.0.0-beta.1']) {
-    await pushOciArtifact(dir.path, registry.host, 'eci/balena', tag, { mediaType: 'application/vnd.lfedge.eci.config.v1+json', data: Buffer.from('{}') }, [
-      {
-        mediaType: 'application/vnd.lfedge.disk.layer.v1+raw',
-        data: disk,
-        annotations: { 'org.lfedge.eci.role': 'disk-root', 'org.opencontainers.image.title': 'disk-root-balena.img' },
-      },
-    ]);
+    await pushOciArtifact(
+      dir.path,
+      registry.host,
+      'eci/balena',
+      tag,
+      { mediaType: 'application/vnd.lfedge.eci.config.v1+json', data: Buffer.from('{}') },
+      [
+        {
+          mediaType: 'application/vnd.lfedge.disk.layer.v1+raw',
+          data: disk,
+          annotations: { 'org.lfedge.eci.role': 'disk-root', 'org.opencontainers.image.title': 'disk-root-balena.img' },
+        },
+      ],
+    );
   }
 }, 120_000);
 afterAll(async () => {
@@ -74,8 +94,14 @@ describe('etch create --base', () => {
   });
 
   it('keeps the zip as it is with --base-mode passthrough', async () => {
-    expect((await etch(['create', '--base', 'balena.zip', '--base-mode', 'passthrough', '-o', 'pass.etch', '-q'])).code).toBe(0);
-    expect((await inspect('pass.etch')).baseImage).toEqual({ name: 'balena.zip', container: 'zip', size: (await stat(dir.join('balena.zip'))).size });
+    expect(
+      (await etch(['create', '--base', 'balena.zip', '--base-mode', 'passthrough', '-o', 'pass.etch', '-q'])).code,
+    ).toBe(0);
+    expect((await inspect('pass.etch')).baseImage).toEqual({
+      name: 'balena.zip',
+      container: 'zip',
+      size: (await stat(dir.join('balena.zip'))).size,
+    });
   });
 
   it('decompresses an .img.xz base image', async () => {
@@ -86,10 +112,28 @@ describe('etch create --base', () => {
   });
 
   it('fetches a base image from a URL, and a zip at a URL, into the cache', async () => {
-    const url = await etch(['create', '--base', `${baseUrl}/balena.img`, '--cache-dir', 'cache', '-o', 'url.etch', '-q']);
+    const url = await etch([
+      'create',
+      '--base',
+      `${baseUrl}/balena.img`,
+      '--cache-dir',
+      'cache',
+      '-o',
+      'url.etch',
+      '-q',
+    ]);
     expect(url.code, url.stderr).toBe(0);
     expect((await inspect('url.etch')).baseImage).toEqual({ name: 'balena.img', container: 'raw', size });
-    const zip = await etch(['create', '--base', `${baseUrl}/balena.zip`, '--cache-dir', 'cache', '-o', 'urlzip.etch', '-q']);
+    const zip = await etch([
+      'create',
+      '--base',
+      `${baseUrl}/balena.zip`,
+      '--cache-dir',
+      'cache',
+      '-o',
+      'urlzip.etch',
+      '-q',
+    ]);
     expect(zip.code, zip.stderr).toBe(0);
     expect((await inspect('urlzip.etch')).baseImage).toEqual({ name: 'balena.img', container: 'raw', size });
     const listed = JSON.parse((await etch(['cache', 'ls', '--cache-dir', 'cache', '--json'])).stdout);
@@ -97,15 +141,46 @@ describe('etch create --base', () => {
   });
 
   it('pulls the base image from an ECI artifact, choosing the version like balena-image-manager', async () => {
-    const recommended = await etch(['create', '--base', `eci:${registry.host}/eci/balena@recommended`, '--cache-dir', 'cache', '-o', 'eci.etch', '--json']);
+    const recommended = await etch([
+      'create',
+      '--base',
+      `eci:${registry.host}/eci/balena@recommended`,
+      '--cache-dir',
+      'cache',
+      '-o',
+      'eci.etch',
+      '--json',
+    ]);
     expect(recommended.code, recommended.stderr).toBe(0);
     expect((await inspect('eci.etch')).baseImage).toEqual({ name: 'balena.img', container: 'raw', size });
     // recommended: the newest release that is not a pre-release.
-    expect(JSON.parse(recommended.stdout).baseSource).toMatchObject({ kind: 'eci', resolvedVersion: '2.60.1', fromCache: false });
-    const ranged = await etch(['create', '--base', `eci:${registry.host}/eci/balena@~2.58`, '--cache-dir', 'cache', '-o', 'eci2.etch', '--json']);
+    expect(JSON.parse(recommended.stdout).baseSource).toMatchObject({
+      kind: 'eci',
+      resolvedVersion: '2.60.1',
+      fromCache: false,
+    });
+    const ranged = await etch([
+      'create',
+      '--base',
+      `eci:${registry.host}/eci/balena@~2.58`,
+      '--cache-dir',
+      'cache',
+      '-o',
+      'eci2.etch',
+      '--json',
+    ]);
     expect(ranged.code, ranged.stderr).toBe(0);
     expect(JSON.parse(ranged.stdout).baseSource).toMatchObject({ kind: 'eci', resolvedVersion: '2.58.3_rev1' });
-    const again = await etch(['create', '--base', `eci:${registry.host}/eci/balena@recommended`, '--cache-dir', 'cache', '-o', 'eci4.etch', '--json']);
+    const again = await etch([
+      'create',
+      '--base',
+      `eci:${registry.host}/eci/balena@recommended`,
+      '--cache-dir',
+      'cache',
+      '-o',
+      'eci4.etch',
+      '--json',
+    ]);
     expect(JSON.parse(again.stdout).baseSource).toMatchObject({ resolvedVersion: '2.60.1', fromCache: true });
     const none = await etch(['create', '--base', `eci:${registry.host}/eci/balena@^4`, '-o', 'eci3.etch']);
     expect(none.code).toBe(1);
@@ -114,7 +189,17 @@ describe('etch create --base', () => {
 
   it('refuses an unknown mode, and preloading onto a base it cannot read without --repositories', async () => {
     expect((await etch(['create', '--base', 'balena.zip', '--base-mode', 'copy', '-o', 'x.etch'])).code).toBe(2);
-    const url = await etch(['create', '--base', `${baseUrl}/balena.img`, '--image', 'alpine', '--platform', 'linux/amd64', '-o', 'x.etch']);
+    const url = await etch([
+      'create',
+      '--base',
+      `${baseUrl}/balena.img`,
+      '--image',
+      'alpine',
+      '--platform',
+      'linux/amd64',
+      '-o',
+      'x.etch',
+    ]);
     expect(url.code).toBe(2);
     expect(url.stderr).toMatch(/--repositories FILE/);
   });

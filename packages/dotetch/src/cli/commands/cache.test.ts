@@ -18,7 +18,14 @@ async function fill(cacheDir: string): Promise<void> {
   async function* bytes() {
     yield Buffer.alloc(4096, 1);
   }
-  for await (const _chunk of cache.store(bytes(), { keyFields: { source: 'url', url: 'https://example.com/os.img', mode: 'extract' }, spec: 'https://example.com/os.img', kind: 'url', mode: 'extract', name: 'os.img', size: 4096 })) {
+  for await (const _chunk of cache.store(bytes(), {
+    keyFields: { source: 'url', url: 'https://example.com/os.img', mode: 'extract' },
+    spec: 'https://example.com/os.img',
+    kind: 'url',
+    mode: 'extract',
+    name: 'os.img',
+    size: 4096,
+  })) {
     // drained
   }
 }
@@ -29,7 +36,10 @@ describe('etch cache', () => {
     await writeFile(dir.join('shared', 'mine.txt'), 'keep');
     const listed = await etch(['cache', 'ls', '--cache-dir', 'shared', '--json']);
     expect(listed.code, listed.stderr).toBe(0);
-    expect(JSON.parse(listed.stdout)).toMatchObject({ dir: dir.join('shared'), entries: [{ name: 'os.img', size: 4096, spec: 'https://example.com/os.img' }] });
+    expect(JSON.parse(listed.stdout)).toMatchObject({
+      dir: dir.join('shared'),
+      entries: [{ name: 'os.img', size: 4096, spec: 'https://example.com/os.img' }],
+    });
     const human = await etch(['cache', 'ls', '--cache-dir', 'shared']);
     expect(human.stderr).toContain('1 entry, 4.0 KiB');
     expect(human.stderr).toContain('os.img');

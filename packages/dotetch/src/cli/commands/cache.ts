@@ -23,9 +23,21 @@ const usage = `Usage: etch cache ls [--cache-dir DIR] [--json]
 function human(dir: string, entries: CacheEntry[]): string {
   if (entries.length === 0) return `${dir}: empty\n`;
   const total = entries.reduce((sum, e) => sum + e.size, 0);
-  const rows = entries.map((e) => [e.name, formatBytes(e.size), e.resolvedVersion ?? '', e.mode, e.storedAt.replace(/\.\d+Z$/, 'Z'), e.spec]);
+  const rows = entries.map((e) => [
+    e.name,
+    formatBytes(e.size),
+    e.resolvedVersion ?? '',
+    e.mode,
+    e.storedAt.replace(/\.\d+Z$/, 'Z'),
+    e.spec,
+  ]);
   const widths = [0, 1, 2, 3, 4].map((i) => Math.max(...rows.map((row) => (row[i] as string).length)));
-  const lines = rows.map((row) => row.map((cell, i) => (i < 5 ? cell.padEnd(widths[i] as number) : cell)).join('  ').trimEnd());
+  const lines = rows.map((row) =>
+    row
+      .map((cell, i) => (i < 5 ? cell.padEnd(widths[i] as number) : cell))
+      .join('  ')
+      .trimEnd(),
+  );
   return `${dir}: ${entries.length} ${entries.length === 1 ? 'entry' : 'entries'}, ${formatBytes(total)}\n${lines.map((l) => `  ${l}`).join('\n')}\n`;
 }
 
@@ -34,7 +46,12 @@ export const cacheCommand: Command = {
   usage,
   async run(args: string[], context: CliContext): Promise<number> {
     const { values, positionals } = parseFlags(
-      () => parseArgs({ args, allowPositionals: true, options: { ...helpFlag, 'cache-dir': { type: 'string' }, json: { type: 'boolean' } } }),
+      () =>
+        parseArgs({
+          args,
+          allowPositionals: true,
+          options: { ...helpFlag, 'cache-dir': { type: 'string' }, json: { type: 'boolean' } },
+        }),
       usage,
     );
     if (values.help) {
@@ -50,7 +67,10 @@ export const cacheCommand: Command = {
       const entries = await cache.list();
       const blobs = await layers.usage();
       if (values.json) context.stdout.write(`${JSON.stringify({ dir, entries, layers: blobs }, null, 2)}\n`);
-      else context.stderr.write(`${human(dir, entries)}  layers and manifests: ${blobs.blobs}, ${formatBytes(blobs.bytes)}\n`);
+      else
+        context.stderr.write(
+          `${human(dir, entries)}  layers and manifests: ${blobs.blobs}, ${formatBytes(blobs.bytes)}\n`,
+        );
       return EXIT.ok;
     }
     if (action === 'clean') {
@@ -58,9 +78,15 @@ export const cacheCommand: Command = {
       await layers.clear();
       const removed = await cache.clean();
       if (values.json) context.stdout.write(`${JSON.stringify({ dir, removed, layers: blobs }, null, 2)}\n`);
-      else context.stderr.write(`etch: removed ${removed.entries} cached ${removed.entries === 1 ? 'image' : 'images'} (${formatBytes(removed.bytes)}) and ${blobs.blobs} layers and manifests (${formatBytes(blobs.bytes)}) from ${dir}\n`);
+      else
+        context.stderr.write(
+          `etch: removed ${removed.entries} cached ${removed.entries === 1 ? 'image' : 'images'} (${formatBytes(removed.bytes)}) and ${blobs.blobs} layers and manifests (${formatBytes(blobs.bytes)}) from ${dir}\n`,
+        );
       return EXIT.ok;
     }
-    throw usageError(action === undefined ? 'Give ls or clean.' : `Unknown cache action ${JSON.stringify(action)}; use ls or clean.`, usage);
+    throw usageError(
+      action === undefined ? 'Give ls or clean.' : `Unknown cache action ${JSON.stringify(action)}; use ls or clean.`,
+      usage,
+    );
   },
 };

@@ -1,7 +1,15 @@
 import { createReadStream } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { appsJsonFor, formatAppsJson, imagesOfTargetState, parseSupervisorVersion, parseTargetState, validateAppsJson, type InjectSource } from '@etch/core';
+import {
+  appsJsonFor,
+  formatAppsJson,
+  imagesOfTargetState,
+  parseSupervisorVersion,
+  parseTargetState,
+  validateAppsJson,
+  type InjectSource,
+} from '@etch/core';
 import { parseRepositories, readBaseRepositories, type RepositoriesJson } from '@etch/docker-store';
 import { EtchError, readPartitionFile } from '@etch/format';
 import type { CliContext } from '../context.js';
@@ -31,7 +39,10 @@ export interface PreloadPlan {
 
 async function readJsonFile(path: string, flag: string): Promise<unknown> {
   const text = await readFile(path, 'utf8').catch((cause: unknown) => {
-    throw new EtchError('ETCH_IO', `Cannot read ${flag} ${path}: ${(cause as Error).message}`, { cause, details: { path } });
+    throw new EtchError('ETCH_IO', `Cannot read ${flag} ${path}: ${(cause as Error).message}`, {
+      cause,
+      details: { path },
+    });
   });
   try {
     return JSON.parse(text);
@@ -51,13 +62,24 @@ export function supervisorTagFor(version: string): string {
  * `--image`s and the supervisor, and the apps.json — generated from the target state for the supervisor's
  * format and merged with the one the base OS ships (read from a raw base image), or given as is.
  */
-export async function planPreload(values: PreloadFlags, context: CliContext, rawBase: string | undefined, dataPartition: number, usageError: (message: string) => Error): Promise<PreloadPlan> {
-  if (values['target-state'] !== undefined && values['apps-json'] !== undefined) throw usageError('--target-state and --apps-json both give the apps.json; choose one.');
-  if (values['pin-device'] && values['target-state'] === undefined) throw usageError('--pin-device pins the release of --target-state; give one.');
+export async function planPreload(
+  values: PreloadFlags,
+  context: CliContext,
+  rawBase: string | undefined,
+  dataPartition: number,
+  usageError: (message: string) => Error,
+): Promise<PreloadPlan> {
+  if (values['target-state'] !== undefined && values['apps-json'] !== undefined)
+    throw usageError('--target-state and --apps-json both give the apps.json; choose one.');
+  if (values['pin-device'] && values['target-state'] === undefined)
+    throw usageError('--pin-device pins the release of --target-state; give one.');
   if (values['target-state'] !== undefined && values['supervisor-version'] === undefined) {
-    throw usageError("--target-state needs --supervisor-version: the apps.json format depends on the base OS's supervisor (v1 below 7.0.0, v2 below 13, v3 from 13).");
+    throw usageError(
+      "--target-state needs --supervisor-version: the apps.json format depends on the base OS's supervisor (v1 below 7.0.0, v2 below 13, v3 from 13).",
+    );
   }
-  if (values.supervisor !== undefined && values['supervisor-version'] === undefined) throw usageError('--supervisor needs --supervisor-version, the tag balenaOS starts it by.');
+  if (values.supervisor !== undefined && values['supervisor-version'] === undefined)
+    throw usageError('--supervisor needs --supervisor-version, the tag balenaOS starts it by.');
   const plan: PreloadPlan = { images: [] };
   const version = values['supervisor-version'];
   if (values['target-state'] !== undefined) {
@@ -65,9 +87,17 @@ export async function planPreload(values: PreloadFlags, context: CliContext, raw
     const state = parseTargetState(await readJsonFile(path, '--target-state'));
     plan.images.push(...imagesOfTargetState(state));
     const existing = rawBase !== undefined ? await readPartitionFile(rawBase, dataPartition, '/apps.json') : undefined;
-    if (rawBase === undefined) context.logger.warn('the base image cannot be read here (not a raw image file), so an apps.json it ships is not merged');
-    if (existing !== undefined) context.logger.info('merging with the apps.json of the base image', { partition: dataPartition });
-    const apps = appsJsonFor(state, { supervisorVersion: version as string, pinDevice: Boolean(values['pin-device']), ...(existing !== undefined ? { existing: JSON.parse(existing.toString('utf8')) } : {}) });
+    if (rawBase === undefined)
+      context.logger.warn(
+        'the base image cannot be read here (not a raw image file), so an apps.json it ships is not merged',
+      );
+    if (existing !== undefined)
+      context.logger.info('merging with the apps.json of the base image', { partition: dataPartition });
+    const apps = appsJsonFor(state, {
+      supervisorVersion: version as string,
+      pinDevice: Boolean(values['pin-device']),
+      ...(existing !== undefined ? { existing: JSON.parse(existing.toString('utf8')) } : {}),
+    });
     plan.appsJson = formatAppsJson(apps);
   } else if (values['apps-json'] !== undefined) {
     const path = resolve(context.cwd, values['apps-json']);
@@ -85,12 +115,21 @@ export async function planPreload(values: PreloadFlags, context: CliContext, raw
 }
 
 /** The base OS's repositories.json to merge with: `--repositories`, none, or read from a raw base image. */
-export async function baseRepositoriesFor(values: PreloadFlags, rawBase: string | undefined, partition: number, cwd: string, usageError: (message: string) => Error): Promise<RepositoriesJson | undefined> {
+export async function baseRepositoriesFor(
+  values: PreloadFlags,
+  rawBase: string | undefined,
+  partition: number,
+  cwd: string,
+  usageError: (message: string) => Error,
+): Promise<RepositoriesJson | undefined> {
   if (values['ignore-base-repositories']) return undefined;
   if (values.repositories !== undefined) {
     const path = resolve(cwd, values.repositories);
     const text = await readFile(path).catch((cause: unknown) => {
-      throw new EtchError('ETCH_IO', `Cannot read --repositories ${path}: ${(cause as Error).message}`, { cause, details: { path } });
+      throw new EtchError('ETCH_IO', `Cannot read --repositories ${path}: ${(cause as Error).message}`, {
+        cause,
+        details: { path },
+      });
     });
     return parseRepositories(text, path);
   }
@@ -105,12 +144,25 @@ export async function baseRepositoriesFor(values: PreloadFlags, rawBase: string 
 /** `--splash FILE`: the boot partition's `splash/balena-logo.png`, where balenaOS's plymouth theme reads it. */
 export async function splashSource(path: string, bootPartition: number): Promise<InjectSource> {
   const info = await stat(path).catch((cause: unknown) => {
-    throw new EtchError('ETCH_IO', `Cannot read --splash ${path}: ${(cause as Error).message}`, { cause, details: { path } });
+    throw new EtchError('ETCH_IO', `Cannot read --splash ${path}: ${(cause as Error).message}`, {
+      cause,
+      details: { path },
+    });
   });
   if (!info.isFile()) throw new EtchError('ETCH_USAGE', `--splash ${path} is not a file.`);
   const head = Buffer.alloc(8);
   const handle = await open(path, 'r');
   await handle.read(head, 0, 8, 0).finally(() => handle.close());
-  if (!head.equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))) throw new EtchError('ETCH_USAGE', `--splash ${path} is not a PNG image; balenaOS shows splash/balena-logo.png.`);
-  return { kind: 'entries', partition: bootPartition, entries: [{ header: { name: 'splash/balena-logo.png', type: 'file', size: info.size, mode: 0o644 }, content: createReadStream(path) }] };
+  if (!head.equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])))
+    throw new EtchError('ETCH_USAGE', `--splash ${path} is not a PNG image; balenaOS shows splash/balena-logo.png.`);
+  return {
+    kind: 'entries',
+    partition: bootPartition,
+    entries: [
+      {
+        header: { name: 'splash/balena-logo.png', type: 'file', size: info.size, mode: 0o644 },
+        content: createReadStream(path),
+      },
+    ],
+  };
 }

@@ -2,8 +2,21 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { defaultCacheDir as baseImageCacheDir, openBaseImage, specKind, type BaseImageSourceInfo } from '@etch/baseimage';
-import { createEtch, resolvePreloadImages, writeEtchFile, type CreateEtchOptions, type CreateEtchResult, type InjectSource, type PreloadImage } from '@etch/core';
+import {
+  defaultCacheDir as baseImageCacheDir,
+  openBaseImage,
+  specKind,
+  type BaseImageSourceInfo,
+} from '@etch/baseimage';
+import {
+  createEtch,
+  resolvePreloadImages,
+  writeEtchFile,
+  type CreateEtchOptions,
+  type CreateEtchResult,
+  type InjectSource,
+  type PreloadImage,
+} from '@etch/core';
 import { BufferPool, baseImageContainer, parsePartition } from '@etch/format';
 import { formatPlatform, parsePlatform, type Platform, type RegistryClient } from '@etch/registry';
 import type { Compression } from '@etch/tar';
@@ -94,13 +107,17 @@ const fail = (message: string) => usageError(message, usage);
 export function parseInjectSpec(spec: string, cwd: string): InjectSource {
   const [part, dir, dest, ...rest] = spec.split(':');
   if (part === undefined || dir === undefined || dir === '' || rest.length > 0) {
-    throw fail(`--inject ${JSON.stringify(spec)} is not PART:LOCALDIR[:DEST] (for example 6:./files or 1:./cfg:/boot-extra).`);
+    throw fail(
+      `--inject ${JSON.stringify(spec)} is not PART:LOCALDIR[:DEST] (for example 6:./files or 1:./cfg:/boot-extra).`,
+    );
   }
   let partition: number;
   try {
     partition = parsePartition(part);
   } catch {
-    throw fail(`--inject ${JSON.stringify(spec)}: the partition must be a number from 1 (MBR logical partitions start at 5).`);
+    throw fail(
+      `--inject ${JSON.stringify(spec)}: the partition must be a number from 1 (MBR logical partitions start at 5).`,
+    );
   }
   return { kind: 'directory', partition, path: resolve(cwd, dir), dest: dest ?? '' };
 }
@@ -115,7 +132,9 @@ function partitionFlag(value: string | undefined, flag: string, fallback: number
 }
 
 function humanSummary(result: CreateEtchResult, output: string, preloads: readonly PreloadImage[]): string {
-  const lines = [`etch: wrote ${output} (${formatBytes(result.bytesWritten)}) in ${(result.durationMs / 1000).toFixed(1)} s`];
+  const lines = [
+    `etch: wrote ${output} (${formatBytes(result.bytesWritten)}) in ${(result.durationMs / 1000).toFixed(1)} s`,
+  ];
   lines.push(`  base image  ${result.baseImage.name} (${formatBytes(result.baseImage.size)})`);
   for (const [partition, summary] of Object.entries(result.partitions)) {
     lines.push(`  partition ${partition}: ${summary.entries} entries, ${formatBytes(summary.bytes)}`);
@@ -123,17 +142,34 @@ function humanSummary(result: CreateEtchResult, output: string, preloads: readon
   result.images.forEach((image, i) => {
     const preload = preloads[i];
     const size = image.layers.reduce((n, l) => n + l.size, 0);
-    lines.push(`  image ${preload?.spec ?? ''}  ${image.imageId.slice(7, 19)}  ${preload ? formatPlatform(preload.resolved.platform) : ''}  ${formatBytes(size)}`);
+    lines.push(
+      `  image ${preload?.spec ?? ''}  ${image.imageId.slice(7, 19)}  ${preload ? formatPlatform(preload.resolved.platform) : ''}  ${formatBytes(size)}`,
+    );
   });
   return `${lines.join('\n')}\n`;
 }
 
 /** Resolves the images of a plan and tags the supervisor: a typo fails in seconds. */
-async function resolvePlan(plan: PreloadPlan, platform: Platform, client: RegistryClient, context: CliContext, display: ProgressDisplay): Promise<PreloadImage[]> {
-  const preloads = await resolvePreloadImages(plan.images, { platform, client, signal: context.signal, logger: context.logger, onPrefetchProgress: display.onProgress });
+async function resolvePlan(
+  plan: PreloadPlan,
+  platform: Platform,
+  client: RegistryClient,
+  context: CliContext,
+  display: ProgressDisplay,
+): Promise<PreloadImage[]> {
+  const preloads = await resolvePreloadImages(plan.images, {
+    platform,
+    client,
+    signal: context.signal,
+    logger: context.logger,
+    onPrefetchProgress: display.onProgress,
+  });
   if (plan.supervisorIndex !== undefined && plan.supervisorTag !== undefined) {
     const supervisor = preloads[plan.supervisorIndex] as PreloadImage;
-    supervisor.store = { ...supervisor.store, names: [...supervisor.store.names, { repository: 'balena_supervisor', tag: plan.supervisorTag }] };
+    supervisor.store = {
+      ...supervisor.store,
+      names: [...supervisor.store.names, { repository: 'balena_supervisor', tag: plan.supervisorTag }],
+    };
   }
   return preloads;
 }
@@ -142,7 +178,10 @@ export const createCommand: Command = {
   name: 'create',
   usage,
   async run(args: string[], context: CliContext): Promise<number> {
-    const { values, positionals } = parseFlags(() => parseArgs({ args, allowPositionals: true, options: flags }), usage);
+    const { values, positionals } = parseFlags(
+      () => parseArgs({ args, allowPositionals: true, options: flags }),
+      usage,
+    );
     if (values.help) {
       context.stderr.write(`${usage}\n`);
       return EXIT.ok;
@@ -151,14 +190,18 @@ export const createCommand: Command = {
     if (!values.base) throw fail('--base is required.');
     if (!values.output) throw fail('-o/--output is required.');
     const compress = values.compress ?? 'none';
-    if (!['none', 'gzip', 'zstd'].includes(compress)) throw fail(`--compress must be gzip or zstd, not ${JSON.stringify(compress)}.`);
+    if (!['none', 'gzip', 'zstd'].includes(compress))
+      throw fail(`--compress must be gzip or zstd, not ${JSON.stringify(compress)}.`);
     const toStdout = values.output === '-';
     if (toStdout && values.json) throw fail('--json and -o - both use stdout; choose one.');
-    if (values.repositories !== undefined && values['ignore-base-repositories']) throw fail('--repositories and --ignore-base-repositories contradict each other; choose one.');
-    if (values['cache-dir'] !== undefined && values['no-cache']) throw fail('--cache-dir and --no-cache contradict each other; choose one.');
+    if (values.repositories !== undefined && values['ignore-base-repositories'])
+      throw fail('--repositories and --ignore-base-repositories contradict each other; choose one.');
+    if (values['cache-dir'] !== undefined && values['no-cache'])
+      throw fail('--cache-dir and --no-cache contradict each other; choose one.');
 
     const baseMode = values['base-mode'] ?? 'extract';
-    if (baseMode !== 'extract' && baseMode !== 'passthrough') throw fail(`--base-mode must be extract or passthrough, not ${JSON.stringify(baseMode)}.`);
+    if (baseMode !== 'extract' && baseMode !== 'passthrough')
+      throw fail(`--base-mode must be extract or passthrough, not ${JSON.stringify(baseMode)}.`);
     const baseKind = specKind(values.base);
     const basePath = baseKind === 'file' ? resolve(context.cwd, values.base) : values.base;
     // Only a raw image file on this machine can be read for the OS's own repositories.json and apps.json.
@@ -166,23 +209,39 @@ export const createCommand: Command = {
     const dataPartition = partitionFlag(values['data-partition'], '--data-partition', 6);
     const bootPartition = partitionFlag(values['boot-partition'], '--boot-partition', 1);
     const inject = (values.inject ?? []).map((spec) => parseInjectSpec(spec, context.cwd));
-    if (values.splash !== undefined) inject.push(await splashSource(resolve(context.cwd, values.splash), bootPartition));
+    if (values.splash !== undefined)
+      inject.push(await splashSource(resolve(context.cwd, values.splash), bootPartition));
     const plan = await planPreload(values, context, rawLocalBase, dataPartition, fail);
     const preloading = plan.images.length > 0;
-    if (!preloading && (values.platform !== undefined || values['data-partition'] !== undefined || values.repositories !== undefined || values['ignore-base-repositories'])) {
-      throw fail('--platform, --data-partition, --repositories and --ignore-base-repositories only apply when preloading images.');
+    if (
+      !preloading &&
+      (values.platform !== undefined ||
+        values['data-partition'] !== undefined ||
+        values.repositories !== undefined ||
+        values['ignore-base-repositories'])
+    ) {
+      throw fail(
+        '--platform, --data-partition, --repositories and --ignore-base-repositories only apply when preloading images.',
+      );
     }
     if (preloading && values.platform === undefined) {
-      throw fail("--platform is required when preloading: name the device's platform (linux/arm64, linux/arm/v7, linux/amd64 …); preloading the wrong architecture gives a device that cannot run its images.");
+      throw fail(
+        "--platform is required when preloading: name the device's platform (linux/arm64, linux/arm/v7, linux/amd64 …); preloading the wrong architecture gives a device that cannot run its images.",
+      );
     }
     const platform = values.platform !== undefined ? parsePlatform(values.platform) : undefined;
-    const baseRepositories = preloading ? await baseRepositoriesFor(values, rawLocalBase, dataPartition, context.cwd, fail) : undefined;
+    const baseRepositories = preloading
+      ? await baseRepositoriesFor(values, rawLocalBase, dataPartition, context.cwd, fail)
+      : undefined;
 
     const display = createProgressDisplay(context.stderr, progressModeFor(context.stderr, Boolean(values.quiet)));
     // Without a persistent cache, layers still go through a spool, so they download while the base image streams.
     const spool = preloading && values['no-cache'] ? await mkdtemp(join(tmpdir(), 'etch-spool-')) : undefined;
     const layerCache = spool ?? registryCacheFor(context, values);
-    const client = preloading || baseKind === 'eci' ? registryClientFor(context, values['insecure-registry'], layerCache) : undefined;
+    const client =
+      preloading || baseKind === 'eci'
+        ? registryClientFor(context, values['insecure-registry'], layerCache)
+        : undefined;
     let preloads: PreloadImage[] = [];
     let baseSource: BaseImageSourceInfo | undefined;
     let result: CreateEtchResult;
@@ -196,7 +255,10 @@ export const createCommand: Command = {
       // A file is written under a temporary name, so the images resolve while its base image streams (a
       // failure stops the run at once and removes it). On stdout nothing may go out before every image is
       // known to exist.
-      const resolving = client && preloading ? resolvePlan(plan, platform as Platform, client, { ...context, signal: resolutionSignal }, display) : Promise.resolve([]);
+      const resolving =
+        client && preloading
+          ? resolvePlan(plan, platform as Platform, client, { ...context, signal: resolutionSignal }, display)
+          : Promise.resolve([]);
       // Its failure is reported by the run it stops (or below, for stdout), even if something else fails first.
       resolving.catch(() => {});
       if (toStdout) await resolving;
@@ -204,14 +266,26 @@ export const createCommand: Command = {
       const images = preloading
         ? resolving.then((resolved) => {
             preloads = resolved;
-            return { partition: dataPartition, images: resolved.map((p) => p.store), ...(baseRepositories ? { baseRepositories } : {}), ...(stage ? { stage } : {}) };
+            return {
+              partition: dataPartition,
+              images: resolved.map((p) => p.store),
+              ...(baseRepositories ? { baseRepositories } : {}),
+              ...(stage ? { stage } : {}),
+            };
           })
         : undefined;
       const options: Omit<CreateEtchOptions, 'output'> = {
         base: async () => {
           const opened = await openBaseImage(basePath, {
             mode: baseMode,
-            ...(values['no-cache'] ? { cache: false } : { cacheDir: values['cache-dir'] !== undefined ? resolve(context.cwd, values['cache-dir']) : baseImageCacheDir(context.env) }),
+            ...(values['no-cache']
+              ? { cache: false }
+              : {
+                  cacheDir:
+                    values['cache-dir'] !== undefined
+                      ? resolve(context.cwd, values['cache-dir'])
+                      : baseImageCacheDir(context.env),
+                }),
             ...(values.offline ? { offline: true } : {}),
             ...(client ? { registry: client } : {}),
             ...(platform ? { platform: formatPlatform(platform) } : {}),
@@ -224,7 +298,17 @@ export const createCommand: Command = {
         },
         inject,
         ...(images ? { images } : {}),
-        ...(plan.appsJson !== undefined ? { afterImages: [{ kind: 'entries', partition: dataPartition, entries: [{ header: { name: 'apps.json', type: 'file', mode: 0o644 }, content: plan.appsJson }] }] } : {}),
+        ...(plan.appsJson !== undefined
+          ? {
+              afterImages: [
+                {
+                  kind: 'entries',
+                  partition: dataPartition,
+                  entries: [{ header: { name: 'apps.json', type: 'file', mode: 0o644 }, content: plan.appsJson }],
+                },
+              ],
+            }
+          : {}),
         compression: compress as Compression,
         // Format 1.1: tell the flasher up front what each partition receives (layers are local by now).
         requirements: true,
@@ -232,7 +316,9 @@ export const createCommand: Command = {
         onProgress: display.onProgress,
         logger: context.logger,
       };
-      result = toStdout ? await createEtch({ ...options, output: context.stdout }) : await writeEtchFile(output, { ...options, ...(bufferPool ? { bufferPool } : {}) });
+      result = toStdout
+        ? await createEtch({ ...options, output: context.stdout })
+        : await writeEtchFile(output, { ...options, ...(bufferPool ? { bufferPool } : {}) });
     } finally {
       resolution.abort();
       display.finish();
@@ -242,9 +328,17 @@ export const createCommand: Command = {
     if (values.json) {
       const images = result.images.map((image, i) => {
         const preload = preloads[i];
-        return { ...image, spec: preload?.spec, digest: preload?.resolved.digest, indexDigest: preload?.resolved.indexDigest, platform: preload ? formatPlatform(preload.resolved.platform) : undefined };
+        return {
+          ...image,
+          spec: preload?.spec,
+          digest: preload?.resolved.digest,
+          indexDigest: preload?.resolved.indexDigest,
+          platform: preload ? formatPlatform(preload.resolved.platform) : undefined,
+        };
       });
-      context.stdout.write(`${JSON.stringify({ output: toStdout ? '-' : output, ...result, baseSource, images, appsJson: plan.appsJson !== undefined ? `inject/${dataPartition}/apps.json` : undefined }, null, 2)}\n`);
+      context.stdout.write(
+        `${JSON.stringify({ output: toStdout ? '-' : output, ...result, baseSource, images, appsJson: plan.appsJson !== undefined ? `inject/${dataPartition}/apps.json` : undefined }, null, 2)}\n`,
+      );
     } else if (!values.quiet) {
       context.stderr.write(humanSummary(result, toStdout ? 'stdout' : values.output, preloads));
     }

@@ -10,9 +10,29 @@ export interface CommandEntry {
 
 /** Every `etch` subcommand, in the order `etch help` lists them. Loaded lazily: `etch create` never loads the flasher. */
 export const commands: readonly CommandEntry[] = [
-  { name: 'create', summary: 'write a .etch from a base image, files to inject and images to preload', load: async () => (await import('./create.js')).createCommand },
-  { name: 'inspect', summary: 'validate a .etch and show what it holds', load: async () => (await import('./inspect.js')).inspectCommand },
-  { name: 'apply', summary: 'write a .etch onto a disk image or a drive (flash it)', load: async () => (await import('./apply.js')).applyCommand },
-  { name: 'manifest', summary: 'resolve an image for a platform and print its verified manifest', load: async () => (await import('./manifest.js')).manifestCommand },
-  { name: 'cache', summary: 'list or clean the cache of base images and layers', load: async () => (await import('./cache.js')).cacheCommand },
+  {
+    name: 'create',
+    summary: 'write a .etch from a base image, files to inject and images to preload',
+    load: async () => (await import('./create.js')).createCommand,
+  },
+  {
+    name: 'inspect',
+    summary: 'validate a .etch and show what it holds',
+    load: async () => (await import('./inspect.js')).inspectCommand,
+  },
+  {
+    name: 'apply',
+    summary: 'write a .etch onto a disk image or a drive (flash it)',
+    load: async () => (await import('./apply.js')).applyCommand,
+  },
+  {
+    name: 'manifest',
+    summary: 'resolve an image for a platform and print its verified manifest',
+    load: async () => (await import('./manifest.js')).manifestCommand,
+  },
+  {
+    name: 'cache',
+    summary: 'list or clean the cache of base images and layers',
+    load: async () => (await import('./cache.js')).cacheCommand,
+  },
 ];

@@ -59,23 +59,40 @@ function parseJson(text: Buffer, partition: number, path: string): unknown {
   try {
     return JSON.parse(text.toString('utf8'));
   } catch (cause) {
-    throw new EtchError('ETCH_BAD_ENTRY', `inject/${partition}/${path} is not valid JSON; an engine would refuse to start with it.`, { cause });
+    throw new EtchError(
+      'ETCH_BAD_ENTRY',
+      `inject/${partition}/${path} is not valid JSON; an engine would refuse to start with it.`,
+      { cause },
+    );
   }
 }
 
 function imagesFrom(partition: number, facts: StoreFacts): InspectImage[] {
   const images: InspectImage[] = [];
   for (const { path, text } of facts.repositories) {
-    const repositories = (parseJson(text, partition, path) as { Repositories?: Record<string, Record<string, string>> })?.Repositories ?? {};
+    const repositories =
+      (parseJson(text, partition, path) as { Repositories?: Record<string, Record<string, string>> })?.Repositories ??
+      {};
     for (const [repository, refs] of Object.entries(repositories)) {
       const byImage = new Map<string, InspectImage>();
       for (const [reference, imageId] of Object.entries(refs ?? {})) {
         let image = byImage.get(imageId);
         if (image === undefined) {
           const diffIds = facts.diffIds.get(imageId);
-          const sizes = diffIds === undefined ? undefined : chainIds(diffIds).map((chain) => facts.layerSizes.get(chain));
-          const size = sizes?.every((n) => n !== undefined) ? sizes.reduce((sum: number, n) => sum + (n as number), 0) : undefined;
-          image = { partition, repository, tags: [], digests: [], imageId, ...(size !== undefined ? { size } : {}), preloaded: diffIds !== undefined };
+          const sizes =
+            diffIds === undefined ? undefined : chainIds(diffIds).map((chain) => facts.layerSizes.get(chain));
+          const size = sizes?.every((n) => n !== undefined)
+            ? sizes.reduce((sum: number, n) => sum + (n as number), 0)
+            : undefined;
+          image = {
+            partition,
+            repository,
+            tags: [],
+            digests: [],
+            imageId,
+            ...(size !== undefined ? { size } : {}),
+            preloaded: diffIds !== undefined,
+          };
           byImage.set(imageId, image);
           images.push(image);
         }
@@ -98,7 +115,11 @@ async function readSmall(stream: AsyncIterable<unknown>): Promise<Buffer> {
 export async function inspectEtch(path: string, signal?: AbortSignal): Promise<InspectReport> {
   const partitions = new Map<number, InspectReport['partitions'][number]>();
   const stores = new Map<number, StoreFacts>();
-  const report: Partial<InspectReport> & { images: InspectImage[]; skipped: string[] } = { file: path, images: [], skipped: [] };
+  const report: Partial<InspectReport> & { images: InspectImage[]; skipped: string[] } = {
+    file: path,
+    images: [],
+    skipped: [],
+  };
   const input = createReadStream(path);
   try {
     await new Promise<void>((ok, fail) => input.once('open', () => ok()).once('error', fail));
@@ -134,7 +155,8 @@ export async function inspectEtch(path: string, signal?: AbortSignal): Promise<I
         }
         const text = await readSmall(entry.stream);
         if (config) {
-          const diffIds = (parseJson(text, entry.partition, entry.path) as { rootfs?: { diff_ids?: unknown } })?.rootfs?.diff_ids;
+          const diffIds = (parseJson(text, entry.partition, entry.path) as { rootfs?: { diff_ids?: unknown } })?.rootfs
+            ?.diff_ids;
           if (Array.isArray(diffIds)) facts.diffIds.set(`sha256:${config[1]}`, diffIds.map(String));
         } else if (layer) {
           facts.layerSizes.set(`sha256:${layer[1]}`, Number(text.toString('utf8')));
@@ -152,7 +174,8 @@ export async function inspectEtch(path: string, signal?: AbortSignal): Promise<I
     }
   }
   report.partitions = [...partitions.values()].sort((a, b) => a.partition - b.partition);
-  for (const [partition, facts] of [...stores.entries()].sort(([a], [b]) => a - b)) report.images.push(...imagesFrom(partition, facts));
+  for (const [partition, facts] of [...stores.entries()].sort(([a], [b]) => a - b))
+    report.images.push(...imagesFrom(partition, facts));
   return report as InspectReport;
 }
 
@@ -163,9 +186,13 @@ function human(report: InspectReport): string {
     `  base image   ${report.baseImage.name} (${report.baseImage.container}, ${formatBytes(report.baseImage.size)})`,
   ];
   for (const p of report.partitions) {
-    const types = Object.entries(p.types).map(([type, count]) => `${count} ${type}`).join(', ');
+    const types = Object.entries(p.types)
+      .map(([type, count]) => `${count} ${type}`)
+      .join(', ');
     const needs = report.requirements?.partitions[String(p.partition)];
-    lines.push(`  partition ${p.partition}  ${p.entries} entries, ${formatBytes(p.bytes)} (${types})${needs ? `; announced: up to ${needs.entries} entries, ${formatBytes(needs.bytes)}` : ''}`);
+    lines.push(
+      `  partition ${p.partition}  ${p.entries} entries, ${formatBytes(p.bytes)} (${types})${needs ? `; announced: up to ${needs.entries} entries, ${formatBytes(needs.bytes)}` : ''}`,
+    );
   }
   if (report.images.length > 0) {
     lines.push('  images');
@@ -177,7 +204,8 @@ function human(report: InspectReport): string {
       `partition ${image.partition}`,
     ]);
     const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((row) => (row[i] as string).length)));
-    for (const row of rows) lines.push(`    ${row.map((cell, i) => (i < 4 ? cell.padEnd(widths[i] as number) : cell)).join('  ')}`);
+    for (const row of rows)
+      lines.push(`    ${row.map((cell, i) => (i < 4 ? cell.padEnd(widths[i] as number) : cell)).join('  ')}`);
   }
   if (report.skipped.length > 0) lines.push(`  skipped ${report.skipped.length} entries of a newer format minor`);
   return `${lines.join('\n')}\n`;

@@ -47,7 +47,9 @@ function human(report: ManifestReport): string {
     `  platform    ${report.platform}`,
     `  config      ${report.config.digest} (${formatBytes(report.config.size)})`,
     `  layers      ${report.layers.length}, ${formatBytes(report.layers.reduce((n, l) => n + l.size, 0))} compressed`,
-    ...report.layers.map((l, i) => `    ${String(i + 1).padStart(2)}  ${l.digest}  ${formatBytes(l.size).padStart(10)}  ${l.mediaType}`),
+    ...report.layers.map(
+      (l, i) => `    ${String(i + 1).padStart(2)}  ${l.digest}  ${formatBytes(l.size).padStart(10)}  ${l.mediaType}`,
+    ),
   ];
   return `${lines.join('\n')}\n`;
 }
@@ -57,7 +59,18 @@ export const manifestCommand: Command = {
   usage,
   async run(args: string[], context: CliContext): Promise<number> {
     const { values, positionals } = parseFlags(
-      () => parseArgs({ args, allowPositionals: true, options: { ...helpFlag, ...registryFlags, platform: { type: 'string' }, json: { type: 'boolean' }, verbose: { type: 'boolean', short: 'v' } } }),
+      () =>
+        parseArgs({
+          args,
+          allowPositionals: true,
+          options: {
+            ...helpFlag,
+            ...registryFlags,
+            platform: { type: 'string' },
+            json: { type: 'boolean' },
+            verbose: { type: 'boolean', short: 'v' },
+          },
+        }),
       usage,
     );
     if (values.help) {

@@ -43,8 +43,15 @@ describe('etch manifest', () => {
     expect(result.code, result.stderr).toBe(0);
     const report = JSON.parse(result.stdout);
     const entry = multi.manifests?.find((m) => m.platform?.architecture === 'arm' && m.platform.variant === 'v7');
-    expect(report).toMatchObject({ digest: entry?.digest, indexDigest: multi.digest, platform: 'linux/arm/v7', config: { digest: entry?.config?.digest, size: entry?.config?.size } });
-    expect(report.layers).toEqual(entry?.layers?.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType })));
+    expect(report).toMatchObject({
+      digest: entry?.digest,
+      indexDigest: multi.digest,
+      platform: 'linux/arm/v7',
+      config: { digest: entry?.config?.digest, size: entry?.config?.size },
+    });
+    expect(report.layers).toEqual(
+      entry?.layers?.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType })),
+    );
   });
 
   it('prints a human report on stderr without --json', async () => {
@@ -58,7 +65,12 @@ describe('etch manifest', () => {
   it.each([
     ['a missing tag', ['manifest', 'REG/etch/single:nope', '--platform', 'linux/amd64'], 1, 'ETCH_NOT_FOUND'],
     ['a missing repository', ['manifest', 'REG/etch/absent:1', '--platform', 'linux/amd64'], 1, 'ETCH_NOT_FOUND'],
-    ['a platform the index lacks', ['manifest', 'REG/etch/multi:1', '--platform', 'linux/riscv64'], 1, 'ETCH_PLATFORM_NOT_FOUND'],
+    [
+      'a platform the index lacks',
+      ['manifest', 'REG/etch/multi:1', '--platform', 'linux/riscv64'],
+      1,
+      'ETCH_PLATFORM_NOT_FOUND',
+    ],
     ['a bad reference', ['manifest', 'REG/Etch/UPPER:1'], 2, 'ETCH_USAGE'],
     ['a bad platform', ['manifest', 'REG/etch/multi:1', '--platform', 'linux//x'], 2, 'ETCH_USAGE'],
   ])('exits non-zero on %s with a one-line error naming the code', async (_what, args, code, name) => {
@@ -73,10 +85,33 @@ describe('etch create with images', () => {
   it.each([
     ['--image without --platform', ['--image', 'REG/etch/single:1'], /--platform is required/],
     ['--platform without --image', ['--platform', 'linux/amd64'], /only apply when preloading/],
-    ['both base repository options', ['--image', 'REG/etch/single:1', '--platform', 'linux/amd64', '--repositories', 'x.json', '--ignore-base-repositories'], /contradict/],
-    ['a zip base without a repositories choice', ['--image', 'REG/etch/single:1', '--platform', 'linux/amd64', '--base', 'os.zip'], /--repositories FILE/],
+    [
+      'both base repository options',
+      [
+        '--image',
+        'REG/etch/single:1',
+        '--platform',
+        'linux/amd64',
+        '--repositories',
+        'x.json',
+        '--ignore-base-repositories',
+      ],
+      /contradict/,
+    ],
+    [
+      'a zip base without a repositories choice',
+      ['--image', 'REG/etch/single:1', '--platform', 'linux/amd64', '--base', 'os.zip'],
+      /--repositories FILE/,
+    ],
   ])('refuses %s before writing anything', async (_what, extra, message) => {
-    const args = ['create', '--base', 'base.img', '-o', 'out.etch', ...extra.map((a) => a.replace('REG', registry.host))];
+    const args = [
+      'create',
+      '--base',
+      'base.img',
+      '-o',
+      'out.etch',
+      ...extra.map((a) => a.replace('REG', registry.host)),
+    ];
     const base = args.indexOf('--base', 2);
     if (base !== -1 && args.indexOf('--base') !== base) args.splice(1, 2);
     const result = await etch(args);
@@ -86,19 +121,50 @@ describe('etch create with images', () => {
   });
 
   it('fails fast on a platform the image lacks, naming the ones it has, and leaves no output', async () => {
-    const result = await etch(['create', '--base', 'base.img', '--image', `${registry.host}/etch/multi:1`, '--platform', 'linux/ppc64le', '-o', 'out.etch']);
+    const result = await etch([
+      'create',
+      '--base',
+      'base.img',
+      '--image',
+      `${registry.host}/etch/multi:1`,
+      '--platform',
+      'linux/ppc64le',
+      '-o',
+      'out.etch',
+    ]);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/ETCH_PLATFORM_NOT_FOUND.*linux\/arm\/v6/);
     expect((await readdir(dir.path)).filter((n) => n.includes('out.etch'))).toEqual([]);
   });
 
   it('writes the images for the platform asked for and summarises them as JSON', async () => {
-    const result = await etch(['create', '--base', 'base.img', '--image', `${registry.host}/etch/multi:1`, '--platform', 'linux/aarch64', '-o', 'arm.etch', '--json']);
+    const result = await etch([
+      'create',
+      '--base',
+      'base.img',
+      '--image',
+      `${registry.host}/etch/multi:1`,
+      '--platform',
+      'linux/aarch64',
+      '-o',
+      'arm.etch',
+      '--json',
+    ]);
     expect(result.code, result.stderr).toBe(0);
     const summary = JSON.parse(result.stdout);
     const arm64 = multi.manifests?.find((m) => m.platform?.architecture === 'arm64');
-    expect(summary.images).toMatchObject([{ platform: 'linux/arm64', digest: arm64?.digest, indexDigest: multi.digest, imageId: arm64?.config?.digest }]);
+    expect(summary.images).toMatchObject([
+      { platform: 'linux/arm64', digest: arm64?.digest, indexDigest: multi.digest, imageId: arm64?.config?.digest },
+    ]);
     const inspected = JSON.parse((await etch(['inspect', 'arm.etch', '--json'])).stdout);
-    expect(inspected.images).toMatchObject([{ repository: `${registry.host}/etch/multi`, tags: ['1'], digests: [multi.digest], imageId: arm64?.config?.digest, preloaded: true }]);
+    expect(inspected.images).toMatchObject([
+      {
+        repository: `${registry.host}/etch/multi`,
+        tags: ['1'],
+        digests: [multi.digest],
+        imageId: arm64?.config?.digest,
+        preloaded: true,
+      },
+    ]);
   });
 });
