@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Readable, Writable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { EtchError, isEtchError } from '@etch/format';
+import { EtchError, isEtchError, ignoreRejection } from '@etch/format';
 import { createDecompressor } from '@etch/tar';
 // xz-decompress is a webpack-bundled CommonJS module: Node's ESM loader sees only its default export.
 import type { FileCompression } from './names.js';
@@ -39,7 +39,10 @@ export function decompress(input: Readable, compression: FileCompression, signal
   if (compression === 'xz')
     return Readable.from(xzDecoded(input, signal), { objectMode: false, highWaterMark: 1024 * 1024 });
   const decoder: Transform = createDecompressor(compression);
-  pipeline(input, decoder, signal ? { signal } : {}).catch(() => {});
+  ignoreRejection(
+    pipeline(input, decoder, signal ? { signal } : {}),
+    'pipeline destroys the decoder with the first error, so its reader sees it',
+  );
   return decoder;
 }
 

@@ -18,6 +18,7 @@ import {
   throwIfAborted,
   type EtchRequirements,
   type Logger,
+  ignoreRejection,
 } from '@etch/format';
 import { createCompressor, promisePacker, whenPackerIdle, type Compression } from '@etch/tar';
 import {
@@ -135,7 +136,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   const { signal, onProgress } = options;
   // Observed at once: images still resolving must not reject unhandled if this call fails before using them.
   const imagesSettling = options.images === undefined ? undefined : Promise.resolve(options.images);
-  imagesSettling?.catch(() => {});
+  ignoreRejection(imagesSettling, 'awaited below, or irrelevant when the run fails first');
   const logger = options.logger ?? silentLogger;
   const compression = options.compression ?? 'none';
   throwIfAborted(signal);
@@ -200,7 +201,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     const measuring = options.requirements
       ? (async () => measureRequirements({ ...options, images: await preloading, signal: besideSignal }, stage))()
       : undefined;
-    measuring?.catch(() => {});
+    ignoreRejection(measuring, 'awaited once the base image is written');
 
     const base = typeof options.base === 'function' ? await options.base() : options.base;
     baseStream = base.stream;
@@ -213,7 +214,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     counted = new ByteCounter((bytes) =>
       onProgress?.({ phase: 'base-image', name: base.name, bytes, total: base.size }),
     );
-    pipeline(base.stream, counted).catch(() => {});
+    ignoreRejection(pipeline(base.stream, counted), 'a read error destroys the counter, which the packer reports');
     await write({ name: base.name, mode: 0o644, size: base.size }, counted);
     if (measuring) {
       requirements = await measuring;
@@ -283,7 +284,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     counted?.destroy(error);
     baseStream?.destroy();
     options.output.destroy(error);
-    await piping.catch(() => {});
+    await ignoreRejection(piping, 'the run already failed with the error thrown next');
     throw error;
   } finally {
     ended = true;

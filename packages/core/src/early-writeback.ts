@@ -1,3 +1,4 @@
+import { ignoreRejection } from '@etch/format';
 import { open, type FileHandle } from 'node:fs/promises';
 
 const EVERY_BYTES = 64 * 1024 * 1024;
@@ -29,11 +30,10 @@ export class EarlyWriteback {
     this.flushedAt = written;
     // A read-only descriptor of our own: fdatasync works on any, and the stream keeps its fd to itself.
     this.handle ??= open(this.path, 'r').catch(() => undefined);
-    this.flushing = this.handle
-      .then((handle) => handle?.datasync())
-      // Best effort: the final sync reports any real failure.
-      .catch(() => {})
-      .finally(() => (this.flushing = undefined));
+    this.flushing = ignoreRejection(
+      this.handle.then((handle) => handle?.datasync()),
+      'best effort: the final sync reports any real failure',
+    ).finally(() => (this.flushing = undefined));
   }
 
   /** Stops flushing and releases the descriptor (waiting for a flush in progress). */
@@ -41,6 +41,6 @@ export class EarlyWriteback {
     clearInterval(this.timer);
     await this.flushing;
     const handle = await this.handle;
-    await handle?.close().catch(() => {});
+    await ignoreRejection(handle?.close(), 'a read-only handle used only to flush; the data is synced elsewhere');
   }
 }

@@ -1,4 +1,4 @@
-import { abortError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { abortError, silentLogger, throwIfAborted, type Logger, ignoreRejection } from '@etch/format';
 import type { StoreImage } from '@etch/docker-store';
 import {
   RegistryClient,
@@ -74,7 +74,7 @@ export class LayerPrefetcher {
         );
       });
       // A failed download surfaces when its layer is opened; until then it must not count as unhandled.
-      done.catch(() => {});
+      ignoreRejection(done, 'a failed download surfaces when its layer is opened');
       this.downloads.set(layer.digest, done);
     }
     this.pump();

@@ -1,7 +1,7 @@
 import { open, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
-import { EtchError, type BufferPool } from '@etch/format';
+import { EtchError, type BufferPool, ignoreRejection } from '@etch/format';
 import { createEtch, type CreateEtchOptions, type CreateEtchResult } from './create.js';
 import { EarlyWriteback } from './early-writeback.js';
 import { FileSink } from './file-sink.js';
@@ -27,7 +27,7 @@ export function temporaryPathFor(path: string): string {
 export async function writeEtchFile(path: string, options: WriteEtchFileOptions): Promise<CreateEtchResult> {
   const temporary = temporaryPathFor(path);
   // Images still resolving are observed before anything can fail here (their rejection is reported below).
-  if (options.images !== undefined) Promise.resolve(options.images).catch(() => {});
+  if (options.images !== undefined) ignoreRejection(Promise.resolve(options.images), 'reported by createEtch below');
   let output: FileSink | undefined;
   try {
     const { bufferPool, ...etchOptions } = options;

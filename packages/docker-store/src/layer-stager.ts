@@ -3,7 +3,7 @@ import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { pack as tarPack } from 'tar-stream';
-import { silentLogger, type Logger } from '@etch/format';
+import { silentLogger, type Logger, ignoreRejection } from '@etch/format';
 import { extractTar, promisePacker, whenPackerIdle, type EntryHeader, type TarHeader } from '@etch/tar';
 import { parseConfig } from './image-config.js';
 import { cacheIdFor, chainIds } from './ids.js';
@@ -283,7 +283,7 @@ export class LayerStage {
       if (!discarding) fileError ??= err;
     });
     const writing = pipeline(pack as unknown as NodeJS.ReadableStream, out, { signal });
-    writing.catch(() => {});
+    ignoreRejection(writing, 'awaited below; its failure is reported through fileError or the conversion');
     let converted: ConvertedLayer | undefined;
     let spooled = BLOCK * 2;
     let fileBytes = 0;
@@ -302,7 +302,7 @@ export class LayerStage {
       discarding = true;
       const unwritable = fileError;
       if (!pack.destroying) pack.destroy();
-      await writing.catch(() => {});
+      await ignoreRejection(writing, 'the pack was destroyed on purpose; the conversion error is rethrown');
       await rm(file, { force: true });
       if (err instanceof OverBudget) {
         // Beside other staged layers it may fit later; alone it never will.

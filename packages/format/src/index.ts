@@ -7,6 +7,7 @@ export {
   type EtchErrorDetails,
   type EtchErrorOptions,
 } from './errors.js';
+export { ignoreRejection } from './ignore-rejection.js';
 export { silentLogger, type LogFields, type Logger } from './logger.js';
 export {
   CURRENT_VERSION,

@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { EtchError, throwIfAborted, type TarEntryType } from '@etch/format';
+import { EtchError, throwIfAborted, type TarEntryType, ignoreRejection } from '@etch/format';
 import { ByteSource, truncated } from './byte-source.js';
 import { BLOCK_SIZE, decodeHeader, isZeroBlock } from './header.js';
 import { ExtensionHeaders, isExtensionType } from './extension-headers.js';
@@ -215,6 +215,6 @@ export async function* extractTar(
       current.state.detached = true;
       if (!current.body.readableEnded) current.body.destroy();
     }
-    await source.close().catch(() => {});
+    await ignoreRejection(source.close(), 'closing a read-only source after the archive was read or failed');
   }
 }

@@ -316,7 +316,7 @@ export function promisePacker(pack: Pack, prefix?: string, options: PackerOption
   return (header, content) => {
     const previous = queues.get(pack) ?? Promise.resolve();
     const next = previous
-      .catch(() => {})
+      .then(undefined, () => undefined) // an earlier entry's failure is reported to its own caller
       .then(() => writeOne(pack, header, content, cleanPrefix || undefined, options.signal));
     queues.set(pack, next);
     return next;

@@ -1,3 +1,4 @@
+import { ignoreRejection } from '@etch/format';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createDecompressor, detectCompression, MAGIC_LENGTH, type Compression } from './compression.js';
@@ -46,6 +47,6 @@ export async function decompressAuto(input: AsyncIterable<Uint8Array>, signal?: 
   if (compression === 'none') return { compression, stream: raw };
   const decompressor = createDecompressor(compression);
   // pipeline destroys the decompressor with the first error, so the consumer sees it; nothing to add here.
-  pipeline(raw, decompressor, signal ? { signal } : {}).catch(() => {});
+  ignoreRejection(pipeline(raw, decompressor, signal ? { signal } : {}), 'the decompressor carries the error');
   return { compression, stream: decompressor };
 }

@@ -17,7 +17,7 @@ import {
   type InjectSource,
   type PreloadImage,
 } from '@etch/core';
-import { BufferPool, baseImageContainer, parsePartition } from '@etch/format';
+import { BufferPool, baseImageContainer, parsePartition, ignoreRejection } from '@etch/format';
 import { formatPlatform, parsePlatform, type Platform, type RegistryClient } from '@etch/registry';
 import type { Compression } from '@etch/tar';
 import { helpFlag, parseFlags, usageError } from '../args.js';
@@ -260,7 +260,7 @@ export const createCommand: Command = {
           ? resolvePlan(plan, platform as Platform, client, { ...context, signal: resolutionSignal }, display)
           : Promise.resolve([]);
       // Its failure is reported by the run it stops (or below, for stdout), even if something else fails first.
-      resolving.catch(() => {});
+      ignoreRejection(resolving, 'reported by the run it stops, or awaited below for stdout');
       if (toStdout) await resolving;
       const stage = preloading && layerCache !== undefined ? await stageFor(layerCache, context.logger) : undefined;
       const images = preloading
