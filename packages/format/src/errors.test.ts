@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { EtchError, abortError, isEtchError, throwIfAborted } from './errors.js';
+import { EtchError, abortError, isEtchError, throwIfAborted, toEtchError } from './errors.js';
 
 describe('EtchError', () => {
   it('carries a code, details and the cause', () => {
@@ -22,5 +22,28 @@ describe('EtchError', () => {
     expect(() => throwIfAborted(controller.signal)).toThrow(expect.objectContaining({ code: 'ETCH_ABORTED' }));
     expect((abortError(controller.signal).cause as Error).message).toBe('user pressed ctrl-c');
     expect(() => throwIfAborted(new AbortController().signal)).not.toThrow();
+  });
+
+  it('toEtchError passes EtchErrors through, maps aborts, and wraps the rest with the cause chained', () => {
+    const own = new EtchError('ETCH_BAD_ENTRY', 'bad');
+    expect(toEtchError(own, { code: 'ETCH_IO' }), 'an EtchError must pass through unchanged').toBe(own);
+
+    const controller = new AbortController();
+    controller.abort();
+    expect(toEtchError(new Error('EPIPE'), { signal: controller.signal }).code, 'code after abort').toBe(
+      'ETCH_ABORTED',
+    );
+
+    const cause = Object.assign(new Error('unexpected end of file'), { code: 'Z_BUF_ERROR' });
+    const wrapped = toEtchError(cause, {
+      code: 'ETCH_BAD_ARCHIVE',
+      message: (m) => `Reading the .etch failed: ${m}`,
+      details: { path: 'x.etch' },
+    });
+    expect(wrapped.code, 'code').toBe('ETCH_BAD_ARCHIVE');
+    expect(wrapped.message, 'message').toBe('Reading the .etch failed: unexpected end of file');
+    expect(wrapped.cause, 'cause').toBe(cause);
+    expect(wrapped.details.path, 'details.path').toBe('x.etch');
+    expect(toEtchError('plain string').code, 'default code').toBe('ETCH_IO');
   });
 });

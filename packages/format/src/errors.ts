@@ -112,3 +112,36 @@ export function abortError(signal?: AbortSignal): EtchError {
 export function throwIfAborted(signal?: AbortSignal): void {
   if (signal?.aborted) throw abortError(signal);
 }
+
+/** How {@link toEtchError} describes an error that is not an {@link EtchError} yet. */
+export interface ToEtchErrorOptions {
+  /** The code for a foreign error (default `ETCH_IO`). */
+  code?: EtchErrorCode;
+  /** The message for a foreign error, from its own message (default: that message as is). */
+  message?: (causeMessage: string) => string;
+  /** Context to attach to a foreign error. */
+  details?: EtchErrorDetails;
+  /** When this signal is aborted, the result is its `ETCH_ABORTED` error whatever `error` is. */
+  signal?: AbortSignal | undefined;
+}
+
+/**
+ * The one way a package boundary turns a third-party error (fs, zlib, tar-stream, yauzl, undici) into an
+ * {@link EtchError}: an `EtchError` passes through unchanged, an abort becomes `ETCH_ABORTED`, anything else
+ * gets `options.code` with the original chained as `cause`.
+ *
+ * @example
+ * ```ts
+ * catch (err) { throw toEtchError(err, { code: 'ETCH_BAD_ARCHIVE', message: (m) => `Reading the .etch failed: ${m}` }) }
+ * ```
+ */
+export function toEtchError(error: unknown, options: ToEtchErrorOptions = {}): EtchError {
+  if (isEtchError(error)) return error;
+  if (options.signal?.aborted) return abortError(options.signal);
+  const causeMessage = error instanceof Error ? error.message : String(error);
+  const message = options.message ? options.message(causeMessage) : causeMessage;
+  return new EtchError(options.code ?? 'ETCH_IO', message, {
+    cause: error,
+    ...(options.details === undefined ? {} : { details: options.details }),
+  });
+}

@@ -3,9 +3,11 @@ export {
   abortError,
   isEtchError,
   throwIfAborted,
+  toEtchError,
   type EtchErrorCode,
   type EtchErrorDetails,
   type EtchErrorOptions,
+  type ToEtchErrorOptions,
 } from './errors.js';
 export { ignoreRejection } from './ignore-rejection.js';
 export { silentLogger, type LogFields, type Logger } from './logger.js';
