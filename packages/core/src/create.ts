@@ -1,6 +1,5 @@
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { pack as tarPack } from 'tar-stream';
 import {
   CURRENT_VERSION,
   EtchError,
@@ -20,7 +19,7 @@ import {
   type Logger,
   ignoreRejection,
 } from '@etch/format';
-import { createCompressor, promisePacker, whenPackerIdle, type Compression } from '@etch/tar';
+import { createCompressor, createTarPack, promisePacker, whenPackerIdle, type Compression } from '@etch/tar';
 import {
   dockerStoreEntries,
   stageLayers,
@@ -143,7 +142,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   for (const source of options.inject ?? []) assertPartition(source.partition);
   if (options.images !== undefined && !isPromiseLike(options.images)) assertPartition(options.images.partition);
 
-  const pack = tarPack();
+  const pack = createTarPack();
   const counter = new ByteCounter(() => {});
   const stages: NodeJS.ReadWriteStream[] =
     compression === 'none' ? [] : [createCompressor(compression, options.compressionLevel)];

@@ -1,7 +1,13 @@
 import type { Readable } from 'node:stream';
-import { pack as tarPack, type Pack } from 'tar-stream';
 import { VERSION_1_0, VERSION_ENTRY_NAME, assertBaseImageName, formatVersion, injectPath } from '@etch/format';
-import { promisePacker, whenPackerIdle, type EntryContent, type EntryHeader } from '@etch/tar';
+import {
+  createTarPack,
+  promisePacker,
+  whenPackerIdle,
+  type EntryContent,
+  type EntryHeader,
+  type TarPack,
+} from '@etch/tar';
 import { dockerStoreEntries, type DockerStoreOptions, type StoreImage, type StoredImage } from '@etch/docker-store';
 
 /** A file for {@link streamFiles}: a header (name relative to the partition) and its content. */
@@ -11,11 +17,11 @@ export interface FileToInject {
 }
 
 /**
- * Step 1 of the original lifecycle: creates the tar-stream `pack` a `.etch` is written into.
- * Pipe it to your output (file, HTTP response…) before writing entries.
+ * Step 1 of the original lifecycle: creates the tar stream (a tar-stream `pack`, see `createTarPack` in
+ * `@etch/tar`) a `.etch` is written into. Pipe it to your output (file, HTTP response…) before writing entries.
  */
-export async function prepareEtchStream(): Promise<Pack> {
-  return tarPack();
+export async function prepareEtchStream(): Promise<TarPack> {
+  return createTarPack();
 }
 
 /**
@@ -26,7 +32,7 @@ export async function prepareEtchStream(): Promise<Pack> {
  * @param baseImageName a plain file name with an image or `.zip` extension.
  */
 export async function startEtchStream(
-  packStream: Pack,
+  packStream: TarPack,
   baseImageStream: Readable,
   baseImageSize: number,
   baseImageName: string,
@@ -43,7 +49,7 @@ export async function startEtchStream(
  * Parent directories need not be listed: flashers create them.
  */
 export async function streamFiles(
-  packStream: Pack,
+  packStream: TarPack,
   partition: number,
   files: Iterable<FileToInject> | AsyncIterable<FileToInject>,
   options: { signal?: AbortSignal } = {},
@@ -59,7 +65,7 @@ export async function streamFiles(
  * @param images resolved for the device's platform, e.g. from `getManifestsForImages`.
  */
 export async function streamDockerAssets(
-  packStream: Pack,
+  packStream: TarPack,
   dataPartition: number,
   images: readonly StoreImage[],
   options: DockerStoreOptions = {},
@@ -74,7 +80,7 @@ export async function streamDockerAssets(
 }
 
 /** Last step: ends the archive (after every queued entry is written). */
-export async function closeEtchStream(packStream: Pack): Promise<void> {
+export async function closeEtchStream(packStream: TarPack): Promise<void> {
   await whenPackerIdle(packStream);
   packStream.finalize();
 }

@@ -2,9 +2,8 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { pack as tarPack } from 'tar-stream';
 import { silentLogger, type Logger, ignoreRejection } from '@etch/format';
-import { extractTar, promisePacker, whenPackerIdle, type EntryHeader, type TarHeader } from '@etch/tar';
+import { createTarPack, extractTar, promisePacker, whenPackerIdle, type EntryHeader, type TarHeader } from '@etch/tar';
 import { parseConfig } from './image-config.js';
 import { cacheIdFor, chainIds } from './ids.js';
 import type { ConvertedLayer, StoreEntry } from './layer-converter.js';
@@ -274,7 +273,7 @@ export class LayerStage {
         total: layer.size,
         state: 'converting',
       });
-    const pack = tarPack();
+    const pack = createTarPack();
     const out = createWriteStream(file);
     // A failure of the file itself (full disk, permissions), told apart from the teardown below.
     let fileError: unknown;

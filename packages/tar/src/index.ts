@@ -1,3 +1,4 @@
+export { createTarPack, type TarPack } from './pack.js';
 export {
   promisePacker,
   whenPackerIdle,

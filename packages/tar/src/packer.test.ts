@@ -3,11 +3,11 @@ import { lstat, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createWriteStream } from 'node:fs';
-import { pack as tarPack } from 'tar-stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { collect, createTempDir, patternStream, run, type TempDir } from '@etch/test-utils';
 import { isEtchError } from '@etch/format';
 import { promisePacker } from './packer.js';
+import { createTarPack } from './pack.js';
 import { extractTar } from './extract.js';
 
 let dir: TempDir | undefined;
@@ -20,7 +20,7 @@ async function packToBuffer(
   write: (w: ReturnType<typeof promisePacker>) => Promise<void>,
   prefix?: string,
 ): Promise<Buffer> {
-  const pack = tarPack();
+  const pack = createTarPack();
   const out = collect(pack);
   await write(promisePacker(pack, prefix));
   pack.finalize();
@@ -115,7 +115,7 @@ describe('promisePacker', () => {
   });
 
   it('rejects a short stream with ETCH_SIZE_MISMATCH and destroys the pack', async () => {
-    const pack = tarPack();
+    const pack = createTarPack();
     pack.resume();
     pack.on('error', () => {});
     const write = promisePacker(pack);
@@ -127,7 +127,7 @@ describe('promisePacker', () => {
   });
 
   it('rejects a long stream with ETCH_SIZE_MISMATCH', async () => {
-    const pack = tarPack();
+    const pack = createTarPack();
     pack.resume();
     pack.on('error', () => {});
     const error = await promisePacker(pack)({ name: 'long', size: 3 }, Readable.from([Buffer.from('12345')])).catch(
@@ -146,7 +146,7 @@ describe('promisePacker', () => {
     [{ name: '../a' }, '..'],
     [{ name: '/etc/a' }, 'absolute'],
   ])('refuses an invalid header %j', async (header, word) => {
-    const pack = tarPack();
+    const pack = createTarPack();
     pack.resume();
     pack.on('error', () => {});
     const error = await promisePacker(pack)(header, '').catch((e: unknown) => e);
@@ -173,7 +173,7 @@ describe('promisePacker', () => {
   });
 
   it('respects backpressure: a paused consumer stops the producer', async () => {
-    const pack = tarPack();
+    const pack = createTarPack();
     const write = promisePacker(pack);
     let produced = 0;
     const source = patternStream(64 * 1024 * 1024);
@@ -197,7 +197,7 @@ describe('promisePacker', () => {
 
   it('aborts cleanly: rejects with ETCH_ABORTED and the process survives', async () => {
     const controller = new AbortController();
-    const pack = tarPack();
+    const pack = createTarPack();
     const sink = createWriteStream('/dev/null');
     const piping = pipeline(pack, sink).catch((e: unknown) => e);
     const write = promisePacker(pack, undefined, { signal: controller.signal });

@@ -1,10 +1,10 @@
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { Pack } from 'tar-stream';
 import { EtchError, abortError, isEtchError, normalizeRelativePath, type TarEntryType } from '@etch/format';
 import { encodePaxHeaderBlock, BLOCK_SIZE } from './header.js';
 import { encodePaxRecords, XATTR_PREFIX } from './pax.js';
 import { maxOctal } from './numbers.js';
+import type { TarPack } from './pack.js';
 
 /** The header of an entry to write. Modes are numbers (write them in octal: `0o644`). */
 export interface EntryHeader {
@@ -48,7 +48,7 @@ export interface PackerOptions {
 export type EntryWriter = (header: EntryHeader, content?: EntryContent) => Promise<void>;
 
 const OVERRIDDEN_PAX = new Set(['path', 'linkpath', 'size']);
-const queues = new WeakMap<Pack, Promise<unknown>>();
+const queues = new WeakMap<TarPack, Promise<unknown>>();
 
 function fitsUstar(name: string, linkname: string | undefined, isDirectory: boolean): boolean {
   // tar-stream appends '/' to directory names before encoding.
@@ -229,7 +229,7 @@ class SizeGuard extends Transform {
 }
 
 // streamx sets `destroying` at once and `destroyed` only when teardown has finished.
-function isDestroyed(pack: Pack): boolean {
+function isDestroyed(pack: TarPack): boolean {
   return pack.destroying || pack.destroyed;
 }
 
@@ -251,7 +251,7 @@ function wrapError(err: unknown, name: string, signal: AbortSignal | undefined):
 }
 
 async function writeOne(
-  pack: Pack,
+  pack: TarPack,
   input: EntryHeader,
   content: EntryContent | undefined,
   prefix: string | undefined,
@@ -298,20 +298,20 @@ async function writeOne(
 }
 
 /**
- * Wraps a tar-stream `pack` so entries are written with `await`, one at a time, with their sizes checked.
+ * Wraps a tar pack ({@link createTarPack}) so entries are written with `await`, one at a time, with their sizes checked.
  * A stream that is shorter or longer than `header.size` rejects with `ETCH_SIZE_MISMATCH` and destroys the
  * pack (a tar with a wrong size is unreadable after that point).
  *
  * @param prefix prepended to every name and hardlink target, e.g. `inject/6`.
  * @example
  * ```ts
- * const pack = tar.pack()
+ * const pack = createTarPack()
  * const write = promisePacker(pack, 'inject/1')
  * await write({ name: 'config.json', mode: 0o644 }, JSON.stringify(config))
  * await write({ name: 'splash.png', size: stat.size }, fs.createReadStream('splash.png'))
  * ```
  */
-export function promisePacker(pack: Pack, prefix?: string, options: PackerOptions = {}): EntryWriter {
+export function promisePacker(pack: TarPack, prefix?: string, options: PackerOptions = {}): EntryWriter {
   const cleanPrefix = prefix === undefined ? undefined : normalizeRelativePath(prefix, prefix);
   return (header, content) => {
     const previous = queues.get(pack) ?? Promise.resolve();
@@ -327,7 +327,7 @@ export function promisePacker(pack: Pack, prefix?: string, options: PackerOption
  * Resolves when every entry queued on `pack` through {@link promisePacker} has been written; rejects with
  * the first failure among them. Call before `pack.finalize()`.
  */
-export async function whenPackerIdle(pack: Pack): Promise<void> {
+export async function whenPackerIdle(pack: TarPack): Promise<void> {
   for (;;) {
     const queued = queues.get(pack);
     await queued;
