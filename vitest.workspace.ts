@@ -16,6 +16,7 @@ export const projects: EtchTestProject[] = [
   { name: '@etch/tar', dir: 'tar' },
   { name: '@etch/registry', dir: 'registry', testTimeout: 120_000 },
   { name: '@etch/baseimage', dir: 'baseimage', testTimeout: 120_000 },
+  { name: '@etch/balena', dir: 'balena' },
   { name: '@etch/core', dir: 'core', testTimeout: 120_000 },
   { name: '@etch/apply', dir: 'apply', testTimeout: 120_000 },
   { name: 'dotetch', dir: 'dotetch', testTimeout: 120_000 },

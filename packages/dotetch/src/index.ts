@@ -18,6 +18,7 @@ export type { EtchErrorCode } from '@etch/format';
 export * as format from '@etch/format';
 export * as tar from '@etch/tar';
 export * as core from '@etch/core';
+export * as balena from '@etch/balena';
 export { readBaseRepositories } from '@etch/docker-store';
 export type { StoreImage, StoredImage, RepositoriesJson } from '@etch/docker-store';
 export * as dockerStore from '@etch/docker-store';

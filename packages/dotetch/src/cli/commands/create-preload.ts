@@ -8,8 +8,8 @@ import {
   parseSupervisorVersion,
   parseTargetState,
   validateAppsJson,
-  type InjectSource,
-} from '@etch/core';
+} from '@etch/balena';
+import type { InjectSource } from '@etch/core';
 import { parseRepositories, readBaseRepositories, type RepositoriesJson } from '@etch/docker-store';
 import { EtchError, readPartitionFile } from '@etch/format';
 import type { CliContext } from '../context.js';

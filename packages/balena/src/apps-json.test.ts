@@ -3,17 +3,14 @@ import { describe, expect, it } from 'vitest';
 import { isEtchError } from '@etch/format';
 import {
   appsJsonFor,
-  appsJsonFormatFor,
-  compareSupervisorVersions,
   formatAppsJson,
-  imagesOfTargetState,
-  parseSupervisorVersion,
-  parseTargetState,
   validateAppsJson,
   type AppsJsonV1,
   type AppsJsonV2,
   type AppsJsonV3,
 } from './apps-json.js';
+import { imagesOfTargetState, parseTargetState } from './target-state.js';
+import { appsJsonFormatFor, compareSupervisorVersions, parseSupervisorVersion } from './supervisor-version.js';
 
 function fixture(name: string): unknown {
   return JSON.parse(readFileSync(new URL(`./fixtures/${name}`, import.meta.url), 'utf8'));

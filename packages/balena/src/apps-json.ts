@@ -2,26 +2,6 @@ import { EtchError, isEtchError } from '@etch/format';
 import { appsJsonFormatFor, parseSupervisorVersion, type AppsJsonFormat } from './supervisor-version.js';
 import { parseApp, parseTargetState, type StringMap, type TargetApp, type TargetState } from './target-state.js';
 
-export {
-  appsJsonFormatFor,
-  compareSupervisorVersions,
-  parseSupervisorVersion,
-  type AppsJsonFormat,
-  type SupervisorVersion,
-} from './supervisor-version.js';
-export {
-  imagesOfTargetState,
-  parseTargetState,
-  type FleetTargetState,
-  type LegacyTargetApp,
-  type LegacyTargetState,
-  type StringMap,
-  type TargetApp,
-  type TargetRelease,
-  type TargetService,
-  type TargetState,
-} from './target-state.js';
-
 /** One app of a v1 apps.json (supervisor < 7): a single-container app. */
 export interface AppsJsonV1Entry {
   /** The app id, as a string (balena-preload wrote the `local.apps` key). */
