@@ -10,7 +10,6 @@ import {
   type AppsJsonV3,
 } from './apps-json.js';
 import { imagesOfTargetState, parseTargetState } from './target-state.js';
-import { appsJsonFormatFor, compareSupervisorVersions, parseSupervisorVersion } from './supervisor-version.js';
 
 function fixture(name: string): unknown {
   return JSON.parse(readFileSync(new URL(`./fixtures/${name}`, import.meta.url), 'utf8'));
@@ -40,46 +39,10 @@ function usageError(fn: () => unknown, pattern: RegExp): void {
   expect((thrown as Error).message).toMatch(pattern);
 }
 
-describe('supervisor versions', () => {
-  it('parses tags with v, build metadata and pre-releases', () => {
-    expect(parseSupervisorVersion('v14.11.2')).toMatchObject({
-      major: 14,
-      minor: 11,
-      patch: 2,
-      prerelease: [],
-      build: '',
-    });
-    expect(parseSupervisorVersion('12.3.5+rev1')).toMatchObject({ major: 12, minor: 3, patch: 5, build: 'rev1' });
-    expect(parseSupervisorVersion(' 7.0.0-beta.2 ')).toMatchObject({ major: 7, prerelease: ['beta', '2'] });
+describe('appsJsonFor and the supervisor version', () => {
+  it.each(['', 'latest', '14', 'v14.1.x', '14.1.2.3'])('refuses %j instead of guessing the format', (v) => {
+    usageError(() => appsJsonFor(single, { supervisorVersion: v }), /Unknown supervisor version/);
   });
-
-  it('compares by semver precedence, ignoring build metadata', () => {
-    expect(compareSupervisorVersions('v14.11.2', '14.2.10')).toBe(1);
-    expect(compareSupervisorVersions('12.3.5+rev1', '12.3.5')).toBe(0);
-    expect(compareSupervisorVersions('6.6.0', 'v7.0.0')).toBe(-1);
-    expect(compareSupervisorVersions('7.0.0-beta', '7.0.0')).toBe(-1);
-    expect(compareSupervisorVersions('7.0.0-beta.2', '7.0.0-beta.11')).toBe(-1);
-    expect(compareSupervisorVersions('7.0.0-1', '7.0.0-alpha')).toBe(-1);
-    expect(compareSupervisorVersions('7.0.0-alpha', '7.0.0-alpha.1')).toBe(-1);
-    expect(compareSupervisorVersions('10.0.0', '9.99.99')).toBe(1);
-  });
-
-  it('chooses the format at 7.0.0 and 13.0.0', () => {
-    expect(appsJsonFormatFor('v6.6.11')).toBe(1);
-    expect(appsJsonFormatFor('7.0.0-beta.1')).toBe(1);
-    expect(appsJsonFormatFor('7.0.0')).toBe(2);
-    expect(appsJsonFormatFor('v12.11.38+rev2')).toBe(2);
-    expect(appsJsonFormatFor('13.0.0')).toBe(3);
-    expect(appsJsonFormatFor('v14.11.2')).toBe(3);
-  });
-
-  it.each(['', 'latest', '14', '14.1', 'v14.1.x', '014.1.2', '14.1.2.3', 'vv14.1.2'])(
-    'refuses %j instead of guessing',
-    (v) => {
-      usageError(() => parseSupervisorVersion(v), /Unknown supervisor version.*never guessed/);
-      usageError(() => appsJsonFor(single, { supervisorVersion: v }), /Unknown supervisor version/);
-    },
-  );
 });
 
 describe('parseTargetState', () => {
