@@ -106,7 +106,7 @@ describe('ranges', () => {
     expect(satisfies(v(version), parseRange(range)!)).toBe(expected);
   });
 
-  it.each(['>=', '^', 'a.b.c', '2.58.3 - ', '||', '>=2.50 <', '1.x.3'])('refuses the range %j', (text) => {
+  it.each(['>=', '^', 'a.b.c', '2.58.3 - ', '||', '>=2.50 <', '1.x.3', '^02.1'])('refuses the range %j', (text) => {
     expect(parseRange(text)).toBeUndefined();
   });
 });

@@ -1,3 +1,4 @@
+import { compare, parse, satisfies as semverSatisfies, validRange } from 'semver';
 import { EtchError } from '@etch/format';
 
 /**
@@ -18,29 +19,26 @@ export interface Version {
   raw: string;
 }
 
-const IDENT = '[0-9A-Za-z-]+';
-const NUM = '0|[1-9]\\d*';
-const VERSION_RE = new RegExp(
-  `^v?(${NUM})\\.(${NUM})\\.(${NUM})(?:\\.rev(${NUM}))?(?:-(${IDENT}(?:\\.${IDENT})*))?(?:\\+(${IDENT}(?:\\.${IDENT})*))?$`,
-);
+// The old balenaOS spelling of a build revision, `2.58.3.rev1` (today `2.58.3+rev1`): semver reads it once it is cut.
+const OLD_REV = /^(v?\d+\.\d+\.\d+)\.rev(0|[1-9]\d*)(?=[-+]|$)/;
+const REV = /^rev(\d+)$/;
 
-/** Parses a whole version string (anchored: `foo-1.2.3` is not a version). Undefined when it is not one. */
+/**
+ * Parses a whole version string, strictly as semver reads it (anchored: `foo-1.2.3` is not a version), with
+ * balenaOS's spellings: `_` for `+` (tags), `.revN` after the patch number. Undefined when it is not one.
+ */
 export function parseVersion(text: string): Version | undefined {
-  const match = VERSION_RE.exec(text.trim().replace(/_/g, '+'));
-  if (!match) return undefined;
-  const numbers = [match[1], match[2], match[3]].map(Number) as [number, number, number];
-  if (numbers.some((n) => !Number.isSafeInteger(n))) return undefined;
-  const prerelease = match[5] ? match[5].split('.').map((id) => (/^(0|[1-9]\d*)$/.test(id) ? Number(id) : id)) : [];
-  if (match[5]?.split('.').some((id) => /^0\d+$/.test(id))) return undefined;
-  const build = match[6] ? match[6].split('.') : [];
-  const revFromBuild = build.map((id) => /^rev(\d+)$/.exec(id)?.[1]).find((n) => n !== undefined);
-  const revText = match[4] ?? revFromBuild;
+  const spelled = text.trim().replace(/_/g, '+');
+  const oldRev = OLD_REV.exec(spelled);
+  const parsed = parse(oldRev ? spelled.replace(OLD_REV, '$1') : spelled);
+  if (parsed === null) return undefined;
+  const revText = oldRev?.[2] ?? parsed.build.map((id) => REV.exec(id)?.[1]).find((n) => n !== undefined);
   return {
-    major: numbers[0],
-    minor: numbers[1],
-    patch: numbers[2],
-    prerelease,
-    build,
+    major: parsed.major,
+    minor: parsed.minor,
+    patch: parsed.patch,
+    prerelease: [...parsed.prerelease],
+    build: [...parsed.build],
     rev: revText === undefined ? undefined : Number(revText),
     raw: text,
   };
@@ -51,28 +49,15 @@ export function isEsr(version: Version): boolean {
   return version.major >= 2018;
 }
 
-function compareIds(a: string | number, b: string | number): number {
-  if (typeof a === 'number' && typeof b === 'number') return a - b;
-  if (typeof a === 'number') return -1;
-  if (typeof b === 'number') return 1;
-  return a < b ? -1 : a > b ? 1 : 0;
+/** The version as semver compares it: without build metadata, which precedence ignores. */
+function precedenceText(version: Version): string {
+  const { major, minor, patch, prerelease } = version;
+  return `${major}.${minor}.${patch}${prerelease.length > 0 ? `-${prerelease.join('.')}` : ''}`;
 }
 
 /** Semver precedence without build metadata: negative when a < b. */
 export function comparePrecedence(a: Version, b: Version): number {
-  const core = a.major - b.major || a.minor - b.minor || a.patch - b.patch;
-  if (core !== 0) return Math.sign(core);
-  if (a.prerelease.length === 0 || b.prerelease.length === 0)
-    return Math.sign(b.prerelease.length - a.prerelease.length);
-  for (let i = 0; i < Math.max(a.prerelease.length, b.prerelease.length); i += 1) {
-    const x = a.prerelease[i];
-    const y = b.prerelease[i];
-    if (x === undefined) return -1;
-    if (y === undefined) return 1;
-    const c = compareIds(x, y);
-    if (c !== 0) return Math.sign(c);
-  }
-  return 0;
+  return compare(precedenceText(a), precedenceText(b));
 }
 
 /** Orders versions: semver precedence, then balenaOS `revN` (no rev < rev1 < rev2), then the text. */
@@ -82,132 +67,21 @@ export function compareVersions(a: Version, b: Version): number {
   );
 }
 
-type Op = '<' | '<=' | '>' | '>=' | '=';
-interface Comparator {
-  op: Op;
-  version: Version;
-}
-/** A parsed range: OR of AND-sets of comparators. */
-export type Range = Comparator[][];
-
-function v(major: number, minor: number, patch: number, prerelease: (string | number)[] = []): Version {
-  return { major, minor, patch, prerelease, build: [], rev: undefined, raw: `${major}.${minor}.${patch}` };
-}
-
-const PARTIAL_RE = /^v?(\d+|[xX*])(?:\.(\d+|[xX*]))?(?:\.(\d+|[xX*]))?(?:-([0-9A-Za-z.-]+))?(?:\+[0-9A-Za-z.-]+)?$/;
-
-interface Partial {
-  major: number | undefined;
-  minor: number | undefined;
-  patch: number | undefined;
-  prerelease: (string | number)[];
-}
-
-function parsePartial(text: string): Partial | undefined {
-  const match = PARTIAL_RE.exec(text.replace(/_/g, '+'));
-  if (!match) return undefined;
-  const part = (s: string | undefined) => (s === undefined || /^[xX*]$/.test(s) ? undefined : Number(s));
-  const major = part(match[1]);
-  const minor = part(match[2]);
-  const patch = part(match[3]);
-  if (major === undefined && (minor !== undefined || patch !== undefined)) return undefined;
-  if (minor === undefined && patch !== undefined) return undefined;
-  const prerelease = match[4] ? match[4].split('.').map((id) => (/^\d+$/.test(id) ? Number(id) : id)) : [];
-  return { major, minor, patch, prerelease };
-}
-
-function expand(op: string, p: Partial): Comparator[] {
-  const { major, minor, patch, prerelease } = p;
-  if (major === undefined) return op === '<' || op === '>' ? [{ op: '<', version: v(0, 0, 0, [0]) }] : [];
-  if (op === '^') {
-    const lower = v(major, minor ?? 0, patch ?? 0, prerelease);
-    const upper =
-      major > 0 || minor === undefined
-        ? v(major + 1, 0, 0, [0])
-        : minor > 0 || patch === undefined
-          ? v(0, minor + 1, 0, [0])
-          : v(0, 0, (patch ?? 0) + 1, [0]);
-    return [
-      { op: '>=', version: lower },
-      { op: '<', version: upper },
-    ];
-  }
-  if (op === '~') {
-    const lower = v(major, minor ?? 0, patch ?? 0, prerelease);
-    const upper = minor === undefined ? v(major + 1, 0, 0, [0]) : v(major, minor + 1, 0, [0]);
-    return [
-      { op: '>=', version: lower },
-      { op: '<', version: upper },
-    ];
-  }
-  if (minor === undefined || patch === undefined) {
-    // x-range: 2 = 2.x = >=2.0.0 <3.0.0-0; with an operator, compare against the range's edges.
-    const lower = v(major, minor ?? 0, 0);
-    const upper = minor === undefined ? v(major + 1, 0, 0, [0]) : v(major, minor + 1, 0, [0]);
-    switch (op) {
-      case '':
-      case '=':
-        return [
-          { op: '>=', version: lower },
-          { op: '<', version: upper },
-        ];
-      case '>':
-        return [{ op: '>=', version: upper }];
-      case '>=':
-        return [{ op: '>=', version: lower }];
-      case '<':
-        return [{ op: '<', version: v(lower.major, lower.minor, 0, [0]) }];
-      case '<=':
-        return [{ op: '<', version: upper }];
-    }
-  }
-  return [{ op: (op === '' ? '=' : op) as Op, version: v(major, minor as number, patch as number, prerelease) }];
+/** A range, as {@link parseRange} reads it. */
+export interface Range {
+  /** The range as semver spells it out: `^2.58` is `>=2.58.0 <3.0.0-0`. */
+  readonly normalized: string;
 }
 
 /**
- * Parses an npm-style range: `^2.58`, `~2.58.3`, `>=2.50 <2.60`, `2.x`, `2.58.*`, `1.2.3 - 2.3.4`, `a || b`.
- * Undefined when it is not a range (garbage is refused, not matched loosely).
+ * Parses an npm-style range, as semver reads it: `^2.58`, `~2.58.3`, `>=2.50 <2.60`, `2.x`, `2.58.*`,
+ * `1.2.3 - 2.3.4`, `a || b`. Undefined when it is not a range (garbage is refused, not matched loosely; so is
+ * an empty alternative, which semver would read as "anything").
  */
 export function parseRange(text: string): Range | undefined {
-  const sets: Range = [];
-  for (const alternative of text.split('||')) {
-    const trimmed = alternative.trim();
-    if (trimmed === '') return undefined;
-    const set: Comparator[] = [];
-    const hyphen = /^(\S+)\s+-\s+(\S+)$/.exec(trimmed);
-    if (hyphen) {
-      const from = parsePartial(hyphen[1] as string);
-      const to = parsePartial(hyphen[2] as string);
-      if (!from || !to) return undefined;
-      set.push(...expand('>=', from), ...expand('<=', to));
-    } else {
-      const tokens = trimmed.replace(/(>=|<=|>|<|=|\^|~)\s+/g, '$1').split(/\s+/);
-      for (const token of tokens) {
-        const match = /^(>=|<=|>|<|=|\^|~>?|)(.*)$/.exec(token);
-        const partial = match ? parsePartial(match[2] as string) : undefined;
-        if (!match || !partial) return undefined;
-        set.push(...expand(match[1] === '~>' ? '~' : (match[1] as string), partial));
-      }
-    }
-    sets.push(set);
-  }
-  return sets;
-}
-
-function satisfiesComparator(version: Version, c: Comparator): boolean {
-  const cmp = comparePrecedence(version, c.version);
-  switch (c.op) {
-    case '<':
-      return cmp < 0;
-    case '<=':
-      return cmp <= 0;
-    case '>':
-      return cmp > 0;
-    case '>=':
-      return cmp >= 0;
-    case '=':
-      return cmp === 0;
-  }
+  if (text.split('||').some((alternative) => alternative.trim() === '')) return undefined;
+  const normalized = validRange(text.replace(/_/g, '+'));
+  return normalized === null ? undefined : { normalized };
 }
 
 /**
@@ -215,18 +89,7 @@ function satisfiesComparator(version: Version, c: Comparator): boolean {
  * names a pre-release of the same major.minor.patch (`>=2.80.0-beta.0` admits `2.80.0-beta.3`, `^2.80` does not).
  */
 export function satisfies(version: Version, range: Range): boolean {
-  return range.some((set) => {
-    if (!set.every((c) => satisfiesComparator(version, c))) return false;
-    if (version.prerelease.length === 0) return true;
-    return set.some(
-      (c) =>
-        c.version.prerelease.length > 0 &&
-        c.version.prerelease[0] !== 0 &&
-        c.version.major === version.major &&
-        c.version.minor === version.minor &&
-        c.version.patch === version.patch,
-    );
-  });
+  return semverSatisfies(precedenceText(version), range.normalized);
 }
 
 /** A version selector, as {@link parseSelector} reads it. */
