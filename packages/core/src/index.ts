@@ -18,12 +18,3 @@ export { writeEtchFile, temporaryPathFor, type WriteEtchFileOptions } from './wr
 export { baseImageFromFile, type BaseImage } from './base-image-file.js';
 export { walkDirectory, type WalkOptions } from './directory-source.js';
 export type { EtchProgress, ProgressListener } from './progress.js';
-export {
-  LayerPrefetcher,
-  getManifestsForImages,
-  resolvePreloadImages,
-  type LegacyAuth,
-  type PrefetchProgress,
-  type PreloadImage,
-  type ResolvePreloadOptions,
-} from './resolve-images.js';

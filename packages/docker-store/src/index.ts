@@ -21,3 +21,12 @@ export { TarSplitBuilder } from './tar-split.js';
 export { readBaseRepositories, readRepositoriesAt, type ReadBaseRepositoriesOptions } from './base-repositories.js';
 export { measureStore, type MeasureStoreOptions, type StoreMeasure } from './measure.js';
 export { stageLayers, LayerStage, type StageOptions, type StagedLayer } from './layer-stager.js';
+export {
+  LayerPrefetcher,
+  getManifestsForImages,
+  resolvePreloadImages,
+  type LegacyAuth,
+  type PrefetchProgress,
+  type PreloadImage,
+  type ResolvePreloadOptions,
+} from './resolve-images.js';

@@ -7,9 +7,8 @@ export {
   streamFiles,
   createEtch,
   writeEtchFile,
-  getManifestsForImages,
-  resolvePreloadImages,
 } from '@etch/core';
+export { getManifestsForImages, resolvePreloadImages } from '@etch/docker-store';
 export type { CreateEtchOptions, CreateEtchResult, EtchProgress, FileToInject, InjectSource } from '@etch/core';
 export { promisePacker, readEtch } from '@etch/tar';
 export type { EntryContent, EntryHeader, EntryWriter, EtchEntry } from '@etch/tar';

@@ -1,6 +1,7 @@
 import type { Writable } from 'node:stream';
 import type { ApplyProgress } from '@etch/apply';
-import type { EtchProgress, PrefetchProgress } from '@etch/core';
+import type { EtchProgress } from '@etch/core';
+import type { PrefetchProgress } from '@etch/docker-store';
 import { formatBytes } from './format-bytes.js';
 
 /** How progress is shown: redrawn bars on a terminal, a line per step otherwise, or nothing. */

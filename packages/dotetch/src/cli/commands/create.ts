@@ -10,13 +10,12 @@ import {
 } from '@etch/baseimage';
 import {
   createEtch,
-  resolvePreloadImages,
   writeEtchFile,
   type CreateEtchOptions,
   type CreateEtchResult,
   type InjectSource,
-  type PreloadImage,
 } from '@etch/core';
+import { resolvePreloadImages, type PreloadImage } from '@etch/docker-store';
 import { BufferPool, baseImageContainer, parsePartition, ignoreRejection } from '@etch/format';
 import { formatPlatform, parsePlatform, type Platform, type RegistryClient } from '@etch/registry';
 import type { Compression } from '@etch/tar';

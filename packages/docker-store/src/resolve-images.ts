@@ -1,5 +1,5 @@
 import { abortError, silentLogger, throwIfAborted, type Logger, ignoreRejection } from '@etch/format';
-import type { StoreImage } from '@etch/docker-store';
+import type { StoreImage } from './store.js';
 import {
   RegistryClient,
   formatPlatform,
@@ -175,7 +175,7 @@ export async function resolvePreloadImages(
 export type LegacyAuth = string | { username: string; password: string };
 
 /**
- * The original dotetch API: resolves images and returns what {@link streamDockerAssets} needs. `auth` applies
+ * The original dotetch API: resolves images and returns what `streamDockerAssets` (`@etch/core`) needs. `auth` applies
  * to every registry (as it did); credentials from docker's config.json are used when it is absent.
  * Pass `platform` (the device's); without it the build host's is used.
  */
