@@ -25,3 +25,4 @@ export { applyEtch } from '@etch/apply';
 export type { ApplyOptions, ApplyProgress, ApplyResult } from '@etch/apply';
 export * as apply from '@etch/apply';
 export * as registry from '@etch/registry';
+export * as baseimage from '@etch/baseimage';
