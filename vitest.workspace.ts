@@ -13,6 +13,7 @@ export interface EtchTestProject {
 
 export const projects: EtchTestProject[] = [
   { name: '@etch/format', dir: 'format' },
+  { name: '@etch/disk', dir: 'disk' },
   { name: '@etch/tar', dir: 'tar' },
   { name: '@etch/registry', dir: 'registry', testTimeout: 120_000 },
   { name: '@etch/baseimage', dir: 'baseimage', testTimeout: 120_000 },

@@ -5,17 +5,14 @@ import type { Readable } from 'node:stream';
 import {
   EtchError,
   abortError,
-  findPartition,
   isEtchError,
-  readPartitionTable,
   silentLogger,
   throwIfAborted,
   type EtchRequirements,
   type Logger,
-  type PartitionInfo,
   type PartitionRequirement,
-  type PartitionTable,
 } from '@etch/format';
+import { findPartition, readPartitionTable, type PartitionInfo, type PartitionTable } from '@etch/disk';
 import { readEtch } from '@etch/tar';
 import { writeBaseImage, type WrittenBase } from './base-image.js';
 import { Ext4Injector } from './ext4-injector.js';

@@ -1,16 +1,8 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import {
-  EtchError,
-  Ext4Reader,
-  openReadAt,
-  silentLogger,
-  throwIfAborted,
-  type Ext4Info,
-  type Logger,
-  type PartitionInfo,
-} from '@etch/format';
+import { EtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { Ext4Reader, openReadAt, type Ext4Info, type PartitionInfo } from '@etch/disk';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
 import { stageFile } from './stage-file.js';

@@ -1,7 +1,8 @@
 import { mkdir, rm, utimes } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import { EtchError, throwIfAborted, type PartitionInfo } from '@etch/format';
+import { EtchError, throwIfAborted } from '@etch/format';
+import { type PartitionInfo } from '@etch/disk';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
 import { stageFile } from './stage-file.js';

@@ -1,4 +1,5 @@
-import { EtchError, openReadAt, type PartitionInfo, type ReadAt } from '@etch/format';
+import { EtchError } from '@etch/format';
+import { openReadAt, type PartitionInfo, type ReadAt } from '@etch/disk';
 
 /** The filesystems a flasher writes into. */
 export type Filesystem = 'ext' | 'fat';

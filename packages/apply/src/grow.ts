@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, rm, stat, truncate } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { EtchError, findPartition, type PartitionInfo, type PartitionTable } from '@etch/format';
+import { EtchError } from '@etch/format';
+import { findPartition, type PartitionInfo, type PartitionTable } from '@etch/disk';
 import { runTool } from './exec.js';
 
 const SECTOR = 512;

@@ -1,4 +1,4 @@
-import type { PartitionInfo } from '@etch/format';
+import type { PartitionInfo } from '@etch/disk';
 import type { EtchInjectEntry } from '@etch/tar';
 
 /** A regular file written into a partition, for verification. */

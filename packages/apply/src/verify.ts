@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
-import { EtchError, Ext4Reader, type PartitionInfo, type PartitionTable } from '@etch/format';
+import { EtchError } from '@etch/format';
+import { Ext4Reader, type PartitionInfo, type PartitionTable } from '@etch/disk';
 import { VERIFY_CHUNK, hashRegions, type WrittenBase } from './base-image.js';
 import { openReader, type Filesystem } from './filesystem.js';
 import type { InjectedFile } from './injector.js';

@@ -15,7 +15,8 @@ import {
 } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { EtchError, isProcessRunning, silentLogger, type Logger } from '@etch/format';
+import { EtchError, silentLogger, type Logger } from '@etch/format';
+import { isProcessRunning } from '@etch/disk';
 import type { BaseMode, SourceKind } from './types.js';
 import { sha256Checked } from './verify.js';
 

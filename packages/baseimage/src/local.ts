@@ -1,7 +1,8 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { EtchError, readFileChunks, type BufferPool } from '@etch/format';
+import { EtchError } from '@etch/format';
+import { readFileChunks, type BufferPool } from '@etch/disk';
 import { decodeError, decompress, uncompressedSize } from './compressed.js';
 import { requireKind } from './names.js';
 import type { OpenedSource } from './opened.js';

@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
-import type { BufferPool, Logger } from '@etch/format';
+import type { Logger } from '@etch/format';
+import type { BufferPool } from '@etch/disk';
 import type { RegistryClient } from '@etch/registry';
 import type { Dispatcher } from 'undici';
 
@@ -58,7 +59,7 @@ export interface OpenBaseImageOptions {
   /**
    * Read a raw local image in buffers lent from this pool, for a writer that gives them back once written
    * (`writeEtchFile`'s `bufferPool`): a long copy then reuses a few buffers instead of one per chunk.
-   * Only for a consumer that is the chunks' last user (see `BufferPool` in `@etch/format`).
+   * Only for a consumer that is the chunks' last user (see `BufferPool` in `@etch/disk`).
    */
   bufferPool?: BufferPool;
 }

@@ -1,6 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
-import { EtchError, type BufferPool } from '@etch/format';
+import { EtchError } from '@etch/format';
+import { type BufferPool } from '@etch/disk';
 
 /**
  * A new file as a Writable that hands each chunk back to a {@link BufferPool} once the kernel has it, so

@@ -1,7 +1,8 @@
 import { open, rename, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { basename, dirname, join } from 'node:path';
-import { EtchError, type BufferPool, ignoreRejection } from '@etch/format';
+import { EtchError, ignoreRejection } from '@etch/format';
+import { type BufferPool } from '@etch/disk';
 import { createEtch, type CreateEtchOptions, type CreateEtchResult } from './create.js';
 import { EarlyWriteback } from './early-writeback.js';
 import { FileSink } from './file-sink.js';

@@ -1,4 +1,4 @@
-import { Ext4Reader, findPartition, readPartitionFile, readPartitionTable, type ReadAt } from '@etch/format';
+import { Ext4Reader, findPartition, readPartitionFile, readPartitionTable, type ReadAt } from '@etch/disk';
 import { parseRepositories, type RepositoriesJson } from './repositories.js';
 
 /** Options for {@link readBaseRepositories}. */

@@ -15,6 +15,7 @@ export type { EntryContent, EntryHeader, EntryWriter, EtchEntry } from '@etch/ta
 export { EtchError, isEtchError, injectPath } from '@etch/format';
 export type { EtchErrorCode } from '@etch/format';
 export * as format from '@etch/format';
+export * as disk from '@etch/disk';
 export * as tar from '@etch/tar';
 export * as core from '@etch/core';
 export * as balena from '@etch/balena';

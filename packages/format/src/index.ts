@@ -54,15 +54,6 @@ export {
 } from './entries.js';
 export { parseEntryName, type ParsedEntryName } from './entry-name.js';
 export {
-  findPartition,
-  readPartitionTable,
-  type PartitionInfo,
-  type PartitionTable,
-  type ReadAt,
-} from './partition-table.js';
-export { Ext4Reader, type Ext4Info, type Ext4Stat } from './ext4-reader.js';
-export { readPartitionFile } from './partition-file.js';
-export {
   MAX_REQUIREMENTS_SIZE,
   REQUIREMENTS_ENTRY_NAME,
   parseRequirements,
@@ -70,6 +61,3 @@ export {
   type EtchRequirements,
   type PartitionRequirement,
 } from './requirements.js';
-export { openReadAt, readAtHandle } from './read-at.js';
-export { BufferPool, readFileChunks } from './buffer-pool.js';
-export { isProcessRunning } from './process.js';

@@ -1,6 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { EtchError, readAtHandle } from '@etch/format';
+import { EtchError } from '@etch/format';
+import { readAtHandle } from '@etch/disk';
 import { indexTar, type TarIndexEntry } from '@etch/tar';
 import type { BlobProgress } from './blob-stream.js';
 import { digestBytes } from './digest.js';

@@ -1,4 +1,4 @@
-import { EtchError, type ReadAt, type TarEntryType } from '@etch/format';
+import { EtchError, type TarEntryType } from '@etch/format';
 import { BLOCK_SIZE, decodeHeader, isZeroBlock } from './header.js';
 import { ExtensionHeaders, isExtensionType } from './extension-headers.js';
 
@@ -17,9 +17,12 @@ const MAX_EXTENSION = 1024 * 1024;
 /**
  * Lists a seekable tar file by reading its headers only, jumping over data: a multi-gigabyte `docker save`
  * archive is indexed in a few reads. Long names (PAX `path`/`linkpath`, GNU `L`/`K`) and PAX `size` apply.
+ * @param read reads `length` bytes at `offset`, fewer only at the end (`readAtHandle` of `@etch/disk` is one).
  * @throws EtchError `ETCH_BAD_ARCHIVE` when a header is corrupt or the file ends without its end marker.
  */
-export async function indexTar(read: ReadAt): Promise<TarIndexEntry[]> {
+export async function indexTar(
+  read: (offset: number, length: number) => Promise<Uint8Array>,
+): Promise<TarIndexEntry[]> {
   const entries: TarIndexEntry[] = [];
   let offset = 0;
   const extensions = new ExtensionHeaders();

@@ -11,7 +11,8 @@ import {
 } from '@etch/balena';
 import type { InjectSource } from '@etch/core';
 import { parseRepositories, readBaseRepositories, type RepositoriesJson } from '@etch/docker-store';
-import { EtchError, readPartitionFile } from '@etch/format';
+import { EtchError } from '@etch/format';
+import { readPartitionFile } from '@etch/disk';
 import type { CliContext } from '../context.js';
 
 /** The preload flags of `etch create`, as parsed. */

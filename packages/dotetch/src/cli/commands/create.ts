@@ -16,7 +16,8 @@ import {
   type InjectSource,
 } from '@etch/core';
 import { resolvePreloadImages, type PreloadImage } from '@etch/docker-store';
-import { BufferPool, baseImageContainer, parsePartition, ignoreRejection } from '@etch/format';
+import { baseImageContainer, parsePartition, ignoreRejection } from '@etch/format';
+import { BufferPool } from '@etch/disk';
 import { formatPlatform, parsePlatform, type Platform, type RegistryClient } from '@etch/registry';
 import type { Compression } from '@etch/tar';
 import { helpFlag, parseFlags, usageError } from '../args.js';

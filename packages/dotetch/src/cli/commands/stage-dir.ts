@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm, statfs } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { isProcessRunning, type Logger } from '@etch/format';
+import { type Logger } from '@etch/format';
+import { isProcessRunning } from '@etch/disk';
 
 const STAGE_MAX_BYTES = 4 * 1024 ** 3;
 const PREFIX = 'stage-';

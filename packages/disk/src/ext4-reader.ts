@@ -1,4 +1,4 @@
-import { EtchError } from './errors.js';
+import { EtchError } from '@etch/format';
 import type { ReadAt } from './partition-table.js';
 
 /**
@@ -81,6 +81,11 @@ export interface Ext4Info {
   inodesPerGroup: number;
 }
 
+/**
+ * A small read-only reader of ext2/3/4 filesystems inside a disk image: extents, block maps and hashed
+ * directories; symlinks are never followed. Enough to read a file (an `apps.json`, the engine's
+ * `repositories.json`) or to check what a writer put there, without mounting anything.
+ */
 export class Ext4Reader {
   private constructor(
     private readonly readAt: ReadAt,

@@ -1,4 +1,4 @@
-import { EtchError } from './errors.js';
+import { EtchError } from '@etch/format';
 
 /**
  * Reads `length` bytes at `offset` of a disk image (a file handle, an HTTP range, a buffer…). May return

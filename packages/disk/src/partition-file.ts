@@ -1,5 +1,5 @@
 import { open } from 'node:fs/promises';
-import { EtchError } from './errors.js';
+import { EtchError } from '@etch/format';
 import { Ext4Reader } from './ext4-reader.js';
 import { findPartition, readPartitionTable } from './partition-table.js';
 import { readAtHandle } from './read-at.js';

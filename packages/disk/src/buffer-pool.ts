@@ -1,5 +1,5 @@
 import { open } from 'node:fs/promises';
-import { throwIfAborted } from './errors.js';
+import { throwIfAborted } from '@etch/format';
 
 /**
  * Read buffers lent out and taken back once written, so a long copy (a base image into a `.etch`) reuses a

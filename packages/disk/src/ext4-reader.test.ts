@@ -1,7 +1,7 @@
 import { appendFile, chmod, chown, link, mkdir, open, symlink, truncate, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isEtchError } from './errors.js';
+import { isEtchError } from '@etch/format';
 import type { ReadAt } from './partition-table.js';
 import { createTempDir, patternStream, collect, run, type TempDir } from '@etch/test-utils';
 import { Ext4Reader } from './ext4-reader.js';

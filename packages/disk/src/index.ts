@@ -1,0 +1,12 @@
+export {
+  findPartition,
+  readPartitionTable,
+  type PartitionInfo,
+  type PartitionTable,
+  type ReadAt,
+} from './partition-table.js';
+export { Ext4Reader, type Ext4Info, type Ext4Stat } from './ext4-reader.js';
+export { readPartitionFile } from './partition-file.js';
+export { openReadAt, readAtHandle } from './read-at.js';
+export { BufferPool, readFileChunks } from './buffer-pool.js';
+export { isProcessRunning } from './process.js';
