@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { crc32 } from 'node:zlib';
 import yauzl from 'yauzl';
-import { EtchError, isZipImageEntry } from '@etch/format';
+import { EtchError, isEtchError } from '@etch/format';
+import { findZipImage, readZipImage } from '@etch/disk';
 import type { EtchBaseImageEntry } from '@etch/tar';
 
 /** Size of the regions whose hashes `--verify` compares after the partitions are written. */
@@ -77,75 +77,33 @@ function openZip(path: string): Promise<yauzl.ZipFile> {
   );
 }
 
-/** The disk image in a zip: the largest entry with a raw image extension. */
-async function findImageEntry(zip: yauzl.ZipFile): Promise<yauzl.Entry> {
-  return new Promise((resolve, reject) => {
-    let best: yauzl.Entry | undefined;
-    zip.on('entry', (entry: yauzl.Entry) => {
-      if (isZipImageEntry(entry.fileName) && (best === undefined || entry.uncompressedSize > best.uncompressedSize))
-        best = entry;
-      zip.readEntry();
-    });
-    zip.on('end', () =>
-      best
-        ? resolve(best)
-        : reject(
-            new EtchError(
-              'ETCH_BAD_ARCHIVE',
-              'The zipped base image holds no disk image (no entry with a raw image extension such as .img).',
-            ),
-          ),
-    );
-    zip.on('error', reject);
-    zip.readEntry();
-  });
-}
-
+/**
+ * Extracts the disk image of a spooled zip onto the target, as `@etch/disk` chooses and CRC-checks it. A zip
+ * that cannot give its image makes the `.etch` invalid: every such failure is `ETCH_BAD_ARCHIVE`.
+ */
 async function extractZip(
   spool: string,
   target: string,
   onBytes: (bytes: number) => void,
   signal?: AbortSignal,
 ): Promise<{ hasher: ChunkHasher; name: string }> {
+  const what = 'The zipped base image';
   let zip: yauzl.ZipFile | undefined;
   try {
     zip = await openZip(spool);
-    const entry = await findImageEntry(zip);
-    if ((entry.generalPurposeBitFlag & 1) !== 0)
-      throw new EtchError(
-        'ETCH_BAD_ARCHIVE',
-        `${entry.fileName} in the zipped base image is encrypted; flashers cannot read it.`,
-      );
-    const opened = zip;
-    const stream = await new Promise<Readable>((resolve, reject) =>
-      opened.openReadStream(entry, (err, s) => (err ? reject(err) : resolve(s))),
-    );
-    let crc = 0;
-    const check = new Transform({
-      transform(chunk: Buffer, _encoding, done) {
-        crc = crc32(chunk, crc);
-        done(null, chunk);
-      },
-      flush(done) {
-        // yauzl checks sizes but not CRC-32; a flipped bit in a stored entry would otherwise go unnoticed.
-        done(
-          crc >>> 0 === entry.crc32 >>> 0
-            ? null
-            : new EtchError(
-                'ETCH_BAD_ARCHIVE',
-                `${entry.fileName} in the zipped base image fails its CRC-32 check; the zip is corrupt.`,
-              ),
-        );
-      },
-    });
+    const { entry, name } = await findZipImage(zip, what);
     const hasher = new ChunkHasher(onBytes);
-    await pipeline(stream, check, hasher, createWriteStream(target, { flags: 'r+' }), signal ? { signal } : {});
-    return { hasher, name: basename(entry.fileName) };
+    await pipeline(
+      readZipImage(zip, entry, what),
+      hasher,
+      createWriteStream(target, { flags: 'r+' }),
+      signal ? { signal } : {},
+    );
+    return { hasher, name };
   } catch (cause) {
-    if (cause instanceof EtchError) throw cause;
-    throw new EtchError('ETCH_BAD_ARCHIVE', `The zipped base image cannot be read: ${(cause as Error).message}`, {
-      cause,
-    });
+    if (isEtchError(cause, 'ETCH_BAD_ARCHIVE') || isEtchError(cause, 'ETCH_ABORTED')) throw cause;
+    const message = isEtchError(cause) ? cause.message : `${what} cannot be read: ${(cause as Error).message}`;
+    throw new EtchError('ETCH_BAD_ARCHIVE', message, { cause, details: isEtchError(cause) ? cause.details : {} });
   } finally {
     zip?.close();
   }

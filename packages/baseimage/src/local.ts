@@ -2,12 +2,12 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { EtchError } from '@etch/format';
-import { readFileChunks, type BufferPool } from '@etch/disk';
+import { findZipImage, readFileChunks, readZipImage, type BufferPool } from '@etch/disk';
 import { decodeError, decompress, uncompressedSize } from './compressed.js';
 import { requireKind } from './names.js';
 import type { OpenedSource } from './opened.js';
 import type { BaseImageProgress, BaseMode } from './types.js';
-import { entryBytes, findImageEntry, openZipFile } from './zip.js';
+import { openZipFile } from './zip.js';
 
 /** Options of {@link openLocalImage}. */
 export interface LocalOptions {
@@ -62,7 +62,7 @@ export async function openLocalImage(path: string, options: LocalOptions): Promi
     const zip = await openZipFile(path, what);
     let found;
     try {
-      found = await findImageEntry(zip, what);
+      found = await findZipImage(zip, what);
     } catch (error) {
       zip.close();
       throw error;
@@ -80,7 +80,7 @@ export async function openLocalImage(path: string, options: LocalOptions): Promi
     return {
       name: found.name,
       size: found.entry.uncompressedSize,
-      bytes: entryBytes(zip, found.entry, what),
+      bytes: readZipImage(zip, found.entry, what),
       info: { kind: 'zip', entryName: found.entry.fileName },
       close: () => zip.close(),
     };

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EtchError, abortError, isEtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { findZipImage, readZipImage } from '@etch/disk';
 import { HttpClient, RegistryClient } from '@etch/registry';
 import { ImageCache, cacheKey, defaultCacheDir, type CacheEntry, type CacheRecord } from './cache.js';
 import { parseEciSpec, planEci } from './eci.js';
@@ -22,7 +23,7 @@ import { classifyName, lastComponent, redactUrl, acceptedExtensions } from './na
 import type { OpenedSource } from './opened.js';
 import type { BaseImageSourceInfo, BaseMode, OpenBaseImageOptions, OpenedBaseImage } from './types.js';
 import { finallyDo, sizeChecked, toReadable } from './verify.js';
-import { entryBytes, findImageEntry, openZipReader } from './zip.js';
+import { openZipReader } from './zip.js';
 
 /** The kind of spec a string is. */
 export type SpecKind = 'file' | 'url' | 'eci';
@@ -117,7 +118,7 @@ async function fetchUrl(http: HttpClient, target: Target, found: Probe, ctx: Con
   if (found.size !== undefined && kind.kind === 'zip' && (await servesRanges(http, target, found.size, ctx.signal))) {
     const zip = await openZipReader(new HttpRangeReader(http, target, ranged), found.size, what);
     ctx.cleanups.push(() => zip.close());
-    const image = await findImageEntry(zip, what);
+    const image = await findZipImage(zip, what);
     if (ctx.mode === 'passthrough') {
       zip.close();
       return {
@@ -131,7 +132,7 @@ async function fetchUrl(http: HttpClient, target: Target, found: Probe, ctx: Con
     return {
       name: image.name,
       size: image.entry.uncompressedSize,
-      bytes: entryBytes(zip, image.entry, what),
+      bytes: readZipImage(zip, image.entry, what),
       info: { ...urlInfo, entryName: image.entry.fileName },
     };
   }

@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { crc32 } from 'node:zlib';
 import { EtchError, abortError, isEtchError } from '@etch/format';
 import type { BaseImageProgress } from './types.js';
 
@@ -71,27 +70,6 @@ export async function* sizeChecked(
   }
 }
 
-/** Checks the CRC-32 of everything `input` yields against `expected`, at the end (`ETCH_DIGEST_MISMATCH`). */
-export async function* crcChecked(
-  input: AsyncIterable<Uint8Array>,
-  expected: number,
-  what: string,
-): AsyncGenerator<Buffer> {
-  let crc = 0;
-  for await (const data of input) {
-    const chunk = Buffer.isBuffer(data) ? data : Buffer.from(data);
-    crc = crc32(chunk, crc);
-    yield chunk;
-  }
-  if (crc >>> 0 !== expected >>> 0) {
-    throw new EtchError(
-      'ETCH_DIGEST_MISMATCH',
-      `${what} is corrupt: its CRC-32 is ${hex(crc)}, the zip says ${hex(expected)}.`,
-      { details: { expected: hex(expected), actual: hex(crc) } },
-    );
-  }
-}
-
 /** Checks the sha256 of everything `input` yields against `expected` (hex), at the end. */
 export async function* sha256Checked(
   input: AsyncIterable<Uint8Array>,
@@ -114,10 +92,6 @@ export async function* sha256Checked(
       { details: { digest: `sha256:${expected}`, actual: `sha256:${actual}` } },
     );
   }
-}
-
-function hex(n: number): string {
-  return (n >>> 0).toString(16).padStart(8, '0');
 }
 
 /**
