@@ -1,18 +1,7 @@
-import { randomBytes } from 'node:crypto';
-import {
-  open,
-  readFile,
-  readdir,
-  readlink,
-  realpath,
-  rename,
-  rm,
-  stat,
-  truncate,
-  type FileHandle,
-} from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open, readFile, readdir, readlink, realpath, stat, truncate, type FileHandle } from 'node:fs/promises';
+import { basename } from 'node:path';
 import { EtchError } from '@etch/format';
+import { AtomicFile } from '@etch/disk';
 import { runTool } from './exec.js';
 
 /** Where the disk is written: an image file (through a temporary name) or a block device. */
@@ -132,9 +121,9 @@ async function deviceTarget(path: string, force: boolean): Promise<Target> {
 }
 
 async function fileTarget(path: string): Promise<Target> {
-  const temporary = join(dirname(path), `.${basename(path)}.etch-apply-${randomBytes(4).toString('hex')}`);
-  // Exclusive create: never clobber a file we did not make.
-  await (await open(temporary, 'wx')).close();
+  // Created exclusively beside the image, so a file we did not make is never clobbered. The tools write to it by path.
+  const file = await AtomicFile.create(path);
+  const temporary = file.temporaryPath;
   return {
     kind: 'file',
     path: temporary,
@@ -142,13 +131,8 @@ async function fileTarget(path: string): Promise<Target> {
     async extendTo(bytes) {
       if ((await stat(temporary)).size < bytes) await truncate(temporary, bytes);
     },
-    async commit() {
-      const handle = await open(temporary, 'r+');
-      await handle.sync();
-      await handle.close();
-      await rename(temporary, path);
-    },
-    abort: () => rm(temporary, { force: true }),
+    commit: () => file.commit(),
+    abort: () => file.abort(),
   };
 }
 

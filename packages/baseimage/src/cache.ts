@@ -1,22 +1,10 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import {
-  mkdir,
-  open,
-  readFile,
-  readdir,
-  rename,
-  rm,
-  rmdir,
-  stat,
-  unlink,
-  writeFile,
-  type FileHandle,
-} from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, rmdir, stat, unlink, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { EtchError, silentLogger, type Logger } from '@etch/format';
-import { isProcessRunning } from '@etch/disk';
+import { EtchError, ignoreRejection, silentLogger, type Logger } from '@etch/format';
+import { AtomicFile, isProcessRunning, writeFileAtomic } from '@etch/disk';
 import type { BaseMode, SourceKind } from './types.js';
 import { sha256Checked } from './verify.js';
 
@@ -65,18 +53,6 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 export function cacheKey(fields: Record<string, string>): string {
   const sorted = Object.fromEntries(Object.entries(fields).sort(([a], [b]) => a.localeCompare(b)));
   return createHash('sha256').update(JSON.stringify(sorted)).digest('hex');
-}
-
-async function fsyncDir(path: string): Promise<void> {
-  let handle: FileHandle | undefined;
-  try {
-    handle = await open(path, 'r');
-    await handle.sync();
-  } catch {
-    // Some filesystems refuse to fsync a directory; the rename is still atomic.
-  } finally {
-    await handle?.close().catch(() => undefined);
-  }
 }
 
 /**
@@ -191,55 +167,50 @@ export class ImageCache {
    */
   async *store(input: AsyncIterable<Buffer>, record: CacheRecord): AsyncGenerator<Buffer> {
     const key = cacheKey(record.keyFields);
-    const temp = join(this.dir, TMP, `${process.pid}-${randomUUID()}`);
-    let handle: FileHandle | undefined;
+    const tmp = (suffix = '') => join(this.dir, TMP, `${process.pid}-${randomUUID()}${suffix}`);
+    let file: AtomicFile | undefined;
     try {
       await this.prepare();
-      handle = await open(temp, 'wx');
+      // Its final name is the sha256 of what it holds, known only at the end.
+      file = await AtomicFile.create({ temporaryPath: tmp() });
     } catch (error) {
       this.logger.warn('cannot write the cache; continuing without it', {
         dir: this.dir,
         error: (error as Error).message,
       });
-      handle = undefined;
+      file = undefined;
     }
     const hash = createHash('sha256');
-    let committed = false;
     try {
       for await (const chunk of input) {
-        if (handle) {
+        if (file) {
           try {
-            await handle.write(chunk);
+            await file.write(chunk);
             hash.update(chunk);
           } catch (error) {
             this.logger.warn('writing the cache failed; continuing without it', {
               dir: this.dir,
               error: (error as Error).message,
             });
-            await handle.close().catch(() => undefined);
-            handle = undefined;
-            await rm(temp, { force: true }).catch(() => undefined);
+            await ignoreRejection(file.abort(), 'a temp file left behind is removed by the next writer');
+            file = undefined;
           }
         }
         yield chunk;
       }
-      if (handle) {
+      if (file) {
         try {
-          await handle.sync();
-          await handle.close();
-          handle = undefined;
           const sha256 = hash.digest('hex');
-          const file = `${BLOBS}/${sha256}`;
+          const blob = `${BLOBS}/${sha256}`;
           const previous = await this.readEntry(this.entryPath(key));
-          await rename(temp, join(this.dir, file));
-          await fsyncDir(join(this.dir, BLOBS));
-          const entry: CacheEntry = { ...record, key, sha256, file, storedAt: new Date().toISOString() };
-          const entryTemp = join(this.dir, TMP, `${process.pid}-${randomUUID()}.json`);
-          await writeFile(entryTemp, `${JSON.stringify(entry, null, 2)}\n`, { flush: true });
-          await rename(entryTemp, this.entryPath(key));
-          await fsyncDir(join(this.dir, ENTRIES));
-          committed = true;
-          if (previous && previous.file !== file) {
+          const committing = file;
+          file = undefined;
+          await committing.commit(join(this.dir, blob));
+          const entry: CacheEntry = { ...record, key, sha256, file: blob, storedAt: new Date().toISOString() };
+          await writeFileAtomic(this.entryPath(key), `${JSON.stringify(entry, null, 2)}\n`, {
+            temporaryPath: tmp('.json'),
+          });
+          if (previous && previous.file !== blob) {
             const users = (await this.list()).filter((other) => other.file === previous.file);
             if (users.length === 0) await unlink(join(this.dir, previous.file)).catch(() => undefined);
           }
@@ -252,8 +223,8 @@ export class ImageCache {
         }
       }
     } finally {
-      if (handle) await handle.close().catch(() => undefined);
-      if (!committed) await rm(temp, { force: true }).catch(() => undefined);
+      // The input failed or the consumer stopped: the temp file goes.
+      if (file) await ignoreRejection(file.abort(), 'a temp file left behind is removed by the next writer');
     }
   }
 

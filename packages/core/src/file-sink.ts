@@ -1,10 +1,10 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { EtchError } from '@etch/format';
-import { type BufferPool } from '@etch/disk';
+import type { BufferPool } from '@etch/disk';
 
 /**
- * A new file as a Writable that hands each chunk back to a {@link BufferPool} once the kernel has it, so
+ * A file as a Writable that hands each chunk back to a {@link BufferPool} once the kernel has it, so
  * the base image's read buffers are reused instead of piling up for the garbage collector. It is the last
  * stage of `writeEtchFile`'s pipeline: nothing after it can still hold a chunk.
  */
@@ -12,17 +12,13 @@ export class FileSink extends Writable {
   /** Bytes written so far. */
   bytesWritten = 0;
 
-  private constructor(
+  /** Writes through `handle`, which stays open: its owner (an `AtomicFile`) syncs and closes it. */
+  constructor(
     private readonly handle: FileHandle,
     private readonly pool: BufferPool | undefined,
   ) {
     // Room for a few chunks, so reading the base image overlaps writing it.
     super({ highWaterMark: 1024 * 1024 });
-  }
-
-  /** Creates `path` (it must not exist). */
-  static async create(path: string, pool?: BufferPool): Promise<FileSink> {
-    return new FileSink(await open(path, 'wx'), pool);
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
@@ -31,13 +27,6 @@ export class FileSink extends Writable {
 
   override _writev(chunks: { chunk: Buffer }[], callback: (error?: Error | null) => void): void {
     this.writeAll(chunks.map((c) => c.chunk)).then(() => callback(), callback);
-  }
-
-  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
-    this.handle.close().then(
-      () => callback(error),
-      (closeError: unknown) => callback(error ?? (closeError as Error)),
-    );
   }
 
   private async writeAll(chunks: Buffer[]): Promise<void> {

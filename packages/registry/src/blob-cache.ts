@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EtchError } from '@etch/format';
+import { AtomicFile } from '@etch/disk';
 import type { BlobProgress } from './blob-stream.js';
 import { assertDigest } from './digest.js';
 import { verifiedFileRange } from './local-blob.js';
@@ -74,25 +75,25 @@ export class BlobCache {
     const final = this.pathOf(descriptor.digest);
     await mkdir(join(final, '..'), { recursive: true });
     await mkdir(join(this.dir, 'tmp'), { recursive: true });
-    const temporary = join(
-      this.dir,
-      'tmp',
-      `${descriptor.digest.replace(':', '-')}.${process.pid}.${randomBytes(4).toString('hex')}`,
-    );
-    const file = await open(temporary, 'wx');
-    let done = false;
+    const file = await AtomicFile.create(final, {
+      temporaryPath: join(
+        this.dir,
+        'tmp',
+        `${descriptor.digest.replace(':', '-')}.${process.pid}.${randomBytes(4).toString('hex')}`,
+      ),
+      // No fsync: every read verifies the digest again, so a file torn by a crash is caught and removed,
+      // and a pipeline that caches 100 MB of layers does not wait for the disk on each of them.
+      sync: false,
+    });
     try {
       for await (const chunk of chunks) {
         await file.write(chunk);
         yield chunk;
       }
-      // No fsync: every read verifies the digest again, so a file torn by a crash is caught and removed,
-      // and a pipeline that caches 100 MB of layers does not wait for the disk on each of them.
-      done = true;
+      await file.commit();
     } finally {
-      await file.close();
-      if (done) await rename(temporary, final);
-      else await rm(temporary, { force: true });
+      // The source failed (a digest mismatch among others) or the consumer stopped: nothing enters the cache.
+      await file.abort();
     }
   }
 
