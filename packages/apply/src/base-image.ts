@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import yauzl from 'yauzl';
-import { EtchError, isEtchError } from '@etch/format';
+import { EtchError, toEtchError } from '@etch/format';
 import { findZipImage, readZipImage } from '@etch/disk';
 import type { EtchBaseImageEntry } from '@etch/tar';
 
@@ -101,9 +101,14 @@ async function extractZip(
     );
     return { hasher, name };
   } catch (cause) {
-    if (isEtchError(cause, 'ETCH_BAD_ARCHIVE') || isEtchError(cause, 'ETCH_ABORTED')) throw cause;
-    const message = isEtchError(cause) ? cause.message : `${what} cannot be read: ${(cause as Error).message}`;
-    throw new EtchError('ETCH_BAD_ARCHIVE', message, { cause, details: isEtchError(cause) ? cause.details : {} });
+    const error = toEtchError(cause, {
+      code: 'ETCH_BAD_ARCHIVE',
+      message: (m) => `${what} cannot be read: ${m}`,
+      signal,
+    });
+    if (error.code === 'ETCH_BAD_ARCHIVE' || error.code === 'ETCH_ABORTED') throw error;
+    // Not found, encrypted, unsupported method, corrupt: the .etch carries a base image no flasher can use.
+    throw new EtchError('ETCH_BAD_ARCHIVE', error.message, { cause: error, details: error.details });
   } finally {
     zip?.close();
   }

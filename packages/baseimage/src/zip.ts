@@ -1,11 +1,9 @@
 import yauzl from 'yauzl';
-import { EtchError, isEtchError } from '@etch/format';
+import { toEtchError, type EtchError } from '@etch/format';
 
 /** Turns yauzl's plain errors into `ETCH_BAD_ARCHIVE` naming the zip. */
 function zipError(error: unknown, what: string): EtchError {
-  if (isEtchError(error)) return error;
-  const message = (error as Error)?.message ?? String(error);
-  return new EtchError('ETCH_BAD_ARCHIVE', `${what} is not a readable zip: ${message}.`, { cause: error });
+  return toEtchError(error, { code: 'ETCH_BAD_ARCHIVE', message: (m) => `${what} is not a readable zip: ${m}.` });
 }
 
 // Lazy entries: `findZipImage` of @etch/disk lists them with `eachEntry()`.

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { EtchError, ignoreRejection, isEtchError, throwIfAborted } from '@etch/format';
+import { EtchError, ignoreRejection, throwIfAborted, toEtchError } from '@etch/format';
 
 /** The hidden name beside `path` that {@link AtomicFile} writes to by default: `.<name>.<random>.partial`. */
 export function temporaryPathFor(path: string): string {
@@ -23,11 +23,7 @@ export interface AtomicFileOptions {
 }
 
 function ioError(cause: unknown, path: string): EtchError {
-  if (isEtchError(cause)) return cause;
-  return new EtchError('ETCH_IO', `Could not write ${path}: ${(cause as Error).message}`, {
-    cause,
-    details: { path },
-  });
+  return toEtchError(cause, { message: (m) => `Could not write ${path}: ${m}`, details: { path } });
 }
 
 /** Flushes a folder's entries (a rename) to disk; some filesystems refuse, and the rename is atomic anyway. */

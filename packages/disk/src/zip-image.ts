@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import { crc32 } from 'node:zlib';
-import { EtchError, assertBaseImageName, isEtchError, isZipImageEntry } from '@etch/format';
+import { EtchError, assertBaseImageName, isZipImageEntry, toEtchError } from '@etch/format';
 
 const STORED = 0;
 const DEFLATE = 8;
@@ -34,9 +34,7 @@ export interface ZipImage<E extends ZipEntryInfo = ZipEntryInfo> {
 
 /** Any error of the zip reader as `ETCH_BAD_ARCHIVE` naming the zip; EtchErrors pass as they are. */
 function zipError(error: unknown, what: string): EtchError {
-  if (isEtchError(error)) return error;
-  const message = (error as Error)?.message ?? String(error);
-  return new EtchError('ETCH_BAD_ARCHIVE', `${what} is not a readable zip: ${message}.`, { cause: error });
+  return toEtchError(error, { code: 'ETCH_BAD_ARCHIVE', message: (m) => `${what} is not a readable zip: ${m}.` });
 }
 
 function lastComponent(path: string): string {
