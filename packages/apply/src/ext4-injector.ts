@@ -4,6 +4,7 @@ import type { Readable } from 'node:stream';
 import {
   EtchError,
   Ext4Reader,
+  assertFlashable,
   openReadAt,
   silentLogger,
   throwIfAborted,
@@ -41,26 +42,9 @@ function quote(value: string): string {
   return `"${value.replaceAll('"', '""')}"`;
 }
 
-// ext4 limits: a name is at most 255 bytes, and Linux paths at most 4095. debugfs reads its script with an
-// 8 KiB line buffer and runs the rest of a longer line as another command, so no line may come near it.
-const NAME_MAX = 255;
-const PATH_MAX = 4095;
+// debugfs reads its script with an 8 KiB line buffer and runs the rest of a longer line as another
+// command, so no line may come near it.
 const SCRIPT_LINE_MAX = 8000;
-
-function assertExt4Path(path: string, what: string): void {
-  if (Buffer.byteLength(path) > PATH_MAX)
-    throw new EtchError('ETCH_BAD_ENTRY', `${what} is longer than ${PATH_MAX} bytes, which ext4 paths cannot be.`, {
-      details: { entryName: path.slice(0, 200) },
-    });
-  for (const name of path.split('/')) {
-    if (Buffer.byteLength(name) > NAME_MAX)
-      throw new EtchError(
-        'ETCH_BAD_ENTRY',
-        `${what} has a name longer than ${NAME_MAX} bytes, which ext4 cannot store.`,
-        { details: { entryName: path.slice(0, 200) } },
-      );
-  }
-}
 
 function absolute(path: string): string {
   return path === '' ? '/' : `/${path}`;
@@ -105,13 +89,12 @@ export class Ext4Injector implements PartitionInjector {
 
   async add(entry: EtchInjectEntry): Promise<void> {
     throwIfAborted(this.options.signal);
-    assertExt4Path(entry.path, `inject/${this.partition.number}/${entry.path.slice(0, 80)}…`);
-    if (entry.symlinkTarget !== undefined && Buffer.byteLength(entry.symlinkTarget) > PATH_MAX) {
-      throw new EtchError(
-        'ETCH_BAD_ENTRY',
-        `The symlink target of ${entry.path.slice(0, 80)} is longer than ${PATH_MAX} bytes.`,
-      );
-    }
+    assertFlashable({
+      path: entry.path,
+      entryName: entry.header.name,
+      ...(entry.symlinkTarget !== undefined ? { symlinkTarget: entry.symlinkTarget } : {}),
+      xattrNames: entry.xattrs.keys(),
+    });
     await mkdir(this.staging, { recursive: true });
     const staged: Staged = { entry, xattrFiles: [] };
     if (entry.type === 'file') {
@@ -136,16 +119,16 @@ export class Ext4Injector implements PartitionInjector {
     await this.flush();
     if (this.directories.size > 0) {
       const commands: string[] = [];
-      for (const [path, entry] of this.directories) commands.push(...this.metadata(path, S_IFDIR | entry.mode, entry));
+      for (const [path, entry] of this.directories) commands.push(...this.metadata(path, S_IFDIR, entry));
       await this.debugfs(commands);
     }
     return { files: [...this.files.values()], partition: this.partition };
   }
 
-  private metadata(path: string, mode: number, entry: EtchInjectEntry): string[] {
+  private metadata(path: string, type: number, entry: EtchInjectEntry): string[] {
     const p = quote(path);
     return [
-      `sif ${p} mode 0${mode.toString(8)}`,
+      `sif ${p} mode 0${(type | (entry.mode & 0o7777)).toString(8)}`,
       `sif ${p} uid ${entry.uid}`,
       `sif ${p} gid ${entry.gid}`,
       `sif ${p} mtime @${Math.floor(entry.mtime.getTime() / 1000)}`,
@@ -296,7 +279,7 @@ export class Ext4Injector implements PartitionInjector {
         }
         case 'file':
           await replace(path);
-          commands.push(`write ${quote(content as string)} ${p}`, ...this.metadata(path, S_IFREG | entry.mode, entry));
+          commands.push(`write ${quote(content as string)} ${p}`, ...this.metadata(path, S_IFREG, entry));
           made.set(path, 'other');
           linkCounts.set(path, 1);
           break;
@@ -340,7 +323,7 @@ export class Ext4Injector implements PartitionInjector {
             `mknod ${quote(posix.basename(path))} c ${major} ${minor}`,
             'cd /',
           );
-          commands.push(...this.metadata(path, S_IFCHR | entry.mode, entry));
+          commands.push(...this.metadata(path, S_IFCHR, entry));
           made.set(path, 'other');
           break;
         }

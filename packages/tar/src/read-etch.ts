@@ -5,6 +5,7 @@ import {
   MAX_REQUIREMENTS_SIZE,
   REQUIREMENTS_ENTRY_NAME,
   abortError,
+  checkInjectMetadata,
   isEtchError,
   parseRequirements,
   type BaseImageContainer,
@@ -156,13 +157,17 @@ export async function* readEtch(
           };
           break;
         case 'inject': {
+          const mode = checkInjectMetadata(
+            { mode: header.mode, uid: header.uid, gid: header.gid, mtime: header.mtime.getTime() / 1000 },
+            header.name,
+          );
           const result: EtchInjectEntry = {
             kind: 'inject',
             partition: entry.partition,
             path: entry.path,
             type: entry.type,
             size: header.size,
-            mode: header.mode,
+            mode,
             uid: header.uid,
             gid: header.gid,
             mtime: header.mtime,
