@@ -150,7 +150,7 @@ export async function probe(
   return toProbe(response);
 }
 
-const MIN_RESUMES = 32;
+const MIN_RESUMES = 8;
 const RESUME_PER_BYTES = 16 * 1024 * 1024;
 
 function longerThanAnnounced(target: Target, announced: number, seen: number): EtchError {
