@@ -24,8 +24,32 @@ const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFCHR = 0o020000;
 
+/**
+ * What a staged entry needs until its batch is written: its fields, not the entry itself, whose body stream,
+ * header and PAX records would otherwise stay alive for the whole batch (tens of KB per entry).
+ */
+type StagedEntry = Pick<
+  EtchInjectEntry,
+  'path' | 'type' | 'mode' | 'uid' | 'gid' | 'mtime' | 'symlinkTarget' | 'hardlinkTarget'
+> & { devmajor: number; devminor: number };
+
+function slim(entry: EtchInjectEntry): StagedEntry {
+  return {
+    path: entry.path,
+    type: entry.type,
+    mode: entry.mode,
+    uid: entry.uid,
+    gid: entry.gid,
+    mtime: entry.mtime,
+    ...(entry.symlinkTarget !== undefined ? { symlinkTarget: entry.symlinkTarget } : {}),
+    ...(entry.hardlinkTarget !== undefined ? { hardlinkTarget: entry.hardlinkTarget } : {}),
+    devmajor: entry.header.devmajor ?? 0,
+    devminor: entry.header.devminor ?? 0,
+  };
+}
+
 interface Staged {
-  entry: EtchInjectEntry;
+  entry: StagedEntry;
   /** Local file holding the content (files) or xattr values. */
   content?: string;
   xattrFiles: [string, string][];
@@ -68,7 +92,7 @@ export class Ext4Injector implements PartitionInjector {
   private stagedBytes = 0;
   private sequence = 0;
   /** Directory metadata, applied once at the end: writing children changes a directory's mtime. */
-  private readonly directories = new Map<string, EtchInjectEntry>();
+  private readonly directories = new Map<string, StagedEntry>();
   private readonly files = new Map<string, InjectedFile>();
 
   constructor(
@@ -96,7 +120,7 @@ export class Ext4Injector implements PartitionInjector {
       xattrNames: entry.xattrs.keys(),
     });
     await mkdir(this.staging, { recursive: true });
-    const staged: Staged = { entry, xattrFiles: [] };
+    const staged: Staged = { entry: slim(entry), xattrFiles: [] };
     if (entry.type === 'file') {
       const path = join(this.staging, String(this.sequence++));
       const { size, sha256 } = await stageFile(entry.stream as Readable, path, this.options.signal);
@@ -125,7 +149,7 @@ export class Ext4Injector implements PartitionInjector {
     return { files: [...this.files.values()], partition: this.partition };
   }
 
-  private metadata(path: string, type: number, entry: EtchInjectEntry): string[] {
+  private metadata(path: string, type: number, entry: StagedEntry): string[] {
     const p = quote(path);
     return [
       `sif ${p} mode 0${(type | (entry.mode & 0o7777)).toString(8)}`,
@@ -315,8 +339,8 @@ export class Ext4Injector implements PartitionInjector {
         }
         case 'character-device': {
           await replace(path);
-          const major = entry.header.devmajor ?? 0;
-          const minor = entry.header.devminor ?? 0;
+          const major = entry.devmajor;
+          const minor = entry.devminor;
           // debugfs's mknod takes a name in the current directory, not a path.
           commands.push(
             `cd ${quote(posix.dirname(path))}`,
