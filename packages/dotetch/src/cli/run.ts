@@ -29,7 +29,4 @@ export async function run(argv: string[]): Promise<void> {
   });
   process.off('SIGINT', onSignal);
   process.off('SIGTERM', onSignal);
-  // Interrupted: the command has removed its partial output. Work that did not heed the signal (a prefetch,
-  // a conversion in flight) must not keep the process alive, or write more, for seconds after.
-  if (controller.signal.aborted) process.exit(process.exitCode);
 }
