@@ -1,11 +1,22 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pack as tarPack } from 'tar-stream';
 import { isEtchError } from '@etch/format';
 import { Ext4Reader, findPartition, readPartitionTable } from '@etch/disk';
 import { promisePacker, whenPackerIdle, type EntryContent, type EntryHeader } from '@etch/tar';
-import { collect, createTempDir, makeBalenaLikeImage, patternStream, run, type TempDir } from '@etch/test-utils';
+import {
+  collect,
+  createTempDir,
+  etchPrelude,
+  makeBalenaLikeImage,
+  patternStream,
+  paxEntry,
+  rawTarEntry,
+  run,
+  tarEnd,
+  type TempDir,
+} from '@etch/test-utils';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { applyEtch } from './apply.js';
@@ -223,10 +234,17 @@ describe('applyEtch refusals', () => {
     const smuggled = `${'a'.repeat(8183)}${'dump /evil /tmp/etch-apply-smuggled'.padEnd(8191 - 8183, ' ')}zzz/x`;
     for (const name of [`inject/6/${'n'.repeat(256)}`, `inject/6/${smuggled}`]) {
       const etch = work.join('long-name.etch');
-      await writeEtch(etch, base, 'small.img', [
-        { header: { name: 'inject/6/evil' }, content: 'payload' },
-        { header: { name }, content: 'x' },
-      ]);
+      // `etch create` refuses such names now; a hostile writer does not, so the tar is made by hand.
+      await writeFile(
+        etch,
+        Buffer.concat([
+          etchPrelude(await readFile(base), 'small.img'),
+          rawTarEntry({ name: 'inject/6/evil' }, Buffer.from('payload')),
+          paxEntry({ path: name }),
+          rawTarEntry({ name: 'inject/6/placeholder' }, Buffer.from('x')),
+          tarEnd(),
+        ]),
+      );
       const error = await applyEtch(createReadStream(etch), { output: work.join('long-name.img') }).catch(
         (e: unknown) => e,
       );

@@ -93,10 +93,11 @@ async function reserveAnnounced(
   try {
     await injector.reserve(announced.bytes, announced.entries);
   } catch (error) {
-    if (!isEtchError(error, 'ETCH_BAD_DISK_IMAGE')) throw error;
+    // Whatever stops the growth (no room, resize2fs refusing a size), the entries still decide: carry on.
+    if (!isEtchError(error) || isEtchError(error, 'ETCH_ABORTED')) throw error;
     logger.warn('cannot grow as much as requirements.json announces; growing as entries need instead', {
       partition,
-      reason: error.message,
+      reason: (error as Error).message,
     });
   }
 }

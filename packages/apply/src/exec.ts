@@ -19,8 +19,18 @@ const PACKAGES: Record<string, string> = {
   mcopy: 'mtools',
   mmd: 'mtools',
   mdir: 'mtools',
+  mdel: 'mtools',
   mattrib: 'mtools',
 };
+
+/** Tool output without the version banner e2fsprogs prints first (`resize2fs 1.47.0 (5-Feb-2023)`). */
+function withoutBanner(text: string): string {
+  return text
+    .split('\n')
+    .filter((line) => !/^\S+ \d+\.\d+(\.\d+)? \(\d+-\w+-\d+\)$/.test(line.trim()))
+    .join('\n')
+    .trim();
+}
 
 /**
  * Runs a system tool without a shell. Fails with `ETCH_IO` naming the package to install when the tool is
@@ -71,7 +81,7 @@ export function runTool(
         reject(
           new EtchError(
             'ETCH_IO',
-            `${command} ${args.join(' ')} failed (exit ${result.code}): ${result.stderr.trim() || result.stdout.trim()}`,
+            `${command} ${args.join(' ')} failed (exit ${result.code}): ${withoutBanner(result.stderr) || withoutBanner(result.stdout)}`,
           ),
         );
       } else resolve(result);

@@ -1,7 +1,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import { EtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { EtchError, assertFlashable, silentLogger, throwIfAborted, type Logger } from '@etch/format';
 import { Ext4Reader, openReadAt, type Ext4Info, type PartitionInfo } from '@etch/disk';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
@@ -15,8 +15,32 @@ const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFCHR = 0o020000;
 
+/**
+ * What a staged entry needs until its batch is written: its fields, not the entry itself, whose body stream,
+ * header and PAX records would otherwise stay alive for the whole batch (tens of KB per entry).
+ */
+type StagedEntry = Pick<
+  EtchInjectEntry,
+  'path' | 'type' | 'mode' | 'uid' | 'gid' | 'mtime' | 'symlinkTarget' | 'hardlinkTarget'
+> & { devmajor: number; devminor: number };
+
+function slim(entry: EtchInjectEntry): StagedEntry {
+  return {
+    path: entry.path,
+    type: entry.type,
+    mode: entry.mode,
+    uid: entry.uid,
+    gid: entry.gid,
+    mtime: entry.mtime,
+    ...(entry.symlinkTarget !== undefined ? { symlinkTarget: entry.symlinkTarget } : {}),
+    ...(entry.hardlinkTarget !== undefined ? { hardlinkTarget: entry.hardlinkTarget } : {}),
+    devmajor: entry.header.devmajor ?? 0,
+    devminor: entry.header.devminor ?? 0,
+  };
+}
+
 interface Staged {
-  entry: EtchInjectEntry;
+  entry: StagedEntry;
   /** Local file holding the content (files) or xattr values. */
   content?: string;
   xattrFiles: [string, string][];
@@ -33,26 +57,9 @@ function quote(value: string): string {
   return `"${value.replaceAll('"', '""')}"`;
 }
 
-// ext4 limits: a name is at most 255 bytes, and Linux paths at most 4095. debugfs reads its script with an
-// 8 KiB line buffer and runs the rest of a longer line as another command, so no line may come near it.
-const NAME_MAX = 255;
-const PATH_MAX = 4095;
+// debugfs reads its script with an 8 KiB line buffer and runs the rest of a longer line as another
+// command, so no line may come near it.
 const SCRIPT_LINE_MAX = 8000;
-
-function assertExt4Path(path: string, what: string): void {
-  if (Buffer.byteLength(path) > PATH_MAX)
-    throw new EtchError('ETCH_BAD_ENTRY', `${what} is longer than ${PATH_MAX} bytes, which ext4 paths cannot be.`, {
-      details: { entryName: path.slice(0, 200) },
-    });
-  for (const name of path.split('/')) {
-    if (Buffer.byteLength(name) > NAME_MAX)
-      throw new EtchError(
-        'ETCH_BAD_ENTRY',
-        `${what} has a name longer than ${NAME_MAX} bytes, which ext4 cannot store.`,
-        { details: { entryName: path.slice(0, 200) } },
-      );
-  }
-}
 
 function absolute(path: string): string {
   return path === '' ? '/' : `/${path}`;
@@ -76,7 +83,7 @@ export class Ext4Injector implements PartitionInjector {
   private stagedBytes = 0;
   private sequence = 0;
   /** Directory metadata, applied once at the end: writing children changes a directory's mtime. */
-  private readonly directories = new Map<string, EtchInjectEntry>();
+  private readonly directories = new Map<string, StagedEntry>();
   private readonly files = new Map<string, InjectedFile>();
 
   constructor(
@@ -97,15 +104,14 @@ export class Ext4Injector implements PartitionInjector {
 
   async add(entry: EtchInjectEntry): Promise<void> {
     throwIfAborted(this.options.signal);
-    assertExt4Path(entry.path, `inject/${this.partition.number}/${entry.path.slice(0, 80)}…`);
-    if (entry.symlinkTarget !== undefined && Buffer.byteLength(entry.symlinkTarget) > PATH_MAX) {
-      throw new EtchError(
-        'ETCH_BAD_ENTRY',
-        `The symlink target of ${entry.path.slice(0, 80)} is longer than ${PATH_MAX} bytes.`,
-      );
-    }
+    assertFlashable({
+      path: entry.path,
+      entryName: entry.header.name,
+      ...(entry.symlinkTarget !== undefined ? { symlinkTarget: entry.symlinkTarget } : {}),
+      xattrNames: entry.xattrs.keys(),
+    });
     await mkdir(this.staging, { recursive: true });
-    const staged: Staged = { entry, xattrFiles: [] };
+    const staged: Staged = { entry: slim(entry), xattrFiles: [] };
     if (entry.type === 'file') {
       const path = join(this.staging, String(this.sequence++));
       const { size, sha256 } = await stageFile(entry.stream as Readable, path, this.options.signal);
@@ -128,16 +134,16 @@ export class Ext4Injector implements PartitionInjector {
     await this.flush();
     if (this.directories.size > 0) {
       const commands: string[] = [];
-      for (const [path, entry] of this.directories) commands.push(...this.metadata(path, S_IFDIR | entry.mode, entry));
+      for (const [path, entry] of this.directories) commands.push(...this.metadata(path, S_IFDIR, entry));
       await this.debugfs(commands);
     }
     return { files: [...this.files.values()], partition: this.partition };
   }
 
-  private metadata(path: string, mode: number, entry: EtchInjectEntry): string[] {
+  private metadata(path: string, type: number, entry: StagedEntry): string[] {
     const p = quote(path);
     return [
-      `sif ${p} mode 0${mode.toString(8)}`,
+      `sif ${p} mode 0${(type | (entry.mode & 0o7777)).toString(8)}`,
       `sif ${p} uid ${entry.uid}`,
       `sif ${p} gid ${entry.gid}`,
       `sif ${p} mtime @${Math.floor(entry.mtime.getTime() / 1000)}`,
@@ -288,7 +294,7 @@ export class Ext4Injector implements PartitionInjector {
         }
         case 'file':
           await replace(path);
-          commands.push(`write ${quote(content as string)} ${p}`, ...this.metadata(path, S_IFREG | entry.mode, entry));
+          commands.push(`write ${quote(content as string)} ${p}`, ...this.metadata(path, S_IFREG, entry));
           made.set(path, 'other');
           linkCounts.set(path, 1);
           break;
@@ -324,15 +330,15 @@ export class Ext4Injector implements PartitionInjector {
         }
         case 'character-device': {
           await replace(path);
-          const major = entry.header.devmajor ?? 0;
-          const minor = entry.header.devminor ?? 0;
+          const major = entry.devmajor;
+          const minor = entry.devminor;
           // debugfs's mknod takes a name in the current directory, not a path.
           commands.push(
             `cd ${quote(posix.dirname(path))}`,
             `mknod ${quote(posix.basename(path))} c ${major} ${minor}`,
             'cd /',
           );
-          commands.push(...this.metadata(path, S_IFCHR | entry.mode, entry));
+          commands.push(...this.metadata(path, S_IFCHR, entry));
           made.set(path, 'other');
           break;
         }

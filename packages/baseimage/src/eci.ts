@@ -365,10 +365,12 @@ export async function planEci(spec: EciSpec, ctx: EciContext): Promise<EciPlan> 
   const configType = (manifest.json['config'] as Descriptor | undefined)?.mediaType;
   const configDescriptor = manifest.json['config'] as Descriptor | undefined;
   if (configDescriptor && configType !== EciMediaType.CONFIG && configDescriptor.size > 2) {
-    const config = JSON.parse((await ctx.client.fetchBlob(reference, configDescriptor, call)).toString('utf8')) as {
-      config?: { Labels?: Record<string, string> };
-    };
-    const path = config.config?.Labels?.[EciAnnotation.ROOT_LABEL];
+    const config = parseImageConfig(
+      (await ctx.client.fetchBlob(reference, configDescriptor, call)).toString('utf8'),
+      reference.fullName,
+    );
+    const label = config?.config?.Labels?.[EciAnnotation.ROOT_LABEL];
+    const path = typeof label === 'string' ? label : undefined;
     if (path) {
       const wantedPath = path.replace(/^\/+/, '');
       return {
@@ -407,4 +409,23 @@ export async function planEci(spec: EciSpec, ctx: EciContext): Promise<EciPlan> 
     `${what} is not an ECI with a root disk: no layer of type ${EciMediaType.DISK_PREFIX}raw, none annotated ${EciAnnotation.ROLE}=${ROOT_ROLE}, and no ${EciAnnotation.ROOT_LABEL} label.`,
     { details: { reference: what } },
   );
+}
+
+/** The config of a legacy ECI image, or a typed error when it is not a JSON object (not `null`, not text). */
+function parseImageConfig(text: string, what: string): { config?: { Labels?: Record<string, unknown> } } | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (cause) {
+    throw new EtchError('ETCH_BAD_MANIFEST', `The image config of ${what} is not JSON.`, { cause });
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value))
+    throw new EtchError('ETCH_BAD_MANIFEST', `The image config of ${what} is not a JSON object.`);
+  const config = (value as { config?: unknown }).config;
+  if (config !== undefined && config !== null && typeof config !== 'object')
+    throw new EtchError('ETCH_BAD_MANIFEST', `The image config of ${what} has a "config" that is not an object.`);
+  const labels = (config as { Labels?: unknown } | null)?.Labels;
+  if (labels !== undefined && labels !== null && typeof labels !== 'object')
+    throw new EtchError('ETCH_BAD_MANIFEST', `The image config of ${what} has "Labels" that are not an object.`);
+  return value as { config?: { Labels?: Record<string, unknown> } };
 }

@@ -150,6 +150,17 @@ export async function probe(
   return toProbe(response);
 }
 
+const MIN_RESUMES = 8;
+const RESUME_PER_BYTES = 16 * 1024 * 1024;
+
+function longerThanAnnounced(target: Target, announced: number, seen: number): EtchError {
+  return new EtchError(
+    'ETCH_SIZE_MISMATCH',
+    `${target.display} is longer than the ${announced} bytes its server announced (at least ${seen}); it changed or the server is wrong.`,
+    { details: { expected: announced } },
+  );
+}
+
 /** Options of {@link rangedBody}. */
 export interface RangedOptions {
   /** ETag or Last-Modified sent as `If-Range`, so a resumed request never mixes two versions of the file. */
@@ -178,6 +189,10 @@ export async function* rangedBody(
   const what = `Downloading ${target.display}`;
   let delivered = 0;
   let failures = 0;
+  // Progress resets the tries, so a server that cuts every connection after a few bytes could keep this
+  // going for thousands of connections: resuming is bounded overall too.
+  let resumes = 0;
+  const maxResumes = MIN_RESUMES + Math.ceil(length / RESUME_PER_BYTES);
   while (delivered < length) {
     const from = start + delivered;
     const whole = from === 0 && options.total !== undefined && end === options.total;
@@ -212,6 +227,9 @@ export async function* rangedBody(
         }
         skip = from;
       } else if (response.status === 206) {
+        const total = /\/(\d+)\s*$/.exec(header(response.headers, 'content-range') ?? '')?.[1];
+        if (options.total !== undefined && total !== undefined && Number(total) > options.total)
+          throw longerThanAnnounced(target, options.total, Number(total));
         if (contentRangeStart(header(response.headers, 'content-range')) !== from) {
           throw new EtchError(
             'ETCH_NETWORK',
@@ -222,25 +240,27 @@ export async function* rangedBody(
       } else {
         throw statusError(response.status, what);
       }
+      // A 200 that runs to the file's announced end is read to its very end: more bytes than announced mean
+      // the file is not the size the server said, and cutting it to fit would write a short base image.
+      const toTheEnd = response.status === 200 && end === options.total;
       for await (let chunk of skipFirst(response.body as AsyncIterable<Buffer>, skip)) {
         const room = length - delivered;
-        if (chunk.length >= room) {
+        if (chunk.length > room) {
+          if (toTheEnd) throw longerThanAnnounced(target, end, start + delivered + chunk.length);
           chunk = chunk.subarray(0, room);
-          delivered += chunk.length;
-          options.onProgress?.({ phase: 'download', bytes: delivered, total: length });
-          yield chunk;
-          break;
         }
         delivered += chunk.length;
         options.onProgress?.({ phase: 'download', bytes: delivered, total: length });
         yield chunk;
+        if (delivered === length && !toTheEnd) break;
       }
     } catch (error) {
       if (signal?.aborted) throw abortError(signal);
       if (isEtchError(error) || !isCutBodyError(error))
         throw isEtchError(error) ? error : http.networkError(what, error, signal);
       failures = delivered > before ? 1 : failures + 1;
-      if (failures >= http.retry.attempts) throw http.networkError(what, error, signal);
+      resumes += 1;
+      if (failures >= http.retry.attempts || resumes > maxResumes) throw http.networkError(what, error, signal);
       await http.backOff(failures, signal);
       continue;
     } finally {
@@ -249,7 +269,8 @@ export async function* rangedBody(
     if (delivered < length) {
       // The body ended early without an error: like a cut connection.
       failures = delivered > before ? 1 : failures + 1;
-      if (failures >= http.retry.attempts) {
+      resumes += 1;
+      if (failures >= http.retry.attempts || resumes > maxResumes) {
         throw new EtchError(
           'ETCH_SIZE_MISMATCH',
           `${target.display} ended after ${start + delivered} of ${end} bytes, ${failures} times in a row.`,

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError } from '@etch/format';
 import type { ReadAt } from './partition-table.js';
-import { createTempDir, patternStream, collect, run, type TempDir } from '@etch/test-utils';
+import { createTempDir, patternStream, plantExtentBomb, collect, run, type TempDir } from '@etch/test-utils';
 import { Ext4Reader } from './ext4-reader.js';
 
 let work: TempDir;
@@ -106,5 +106,31 @@ describe('Ext4Reader', () => {
     await writeFile(image, Buffer.alloc(8192));
     const error = await reader(image).catch((e: unknown) => e);
     expect(isEtchError(error, 'ETCH_BAD_DISK_IMAGE')).toBe(true);
+  });
+
+  it('refuses a crafted extent tree (fan-out and revisits) quickly, in bounded memory', async () => {
+    const src = work.join('src-bomb');
+    await mkdir(join(src, 'docker/image/overlay2'), { recursive: true });
+    await writeFile(join(src, 'docker/image/overlay2/repositories.json'), REPOSITORIES);
+    await writeFile(join(src, 'spare.bin'), Buffer.alloc(8 * 4096, 0x61));
+    const image = work.join('bomb.img');
+    await run('truncate', ['-s', '8M', image]);
+    await run('mkfs.ext4', ['-q', '-F', '-b', '4096', '-d', src, image]);
+    await plantExtentBomb(image, 0, '/docker/image/overlay2/repositories.json', '/spare.bin');
+    await plantExtentBomb(image, 0, '/docker/image', '/spare.bin');
+    const { fs, close } = await reader(image);
+    const started = Date.now();
+    const heap = process.memoryUsage().heapUsed;
+    try {
+      for (const path of ['/docker/image/overlay2/repositories.json', '/docker/image/x']) {
+        const error = await fs.readFile(path).catch((e: unknown) => e);
+        expect(isEtchError(error, 'ETCH_BAD_DISK_IMAGE'), `${path}: ${String(error)}`).toBe(true);
+        expect(String(error)).toMatch(/extent tree/);
+      }
+    } finally {
+      await close();
+    }
+    expect(Date.now() - started, 'milliseconds to refuse').toBeLessThan(2000);
+    expect(process.memoryUsage().heapUsed - heap, 'heap growth').toBeLessThan(64 * 1024 * 1024);
   });
 });

@@ -20,6 +20,10 @@ const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
 const S_IFLNK = 0o120000;
 const MAX_EXTENT_DEPTH = 5;
+// Extent tree nodes a walk may visit beyond one per block of the file: a valid tree has far fewer nodes
+// than blocks, so a crafted one (fan-out, revisits) is cut off long before it costs memory or time.
+const EXTENT_NODE_SLACK = 64;
+const EXTENT_RUN_SLACK = 1024;
 
 function bad(message: string): EtchError {
   return new EtchError('ETCH_BAD_DISK_IMAGE', message);
@@ -95,6 +99,7 @@ export class Ext4Reader {
     private readonly inodesPerGroup: number,
     private readonly descSize: number,
     private readonly descTable: number,
+    private readonly inodeCount: number,
   ) {}
 
   /**
@@ -114,7 +119,8 @@ export class Ext4Reader {
     const descSize = incompat & INCOMPAT_64BIT ? sb.readUInt16LE(254) : 32;
     const firstDataBlock = sb.readUInt32LE(20);
     const inodesPerGroup = sb.readUInt32LE(40);
-    if (inodeSize < 128 || inodesPerGroup === 0 || descSize < 32)
+    const inodeCount = sb.readUInt32LE(0);
+    if (inodeSize < 128 || inodeSize > blockSize || inodesPerGroup === 0 || descSize < 32 || descSize > 1024)
       throw bad('The ext4 superblock is inconsistent; the filesystem is corrupt.');
     return new Ext4Reader(
       read,
@@ -124,6 +130,7 @@ export class Ext4Reader {
       inodesPerGroup,
       descSize,
       (firstDataBlock + 1) * blockSize,
+      inodeCount,
     );
   }
 
@@ -151,6 +158,8 @@ export class Ext4Reader {
   }
 
   private async inode(number: number): Promise<Inode> {
+    if (number < 1 || number > this.inodeCount)
+      throw bad(`A directory entry points to inode ${number}, which does not exist; the filesystem is corrupt.`);
     const group = Math.floor((number - 1) / this.inodesPerGroup);
     const index = (number - 1) % this.inodesPerGroup;
     const desc = await this.bytes(this.descTable + group * this.descSize, this.descSize);
@@ -171,13 +180,28 @@ export class Ext4Reader {
     };
   }
 
-  private async extentRuns(node: Buffer, depth: number, runs: Run[]): Promise<void> {
-    if (node.readUInt16LE(0) !== EXTENT_MAGIC || depth > MAX_EXTENT_DEPTH) throw bad('An ext4 extent tree is corrupt.');
+  /**
+   * Collects the leaf extents of a tree. Each node's depth must be one less than its parent's, entries
+   * must fit the node and its declared capacity, no node is read twice, and the walk stops after `budget`
+   * nodes or runs: a crafted tree cannot make it loop, fan out or fill memory.
+   */
+  private async extentRuns(
+    node: Buffer,
+    expectedDepth: number | undefined,
+    runs: Run[],
+    budget: { nodes: number; runs: number; visited: Set<number> },
+  ): Promise<void> {
+    const corrupt = () => bad('An ext4 extent tree is corrupt.');
+    if (node.length < 12 || node.readUInt16LE(0) !== EXTENT_MAGIC) throw corrupt();
     const entries = node.readUInt16LE(2);
+    const capacity = node.readUInt16LE(4);
     const treeDepth = node.readUInt16LE(6);
+    if (entries > capacity || 12 + entries * 12 > node.length) throw corrupt();
+    if (treeDepth > MAX_EXTENT_DEPTH || (expectedDepth !== undefined && treeDepth !== expectedDepth)) throw corrupt();
     for (let i = 0; i < entries; i++) {
       const at = 12 + i * 12;
       if (treeDepth === 0) {
+        if (runs.length >= budget.runs) throw bad('An ext4 extent tree has more extents than its file has blocks.');
         const length = node.readUInt16LE(at + 4);
         // Lengths above 32768 mark unwritten (preallocated) extents: they read as zeros, like holes.
         const unwritten = length > 32768;
@@ -189,7 +213,10 @@ export class Ext4Reader {
         });
       } else {
         const child = node.readUInt16LE(at + 8) * 2 ** 32 + node.readUInt32LE(at + 4);
-        await this.extentRuns(await this.bytes(child * this.blockSize, this.blockSize), depth + 1, runs);
+        if (budget.visited.has(child) || budget.visited.size >= budget.nodes) throw corrupt();
+        budget.visited.add(child);
+        const block = await this.bytes(child * this.blockSize, this.blockSize);
+        await this.extentRuns(block, treeDepth - 1, runs, budget);
       }
     }
   }
@@ -223,7 +250,12 @@ export class Ext4Reader {
   private async runsOf(inode: Inode): Promise<Run[]> {
     const runs: Run[] = [];
     if (inode.flags & INODE_FLAG_EXTENTS) {
-      await this.extentRuns(inode.block, 0, runs);
+      const blocks = Math.ceil(inode.size / this.blockSize);
+      await this.extentRuns(inode.block, undefined, runs, {
+        nodes: blocks + EXTENT_NODE_SLACK,
+        runs: blocks + EXTENT_RUN_SLACK,
+        visited: new Set(),
+      });
       return runs;
     }
     const limit = Math.ceil(inode.size / this.blockSize);
@@ -333,6 +365,7 @@ export class Ext4Reader {
     for (const run of runs) {
       const start = run.logical * this.blockSize;
       if (start >= size) break;
+      if (start < position) throw bad(`${path} has overlapping extents; the filesystem is corrupt.`);
       for (; position < start; position += Math.min(chunkSize, start - position))
         yield Buffer.alloc(Math.min(chunkSize, start - position));
       const end = Math.min(size, start + run.count * this.blockSize);

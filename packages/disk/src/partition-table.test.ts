@@ -1,6 +1,6 @@
 import { open, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTempDir, run, type TempDir } from '@etch/test-utils';
+import { createTempDir, gptWithEntries, overlappingMbr, run, type TempDir } from '@etch/test-utils';
 import { isEtchError } from '@etch/format';
 import { findPartition, readPartitionTable, type ReadAt } from './partition-table.js';
 
@@ -125,5 +125,33 @@ describe('readPartitionTable', () => {
     await close();
     expect(isEtchError(error, 'ETCH_BAD_DISK_IMAGE')).toBe(true);
     expect(String(error)).toMatch(/loops/);
+  });
+
+  it('refuses a GPT header with an absurd entry size before reading anything sized from it', async () => {
+    const reads: number[] = [];
+    for (const [entrySize, count] of [
+      [0x8000_0000, 2],
+      [0xffff_ff80, 128],
+      [8192, 128],
+      [200, 128],
+    ] as const) {
+      const disk = gptWithEntries(entrySize, count);
+      const read: ReadAt = async (offset, length) => {
+        reads.push(length);
+        return disk.subarray(offset, offset + length);
+      };
+      const error = await readPartitionTable(read).catch((e: unknown) => e);
+      expect(isEtchError(error, 'ETCH_BAD_DISK_IMAGE'), `entry size ${entrySize}: ${String(error)}`).toBe(true);
+    }
+    expect(Math.max(...reads), 'largest read sized from the header').toBeLessThanOrEqual(512);
+  });
+
+  it('refuses partitions that overlap', async () => {
+    const disk = overlappingMbr();
+    const error = await readPartitionTable(async (offset, length) => disk.subarray(offset, offset + length)).catch(
+      (e: unknown) => e,
+    );
+    expect(isEtchError(error, 'ETCH_BAD_DISK_IMAGE'), String(error)).toBe(true);
+    expect(String(error)).toMatch(/Partitions 1 and 2 overlap/);
   });
 });

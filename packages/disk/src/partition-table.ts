@@ -36,6 +36,9 @@ const MBR_EXTENDED_TYPES = new Set([0x05, 0x0f, 0x85]);
 const GPT_PROTECTIVE = 0xee;
 // A logical chain longer than this is a loop or garbage; real disks stay far below.
 const MAX_LOGICAL = 128;
+const MAX_GPT_ENTRY_SIZE = 4096;
+// Sector numbers beyond this (8 EiB / 512 … well beyond any disk) would lose precision as byte offsets.
+const MAX_SECTOR = Math.floor(Number.MAX_SAFE_INTEGER / SECTOR);
 
 function bad(message: string): EtchError {
   return new EtchError('ETCH_BAD_DISK_IMAGE', message);
@@ -87,8 +90,12 @@ async function readGpt(read: ReadAt): Promise<PartitionTable> {
   const entriesLba = Number(header.readBigUInt64LE(72));
   const count = header.readUInt32LE(80);
   const entrySize = header.readUInt32LE(84);
-  if (entrySize < 128 || count > 1024)
+  // UEFI: entries are 128 × 2^n bytes. Both numbers come from the disk, so both are capped before a read
+  // is sized from them (an unchecked entry size once asked for a 4 GiB buffer and aborted Node).
+  if (entrySize < 128 || entrySize > MAX_GPT_ENTRY_SIZE || (entrySize & (entrySize - 1)) !== 0 || count > 1024)
     throw bad(`The GPT header declares ${count} entries of ${entrySize} bytes; that is not a valid table.`);
+  if (entriesLba < 2 || entriesLba > MAX_SECTOR)
+    throw bad(`The GPT header puts its partition entries at sector ${entriesLba}; that is not a valid table.`);
   const table = await readExactly(read, entriesLba * SECTOR, count * entrySize, 'GPT partition entries');
   const partitions: PartitionInfo[] = [];
   for (let i = 0; i < count; i++) {
@@ -96,6 +103,8 @@ async function readGpt(read: ReadAt): Promise<PartitionTable> {
     if (entry.subarray(0, 16).every((b) => b === 0)) continue;
     const first = Number(entry.readBigUInt64LE(32));
     const last = Number(entry.readBigUInt64LE(40));
+    if (first > MAX_SECTOR || last > MAX_SECTOR || last < first)
+      throw bad(`GPT partition ${i + 1} spans sectors ${first} to ${last}; the partition table is corrupt.`);
     const name = entry.toString('utf16le', 56, 128).replace(/\0.*$/s, '');
     partitions.push({
       number: i + 1,
@@ -106,6 +115,7 @@ async function readGpt(read: ReadAt): Promise<PartitionTable> {
       ...(name !== '' ? { name } : {}),
     });
   }
+  assertNoOverlap(partitions);
   return { scheme: 'gpt', sectorSize: SECTOR, partitions };
 }
 
@@ -133,6 +143,24 @@ async function readLogical(read: ReadAt, extendedStart: number, partitions: Part
     // The link to the next record is relative to the start of the extended partition, not to this record.
     if (next.type === 0 || next.sectors === 0) return;
     ebr = extendedStart + next.start;
+  }
+}
+
+/**
+ * Two partitions that share sectors would have a flasher write one filesystem over another; only logical
+ * partitions inside their extended container may (and must) overlap it.
+ */
+function assertNoOverlap(partitions: readonly PartitionInfo[]): void {
+  for (let i = 0; i < partitions.length; i++) {
+    for (let j = i + 1; j < partitions.length; j++) {
+      const a = partitions[i] as PartitionInfo;
+      const b = partitions[j] as PartitionInfo;
+      const container =
+        (a.kind === 'extended' && b.kind === 'logical') || (b.kind === 'extended' && a.kind === 'logical');
+      if (container) continue;
+      if (a.offset < b.offset + b.size && b.offset < a.offset + a.size)
+        throw bad(`Partitions ${a.number} and ${b.number} overlap; the partition table is corrupt.`);
+    }
   }
 }
 
@@ -166,6 +194,7 @@ export async function readPartitionTable(read: ReadAt): Promise<PartitionTable> 
     });
   });
   if (extended !== undefined) await readLogical(read, extended, partitions);
+  assertNoOverlap(partitions);
   return { scheme: 'mbr', sectorSize: SECTOR, partitions };
 }
 

@@ -52,6 +52,17 @@ export {
   type InjectEntryType,
   type TarEntryType,
 } from './entries.js';
+export {
+  MAX_MTIME,
+  MAX_NAME_BYTES,
+  MAX_OWNER_ID,
+  MAX_PATH_BYTES,
+  MIN_MTIME,
+  assertFlashable,
+  checkInjectMetadata,
+  type FlashableEntry,
+  type InjectMetadata,
+} from './flashable.js';
 export { parseEntryName, type ParsedEntryName } from './entry-name.js';
 export {
   MAX_REQUIREMENTS_SIZE,

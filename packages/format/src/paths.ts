@@ -109,7 +109,8 @@ export function parseInjectName(name: string): InjectName | undefined {
     });
   }
   const partition = parsePartition(partitionText, name);
-  const path = slash === -1 ? '' : normalizeRelativePath(rest.slice(slash + 1), name);
+  // `inject/6//x` is `inject/6/x`: readers fold repeated slashes (format §5), here too.
+  const path = slash === -1 ? '' : normalizeRelativePath(rest.slice(slash + 1).replace(/^\/+/, ''), name);
   return { partition, path };
 }
 

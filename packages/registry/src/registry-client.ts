@@ -472,8 +472,7 @@ export class RegistryClient {
       `the tags of ${ref.fullName}`,
       options.signal,
     )) {
-      const list = (page as { tags?: unknown }).tags;
-      if (Array.isArray(list)) tags.push(...list.filter((t): t is string => typeof t === 'string'));
+      collectNames(tags, (page as { tags?: unknown } | null)?.tags, `the tags of ${ref.fullName}`);
     }
     return tags;
   }
@@ -489,8 +488,7 @@ export class RegistryClient {
       `the catalog of ${registry}`,
       options.signal,
     )) {
-      const list = (page as { repositories?: unknown }).repositories;
-      if (Array.isArray(list)) names.push(...list.filter((t): t is string => typeof t === 'string'));
+      collectNames(names, (page as { repositories?: unknown } | null)?.repositories, `the catalog of ${registry}`);
     }
     return names;
   }
@@ -529,6 +527,23 @@ export class RegistryClient {
   /** Closes idle connections. */
   close(): Promise<void> {
     return this.http.close();
+  }
+}
+
+/**
+ * The most names a listing may add up to: far beyond any real repository (balenaOS ECI repositories have a
+ * few hundred tags), and a bound against a registry that pages forever.
+ */
+export const MAX_LISTED_NAMES = 100_000;
+
+/** Adds a page's string names to `into`, one by one (a spread of 150,000 overflowed the stack). */
+function collectNames(into: string[], list: unknown, what: string): void {
+  if (!Array.isArray(list)) return;
+  for (const name of list as unknown[]) {
+    if (typeof name !== 'string') continue;
+    if (into.length >= MAX_LISTED_NAMES)
+      throw new EtchError('ETCH_NETWORK', `Listing ${what} returned more than ${MAX_LISTED_NAMES} names; stopping.`);
+    into.push(name);
   }
 }
 

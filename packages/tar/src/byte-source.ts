@@ -33,6 +33,8 @@ export class ByteSource {
 
   /** Up to `max` bytes (at least one), or null at the end of input. */
   async readSome(max: number): Promise<Buffer | null> {
+    // An empty or fractional request would hand back empty chunks forever: a caller's loop would never end.
+    if (!Number.isSafeInteger(max) || max < 1) throw new RangeError(`readSome(${max}): expected a positive integer`);
     if (!(await this.#fill())) return null;
     const pending = this.#pending as Buffer;
     const chunk = pending.length <= max ? pending : pending.subarray(0, max);
@@ -47,6 +49,8 @@ export class ByteSource {
    * @throws EtchError `ETCH_BAD_ARCHIVE` when it ends part-way.
    */
   async readExact(length: number): Promise<Buffer | null> {
+    if (!Number.isSafeInteger(length) || length < 0)
+      throw new RangeError(`readExact(${length}): expected an integer >= 0`);
     const parts: Buffer[] = [];
     let have = 0;
     while (have < length) {
@@ -63,6 +67,7 @@ export class ByteSource {
 
   /** Discards `length` bytes. */
   async skip(length: number): Promise<void> {
+    if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`skip(${length}): expected an integer >= 0`);
     let left = length;
     while (left > 0) {
       const chunk = await this.readSome(left);

@@ -121,6 +121,9 @@ export async function* extractTar(
   const source = new ByteSource(input);
   const extensions = new ExtensionHeaders();
   let current: { state: BodyState; body: Readable; padding: number } | undefined;
+  // Entries that share one PAX map (the global records) share its xattrs too: no per-entry copy.
+  let lastPax: ReadonlyMap<string, Buffer> | undefined;
+  let lastXattrs: ReadonlyMap<string, Buffer> = new Map();
   try {
     throwIfAborted(signal);
     for (;;) {
@@ -206,8 +209,10 @@ export async function* extractTar(
         devmajor: raw.devmajor,
         devminor: raw.devminor,
         pax,
-        xattrs: xattrsFromPax(pax),
+        xattrs: pax === lastPax ? lastXattrs : xattrsFromPax(pax),
       };
+      lastPax = pax;
+      lastXattrs = header.xattrs;
       yield rawBytes === undefined ? { header, body } : { header, body, raw: rawBytes };
     }
   } finally {

@@ -2,6 +2,8 @@ import { EtchError, type TarEntryType } from '@etch/format';
 import { decodeNumber, encodeOctal } from './numbers.js';
 
 export const BLOCK_SIZE = 512;
+// Seconds either side of the epoch a header may claim (about 35,000 years): beyond this a date is garbage.
+const MAX_MTIME = 2 ** 40;
 
 /** What a typeflag byte means. `pax`, `pax-global`, `gnu-long-name`, `gnu-long-link` are consumed by the reader. */
 export type RawTypeflag = TarEntryType | 'pax' | 'pax-global' | 'gnu-long-name' | 'gnu-long-link' | 'unsupported';
@@ -103,7 +105,8 @@ export function decodeHeader(block: Buffer, offset: number): RawHeader {
     devminor: magic.startsWith('ustar') ? decodeNumber(block.subarray(337, 345)) : 0,
   };
   for (const key of ['mode', 'uid', 'gid', 'size', 'mtime', 'devmajor', 'devminor'] as const) {
-    if (!Number.isFinite(header[key]) || (key !== 'mtime' && header[key] < 0)) {
+    const value = header[key];
+    if (!Number.isSafeInteger(value) || (key === 'mtime' ? Math.abs(value) > MAX_MTIME : value < 0)) {
       throw new EtchError('ETCH_BAD_ARCHIVE', `Invalid ${key} field in the tar header at byte ${offset}.`, {
         details: { offset },
       });

@@ -1,5 +1,7 @@
 /**
- * Tar numeric fields: octal text, or GNU base-256 when the high bit of the first byte is set.
+ * Tar numeric fields: octal text, or GNU base-256 when the high bit of the first byte is set. Anything else
+ * (signs, hex, exponents, stray characters, values beyond what a JavaScript number holds exactly) is `NaN`,
+ * so a hostile header can never yield a fraction, a negative size or an imprecise offset.
  */
 export function decodeNumber(field: Buffer): number {
   const first = field[0] ?? 0;
@@ -12,7 +14,8 @@ export function decodeNumber(field: Buffer): number {
   text = text.trim();
   if (text === '') return 0;
   if (!/^[0-7]+$/.test(text)) return Number.NaN;
-  return Number.parseInt(text, 8);
+  const value = Number.parseInt(text, 8);
+  return Number.isSafeInteger(value) ? value : Number.NaN;
 }
 
 function decodeBase256(field: Buffer): number {
@@ -23,8 +26,29 @@ function decodeBase256(field: Buffer): number {
     if (i === 0) byte &= 0x7f;
     if (negative) byte ^= 0xff;
     value = value * 256 + byte;
+    if (value > Number.MAX_SAFE_INTEGER) return Number.NaN;
   }
   return negative ? -(value + 1) : value;
+}
+
+/**
+ * A PAX decimal record value that must be a non-negative integer (`size`, `uid`, `gid`): digits only, at most
+ * `max`. `undefined` when it is anything else (PAX has no signs, fractions, hex or exponents there).
+ */
+export function parsePaxInteger(text: string, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  if (!/^[0-9]{1,16}$/.test(text)) return undefined;
+  const value = Number(text);
+  return Number.isSafeInteger(value) && value <= max ? value : undefined;
+}
+
+/**
+ * A PAX time value (`mtime`): optionally negative, decimal seconds with an optional fraction, as POSIX
+ * allows. `undefined` for anything else or a magnitude beyond `max` seconds.
+ */
+export function parsePaxTime(text: string, max = 2 ** 40): number | undefined {
+  if (!/^-?[0-9]{1,16}(\.[0-9]{1,12})?$/.test(text)) return undefined;
+  const value = Number(text);
+  return Number.isFinite(value) && Math.abs(value) <= max ? value : undefined;
 }
 
 /** Writes `value` as zero-padded octal followed by NUL into `field` (ustar style). */

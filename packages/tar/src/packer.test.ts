@@ -222,3 +222,33 @@ describe('promisePacker', () => {
     }
   });
 });
+
+describe('promisePacker writes only inject entries a flasher can write', () => {
+  it.each([
+    ['a path longer than 4095 bytes', { name: `${'d/'.repeat(2500)}f` }],
+    ['a name longer than 255 bytes', { name: `${'n'.repeat(256)}` }],
+    ['a newline in a name', { name: 'etc/evil\nname' }],
+    ['a newline in a symlink target', { name: 'l', type: 'symlink' as const, linkname: 'a\nb' }],
+    ['an xattr outside the Linux namespaces', { name: 'x', xattrs: { '-n': 'v' } }],
+    ['an mtime beyond what ext4 stores', { name: 'late', mtime: new Date(2 ** 35 * 1000) }],
+  ])('refuses %s under inject/ with ETCH_BAD_ENTRY', async (_label, header) => {
+    const pack = createTarPack();
+    pack.resume();
+    const write = promisePacker(pack, 'inject/6');
+    const error = await write(header, 'type' in header ? undefined : '').catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_BAD_ENTRY'), String(error)).toBe(true);
+    pack.destroy();
+  });
+
+  it('leaves archives outside inject/ alone (a layer may hold any name)', async () => {
+    const tarball = await packToBuffer(async (write) => {
+      await write({ name: 'etc/odd\nname' }, 'x');
+    });
+    const names = [];
+    for await (const { header, body } of extractTar(Readable.from([tarball]))) {
+      names.push(header.name);
+      body.resume();
+    }
+    expect(names).toEqual(['etc/odd\nname']);
+  });
+});

@@ -1,6 +1,15 @@
 import { Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { EtchError, abortError, isEtchError, normalizeRelativePath, type TarEntryType } from '@etch/format';
+import {
+  EtchError,
+  abortError,
+  assertFlashable,
+  checkInjectMetadata,
+  isEtchError,
+  normalizeRelativePath,
+  parseInjectName,
+  type TarEntryType,
+} from '@etch/format';
 import { encodePaxHeaderBlock, BLOCK_SIZE } from './header.js';
 import { encodePaxRecords, XATTR_PREFIX } from './pax.js';
 import { maxOctal } from './numbers.js';
@@ -140,6 +149,20 @@ function prepare(input: EntryHeader, prefix: string | undefined, contentSize: nu
   }
   const mtime = input.mtime ?? new Date();
   const mtimeSeconds = Math.floor(mtime.getTime() / 1000);
+  // An inject entry must be one the flasher can write: the writer refuses what `etch apply` would.
+  const inject = parseInjectName(joined);
+  if (inject !== undefined && inject.path !== '') {
+    assertFlashable({
+      path: inject.path,
+      entryName: joined,
+      ...(type === 'symlink' && linkname !== undefined ? { symlinkTarget: linkname } : {}),
+      xattrNames: entriesOf(input.xattrs).map(([key]) => key),
+    });
+    checkInjectMetadata(
+      { mode: input.mode ?? 0, uid: input.uid ?? 0, gid: input.gid ?? 0, mtime: mtimeSeconds },
+      joined,
+    );
+  }
 
   const records: [string, Buffer][] = [];
   const ustarName = fitsUstar(name, linkname, isDirectory);

@@ -211,3 +211,36 @@ describe('readEtch', () => {
     expect(isEtchError(error, 'ETCH_BAD_ARCHIVE')).toBe(true);
   });
 });
+
+describe('readEtch checks what a filesystem can store', () => {
+  it('drops file-type bits from modes (a directory with mode 0100755 stays a directory with 0755)', async () => {
+    const entries = await readAll(
+      await craftTar([
+        ...base,
+        { name: 'inject/6/d', type: 'directory', mode: 0o100755 },
+        { name: 'inject/6/d/f', content: 'x', mode: 0o100644 },
+      ]),
+    );
+    const modes = entries.flatMap(({ entry }) => (entry.kind === 'inject' ? [[entry.path, entry.mode]] : []));
+    expect(modes).toEqual([
+      ['d', 0o755],
+      ['d/f', 0o644],
+    ]);
+  });
+
+  it.each([
+    ['a uid beyond 32 bits', { pax: { uid: String(2 ** 32) } }],
+    ['an mtime beyond 2446', { pax: { mtime: String(2 ** 35) } }],
+    ['an mtime before 1901', { pax: { mtime: String(-(2 ** 32)) } }],
+  ])('refuses %s as a bad entry naming it', async (_label, fields) => {
+    const error = await refusal([...base, { name: 'inject/6/odd', content: 'x', ...fields }]);
+    expect(isEtchError(error, 'ETCH_BAD_ENTRY'), String(error)).toBe(true);
+    expect(String(error)).toMatch(/inject\/6\/odd/);
+  });
+
+  it('folds a doubled slash after the partition (inject/6//x is inject/6/x)', async () => {
+    const entries = await readAll(await craftTar([...base, { name: 'inject/6//x', content: 'x' }]));
+    const inject = entries.find(({ entry }) => entry.kind === 'inject')?.entry;
+    expect(inject).toMatchObject({ partition: 6, path: 'x' });
+  });
+});

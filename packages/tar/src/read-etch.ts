@@ -5,6 +5,7 @@ import {
   MAX_REQUIREMENTS_SIZE,
   REQUIREMENTS_ENTRY_NAME,
   abortError,
+  checkInjectMetadata,
   isEtchError,
   parseRequirements,
   type BaseImageContainer,
@@ -99,6 +100,18 @@ function wrapStreamError(err: unknown, compression: Compression): EtchError {
   return new EtchError('ETCH_IO', `Reading the .etch failed: ${message}`, { cause: err });
 }
 
+/**
+ * The decompressed input with its errors typed at the source: an entry's body stream (the base image a
+ * flasher pipes to disk) then fails with `ETCH_BAD_ARCHIVE` for corrupt gzip or zstd, as the reader does.
+ */
+async function* typedErrors(stream: AsyncIterable<Uint8Array>, compression: Compression): AsyncGenerator<Uint8Array> {
+  try {
+    yield* stream;
+  } catch (err) {
+    throw isEtchError(err) ? err : wrapStreamError(err, compression);
+  }
+}
+
 async function readSmall(stream: Readable, limit: number): Promise<string> {
   const parts: Buffer[] = [];
   for await (const chunk of stream) parts.push(chunk as Buffer);
@@ -130,7 +143,7 @@ export async function* readEtch(
   const order = new EtchOrderValidator();
   let sawEntry = false;
   try {
-    for await (const { header, body } of extractTar(stream, { signal })) {
+    for await (const { header, body } of extractTar(typedErrors(stream, compression), { signal })) {
       sawEntry = true;
       const entry = order.accept(header);
       switch (entry.kind) {
@@ -156,13 +169,17 @@ export async function* readEtch(
           };
           break;
         case 'inject': {
+          const mode = checkInjectMetadata(
+            { mode: header.mode, uid: header.uid, gid: header.gid, mtime: header.mtime.getTime() / 1000 },
+            header.name,
+          );
           const result: EtchInjectEntry = {
             kind: 'inject',
             partition: entry.partition,
             path: entry.path,
             type: entry.type,
             size: header.size,
-            mode: header.mode,
+            mode,
             uid: header.uid,
             gid: header.gid,
             mtime: header.mtime,

@@ -49,3 +49,13 @@ export {
 export { containerFingerprint, engineImageRows } from './engine-checks.js';
 export { makeLoopbackCertificate, type LoopbackCertificate } from './tls.js';
 export { pushOciArtifact, type ArtifactBlob } from './oci-artifacts.js';
+export { gptWithEntries, overlappingMbr, plantExtentBomb } from './hostile-disks.js';
+export {
+  etchPrelude,
+  paxEntry,
+  paxRecords,
+  rawTarEntry,
+  rawTarHeader,
+  tarEnd,
+  type RawTarFields,
+} from './hostile-tars.js';
