@@ -7,7 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Logger } from '@etch/format';
-import { createTempDir, rejectionOf, run, sha256Of, type TempDir } from '@etch/test-utils';
+import { createTempDir, rejectionOf, sha256Of, type TempDir } from '@etch/test-utils';
+import { run } from '@etch/test-utils/system';
 import { ImageCache } from './cache.js';
 import { cleanCache, listCache, openBaseImage } from './open.js';
 

@@ -9,6 +9,7 @@ import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { collect, createTempDir, type TempDir } from '@etch/test-utils';
 import {
   DISK_TOOLS,
   DOCKERD_TOOLS,
@@ -16,8 +17,6 @@ import {
   buildPreloadFixtures,
   containerFingerprint,
   engineImageRows,
-  collect,
-  createTempDir,
   ensureTools,
   makeBalenaLikeImage,
   pushFixture,
@@ -27,8 +26,7 @@ import {
   startRegistryServer,
   type Dockerd,
   type RegistryServer,
-  type TempDir,
-} from '@etch/test-utils';
+} from '@etch/test-utils/system';
 import { readBaseRepositories } from '@etch/docker-store';
 import { formatPlatform, hostPlatform } from '@etch/registry';
 import type { ApplyResult } from '@etch/apply';

@@ -6,9 +6,9 @@
 import { mkdir, readFile, readdir, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTempDir, type TempDir } from '@etch/test-utils';
 import {
   buildPreloadFixtures,
-  createTempDir,
   makeBalenaLikeImage,
   pushFixture,
   readLayoutImage,
@@ -17,8 +17,7 @@ import {
   startRegistryServer,
   type Dockerd,
   type RegistryServer,
-  type TempDir,
-} from '@etch/test-utils';
+} from '@etch/test-utils/system';
 import { runCli } from './cli/in-process.test.helper.js';
 
 let dir: TempDir;

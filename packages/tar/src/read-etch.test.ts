@@ -1,7 +1,8 @@
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { collect, craftTar, run, type CraftedEntry } from '@etch/test-utils';
+import { collect, craftTar, type CraftedEntry } from '@etch/test-utils';
+import { run } from '@etch/test-utils/system';
 import { isEtchError, type EtchErrorCode } from '@etch/format';
 import { readEtch, type EtchEntry } from './read-etch.js';
 

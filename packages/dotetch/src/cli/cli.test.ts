@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { collect, craftTar, createTempDir, run, type CraftedEntry, type TempDir } from '@etch/test-utils';
+import { collect, craftTar, createTempDir, type CraftedEntry, type TempDir } from '@etch/test-utils';
+import { run } from '@etch/test-utils/system';
 import { createProgressDisplay } from './progress.js';
 import { runCli } from './in-process.test.helper.js';
 
