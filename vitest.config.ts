@@ -1,26 +1,68 @@
+import { mkdirSync, readlinkSync, symlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { defineConfig } from 'vitest/config';
+import { configDefaults, defineConfig } from 'vitest/config';
+import { integrationTestFiles } from './vitest.scope.js';
 import { projects } from './vitest.workspace.js';
 
 // Tests and `vitest` resolve workspace packages to their TypeScript sources, not dist.
 const conditions = ['@etch/source'];
+const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 
-export default defineConfig({
-  resolve: { conditions },
-  ssr: { resolve: { conditions } },
-  test: {
-    reporters: ['default', fileURLToPath(new URL('./scripts/vitest-summary-reporter.ts', import.meta.url))],
-    // Projects inherit this; the setup is idempotent, so running it once per project costs nothing.
-    globalSetup: [fileURLToPath(new URL('./vitest.global-setup.ts', import.meta.url))],
-    projects: projects.map((project) => ({
-      extends: true,
-      test: {
-        name: project.name,
-        root: `packages/${project.dir}`,
-        include: ['src/**/*.test.ts'],
-        testTimeout: project.testTimeout ?? 20_000,
-        hookTimeout: 600_000,
-      },
-    })),
-  },
+/**
+ * A PATH holding only `node`, for the unit run: a unit test that spawns any other command fails with ENOENT
+ * instead of quietly depending on the machine. Kept under node_modules so nothing is left in /tmp.
+ */
+function nodeOnlyPath(): string {
+  const dir = here('./node_modules/.cache/etch-unit-path');
+  mkdirSync(dir, { recursive: true });
+  const link = `${dir}/node`;
+  let target: string | undefined;
+  try {
+    target = readlinkSync(link);
+  } catch {
+    target = undefined;
+  }
+  if (target !== process.execPath) {
+    if (target !== undefined) throw new Error(`${link} points to ${target}, not ${process.execPath}: remove it`);
+    symlinkSync(process.execPath, link);
+  }
+  return dir;
+}
+
+/**
+ * `vitest run` (what `pnpm test` runs): every test file, after the global setup installs the system tools.
+ * `vitest run --mode unit` (`pnpm test:unit`): only the files that need nothing beyond Node (vitest.scope.ts
+ * decides from their imports), with no global setup, `@etch/test-utils/system` replaced by a module that throws,
+ * and a PATH holding only node. Either way `--project <package>` narrows the run to one package.
+ */
+export default defineConfig(({ mode }) => {
+  // Inline projects with `extends: true` load this file again with the default mode: the root passes its own on.
+  if (mode === 'unit') process.env['ETCH_TEST_MODE'] = 'unit';
+  const unit = process.env['ETCH_TEST_MODE'] === 'unit';
+  return {
+    resolve: {
+      conditions,
+      ...(unit ? { alias: { '@etch/test-utils/system': here('./vitest.unit-guard.ts') } } : {}),
+    },
+    ssr: { resolve: { conditions } },
+    test: {
+      reporters: ['default', here('./scripts/vitest-summary-reporter.ts')],
+      // Projects inherit this; the setup is idempotent, so running it once per project costs nothing.
+      globalSetup: unit ? [] : [here('./vitest.global-setup.ts')],
+      ...(unit ? { env: { PATH: nodeOnlyPath() } } : {}),
+      projects: projects.map((project) => ({
+        extends: true,
+        test: {
+          name: project.name,
+          root: `packages/${project.dir}`,
+          include: ['src/**/*.test.ts'],
+          exclude: unit
+            ? [...configDefaults.exclude, ...integrationTestFiles(here(`./packages/${project.dir}`))]
+            : configDefaults.exclude,
+          testTimeout: project.testTimeout ?? 20_000,
+          hookTimeout: 600_000,
+        },
+      })),
+    },
+  };
 });
