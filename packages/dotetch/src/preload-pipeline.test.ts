@@ -5,7 +5,7 @@
  */
 import { mkdir, readFile, readdir, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createTempDir, type TempDir } from '@etch/test-utils';
 import {
   buildPreloadFixtures,
@@ -369,7 +369,11 @@ describe('etch create --target-state', () => {
       ],
       controller.signal,
     );
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    // Abort mid-run: once the temporary .etch exists.
+    await vi.waitUntil(async () => (await readdir(dir.path)).some((name) => name.endsWith('.partial')), {
+      timeout: 60_000,
+      interval: 20,
+    });
     const abortedAt = Date.now();
     controller.abort();
     const result = await running;
