@@ -83,9 +83,13 @@ let createSummary: {
 let partitions: { node: string; start: number; size: number }[];
 const pushed: Record<string, Pushed> = {};
 
-/** Runs the real `etch` binary, as a user would. */
+/** Runs the real `etch` binary, as a user would, with a home in the suite's folder (its cache goes there). */
 async function etchBinary(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const home = work.join('home');
+  const child = spawn(process.execPath, [bin, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, HOME: home, XDG_CACHE_HOME: join(home, '.cache') },
+  });
   const stdout = collect(child.stdout);
   const stderr = collect(child.stderr);
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
