@@ -33,12 +33,21 @@ function nodeOnlyPath(): string {
  * `vitest run` (what `pnpm test` runs): every test file, after the global setup installs the system tools.
  * `vitest run --mode unit` (`pnpm test:unit`): only the files that need nothing beyond Node (vitest.scope.ts
  * decides from their imports), with no global setup, `@etch/test-utils/system` replaced by a module that throws,
- * and a PATH holding only node. Either way `--project <package>` narrows the run to one package.
+ * and a PATH holding only node. `--mode integration` (`pnpm test:integration`): only the other files, with the
+ * global setup. Any way, `--project <package>` narrows the run to one package.
  */
 export default defineConfig(({ mode }) => {
   // Inline projects with `extends: true` load this file again with the default mode: the root passes its own on.
-  if (mode === 'unit') process.env['ETCH_TEST_MODE'] = 'unit';
-  const unit = process.env['ETCH_TEST_MODE'] === 'unit';
+  if (mode === 'unit' || mode === 'integration') process.env['ETCH_TEST_MODE'] = mode;
+  const scope = process.env['ETCH_TEST_MODE'];
+  const unit = scope === 'unit';
+  const files = (dir: string) => {
+    if (scope !== 'unit' && scope !== 'integration') return { include: ['src/**/*.test.ts'] };
+    const integration = integrationTestFiles(here(`./packages/${dir}`));
+    return unit
+      ? { include: ['src/**/*.test.ts'], exclude: [...configDefaults.exclude, ...integration] }
+      : { include: integration };
+  };
   return {
     resolve: {
       conditions,
@@ -55,10 +64,7 @@ export default defineConfig(({ mode }) => {
         test: {
           name: project.name,
           root: `packages/${project.dir}`,
-          include: ['src/**/*.test.ts'],
-          exclude: unit
-            ? [...configDefaults.exclude, ...integrationTestFiles(here(`./packages/${project.dir}`))]
-            : configDefaults.exclude,
+          ...files(project.dir),
           testTimeout: project.testTimeout ?? 20_000,
           hookTimeout: 600_000,
         },
