@@ -58,7 +58,8 @@ export default defineConfig(({ mode }) => {
       reporters: ['default', here('./scripts/vitest-summary-reporter.ts')],
       // Projects inherit this; the setup is idempotent, so running it once per project costs nothing.
       globalSetup: unit ? [] : [here('./vitest.global-setup.ts')],
-      ...(unit ? { env: { PATH: nodeOnlyPath() } } : {}),
+      // Unit tests need no process of their own each: threads start faster and cost about a third less CPU.
+      ...(unit ? { env: { PATH: nodeOnlyPath() }, pool: 'threads' as const } : {}),
       projects: projects.map((project) => ({
         extends: true,
         test: {
