@@ -1,4 +1,4 @@
-import { mkdirSync, readlinkSync, symlinkSync } from 'node:fs';
+import { mkdirSync, readlinkSync, rmSync, symlinkSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { configDefaults, defineConfig } from 'vitest/config';
 import { integrationTestFiles } from './vitest.scope.js';
@@ -14,17 +14,22 @@ const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
  */
 function nodeOnlyPath(): string {
   const dir = here('./node_modules/.cache/etch-unit-path');
-  mkdirSync(dir, { recursive: true });
   const link = `${dir}/node`;
-  let target: string | undefined;
+  mkdirSync(dir, { recursive: true });
+  let current: string | undefined;
   try {
-    target = readlinkSync(link);
+    current = readlinkSync(link);
   } catch {
-    target = undefined;
+    current = undefined;
   }
-  if (target !== process.execPath) {
-    if (target !== undefined) throw new Error(`${link} points to ${target}, not ${process.execPath}: remove it`);
-    symlinkSync(process.execPath, link);
+  if (current !== process.execPath) {
+    // Another node ran the tests before: point the link at this one (a concurrent run may just have done so).
+    rmSync(link, { force: true });
+    try {
+      symlinkSync(process.execPath, link);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
   }
   return dir;
 }
