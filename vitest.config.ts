@@ -9,8 +9,8 @@ const conditions = ['@etch/source'];
 const here = (path: string) => fileURLToPath(new URL(path, import.meta.url));
 
 /**
- * A PATH holding only `node`, for the unit run: a unit test that spawns any other command fails with ENOENT
- * instead of quietly depending on the machine. Kept under node_modules so nothing is left in /tmp.
+ * A PATH holding only `node`, for unit test files: one that spawns any other command fails with ENOENT instead
+ * of quietly depending on the machine. Kept under node_modules so nothing is left in /tmp.
  */
 function nodeOnlyPath(): string {
   const dir = here('./node_modules/.cache/etch-unit-path');
@@ -37,9 +37,9 @@ function nodeOnlyPath(): string {
 /**
  * `vitest run` (what `pnpm test` runs): every test file, after the global setup installs the system tools.
  * `vitest run --mode unit` (`pnpm test:unit`): only the files that need nothing beyond Node (vitest.scope.ts
- * decides from their imports), with no global setup, `@etch/test-utils/system` replaced by a module that throws,
- * and a PATH holding only node. `--mode integration` (`pnpm test:integration`): only the other files, with the
- * global setup. Any way, `--project <package>` narrows the run to one package.
+ * decides from their imports), with no global setup and `@etch/test-utils/system` replaced by a module that
+ * throws. `--mode integration` (`pnpm test:integration`): only the other files, with the global setup. In every
+ * mode a unit test file runs with a PATH holding only node, and `--project <package>` narrows the run to one package.
  */
 export default defineConfig(({ mode }) => {
   // Inline projects with `extends: true` load this file again with the default mode: the root passes its own on.
@@ -63,8 +63,11 @@ export default defineConfig(({ mode }) => {
       reporters: ['default', here('./scripts/vitest-summary-reporter.ts')],
       // Projects inherit this; the setup is idempotent, so running it once per project costs nothing.
       globalSetup: unit ? [] : [here('./vitest.global-setup.ts')],
+      // Unit test files run with a PATH holding only node, in this run and in the full one (vitest.unit-setup.ts).
+      env: { ETCH_NODE_ONLY_PATH: nodeOnlyPath() },
+      setupFiles: [here('./vitest.unit-setup.ts')],
       // Unit tests need no process of their own each: threads start faster and cost about a third less CPU.
-      ...(unit ? { env: { PATH: nodeOnlyPath() }, pool: 'threads' as const } : {}),
+      ...(unit ? { pool: 'threads' as const } : {}),
       projects: projects.map((project) => ({
         extends: true,
         test: {

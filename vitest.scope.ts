@@ -33,6 +33,11 @@ function reachesSystem(file: string, seen: Map<string, boolean>): boolean {
   return found;
 }
 
+/** Whether the test file at `file` (absolute) is an integration test. */
+export function needsSystem(file: string): boolean {
+  return reachesSystem(file, new Map());
+}
+
 /** The test files under `packageDir/src` (paths relative to `packageDir`) that need more than Node. */
 export function integrationTestFiles(packageDir: string): string[] {
   const src = join(packageDir, 'src');
