@@ -5,7 +5,7 @@ import {
   REGISTRY_AUTH_TOOLS,
   REGISTRY_SERVER_TOOLS,
   ensureTools,
-} from '@etch/test-utils';
+} from '@etch/test-utils/system';
 
 /**
  * Runs once before any test worker starts, so apt-get never runs twice at the same time: every system tool

@@ -1,6 +1,7 @@
 /**
  * The test projects, one per package, named after it. Vitest 4 no longer reads this file by itself;
- * `vitest.config.ts` imports the list, so this stays the one place that names the projects.
+ * `vitest.config.ts` imports the list, so this stays the one place that names the projects. Each project holds
+ * both kinds of test of its package; `pnpm test:unit` (`--mode unit`) keeps only its unit tests (vitest.scope.ts).
  */
 export interface EtchTestProject {
   /** Project name shown by vitest: the package name. */

@@ -9,14 +9,13 @@ import {
   collect,
   createTempDir,
   etchPrelude,
-  makeBalenaLikeImage,
   patternStream,
   paxEntry,
   rawTarEntry,
-  run,
   tarEnd,
   type TempDir,
 } from '@etch/test-utils';
+import { makeBalenaLikeImage, run } from '@etch/test-utils/system';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { applyEtch } from './apply.js';

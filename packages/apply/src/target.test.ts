@@ -2,7 +2,8 @@
 import { mkdir } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError } from '@etch/format';
-import { createTempDir, ensureTools, run, type TempDir } from '@etch/test-utils';
+import { createTempDir, type TempDir } from '@etch/test-utils';
+import { ensureTools, run } from '@etch/test-utils/system';
 import { openTarget } from './target.js';
 
 let work: TempDir;

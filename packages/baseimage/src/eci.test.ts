@@ -2,18 +2,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '@etch/registry';
+import { craftTar, createTempDir, rejectionOf, sha256Of, type TempDir } from '@etch/test-utils';
 import {
-  craftTar,
-  createTempDir,
   pushOciArtifact,
-  rejectionOf,
-  sha256Of,
   startFaultProxy,
   startRegistryServer,
   type ArtifactBlob,
   type RegistryServer,
-  type TempDir,
-} from '@etch/test-utils';
+} from '@etch/test-utils/system';
 import { EciAnnotation, EciMediaType, parseEciSpec } from './eci.js';
 import { listCache, openBaseImage } from './open.js';
 

@@ -7,7 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Logger } from '@etch/format';
-import { createTempDir, rejectionOf, run, sha256Of, type TempDir } from '@etch/test-utils';
+import { closed, createTempDir, rejectionOf, sha256Of, type TempDir } from '@etch/test-utils';
+import { run } from '@etch/test-utils/system';
 import { ImageCache } from './cache.js';
 import { cleanCache, listCache, openBaseImage } from './open.js';
 
@@ -420,7 +421,8 @@ for await (const chunk of opened.stream) { n += chunk.length; if (n > 300000) pr
     const good = await server();
     const stopped = await openBaseImage(good.url('/os.img.xz'), { cacheDir });
     for await (const _chunk of stopped.stream) break;
-    await new Promise((r) => setTimeout(r, 50));
+    // The stream closes once its generators have run their cleanup (temp files removed).
+    await closed(stopped.stream);
     expect(await listCache(cacheDir)).toEqual([]);
     expect(await readdir(dir.join('cache-f', 'tmp'))).toEqual([]);
   });
@@ -440,7 +442,7 @@ for await (const chunk of opened.stream) { n += chunk.length; if (n > 300000) pr
       })(),
     );
     expect(error).toMatchObject({ code: 'ETCH_ABORTED' });
-    await new Promise((r) => setTimeout(r, 100));
+    await closed(opened.stream);
     expect(await listCache(cacheDir)).toEqual([]);
     expect(await readdir(dir.join('cache-g', 'tmp'))).toEqual([]);
   });

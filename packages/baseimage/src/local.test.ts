@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { truncate, readFile, writeFile, open as openFile, stat } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError } from '@etch/format';
-import { createTempDir, rejectionOf, run, sha256Of, type TempDir } from '@etch/test-utils';
+import { createTempDir, rejectionOf, sha256Of, type TempDir } from '@etch/test-utils';
+import { run } from '@etch/test-utils/system';
 import { openBaseImage } from './open.js';
 import type { BaseImageProgress } from './types.js';
 

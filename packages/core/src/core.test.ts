@@ -4,7 +4,8 @@ import { PassThrough, Readable, Writable } from 'node:stream';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { collect, createTempDir, patternStream, run, type TempDir } from '@etch/test-utils';
+import { collect, createTempDir, patternStream, rejectionOf, type TempDir } from '@etch/test-utils';
+import { run } from '@etch/test-utils/system';
 import { EtchError, isEtchError } from '@etch/format';
 import { BufferPool, readFileChunks } from '@etch/disk';
 import { promisePacker, readEtch, type EtchEntry } from '@etch/tar';
@@ -414,13 +415,14 @@ describe('createEtch', () => {
   it('closes the base image when images fail to resolve before it reaches the archive', async () => {
     const unknown = new EtchError('ETCH_NOT_FOUND', 'No such image.');
     const stream = patternStream(10_000_000);
+    const images = new Promise<never>((_resolve, reject) => setTimeout(() => reject(unknown), 20));
     const error = await writeEtchFile(dir.join('out.etch'), {
-      // Slow to open (a zip scan, a URL): the resolution fails first.
+      // Slow to open (a zip scan, a URL): it opens only once the resolution has failed.
       base: async () => {
-        await new Promise((resolve) => setTimeout(resolve, 200));
+        await rejectionOf(images);
         return { name: 'disk.img', size: 10_000_000, stream };
       },
-      images: new Promise((_resolve, reject) => setTimeout(() => reject(unknown), 20)),
+      images,
     }).catch((e: unknown) => e);
     expect(error).toBe(unknown);
     expect(stream.destroyed).toBe(true);

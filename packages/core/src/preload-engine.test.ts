@@ -7,11 +7,11 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTempDir, type TempDir } from '@etch/test-utils';
 import {
   buildPreloadFixtures,
   containerFingerprint,
   engineImageRows,
-  createTempDir,
   pushFixture,
   readLayoutImage,
   run,
@@ -19,8 +19,7 @@ import {
   startRegistryServer,
   type Dockerd,
   type RegistryServer,
-  type TempDir,
-} from '@etch/test-utils';
+} from '@etch/test-utils/system';
 import type { StoreImage, StoredImage } from '@etch/docker-store';
 import { createEtch } from './create.js';
 

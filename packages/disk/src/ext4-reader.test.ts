@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError } from '@etch/format';
 import type { ReadAt } from './partition-table.js';
-import { createTempDir, patternStream, plantExtentBomb, collect, run, type TempDir } from '@etch/test-utils';
+import { createTempDir, patternStream, collect, type TempDir } from '@etch/test-utils';
+import { plantExtentBomb, run } from '@etch/test-utils/system';
 import { Ext4Reader } from './ext4-reader.js';
 
 let work: TempDir;

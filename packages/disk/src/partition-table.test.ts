@@ -1,6 +1,7 @@
 import { open, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTempDir, gptWithEntries, overlappingMbr, run, type TempDir } from '@etch/test-utils';
+import { createTempDir, type TempDir } from '@etch/test-utils';
+import { gptWithEntries, overlappingMbr, run } from '@etch/test-utils/system';
 import { isEtchError } from '@etch/format';
 import { findPartition, readPartitionTable, type ReadAt } from './partition-table.js';
 

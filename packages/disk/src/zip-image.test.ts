@@ -3,7 +3,8 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import yauzl from 'yauzl';
 import { isEtchError } from '@etch/format';
-import { collect, createTempDir, rejectionOf, run, type TempDir } from '@etch/test-utils';
+import { collect, createTempDir, rejectionOf, type TempDir } from '@etch/test-utils';
+import { run } from '@etch/test-utils/system';
 import { findZipImage, readZipImage } from './zip-image.js';
 
 let work: TempDir;

@@ -2,7 +2,8 @@ import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError } from '@etch/format';
-import { createTempDir, patternStream, collect, run, type TempDir } from '@etch/test-utils';
+import { createTempDir, patternStream, collect, type TempDir } from '@etch/test-utils';
+import { run } from '@etch/test-utils/system';
 import { readBaseRepositories } from './base-repositories.js';
 
 let work: TempDir;

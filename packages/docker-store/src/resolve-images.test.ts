@@ -1,15 +1,14 @@
 /** The original API's entry point to pulls: getManifestsForImages(images, auth) with the seed's auth shapes. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError } from '@etch/format';
+import { createTempDir, type TempDir } from '@etch/test-utils';
 import {
   buildRegistryFixtures,
-  createTempDir,
   pushRegistryFixture,
   startBasicAuthRegistry,
   type BasicAuthRegistry,
   type PushedImage,
-  type TempDir,
-} from '@etch/test-utils';
+} from '@etch/test-utils/system';
 import { getManifestsForImages } from './resolve-images.js';
 
 let work: TempDir;

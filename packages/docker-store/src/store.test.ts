@@ -1,13 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collect, craftTar, createTempDir, run, type CraftedEntry, type TempDir } from '@etch/test-utils';
+import { collect, craftTar, createTempDir, type CraftedEntry, type TempDir } from '@etch/test-utils';
+import { run } from '@etch/test-utils/system';
 import { isEtchError } from '@etch/format';
 import { promisePacker, readEtch, whenPackerIdle, type EtchInjectEntry } from '@etch/tar';
 import { dockerStoreEntries, type StoreImage, type StoredImage } from './store.js';
@@ -20,6 +20,9 @@ beforeAll(async () => {
   dir = await createTempDir();
 });
 afterAll(() => dir.remove());
+
+/** A folder of its own inside the suite's temp folder (removed with it), for one stage. */
+const stageParent = () => mkdtemp(dir.join('stage-'));
 
 const sha = (data: Buffer) => `sha256:${createHash('sha256').update(data).digest('hex')}`;
 
@@ -277,7 +280,7 @@ describe('dockerStoreEntries', () => {
       image([shared, other], [{ repository: 'two', tag: '1' }]),
     ];
     const direct = await preload(images());
-    const dir = join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage');
+    const dir = join(await stageParent(), 'stage');
     const staging = images();
     const stage = stageLayers(staging, { dir });
     await stage.settled();
@@ -301,7 +304,7 @@ describe('dockerStoreEntries', () => {
       counted(image([big], [{ repository: 'big', tag: '1' }])),
       counted(image([small], [{ repository: 'small', tag: '1' }])),
     ];
-    const dir = join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage');
+    const dir = join(await stageParent(), 'stage');
     const stage = stageLayers(images, { dir, maxBytes: 16 * 1024 });
     await stage.settled();
     // The big layer was abandoned part-way (it would not fit); the small one is staged.
@@ -340,7 +343,7 @@ describe('dockerStoreEntries', () => {
       warn: () => {},
     };
     const stage = stageLayers(images, {
-      dir: join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage'),
+      dir: join(await stageParent(), 'stage'),
       maxBytes: 80 * 1024,
       logger,
     });
@@ -355,7 +358,7 @@ describe('dockerStoreEntries', () => {
 
   it('converts inline when the staging directory cannot be written, and leaves an existing directory alone', async () => {
     const images = [image([await layer([{ name: 'a', content: 'a' }])], [{ repository: 'a', tag: '1' }])];
-    const existing = await mkdtemp(join(tmpdir(), 'etch-stage-test-'));
+    const existing = await stageParent();
     await writeFile(join(existing, 'keep.txt'), 'mine');
     const failures: unknown[] = [];
     const stage = stageLayers(images, { dir: existing, onFailure: (e) => failures.push(e) });
@@ -374,7 +377,7 @@ describe('dockerStoreEntries', () => {
         [{ repository: 'a', tag: '1' }],
       ),
     ];
-    const small = await mkdtemp(join(tmpdir(), 'etch-stage-test-'));
+    const small = await stageParent();
     await run('mount', ['-t', 'tmpfs', '-o', 'size=256k', 'tmpfs', small]);
     try {
       const failures: unknown[] = [];
@@ -392,7 +395,7 @@ describe('dockerStoreEntries', () => {
 
   it('counts staged layers for requirements exactly as reading them does', async () => {
     const images = [image([await layer(labLower), await layer(labUpper)], [{ repository: 'one', tag: '1' }])];
-    const dir = join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage');
+    const dir = join(await stageParent(), 'stage');
     const stage = stageLayers(images, { dir });
     const measured = await measureStore(images, { stage });
     await stage.close();
@@ -411,7 +414,7 @@ describe('dockerStoreEntries', () => {
         { ...(img.layers[1] as StoreImage['layers'][number]), open: async () => Readable.from([tampered]) },
       ],
     };
-    const dir = join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage');
+    const dir = join(await stageParent(), 'stage');
     const stage = stageLayers([bad], { dir });
     await stage.settled();
     const written: string[] = [];
@@ -427,7 +430,7 @@ describe('dockerStoreEntries', () => {
 
   it('stops staging when closed mid-way and removes what it had', async () => {
     const layers = await Promise.all([1, 2, 3].map((n) => layer([{ name: `f${n}`, content: String(n).repeat(1000) }])));
-    const dir = join(await mkdtemp(join(tmpdir(), 'etch-stage-test-')), 'stage');
+    const dir = join(await stageParent(), 'stage');
     const stage = stageLayers([image(layers, [{ repository: 'a', tag: '1' }])], { dir });
     await stage.close();
     expect(await stat(dir).catch(() => undefined)).toBeUndefined();

@@ -9,6 +9,7 @@ import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { collect, createTempDir, type TempDir } from '@etch/test-utils';
 import {
   DISK_TOOLS,
   DOCKERD_TOOLS,
@@ -16,8 +17,6 @@ import {
   buildPreloadFixtures,
   containerFingerprint,
   engineImageRows,
-  collect,
-  createTempDir,
   ensureTools,
   makeBalenaLikeImage,
   pushFixture,
@@ -27,8 +26,7 @@ import {
   startRegistryServer,
   type Dockerd,
   type RegistryServer,
-  type TempDir,
-} from '@etch/test-utils';
+} from '@etch/test-utils/system';
 import { readBaseRepositories } from '@etch/docker-store';
 import { formatPlatform, hostPlatform } from '@etch/registry';
 import type { ApplyResult } from '@etch/apply';
@@ -85,9 +83,13 @@ let createSummary: {
 let partitions: { node: string; start: number; size: number }[];
 const pushed: Record<string, Pushed> = {};
 
-/** Runs the real `etch` binary, as a user would. */
+/** Runs the real `etch` binary, as a user would, with a home in the suite's folder (its cache goes there). */
 async function etchBinary(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const home = work.join('home');
+  const child = spawn(process.execPath, [bin, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, HOME: home, XDG_CACHE_HOME: join(home, '.cache') },
+  });
   const stdout = collect(child.stdout);
   const stderr = collect(child.stderr);
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));

@@ -5,10 +5,10 @@
  */
 import { mkdir, readFile, readdir, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { createTempDir, type TempDir } from '@etch/test-utils';
 import {
   buildPreloadFixtures,
-  createTempDir,
   makeBalenaLikeImage,
   pushFixture,
   readLayoutImage,
@@ -17,8 +17,7 @@ import {
   startRegistryServer,
   type Dockerd,
   type RegistryServer,
-  type TempDir,
-} from '@etch/test-utils';
+} from '@etch/test-utils/system';
 import { runCli } from './cli/in-process.test.helper.js';
 
 let dir: TempDir;
@@ -370,7 +369,11 @@ describe('etch create --target-state', () => {
       ],
       controller.signal,
     );
-    await new Promise((resolve) => setTimeout(resolve, 400));
+    // Abort mid-run: once the temporary .etch exists.
+    await vi.waitUntil(async () => (await readdir(dir.path)).some((name) => name.endsWith('.partial')), {
+      timeout: 60_000,
+      interval: 20,
+    });
     const abortedAt = Date.now();
     controller.abort();
     const result = await running;

@@ -16,7 +16,8 @@ async function installHelper(
   name: string,
   table: Record<string, { Username: string; Secret: string }>,
 ): Promise<void> {
-  const script = `#!/usr/bin/env node
+  // The interpreter by absolute path: the unit run gives tests a PATH with node alone, and no /usr/bin/env.
+  const script = `#!${process.execPath}
 let input = '';
 process.stdin.on('data', (d) => (input += d));
 process.stdin.on('end', () => {

@@ -7,9 +7,9 @@ import { writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError, type EtchError } from '@etch/format';
 import { extractTar } from '@etch/tar';
+import { createTempDir, type TempDir } from '@etch/test-utils';
 import {
   buildRegistryFixtures,
-  createTempDir,
   pushRegistryFixture,
   run,
   startBasicAuthRegistry,
@@ -21,9 +21,8 @@ import {
   type PushedImage,
   type RegistryFixtures,
   type RegistryServer,
-  type TempDir,
   type TokenAuthRegistry,
-} from '@etch/test-utils';
+} from '@etch/test-utils/system';
 import { decompressLayer } from './decompress.js';
 import { RegistryAuth, pullScope } from './auth.js';
 import { staticCredentials } from './credentials.js';

@@ -1,17 +1,16 @@
 /** HTTPS first, as docker does: a TLS registry with a private CA, trusted through the `ca` option. */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError } from '@etch/format';
+import { createTempDir, type TempDir } from '@etch/test-utils';
 import {
   buildRegistryFixtures,
-  createTempDir,
   makeLoopbackCertificate,
   pushRegistryFixture,
   startRegistryServer,
   type LoopbackCertificate,
   type PushedImage,
   type RegistryServer,
-  type TempDir,
-} from '@etch/test-utils';
+} from '@etch/test-utils/system';
 import { RegistryClient } from './registry-client.js';
 
 let work: TempDir;

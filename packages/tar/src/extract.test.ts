@@ -2,7 +2,8 @@ import { mkdir, symlink, writeFile, link } from 'node:fs/promises';
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collect, craftTar, createTempDir, run, type TempDir } from '@etch/test-utils';
+import { collect, craftTar, createTempDir, type TempDir } from '@etch/test-utils';
+import { run } from '@etch/test-utils/system';
 import { isEtchError } from '@etch/format';
 import { extractTar, type TarHeader } from './extract.js';
 

@@ -4,7 +4,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createWriteStream } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { collect, createTempDir, patternStream, run, type TempDir } from '@etch/test-utils';
+import { collect, createTempDir, patternStream, type TempDir } from '@etch/test-utils';
+import { run } from '@etch/test-utils/system';
 import { isEtchError } from '@etch/format';
 import { promisePacker } from './packer.js';
 import { createTarPack } from './pack.js';
@@ -201,8 +202,16 @@ describe('promisePacker', () => {
     const sink = createWriteStream('/dev/null');
     const piping = pipeline(pack, sink).catch((e: unknown) => e);
     const write = promisePacker(pack, undefined, { signal: controller.signal });
-    const pending = write({ name: 'big', size: 512 * 1024 * 1024 }, patternStream(512 * 1024 * 1024));
-    setTimeout(() => controller.abort(), 50);
+    // Aborted mid-entry, after its first MiB, however fast the machine.
+    const source = (async function* () {
+      let sent = 0;
+      for await (const chunk of patternStream(512 * 1024 * 1024)) {
+        yield chunk as Buffer;
+        sent += (chunk as Buffer).length;
+        if (sent >= 1024 * 1024 && !controller.signal.aborted) controller.abort();
+      }
+    })();
+    const pending = write({ name: 'big', size: 512 * 1024 * 1024 }, Readable.from(source));
     const error = await pending.catch((e: unknown) => e);
     expect(isEtchError(error, 'ETCH_ABORTED')).toBe(true);
     expect(await piping).toBeDefined();

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { Readable, type Stream } from 'node:stream';
 import { pack as tarPack, type Header } from 'tar-stream';
 
 /** A raw entry for {@link craftTar}: anything tar-stream will write, including what our packer refuses. */
@@ -95,4 +95,13 @@ export async function sha256Of(stream: AsyncIterable<unknown>): Promise<{ sha: s
     bytes += (chunk as Buffer).length;
   }
   return { sha: hash.digest('hex'), bytes };
+}
+
+/**
+ * Resolves once `stream` has emitted `close` (at once if it already has), whether it ended, failed or was
+ * destroyed: the moment a stream built on generators has run their cleanup. Await this instead of sleeping.
+ */
+export function closed(stream: Stream & { closed?: boolean }): Promise<void> {
+  if (stream.closed) return Promise.resolve();
+  return new Promise((resolve) => stream.once('close', () => resolve()));
 }

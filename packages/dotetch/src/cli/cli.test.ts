@@ -4,8 +4,9 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PassThrough } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { collect, craftTar, createTempDir, run, type CraftedEntry, type TempDir } from '@etch/test-utils';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { collect, craftTar, createTempDir, type CraftedEntry, type TempDir } from '@etch/test-utils';
+import { run } from '@etch/test-utils/system';
 import { createProgressDisplay } from './progress.js';
 import { runCli } from './in-process.test.helper.js';
 
@@ -254,7 +255,11 @@ describe('the etch binary', () => {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     const stderr = collect(child.stderr);
-    await new Promise((resolve) => setTimeout(resolve, 1500));
+    // Interrupt mid-run: once the temporary output exists (the signal handler is installed before it).
+    await vi.waitUntil(async () => (await readdir(dir.path)).some((name) => name.endsWith('.partial')), {
+      timeout: 60_000,
+      interval: 20,
+    });
     const sent = Date.now();
     child.kill('SIGINT');
     const code = await new Promise<number | null>((resolve) => child.on('close', resolve));

@@ -1,7 +1,8 @@
 // Builders for the hostile corpus: a tiny two-partition disk and `.etch` files around it.
 import { cp, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { etchPrelude, paxEntry, plantExtentBomb, rawTarEntry, run, tarEnd, type RawTarFields } from '@etch/test-utils';
+import { etchPrelude, paxEntry, rawTarEntry, tarEnd, type RawTarFields } from '@etch/test-utils';
+import { plantExtentBomb, run } from '@etch/test-utils/system';
 
 const MIB = 1024 * 1024;
 /** Byte offsets of the tiny disk's partitions: 1 is FAT (with a `boot/` folder), 2 is ext4. */

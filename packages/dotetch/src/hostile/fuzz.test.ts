@@ -4,7 +4,8 @@
 import { access, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DISK_TOOLS, createTempDir, ensureTools, type TempDir } from '@etch/test-utils';
+import { createTempDir, type TempDir } from '@etch/test-utils';
+import { DISK_TOOLS, ensureTools } from '@etch/test-utils/system';
 import { entry, etchOf, makeTinyDisk, paxEntry } from './corpus.test.helper.js';
 import { runChild } from './run-etch.test.helper.js';
 

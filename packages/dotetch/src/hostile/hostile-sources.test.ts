@@ -7,7 +7,8 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DISK_TOOLS, createTempDir, ensureTools, gptWithEntries, type TempDir } from '@etch/test-utils';
+import { createTempDir, type TempDir } from '@etch/test-utils';
+import { DISK_TOOLS, ensureTools, gptWithEntries } from '@etch/test-utils/system';
 import { entry, etchOf, makeBombDisk, makeTinyDisk } from './corpus.test.helper.js';
 import { errorCode, listTree, runEtch, type ChildRun } from './run-etch.test.helper.js';
 

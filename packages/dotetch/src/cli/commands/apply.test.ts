@@ -2,7 +2,8 @@ import { createReadStream } from 'node:fs';
 import { mkdir, readdir, stat, symlink, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { craftTar, createTempDir, makeBalenaLikeImage, run, type TempDir } from '@etch/test-utils';
+import { craftTar, createTempDir, type TempDir } from '@etch/test-utils';
+import { makeBalenaLikeImage, run } from '@etch/test-utils/system';
 import { parseBytes } from '../format-bytes.js';
 import { runCli } from '../in-process.test.helper.js';
 

@@ -4,15 +4,14 @@ import { stat } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
+import { createTempDir, type TempDir } from '@etch/test-utils';
 import {
-  createTempDir,
   makeBalenaLikeImage,
   pushOciArtifact,
   run,
   startRegistryServer,
   type RegistryServer,
-  type TempDir,
-} from '@etch/test-utils';
+} from '@etch/test-utils/system';
 import { fileURLToPath } from 'node:url';
 import { runCli } from '../in-process.test.helper.js';
 

@@ -1,17 +1,16 @@
 /** `etch manifest` and the image flags of `etch create`, against a real docker-registry with skopeo-pushed fixtures. */
 import { readdir, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTempDir, type TempDir } from '@etch/test-utils';
 import {
   buildRegistryFixtures,
-  createTempDir,
   makeBalenaLikeImage,
   pushRegistryFixture,
   startRegistryServer,
   type PushedImage,
   type RegistryFixtures,
   type RegistryServer,
-  type TempDir,
-} from '@etch/test-utils';
+} from '@etch/test-utils/system';
 import { runCli } from '../in-process.test.helper.js';
 
 let dir: TempDir;
