@@ -69,6 +69,21 @@ function flatTargets(target) {
   return Object.values(target).flatMap(flatTargets);
 }
 
+/** What a published package.json must say about where the package comes from and under which license. */
+function metadataProblems({ dir, name, pkg }) {
+  const problems = [];
+  const license = readFileSync(join(root, 'LICENSE'), 'utf8');
+  if (pkg.license !== 'Apache-2.0')
+    problems.push(`${name}: "license" is ${JSON.stringify(pkg.license)}, not "Apache-2.0"`);
+  const own = join(root, 'packages', dir, 'LICENSE');
+  if (existsSync(own) && readFileSync(own, 'utf8') !== license)
+    problems.push(`${name}: packages/${dir}/LICENSE is not a copy of the root LICENSE`);
+  if (pkg.repository?.directory !== `packages/${dir}`)
+    problems.push(`${name}: "repository" lacks { "directory": "packages/${dir}" } (and "type" and "url")`);
+  for (const field of ['homepage', 'bugs']) if (!pkg[field]) problems.push(`${name}: package.json has no "${field}"`);
+  return problems;
+}
+
 /** Packs every package with one pnpm; checks each tarball holds what it must and nothing it must not. */
 async function pack(packages, dest) {
   const filters = packages.flatMap((p) => ['--filter', p.name]);
@@ -88,6 +103,7 @@ async function pack(packages, dest) {
     }
     for (const file of ['LICENSE', 'README.md', 'package.json'])
       if (!files.has(file)) problems.push(`${p.name}: the tarball lacks ${file}`);
+    problems.push(...metadataProblems(p));
     for (const { key, file } of namedFiles(entriesOf(p), p.pkg))
       if (!files.has(file.replace(/^\.\//, '')))
         problems.push(`${p.name}: export "${key}" names ${file}, which is not in the tarball`);
