@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, posix } from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const root = new URL('..', import.meta.url).pathname;
@@ -104,6 +104,14 @@ async function pack(packages, dest) {
     for (const file of ['LICENSE', 'README.md', 'package.json'])
       if (!files.has(file)) problems.push(`${p.name}: the tarball lacks ${file}`);
     problems.push(...metadataProblems(p));
+    // src ships so that source maps, declaration maps (go to definition) and the @etch/source condition work.
+    for (const map of [...files].filter((f) => f.endsWith('.map'))) {
+      const { sources = [] } = JSON.parse(readFileSync(join(root, 'packages', p.dir, map), 'utf8'));
+      for (const source of sources) {
+        const target = posix.join(posix.dirname(map), source);
+        if (!files.has(target)) problems.push(`${p.name}: ${map} points at ${target}, which is not in the tarball`);
+      }
+    }
     for (const { key, file } of namedFiles(entriesOf(p), p.pkg))
       if (!files.has(file.replace(/^\.\//, '')))
         problems.push(`${p.name}: export "${key}" names ${file}, which is not in the tarball`);
