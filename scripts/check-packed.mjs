@@ -105,13 +105,21 @@ async function pack(packages, dest) {
       if (!files.has(file)) problems.push(`${p.name}: the tarball lacks ${file}`);
     problems.push(...metadataProblems(p));
     // src ships so that source maps, declaration maps (go to definition) and the @etch/source condition work.
+    const stale = new Set();
     for (const map of [...files].filter((f) => f.endsWith('.map'))) {
       const { sources = [] } = JSON.parse(readFileSync(join(root, 'packages', p.dir, map), 'utf8'));
       for (const source of sources) {
         const target = posix.join(posix.dirname(map), source);
-        if (!files.has(target)) problems.push(`${p.name}: ${map} points at ${target}, which is not in the tarball`);
+        if (files.has(target)) continue;
+        // tsc -b leaves the output of a deleted or moved source behind: that would be published too.
+        if (!existsSync(join(root, 'packages', p.dir, target))) stale.add(target);
+        else problems.push(`${p.name}: ${map} points at ${target}, which is not in the tarball`);
       }
     }
+    if (stale.size)
+      problems.push(
+        `${p.name}: dist holds the output of sources that no longer exist (${[...stale].join(', ')}); run \`pnpm clean && pnpm build\``,
+      );
     for (const { key, file } of namedFiles(entriesOf(p), p.pkg))
       if (!files.has(file.replace(/^\.\//, '')))
         problems.push(`${p.name}: export "${key}" names ${file}, which is not in the tarball`);
