@@ -49,3 +49,4 @@ export {
 export { containerFingerprint, engineImageRows } from './engine-checks.js';
 export { makeLoopbackCertificate, type LoopbackCertificate } from './tls.js';
 export { pushOciArtifact, type ArtifactBlob } from './oci-artifacts.js';
+export { startHttp10Server, type Http10Request, type Http10Server, type Http10ServerOptions } from './http10-server.js';
