@@ -11,3 +11,4 @@ export {
   tarEnd,
   type RawTarFields,
 } from './hostile-tars.js';
+export { startHttp10Server, type Http10Request, type Http10Server, type Http10ServerOptions } from './http10-server.js';
