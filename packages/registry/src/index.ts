@@ -4,6 +4,7 @@ export {
   type BlobOptions,
   type CallOptions,
   type RegistryClientOptions,
+  type RequestInit,
   type ResolveOptions,
 } from './registry-client.js';
 export { openImageSource, RegistryImageSource } from './open-source.js';
@@ -75,7 +76,19 @@ export {
   type Credentials,
   type FoundCredentials,
 } from './credentials.js';
-export { RegistryAuth, pullScope } from './auth.js';
+export { RegistryAuth, pullScope, pushScope } from './auth.js';
+export {
+  blobExists,
+  mountBlob,
+  startUpload,
+  uploadBlob,
+  type BlobContent,
+  type UploadOptions,
+  type UploadProgress,
+  type UploadedBlob,
+} from './blob-upload.js';
+export { deleteFromRegistry, putManifest, type PutManifestOptions } from './manifest-push.js';
+export { registryErrors, writeError, type RegistryError } from './registry-errors.js';
 export {
   HttpClient,
   DEFAULT_RETRY,
@@ -83,9 +96,12 @@ export {
   header,
   isCutBodyError,
   isLoopbackHost,
+  isReplayableBody,
   isTransientNetworkError,
   retryAfterMs,
   skipFirst,
+  type HttpBody,
+  type HttpMethod,
   type HttpOptions,
   type HttpRequest,
   type HttpResponse,
