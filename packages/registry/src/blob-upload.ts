@@ -184,24 +184,6 @@ async function* rechunk(source: AsyncIterable<Uint8Array>, size: number): AsyncG
   if (filled > 0) yield buffer.subarray(0, filled);
 }
 
-/** Hashes, counts and size-checks a stream as it goes by. */
-async function* measured(
-  source: AsyncIterable<Uint8Array>,
-  state: { bytes: number; hash: ReturnType<typeof createHash> },
-  limit: number | undefined,
-  what: string,
-  onProgress?: (progress: UploadProgress) => void,
-): AsyncGenerator<Uint8Array> {
-  for await (const data of source) {
-    state.bytes += data.length;
-    if (limit !== undefined && state.bytes > limit)
-      throw new EtchError('ETCH_SIZE_MISMATCH', `${what}: the content is longer than the ${limit} bytes declared.`);
-    state.hash.update(data);
-    onProgress?.({ bytes: state.bytes, ...(limit !== undefined ? { total: limit } : {}) });
-    yield data;
-  }
-}
-
 interface Session {
   client: RegistryClient;
   registry: string;
@@ -381,7 +363,10 @@ async function chunkedUpload(
   return { digest, size: offset };
 }
 
-/** A monolithic upload: the whole blob in one streamed `PUT ?digest=`, hashed and counted on the way. */
+/**
+ * A monolithic upload: the whole blob in one streamed `PUT ?digest=`, counted on the way. The registry checks the
+ * digest (and refuses with DIGEST_INVALID); hashing here too would cost a second pass of CPU for nothing.
+ */
 async function monolithicUpload(
   s: Session,
   location: URL,
@@ -390,19 +375,19 @@ async function monolithicUpload(
   size: number,
   onProgress?: (progress: UploadProgress) => void,
 ): Promise<{ digest: string; size: number }> {
-  const state = { bytes: 0, hash: hasherFor(digest) };
-  try {
-    await finish(s, location, digest, measured(source, state, size, s.what, onProgress), size);
-  } catch (error) {
-    // The registry's refusal says little when it is our bytes that are wrong: say so first.
-    if (state.bytes === size) {
-      const actual = digestOf(state.hash, digest.slice(0, digest.indexOf(':')));
-      if (actual !== digest)
-        throw new EtchError('ETCH_DIGEST_MISMATCH', `${s.what}: the content hashes to ${actual}, not ${digest}.`, {
-          cause: error,
-          details: { digest, actual },
-        });
+  const state = { bytes: 0 };
+  async function* counted(): AsyncGenerator<Uint8Array> {
+    for await (const data of source) {
+      state.bytes += data.length;
+      if (state.bytes > size)
+        throw new EtchError('ETCH_SIZE_MISMATCH', `${s.what}: the content is longer than the ${size} bytes declared.`);
+      onProgress?.({ bytes: state.bytes, total: size });
+      yield data;
     }
+  }
+  try {
+    await finish(s, location, digest, counted(), size);
+  } catch (error) {
     if (error instanceof SessionLost || (isEtchError(error) && error.code !== 'ETCH_NETWORK')) throw error;
     throw new SessionLost(String((error as Error)?.message ?? error), error);
   }

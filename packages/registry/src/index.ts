@@ -9,6 +9,15 @@ export {
 } from './registry-client.js';
 export { openImageSource, RegistryImageSource } from './open-source.js';
 export { OciLayoutSource } from './oci-layout.js';
+export {
+  OciLayoutTarget,
+  RegistryImageTarget,
+  openImageTarget,
+  type BlobOrigin,
+  type BlobWrite,
+  type ImageTarget,
+  type TargetWriteOptions,
+} from './target.js';
 export { DockerArchiveSource } from './docker-archive.js';
 export type { ImageSource, RepositoryName } from './source.js';
 export {

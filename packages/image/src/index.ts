@@ -1,0 +1,1 @@
+export { copyImage, type CopyOptions, type CopyProgress, type CopyResult } from './copy.js';
