@@ -3,7 +3,7 @@
  * restart through a fault proxy, mounts, manifests byte for byte, deletes, and typed refusals from a token
  * registry that grants pull only.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError, type EtchError } from '@etch/format';
 import {
@@ -385,4 +385,47 @@ describe('putManifest', () => {
       await c.close();
     }
   });
+});
+
+describe('a large streamed blob', () => {
+  // 512 MiB by default so the suite stays quick on two cores; ETCH_BIG_BLOB_MIB=2048 runs the 2 GiB case.
+  const mib = Number(process.env['ETCH_BIG_BLOB_MIB'] ?? 512);
+
+  it(`uploads ${mib} MiB generated on the fly in chunks with bounded memory`, async () => {
+    const c = client();
+    const size = mib * 1024 * 1024;
+    const piece = 1024 * 1024;
+    const zeros = Buffer.alloc(piece);
+    const expected = createHash('sha256');
+    async function* generated(): AsyncGenerator<Buffer> {
+      const cipher = createCipheriv('aes-128-ctr', Buffer.alloc(16, 7), Buffer.alloc(16, 0));
+      for (let at = 0; at < size; at += piece) {
+        const bytes = cipher.update(zeros);
+        expected.update(bytes);
+        yield bytes;
+      }
+    }
+    const before = process.memoryUsage().rss;
+    let peak = before;
+    const sampler = setInterval(() => {
+      peak = Math.max(peak, process.memoryUsage().rss);
+    }, 50);
+    const started = performance.now();
+    try {
+      const result = await c.uploadBlob(`${open.host}/push/big`, generated(), { chunkSize: 16 * 1024 * 1024 });
+      const seconds = (performance.now() - started) / 1000;
+      peak = Math.max(peak, process.memoryUsage().rss);
+      console.log(
+        `streamed upload of ${mib} MiB: ${seconds.toFixed(1)} s (${(mib / seconds).toFixed(0)} MiB/s), RSS ${(before / 2 ** 20).toFixed(0)} → peak ${(peak / 2 ** 20).toFixed(0)} MiB`,
+      );
+      expect(result.size).toBe(size);
+      expect(result.digest).toBe(`sha256:${expected.digest('hex')}`);
+      expect(await c.blobExists(`${open.host}/push/big`, result), 'the registry has it').toBe(true);
+      // Two 16 MiB chunks in hand plus buffers in flight: far below the blob's size.
+      expect(peak - before, 'RSS growth in bytes').toBeLessThan(160 * 1024 * 1024);
+    } finally {
+      clearInterval(sampler);
+      await c.close();
+    }
+  }, 900_000);
 });
