@@ -29,7 +29,7 @@ export interface CopyOptions {
    * `all` (default) copies an index whole, every entry, so the copy has the same digest; a platform copies only
    * that platform's image manifest (its digest kept). A single image is copied as it is either way.
    */
-  platforms?: 'all' | Platform | string;
+  platforms?: Platform | string;
   /** Tags to store the top document under (default: the target's own tag). */
   tags?: readonly string[];
   /** Blobs in flight at once (default 3). */

@@ -33,6 +33,20 @@ let basic: BasicAuthRegistry;
 let engine: Dockerd;
 let files: string;
 let baseLayers: string[];
+/** What `skopeo inspect --config` prints, as far as the tests read it. */
+interface InspectedConfig {
+  architecture: string;
+  created: string;
+  config: {
+    Cmd?: string[];
+    Entrypoint?: string[];
+    Env?: string[];
+    WorkingDir?: string;
+    Labels?: Record<string, string>;
+  };
+  history: { created_by?: string }[];
+}
+
 const BASE = () => `${a.host}/base/multi:1`;
 
 function client(): RegistryClient {
@@ -55,7 +69,7 @@ async function build(target: string, c: RegistryClient, tags?: string[]) {
 }
 
 beforeAll(async () => {
-  await ensureTools(DOCKERD_TOOLS);
+  ensureTools(DOCKERD_TOOLS);
   work = await createTempDir('etch-image-');
   const fixtures = await buildPreloadFixtures(work.join('fixtures'));
   [a, b, basic] = await Promise.all([
@@ -112,12 +126,12 @@ describe('Image', () => {
       ]);
       const config = JSON.parse(
         (await run('skopeo', ['inspect', '--config', '--tls-verify=false', `docker://${b.host}/built/app:1`])).stdout,
-      );
+      ) as InspectedConfig;
       expect(config.config.WorkingDir).toBe('/app');
       expect(config.config.Env).toContain('GREETING=hi from etch');
       expect(config.config.Labels).toEqual({ 'org.example.built-by': 'etch' });
       expect(config.created).toBe('1970-01-01T00:00:00Z');
-      expect(config.history.at(-1).created_by).toMatch(/^etch build: add /);
+      expect(config.history.at(-1)?.created_by).toMatch(/^etch build: add /);
     } finally {
       await c.close();
     }
@@ -172,7 +186,7 @@ describe('Image', () => {
       await toLayout.save();
       const config = JSON.parse(
         (await run('skopeo', ['--override-arch', 'arm64', 'inspect', '--config', `oci:${layout}:v1`])).stdout,
-      );
+      ) as InspectedConfig;
       expect(config.architecture).toBe('arm64');
       expect(config.config.Entrypoint).toEqual(['/bin/sh']);
     } finally {

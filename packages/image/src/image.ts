@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { EtchError } from '@etch/format';
 import {
   MediaType,
@@ -95,8 +96,8 @@ function isAttestation(d: Descriptor): boolean {
   );
 }
 
-async function* bytesOnce(bytes: Buffer): AsyncGenerator<Buffer> {
-  yield bytes;
+function bytesOnce(bytes: Buffer): AsyncIterable<Buffer> {
+  return Readable.from([bytes]) as AsyncIterable<Buffer>;
 }
 
 /** `K=V` entries with later keys replacing earlier ones in place, as docker's ENV does. */

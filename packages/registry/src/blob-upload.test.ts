@@ -4,6 +4,7 @@
  * registry that grants pull only.
  */
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError, type EtchError } from '@etch/format';
 import {
@@ -44,8 +45,11 @@ function digestOf(bytes: Buffer): string {
 }
 
 /** Yields `bytes` in pieces of `piece`, like a socket or a gzip stream would. */
-async function* pieces(bytes: Buffer, piece = 10_000): AsyncGenerator<Buffer> {
-  for (let at = 0; at < bytes.length; at += piece) yield bytes.subarray(at, at + piece);
+function pieces(bytes: Buffer, piece = 10_000): AsyncIterable<Buffer> {
+  function* split(): Generator<Buffer> {
+    for (let at = 0; at < bytes.length; at += piece) yield bytes.subarray(at, at + piece);
+  }
+  return Readable.from(split()) as AsyncIterable<Buffer>;
 }
 
 async function readBack(c: RegistryClient, ref: string, digest: string, size: number): Promise<Buffer> {
@@ -397,7 +401,7 @@ describe('a large streamed blob', () => {
     const piece = 1024 * 1024;
     const zeros = Buffer.alloc(piece);
     const expected = createHash('sha256');
-    async function* generated(): AsyncGenerator<Buffer> {
+    function* generated(): Generator<Buffer> {
       const cipher = createCipheriv('aes-128-ctr', Buffer.alloc(16, 7), Buffer.alloc(16, 0));
       for (let at = 0; at < size; at += piece) {
         const bytes = cipher.update(zeros);
@@ -412,7 +416,9 @@ describe('a large streamed blob', () => {
     }, 50);
     const started = performance.now();
     try {
-      const result = await c.uploadBlob(`${open.host}/push/big`, generated(), { chunkSize: 16 * 1024 * 1024 });
+      const result = await c.uploadBlob(`${open.host}/push/big`, Readable.from(generated()) as AsyncIterable<Buffer>, {
+        chunkSize: 16 * 1024 * 1024,
+      });
       const seconds = (performance.now() - started) / 1000;
       peak = Math.max(peak, process.memoryUsage().rss);
       console.log(

@@ -59,14 +59,14 @@ describe('etch build', () => {
       { cwd: dir.path },
     );
     expect(result.code, result.stderr).toBe(0);
-    const report = JSON.parse(result.stdout);
+    const report = JSON.parse(result.stdout) as { digest: string; images: unknown[] };
     expect(report.images).toHaveLength(1);
     expect((await inspectPushed(`${registry.host}/built/site:1`)).digest).toBe(report.digest);
     expect((await inspectPushed(`${registry.host}/mirror/site:stable`)).digest, 'the second tag').toBe(report.digest);
     const config = JSON.parse(
       (await run('skopeo', ['inspect', '--config', '--tls-verify=false', `docker://${registry.host}/built/site:1`]))
         .stdout,
-    );
+    ) as { config: { Env: string[] } };
     expect(config.config).toMatchObject({
       Cmd: ['cat', '/www/index.html'],
       WorkingDir: '/www',

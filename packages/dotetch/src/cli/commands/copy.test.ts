@@ -44,7 +44,7 @@ describe('etch copy', () => {
       cwd: dir.path,
     });
     expect(result.code, result.stderr).toBe(0);
-    const report = JSON.parse(result.stdout);
+    const report = JSON.parse(result.stdout) as { digest: string; manifests: string[] };
     expect(report.digest).toBe(multi.digest);
     expect(report.manifests).toHaveLength(multi.manifests?.length ?? 0);
     expect((await inspectPushed(`${b.host}/dst/multi:1`)).digest).toBe(multi.digest);
