@@ -17,6 +17,7 @@ export const projects: EtchTestProject[] = [
   { name: '@etch/disk', dir: 'disk' },
   { name: '@etch/tar', dir: 'tar' },
   { name: '@etch/registry', dir: 'registry', testTimeout: 120_000 },
+  { name: '@etch/image', dir: 'image', testTimeout: 180_000 },
   { name: '@etch/baseimage', dir: 'baseimage', testTimeout: 120_000 },
   { name: '@etch/balena', dir: 'balena' },
   { name: '@etch/core', dir: 'core', testTimeout: 120_000 },

@@ -27,3 +27,4 @@ export type { ApplyOptions, ApplyProgress, ApplyResult } from '@etch/apply';
 export * as apply from '@etch/apply';
 export * as registry from '@etch/registry';
 export * as baseimage from '@etch/baseimage';
+export * as image from '@etch/image';

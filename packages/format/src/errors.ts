@@ -21,6 +21,10 @@ export type EtchErrorCode =
   | 'ETCH_DIGEST_MISMATCH'
   /** A registry or server refused the credentials. */
   | 'ETCH_AUTH_FAILED'
+  /** The credentials were accepted but do not allow this operation (a push without push rights). */
+  | 'ETCH_DENIED'
+  /** The registry does not offer this operation (deletes disabled, a method it does not implement). */
+  | 'ETCH_UNSUPPORTED'
   /** No image in an index matches the requested platform. */
   | 'ETCH_PLATFORM_NOT_FOUND'
   /** A network request failed after retries. */

@@ -9,6 +9,11 @@ export function pullScope(repository: string): string {
   return `repository:${repository}:pull`;
 }
 
+/** Scopes a push needs: `repository:<name>:pull,push` (a push reads too: existence checks, mounts). */
+export function pushScope(repository: string): string {
+  return `repository:${repository}:pull,push`;
+}
+
 interface CachedToken {
   authorization: string;
   /** When to stop using it: a little before it expires. */

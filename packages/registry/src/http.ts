@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
 import { EtchError, abortError, silentLogger, type Logger } from '@etch/format';
 
@@ -29,12 +30,26 @@ export interface HttpOptions {
   dispatcher?: Dispatcher;
 }
 
+/** The methods the registry API uses. */
+export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/**
+ * A request body: bytes (sent again on a retry or a same-origin redirect) or a stream, which can be sent once
+ * only; the caller reopens it to try again.
+ */
+export type HttpBody = string | Uint8Array | AsyncIterable<Uint8Array>;
+
+/** True for a body that can be sent more than once. */
+export function isReplayableBody(body: HttpBody | undefined): body is string | Uint8Array | undefined {
+  return body === undefined || typeof body === 'string' || body instanceof Uint8Array;
+}
+
 /** A request as the registry client makes it. */
 export interface HttpRequest {
   url: URL;
-  method?: 'GET' | 'HEAD' | 'POST';
+  method?: HttpMethod;
   headers?: Record<string, string>;
-  body?: string;
+  body?: HttpBody;
   signal?: AbortSignal;
   /**
    * The Authorization header for a URL, or undefined. It is asked for the first URL only: on a redirect to
@@ -185,7 +200,7 @@ export class HttpClient {
           method,
           headers,
           dispatcher: this.dispatcher,
-          ...(body !== undefined ? { body } : {}),
+          ...(body !== undefined ? { body: isReplayableBody(body) ? body : Readable.from(body) } : {}),
           ...(req.signal ? { signal: req.signal } : {}),
         });
       } catch (error) {
@@ -213,6 +228,14 @@ export class HttpClient {
         ) {
           method = method === 'HEAD' ? 'HEAD' : 'GET';
           body = undefined;
+        }
+        // A stream was consumed by the request that got redirected: it cannot follow.
+        if (!isReplayableBody(body)) {
+          throw new EtchError(
+            'ETCH_NETWORK',
+            `${url.host} redirected a streamed upload (HTTP ${response.statusCode}); a stream cannot be sent twice.`,
+            { details: { statusCode: response.statusCode } },
+          );
         }
         // A body (an OAuth form with a refresh token) is never replayed to another origin.
         if (body !== undefined && next.origin !== url.origin) {

@@ -4,10 +4,20 @@ export {
   type BlobOptions,
   type CallOptions,
   type RegistryClientOptions,
+  type RequestInit,
   type ResolveOptions,
 } from './registry-client.js';
 export { openImageSource, RegistryImageSource } from './open-source.js';
 export { OciLayoutSource } from './oci-layout.js';
+export {
+  OciLayoutTarget,
+  RegistryImageTarget,
+  openImageTarget,
+  type BlobOrigin,
+  type BlobWrite,
+  type ImageTarget,
+  type TargetWriteOptions,
+} from './target.js';
 export { DockerArchiveSource } from './docker-archive.js';
 export type { ImageSource, RepositoryName } from './source.js';
 export {
@@ -75,7 +85,19 @@ export {
   type Credentials,
   type FoundCredentials,
 } from './credentials.js';
-export { RegistryAuth, pullScope } from './auth.js';
+export { RegistryAuth, pullScope, pushScope } from './auth.js';
+export {
+  blobExists,
+  mountBlob,
+  startUpload,
+  uploadBlob,
+  type BlobContent,
+  type UploadOptions,
+  type UploadProgress,
+  type UploadedBlob,
+} from './blob-upload.js';
+export { deleteFromRegistry, putManifest, type PutManifestOptions } from './manifest-push.js';
+export { registryErrors, writeError, type RegistryError } from './registry-errors.js';
 export {
   HttpClient,
   DEFAULT_RETRY,
@@ -83,9 +105,12 @@ export {
   header,
   isCutBodyError,
   isLoopbackHost,
+  isReplayableBody,
   isTransientNetworkError,
   retryAfterMs,
   skipFirst,
+  type HttpBody,
+  type HttpMethod,
   type HttpOptions,
   type HttpRequest,
   type HttpResponse,

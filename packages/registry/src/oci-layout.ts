@@ -52,6 +52,16 @@ export class OciLayoutSource implements ImageSource {
     return Buffer.concat(chunks);
   }
 
+  /** The document the tag names, exactly as stored. */
+  async topManifest(): Promise<FetchedManifest> {
+    return this.manifest(await this.top());
+  }
+
+  /** A manifest or index of the layout by descriptor, verified. */
+  manifestByDigest(descriptor: Descriptor): Promise<FetchedManifest> {
+    return this.manifest(descriptor);
+  }
+
   private async manifest(descriptor: Descriptor): Promise<FetchedManifest> {
     const bytes = await this.readBlob(descriptor, 4 * 1024 * 1024);
     const json = parseJsonDocument(bytes, `The manifest ${descriptor.digest} in ${this.description}`);

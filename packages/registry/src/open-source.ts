@@ -4,9 +4,9 @@ import { DockerArchiveSource } from './docker-archive.js';
 import type { Descriptor } from './manifest.js';
 import { OciLayoutSource } from './oci-layout.js';
 import type { Platform } from './platform.js';
-import { familiarString, parseReference, type ImageReference } from './reference.js';
+import { familiarString, parseReference, withTarget, type ImageReference } from './reference.js';
 import type { RegistryClient } from './registry-client.js';
-import type { ResolvedImage } from './resolve.js';
+import type { FetchedManifest, ResolvedImage } from './resolve.js';
 import type { ImageSource, RepositoryName } from './source.js';
 import type { BlobProgress } from './blob-stream.js';
 
@@ -14,6 +14,7 @@ import type { BlobProgress } from './blob-stream.js';
 export class RegistryImageSource implements ImageSource {
   readonly description: string;
   readonly sourceRepository: string;
+  readonly origin: { registry: string; repository: string };
 
   constructor(
     private readonly client: RegistryClient,
@@ -21,6 +22,15 @@ export class RegistryImageSource implements ImageSource {
   ) {
     this.description = familiarString(reference);
     this.sourceRepository = reference.fullName;
+    this.origin = { registry: reference.registry, repository: reference.repository };
+  }
+
+  topManifest(options: { signal?: AbortSignal } = {}): Promise<FetchedManifest> {
+    return this.client.getManifest(this.reference, options);
+  }
+
+  manifestByDigest(descriptor: Descriptor, options: { signal?: AbortSignal } = {}): Promise<FetchedManifest> {
+    return this.client.getManifest(withTarget(this.reference, { digest: descriptor.digest }), options);
   }
 
   resolve(options: { platform?: Platform | string; signal?: AbortSignal } = {}): Promise<ResolvedImage> {

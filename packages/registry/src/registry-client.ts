@@ -11,7 +11,25 @@ import {
   type Credentials,
 } from './credentials.js';
 import { digestBytes } from './digest.js';
-import { HttpClient, header, type HttpOptions, type HttpResponse } from './http.js';
+import {
+  HttpClient,
+  header,
+  isReplayableBody,
+  type HttpBody,
+  type HttpMethod,
+  type HttpOptions,
+  type HttpResponse,
+} from './http.js';
+import { readLimited, registryErrors } from './registry-errors.js';
+import {
+  blobExists,
+  mountBlob,
+  uploadBlob,
+  type BlobContent,
+  type UploadOptions,
+  type UploadedBlob,
+} from './blob-upload.js';
+import { deleteFromRegistry, putManifest, type PutManifestOptions } from './manifest-push.js';
 import { detectManifestMediaType, parseJsonDocument, type Descriptor } from './manifest.js';
 import { IMAGE_ACCEPT, isForeignLayerType } from './media-types.js';
 import { hostPlatform, toPlatform, type Platform } from './platform.js';
@@ -31,6 +49,20 @@ export interface RegistryClientOptions extends HttpOptions {
    * kept and reused without touching the network. Tags are always resolved at the registry.
    */
   cache?: string | BlobCache;
+}
+
+/** How {@link RegistryClient.request} sends one request. */
+export interface RequestInit {
+  method?: HttpMethod;
+  headers?: Record<string, string>;
+  body?: HttpBody;
+  signal?: AbortSignal;
+  /** An absolute URL (an upload `Location`) instead of `/v2/<path>`. */
+  url?: URL;
+  /** `false`: send once, no retries on 5xx or network errors (a chunk whose fate the caller must check). */
+  retry?: false;
+  /** A write: a final 401 `insufficient_scope` or a 403 is `ETCH_DENIED`, not `ETCH_AUTH_FAILED`. */
+  write?: boolean;
 }
 
 /** Options of calls that take time. */
@@ -57,35 +89,6 @@ export interface BlobOptions extends CallOptions {
 // Manifests and configs are read into memory; cap them as containerd does, so a hostile server cannot.
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const MAX_CONFIG_BYTES = 64 * 1024 * 1024;
-
-interface RegistryError {
-  code?: string;
-  message?: string;
-}
-
-async function readLimited(response: HttpResponse, limit: number, what: string): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let length = 0;
-  for await (const chunk of response.body as AsyncIterable<Buffer>) {
-    length += chunk.length;
-    if (length > limit) {
-      response.body.destroy();
-      throw new EtchError('ETCH_BAD_MANIFEST', `${what} is larger than ${limit} bytes; refusing to read it.`);
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
-
-async function registryErrors(response: HttpResponse): Promise<RegistryError[]> {
-  try {
-    const text = (await readLimited(response, 64 * 1024, 'error')).toString('utf8');
-    const json = JSON.parse(text) as { errors?: RegistryError[] };
-    return Array.isArray(json.errors) ? json.errors : [];
-  } catch {
-    return [];
-  }
-}
 
 /**
  * A Docker Registry HTTP API v2 / OCI distribution client for pulls: resolves references (through indexes, by
@@ -204,51 +207,87 @@ export class RegistryClient {
   }
 
   /**
-   * A request to `/v2/<path>` with auth for `scopes`: retried on network errors, 429 and 5xx; on a 401 the
-   * client re-authenticates once (new token, new scope) and tries again.
+   * A request to `/v2/<path>` (or to `init.url`, an upload URL the registry handed out) with auth for `scopes`:
+   * retried on network errors, 429 and 5xx; on a 401 the client re-authenticates once (new token, new scope)
+   * and tries again. Credentials go only to the registry's own origin: an upload URL on another host gets
+   * none, like a redirect. A streamed body is sent once: no retries, and a 401 is returned to the caller.
    */
   async request(
     registry: string,
     path: string,
     scopes: readonly string[],
-    init: { method?: 'GET' | 'HEAD'; headers?: Record<string, string>; signal?: AbortSignal },
+    init: RequestInit,
     what: string,
   ): Promise<HttpResponse> {
     throwIfAborted(init.signal);
     await this.ping(registry, init.signal);
     const auth = this.auth(registry);
-    const url = new URL(`/v2/${path}`, this.baseUrl(registry));
+    const base = new URL(this.baseUrl(registry));
+    const url = init.url ?? new URL(`/v2/${path}`, base);
+    const ours = url.origin === base.origin;
+    const replayable = isReplayableBody(init.body);
+    const once = (authorization: string | undefined) =>
+      this.http.send({
+        url,
+        ...(init.method ? { method: init.method } : {}),
+        ...(init.headers ? { headers: init.headers } : {}),
+        ...(init.body !== undefined ? { body: init.body } : {}),
+        ...(authorization !== undefined ? { authorization } : {}),
+        ...(init.signal ? { signal: init.signal } : {}),
+      });
     const send = (authorization: string | undefined) =>
-      this.http.withRetries(what, init.signal, () =>
-        this.http.send({
-          url,
-          ...(init.method ? { method: init.method } : {}),
-          ...(init.headers ? { headers: init.headers } : {}),
-          ...(authorization !== undefined ? { authorization } : {}),
-          ...(init.signal ? { signal: init.signal } : {}),
-        }),
-      );
-    let authorization = await auth.authorization(scopes, init.signal);
+      replayable && init.retry !== false
+        ? this.http.withRetries(what, init.signal, () => once(authorization))
+        : once(authorization).catch((error: unknown) => {
+            throw this.http.networkError(what, error, init.signal);
+          });
+    let authorization = ours ? await auth.authorization(scopes, init.signal) : undefined;
     let response = await send(authorization);
     // A 401 from another host (blob storage after a redirect) is that host's business: its challenge must
     // never make us send the registry's credentials to a realm it names.
-    if (response.status === 401 && response.url.origin !== url.origin) return response;
+    if (response.status === 401 && (response.url.origin !== base.origin || !ours)) return response;
     if (response.status === 401) {
       await response.body.dump().catch(() => undefined);
       const next = await auth.reauthorize(response, scopes, authorization, init.signal);
-      if (next === undefined) return this.unauthorized(registry, what, 401, init.signal);
+      if (next === undefined) return this.unauthorized(registry, what, response, init.signal, init.write);
+      if (!replayable) {
+        throw new EtchError('ETCH_NETWORK', `${what}: the registry asked for new credentials mid-upload.`, {
+          details: { statusCode: 401, registry, reauthenticated: true },
+        });
+      }
       authorization = next;
       response = await send(authorization);
       if (response.status === 401) {
         await response.body.dump().catch(() => undefined);
-        return this.unauthorized(registry, what, 401, init.signal);
+        return this.unauthorized(registry, what, response, init.signal, init.write);
       }
     }
     return response;
   }
 
-  private async unauthorized(registry: string, what: string, status: number, signal?: AbortSignal): Promise<never> {
+  /**
+   * The error for a refusal: `ETCH_DENIED` when the registry accepted who we are but not what we asked
+   * (a write, or an `insufficient_scope` challenge after a fresh token), else `ETCH_AUTH_FAILED`. Both name
+   * where the credentials came from, never the credentials.
+   */
+  async unauthorized(
+    registry: string,
+    what: string,
+    response: HttpResponse | number,
+    signal?: AbortSignal,
+    write = false,
+  ): Promise<never> {
+    const status = typeof response === 'number' ? response : response.status;
+    const challenge = typeof response === 'number' ? '' : String(response.headers['www-authenticate'] ?? '');
     const source = await this.auth(registry).credentialSourceName(signal);
+    const denied = write && (status === 403 || /insufficient_scope/i.test(challenge));
+    if (denied) {
+      throw new EtchError(
+        'ETCH_DENIED',
+        `${registry} does not allow ${what} (HTTP ${status}) with the credentials from ${source}. Use an account with push rights on this repository, or run docker login ${registry}.`,
+        { details: { statusCode: status, registry, credentialSource: source } },
+      );
+    }
     throw new EtchError(
       'ETCH_AUTH_FAILED',
       `${registry} refused ${what} (HTTP ${status}); credentials tried: ${source}. Check them, or run docker login ${registry}.`,
@@ -522,6 +561,53 @@ export class RegistryClient {
       yield parseJsonDocument(await readLimited(response, MAX_MANIFEST_BYTES, what), what);
       next = nextPage(link);
     }
+  }
+
+  /** Whether the repository has a blob (`HEAD`); see {@link blobExists}. */
+  blobExists(
+    reference: ImageReference | string,
+    blob: { digest: string; size?: number },
+    options: CallOptions & { scopes?: readonly string[] } = {},
+  ): Promise<boolean> {
+    return blobExists(this, reference, blob, options);
+  }
+
+  /** Uploads a blob: one streamed `PUT` when digest and size are known, else resumable chunks; see {@link uploadBlob}. */
+  uploadBlob(
+    reference: ImageReference | string,
+    content: BlobContent,
+    options: UploadOptions = {},
+  ): Promise<UploadedBlob> {
+    return uploadBlob(this, reference, content, options);
+  }
+
+  /** Mounts a blob from another repository of the registry, uploading `fallback` when it will not; see {@link mountBlob}. */
+  mountBlob(
+    reference: ImageReference | string,
+    blob: { digest: string; size: number },
+    from: string,
+    options: CallOptions & { scopes?: readonly string[]; fallback?: BlobContent; chunkSize?: number } = {},
+  ): Promise<UploadedBlob> {
+    return mountBlob(this, reference, blob, from, options);
+  }
+
+  /** Stores a manifest or index with exactly these bytes under a tag or its digest; see {@link putManifest}. */
+  putManifest(
+    reference: ImageReference | string,
+    manifest: { bytes: Uint8Array; mediaType: string },
+    options: PutManifestOptions = {},
+  ): Promise<string> {
+    return putManifest(this, reference, manifest, options);
+  }
+
+  /** Deletes a manifest by digest, where the registry allows it. */
+  deleteManifest(reference: ImageReference | string, digest: string, options: CallOptions = {}): Promise<void> {
+    return deleteFromRegistry(this, reference, 'manifests', digest, options);
+  }
+
+  /** Deletes a blob, where the registry allows it. */
+  deleteBlob(reference: ImageReference | string, digest: string, options: CallOptions = {}): Promise<void> {
+    return deleteFromRegistry(this, reference, 'blobs', digest, options);
   }
 
   /** Closes idle connections. */

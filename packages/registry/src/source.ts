@@ -1,7 +1,7 @@
 import type { BlobProgress } from './blob-stream.js';
 import type { Descriptor } from './manifest.js';
 import type { Platform } from './platform.js';
-import type { ResolvedImage } from './resolve.js';
+import type { FetchedManifest, ResolvedImage } from './resolve.js';
 
 /** A name docker records for a pulled or loaded image in `repositories.json` (familiar repository form). */
 export interface RepositoryName {
@@ -30,6 +30,15 @@ export interface ImageSource {
     descriptor: Descriptor,
     options?: { signal?: AbortSignal; onProgress?: (progress: BlobProgress) => void },
   ): Promise<'cached' | 'downloaded'>;
+  /**
+   * The document the name points to (an image manifest or an index), exactly as stored: what a copy needs to
+   * keep digests. Absent for sources that have no stored manifest (a `docker save` archive).
+   */
+  topManifest?(options?: { signal?: AbortSignal }): Promise<FetchedManifest>;
+  /** A manifest or index the top document refers to, verified against its digest. */
+  manifestByDigest?(descriptor: Descriptor, options?: { signal?: AbortSignal }): Promise<FetchedManifest>;
+  /** The registry repository the blobs live in, so a target in the same registry can mount them. */
+  readonly origin?: { registry: string; repository: string };
   /** The names docker would record for this image after a pull or load: none when the source has no name. */
   names(image: ResolvedImage): RepositoryName[];
   /** The full repository name to record as where layers came from (`docker.io/library/alpine`), if any. */

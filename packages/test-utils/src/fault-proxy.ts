@@ -28,7 +28,12 @@ export type FaultAction =
   /** Flip (XOR 0xff) the byte at `offset` (default 0) of a 2xx response body. */
   | { kind: 'corrupt'; offset?: number }
   /** Strip `Range` (and `If-Range`) from a request that has one, so upstream answers 200 with the whole body. */
-  | { kind: 'ignoreRange' };
+  | { kind: 'ignoreRange' }
+  /**
+   * Forward the request with only the first `afterBytes` bytes of its body, then cut both connections: an upload
+   * (`PATCH`, `PUT`) broken mid-body, as the registry sees a client that lost its network.
+   */
+  | { kind: 'cutRequest'; afterBytes: number };
 
 /** A programmed fault: an action, which requests it matches and how many times it fires. */
 export type Fault = FaultAction & {
@@ -173,7 +178,7 @@ function close(server: Server): Promise<void> {
 /**
  * Starts a loopback HTTP proxy in front of a registry that streams requests and responses through untouched
  * (Range included), records each one, and fires programmed faults: `cut`, `status`, `redirect`, `corrupt`,
- * `ignoreRange` (see {@link FaultAction}). Redirects land on a second server, the blob host, which proxies to
+ * `ignoreRange`, `cutRequest` (see {@link FaultAction}). Redirects land on a second server, the blob host, which proxies to
  * the same upstream and records what it received, so a test can assert no Authorization arrived there.
  * Both run in the test's own process: call skopeo or curl through them with the async `run`, never `spawnSync`.
  * @example
@@ -281,6 +286,33 @@ export async function startFaultProxy(upstream: FaultProxyUpstream): Promise<Fau
       path: url,
       headers,
     });
+    if (armed && fault?.kind === 'cutRequest') {
+      armed.left -= 1;
+      record.fault = 'cutRequest';
+      upstreamReq.on('error', () => undefined);
+      const socket = req.socket;
+      const limit = fault.afterBytes;
+      await new Promise<void>((resolve) => {
+        let sent = 0;
+        const onData = (chunk: Buffer) => {
+          const part = chunk.subarray(0, limit - sent);
+          sent += part.length;
+          if (part.length > 0) upstreamReq.write(part);
+          if (sent >= limit) {
+            req.off('data', onData);
+            req.pause();
+            resolve();
+          }
+        };
+        req.on('data', onData);
+        req.once('end', () => resolve());
+      });
+      // Give upstream a moment to read what arrived, as a real network delivers it before the reset.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      upstreamReq.destroy();
+      socket.destroy();
+      return;
+    }
     const answered = new Promise<IncomingMessage>((resolve, reject) => {
       upstreamReq.once('response', resolve);
       upstreamReq.once('error', reject);

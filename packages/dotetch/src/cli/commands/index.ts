@@ -31,6 +31,21 @@ export const commands: readonly CommandEntry[] = [
     load: async () => (await import('./manifest.js')).manifestCommand,
   },
   {
+    name: 'build',
+    summary: 'build an image from a base and local files, without docker, and push it',
+    load: async () => (await import('./build.js')).buildCommand,
+  },
+  {
+    name: 'copy',
+    summary: 'copy an image between registries and OCI layouts, an index whole with its digest',
+    load: async () => (await import('./copy.js')).copyCommand,
+  },
+  {
+    name: 'push',
+    summary: 'push an image (oci:, docker-archive: or a registry) to a registry; same as copy',
+    load: async () => (await import('./copy.js')).pushCommand,
+  },
+  {
     name: 'cache',
     summary: 'list or clean the cache of base images and layers',
     load: async () => (await import('./cache.js')).cacheCommand,

@@ -1,0 +1,74 @@
+/** `etch copy` / `etch push` against real docker-registry instances: digests kept, typed refusals. */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTempDir, type TempDir } from '@etch/test-utils';
+import { buildRegistryFixtures, inspectPushed, pushRegistryFixture, startRegistryServer, startTokenAuthRegistry, type PushedImage, type RegistryServer, type TokenAuthRegistry } from '@etch/test-utils/system';
+import { runCli } from '../in-process.test.helper.js';
+
+let dir: TempDir;
+let a: RegistryServer;
+let b: RegistryServer;
+let token: TokenAuthRegistry;
+let multi: PushedImage;
+let layout: string;
+
+beforeAll(async () => {
+  dir = await createTempDir('etch-copy-cli-');
+  const fixtures = await buildRegistryFixtures(dir.join('fixtures'));
+  layout = fixtures.layout;
+  [a, b, token] = await Promise.all([
+    startRegistryServer(),
+    startRegistryServer(),
+    startTokenAuthRegistry({ users: { reader: 'r-pass' }, allow: (r) => r.actions.filter((x) => x === 'pull') }),
+  ]);
+  multi = await pushRegistryFixture(layout, fixtures.images.platforms.tag, `${a.host}/src/multi:1`);
+}, 300_000);
+afterAll(async () => {
+  await Promise.all([a?.stop(), b?.stop(), token?.stop()]);
+  await dir?.remove();
+});
+
+describe('etch copy', () => {
+  it('copies a multi-platform index to another registry with the same digest (--json)', async () => {
+    const result = await runCli(['copy', `${a.host}/src/multi:1`, `${b.host}/dst/multi:1`, '--json'], {
+      cwd: dir.path,
+    });
+    expect(result.code, result.stderr).toBe(0);
+    const report = JSON.parse(result.stdout) as { digest: string; manifests: string[] };
+    expect(report.digest).toBe(multi.digest);
+    expect(report.manifests).toHaveLength(multi.manifests?.length ?? 0);
+    expect((await inspectPushed(`${b.host}/dst/multi:1`)).digest).toBe(multi.digest);
+  });
+
+  it('etch push of an OCI layout tag with --platform stores that platform manifest', async () => {
+    const result = await runCli(
+      ['push', `oci:${layout}:platforms`, `${b.host}/dst/arm64`, '--platform', 'linux/arm64'],
+      { cwd: dir.path },
+    );
+    expect(result.code, result.stderr).toBe(0);
+    const entry = multi.manifests?.find((m) => m.platform?.architecture === 'arm64');
+    expect((await inspectPushed(`${b.host}/dst/arm64:latest`)).digest).toBe(entry?.digest);
+    expect(result.stderr).toContain(entry?.digest);
+  });
+
+  it('a push without push rights fails with ETCH_DENIED naming the credential source', async () => {
+    const config = dir.join('docker');
+    await mkdir(config, { recursive: true });
+    await writeFile(
+      `${config}/config.json`,
+      JSON.stringify({ auths: { [token.host]: { auth: Buffer.from('reader:r-pass').toString('base64') } } }),
+    );
+    const result = await runCli(['copy', `${a.host}/src/multi:1`, `${token.host}/dst/multi:1`], {
+      cwd: dir.path,
+      env: { DOCKER_CONFIG: config },
+    });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^etch: ETCH_DENIED: .*auths in .*config\.json/);
+    expect(result.stderr).not.toContain('r-pass');
+  });
+
+  it('refuses --platform with --all-platforms as a usage error', async () => {
+    const result = await runCli(['copy', 'a', 'b', '--platform', 'linux/amd64', '--all-platforms'], { cwd: dir.path });
+    expect(result.code).toBe(2);
+  });
+});

@@ -1,0 +1,181 @@
+/**
+ * The image builder end to end: a multi-platform busybox base in one registry, local files added, config set,
+ * saved to another registry, pulled and run by a real dockerd; mounts within one registry; the same build twice
+ * gives the same digests; saves to an htpasswd registry and to an OCI layout read back by skopeo.
+ */
+import { chmod, mkdir, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RegistryClient } from '@etch/registry';
+import { createTempDir, type TempDir } from '@etch/test-utils';
+import { DOCKERD_TOOLS, buildPreloadFixtures, ensureTools, inspectPushed, pushFixture, readLayoutImage, run, startBasicAuthRegistry, startDockerd, startRegistryServer, type BasicAuthRegistry, type Dockerd, type RegistryServer } from '@etch/test-utils/system';
+import { Image } from './image.js';
+
+let work: TempDir;
+let a: RegistryServer;
+let b: RegistryServer;
+let basic: BasicAuthRegistry;
+let engine: Dockerd;
+let files: string;
+let baseLayers: string[];
+/** What `skopeo inspect --config` prints, as far as the tests read it. */
+interface InspectedConfig {
+  architecture: string;
+  created: string;
+  config: {
+    Cmd?: string[];
+    Entrypoint?: string[];
+    Env?: string[];
+    WorkingDir?: string;
+    Labels?: Record<string, string>;
+  };
+  history: { created_by?: string }[];
+}
+
+const BASE = () => `${a.host}/base/multi:1`;
+
+function client(): RegistryClient {
+  return new RegistryClient({
+    dockerConfig: false,
+    credentials: { [basic.host]: basic.credentials },
+    retry: { attempts: 3, baseDelayMs: 20, maxDelayMs: 200 },
+  });
+}
+
+/** The seed's example: files under /app, a command that shows what Cmd, Env and WorkingDir set. */
+async function build(target: string, c: RegistryClient, tags?: string[]) {
+  const image = new Image(BASE(), target, { client: c });
+  await image.addFiles({ '/app': files }, { ignoreFiles: ['.dockerignore'] });
+  image.Cmd = ['/bin/sh', '-c', 'echo "$GREETING"; pwd; cat hello.txt; readlink link; ls; ./run.sh'];
+  image.Env = ['GREETING=hi from etch'];
+  image.WorkingDir = '/app';
+  image.Labels = { 'org.example.built-by': 'etch' };
+  return image.save(tags);
+}
+
+beforeAll(async () => {
+  ensureTools(DOCKERD_TOOLS);
+  work = await createTempDir('etch-image-');
+  const fixtures = await buildPreloadFixtures(work.join('fixtures'));
+  [a, b, basic] = await Promise.all([
+    startRegistryServer(),
+    startRegistryServer(),
+    startBasicAuthRegistry({ users: { alice: 'a-pass' } }),
+  ]);
+  await pushFixture(fixtures.layout, fixtures.images.multi.tag, BASE());
+  const base = await readLayoutImage(fixtures.layout, fixtures.images.multi.tag);
+  baseLayers = base.layers.map((l) => l.digest);
+  files = work.join('files');
+  await mkdir(join(files, 'sub'), { recursive: true });
+  await writeFile(join(files, 'hello.txt'), 'hello.txt says hello\n');
+  await writeFile(join(files, 'sub', 'deep.txt'), 'deep\n');
+  await writeFile(join(files, 'secret.log'), 'never in the image\n');
+  await writeFile(join(files, '.dockerignore'), '*.log\n.dockerignore\n');
+  await writeFile(join(files, 'run.sh'), '#!/bin/sh\necho run.sh ran\n');
+  await chmod(join(files, 'run.sh'), 0o755);
+  await symlink('hello.txt', join(files, 'link'));
+  engine = await startDockerd();
+}, 600_000);
+afterAll(async () => {
+  await engine?.stop();
+  await Promise.all([a?.stop(), b?.stop(), basic?.stop()]);
+  await work?.remove();
+});
+
+describe('Image', () => {
+  it('builds on a multi-platform base into another registry; docker pulls and runs what Cmd/Env/WorkingDir set', async () => {
+    const c = client();
+    try {
+      const saved = await build(`${b.host}/built/app:1`, c);
+      expect(saved.images.map((i) => i.platform?.architecture)).toEqual(['amd64', 'arm64', 'arm']);
+      const pushed = await inspectPushed(`${b.host}/built/app:1`);
+      expect(pushed.digest, 'the index skopeo reads is the one saved').toBe(saved.digest);
+      expect(pushed.manifests?.map((m) => m.digest)).toEqual(saved.images.map((i) => i.digest));
+      // One files layer for all platforms: the last layer of each image is the same blob.
+      const last = new Set(pushed.manifests?.map((m) => m.layers?.at(-1)?.digest));
+      expect(last.size, 'the files layer is shared').toBe(1);
+
+      await engine.docker(['pull', `${b.host}/built/app:1`]);
+      const ran = await engine.docker(['run', '--rm', '--network', 'none', `${b.host}/built/app:1`]);
+      expect(ran.stdout.split('\n')).toEqual([
+        'hi from etch',
+        '/app',
+        'hello.txt says hello',
+        'hello.txt',
+        'hello.txt',
+        'link',
+        'run.sh',
+        'sub',
+        'run.sh ran',
+        '',
+      ]);
+      const config = JSON.parse(
+        (await run('skopeo', ['inspect', '--config', '--tls-verify=false', `docker://${b.host}/built/app:1`])).stdout,
+      ) as InspectedConfig;
+      expect(config.config.WorkingDir).toBe('/app');
+      expect(config.config.Env).toContain('GREETING=hi from etch');
+      expect(config.config.Labels).toEqual({ 'org.example.built-by': 'etch' });
+      expect(config.created).toBe('1970-01-01T00:00:00Z');
+      expect(config.history.at(-1)?.created_by).toMatch(/^etch build: add /);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('gives the same digests when built twice', async () => {
+    const c = client();
+    try {
+      const first = await build(`${b.host}/twice/app:1`, c);
+      const second = await build(`${b.host}/twice/app:2`, c);
+      expect(second.digest).toBe(first.digest);
+      expect(second.images).toEqual(first.images);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('mounts the base layers within one registry: only the files layer and the configs are uploaded', async () => {
+    const c = client();
+    try {
+      const saved = await build(`${a.host}/same/app:1`, c);
+      const uploads = (await a.log())
+        .split('\n')
+        .filter((l) => !l.includes('level=') && /"(PATCH|PUT) \/v2\/same\/app\/blobs\/uploads\//.test(l));
+      for (const layer of baseLayers)
+        expect(
+          uploads.filter((l) => l.includes(layer.slice(7))),
+          `base layer ${layer} uploaded`,
+        ).toEqual([]);
+      const puts = uploads.filter((l) => l.includes('"PUT '));
+      expect(puts, 'one PUT for the files layer, one per config').toHaveLength(1 + saved.images.length);
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('saves to an htpasswd registry, to one platform, and to an OCI layout', async () => {
+    const c = client();
+    try {
+      const image = new Image(BASE(), `${basic.host}/app:v1`, { client: c, platforms: ['linux/amd64'] });
+      await image.addFiles({ '/srv/hello.txt': join(files, 'hello.txt') });
+      image.Cmd = ['cat', '/srv/hello.txt'];
+      const saved = await image.save();
+      expect(saved.images).toHaveLength(1);
+      const pushed = await inspectPushed(`${basic.host}/app:v1`, basic.creds);
+      expect(pushed.manifests?.map((m) => m.digest)).toEqual([saved.images[0]?.digest]);
+
+      const layout = work.join('layout');
+      const toLayout = new Image(BASE(), `oci:${layout}:v1`, { client: c, platforms: ['linux/arm64'] });
+      await toLayout.addFiles({ '/srv': files }, { ignores: ['sub', '*.log'] });
+      toLayout.Entrypoint = ['/bin/sh'];
+      await toLayout.save();
+      const config = JSON.parse(
+        (await run('skopeo', ['--override-arch', 'arm64', 'inspect', '--config', `oci:${layout}:v1`])).stdout,
+      ) as InspectedConfig;
+      expect(config.architecture).toBe('arm64');
+      expect(config.config.Entrypoint).toEqual(['/bin/sh']);
+    } finally {
+      await c.close();
+    }
+  });
+});
