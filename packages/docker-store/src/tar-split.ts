@@ -20,8 +20,17 @@ export class TarSplitBuilder {
     });
   }
 
+  // Lines go to gzip in batches: one zlib write per tar entry dominated converting layers of small files.
+  #pending = '';
+
   #line(record: Record<string, unknown>): void {
-    this.#gzip.write(`${JSON.stringify({ ...record, position: this.#position++ })}\n`);
+    this.#pending += `${JSON.stringify({ ...record, position: this.#position++ })}\n`;
+    if (this.#pending.length >= 64 * 1024) this.#flush();
+  }
+
+  #flush(): void {
+    if (this.#pending.length > 0) this.#gzip.write(this.#pending);
+    this.#pending = '';
   }
 
   /** Raw bytes that are not file content: padding, extended headers, header blocks, the end marker. */
@@ -40,6 +49,7 @@ export class TarSplitBuilder {
 
   /** The gzip-compressed result. */
   finish(): Promise<Buffer> {
+    this.#flush();
     this.#gzip.end();
     return this.#done;
   }

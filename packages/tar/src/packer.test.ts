@@ -138,6 +138,22 @@ describe('promisePacker', () => {
     expect(pack.destroying).toBe(true);
   });
 
+  it('writes an empty streamed file, and rejects a stream declared empty that carries bytes', async () => {
+    const tarball = await packToBuffer((write) => write({ name: 'empty', size: 0 }, Readable.from([])));
+    const entries: [string, number][] = [];
+    for await (const { header } of extractTar(Readable.from([tarball]))) entries.push([header.name, header.size]);
+    expect(entries, 'entries read back').toEqual([['empty', 0]]);
+
+    const broken = createTarPack();
+    broken.resume();
+    broken.on('error', () => {});
+    const error = await promisePacker(broken)({ name: 'not-empty', size: 0 }, Readable.from([Buffer.from('x')])).catch(
+      (e: unknown) => e,
+    );
+    expect(isEtchError(error, 'ETCH_SIZE_MISMATCH'), String(error)).toBe(true);
+    expect(broken.destroying, 'pack destroyed after the mismatch').toBe(true);
+  });
+
   it.each([
     [{ name: 'a', mode: 0o10000 }, 'mode'],
     [{ name: 'a', mode: 1.5 }, 'mode'],

@@ -273,6 +273,31 @@ function wrapError(err: unknown, name: string, signal: AbortSignal | undefined):
   );
 }
 
+const EMPTY = Buffer.alloc(0);
+
+/** Reads a stream declared empty to its end; a byte in it is a size mismatch, as the pipeline would say. */
+async function drainEmpty(
+  content: Readable | AsyncIterable<Uint8Array>,
+  name: string,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  try {
+    for await (const chunk of content as AsyncIterable<Uint8Array>) {
+      if (chunk.length > 0)
+        throw new EtchError(
+          'ETCH_SIZE_MISMATCH',
+          `Entry ${JSON.stringify(name)} delivered more than its declared 0 bytes.`,
+          {
+            details: { entryName: name },
+          },
+        );
+    }
+  } catch (err) {
+    if (content instanceof Readable) content.destroy();
+    throw wrapError(err, name, signal);
+  }
+}
+
 async function writeOne(
   pack: TarPack,
   input: EntryHeader,
@@ -290,18 +315,29 @@ async function writeOne(
           ? Buffer.from(content.buffer, content.byteOffset, content.byteLength)
           : undefined;
   const { header, paxBlock } = prepare(input, prefix, bytes?.length ?? (content === undefined ? 0 : undefined));
+  // An empty stream (most entries of a layer of empty files) is drained here, not piped: a pipeline per
+  // entry costs an AbortController, listeners and a DOMException, and layers carry millions of entries.
+  if (header.size === 0 && isStreamContent(content)) {
+    try {
+      await drainEmpty(content, input.name, signal);
+    } catch (err) {
+      if (!isDestroyed(pack)) pack.destroy(err as Error);
+      throw err;
+    }
+  }
   if (isDestroyed(pack))
     throw new EtchError('ETCH_IO', 'The pack stream was destroyed; no more entries can be written.');
   // Our own PAX block goes straight into the pack's output, right before the header tar-stream writes:
   // tar-stream's PAX encoder is UTF-8 only and would corrupt binary xattr values.
   if (paxBlock !== undefined) pack.push(paxBlock);
+  const streamed = header.size > 0 && isStreamContent(content);
   const done = new Promise<void>((resolve, reject) => {
-    const sink = pack.entry(header as never, bytes as Buffer | undefined as never, (err?: Error | null) =>
-      err ? reject(err) : resolve(),
-    );
+    // tar-stream waits for a file's sink to end even when it is empty: give it the empty buffer.
+    const data = bytes ?? (streamed || header.size > 0 ? undefined : EMPTY);
+    const sink = pack.entry(header as never, data as never, (err?: Error | null) => (err ? reject(err) : resolve()));
     // Without a listener, an error on the sink (abort, size) is unhandled and kills the process.
     sink.on('error', () => {});
-    if (isStreamContent(content)) {
+    if (streamed) {
       const source = content instanceof Readable ? content : Readable.from(content, { objectMode: false });
       pipeline(source, new SizeGuard(header.size, input.name), sink, { signal }).catch((err: unknown) => {
         const error = wrapError(err, input.name, signal);
