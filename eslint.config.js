@@ -11,7 +11,9 @@ export default tseslint.config(
     languageOptions: {
       globals: globals.node,
       parserOptions: {
-        projectService: { allowDefaultProject: ['*.js', '*.mjs', 'scripts/*.mjs', 'packages/*/bin/*.js'] },
+        projectService: {
+          allowDefaultProject: ['*.js', '*.mjs', '*.ts', 'scripts/*.mjs', 'scripts/*.ts', 'packages/*/bin/*.js'],
+        },
         tsconfigRootDir: import.meta.dirname,
       },
     },
@@ -22,6 +24,17 @@ export default tseslint.config(
         { allowForKnownSafeCalls: [{ from: 'package', package: '@etch/format', name: 'ignoreRejection' }] },
       ],
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+    },
+  },
+  {
+    // Tests read JSON the code under test wrote and poke at it; typing every such read adds nothing.
+    files: ['**/*.test.ts', '**/*.test.helper.ts', 'packages/test-utils/**'],
+    rules: {
+      '@typescript-eslint/no-unsafe-member-access': 'off',
+      '@typescript-eslint/no-unsafe-assignment': 'off',
+      '@typescript-eslint/no-unsafe-call': 'off',
+      '@typescript-eslint/no-unsafe-argument': 'off',
+      '@typescript-eslint/no-unsafe-return': 'off',
     },
   },
   {

@@ -26,7 +26,7 @@ function reachesSystem(file: string, seen: Map<string, boolean>): boolean {
   let found = SYSTEM_ENTRY.test(text);
   for (const match of text.matchAll(RELATIVE_IMPORT)) {
     if (found) break;
-    const imported = sourceOf(match[1]!, file);
+    const imported = sourceOf(match[1], file);
     if (imported) found = reachesSystem(imported, seen);
   }
   seen.set(file, found);

@@ -272,7 +272,7 @@ function parseRoot(root: Json): TargetState {
   }
   throw invalid(
     '',
-    keys.length > 1 && keys.every((k) => isObject(root[k]) && 'apps' in (root[k] as Json))
+    keys.length > 1 && keys.every((k) => isObject(root[k]) && 'apps' in root[k])
       ? `holds ${keys.length} fleets (${keys.join(', ')}); give the state of one fleet.`
       : 'is neither a fleet state ({ [uuid]: { apps } } or { apps }) nor a v1 device state ({ local: { apps } }).',
   );

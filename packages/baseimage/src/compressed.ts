@@ -28,10 +28,7 @@ async function* xzDecoded(input: Readable, signal?: AbortSignal): AsyncGenerator
   // A CommonJS module: Node puts it under `default`, Vitest may not.
   const xzDecompress = (loaded as { default?: typeof loaded }).default ?? loaded;
   const web = Readable.toWeb(input) as unknown as ReadableStream<Uint8Array>;
-  yield* Readable.fromWeb(
-    new xzDecompress.XzReadableStream(web) as unknown as import('node:stream/web').ReadableStream<Uint8Array>,
-    signal ? { signal } : {},
-  );
+  yield* Readable.fromWeb(new xzDecompress.XzReadableStream(web), signal ? { signal } : {});
 }
 
 /** Decompresses a whole compressed stream (gzip members, xz streams and zstd frames may be concatenated). */

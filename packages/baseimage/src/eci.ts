@@ -77,7 +77,7 @@ export function parseEciSpec(spec: string): EciSpec {
   const repository = withTarget(ref, {});
   if (after !== undefined && /^[a-z0-9]+:[0-9a-f]{32,}$/.test(after)) {
     if (ref.tag !== undefined) throw new EtchError('ETCH_USAGE', `${spec}: give a tag or a digest, not both.`);
-    return { repository, digest: parseReference(`${name}@${after}`).digest as string };
+    return { repository, digest: parseReference(`${name}@${after}`).digest };
   }
   if (after !== undefined) {
     if (ref.tag !== undefined)
@@ -169,7 +169,7 @@ async function chooseManifest(
 }
 
 function layersOf(json: Record<string, unknown>, what: string): Descriptor[] {
-  const layers = (json['layers'] ?? json['blobs']) as unknown;
+  const layers = json['layers'] ?? json['blobs'];
   if (!Array.isArray(layers)) throw new EtchError('ETCH_BAD_MANIFEST', `${what} has no layers.`);
   // Checked like any manifest's layers: a digest this client cannot verify, or a malformed one, is refused.
   return asImageManifest(
@@ -427,5 +427,5 @@ function parseImageConfig(text: string, what: string): { config?: { Labels?: Rec
   const labels = (config as { Labels?: unknown } | null)?.Labels;
   if (labels !== undefined && labels !== null && typeof labels !== 'object')
     throw new EtchError('ETCH_BAD_MANIFEST', `The image config of ${what} has "Labels" that are not an object.`);
-  return value as { config?: { Labels?: Record<string, unknown> } };
+  return value;
 }

@@ -299,7 +299,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   return {
     version: formatVersion(version),
     ...(requirements ? { requirements } : {}),
-    baseImage: baseImage as { name: string; size: number },
+    baseImage: baseImage,
     partitions,
     compression,
     images: stored,

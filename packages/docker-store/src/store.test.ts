@@ -535,7 +535,7 @@ describe('dockerStoreEntries', () => {
         for (let i = 0; i < size / chunk.length; i++) {
           if (!sink.write(chunk)) await new Promise<void>((resolve) => sink.once('drain', () => resolve()));
         }
-        sink.end(undefined as never);
+        sink.end(undefined);
         tarball.finalize();
       })();
       return tarball as unknown as AsyncIterable<Uint8Array>;

@@ -68,7 +68,7 @@ export function detectManifestMediaType(
       { details: { mediaType: header || MediaType.DOCKER_SCHEMA1 } },
     );
   }
-  const declared = typeof json['mediaType'] === 'string' ? (json['mediaType'] as string) : undefined;
+  const declared = typeof json['mediaType'] === 'string' ? json['mediaType'] : undefined;
   const shape = Array.isArray(json['manifests'])
     ? 'index'
     : typeof json['config'] === 'object' && json['config'] !== null && Array.isArray(json['layers'])

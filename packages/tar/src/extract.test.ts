@@ -89,7 +89,7 @@ describe('extractTar raw mode', () => {
     }
     const trailer: Buffer | undefined = Buffer.concat(pieces);
     expect(trailer?.length).toBeGreaterThanOrEqual(1024);
-    expect(Buffer.concat([...parts, trailer as Buffer]).equals(original)).toBe(true);
+    expect(Buffer.concat([...parts, trailer]).equals(original)).toBe(true);
   });
 });
 

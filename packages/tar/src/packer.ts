@@ -334,7 +334,7 @@ async function writeOne(
   const done = new Promise<void>((resolve, reject) => {
     // tar-stream waits for a file's sink to end even when it is empty: give it the empty buffer.
     const data = bytes ?? (streamed || header.size > 0 ? undefined : EMPTY);
-    const sink = pack.entry(header as never, data as never, (err?: Error | null) => (err ? reject(err) : resolve()));
+    const sink = pack.entry(header, data as never, (err?: Error | null) => (err ? reject(err) : resolve()));
     // Without a listener, an error on the sink (abort, size) is unhandled and kills the process.
     sink.on('error', () => {});
     if (streamed) {

@@ -161,7 +161,7 @@ export async function buildRegistryFixtures(work: string): Promise<RegistryFixtu
       '-C',
       stage(name),
       '-cf',
-      tars[name] as string,
+      tars[name],
       '.',
     ]);
   };

@@ -81,9 +81,7 @@ function imagesFrom(partition: number, facts: StoreFacts): InspectImage[] {
           const diffIds = facts.diffIds.get(imageId);
           const sizes =
             diffIds === undefined ? undefined : chainIds(diffIds).map((chain) => facts.layerSizes.get(chain));
-          const size = sizes?.every((n) => n !== undefined)
-            ? sizes.reduce((sum: number, n) => sum + (n as number), 0)
-            : undefined;
+          const size = sizes?.every((n) => n !== undefined) ? sizes.reduce((sum: number, n) => sum + n, 0) : undefined;
           image = {
             partition,
             repository,
