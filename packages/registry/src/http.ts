@@ -153,6 +153,8 @@ export class HttpClient {
       new Agent({
         connections: options.connections ?? 8,
         keepAliveTimeout: 30_000,
+        // undici 8 would negotiate HTTP/2 over TLS; pulls are proven over HTTP/1.1, and `connections` bounds them.
+        allowH2: false,
         ...(ca ? { connect: { ca } } : {}),
       });
   }
