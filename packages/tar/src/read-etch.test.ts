@@ -1,5 +1,5 @@
 import { Readable } from 'node:stream';
-import { gzipSync } from 'node:zlib';
+import { gzipSync, zstdCompressSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { collect, craftTar, type CraftedEntry } from '@etch/test-utils';
 import { isEtchError, type EtchErrorCode } from '@etch/format';
@@ -211,6 +211,13 @@ describe('readEtch', () => {
     const broken = Buffer.concat([gz.subarray(0, 30), Buffer.alloc(50, 0x55)]);
     const error = await readAll(broken).catch((e: unknown) => e);
     expect(isEtchError(error, 'ETCH_BAD_ARCHIVE')).toBe(true);
+  });
+
+  it('refuses corrupt zstd data', async () => {
+    // The frame header kept, its first block overwritten: zstd reports "Data corruption detected".
+    const broken = Buffer.from(zstdCompressSync(await craftTar(base))).fill(0x55, 6, 26);
+    const error = await readAll(broken).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_BAD_ARCHIVE'), String(error)).toBe(true);
   });
 });
 

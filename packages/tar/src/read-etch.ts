@@ -89,7 +89,11 @@ function wrapStreamError(err: unknown, compression: Compression): EtchError {
   const message = (err as Error)?.message ?? String(err);
   if (
     compression !== 'none' &&
-    (typeof code !== 'string' || code.startsWith('Z_') || code.startsWith('ERR_ZLIB') || /zstd|frame/i.test(message))
+    (typeof code !== 'string' ||
+      code.startsWith('Z_') ||
+      code.startsWith('ZSTD_') ||
+      code.startsWith('ERR_ZLIB') ||
+      /zstd|frame/i.test(message))
   ) {
     return new EtchError(
       'ETCH_BAD_ARCHIVE',
