@@ -240,6 +240,17 @@ describe('errors and exit codes', () => {
 });
 
 describe('the etch binary', () => {
+  it('starts when its module compile cache cannot be written', async () => {
+    // The cache goes under TMPDIR unless NODE_COMPILE_CACHE says otherwise: both made impossible (a file).
+    await writeFile(dir.join('not-a-dir'), '');
+    for (const env of [{ TMPDIR: dir.join('not-a-dir') }, { NODE_COMPILE_CACHE: dir.join('not-a-dir', 'cache') }]) {
+      const { NODE_COMPILE_CACHE: _ignored, ...rest } = process.env;
+      const result = await run('node', [bin, '--version'], { env: { ...rest, ...env }, allowFailure: true });
+      expect(result.code, `exit code with ${JSON.stringify(env)}: ${result.stderr}`).toBe(0);
+      expect(result.stdout.trim(), `version printed with ${JSON.stringify(env)}`).toMatch(/^\d+\.\d+\.\d+$/);
+    }
+  });
+
   it('writes to stdout with -o -', async () => {
     await fixtures();
     const result = await run('node', [bin, 'create', '--base', dir.join('disk.img'), '-o', '-', '-q']);
