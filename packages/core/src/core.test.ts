@@ -4,7 +4,7 @@ import { PassThrough, Readable, Writable } from 'node:stream';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { collect, createTempDir, patternStream, rejectionOf, type TempDir } from '@etch/test-utils';
+import { collect, createTempDir, liveMemory, patternStream, rejectionOf, type TempDir } from '@etch/test-utils';
 import { run } from '@etch/test-utils/system';
 import { EtchError, isEtchError } from '@etch/format';
 import { BufferPool, readFileChunks } from '@etch/disk';
@@ -475,24 +475,30 @@ describe('createEtch', () => {
   });
 
   it('streams a large base image in bounded memory', async () => {
+    // Measured as what stays referenced (after a full collection, every 32 MiB), not as RSS: this source
+    // allocates a fresh 1 MiB buffer per chunk, and how many dead ones RSS still counts is V8's choice
+    // (Node 24 collects them later than 22: RSS grew 110-150 MB against 60, while 20-37 MB stayed referenced on both).
     const size = 768 * 1024 * 1024;
     const sink = new PassThrough();
     let seen = 0;
     sink.on('data', (chunk: Buffer) => {
       seen += chunk.length;
     });
-    const before = process.memoryUsage().rss;
+    const before = liveMemory();
     let peak = before;
+    let events = 0;
     const options: CreateEtchOptions = {
       base: { name: 'big.img', size, stream: patternStream(size, 1024 * 1024) },
       output: sink,
       onProgress: () => {
-        peak = Math.max(peak, process.memoryUsage.rss());
+        events += 1;
+        if (events % 32 === 0) peak = Math.max(peak, liveMemory());
       },
     };
     await createEtch(options);
-    expect(seen).toBeGreaterThan(size);
-    expect(peak - before).toBeLessThan(128 * 1024 * 1024);
+    expect(seen, 'bytes written').toBeGreaterThan(size);
+    expect(events, 'progress events (memory samples x32)').toBeGreaterThan(64);
+    expect(peak - before, 'growth of referenced memory while streaming 768 MiB').toBeLessThan(64 * 1024 * 1024);
   });
 });
 

@@ -12,3 +12,4 @@ export {
   type RawTarFields,
 } from './hostile-tars.js';
 export { startHttp10Server, type Http10Request, type Http10Server, type Http10ServerOptions } from './http10-server.js';
+export { fullGc, liveMemory } from './memory.js';
