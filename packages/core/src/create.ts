@@ -9,6 +9,7 @@ import {
   abortError,
   assertBaseImageName,
   assertPartition,
+  entryTime,
   formatVersion,
   injectPath,
   isEtchError,
@@ -88,6 +89,12 @@ export interface CreateEtchOptions {
   compression?: Compression;
   /** Compression level (gzip 1–9, zstd 1–19). */
   compressionLevel?: number;
+  /**
+   * The mtime of every entry this run makes itself (the engine store's own files, a base image or an
+   * injected entry without one), so that the same inputs give the same bytes. Default: `SOURCE_DATE_EPOCH`
+   * from the environment, else `DEFAULT_ENTRY_TIME` (1980-01-01T00:00:00Z) from `@etch/format`.
+   */
+  entryTime?: Date;
   /** Cancels the run; the promise rejects with `ETCH_ABORTED` and the output is destroyed. */
   signal?: AbortSignal;
   /** Progress events. */
@@ -138,6 +145,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   ignoreRejection(imagesSettling, 'awaited below, or irrelevant when the run fails first');
   const logger = options.logger ?? silentLogger;
   const compression = options.compression ?? 'none';
+  const mtime = options.entryTime ?? entryTime(process.env['SOURCE_DATE_EPOCH']);
   throwIfAborted(signal);
   for (const source of options.inject ?? []) assertPartition(source.partition);
   if (options.images !== undefined && !isPromiseLike(options.images)) assertPartition(options.images.partition);
@@ -174,7 +182,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     if (!pack.destroying) pack.destroy(err as Error);
   };
   try {
-    const write = promisePacker(pack, undefined, signal ? { signal } : {});
+    const write = promisePacker(pack, undefined, { mtime, ...(signal ? { signal } : {}) });
     await write({ name: VERSION_ENTRY_NAME, mode: 0o644, mtime: new Date(0) }, formatVersion(version));
     const preloading =
       options.images === undefined
@@ -236,6 +244,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
           ...(root !== undefined ? { root } : {}),
           ...(stage ? { stage } : {}),
           ...(signal ? { signal } : {}),
+          mtime,
           onProgress: (event: LayerProgress) => onProgress?.(event),
           logger,
         });
@@ -250,7 +259,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
           ? walkDirectory(source.path, source.dest ?? '', signal ? { signal } : {})
           : source.entries;
       const prefix = injectPath(source.partition, '/').replace(/\/$/, '');
-      const writeInto = promisePacker(pack, prefix, signal ? { signal } : {});
+      const writeInto = promisePacker(pack, prefix, { mtime, ...(signal ? { signal } : {}) });
       logger.info('injecting', { partition: source.partition, kind: source.kind });
       for await (const { header, content } of files) {
         throwIfAborted(signal);

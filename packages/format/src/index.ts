@@ -61,3 +61,4 @@ export {
   type EtchRequirements,
   type PartitionRequirement,
 } from './requirements.js';
+export { DEFAULT_ENTRY_TIME, entryTime } from './entry-time.js';

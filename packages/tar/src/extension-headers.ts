@@ -1,6 +1,7 @@
 import { EtchError } from '@etch/format';
 import type { RawHeader, RawTypeflag } from './header.js';
 import { decodePaxRecords } from './pax.js';
+import { parsePaxTime } from './pax-time.js';
 
 /** Header types that only carry metadata for the entries after them. */
 export function isExtensionType(type: RawTypeflag): type is 'pax' | 'pax-global' | 'gnu-long-name' | 'gnu-long-link' {
@@ -68,5 +69,10 @@ function applyPax(raw: RawHeader, pax: Map<string, Buffer>, offset: number): voi
   raw.size = number('size') ?? raw.size;
   raw.uid = number('uid') ?? raw.uid;
   raw.gid = number('gid') ?? raw.gid;
-  raw.mtime = number('mtime') ?? raw.mtime;
+  const mtime = text('mtime');
+  if (mtime !== undefined) {
+    const exact = parsePaxTime(mtime, offset);
+    raw.mtime = exact.seconds;
+    raw.mtimeNanoseconds = exact.nanoseconds;
+  }
 }
