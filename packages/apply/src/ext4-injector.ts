@@ -58,6 +58,17 @@ function absolute(path: string): string {
   return path === '' ? '/' : `/${path}`;
 }
 
+/**
+ * An ext4 inode's `*_extra` time field: nanoseconds above two epoch bits that extend the 32-bit seconds
+ * (seconds − (seconds as a signed 32-bit number), in units of 2³²).
+ */
+export function extraTimeField(seconds: number, nanoseconds: number): number {
+  const low = ((seconds % 2 ** 32) + 2 ** 32) % 2 ** 32;
+  const signedLow = low >= 2 ** 31 ? low - 2 ** 32 : low;
+  const epoch = ((seconds - signedLow) / 2 ** 32) & 3;
+  return nanoseconds * 4 + epoch;
+}
+
 /** Lines of debugfs output that are not errors: its banner, the echo of each command, inode allocations. */
 function isNoise(line: string): boolean {
   return (
@@ -78,6 +89,8 @@ export class Ext4Injector implements PartitionInjector {
   /** Directory metadata, applied once at the end: writing children changes a directory's mtime. */
   private readonly directories = new Map<string, EtchInjectEntry>();
   private readonly files = new Map<string, InjectedFile>();
+  /** Whether the filesystem's inodes have room for nanoseconds (more than 128 bytes); learnt on each batch. */
+  private extraTimes = false;
 
   constructor(
     private readonly image: string,
@@ -140,8 +153,22 @@ export class Ext4Injector implements PartitionInjector {
       `sif ${p} mode 0${mode.toString(8)}`,
       `sif ${p} uid ${entry.uid}`,
       `sif ${p} gid ${entry.gid}`,
-      `sif ${p} mtime @${Math.floor(entry.mtime.getTime() / 1000)}`,
+      ...this.times(p, entry),
     ];
+  }
+
+  /**
+   * mtime to the nanosecond, and atime the same (what the engine leaves after extracting a layer). ext4 keeps
+   * nanoseconds, and the epoch bits of times past 2038, in the `_extra` fields of inodes larger than 128 bytes.
+   */
+  private times(p: string, entry: EtchInjectEntry): string[] {
+    const seconds = Math.floor(entry.mtime.getTime() / 1000);
+    const commands = [`sif ${p} mtime @${seconds}`, `sif ${p} atime @${seconds}`];
+    if (this.extraTimes) {
+      const extra = String(extraTimeField(seconds, entry.mtimeNanoseconds ?? 0));
+      commands.push(`sif ${p} mtime_extra ${extra}`, `sif ${p} atime_extra ${extra}`);
+    }
+    return commands;
   }
 
   private async reader(): Promise<{ fs: Ext4Reader; close: () => Promise<void> }> {
@@ -179,6 +206,7 @@ export class Ext4Injector implements PartitionInjector {
   /** Grows the filesystem first when the batch would not fit (blocks or inodes), with room to spare. */
   private async ensureRoom(fs: Ext4Reader): Promise<boolean> {
     const info = await fs.info();
+    this.extraTimes = info.inodeSize > 128;
     const metadata = this.staged.reduce((sum, s) => sum + 1 + s.xattrFiles.length, 0);
     return this.growFor(info, this.blocksFor(info, this.stagedBytes, this.staged.length, metadata), this.staged.length);
   }
@@ -295,11 +323,7 @@ export class Ext4Injector implements PartitionInjector {
         case 'symlink':
           await replace(path);
           commands.push(`symlink ${p} ${quote(entry.symlinkTarget ?? '')}`);
-          commands.push(
-            `sif ${p} uid ${entry.uid}`,
-            `sif ${p} gid ${entry.gid}`,
-            `sif ${p} mtime @${Math.floor(entry.mtime.getTime() / 1000)}`,
-          );
+          commands.push(`sif ${p} uid ${entry.uid}`, `sif ${p} gid ${entry.gid}`, ...this.times(p, entry));
           made.set(path, 'other');
           break;
         case 'link': {

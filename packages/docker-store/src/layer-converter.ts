@@ -35,6 +35,22 @@ function badLayer(name: string, message: string): EtchError {
   });
 }
 
+// The engine's last settable time (64-bit timespec nanoseconds): 2262-04-11T23:47:16.854775807Z.
+const ENGINE_MAX_SECONDS = 9_223_372_036;
+
+/**
+ * The mtime the engine leaves on an extracted entry: the header's, to the nanosecond, except that a time
+ * before the epoch (or past what a 64-bit timespec holds) becomes the epoch itself, as its extraction's
+ * `Chtimes` does. Symlinks get their times through `lutimes` without that bound.
+ */
+function engineTime(header: TarHeader): { mtime: Date; mtimeNanoseconds?: number } {
+  const seconds = Math.floor(header.mtime.getTime() / 1000);
+  if (header.type !== 'symlink' && (seconds < 0 || seconds > ENGINE_MAX_SECONDS)) return { mtime: new Date(0) };
+  return header.mtimeNanoseconds > 0
+    ? { mtime: new Date(seconds * 1000), mtimeNanoseconds: header.mtimeNanoseconds }
+    : { mtime: new Date(seconds * 1000) };
+}
+
 async function* withCrc(body: AsyncIterable<unknown>, crc: Crc64): AsyncGenerator<Uint8Array> {
   for await (const chunk of body) {
     crc.update(chunk as Buffer);
@@ -128,7 +144,7 @@ export async function* convertLayer(
       }
     }
     const base = path.slice(path.lastIndexOf('/') + 1);
-    const owner = { uid: header.uid, gid: header.gid, mtime: header.mtime };
+    const owner = { uid: header.uid, gid: header.gid, ...engineTime(header) };
     const xattrs = header.xattrs.size > 0 ? new Map(header.xattrs) : undefined;
 
     if (path === '') {

@@ -91,6 +91,7 @@ function entryHeaderOf(header: TarHeader): EntryHeader {
     gid: header.gid,
     mtime: header.mtime,
   };
+  if (header.mtimeNanoseconds > 0) entry.mtimeNanoseconds = header.mtimeNanoseconds;
   if (header.type === 'file') entry.size = header.size;
   if (header.type === 'symlink' || header.type === 'link') entry.linkname = header.linkname;
   if (header.type === 'character-device')
