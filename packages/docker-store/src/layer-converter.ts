@@ -75,7 +75,7 @@ async function* tapHash(
  * target in the same layer; symlink targets are untouched; xattrs, modes (set-id bits included), owners and
  * mtimes are kept. The original tar is recorded in a tar-split as it streams by.
  *
- * Refused: names that leave the layer (absolute, `..`, through a symlink of the same layer), duplicate paths,
+ * Refused: names that leave the layer (a relative `..` above its root, through a symlink of the same layer), duplicate paths,
  * hardlinks to something not earlier in the layer, FIFOs and device files other than whiteouts.
  *
  * @param diffPrefix where `diff/` lives, relative to the partition root (e.g. `docker/overlay2/<id>/diff`).
