@@ -14,6 +14,14 @@ const BATCH_ENTRIES = 20_000;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFCHR = 0o020000;
+const S_IFBLK = 0o060000;
+const S_IFIFO = 0o010000;
+/** debugfs mknod's type letter and the inode's file type bits, per device entry type. */
+const DEVICE_KINDS = {
+  'character-device': ['c', S_IFCHR],
+  'block-device': ['b', S_IFBLK],
+  fifo: ['p', S_IFIFO],
+} as const;
 
 interface Staged {
   entry: EtchInjectEntry;
@@ -346,17 +354,22 @@ export class Ext4Injector implements PartitionInjector {
           if (file) this.files.set(path, { ...file, path });
           break;
         }
-        case 'character-device': {
+        case 'character-device':
+        case 'block-device':
+        case 'fifo': {
           await replace(path);
           const major = entry.header.devmajor ?? 0;
           const minor = entry.header.devminor ?? 0;
+          const [letter, fileType] = DEVICE_KINDS[entry.type];
           // debugfs's mknod takes a name in the current directory, not a path.
           commands.push(
             `cd ${quote(posix.dirname(path))}`,
-            `mknod ${quote(posix.basename(path))} c ${major} ${minor}`,
+            entry.type === 'fifo'
+              ? `mknod ${quote(posix.basename(path))} p`
+              : `mknod ${quote(posix.basename(path))} ${letter} ${major} ${minor}`,
             'cd /',
           );
-          commands.push(...this.metadata(path, S_IFCHR | entry.mode, entry));
+          commands.push(...this.metadata(path, fileType | entry.mode, entry));
           made.set(path, 'other');
           break;
         }

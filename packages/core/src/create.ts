@@ -1,10 +1,11 @@
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
-  CURRENT_VERSION,
   EtchError,
   REQUIREMENTS_ENTRY_NAME,
   VERSION_1_0,
+  VERSION_1_1,
+  VERSION_1_2,
   VERSION_ENTRY_NAME,
   abortError,
   assertBaseImageName,
@@ -163,7 +164,8 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   });
 
   const partitions: Record<number, PartitionSummary> = {};
-  const version = options.requirements ? CURRENT_VERSION : VERSION_1_0;
+  // 1.2 when preloading: a layer may hold device nodes or FIFOs, and VERSION comes before any layer is read.
+  const version = options.images !== undefined ? VERSION_1_2 : options.requirements ? VERSION_1_1 : VERSION_1_0;
   let requirements: EtchRequirements | undefined;
   let baseImage: { name: string; size: number } | undefined;
   let stored: StoredImage[] = [];

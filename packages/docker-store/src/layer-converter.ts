@@ -76,7 +76,7 @@ async function* tapHash(
  * mtimes are kept. The original tar is recorded in a tar-split as it streams by.
  *
  * Refused: names that leave the layer (a relative `..` above its root, through a symlink of the same layer), duplicate paths,
- * hardlinks to something not earlier in the layer, FIFOs and device files other than whiteouts.
+ * hardlinks to something not earlier in the layer. Device nodes and FIFOs are kept (format 1.2).
  *
  * @param diffPrefix where `diff/` lives, relative to the partition root (e.g. `docker/overlay2/<id>/diff`).
  * @param done receives the layer's diffID, size and tar-split after the last entry is consumed.
@@ -211,18 +211,20 @@ export async function* convertLayer(
           break;
         }
         case 'character-device':
-          if (header.devmajor !== 0 || header.devminor !== 0)
-            throw badLayer(
-              header.name,
-              `is device ${header.devmajor}:${header.devminor}; .etch carries only whiteout devices (0:0).`,
-            );
-          yield { header: { ...common, type: 'character-device', devmajor: 0, devminor: 0 } };
+        case 'block-device':
+        case 'fifo':
+          // Format 1.2: the engine mknods them with the header's numbers; a c 0:0 is also how whiteouts look.
+          yield {
+            header: {
+              ...common,
+              type: header.type,
+              devmajor: header.type === 'fifo' ? 0 : header.devmajor,
+              devminor: header.type === 'fifo' ? 0 : header.devminor,
+            },
+          };
           break;
         default:
-          throw badLayer(
-            header.name,
-            `is a ${header.type}, which a .etch cannot carry (only files, directories, links and whiteouts).`,
-          );
+          throw badLayer(header.name, `is a ${header.type}, which a .etch cannot carry.`);
       }
     }
     // Whatever was not forwarded still counts for the tar-split checksum.
