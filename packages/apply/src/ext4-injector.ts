@@ -14,6 +14,14 @@ const BATCH_ENTRIES = 20_000;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFCHR = 0o020000;
+const S_IFBLK = 0o060000;
+const S_IFIFO = 0o010000;
+/** debugfs mknod's type letter and the inode's file type bits, per device entry type. */
+const DEVICE_KINDS = {
+  'character-device': ['c', S_IFCHR],
+  'block-device': ['b', S_IFBLK],
+  fifo: ['p', S_IFIFO],
+} as const;
 
 /**
  * What a staged entry needs until its batch is written: its fields, not the entry itself, whose body stream,
@@ -21,7 +29,7 @@ const S_IFCHR = 0o020000;
  */
 type StagedEntry = Pick<
   EtchInjectEntry,
-  'path' | 'type' | 'mode' | 'uid' | 'gid' | 'mtime' | 'symlinkTarget' | 'hardlinkTarget'
+  'path' | 'type' | 'mode' | 'uid' | 'gid' | 'mtime' | 'mtimeNanoseconds' | 'symlinkTarget' | 'hardlinkTarget'
 > & { devmajor: number; devminor: number };
 
 function slim(entry: EtchInjectEntry): StagedEntry {
@@ -32,6 +40,7 @@ function slim(entry: EtchInjectEntry): StagedEntry {
     uid: entry.uid,
     gid: entry.gid,
     mtime: entry.mtime,
+    mtimeNanoseconds: entry.mtimeNanoseconds,
     ...(entry.symlinkTarget !== undefined ? { symlinkTarget: entry.symlinkTarget } : {}),
     ...(entry.hardlinkTarget !== undefined ? { hardlinkTarget: entry.hardlinkTarget } : {}),
     devmajor: entry.header.devmajor ?? 0,
@@ -65,6 +74,17 @@ function absolute(path: string): string {
   return path === '' ? '/' : `/${path}`;
 }
 
+/**
+ * An ext4 inode's `*_extra` time field: nanoseconds above two epoch bits that extend the 32-bit seconds
+ * (seconds − (seconds as a signed 32-bit number), in units of 2³²).
+ */
+export function extraTimeField(seconds: number, nanoseconds: number): number {
+  const low = ((seconds % 2 ** 32) + 2 ** 32) % 2 ** 32;
+  const signedLow = low >= 2 ** 31 ? low - 2 ** 32 : low;
+  const epoch = ((seconds - signedLow) / 2 ** 32) & 3;
+  return nanoseconds * 4 + epoch;
+}
+
 /** Lines of debugfs output that are not errors: its banner, the echo of each command, inode allocations. */
 function isNoise(line: string): boolean {
   return (
@@ -85,6 +105,8 @@ export class Ext4Injector implements PartitionInjector {
   /** Directory metadata, applied once at the end: writing children changes a directory's mtime. */
   private readonly directories = new Map<string, StagedEntry>();
   private readonly files = new Map<string, InjectedFile>();
+  /** Whether the filesystem's inodes have room for nanoseconds (more than 128 bytes); learnt on each batch. */
+  private extraTimes = false;
 
   constructor(
     private readonly image: string,
@@ -146,8 +168,22 @@ export class Ext4Injector implements PartitionInjector {
       `sif ${p} mode 0${(type | (entry.mode & 0o7777)).toString(8)}`,
       `sif ${p} uid ${entry.uid}`,
       `sif ${p} gid ${entry.gid}`,
-      `sif ${p} mtime @${Math.floor(entry.mtime.getTime() / 1000)}`,
+      ...this.times(p, entry),
     ];
+  }
+
+  /**
+   * mtime to the nanosecond, and atime the same (what the engine leaves after extracting a layer). ext4 keeps
+   * nanoseconds, and the epoch bits of times past 2038, in the `_extra` fields of inodes larger than 128 bytes.
+   */
+  private times(p: string, entry: StagedEntry): string[] {
+    const seconds = Math.floor(entry.mtime.getTime() / 1000);
+    const commands = [`sif ${p} mtime @${seconds}`, `sif ${p} atime @${seconds}`];
+    if (this.extraTimes) {
+      const extra = String(extraTimeField(seconds, entry.mtimeNanoseconds ?? 0));
+      commands.push(`sif ${p} mtime_extra ${extra}`, `sif ${p} atime_extra ${extra}`);
+    }
+    return commands;
   }
 
   private async reader(): Promise<{ fs: Ext4Reader; close: () => Promise<void> }> {
@@ -185,6 +221,7 @@ export class Ext4Injector implements PartitionInjector {
   /** Grows the filesystem first when the batch would not fit (blocks or inodes), with room to spare. */
   private async ensureRoom(fs: Ext4Reader): Promise<boolean> {
     const info = await fs.info();
+    this.extraTimes = info.inodeSize > 128;
     const metadata = this.staged.reduce((sum, s) => sum + 1 + s.xattrFiles.length, 0);
     return this.growFor(info, this.blocksFor(info, this.stagedBytes, this.staged.length, metadata), this.staged.length);
   }
@@ -301,11 +338,7 @@ export class Ext4Injector implements PartitionInjector {
         case 'symlink':
           await replace(path);
           commands.push(`symlink ${p} ${quote(entry.symlinkTarget ?? '')}`);
-          commands.push(
-            `sif ${p} uid ${entry.uid}`,
-            `sif ${p} gid ${entry.gid}`,
-            `sif ${p} mtime @${Math.floor(entry.mtime.getTime() / 1000)}`,
-          );
+          commands.push(`sif ${p} uid ${entry.uid}`, `sif ${p} gid ${entry.gid}`, ...this.times(p, entry));
           made.set(path, 'other');
           break;
         case 'link': {
@@ -328,17 +361,22 @@ export class Ext4Injector implements PartitionInjector {
           if (file) this.files.set(path, { ...file, path });
           break;
         }
-        case 'character-device': {
+        case 'character-device':
+        case 'block-device':
+        case 'fifo': {
           await replace(path);
           const major = entry.devmajor;
           const minor = entry.devminor;
+          const [letter, fileType] = DEVICE_KINDS[entry.type];
           // debugfs's mknod takes a name in the current directory, not a path.
           commands.push(
             `cd ${quote(posix.dirname(path))}`,
-            `mknod ${quote(posix.basename(path))} c ${major} ${minor}`,
+            entry.type === 'fifo'
+              ? `mknod ${quote(posix.basename(path))} p`
+              : `mknod ${quote(posix.basename(path))} ${letter} ${major} ${minor}`,
             'cd /',
           );
-          commands.push(...this.metadata(path, S_IFCHR, entry));
+          commands.push(...this.metadata(path, fileType | entry.mode, entry));
           made.set(path, 'other');
           break;
         }

@@ -1,14 +1,16 @@
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
-  CURRENT_VERSION,
   EtchError,
   REQUIREMENTS_ENTRY_NAME,
   VERSION_1_0,
+  VERSION_1_1,
+  VERSION_1_2,
   VERSION_ENTRY_NAME,
   abortError,
   assertBaseImageName,
   assertPartition,
+  entryTime,
   formatVersion,
   injectPath,
   isEtchError,
@@ -88,6 +90,12 @@ export interface CreateEtchOptions {
   compression?: Compression;
   /** Compression level (gzip 1–9, zstd 1–19). */
   compressionLevel?: number;
+  /**
+   * The mtime of every entry this run makes itself (the engine store's own files, a base image or an
+   * injected entry without one), so that the same inputs give the same bytes. Default: `SOURCE_DATE_EPOCH`
+   * from the environment, else `DEFAULT_ENTRY_TIME` (1980-01-01T00:00:00Z) from `@etch/format`.
+   */
+  entryTime?: Date;
   /** Cancels the run; the promise rejects with `ETCH_ABORTED` and the output is destroyed. */
   signal?: AbortSignal;
   /** Progress events. */
@@ -138,6 +146,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   ignoreRejection(imagesSettling, 'awaited below, or irrelevant when the run fails first');
   const logger = options.logger ?? silentLogger;
   const compression = options.compression ?? 'none';
+  const mtime = options.entryTime ?? entryTime(process.env['SOURCE_DATE_EPOCH']);
   throwIfAborted(signal);
   for (const source of options.inject ?? []) assertPartition(source.partition);
   if (options.images !== undefined && !isPromiseLike(options.images)) assertPartition(options.images.partition);
@@ -155,7 +164,8 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
   });
 
   const partitions: Record<number, PartitionSummary> = {};
-  const version = options.requirements ? CURRENT_VERSION : VERSION_1_0;
+  // 1.2 when preloading: a layer may hold device nodes or FIFOs, and VERSION comes before any layer is read.
+  const version = options.images !== undefined ? VERSION_1_2 : options.requirements ? VERSION_1_1 : VERSION_1_0;
   let requirements: EtchRequirements | undefined;
   let baseImage: { name: string; size: number } | undefined;
   let stored: StoredImage[] = [];
@@ -174,7 +184,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
     if (!pack.destroying) pack.destroy(err as Error);
   };
   try {
-    const write = promisePacker(pack, undefined, signal ? { signal } : {});
+    const write = promisePacker(pack, undefined, { mtime, ...(signal ? { signal } : {}) });
     await write({ name: VERSION_ENTRY_NAME, mode: 0o644, mtime: new Date(0) }, formatVersion(version));
     const preloading =
       options.images === undefined
@@ -236,6 +246,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
           ...(root !== undefined ? { root } : {}),
           ...(stage ? { stage } : {}),
           ...(signal ? { signal } : {}),
+          mtime,
           onProgress: (event: LayerProgress) => onProgress?.(event),
           logger,
         });
@@ -250,7 +261,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
           ? walkDirectory(source.path, source.dest ?? '', signal ? { signal } : {})
           : source.entries;
       const prefix = injectPath(source.partition, '/').replace(/\/$/, '');
-      const writeInto = promisePacker(pack, prefix, signal ? { signal } : {});
+      const writeInto = promisePacker(pack, prefix, { mtime, ...(signal ? { signal } : {}) });
       logger.info('injecting', { partition: source.partition, kind: source.kind });
       for await (const { header, content } of files) {
         throwIfAborted(signal);

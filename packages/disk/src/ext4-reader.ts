@@ -83,6 +83,8 @@ export interface Ext4Info {
   blocksPerGroup: number;
   /** Inodes per block group: fixed at mkfs time, so growing a filesystem adds inodes only group by group. */
   inodesPerGroup: number;
+  /** Bytes per inode: above 128 there is room for nanosecond times. */
+  inodeSize: number;
 }
 
 /**
@@ -147,6 +149,7 @@ export class Ext4Reader {
       freeInodes: sb.readUInt32LE(16),
       blocksPerGroup: sb.readUInt32LE(32),
       inodesPerGroup: this.inodesPerGroup,
+      inodeSize: this.inodeSize,
     };
   }
 

@@ -35,6 +35,22 @@ function badLayer(name: string, message: string): EtchError {
   });
 }
 
+// The engine's last settable time (64-bit timespec nanoseconds): 2262-04-11T23:47:16.854775807Z.
+const ENGINE_MAX_SECONDS = 9_223_372_036;
+
+/**
+ * The mtime the engine leaves on an extracted entry: the header's, to the nanosecond, except that a time
+ * before the epoch (or past what a 64-bit timespec holds) becomes the epoch itself, as its extraction's
+ * `Chtimes` does. Symlinks get their times through `lutimes` without that bound.
+ */
+function engineTime(header: TarHeader): { mtime: Date; mtimeNanoseconds?: number } {
+  const seconds = Math.floor(header.mtime.getTime() / 1000);
+  if (header.type !== 'symlink' && (seconds < 0 || seconds > ENGINE_MAX_SECONDS)) return { mtime: new Date(0) };
+  return header.mtimeNanoseconds > 0
+    ? { mtime: new Date(seconds * 1000), mtimeNanoseconds: header.mtimeNanoseconds }
+    : { mtime: new Date(seconds * 1000) };
+}
+
 async function* withCrc(body: AsyncIterable<unknown>, crc: Crc64): AsyncGenerator<Uint8Array> {
   for await (const chunk of body) {
     crc.update(chunk as Buffer);
@@ -59,8 +75,8 @@ async function* tapHash(
  * target in the same layer; symlink targets are untouched; xattrs, modes (set-id bits included), owners and
  * mtimes are kept. The original tar is recorded in a tar-split as it streams by.
  *
- * Refused: names that leave the layer (absolute, `..`, through a symlink of the same layer), duplicate paths,
- * hardlinks to something not earlier in the layer, FIFOs and device files other than whiteouts.
+ * Refused: names that leave the layer (a relative `..` above its root, through a symlink of the same layer), duplicate paths,
+ * hardlinks to something not earlier in the layer. Device nodes and FIFOs are kept (format 1.2).
  *
  * @param diffPrefix where `diff/` lives, relative to the partition root (e.g. `docker/overlay2/<id>/diff`).
  * @param done receives the layer's diffID, size and tar-split after the last entry is consumed.
@@ -128,7 +144,7 @@ export async function* convertLayer(
       }
     }
     const base = path.slice(path.lastIndexOf('/') + 1);
-    const owner = { uid: header.uid, gid: header.gid, mtime: header.mtime };
+    const owner = { uid: header.uid, gid: header.gid, ...engineTime(header) };
     const xattrs = header.xattrs.size > 0 ? new Map(header.xattrs) : undefined;
 
     if (path === '') {
@@ -195,18 +211,20 @@ export async function* convertLayer(
           break;
         }
         case 'character-device':
-          if (header.devmajor !== 0 || header.devminor !== 0)
-            throw badLayer(
-              header.name,
-              `is device ${header.devmajor}:${header.devminor}; .etch carries only whiteout devices (0:0).`,
-            );
-          yield { header: { ...common, type: 'character-device', devmajor: 0, devminor: 0 } };
+        case 'block-device':
+        case 'fifo':
+          // Format 1.2: the engine mknods them with the header's numbers; a c 0:0 is also how whiteouts look.
+          yield {
+            header: {
+              ...common,
+              type: header.type,
+              devmajor: header.type === 'fifo' ? 0 : header.devmajor,
+              devminor: header.type === 'fifo' ? 0 : header.devminor,
+            },
+          };
           break;
         default:
-          throw badLayer(
-            header.name,
-            `is a ${header.type}, which a .etch cannot carry (only files, directories, links and whiteouts).`,
-          );
+          throw badLayer(header.name, `is a ${header.type}, which a .etch cannot carry.`);
       }
     }
     // Whatever was not forwarded still counts for the tar-split checksum.

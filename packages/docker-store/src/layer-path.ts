@@ -7,17 +7,23 @@ function malicious(name: string, why: string): EtchError {
 }
 
 /**
- * Normalises a layer entry name to a path relative to the layer root: `./` prefixes, `//` and trailing `/`
- * fold away; `''` is the root itself. Absolute names, `..` segments and NUL bytes are refused: docker never
- * writes them, and a layer that has them is trying to leave its directory.
+ * Normalises a layer entry name to a path relative to the layer root, as the engine cleans it before
+ * extracting: `./` prefixes, `//`, `.` and trailing `/` fold away; `''` is the root itself. An absolute name
+ * is taken from the layer root (`/etc/x` is `etc/x`, and `..` cannot climb above that root: `/../x` is `x`).
+ * A `..` inside the layer folds lexically (`a/../b` is `b`). Refused: NUL bytes and a relative name whose
+ * `..` leaves the layer (`../x`, `a/../../x`), which is how a layer tries to write outside its directory.
  */
 export function layerPath(name: string): string {
   if (name.includes('\0')) throw malicious(name, 'contains a NUL byte');
-  if (name.startsWith('/')) throw malicious(name, 'is absolute');
+  const absolute = name.startsWith('/');
   const parts: string[] = [];
   for (const part of name.split('/')) {
     if (part === '' || part === '.') continue;
-    if (part === '..') throw malicious(name, 'contains ".."');
+    if (part === '..') {
+      if (parts.length > 0) parts.pop();
+      else if (!absolute) throw malicious(name, 'climbs out of the layer with ".."');
+      continue;
+    }
     parts.push(part);
   }
   return parts.join('/');
@@ -29,7 +35,7 @@ export function layerPath(name: string): string {
  */
 export function hardlinkTargetPath(linkname: string, entryName: string): string {
   try {
-    return layerPath(linkname.replace(/^\/+/, ''));
+    return layerPath(linkname);
   } catch (cause) {
     throw new EtchError(
       'ETCH_UNSAFE_PATH',

@@ -91,9 +91,10 @@ function entryHeaderOf(header: TarHeader): EntryHeader {
     gid: header.gid,
     mtime: header.mtime,
   };
+  if (header.mtimeNanoseconds > 0) entry.mtimeNanoseconds = header.mtimeNanoseconds;
   if (header.type === 'file') entry.size = header.size;
   if (header.type === 'symlink' || header.type === 'link') entry.linkname = header.linkname;
-  if (header.type === 'character-device')
+  if (header.type === 'character-device' || header.type === 'block-device' || header.type === 'fifo')
     Object.assign(entry, { devmajor: header.devmajor, devminor: header.devminor });
   if (header.xattrs.size > 0) entry.xattrs = header.xattrs;
   return entry;

@@ -477,8 +477,25 @@ describe('dockerStoreEntries', () => {
   });
 
   it.each<[string, CraftedEntry[], string]>([
-    ['an absolute name', [{ name: '/etc/passwd', content: 'x' }], 'ETCH_UNSAFE_PATH'],
     ['a .. name', [{ name: 'a/../../etc/passwd', content: 'x' }], 'ETCH_UNSAFE_PATH'],
+    ['a relative name starting with ..', [{ name: '../etc/passwd', content: 'x' }], 'ETCH_UNSAFE_PATH'],
+    [
+      'an absolute write through its own symlink',
+      [
+        { name: 'evil', type: 'symlink', linkname: '/etc' },
+        { name: '/evil/cron', content: 'x' },
+      ],
+      'ETCH_UNSAFE_PATH',
+    ],
+    [
+      'an absolute hardlink through its own symlink',
+      [
+        { name: 'etc/shadow', content: 'x' },
+        { name: 'evil', type: 'symlink', linkname: '/' },
+        { name: 'h', type: 'link', linkname: '/evil/etc/shadow' },
+      ],
+      'ETCH_BAD_ENTRY',
+    ],
     [
       'a write through its own symlink',
       [
@@ -505,12 +522,45 @@ describe('dockerStoreEntries', () => {
       ],
       'ETCH_BAD_ENTRY',
     ],
-    ['a device node', [{ name: 'dev/sda', type: 'block-device', devmajor: 8, devminor: 0 }], 'ETCH_BAD_ENTRY'],
   ])('refuses a layer with %s', async (_label, entries, code) => {
     const error = await preload([image([await layer(entries)], [{ repository: 'evil', tag: '1' }])]).catch(
       (e: unknown) => e,
     );
     expect(isEtchError(error, code as never), String(error)).toBe(true);
+  });
+
+  it('takes absolute names from the layer root, as the engine extracts them', async () => {
+    const l = await layer([
+      { name: '/etc/', type: 'directory' },
+      { name: '/etc/abs-name', content: 'absolute' },
+      { name: '/../up', content: 'clamped at the root' },
+      { name: 'a/../folded', content: 'folded' },
+      { name: '/etc/hard', type: 'link', linkname: '/etc/abs-name' },
+    ]);
+    const result = await preload([image([l], [{ repository: 'abs', tag: '1' }])]);
+    const diff = [...result.byPath.keys()].find((p) => p.endsWith('/diff')) as string;
+    expect(text(result, `${diff}/etc/abs-name`), '/etc/abs-name').toBe('absolute');
+    expect(text(result, `${diff}/up`), '/../up').toBe('clamped at the root');
+    expect(text(result, `${diff}/folded`), 'a/../folded').toBe('folded');
+    expect(result.byPath.get(`${diff}/etc/hard`)?.entry.hardlinkTarget, '/etc/hard').toBe(`${diff}/etc/abs-name`);
+  });
+
+  it('keeps nanosecond mtimes and sets pre-epoch ones to the epoch, as the engine does (symlinks keep theirs)', async () => {
+    const l = await layer([
+      { name: 'fraction', content: 'x', pax: { mtime: '1700000000.123456789' } },
+      { name: 'old', content: 'x', pax: { mtime: '-86400.5' } },
+      { name: 'old-dir/', type: 'directory', pax: { mtime: '-1' } },
+      { name: 'old-link', type: 'symlink', linkname: 'old', pax: { mtime: '-100' } },
+    ]);
+    const result = await preload([image([l], [{ repository: 'times', tag: '1' }])]);
+    const at = (name: string) => {
+      const entry = [...result.byPath.values()].find((e) => e.entry.path.endsWith(`/diff/${name}`))?.entry;
+      return [entry?.mtime.getTime(), entry?.mtimeNanoseconds];
+    };
+    expect(at('fraction'), 'fraction').toEqual([1_700_000_000_123, 123_456_789]);
+    expect(at('old'), 'old (file)').toEqual([0, 0]);
+    expect(at('old-dir'), 'old-dir').toEqual([0, 0]);
+    expect(at('old-link'), 'old-link (symlink)').toEqual([-100_000, 0]);
   });
 
   it('refuses non-linux images and configs whose diff_ids do not match the layers', async () => {

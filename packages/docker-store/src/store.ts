@@ -1,4 +1,4 @@
-import { EtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { DEFAULT_ENTRY_TIME, EtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
 import { parseConfig } from './image-config.js';
 import { assertDigest, cacheIdFor, chainIds, hexOf, linkIdFor } from './ids.js';
 import type { ConvertedLayer, StoreEntry } from './layer-converter.js';
@@ -58,6 +58,12 @@ export interface DockerStoreOptions {
    * of it, the others are converted as they come. The caller closes it.
    */
   stage?: LayerStage;
+  /**
+   * The mtime of the store's own files and directories (layer directories, layerdb, repositories.json…),
+   * fixed so the same images give the same entries. Default `DEFAULT_ENTRY_TIME` from `@etch/format`.
+   * Layer contents keep their own times.
+   */
+  mtime?: Date;
   signal?: AbortSignal;
   onProgress?: (event: LayerProgress) => void;
   logger?: Logger;
@@ -89,7 +95,7 @@ export async function* dockerStoreEntries(
   const logger = options.logger ?? silentLogger;
   const root = (options.root ?? 'docker').replace(/^\/+|\/+$/g, '');
   const at = (path: string) => (path === '' ? root : `${root}/${path}`);
-  const now = new Date();
+  const now = options.mtime ?? DEFAULT_ENTRY_TIME;
   const parsed = images.map((image, index) => parseConfig(image, index));
 
   for (const [path, mode] of DIR_MODES) yield { header: { name: at(path), type: 'directory', mode, mtime: now } };

@@ -127,6 +127,33 @@ describe('EtchOrderValidator', () => {
     expect(() => v.accept(header)).toThrow(code(expected));
   });
 
+  it('accepts device nodes and FIFOs from 1.2 only; c 0:0 stays a whiteout in every version', () => {
+    const devices: EntryHeaderLike[] = [
+      { name: 'inject/6/dev/sda', type: 'block-device', devmajor: 8, devminor: 0 },
+      { name: 'inject/6/dev/tty', type: 'character-device', devmajor: 4, devminor: 1 },
+      { name: 'inject/6/run/fifo', type: 'fifo' },
+    ];
+    for (const version of ['1.0', '1.1']) {
+      const v = started(version);
+      v.accept(file('a.img'));
+      for (const header of devices)
+        expect(() => v.accept(header), `${header.name} in ${version}`).toThrow(code('ETCH_BAD_ENTRY'));
+      expect(v.accept({ name: 'inject/6/gone', type: 'character-device', devmajor: 0, devminor: 0 })).toMatchObject({
+        kind: 'inject',
+        type: 'character-device',
+      });
+    }
+    for (const version of ['1.2', '1.3']) {
+      const v = started(version);
+      v.accept(file('a.img'));
+      for (const header of devices)
+        expect(v.accept(header), `${header.name} in ${version}`).toMatchObject({ kind: 'inject', type: header.type });
+      // Devices are no way around the path rules.
+      expect(() => v.accept({ name: 'inject/6/../dev/sda', type: 'block-device' })).toThrow(code('ETCH_UNSAFE_PATH'));
+      expect(() => v.accept({ name: 'inject/6/', type: 'fifo' })).toThrow(code('ETCH_BAD_ENTRY'));
+    }
+  });
+
   it('refuses entries written through a symlink the archive created', () => {
     const v = started();
     v.accept(file('a.img'));

@@ -8,25 +8,37 @@ import {
   isNewerMinor,
   isVersionEntryName,
   parseVersion,
+  VERSION_1_1,
+  VERSION_1_2,
   type FormatVersion,
 } from './version.js';
-
-const VERSION_1_1: FormatVersion = { major: 1, minor: 1 };
 
 /** Tar entry types, named as tar-stream names them. */
 export type TarEntryType =
   'file' | 'link' | 'symlink' | 'character-device' | 'block-device' | 'directory' | 'fifo' | 'contiguous-file';
 
 /** The entry types an `inject/` entry may have. */
-export type InjectEntryType = 'file' | 'directory' | 'symlink' | 'link' | 'character-device';
+export type InjectEntryType = 'file' | 'directory' | 'symlink' | 'link' | 'character-device' | 'block-device' | 'fifo';
 
-/** Entry types allowed under `inject/`. Character devices only as overlay whiteouts (`c 0:0`). */
+/**
+ * Entry types allowed under `inject/`. Before 1.2 character devices only as overlay whiteouts (`c 0:0`), and
+ * no block devices or FIFOs.
+ */
 export const INJECT_ENTRY_TYPES: readonly InjectEntryType[] = Object.freeze([
   'file',
   'directory',
   'symlink',
   'link',
   'character-device',
+  'block-device',
+  'fifo',
+]);
+
+/** The device node types 1.2 adds (a `c 0:0` whiteout is allowed in every version). */
+export const DEVICE_ENTRY_TYPES: readonly InjectEntryType[] = Object.freeze([
+  'character-device',
+  'block-device',
+  'fifo',
 ]);
 
 /** The header fields the format rules look at. */
@@ -65,9 +77,12 @@ function badEntry(name: string, message: string): EtchError {
 
 /**
  * Applies the per-entry rules to an entry under `inject/`: allowed type, safe path, hardlink target in the
- * same partition, character devices only as whiteouts.
+ * same partition; device nodes and FIFOs only in a 1.2 (or newer) file, else character devices only as
+ * whiteouts (`c 0:0`).
+ *
+ * @param version the file's VERSION; without it, the rules every 1.x file follows (no devices but whiteouts).
  */
-export function classifyInjectEntry(header: EntryHeaderLike): ClassifiedEntry {
+export function classifyInjectEntry(header: EntryHeaderLike, version?: FormatVersion): ClassifiedEntry {
   const parsed = parseInjectName(header.name);
   if (parsed === undefined)
     throw badEntry(header.name, `Entry ${JSON.stringify(header.name)} is not under ${INJECT_ROOT}/.`);
@@ -76,7 +91,14 @@ export function classifyInjectEntry(header: EntryHeaderLike): ClassifiedEntry {
   if (!INJECT_ENTRY_TYPES.includes(type)) {
     throw badEntry(
       header.name,
-      `Entry ${JSON.stringify(header.name)} is a ${header.type}; inject entries may be files, directories, symlinks, hardlinks or whiteouts (c 0:0).`,
+      `Entry ${JSON.stringify(header.name)} is a ${header.type}; inject entries may be files, directories, symlinks, hardlinks, whiteouts (c 0:0), and from format 1.2 devices and FIFOs.`,
+    );
+  }
+  const devices = version !== undefined && isAtLeast(version, VERSION_1_2);
+  if (!devices && (type === 'block-device' || type === 'fifo')) {
+    throw badEntry(
+      header.name,
+      `Entry ${JSON.stringify(header.name)} is a ${type}, which a .etch carries only from format 1.2 (this file is ${version ? `${version.major}.${version.minor}` : 'older'}).`,
     );
   }
   if (path === '' && type !== 'directory') {
@@ -85,10 +107,10 @@ export function classifyInjectEntry(header: EntryHeaderLike): ClassifiedEntry {
       `Entry ${JSON.stringify(header.name)} names a partition root, which can only be a directory.`,
     );
   }
-  if (type === 'character-device' && ((header.devmajor ?? 0) !== 0 || (header.devminor ?? 0) !== 0)) {
+  if (!devices && type === 'character-device' && ((header.devmajor ?? 0) !== 0 || (header.devminor ?? 0) !== 0)) {
     throw badEntry(
       header.name,
-      `Entry ${JSON.stringify(header.name)} is device ${header.devmajor}:${header.devminor}; only whiteouts (0:0) are allowed.`,
+      `Entry ${JSON.stringify(header.name)} is device ${header.devmajor}:${header.devminor}; before format 1.2 only whiteouts (0:0) are allowed.`,
     );
   }
   if (type === 'symlink') {
@@ -214,7 +236,7 @@ export class EtchOrderValidator {
         if (header.type !== 'directory') throw badEntry(name, `${JSON.stringify(name)} must be a directory.`);
         return { kind: 'inject-root' };
       }
-      const entry = classifyInjectEntry(header);
+      const entry = classifyInjectEntry(header, this.#version);
       if (entry.kind === 'inject') this.#guardSymlinkParents(entry, name);
       return entry;
     }

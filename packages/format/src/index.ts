@@ -15,6 +15,8 @@ export {
   CURRENT_VERSION,
   LEGACY_VERSION_ENTRY_NAME,
   VERSION_1_0,
+  VERSION_1_1,
+  VERSION_1_2,
   VERSION_ENTRY_NAME,
   assertSupportedVersion,
   formatVersion,
@@ -45,6 +47,7 @@ export {
 } from './base-image.js';
 export {
   EtchOrderValidator,
+  DEVICE_ENTRY_TYPES,
   INJECT_ENTRY_TYPES,
   classifyInjectEntry,
   type ClassifiedEntry,
@@ -72,3 +75,4 @@ export {
   type EtchRequirements,
   type PartitionRequirement,
 } from './requirements.js';
+export { DEFAULT_ENTRY_TIME, entryTime } from './entry-time.js';

@@ -10,8 +10,8 @@ import {
 } from './version.js';
 
 describe('VERSION', () => {
-  it('writes "1.1" (this implementation) or "1.0", with no newline', () => {
-    expect(formatVersion()).toBe('1.1');
+  it('writes "1.2" (this implementation) or "1.0", with no newline', () => {
+    expect(formatVersion()).toBe('1.2');
     expect(formatVersion(VERSION_1_0)).toBe('1.0');
   });
 

@@ -6,8 +6,17 @@ export interface FormatVersion {
   minor: number;
 }
 
-/** The newest version this implementation reads and writes. 1.1 adds the optional `requirements.json` entry. */
-export const CURRENT_VERSION: Readonly<FormatVersion> = Object.freeze({ major: 1, minor: 1 });
+/**
+ * The newest version this implementation reads and writes. 1.1 adds the optional `requirements.json` entry;
+ * 1.2 adds character devices other than whiteouts, block devices and FIFOs in `inject/`.
+ */
+export const CURRENT_VERSION: Readonly<FormatVersion> = Object.freeze({ major: 1, minor: 2 });
+
+/** 1.1: adds `requirements.json`. */
+export const VERSION_1_1: Readonly<FormatVersion> = Object.freeze({ major: 1, minor: 1 });
+
+/** 1.2: adds device nodes and FIFOs in `inject/`. */
+export const VERSION_1_2: Readonly<FormatVersion> = Object.freeze({ major: 1, minor: 2 });
 
 /** 1.0: VERSION, base image, inject entries. Writers use it when they write nothing newer. */
 export const VERSION_1_0: Readonly<FormatVersion> = Object.freeze({ major: 1, minor: 0 });

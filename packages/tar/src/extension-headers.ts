@@ -1,7 +1,8 @@
 import { EtchError } from '@etch/format';
 import type { RawHeader, RawTypeflag } from './header.js';
-import { parsePaxInteger, parsePaxTime } from './numbers.js';
+import { parsePaxInteger } from './numbers.js';
 import { decodePaxRecords } from './pax.js';
+import { parsePaxTime } from './pax-time.js';
 
 /** Header types that only carry metadata for the entries after them. */
 export function isExtensionType(type: RawTypeflag): type is 'pax' | 'pax-global' | 'gnu-long-name' | 'gnu-long-link' {
@@ -104,5 +105,19 @@ function applyPax(raw: RawHeader, pax: ReadonlyMap<string, Buffer>, offset: numb
   raw.size = number('size', (t) => parsePaxInteger(t)) ?? raw.size;
   raw.uid = number('uid', (t) => parsePaxInteger(t)) ?? raw.uid;
   raw.gid = number('gid', (t) => parsePaxInteger(t)) ?? raw.gid;
-  raw.mtime = number('mtime', (t) => parsePaxTime(t)) ?? raw.mtime;
+  const mtime = text('mtime');
+  if (mtime !== undefined) {
+    const exact = parsePaxTime(mtime, offset);
+    // Beyond ±2^40 s no filesystem keeps the time; such a record is hostile, not a date.
+    if (Math.abs(exact.seconds) > 2 ** 40)
+      throw new EtchError(
+        'ETCH_BAD_ARCHIVE',
+        `PAX record mtime=${mtime.slice(0, 40)} in the header at byte ${offset} is out of range.`,
+        {
+          details: { offset },
+        },
+      );
+    raw.mtime = exact.seconds;
+    raw.mtimeNanoseconds = exact.nanoseconds;
+  }
 }

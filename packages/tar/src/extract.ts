@@ -16,7 +16,10 @@ export interface TarHeader {
   gid: number;
   uname: string;
   gname: string;
+  /** Whole seconds (floored), plus milliseconds of `mtimeNanoseconds`. */
   mtime: Date;
+  /** The exact part of the second beyond `mtime`'s whole seconds (0 to 999 999 999), from a PAX `mtime`. */
+  mtimeNanoseconds: number;
   /** Symlink target, or hardlink target (an archive path); '' otherwise. */
   linkname: string;
   devmajor: number;
@@ -204,7 +207,8 @@ export async function* extractTar(
         gid: raw.gid,
         uname: raw.uname,
         gname: raw.gname,
-        mtime: new Date(raw.mtime * 1000),
+        mtime: new Date(raw.mtime * 1000 + Math.floor((raw.mtimeNanoseconds ?? 0) / 1_000_000)),
+        mtimeNanoseconds: raw.mtimeNanoseconds ?? 0,
         linkname: raw.linkname,
         devmajor: raw.devmajor,
         devminor: raw.devminor,

@@ -32,6 +32,8 @@ export interface RawHeader {
   gid: number;
   size: number;
   mtime: number;
+  /** Nanoseconds beyond `mtime`'s seconds, from a PAX `mtime` record with a fraction; 0 otherwise. */
+  mtimeNanoseconds?: number;
   typeflag: string;
   type: RawTypeflag;
   linkname: string;

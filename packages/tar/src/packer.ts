@@ -13,6 +13,7 @@ import {
 import { encodePaxHeaderBlock, BLOCK_SIZE } from './header.js';
 import { encodePaxRecords, XATTR_PREFIX } from './pax.js';
 import { maxOctal } from './numbers.js';
+import { formatPaxTime } from './pax-time.js';
 import type { TarPack } from './pack.js';
 
 /** The header of an entry to write. Modes are numbers (write them in octal: `0o644`). */
@@ -29,8 +30,13 @@ export interface EntryHeader {
   gid?: number;
   uname?: string;
   gname?: string;
-  /** Defaults to now. */
+  /** Defaults to the packer's `mtime` option, else now. Whole seconds unless `mtimeNanoseconds` is given. */
   mtime?: Date;
+  /**
+   * The part of the second beyond `mtime`'s whole seconds, 0 to 999 999 999 ns (`mtime`'s milliseconds are
+   * then ignored). Written as a PAX `mtime` record with a fraction, as GNU tar does; omitted when 0.
+   */
+  mtimeNanoseconds?: number;
   /** Symlink target (kept as is) or hardlink target (an archive path; the prefix is prepended). */
   linkname?: string;
   devmajor?: number;
@@ -51,6 +57,8 @@ export type EntryContent = Buffer | Uint8Array | string | Readable | AsyncIterab
 export interface PackerOptions {
   /** Cancels the entry being written and destroys the pack. */
   signal?: AbortSignal;
+  /** The mtime of entries whose header has none (default: now). Give a fixed one for reproducible output. */
+  mtime?: Date;
 }
 
 /** Writes one entry; resolves once it is fully in the pack. Calls are queued, never interleaved. */
@@ -108,7 +116,12 @@ interface PreparedEntry {
   paxBlock: Buffer | undefined;
 }
 
-function prepare(input: EntryHeader, prefix: string | undefined, contentSize: number | undefined): PreparedEntry {
+function prepare(
+  input: EntryHeader,
+  prefix: string | undefined,
+  contentSize: number | undefined,
+  defaultMtime: Date | undefined,
+): PreparedEntry {
   const type: TarEntryType = input.type ?? 'file';
   const relative = normalizeRelativePath(input.name, input.name);
   if (relative === '' && !prefix) throw badHeader(input.name, 'the name is empty.');
@@ -147,7 +160,7 @@ function prepare(input: EntryHeader, prefix: string | undefined, contentSize: nu
   } else if (linkname) {
     throw badHeader(input.name, `a ${type} entry has no linkname.`);
   }
-  const mtime = input.mtime ?? new Date();
+  const mtime = input.mtime ?? defaultMtime ?? new Date();
   const mtimeSeconds = Math.floor(mtime.getTime() / 1000);
   // An inject entry must be one the flasher can write: the writer refuses what `etch apply` would.
   const inject = parseInjectName(joined);
@@ -163,6 +176,9 @@ function prepare(input: EntryHeader, prefix: string | undefined, contentSize: nu
       joined,
     );
   }
+  const nanoseconds = input.mtimeNanoseconds ?? 0;
+  if (!Number.isSafeInteger(nanoseconds) || nanoseconds < 0 || nanoseconds > 999_999_999)
+    throw badHeader(input.name, `mtimeNanoseconds must be an integer from 0 to 999999999, got ${nanoseconds}.`);
 
   const records: [string, Buffer][] = [];
   const ustarName = fitsUstar(name, linkname, isDirectory);
@@ -173,7 +189,8 @@ function prepare(input: EntryHeader, prefix: string | undefined, contentSize: nu
   // tar-stream writes uid/gid in 6 octal digits and clamps larger values; PAX carries them exactly.
   if ((input.uid ?? 0) > maxOctal(7)) records.push(['uid', Buffer.from(String(input.uid))]);
   if ((input.gid ?? 0) > maxOctal(7)) records.push(['gid', Buffer.from(String(input.gid))]);
-  if (mtimeSeconds < 0 || mtimeSeconds > maxOctal(12)) records.push(['mtime', Buffer.from(String(mtimeSeconds))]);
+  if (mtimeSeconds < 0 || mtimeSeconds > maxOctal(12) || nanoseconds > 0)
+    records.push(['mtime', Buffer.from(formatPaxTime(mtimeSeconds, nanoseconds))]);
   for (const [key, value] of entriesOf(input.pax)) if (!OVERRIDDEN_PAX.has(key)) records.push([key, value]);
   for (const [key, value] of entriesOf(input.xattrs)) {
     if (key === '' || key.includes('=') || key.includes('\0'))
@@ -303,8 +320,9 @@ async function writeOne(
   input: EntryHeader,
   content: EntryContent | undefined,
   prefix: string | undefined,
-  signal?: AbortSignal,
+  options: PackerOptions,
 ): Promise<void> {
+  const { signal } = options;
   if (signal?.aborted) throw abortError(signal);
   const bytes =
     content === undefined
@@ -314,7 +332,12 @@ async function writeOne(
         : content instanceof Uint8Array
           ? Buffer.from(content.buffer, content.byteOffset, content.byteLength)
           : undefined;
-  const { header, paxBlock } = prepare(input, prefix, bytes?.length ?? (content === undefined ? 0 : undefined));
+  const { header, paxBlock } = prepare(
+    input,
+    prefix,
+    bytes?.length ?? (content === undefined ? 0 : undefined),
+    options.mtime,
+  );
   // An empty stream (most entries of a layer of empty files) is drained here, not piped: a pipeline per
   // entry costs an AbortController, listeners and a DOMException, and layers carry millions of entries.
   if (header.size === 0 && isStreamContent(content)) {
@@ -376,7 +399,7 @@ export function promisePacker(pack: TarPack, prefix?: string, options: PackerOpt
     const previous = queues.get(pack) ?? Promise.resolve();
     const next = previous
       .then(undefined, () => undefined) // an earlier entry's failure is reported to its own caller
-      .then(() => writeOne(pack, header, content, cleanPrefix || undefined, options.signal));
+      .then(() => writeOne(pack, header, content, cleanPrefix || undefined, options));
     queues.set(pack, next);
     return next;
   };

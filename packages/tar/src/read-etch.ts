@@ -47,7 +47,10 @@ export interface EtchInjectEntry {
   mode: number;
   uid: number;
   gid: number;
+  /** Whole seconds, plus the milliseconds of `mtimeNanoseconds`. */
   mtime: Date;
+  /** The exact part of the second beyond `mtime`'s whole seconds, 0 to 999 999 999. */
+  mtimeNanoseconds: number;
   /** Symlink target, exactly as stored (never rewritten or resolved). */
   symlinkTarget?: string;
   /** Hardlink target path, relative to the same partition. */
@@ -187,6 +190,7 @@ export async function* readEtch(
             uid: header.uid,
             gid: header.gid,
             mtime: header.mtime,
+            mtimeNanoseconds: header.mtimeNanoseconds,
             xattrs: header.xattrs,
             header,
           };

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdir, readdir, symlink, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, symlink, truncate, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -344,5 +344,83 @@ describe('progress display', () => {
       `etch: converting image 1 layer 1 ${a.slice(0, 19)} ahead (10 B compressed)`,
       `etch: image 1 layer 1 ${a.slice(0, 19)} (10 B compressed)`,
     ]);
+  });
+});
+
+describe('etch create is reproducible', () => {
+  const sample = fileURLToPath(new URL('../../../../examples/sample/', import.meta.url));
+  const create = (out: string, cache: string, extra: string[], env: NodeJS.ProcessEnv = {}) =>
+    runCli(
+      [
+        'create',
+        '--base',
+        join(sample, 'balena-sample.img'),
+        '--inject',
+        `1:${join(sample, 'boot')}`,
+        '--image',
+        `oci:${join(sample, 'app')}:v1`,
+        '--platform',
+        'linux/arm64',
+        '--cache-dir',
+        dir.join(cache),
+        '-o',
+        out,
+        '-q',
+        ...extra,
+      ],
+      { cwd: dir.path, env },
+    );
+
+  /** The first byte at which two files differ, for a failure message that says where. */
+  function firstDifference(a: Buffer, b: Buffer): string {
+    const length = Math.min(a.length, b.length);
+    for (let i = 0; i < length; i++) if (a[i] !== b[i]) return `byte ${i}: ${a[i]} vs ${b[i]}`;
+    return a.length === b.length ? 'none' : `lengths ${a.length} vs ${b.length}`;
+  }
+
+  it.each([[[]], [['--compress', 'gzip']], [['--compress', 'zstd']]] as string[][][])(
+    'gives byte-identical files for the same inputs %j, from a cold and a warm cache',
+    async (extra) => {
+      // Different cache folders and a pause: nothing of the run (time, paths, cache state) may leak in.
+      const first = await create('a.etch', 'cache-a', extra);
+      expect(first.code, first.stderr).toBe(0);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const second = await create('b.etch', 'cache-b', extra);
+      expect(second.code, second.stderr).toBe(0);
+      const third = await create('c.etch', 'cache-a', extra);
+      expect(third.code, third.stderr).toBe(0);
+      const [a, b, c] = await Promise.all(['a.etch', 'b.etch', 'c.etch'].map((n) => readFile(dir.join(n))));
+      expect(firstDifference(a as Buffer, b as Buffer), 'a.etch vs b.etch (cold caches)').toBe('none');
+      expect(firstDifference(a as Buffer, c as Buffer), 'a.etch vs c.etch (warm cache)').toBe('none');
+      if (extra[1] === 'gzip') {
+        // RFC 1952 header: MTIME (bytes 4–7) zero, OS (byte 9) 3 = Unix, whatever the clock says.
+        expect([...(a as Buffer).subarray(0, 10)], 'gzip header').toEqual([0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3]);
+      }
+    },
+  );
+
+  it('stamps the entries it makes with SOURCE_DATE_EPOCH, else 1980-01-01, and refuses a malformed one', async () => {
+    const stamped = await create('s.etch', 'cache', [], { SOURCE_DATE_EPOCH: '1700000000' });
+    expect(stamped.code, stamped.stderr).toBe(0);
+    const plain = await create('p.etch', 'cache', []);
+    expect(plain.code, plain.stderr).toBe(0);
+    const times = async (file: string) => {
+      const listing = (await run('tar', ['--utc', '--full-time', '-tvf', dir.join(file)])).stdout.trim().split('\n');
+      return new Map(
+        listing.map((line) => [
+          line.split(/\s+/).slice(5).join(' ').split(' -> ')[0],
+          line.split(/\s+/)[3] + ' ' + line.split(/\s+/)[4],
+        ]),
+      );
+    };
+    const s = await times('s.etch');
+    const p = await times('p.etch');
+    expect(s.get('balena-sample.img'), 'base image entry with SOURCE_DATE_EPOCH').toBe('2023-11-14 22:13:20');
+    expect(p.get('balena-sample.img'), 'base image entry without it').toBe('1980-01-01 00:00:00');
+    expect(s.get('inject/6/docker/image/overlay2/repositories.json'), 'engine store file').toBe('2023-11-14 22:13:20');
+    expect(p.get('inject/6/docker/image/overlay2/repositories.json'), 'engine store file').toBe('1980-01-01 00:00:00');
+    const bad = await create('x.etch', 'cache', [], { SOURCE_DATE_EPOCH: 'yesterday' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('SOURCE_DATE_EPOCH');
   });
 });

@@ -16,7 +16,7 @@ import {
   type InjectSource,
 } from '@etch/core';
 import { resolvePreloadImages, type PreloadImage } from '@etch/docker-store';
-import { baseImageContainer, parsePartition, ignoreRejection } from '@etch/format';
+import { baseImageContainer, entryTime, parsePartition, ignoreRejection } from '@etch/format';
 import { BufferPool } from '@etch/disk';
 import { formatPlatform, parsePlatform, type Platform, type RegistryClient } from '@etch/registry';
 import type { Compression } from '@etch/tar';
@@ -71,7 +71,11 @@ ${registryUsage}
 Output:
   --json                      print a summary as JSON on stdout
   -q, --quiet                 no progress output
-  -v, --verbose               debug logging on stderr`;
+  -v, --verbose               debug logging on stderr
+
+Reproducible: the same inputs give a byte-identical .etch. Entries etch makes itself (the engine store's own
+files, the base image entry, apps.json) get the time SOURCE_DATE_EPOCH (seconds) from the environment, else
+1980-01-01T00:00:00Z; injected folders and image layers keep their own times.`;
 
 const flags = {
   ...helpFlag,
@@ -312,6 +316,8 @@ export const createCommand: Command = {
         compression: compress as Compression,
         // Format 1.1: tell the flasher up front what each partition receives (layers are local by now).
         requirements: true,
+        // Entries etch makes itself get this time, so the same inputs give the same bytes.
+        entryTime: entryTime(context.env['SOURCE_DATE_EPOCH']),
         signal: context.signal,
         onProgress: display.onProgress,
         logger: context.logger,
