@@ -27,7 +27,7 @@ async function fixtures(): Promise<void> {
 }
 
 describe('etch create with images that do not exist', () => {
-  it('stops with the image error and leaves nothing, while the base image was already streaming', async () => {
+  it('stops with the image error before writing, and leaves nothing', async () => {
     await fixtures();
     const result = await etch([
       'create',
@@ -100,24 +100,39 @@ describe('etch create → etch inspect', () => {
     expect(created.code, created.stderr).toBe(0);
     const summary = JSON.parse(created.stdout);
     expect(summary).toMatchObject({
-      baseImage: { name: 'disk.img', size: 70_000 },
-      partitions: { 1: { entries: 2 }, 6: { entries: 3, bytes: 5 } },
+      schemaVersion: 1,
+      baseImage: { name: 'disk.img', size: 70_000, container: 'raw' },
+      partitions: [
+        { number: 1, entries: 2, announced: { entries: 2, bytes: 16 } },
+        { number: 6, entries: 3, bytes: 5, announced: { entries: 3, bytes: 5 } },
+      ],
+      images: [],
     });
 
     const inspected = await etch(['inspect', 'out.etch', '--json']);
     expect(inspected.code).toBe(0);
     const report = JSON.parse(inspected.stdout);
     // etch create announces what each partition receives (format 1.1), and it covers what was written.
-    expect(report.requirements).toEqual({
-      partitions: { '1': { bytes: 16, entries: 2 }, '6': { bytes: 5, entries: 3 } },
-    });
     expect(report).toMatchObject({
+      schemaVersion: 1,
       version: '1.1',
       compression: 'none',
       baseImage: { name: 'disk.img', container: 'raw', size: 70_000 },
       partitions: [
-        { partition: 1, entries: 2, bytes: 16, types: { directory: 1, file: 1 } },
-        { partition: 6, entries: 3, bytes: 5, types: { directory: 1, file: 1, symlink: 1 } },
+        {
+          number: 1,
+          entries: 2,
+          bytes: 16,
+          types: { directory: 1, file: 1 },
+          announced: { bytes: 16, entries: 2 },
+        },
+        {
+          number: 6,
+          entries: 3,
+          bytes: 5,
+          types: { directory: 1, file: 1, symlink: 1 },
+          announced: { bytes: 5, entries: 3 },
+        },
       ],
     });
 
@@ -141,11 +156,13 @@ describe('etch create → etch inspect', () => {
     await fixtures();
     const tty = await etch(['create', '--base', 'disk.img', '-o', 'a.etch'], { isTTY: true });
     expect(tty.stderr).toMatch(/base image +disk\.img +written +68\.4 KiB/);
+    expect(tty.stderr).toMatch(/sync +synced/);
     const plain = await etch(['create', '--base', 'disk.img', '-o', 'b.etch']);
     expect(plain.stderr).toContain('etch: writing base image disk.img (68.4 KiB)');
+    expect(plain.stderr).toContain('etch: syncing to disk');
     expect(plain.stderr).not.toContain('\r');
     const quiet = await etch(['create', '--base', 'disk.img', '-o', 'c.etch', '-q']);
-    expect(quiet.stderr).toBe('');
+    expect(quiet).toMatchObject({ code: 0, stdout: '', stderr: '' });
   });
 
   it('writes a zstd .etch that inspect reads', async () => {
