@@ -4,6 +4,7 @@ import {
   DOCKERD_TOOLS,
   REGISTRY_AUTH_TOOLS,
   REGISTRY_SERVER_TOOLS,
+  TERMINAL_TOOLS,
   ensureTools,
 } from '@etch/test-utils/system';
 
@@ -12,5 +13,12 @@ import {
  * any suite needs is installed here, in one go.
  */
 export default function setup(): void {
-  ensureTools([...BASE_TOOLS, ...DISK_TOOLS, ...REGISTRY_SERVER_TOOLS, ...REGISTRY_AUTH_TOOLS, ...DOCKERD_TOOLS]);
+  ensureTools([
+    ...BASE_TOOLS,
+    ...DISK_TOOLS,
+    ...REGISTRY_SERVER_TOOLS,
+    ...REGISTRY_AUTH_TOOLS,
+    ...DOCKERD_TOOLS,
+    ...TERMINAL_TOOLS,
+  ]);
 }

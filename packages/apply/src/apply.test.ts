@@ -367,6 +367,43 @@ describe('applyEtch refusals', () => {
     }
   });
 
+  it('refuses a size smaller than the base image, raw before writing it and zipped once unzipped', async () => {
+    const size = (await stat(base)).size;
+    const raw = work.join('small-size.etch');
+    await writeEtch(raw, base, 'small.img', []);
+    const zipped = work.join('small-size-zip');
+    await mkdir(zipped);
+    await run('cp', [base, `${zipped}/disk.img`]);
+    await run('zip', ['-q', '-0', `${zipped}/os.zip`, 'disk.img'], { cwd: zipped });
+    const zip = work.join('small-size-zip.etch');
+    await writeEtch(zip, `${zipped}/os.zip`, 'os.zip', []);
+    for (const etch of [raw, zip]) {
+      const out = work.join('too-small.img');
+      const phases: string[] = [];
+      const error = await applyEtch(createReadStream(etch), {
+        output: out,
+        size: size - 1024 * 1024,
+        onProgress: (event) => phases.push(event.phase),
+      }).catch((e: unknown) => e);
+      expect(isEtchError(error, 'ETCH_USAGE'), `${etch}: ${String(error)}`).toBe(true);
+      expect(String(error)).toMatch(/smaller than the base image/);
+      if (etch === raw) expect(phases, 'nothing should be written for a raw base image').toEqual([]);
+      expect(await stat(out).catch(() => undefined)).toBeUndefined();
+    }
+  });
+
+  it('reports the final flush to disk as the last phase', async () => {
+    const etch = work.join('sync.etch');
+    await writeEtch(etch, base, 'small.img', [{ header: { name: 'inject/6/a.txt' }, content: 'a\n' }]);
+    const phases: string[] = [];
+    await applyEtch(createReadStream(etch), {
+      output: work.join('sync.img'),
+      onProgress: (event) => phases.push(event.phase),
+    });
+    expect(phases.at(-1)).toBe('sync');
+    expect(phases.filter((p) => p === 'sync')).toHaveLength(1);
+  });
+
   it('extends the image to --size and grows the last partition to fill it', async () => {
     const etch = work.join('sized.etch');
     await writeEtch(etch, base, 'small.img', []);

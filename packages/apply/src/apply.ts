@@ -45,7 +45,9 @@ export type ApplyProgress =
   | { phase: 'base-image'; name: string; bytes: number; total: number }
   | { phase: 'inject'; partition: number; entries: number; bytes: number }
   | { phase: 'grow'; partition: number; size: number }
-  | { phase: 'verify' };
+  | { phase: 'verify' }
+  /** Everything is written; flushing it to the disk before the image is renamed into place or the device closed. */
+  | { phase: 'sync' };
 
 /** What {@link applyEtch} did. */
 export interface ApplyResult {
@@ -100,6 +102,15 @@ async function reserveAnnounced(
       reason: (error as Error).message,
     });
   }
+}
+
+/** A disk cannot be smaller than the image written onto it: `size` is refused rather than ignored. */
+function assertSizeFits(size: number | undefined, name: string, baseSize: number): void {
+  if (size !== undefined && size < baseSize)
+    throw new EtchError(
+      'ETCH_USAGE',
+      `The size asked for (${size} bytes) is smaller than the base image ${name} (${baseSize} bytes); a disk cannot be smaller than its image.`,
+    );
 }
 
 /**
@@ -172,11 +183,13 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
     for await (const entry of readEtch(input, signal ? { signal } : {})) {
       if (entry.kind === 'base-image') {
         const total = entry.size;
+        if (entry.container === 'raw') assertSizeFits(options.size, entry.name, total);
         base = await writeBaseImage(entry, target.path, staging, {
           ...(signal ? { signal } : {}),
           onBytes: (bytes) => options.onProgress?.({ phase: 'base-image', name: entry.name, bytes, total }),
         });
         table = await readTable();
+        assertSizeFits(options.size, base.name, base.size);
         if (options.size !== undefined && options.size > base.size) {
           await target.extendTo(options.size);
           const last = table.partitions.filter((p) => p.kind !== 'extended').sort((a, b) => b.offset - a.offset)[0];
@@ -218,7 +231,7 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
       throw new EtchError('ETCH_BAD_ORDER', 'The .etch has no base image.');
 
     const written: WrittenPartition[] = [];
-    for (const [number, state] of [...partitions.entries()].sort(([a], [b]) => a - b)) {
+    for (const [, state] of [...partitions.entries()].sort(([a], [b]) => a - b)) {
       const { files, partition } = await state.injector.finish();
       written.push({ partition, filesystem: state.filesystem, files });
     }
@@ -234,6 +247,7 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
       );
     }
     const diskSize = await target.size();
+    options.onProgress?.({ phase: 'sync' });
     await target.commit();
     const summary: ApplyResult['partitions'] = {};
     for (const w of written) {

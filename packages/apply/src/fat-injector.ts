@@ -96,7 +96,10 @@ export class FatInjector implements PartitionInjector {
     // mtools reads `x:` as a drive letter and FAT has no such characters: refuse rather than write elsewhere.
     const bad = entry.path
       .split('/')
-      .find((name) => /[:*?"<>|\\\x00-\x1f]/.test(name) || /[. ]$/.test(name) || Buffer.byteLength(name) > 255);
+      .find(
+        (name) =>
+          /[:*?"<>|\\]/.test(name) || hasControlCharacter(name) || /[. ]$/.test(name) || Buffer.byteLength(name) > 255,
+      );
     if (bad !== undefined) {
       throw new EtchError(
         'ETCH_BAD_ENTRY',
@@ -135,4 +138,10 @@ export class FatInjector implements PartitionInjector {
   async finish(): Promise<{ files: InjectedFile[]; partition: PartitionInfo }> {
     return { files: [...this.files.values()], partition: this.partition };
   }
+}
+
+/** FAT refuses names with control characters (code points below 0x20). */
+function hasControlCharacter(name: string): boolean {
+  for (let i = 0; i < name.length; i++) if (name.charCodeAt(i) < 0x20) return true;
+  return false;
 }

@@ -213,7 +213,7 @@ function legacyOnly(version: string, format: AppsJsonFormat): EtchError {
  * await writeFile('apps.json', formatAppsJson(apps))
  * ```
  */
-export function appsJsonFor(state: TargetState | unknown, options: AppsJsonOptions): AppsJson {
+export function appsJsonFor(state: unknown, options: AppsJsonOptions): AppsJson {
   const version = options.supervisorVersion;
   const format = appsJsonFormatFor(parseSupervisorVersion(version));
   const pinDevice = options.pinDevice ?? false;

@@ -140,7 +140,9 @@ function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-  return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`;
+  return typeof value === 'object'
+    ? 'an object'
+    : `${typeof value} ${String(value as string | number | boolean | bigint | symbol | undefined)}`;
 }
 
 function parseService(value: unknown, field: string): TargetService {
@@ -289,10 +291,7 @@ function parseRoot(root: Json): TargetState {
  * const preload = await resolvePreloadImages(imagesOfTargetState(state), { platform: 'linux/arm64', client })
  * ```
  */
-export function imagesOfTargetState(
-  input: TargetState | unknown,
-  options: { includeHostApps?: boolean } = {},
-): string[] {
+export function imagesOfTargetState(input: unknown, options: { includeHostApps?: boolean } = {}): string[] {
   const state = parseTargetState(input);
   const seen = new Set<string>();
   if (state.kind === 'legacy-v1') {

@@ -2,6 +2,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { link, mkdir, open, readdir, stat, symlink, writeFile, utimes, chmod } from 'node:fs/promises';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { join } from 'node:path';
+import { hostname } from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { collect, createTempDir, liveMemory, patternStream, rejectionOf, type TempDir } from '@etch/test-utils';
@@ -14,7 +15,7 @@ import { gzipSync } from 'node:zlib';
 import { craftTar } from '@etch/test-utils';
 import { closeEtchStream, prepareEtchStream, startEtchStream, streamDockerAssets, streamFiles } from './lifecycle.js';
 import { createEtch, type CreateEtchOptions } from './create.js';
-import { writeEtchFile } from './write-file.js';
+import { temporaryPathFor, writeEtchFile } from './write-file.js';
 import { baseImageFromFile } from './base-image-file.js';
 import { walkDirectory } from './directory-source.js';
 import type { EtchProgress } from './progress.js';
@@ -274,6 +275,23 @@ describe('createEtch', () => {
     } finally {
       await run('umount', [small]);
     }
+  });
+
+  it('removes the partial files killed runs of this host left, and not those of live runs or other hosts', async () => {
+    const host = hostname().replace(/[^A-Za-z0-9.-]/g, '_');
+    // A pid above Linux's pid_max: that run is certainly gone.
+    const left = {
+      dead: `.old.etch.${host}-999999999-aaaaaaaaaaaa.partial`,
+      live: `.old.etch.${host}-${process.pid}-bbbbbbbbbbbb.partial`,
+      other: '.old.etch.another-host-999999999-cccccccccccc.partial',
+      unrelated: '.notes.partial',
+    };
+    for (const name of Object.values(left)) await writeFile(dir.join(name), 'x');
+    await writeEtchFile(dir.join('new.etch'), { base: image() });
+    expect((await readdir(dir.path)).sort()).toEqual([left.live, left.other, left.unrelated, 'new.etch'].sort());
+    expect(temporaryPathFor(dir.join('x.etch'))).toMatch(
+      new RegExp(`/\\.x\\.etch\\.${host}-${process.pid}-[0-9a-f]{12}\\.partial$`),
+    );
   });
 
   it('leaves no file behind when the base image is shorter than declared', async () => {

@@ -1,8 +1,9 @@
 import { mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isEtchError } from '@etch/format';
 import { createTempDir, rejectionOf, type TempDir } from '@etch/test-utils';
-import { AtomicFile, temporaryPathFor, writeFileAtomic } from './atomic-file.js';
+import { AtomicFile, removeStalePartials, temporaryPathFor, writeFileAtomic } from './atomic-file.js';
 
 let dir: TempDir;
 
@@ -17,7 +18,9 @@ afterEach(async () => {
 describe('AtomicFile', () => {
   it('writes under a hidden temporary name beside the file and shows the file only at the commit', async () => {
     const file = await AtomicFile.create(dir.join('out.etch'));
-    expect(file.temporaryPath, 'temporary path').toMatch(/\/\.out\.etch\.[0-9a-f]{12}\.partial$/);
+    expect(file.temporaryPath, 'temporary path').toMatch(
+      new RegExp(`/\\.out\\.etch\\.[^/]+-${process.pid}-[0-9a-f]{12}\\.partial$`),
+    );
     await file.write(Buffer.from('hello '));
     await file.write('world');
     expect(await readdir(dir.path), 'files before the commit').toEqual([file.temporaryPath.split('/').pop()]);
@@ -103,10 +106,35 @@ describe('writeFileAtomic', () => {
   });
 });
 
+describe('removeStalePartials', () => {
+  it('removes what killed runs of this host left, before a new file is written, and nothing else', async () => {
+    const host = hostname().replace(/[^A-Za-z0-9.-]/g, '_');
+    // A pid above Linux's pid_max: that run is certainly gone.
+    const left = {
+      dead: `.old.etch.${host}-999999999-aaaaaaaaaaaa.partial`,
+      live: `.old.etch.${host}-${process.pid}-bbbbbbbbbbbb.partial`,
+      other: '.old.etch.another-host-999999999-cccccccccccc.partial',
+      unrelated: '.notes.partial',
+    };
+    for (const name of Object.values(left)) await writeFile(dir.join(name), 'x');
+    await writeFileAtomic(dir.join('new.etch'), 'new');
+    expect((await readdir(dir.path)).sort(), 'files left').toEqual(
+      [left.live, left.other, left.unrelated, 'new.etch'].sort(),
+    );
+    expect(await removeStalePartials(dir.path), 'nothing more to remove').toEqual([]);
+  });
+
+  it('leaves a folder that cannot be read alone', async () => {
+    expect(await removeStalePartials(dir.join('missing'))).toEqual([]);
+  });
+});
+
 describe('temporaryPathFor', () => {
   it('is hidden, in the same folder, and new each time', () => {
     const a = temporaryPathFor('/data/out.etch');
-    expect(a, 'temporary path').toMatch(/^\/data\/\.out\.etch\.[0-9a-f]{12}\.partial$/);
+    expect(a, 'temporary path').toMatch(
+      new RegExp(`^/data/\\.out\\.etch\\.[^/]+-${process.pid}-[0-9a-f]{12}\\.partial$`),
+    );
     expect(temporaryPathFor('/data/out.etch'), 'second call').not.toBe(a);
   });
 });

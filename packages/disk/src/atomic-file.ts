@@ -1,18 +1,51 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { EtchError, ignoreRejection, throwIfAborted, toEtchError } from '@etch/format';
+import { isProcessRunning } from './process.js';
 
-/** The hidden name beside `path` that {@link AtomicFile} writes to by default: `.<name>.<random>.partial`. */
+// Host and process in the name: a later run can tell a file that a killed run of this machine left from one
+// still being written, here or by another machine sharing the folder.
+const hostTag = () => hostname().replace(/[^A-Za-z0-9.-]/g, '_');
+const PARTIAL = /^\..+\.(.+)-(\d+)-[0-9a-f]{12}\.partial$/;
+
+/**
+ * The hidden name beside `path` that {@link AtomicFile} writes to by default:
+ * `.<name>.<host>-<pid>-<random>.partial`.
+ */
 export function temporaryPathFor(path: string): string {
-  return join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.partial`);
+  return join(
+    dirname(path),
+    `.${basename(path)}.${hostTag()}-${process.pid}-${randomBytes(6).toString('hex')}.partial`,
+  );
+}
+
+/**
+ * Removes the temporary files ({@link temporaryPathFor}) in `folder` that runs of this host left when they
+ * were killed (`kill -9`, a crash, a power cut): those whose process is gone. Files of live runs, and of
+ * other hosts sharing the folder, stay. Resolves to the paths removed.
+ */
+export async function removeStalePartials(folder: string): Promise<string[]> {
+  const host = hostTag();
+  const removed: string[] = [];
+  for (const name of await readdir(folder).catch(() => [] as string[])) {
+    const match = PARTIAL.exec(name);
+    if (match === null || match[1] !== host) continue;
+    const pid = Number(match[2]);
+    if (!Number.isSafeInteger(pid) || pid <= 0 || pid === process.pid || isProcessRunning(pid)) continue;
+    await rm(join(folder, name), { force: true });
+    removed.push(join(folder, name));
+  }
+  return removed;
 }
 
 /** Options of {@link AtomicFile.create} and {@link writeFileAtomic}. */
 export interface AtomicFileOptions {
   /**
    * Where the bytes go until the commit, created exclusively (never an existing file). It must be on the
-   * filesystem of the final path, or the rename is not atomic. Default: {@link temporaryPathFor} the path.
+   * filesystem of the final path, or the rename is not atomic. Default: {@link temporaryPathFor} the path,
+   * after {@link removeStalePartials} of its folder.
    */
   temporaryPath?: string;
   /**
@@ -80,6 +113,8 @@ export class AtomicFile {
   ): Promise<AtomicFile> {
     const path = typeof pathOrOptions === 'string' ? pathOrOptions : undefined;
     const settings = typeof pathOrOptions === 'string' ? options : pathOrOptions;
+    // With the default name, what killed runs left beside the file goes first (and only theirs).
+    if (settings.temporaryPath === undefined) await removeStalePartials(dirname(path as string));
     const temporaryPath = settings.temporaryPath ?? temporaryPathFor(path as string);
     let handle: FileHandle;
     try {

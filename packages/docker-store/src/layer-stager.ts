@@ -216,7 +216,7 @@ export class LayerStage {
     this.stopping.abort();
     this.wake?.();
     await this.running;
-    await Promise.allSettled([...this.slots.values()].map((s) => s.attempt));
+    await Promise.allSettled([...this.slots.values()].map(async (s) => s.attempt));
     if (this.created) await rm(this.options.dir, { recursive: true, force: true });
   }
 

@@ -61,7 +61,7 @@ export class LayerPrefetcher {
 
   /** Queues every layer of `layers` not queued yet. */
   enqueue(source: ImageSource, layers: ResolvedImage['layers']): void {
-    const prefetch = source.prefetch;
+    const prefetch = source.prefetch?.bind(source);
     if (prefetch === undefined) return;
     for (const layer of layers) {
       if (this.downloads.has(layer.digest)) continue;

@@ -29,7 +29,6 @@ import {
 } from '@etch/test-utils/system';
 import { readBaseRepositories } from '@etch/docker-store';
 import { formatPlatform, hostPlatform } from '@etch/registry';
-import type { ApplyResult } from '@etch/apply';
 
 const bin = fileURLToPath(new URL('../bin/etch.js', import.meta.url));
 const DATA = 6;
@@ -69,15 +68,21 @@ let pulled: Dockerd | undefined;
 let pulling: Promise<void> | undefined;
 let mountPoint: string | undefined;
 let disk: string;
-let summary: ApplyResult;
+let summary: {
+  output: string;
+  baseImage: { name: string };
+  verified: boolean;
+  partitions: { number: number; filesystem: string; entries: number; size: number; grown: boolean }[];
+};
 let applyStderr: string;
 let createSummary: {
   images: {
-    spec: string;
+    reference: string;
     imageId: string;
     digest: string;
     indexDigest?: string;
-    names: { repository: string; tag?: string; digest?: string }[];
+    tags: string[];
+    digests: string[];
   }[];
 };
 let partitions: { node: string; start: number; size: number }[];
@@ -170,7 +175,7 @@ beforeAll(async () => {
   const applied = await etchBinary(['apply', etch, '--output', disk, '--verify', '--json']);
   applyStderr = applied.stderr;
   if (applied.code !== 0) throw new Error(`etch apply exited with ${applied.code}:\n${applied.stderr}`);
-  summary = JSON.parse(applied.stdout) as ApplyResult;
+  summary = JSON.parse(applied.stdout) as typeof summary;
   partitions = (
     JSON.parse((await run('sfdisk', ['--json', disk])).stdout) as { partitiontable: { partitions: typeof partitions } }
   ).partitiontable.partitions;
@@ -191,13 +196,12 @@ afterAll(async () => {
 
 describe('etch apply of a preloaded .etch onto a balenaOS-like image', () => {
   it('etch create resolved the images from the registry and records the digests a pull by tag records', () => {
-    expect(createSummary.images.map((i) => i.spec)).toEqual(
+    expect(createSummary.images.map((i) => i.reference)).toEqual(
       (['a', 'b', 'multi'] as const).map((key) => `${pushed[key]?.repository}:v1`),
     );
     for (const [i, key] of (['a', 'b', 'multi'] as const).entries()) {
-      expect(createSummary.images[i]?.names).toEqual([
-        { repository: pushed[key]?.repository, tag: 'v1', digest: pushed[key]?.digest },
-      ]);
+      expect(createSummary.images[i]?.tags).toEqual([`${pushed[key]?.repository}:v1`]);
+      expect(createSummary.images[i]?.digests).toEqual([`${pushed[key]?.repository}@${pushed[key]?.digest}`]);
     }
     expect(createSummary.images[2]?.indexDigest).toBe(pushed['multi']?.digest);
   });
@@ -207,9 +211,12 @@ describe('etch apply of a preloaded .etch onto a balenaOS-like image', () => {
       output: disk,
       baseImage: { name: 'balena.img' },
       verified: true,
-      partitions: { [BOOT]: { filesystem: 'fat', entries: 3 }, [DATA]: { filesystem: 'ext', grown: true } },
+      partitions: [
+        { number: BOOT, filesystem: 'fat', entries: 3 },
+        { number: DATA, filesystem: 'ext', grown: true },
+      ],
     });
-    expect(summary.partitions[DATA]?.size).toBe(extent(DATA).size);
+    expect(summary.partitions.find((p) => p.number === DATA)?.size).toBe(extent(DATA).size);
     expect(extent(DATA).size).toBeGreaterThan(DATA_MIB * 1024 * 1024);
     expect(applyStderr).toContain('etch: verifying what was written');
   });

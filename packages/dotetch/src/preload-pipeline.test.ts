@@ -161,7 +161,7 @@ describe('etch create --target-state', () => {
     ]);
     expect(result.code, result.stderr).toBe(0);
     const summary = JSON.parse(result.stdout);
-    expect(summary.images.map((i: { spec: string }) => i.spec)).toEqual([
+    expect(summary.images.map((i: { reference: string }) => i.reference)).toEqual([
       `${refs.a.repository}@${refs.a.digest}`,
       `${refs.multi.repository}@${refs.multi.digest}`,
     ]);
@@ -249,7 +249,7 @@ describe('etch create --target-state', () => {
       '--json',
     ]);
     expect(result.code, result.stderr).toBe(0);
-    expect(JSON.parse(result.stdout).images.map((i: { spec: string }) => i.spec)).toEqual([
+    expect(JSON.parse(result.stdout).images.map((i: { reference: string }) => i.reference)).toEqual([
       `${refs.b.repository}@${refs.b.digest}`,
     ]);
     await extract(dir.join('v1.etch'), dir.join('v1'), 'inject/6/apps.json');
@@ -284,7 +284,10 @@ describe('etch create --target-state', () => {
     const report = JSON.parse((await etch(['inspect', 'sv.etch', '--json'])).stdout);
     expect(report.images).toEqual(
       expect.arrayContaining([
-        expect.objectContaining({ repository: 'balena_supervisor', tags: ['v14.11.2'], preloaded: true }),
+        expect.objectContaining({
+          tags: expect.arrayContaining(['balena_supervisor:v14.11.2']) as string[],
+          preloaded: true,
+        }),
       ]),
     );
     const members = (await run('tar', ['-tf', dir.join('sv.etch')])).stdout.split('\n');

@@ -44,7 +44,8 @@ export const DEVICE_ENTRY_TYPES: readonly InjectEntryType[] = Object.freeze([
 /** The header fields the format rules look at. */
 export interface EntryHeaderLike {
   name: string;
-  type: TarEntryType | string;
+  /** A {@link TarEntryType}, or whatever else a tar reader reports (refused by the rules). */
+  type: string;
   size?: number;
   linkname?: string | null;
   devmajor?: number;

@@ -7,7 +7,7 @@ describe('ignoreRejection', () => {
     const onUnhandled = (reason: unknown): void => void unhandled.push(reason);
     process.on('unhandledRejection', onUnhandled);
     try {
-      ignoreRejection(Promise.reject(new Error('dropped on purpose')), 'test');
+      void ignoreRejection(Promise.reject(new Error('dropped on purpose')), 'test');
       // Unhandled rejections are reported after the microtask queue drains; two macrotask turns are enough.
       await new Promise((resolve) => setImmediate(resolve));
       await new Promise((resolve) => setImmediate(resolve));
@@ -19,7 +19,7 @@ describe('ignoreRejection', () => {
 
   it('leaves the promise itself rejecting for whoever still awaits it', async () => {
     const failing = Promise.reject(new Error('still visible'));
-    ignoreRejection(failing, 'test');
+    void ignoreRejection(failing, 'test');
     await expect(failing).rejects.toThrow('still visible');
   });
 });

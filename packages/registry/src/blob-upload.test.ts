@@ -7,7 +7,14 @@ import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isEtchError, type EtchError } from '@etch/format';
-import { startFaultProxy, startRegistryServer, startTokenAuthRegistry, type FaultProxy, type RegistryServer, type TokenAuthRegistry } from '@etch/test-utils/system';
+import {
+  startFaultProxy,
+  startRegistryServer,
+  startTokenAuthRegistry,
+  type FaultProxy,
+  type RegistryServer,
+  type TokenAuthRegistry,
+} from '@etch/test-utils/system';
 import { pullScope, pushScope } from './auth.js';
 import { MediaType } from './media-types.js';
 import { RegistryClient } from './registry-client.js';

@@ -90,7 +90,10 @@ export function retryAfterMs(value: string | undefined, now = Date.now()): numbe
   return Number.isNaN(date) ? undefined : Math.max(0, date - now);
 }
 
-/** A network failure worth another try (reset, refused, timeout, cut body), as opposed to a bug or an abort. */
+/**
+ * A network failure worth another try (reset, refused, timeout, cut body), as opposed to a bug, an abort or
+ * a name that does not exist (`ENOTFOUND`: the resolver answered; `EAI_AGAIN`, its timeout, is retried).
+ */
 export function isTransientNetworkError(error: unknown): boolean {
   const code = (error as { code?: unknown })?.code;
   if (typeof code !== 'string') return false;
@@ -105,7 +108,6 @@ export function isTransientNetworkError(error: unknown): boolean {
       'EPIPE',
       'ETIMEDOUT',
       'EAI_AGAIN',
-      'ENOTFOUND',
       'EHOSTUNREACH',
       'ENETUNREACH',
       'ECONNABORTED',
@@ -142,9 +144,18 @@ export function isCutBodyError(error: unknown): boolean {
   return isTransientNetworkError(error) || code === 'ERR_STREAM_PREMATURE_CLOSE';
 }
 
+/** `host:port` as connected to (the scheme's default port when the URL has none). */
+function addressOf(url: URL): string {
+  return `${url.hostname}:${url.port || (url.protocol === 'https:' ? '443' : '80')}`;
+}
+
 /** The transport: undici with keep-alive, manual redirects and retries. */
 export class HttpClient {
   readonly retry: RetryPolicy;
+  /** Connections refused in a row, per address; reset when one connects. */
+  private readonly refusals = new Map<string, number>();
+  /** Refusals not worth another try (see {@link noteRefusal}). */
+  private readonly finalRefusals = new WeakSet<object>();
   private readonly dispatcher: Dispatcher;
   private readonly ownsDispatcher: boolean;
   private readonly insecure: Set<string>;
@@ -205,8 +216,10 @@ export class HttpClient {
         });
       } catch (error) {
         if (req.signal?.aborted) throw abortError(req.signal);
+        this.noteRefusal(url, error);
         throw error;
       }
+      this.refusals.delete(addressOf(url));
       const location = header(response.headers, 'location');
       if (response.statusCode >= 300 && response.statusCode < 400 && location !== undefined) {
         await response.body.dump().catch(() => undefined);
@@ -253,6 +266,20 @@ export class HttpClient {
   }
 
   /**
+   * A refused connection can succeed later only when something starts listening: a remote registry
+   * restarting behind its address, say. On loopback nothing will within the seconds a retry waits (docker
+   * fails at once there too), and an address that already refused every try of an earlier request (HTTPS,
+   * before plain HTTP is tried on the same port) will not answer the next one either: those fail at once.
+   */
+  private noteRefusal(url: URL, error: unknown): void {
+    if ((error as { code?: unknown })?.code !== 'ECONNREFUSED' || typeof error !== 'object' || error === null) return;
+    const address = addressOf(url);
+    const count = (this.refusals.get(address) ?? 0) + 1;
+    this.refusals.set(address, count);
+    if (isLoopbackHost(url.host) || count > this.retry.attempts) this.finalRefusals.add(error);
+  }
+
+  /**
    * Runs `attempt` until it succeeds, retrying network errors and 408/429/5xx answers with exponential
    * back-off and jitter (or the server's `Retry-After`). `attempt` returns a response; a retryable status is
    * dumped and tried again, the last one is returned for the caller to report.
@@ -268,7 +295,11 @@ export class HttpClient {
       try {
         response = await attempt();
       } catch (error) {
-        if (!isTransientNetworkError(error) || tries >= this.retry.attempts)
+        if (
+          !isTransientNetworkError(error) ||
+          tries >= this.retry.attempts ||
+          (typeof error === 'object' && error !== null && this.finalRefusals.has(error))
+        )
           throw this.networkError(what, error, signal);
         failure = error;
       }
@@ -284,8 +315,8 @@ export class HttpClient {
         what,
         attempt: tries,
         of: this.retry.attempts,
-        status: response?.status,
-        error: failure ? String((failure as Error).message) : undefined,
+        ...(response ? { status: response.status } : {}),
+        ...(failure ? { error: String((failure as Error).message) } : {}),
       });
       await this.backOff(tries, signal, after);
     }

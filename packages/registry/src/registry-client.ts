@@ -90,6 +90,31 @@ export interface BlobOptions extends CallOptions {
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const MAX_CONFIG_BYTES = 64 * 1024 * 1024;
 
+/** The errno-style code at the root of a network failure (`ECONNREFUSED`, `ENOTFOUND`, a TLS code…). */
+function rootCode(error: unknown): string | undefined {
+  for (let e = error, depth = 0; e !== undefined && e !== null && depth < 5; e = (e as Error).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && !code.startsWith('ETCH_')) return code;
+  }
+  return undefined;
+}
+
+/**
+ * What to do about a registry that could not be reached, by what failed: a name that does not resolve or a
+ * refused connection is not a TLS problem, and only plain-HTTP and certificate failures are helped by the
+ * options of the client (`insecureRegistries`, the CLI's `--insecure-registry`; `ca`, or Node's
+ * `NODE_EXTRA_CA_CERTS`).
+ */
+function adviceFor(error: unknown, registry: string, triedHttp: boolean): string {
+  const code = rootCode(error);
+  if (code === 'ENOTFOUND')
+    return ` The name ${registry.replace(/:\d+$/, '')} does not resolve: check its spelling and DNS.`;
+  if (code === 'ECONNREFUSED')
+    return ` Nothing accepts connections there: check the address and port, and that the registry is running.`;
+  if (triedHttp) return '';
+  return ` If it serves plain HTTP, list it as insecure (--insecure-registry ${registry}); if its certificate is signed by a private CA, trust that CA (NODE_EXTRA_CA_CERTS=ca.pem).`;
+}
+
 /**
  * A Docker Registry HTTP API v2 / OCI distribution client for pulls: resolves references (through indexes, by
  * platform), fetches manifests and configs verified against their digests, and streams blobs verified and
@@ -182,14 +207,14 @@ export class RegistryClient {
           this.logger.debug('HTTPS failed; trying plain HTTP', { registry });
           continue;
         }
-        const advice =
-          schemes.length > 1
-            ? ''
-            : ` If it serves plain HTTP, list it as insecure (--insecure-registry ${registry}); if its certificate is signed by a private CA, pass that CA.`;
-        throw new EtchError('ETCH_NETWORK', `${error.message.replace(/\.$/, '')} (${url.origin}).${advice}`, {
-          cause: error.cause ?? error,
-          details: { registry },
-        });
+        throw new EtchError(
+          'ETCH_NETWORK',
+          `${error.message.replace(/\.$/, '')} (${url.origin}).${adviceFor(error, registry, schemes.length > 1)}`,
+          {
+            cause: error.cause ?? error,
+            details: { registry },
+          },
+        );
       }
       await response.body.dump().catch(() => undefined);
       if (response.status !== 200 && response.status !== 401) {

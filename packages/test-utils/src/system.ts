@@ -2,7 +2,14 @@
 // real servers (docker-registry, dockerd, auth fronts, the fault proxy). A test file that imports this module
 // is an integration test: `pnpm test:unit` leaves it out (see vitest.config.ts).
 export { run, type RunOptions, type RunResult } from './run.js';
-export { BASE_TOOLS, DISK_TOOLS, REGISTRY_AUTH_TOOLS, ensureTools, type RequiredTool } from './tools.js';
+export {
+  BASE_TOOLS,
+  DISK_TOOLS,
+  REGISTRY_AUTH_TOOLS,
+  TERMINAL_TOOLS,
+  ensureTools,
+  type RequiredTool,
+} from './tools.js';
 export { DOCKERD_TOOLS, startDockerd, type Dockerd, type DockerdOptions } from './dockerd.js';
 export { REGISTRY_SERVER_TOOLS, freePort, startRegistryServer, type RegistryServer } from './docker-registry.js';
 export {

@@ -32,6 +32,9 @@ export const REGISTRY_AUTH_TOOLS: readonly RequiredTool[] = [
   { command: 'openssl', aptPackage: 'openssl' },
 ];
 
+/** A terminal the CLI's progress display is tested in (detached panes of a chosen size). */
+export const TERMINAL_TOOLS: readonly RequiredTool[] = [{ command: 'tmux', aptPackage: 'tmux' }];
+
 function hasCommand(command: string): boolean {
   return spawnSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' }).status === 0;
 }

@@ -3,11 +3,9 @@ import { mkdir, readFile, readdir, symlink, truncate, writeFile } from 'node:fs/
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { collect, craftTar, createTempDir, type CraftedEntry, type TempDir } from '@etch/test-utils';
 import { run } from '@etch/test-utils/system';
-import { createProgressDisplay } from './progress.js';
 import { runCli } from './in-process.test.helper.js';
 
 const bin = fileURLToPath(new URL('../../bin/etch.js', import.meta.url));
@@ -29,7 +27,7 @@ async function fixtures(): Promise<void> {
 }
 
 describe('etch create with images that do not exist', () => {
-  it('stops with the image error and leaves nothing, while the base image was already streaming', async () => {
+  it('stops with the image error before writing, and leaves nothing', async () => {
     await fixtures();
     const result = await etch([
       'create',
@@ -102,24 +100,39 @@ describe('etch create → etch inspect', () => {
     expect(created.code, created.stderr).toBe(0);
     const summary = JSON.parse(created.stdout);
     expect(summary).toMatchObject({
-      baseImage: { name: 'disk.img', size: 70_000 },
-      partitions: { 1: { entries: 2 }, 6: { entries: 3, bytes: 5 } },
+      schemaVersion: 1,
+      baseImage: { name: 'disk.img', size: 70_000, container: 'raw' },
+      partitions: [
+        { number: 1, entries: 2, announced: { entries: 2, bytes: 16 } },
+        { number: 6, entries: 3, bytes: 5, announced: { entries: 3, bytes: 5 } },
+      ],
+      images: [],
     });
 
     const inspected = await etch(['inspect', 'out.etch', '--json']);
     expect(inspected.code).toBe(0);
     const report = JSON.parse(inspected.stdout);
     // etch create announces what each partition receives (format 1.1), and it covers what was written.
-    expect(report.requirements).toEqual({
-      partitions: { '1': { bytes: 16, entries: 2 }, '6': { bytes: 5, entries: 3 } },
-    });
     expect(report).toMatchObject({
+      schemaVersion: 1,
       version: '1.1',
       compression: 'none',
       baseImage: { name: 'disk.img', container: 'raw', size: 70_000 },
       partitions: [
-        { partition: 1, entries: 2, bytes: 16, types: { directory: 1, file: 1 } },
-        { partition: 6, entries: 3, bytes: 5, types: { directory: 1, file: 1, symlink: 1 } },
+        {
+          number: 1,
+          entries: 2,
+          bytes: 16,
+          types: { directory: 1, file: 1 },
+          announced: { bytes: 16, entries: 2 },
+        },
+        {
+          number: 6,
+          entries: 3,
+          bytes: 5,
+          types: { directory: 1, file: 1, symlink: 1 },
+          announced: { bytes: 5, entries: 3 },
+        },
       ],
     });
 
@@ -139,16 +152,17 @@ describe('etch create → etch inspect', () => {
     expect((await run('cat', [dir.join('x', 'inject', '6', 'link')])).stdout).toBe('data!');
   });
 
-  it('shows a progress bar on a terminal and plain lines otherwise', async () => {
+  it('shows redrawn progress lines on a terminal, plain lines otherwise, nothing with -q', async () => {
     await fixtures();
     const tty = await etch(['create', '--base', 'disk.img', '-o', 'a.etch'], { isTTY: true });
-    expect(tty.stderr).toMatch(/base image +\[/);
-    expect(tty.stderr).toContain('100%');
+    expect(tty.stderr).toMatch(/base image +disk\.img +written +68\.4 KiB/);
+    expect(tty.stderr).toMatch(/sync +synced/);
     const plain = await etch(['create', '--base', 'disk.img', '-o', 'b.etch']);
-    expect(plain.stderr).toContain('etch: writing base image disk.img');
+    expect(plain.stderr).toContain('etch: writing base image disk.img (68.4 KiB)');
+    expect(plain.stderr).toContain('etch: syncing to disk');
     expect(plain.stderr).not.toContain('\r');
     const quiet = await etch(['create', '--base', 'disk.img', '-o', 'c.etch', '-q']);
-    expect(quiet.stderr).toBe('');
+    expect(quiet).toMatchObject({ code: 0, stdout: '', stderr: '' });
   });
 
   it('writes a zstd .etch that inspect reads', async () => {
@@ -278,72 +292,6 @@ describe('the etch binary', () => {
     expect(code).toBe(130);
     expect((await stderr).toString()).toContain('ETCH_ABORTED');
     expect(await readdir(dir.path)).toEqual(['huge.img']);
-  });
-});
-
-describe('progress display', () => {
-  it('throttles terminal redraws', () => {
-    const stream = new PassThrough();
-    let now = 0;
-    const display = createProgressDisplay(stream, 'tty', () => now);
-    for (let i = 0; i <= 1000; i++) {
-      now = i; // 1 ms apart: only one redraw per 100 ms should happen
-      display.onProgress({ phase: 'base-image', name: 'a.img', bytes: i, total: 1000 });
-    }
-    display.finish();
-    const text = stream.read()?.toString() ?? '';
-    expect(text.split('\r').length - 1).toBeLessThanOrEqual(12);
-  });
-
-  it('gives the base image and each concurrent download a line of its own, redrawn in place', () => {
-    const stream = new PassThrough();
-    let now = 0;
-    const display = createProgressDisplay(stream, 'tty', () => now);
-    const a = `sha256:${'a'.repeat(64)}`;
-    const b = `sha256:${'b'.repeat(64)}`;
-    display.onProgress({ phase: 'base-image', name: 'a.img', bytes: 0, total: 100 });
-    display.onProgress({ phase: 'download', digest: a, bytes: 0, total: 10 });
-    display.onProgress({ phase: 'download', digest: b, bytes: 0, total: 10 });
-    now = 500;
-    display.onProgress({ phase: 'base-image', name: 'a.img', bytes: 50, total: 100 });
-    display.onProgress({ phase: 'download', digest: a, bytes: 10, total: 10 });
-    display.finish();
-    const text = stream.read()?.toString() ?? '';
-    // The last redraw goes back up to the first of its three lines and rewrites all of them.
-    const last = text.slice(text.lastIndexOf('\x1b[2A'));
-    expect(last).toMatch(/base image +\[#+-+\] +50%/);
-    expect(last).toMatch(/download aaaaaaaaaaaa .*100%.* done/);
-    expect(last).toMatch(/download bbbbbbbbbbbb .* 0%/);
-  });
-
-  it('prints one line per step when stderr is not a terminal', () => {
-    const stream = new PassThrough();
-    const display = createProgressDisplay(stream, 'plain');
-    const a = `sha256:${'a'.repeat(64)}`;
-    display.onProgress({ phase: 'download', digest: a, bytes: 5, total: 10 });
-    display.onProgress({ phase: 'download', digest: a, bytes: 10, total: 10 });
-    display.onProgress({ phase: 'download', digest: a, bytes: 10, total: 10 });
-    display.onProgress({ phase: 'base-image', name: 'a.img', bytes: 0, total: 100 });
-    display.onProgress({ phase: 'base-image', name: 'a.img', bytes: 100, total: 100 });
-    expect((stream.read()?.toString() ?? '').split('\n').filter(Boolean)).toEqual([
-      `etch: downloaded ${a.slice(0, 19)} (10 B)`,
-      'etch: writing base image a.img (100 B)',
-    ]);
-  });
-
-  it('shows a layer converted ahead and its later write as two steps', () => {
-    const stream = new PassThrough();
-    const display = createProgressDisplay(stream, 'plain');
-    const a = `sha256:${'a'.repeat(64)}`;
-    const layer = { phase: 'layer', image: 0, layer: 0, digest: a, total: 10 } as const;
-    display.onProgress({ ...layer, bytes: 5, state: 'converting' });
-    display.onProgress({ ...layer, bytes: 10, state: 'converting' });
-    display.onProgress({ ...layer, bytes: 10, state: 'writing' });
-    display.onProgress({ ...layer, bytes: 10, state: 'done' });
-    expect((stream.read()?.toString() ?? '').split('\n').filter(Boolean)).toEqual([
-      `etch: converting image 1 layer 1 ${a.slice(0, 19)} ahead (10 B compressed)`,
-      `etch: image 1 layer 1 ${a.slice(0, 19)} (10 B compressed)`,
-    ]);
   });
 });
 

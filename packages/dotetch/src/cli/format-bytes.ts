@@ -28,3 +28,21 @@ export function parseBytes(text: string): number | undefined {
   const bytes = Math.floor(Number(number) * base ** power);
   return Number.isSafeInteger(bytes) ? bytes : undefined;
 }
+
+/** `1 entry`, `35 entries`. */
+export function count(n: number, one: string, many: string): string {
+  return `${n} ${n === 1 ? one : many}`;
+}
+
+/** 1234 → "1.2 s". */
+export function formatSeconds(ms: number): string {
+  return `${(ms / 1000).toFixed(1)} s`;
+}
+
+/** A remaining time as people read it: `8s`, `3m05s`, `2h10m`. */
+export function formatDuration(seconds: number): string {
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}

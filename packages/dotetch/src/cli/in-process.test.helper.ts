@@ -9,6 +9,8 @@ export interface CliRunOptions {
   env?: NodeJS.ProcessEnv;
   /** Whether stderr looks like a terminal (default false: plain progress lines). */
   isTTY?: boolean;
+  /** Whether stdout looks like a terminal (default false). */
+  stdoutIsTTY?: boolean;
   stdin?: Readable;
   signal?: AbortSignal;
 }
@@ -24,7 +26,7 @@ export async function runCli(
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const env = options.env ?? {};
   const home = env['HOME'] || env['XDG_CACHE_HOME'] ? undefined : await createTempDir('etch-cli-home-');
-  const stdout = new PassThrough();
+  const stdout = Object.assign(new PassThrough(), { isTTY: options.stdoutIsTTY ?? false });
   const stderr = Object.assign(new PassThrough(), { isTTY: options.isTTY ?? false });
   const out = collect(stdout);
   const err = collect(stderr);

@@ -8,7 +8,9 @@ export const registryFlags = {
   'insecure-registry': { type: 'string', multiple: true },
 } as const;
 
-export const registryUsage = `  --insecure-registry HOST     reach HOST[:PORT] over plain HTTP (loopback registries always are). Repeatable.`;
+/** How the registry flags read in a help page (options column 30, like every page). */
+export const registryHelp = `  --insecure-registry HOST    allow plain HTTP for HOST[:PORT] when HTTPS fails, as loopback registries
+                              are allowed without it. Repeatable.`;
 
 /** Where the registry's layers and manifests are kept inside etch's cache directory. */
 export const REGISTRY_CACHE_SUBDIR = 'oci';

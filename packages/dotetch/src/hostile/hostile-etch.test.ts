@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import * as zlib from 'node:zlib';
 import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTempDir, paxRecords, rawTarHeader, type TempDir } from '@etch/test-utils';
+import { createTempDir, rawTarHeader, type TempDir } from '@etch/test-utils';
 import { DISK_TOOLS, ensureTools, gptWithEntries, overlappingMbr, run } from '@etch/test-utils/system';
 import { TINY, entry, etchOf, makeBombDisk, makeTinyDisk, paxEntry } from './corpus.test.helper.js';
 import { errorCode, listTree, runEtch, type ChildRun } from './run-etch.test.helper.js';

@@ -51,14 +51,15 @@ describe('etch apply', () => {
     expect(result.code, result.stderr).toBe(0);
     const summary = JSON.parse(result.stdout);
     expect(summary).toMatchObject({
+      schemaVersion: 1,
       output: dir.join('disk.img'),
       baseImage: { name: 'base.img', size: (await stat(dir.join('base.img'))).size },
       diskSize: 64 * MIB,
       verified: true,
-      partitions: {
-        1: { filesystem: 'fat', entries: 3, bytes: 26, grown: false },
-        6: { filesystem: 'ext', entries: 3, bytes: 10, size: 64 * MIB - (offsets[6] as number), grown: true },
-      },
+      partitions: [
+        { number: 1, filesystem: 'fat', entries: 3, bytes: 26, grown: false },
+        { number: 6, filesystem: 'ext', entries: 3, bytes: 10, size: 64 * MIB - (offsets[6] as number), grown: true },
+      ],
     });
     expect(summary.durationMs).toBeGreaterThanOrEqual(0);
     expect((await stat(dir.join('disk.img'))).size).toBe(64 * MIB);
@@ -79,13 +80,13 @@ describe('etch apply', () => {
     expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
   });
 
-  it('reads the .etch from stdin with "-" and prints a human summary on stderr', async () => {
+  it('reads the .etch from stdin with "-" and prints a human summary on stdout', async () => {
     const result = await etch(['apply', '-', '-o', 'piped.img'], { stdin: createReadStream(dir.join('small.etch')) });
     expect(result.code, result.stderr).toBe(0);
-    expect(result.stdout).toBe('');
-    expect(result.stderr).toMatch(/^etch: wrote piped\.img \(30\.0 MiB\) in [\d.]+ s$/m);
-    expect(result.stderr).toMatch(/^ {2}partition 1 \(fat\): 3 entries, 26 B$/m);
-    expect(result.stderr).toMatch(/^ {2}partition 6 \(ext\): 3 entries, 10 B$/m);
+    expect(result.stdout).toMatch(/^wrote piped\.img \(30\.0 MiB\) in [\d.]+ s$/m);
+    expect(result.stdout).toMatch(/^ {2}partition 1 \(fat\): 3 entries, 26 B$/m);
+    expect(result.stdout).toMatch(/^ {2}partition 6 \(ext\): 3 entries, 10 B$/m);
+    expect(result.stderr).not.toContain('wrote');
     const quiet = await etch(['apply', '-', '-o', 'quiet.img', '-q'], {
       stdin: createReadStream(dir.join('small.etch')),
     });
@@ -105,7 +106,7 @@ describe('etch apply', () => {
 
 describe('etch apply errors and exit codes', () => {
   it.each([
-    [['apply', '-o', 'x.img'], 'Give the .etch'],
+    [['apply', '-o', 'x.img'], 'give the .etch'],
     [['apply', 'small.etch'], '--output is required'],
     [['apply', 'small.etch', 'extra', '-o', 'x.img'], 'extra'],
     [['apply', 'small.etch', '-o', '-'], 'stdout'],
@@ -119,8 +120,8 @@ describe('etch apply errors and exit codes', () => {
     const [first, ...rest] = result.stderr.split('\n');
     expect(first).toMatch(/^etch: ETCH_USAGE: /);
     expect(first).toContain(words);
-    // The rest is the usage text, not more of the message.
-    expect(rest.join('\n')).toContain('Usage: etch apply FILE.etch');
+    // Then where to read more, not the whole help page.
+    expect(rest.join('\n').trim()).toBe("Run 'etch apply --help' for usage.");
     expect(await outputs(dir.path)).not.toContain('x.img');
     const json = await etch([...args, '--json']);
     expect(JSON.parse(json.stdout)).toMatchObject({ error: { code: 'ETCH_USAGE' } });
@@ -166,7 +167,7 @@ describe('etch apply errors and exit codes', () => {
 
   it('etch help lists apply', async () => {
     const result = await etch(['help']);
-    expect(result.stderr).toMatch(/^ {2}apply +write a \.etch onto a disk image/m);
+    expect(result.stdout).toMatch(/^ {2}apply +write a \.etch onto a disk image/m);
   });
 });
 

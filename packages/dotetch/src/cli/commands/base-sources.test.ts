@@ -136,7 +136,7 @@ describe('etch create --base', () => {
     expect(zip.code, zip.stderr).toBe(0);
     expect((await inspect('urlzip.etch')).baseImage).toEqual({ name: 'balena.img', container: 'raw', size });
     const listed = JSON.parse((await etch(['cache', 'ls', '--cache-dir', 'cache', '--json'])).stdout);
-    expect(listed.entries.length).toBeGreaterThanOrEqual(1);
+    expect(listed.baseImages.length).toBeGreaterThanOrEqual(1);
   });
 
   it('pulls the base image from an ECI artifact, choosing the version like balena-image-manager', async () => {
@@ -153,7 +153,7 @@ describe('etch create --base', () => {
     expect(recommended.code, recommended.stderr).toBe(0);
     expect((await inspect('eci.etch')).baseImage).toEqual({ name: 'balena.img', container: 'raw', size });
     // recommended: the newest release that is not a pre-release.
-    expect(JSON.parse(recommended.stdout).baseSource).toMatchObject({
+    expect(JSON.parse(recommended.stdout).baseImage.source).toMatchObject({
       kind: 'eci',
       resolvedVersion: '2.60.1',
       fromCache: false,
@@ -169,7 +169,7 @@ describe('etch create --base', () => {
       '--json',
     ]);
     expect(ranged.code, ranged.stderr).toBe(0);
-    expect(JSON.parse(ranged.stdout).baseSource).toMatchObject({ kind: 'eci', resolvedVersion: '2.58.3_rev1' });
+    expect(JSON.parse(ranged.stdout).baseImage.source).toMatchObject({ kind: 'eci', resolvedVersion: '2.58.3_rev1' });
     const again = await etch([
       'create',
       '--base',
@@ -180,7 +180,7 @@ describe('etch create --base', () => {
       'eci4.etch',
       '--json',
     ]);
-    expect(JSON.parse(again.stdout).baseSource).toMatchObject({ resolvedVersion: '2.60.1', fromCache: true });
+    expect(JSON.parse(again.stdout).baseImage.source).toMatchObject({ resolvedVersion: '2.60.1', fromCache: true });
     const none = await etch(['create', '--base', `eci:${registry.host}/eci/balena@^4`, '-o', 'eci3.etch']);
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/^etch: ETCH_NOT_FOUND: /m);

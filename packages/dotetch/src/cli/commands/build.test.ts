@@ -2,7 +2,14 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTempDir, type TempDir } from '@etch/test-utils';
-import { buildPreloadFixtures, inspectPushed, pushFixture, run, startRegistryServer, type RegistryServer } from '@etch/test-utils/system';
+import {
+  buildPreloadFixtures,
+  inspectPushed,
+  pushFixture,
+  run,
+  startRegistryServer,
+  type RegistryServer,
+} from '@etch/test-utils/system';
 import { runCli } from '../in-process.test.helper.js';
 
 let dir: TempDir;
@@ -51,8 +58,17 @@ describe('etch build', () => {
       { cwd: dir.path },
     );
     expect(result.code, result.stderr).toBe(0);
-    const report = JSON.parse(result.stdout) as { digest: string; images: unknown[] };
+    const report = JSON.parse(result.stdout) as {
+      schemaVersion: number;
+      digest: string;
+      images: { platform: string; imageId: string }[];
+      copies: string[];
+    };
+    expect(report.schemaVersion, 'schemaVersion').toBe(1);
     expect(report.images).toHaveLength(1);
+    expect(report.images[0]?.platform, 'images[0].platform').toBe('linux/amd64');
+    expect(report.images[0]?.imageId, 'images[0].imageId').toMatch(/^sha256:[0-9a-f]{64}$/);
+    expect(report.copies).toEqual([`${registry.host}/mirror/site:stable`]);
     expect((await inspectPushed(`${registry.host}/built/site:1`)).digest).toBe(report.digest);
     expect((await inspectPushed(`${registry.host}/mirror/site:stable`)).digest, 'the second tag').toBe(report.digest);
     const config = JSON.parse(
@@ -67,8 +83,37 @@ describe('etch build', () => {
     expect(config.config.Env).toContain('MODE=prod');
   });
 
-  it('needs --from and -t', async () => {
-    expect((await runCli(['build', '-t', 'x/y:1'], { cwd: dir.path })).code).toBe(2);
-    expect((await runCli(['build', '--from', 'x/y:1'], { cwd: dir.path })).code).toBe(2);
+  it('-q prints only the digest saved', async () => {
+    const args = ['build', '--from', `${registry.host}/base/multi:1`, '--add', 'site:/www'];
+    const result = await runCli([...args, '-t', `${registry.host}/built/quiet:1`, '-q'], { cwd: dir.path });
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr).toBe('');
+    expect(result.stdout).toMatch(/^sha256:[0-9a-f]{64}\n$/);
+    expect((await inspectPushed(`${registry.host}/built/quiet:1`)).digest).toBe(result.stdout.trim());
+  });
+
+  it('prints its help with examples on stdout', async () => {
+    const result = await runCli(['build', '--help'], { cwd: dir.path });
+    expect(result).toMatchObject({ code: 0, stderr: '' });
+    expect(result.stdout).toMatch(/^Usage: etch build --from REF/);
+    expect(result.stdout).toMatch(/\nExamples:\n {2}# .+\n {2}etch /);
+  });
+
+  it('refuses missing --from or -t and bad flags in one line, before fetching anything', async () => {
+    for (const [args, words] of [
+      [['-t', 'x/y:1'], /--from REF/],
+      [['--from', 'x/y:1'], /-t TARGET/],
+      [['--from', 'x/y:1', '-t', 'x/z:1', '--cmd', '[not json'], /--cmd \[not json is not a JSON array/],
+      [['--from', 'x/y:1', '-t', 'x/z:1', '--env', 'NOVALUE'], /--env wants KEY=VALUE/],
+    ] as const) {
+      const result = await runCli(['build', ...args], { cwd: dir.path });
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(result.stdout).toBe('');
+      expect(result.stderr.split('\n'), args.join(' ')).toEqual([
+        expect.stringMatching(words),
+        "Run 'etch build --help' for usage.",
+        '',
+      ]);
+    }
   });
 });

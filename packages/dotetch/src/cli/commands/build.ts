@@ -1,47 +1,89 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { entryTime } from '@etch/format';
 import { copyImage, Image, type SavedImage } from '@etch/image';
-import { openImageSource, openImageTarget, parsePlatform, parseReference } from '@etch/registry';
-import { helpFlag, parseFlags, usageError } from '../args.js';
+import { formatPlatform, openImageSource, openImageTarget, parsePlatform, parseReference } from '@etch/registry';
+import { commonFlags, commonHelp, helpPage, parseFlags, usageError } from '../args.js';
 import type { CliContext, Command } from '../context.js';
 import { EXIT } from '../exit-codes.js';
-import { registryClientFor, registryFlags, registryUsage } from '../registry-options.js';
+import { SCHEMA_VERSION, jsonText, type JsonImage } from '../json.js';
+import { registryClientFor, registryFlags, registryHelp } from '../registry-options.js';
 
-const usage = `Usage: etch build --from REF --add SRC:DEST [--add SRC:DEST]... -t TARGET [-t TARGET]... [options]
+const help = helpPage({
+  usage: ['etch build --from REF --add SRC:DEST [--add SRC:DEST]... -t TARGET [-t TARGET]... [options]'],
+  description: `Build an image without docker: the base image REF (registry, oci:DIR[:TAG] or docker-archive:PATH[:REF])
+plus the local files as one reproducible layer, with the config changed as asked, saved to each TARGET (a
+registry reference or oci:DIR[:TAG]). A multi-platform base gives a new index with the files added to each
+platform's image. Base layers are mounted or streamed, never downloaded to disk. The layer and config take
+the time SOURCE_DATE_EPOCH (seconds), else the Unix epoch. Prints the digest saved.`,
+  sections: [
+    [
+      'Options',
+      `  --from REF                  the base image
+  --add SRC:DEST              a local directory or file, and where it goes in the image (DEST absolute).
+                              Repeatable.
+  --ignore-file NAME          read ignore globs from this file at the root of each SRC (default
+                              .dockerignore). Repeatable.
+  --cmd JSON|STRING           the command: a JSON array, or a string run with /bin/sh -c
+  --entrypoint JSON|STRING    the entrypoint, the same way
+  --env K=V                   an environment variable. Repeatable.
+  --workdir DIR               the working directory
+  --label K=V                 a label. Repeatable.
+  --user USER                 the user to run as
+  --platform P|all            build only this platform of a multi-platform base (default all). Repeatable.
+  -t, --tag TARGET            where to save; the first is built, the others are copies of it. Repeatable.
+${registryHelp}`,
+    ],
+    ['Output', commonHelp('print only the digest saved')],
+  ],
+  examples: [
+    [
+      'A static site on a multi-platform base, pushed under two tags',
+      'etch build --from nginx:1.27 --add ./site:/usr/share/nginx/html -t ghcr.io/acme/site:1 \\\n      -t ghcr.io/acme/site:latest',
+    ],
+    [
+      'One platform, with a command and environment, saved as an OCI layout',
+      'etch build --from alpine:3.20 --add ./bin:/app --cmd \'["/app/run"]\' --env MODE=prod \\\n      --platform linux/arm64 -t oci:./out:v1',
+    ],
+    [
+      'The digest alone, to pin it',
+      'etch build --from alpine:3.20 --add ./cfg:/etc/app -t registry.local:5000/app:1 -q',
+    ],
+  ],
+});
 
-  Builds an image without docker: the base image REF (registry, oci:DIR[:TAG] or docker-archive:PATH[:REF])
-  plus the local files as one reproducible layer, with the config changed as asked, saved to each TARGET
-  (a registry reference or oci:DIR[:TAG]). A multi-platform base gives a new index with the files added to each
-  platform's image. Base layers are mounted or streamed, never downloaded to disk. Prints the saved digest.
-  --from REF                   the base image
-  --add SRC:DEST               a local directory or file, and where it goes in the image (repeatable)
-  --ignore-file NAME           read ignore globs from this file at the root of each SRC (default .dockerignore)
-  --cmd JSON|STRING            the command: a JSON array, or a string run with /bin/sh -c
-  --entrypoint JSON|STRING     the entrypoint, the same way
-  --env K=V                    an environment variable (repeatable)
-  --workdir DIR                the working directory
-  --label K=V                  a label (repeatable)
-  --user USER                  the user to run as
-  --platform P|all             build only this platform of a multi-platform base (repeatable; default all)
-  -t, --tag TARGET             where to save (repeatable; the first is built, the others are copies)
-${registryUsage}
-  --json                       print the result as JSON on stdout
-  -q, --quiet                  no progress output`;
+/** What `etch build --json` prints. */
+export interface BuildJson {
+  schemaVersion: typeof SCHEMA_VERSION;
+  /** The first -t: where the image was built. */
+  target: string;
+  /** The top document saved: the new index of a multi-platform base, else the image manifest. */
+  digest: string;
+  mediaType: string;
+  tags: string[];
+  /** Each image built: its manifest digest, platform and image ID (the config digest). */
+  images: JsonImage[];
+  /** The other -t targets, copies of the first. */
+  copies: string[];
+}
 
-function command(value: string): string[] {
-  if (value.trim().startsWith('[')) {
-    const parsed = JSON.parse(value) as unknown;
-    if (!Array.isArray(parsed) || parsed.some((v) => typeof v !== 'string'))
-      throw usageError(`${value} is not a JSON array of strings.`, usage);
-    return parsed as string[];
+function command(value: string, flag: string): string[] {
+  if (!value.trim().startsWith('[')) return ['/bin/sh', '-c', value];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(value);
+  } catch {
+    parsed = undefined;
   }
-  return ['/bin/sh', '-c', value];
+  if (!Array.isArray(parsed) || parsed.some((v) => typeof v !== 'string'))
+    throw usageError(`${flag} ${value} is not a JSON array of strings.`);
+  return parsed as string[];
 }
 
 function pairs(values: readonly string[] | undefined, flag: string): [string, string][] {
   return (values ?? []).map((entry) => {
     const at = entry.indexOf('=');
-    if (at <= 0) throw usageError(`${flag} wants KEY=VALUE, not ${JSON.stringify(entry)}.`, usage);
+    if (at <= 0) throw usageError(`${flag} wants KEY=VALUE, not ${JSON.stringify(entry)}.`);
     return [entry.slice(0, at), entry.slice(at + 1)];
   });
 }
@@ -50,87 +92,105 @@ function pairs(values: readonly string[] | undefined, flag: string): [string, st
 function addition(value: string, cwd: string): [string, string] {
   const at = value.lastIndexOf(':/');
   if (at <= 0)
-    throw usageError(`--add wants SRC:DEST with DEST absolute (./build:/app), not ${JSON.stringify(value)}.`, usage);
+    throw usageError(`--add wants SRC:DEST with DEST absolute (./build:/app), not ${JSON.stringify(value)}.`);
   return [value.slice(at + 1), resolve(cwd, value.slice(0, at))];
+}
+
+function human(target: string, saved: SavedImage, copies: readonly string[]): string {
+  const lines = [`${target}: ${saved.digest}`];
+  for (const built of saved.images)
+    lines.push(`  ${built.platform ? formatPlatform(built.platform) : 'image'}  ${built.digest}`);
+  for (const copy of copies) lines.push(`${copy}: ${saved.digest}`);
+  return `${lines.join('\n')}\n`;
 }
 
 export const buildCommand: Command = {
   name: 'build',
-  usage,
+  help,
   async run(args: string[], context: CliContext): Promise<number> {
-    const { values, positionals } = parseFlags(
-      () =>
-        parseArgs({
-          args,
-          allowPositionals: true,
-          options: {
-            ...helpFlag,
-            ...registryFlags,
-            from: { type: 'string' },
-            add: { type: 'string', multiple: true },
-            'ignore-file': { type: 'string', multiple: true },
-            cmd: { type: 'string' },
-            entrypoint: { type: 'string' },
-            env: { type: 'string', multiple: true },
-            workdir: { type: 'string' },
-            label: { type: 'string', multiple: true },
-            user: { type: 'string' },
-            platform: { type: 'string', multiple: true },
-            tag: { type: 'string', short: 't', multiple: true },
-            json: { type: 'boolean' },
-            quiet: { type: 'boolean', short: 'q' },
-            verbose: { type: 'boolean', short: 'v' },
-          },
-        }),
-      usage,
+    const { values, positionals } = parseFlags(() =>
+      parseArgs({
+        args,
+        allowPositionals: true,
+        options: {
+          ...commonFlags,
+          ...registryFlags,
+          from: { type: 'string' },
+          add: { type: 'string', multiple: true },
+          'ignore-file': { type: 'string', multiple: true },
+          cmd: { type: 'string' },
+          entrypoint: { type: 'string' },
+          env: { type: 'string', multiple: true },
+          workdir: { type: 'string' },
+          label: { type: 'string', multiple: true },
+          user: { type: 'string' },
+          platform: { type: 'string', multiple: true },
+          tag: { type: 'string', short: 't', multiple: true },
+        },
+      }),
     );
     if (values.help) {
-      context.stderr.write(`${usage}\n`);
+      context.stdout.write(help);
       return EXIT.ok;
     }
-    if (positionals.length > 0) throw usageError(`Unexpected argument ${JSON.stringify(positionals[0])}.`, usage);
-    if (values.from === undefined) throw usageError('Name the base image with --from REF.', usage);
-    const targets = values.tag ?? [];
-    const [first, ...others] = targets;
-    if (first === undefined) throw usageError('Name where to save with -t TARGET.', usage);
+    if (positionals.length > 0) throw usageError(`unexpected argument ${JSON.stringify(positionals[0])}.`);
+    if (values.from === undefined) throw usageError('name the base image with --from REF.');
+    const [first, ...others] = values.tag ?? [];
+    if (first === undefined) throw usageError('name where to save with -t TARGET.');
+    // Every flag is checked before anything is fetched.
     const platforms =
       values.platform === undefined || values.platform.includes('all')
         ? ('all' as const)
         : values.platform.map((p) => parsePlatform(p));
     const files = Object.fromEntries((values.add ?? []).map((a) => addition(a, context.cwd)));
+    const cmd = values.cmd !== undefined ? command(values.cmd, '--cmd') : undefined;
+    const entrypoint = values.entrypoint !== undefined ? command(values.entrypoint, '--entrypoint') : undefined;
+    const env = pairs(values.env, '--env').map(([k, v]) => `${k}=${v}`);
+    const labels = Object.fromEntries(pairs(values.label, '--label'));
+    const epoch = context.env['SOURCE_DATE_EPOCH'];
+    const created = epoch !== undefined && epoch.trim() !== '' ? entryTime(epoch) : undefined;
+
     const client = registryClientFor(context, values['insecure-registry']);
-    const image = new Image(values.from, first, { client, platforms, signal: context.signal });
+    const image = new Image(values.from, first, {
+      client,
+      platforms,
+      signal: context.signal,
+      ...(created ? { created } : {}),
+    });
     try {
       if (Object.keys(files).length > 0)
         await image.addFiles(files, { ignoreFiles: values['ignore-file'] ?? ['.dockerignore'] });
-      if (values.cmd !== undefined) image.Cmd = command(values.cmd);
-      if (values.entrypoint !== undefined) image.Entrypoint = command(values.entrypoint);
-      image.Env = pairs(values.env, '--env').map(([k, v]) => `${k}=${v}`);
+      if (cmd !== undefined) image.Cmd = cmd;
+      if (entrypoint !== undefined) image.Entrypoint = entrypoint;
+      image.Env = env;
       if (values.workdir !== undefined) image.WorkingDir = values.workdir;
-      image.Labels = Object.fromEntries(pairs(values.label, '--label'));
+      image.Labels = labels;
       if (values.user !== undefined) image.User = values.user;
-      const saved: SavedImage = await image.save();
+      const saved = await image.save();
       const copies: string[] = [];
       for (const target of others) {
         // Another tag of the same repository is just a manifest PUT; another repository mounts or streams.
-        await copyImage(
-          openImageSource(first.startsWith('oci:') ? first : String(parseReference(first)), client),
-          openImageTarget(target, client),
-          {
-            signal: context.signal,
-          },
-        );
+        const from = openImageSource(first.startsWith('oci:') ? first : String(parseReference(first)), client);
+        await copyImage(from, openImageTarget(target, client), { signal: context.signal });
         copies.push(target);
       }
-      if (values.json) context.stdout.write(`${JSON.stringify({ ...saved, copies }, null, 2)}\n`);
-      else if (!values.quiet) {
-        context.stderr.write(`${first}: ${saved.digest}\n`);
-        for (const built of saved.images)
-          context.stderr.write(
-            `  ${built.platform ? `${built.platform.os}/${built.platform.architecture}${built.platform.variant ? `/${built.platform.variant}` : ''}` : 'image'}  ${built.digest}\n`,
-          );
-        for (const copy of copies) context.stderr.write(`${copy}: ${saved.digest}\n`);
-      }
+      if (values.json) {
+        const document: BuildJson = {
+          schemaVersion: SCHEMA_VERSION,
+          target: saved.target,
+          digest: saved.digest,
+          mediaType: saved.mediaType,
+          tags: saved.tags,
+          images: saved.images.map((built) => ({
+            imageId: built.config,
+            digest: built.digest,
+            ...(built.platform ? { platform: formatPlatform(built.platform) } : {}),
+          })),
+          copies,
+        };
+        context.stdout.write(jsonText(document));
+      } else if (values.quiet) context.stdout.write(`${saved.digest}\n`);
+      else context.stdout.write(human(first, saved, copies));
     } finally {
       await image.close();
       await client.close();

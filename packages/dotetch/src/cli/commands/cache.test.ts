@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ImageCache } from '@etch/baseimage';
 import { createTempDir, type TempDir } from '@etch/test-utils';
@@ -37,25 +37,41 @@ describe('etch cache', () => {
     const listed = await etch(['cache', 'ls', '--cache-dir', 'shared', '--json']);
     expect(listed.code, listed.stderr).toBe(0);
     expect(JSON.parse(listed.stdout)).toMatchObject({
+      schemaVersion: 1,
       dir: dir.join('shared'),
-      entries: [{ name: 'os.img', size: 4096, spec: 'https://example.com/os.img' }],
+      baseImages: [
+        { name: 'os.img', size: 4096, source: { kind: 'url', spec: 'https://example.com/os.img', mode: 'extract' } },
+      ],
+      layers: { count: 0, bytes: 0 },
     });
     const human = await etch(['cache', 'ls', '--cache-dir', 'shared']);
-    expect(human.stderr).toContain('1 entry, 4.0 KiB');
-    expect(human.stderr).toContain('os.img');
+    expect(human.stdout).toMatch(/^ {2}base images +1, 4\.0 KiB$/m);
+    expect(human.stdout).toContain('os.img');
     const cleaned = await etch(['cache', 'clean', '--cache-dir', 'shared']);
     expect(cleaned.code).toBe(0);
-    expect(cleaned.stderr).toContain('removed 1 cached image');
+    expect(cleaned.stdout).toContain('removed 1 cached base image');
     expect(await readdir(dir.join('shared'))).toEqual(['mine.txt']);
   });
 
   it('defaults to $XDG_CACHE_HOME/etch and removes that directory when clean empties it', async () => {
     await fill(dir.join('xdg', 'etch'));
     const listed = await etch(['cache', 'ls', '--json'], { XDG_CACHE_HOME: dir.join('xdg') });
-    expect(JSON.parse(listed.stdout).entries).toHaveLength(1);
+    expect(JSON.parse(listed.stdout).baseImages).toHaveLength(1);
     expect((await etch(['cache', 'clean'], { XDG_CACHE_HOME: dir.join('xdg') })).code).toBe(0);
     expect(existsSync(dir.join('xdg', 'etch'))).toBe(false);
     expect(existsSync(dir.join('xdg'))).toBe(true);
+  });
+
+  it('says the same thing twice over: no base images, but layers, when only layers are cached', async () => {
+    await mkdir(dir.join('layers', 'oci', 'blobs', 'sha256'), { recursive: true });
+    await writeFile(dir.join('layers', 'oci', 'blobs', 'sha256', 'a'.repeat(64)), Buffer.alloc(2048));
+    const human = await etch(['cache', 'ls', '--cache-dir', 'layers']);
+    expect(human.stdout.split('\n').slice(1)).toEqual([
+      '  base images           none',
+      '  layers and manifests  1, 2.0 KiB',
+      '',
+    ]);
+    expect(human.stdout).not.toContain('empty');
   });
 
   it('refuses unknown actions with a usage error', async () => {

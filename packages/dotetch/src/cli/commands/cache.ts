@@ -3,90 +3,114 @@ import { parseArgs } from 'node:util';
 import { ImageCache, defaultCacheDir, type CacheEntry } from '@etch/baseimage';
 import { BlobCache } from '@etch/registry';
 import { REGISTRY_CACHE_SUBDIR } from '../registry-options.js';
-import { helpFlag, parseFlags, usageError } from '../args.js';
+import { commonFlags, commonHelp, helpPage, parseFlags, usageError } from '../args.js';
 import type { CliContext, Command } from '../context.js';
 import { EXIT } from '../exit-codes.js';
-import { formatBytes } from '../format-bytes.js';
+import { count, formatBytes } from '../format-bytes.js';
+import { SCHEMA_VERSION, cachedBaseImageJson, jsonText, type CacheJson } from '../json.js';
 
-const usage = `Usage: etch cache ls [--cache-dir DIR] [--json]
-       etch cache clean [--cache-dir DIR] [--json]
+const help = helpPage({
+  usage: ['etch cache ls [--cache-dir DIR]', 'etch cache clean [--cache-dir DIR]'],
+  description: `The cache of base images fetched from URLs and ECI registries (etch create --base URL|eci:…),
+and of image layers and manifests pulled for preloading (DIR/oci).
+  ls      list the base images, newest first (name, size, resolved version, mode, when stored, source),
+          and the number and size of cached layers and manifests
+  clean   remove the cache's own files (entries/, blobs/, tmp/, oci/, CACHEDIR.TAG), and its folder when
+          that leaves it empty; nothing else in DIR is touched`,
+  sections: [
+    ['Options', `  --cache-dir DIR             the cache folder (default $XDG_CACHE_HOME/etch, else ~/.cache/etch)`],
+    ['Output', commonHelp("ls: only the cached base images' sources, one a line; clean: nothing")],
+  ],
+  examples: [
+    ['What is cached, and how much', 'etch cache ls'],
+    ['Free the space', 'etch cache clean'],
+  ],
+});
 
-  The cache of base images fetched from URLs and ECI registries (etch create --base URL|eci:…), and of
-  image layers and manifests pulled for preloading (DIR/oci).
-  ls          list the base images, newest first (name, size, source, resolved version, when stored), and
-              the number and size of cached layers and manifests
-  clean       remove the cache's own files (entries/, blobs/, tmp/, oci/, CACHEDIR.TAG) and its directory
-              when that leaves it empty; nothing else in DIR is touched
-  --cache-dir DIR   the cache directory (default $XDG_CACHE_HOME/etch, else ~/.cache/etch)
-  --json            print the result as JSON on stdout`;
-
-function human(dir: string, entries: CacheEntry[]): string {
-  if (entries.length === 0) return `${dir}: empty\n`;
+function human(dir: string, entries: CacheEntry[], layers: { blobs: number; bytes: number }): string {
   const total = entries.reduce((sum, e) => sum + e.size, 0);
-  const rows = entries.map((e) => [
-    e.name,
-    formatBytes(e.size),
-    e.resolvedVersion ?? '',
-    e.mode,
-    e.storedAt.replace(/\.\d+Z$/, 'Z'),
-    e.spec,
-  ]);
-  const widths = [0, 1, 2, 3, 4].map((i) => Math.max(...rows.map((row) => (row[i] as string).length)));
-  const lines = rows.map((row) =>
-    row
-      .map((cell, i) => (i < 5 ? cell.padEnd(widths[i] as number) : cell))
-      .join('  ')
-      .trimEnd(),
+  const lines = [
+    `${dir}`,
+    `  base images           ${entries.length === 0 ? 'none' : `${entries.length}, ${formatBytes(total)}`}`,
+  ];
+  if (entries.length > 0) {
+    const rows = entries.map((e) => [
+      e.name,
+      formatBytes(e.size),
+      e.resolvedVersion ?? '',
+      e.mode,
+      e.storedAt.replace(/\.\d+Z$/, 'Z'),
+      e.spec,
+    ]);
+    const widths = [0, 1, 2, 3, 4].map((i) => Math.max(...rows.map((row) => (row[i] as string).length)));
+    for (const row of rows)
+      lines.push(
+        `    ${row
+          .map((cell, i) => (i < 5 ? cell.padEnd(widths[i] as number) : cell))
+          .join('  ')
+          .trimEnd()}`,
+      );
+  }
+  lines.push(
+    `  layers and manifests  ${layers.blobs === 0 ? 'none' : `${layers.blobs}, ${formatBytes(layers.bytes)}`}`,
   );
-  return `${dir}: ${entries.length} ${entries.length === 1 ? 'entry' : 'entries'}, ${formatBytes(total)}\n${lines.map((l) => `  ${l}`).join('\n')}\n`;
+  return `${lines.join('\n')}\n`;
 }
 
 export const cacheCommand: Command = {
   name: 'cache',
-  usage,
+  help,
   async run(args: string[], context: CliContext): Promise<number> {
-    const { values, positionals } = parseFlags(
-      () =>
-        parseArgs({
-          args,
-          allowPositionals: true,
-          options: { ...helpFlag, 'cache-dir': { type: 'string' }, json: { type: 'boolean' } },
-        }),
-      usage,
+    const { values, positionals } = parseFlags(() =>
+      parseArgs({
+        args,
+        allowPositionals: true,
+        options: { ...commonFlags, 'cache-dir': { type: 'string' } },
+      }),
     );
     if (values.help) {
-      context.stderr.write(`${usage}\n`);
+      context.stdout.write(help);
       return EXIT.ok;
     }
     const [action, ...rest] = positionals;
-    if (rest.length > 0) throw usageError(`Unexpected argument ${JSON.stringify(rest[0])}.`, usage);
+    if (rest.length > 0) throw usageError(`unexpected argument ${JSON.stringify(rest[0])}.`);
     const dir = values['cache-dir'] ? resolve(context.cwd, values['cache-dir']) : defaultCacheDir(context.env);
     const cache = new ImageCache(dir, context.logger);
     const layers = new BlobCache(join(dir, REGISTRY_CACHE_SUBDIR));
     if (action === 'ls' || action === 'list') {
       const entries = await cache.list();
       const blobs = await layers.usage();
-      if (values.json) context.stdout.write(`${JSON.stringify({ dir, entries, layers: blobs }, null, 2)}\n`);
-      else
-        context.stderr.write(
-          `${human(dir, entries)}  layers and manifests: ${blobs.blobs}, ${formatBytes(blobs.bytes)}\n`,
-        );
+      const document: CacheJson = {
+        schemaVersion: SCHEMA_VERSION,
+        dir,
+        baseImages: entries.map(cachedBaseImageJson),
+        layers: { count: blobs.blobs, bytes: blobs.bytes },
+      };
+      if (values.json) context.stdout.write(jsonText(document));
+      else if (values.quiet) context.stdout.write(entries.map((e) => `${e.spec}\n`).join(''));
+      else context.stdout.write(human(dir, entries, blobs));
       return EXIT.ok;
     }
     if (action === 'clean') {
+      const entries = await cache.list();
       const blobs = await layers.usage();
       await layers.clear();
       const removed = await cache.clean();
-      if (values.json) context.stdout.write(`${JSON.stringify({ dir, removed, layers: blobs }, null, 2)}\n`);
-      else
-        context.stderr.write(
-          `etch: removed ${removed.entries} cached ${removed.entries === 1 ? 'image' : 'images'} (${formatBytes(removed.bytes)}) and ${blobs.blobs} layers and manifests (${formatBytes(blobs.bytes)}) from ${dir}\n`,
+      const document: CacheJson = {
+        schemaVersion: SCHEMA_VERSION,
+        dir,
+        baseImages: entries.map(cachedBaseImageJson),
+        layers: { count: blobs.blobs, bytes: blobs.bytes },
+      };
+      if (values.json) context.stdout.write(jsonText(document));
+      else if (!values.quiet)
+        context.stdout.write(
+          `removed ${count(removed.entries, 'cached base image', 'cached base images')} (${formatBytes(removed.bytes)}) and ${count(blobs.blobs, 'layer or manifest', 'layers and manifests')} (${formatBytes(blobs.bytes)}) from ${dir}\n`,
         );
       return EXIT.ok;
     }
     throw usageError(
-      action === undefined ? 'Give ls or clean.' : `Unknown cache action ${JSON.stringify(action)}; use ls or clean.`,
-      usage,
+      action === undefined ? 'give ls or clean.' : `unknown cache action ${JSON.stringify(action)}; use ls or clean.`,
     );
   },
 };

@@ -2,7 +2,16 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTempDir, type TempDir } from '@etch/test-utils';
-import { buildRegistryFixtures, inspectPushed, pushRegistryFixture, startRegistryServer, startTokenAuthRegistry, type PushedImage, type RegistryServer, type TokenAuthRegistry } from '@etch/test-utils/system';
+import {
+  buildRegistryFixtures,
+  inspectPushed,
+  pushRegistryFixture,
+  startRegistryServer,
+  startTokenAuthRegistry,
+  type PushedImage,
+  type RegistryServer,
+  type TokenAuthRegistry,
+} from '@etch/test-utils/system';
 import { runCli } from '../in-process.test.helper.js';
 
 let dir: TempDir;
@@ -34,7 +43,8 @@ describe('etch copy', () => {
       cwd: dir.path,
     });
     expect(result.code, result.stderr).toBe(0);
-    const report = JSON.parse(result.stdout) as { digest: string; manifests: string[] };
+    const report = JSON.parse(result.stdout) as { schemaVersion: number; digest: string; manifests: string[] };
+    expect(report.schemaVersion, 'schemaVersion').toBe(1);
     expect(report.digest).toBe(multi.digest);
     expect(report.manifests).toHaveLength(multi.manifests?.length ?? 0);
     expect((await inspectPushed(`${b.host}/dst/multi:1`)).digest).toBe(multi.digest);
@@ -48,7 +58,23 @@ describe('etch copy', () => {
     expect(result.code, result.stderr).toBe(0);
     const entry = multi.manifests?.find((m) => m.platform?.architecture === 'arm64');
     expect((await inspectPushed(`${b.host}/dst/arm64:latest`)).digest).toBe(entry?.digest);
-    expect(result.stderr).toContain(entry?.digest);
+    expect(result.stdout, 'the summary on stdout').toContain(`${b.host}/dst/arm64: ${entry?.digest}`);
+    expect(result.stderr, 'each blob reported on stderr').toMatch(/^(uploaded|mounted|existed|skipped) +sha256:/m);
+  });
+
+  it('-q prints only the digest stored, and no progress', async () => {
+    const result = await runCli(['copy', `${a.host}/src/multi:1`, `${b.host}/dst/quiet:1`, '-q'], { cwd: dir.path });
+    expect(result.code, result.stderr).toBe(0);
+    expect(result).toMatchObject({ stdout: `${multi.digest}\n`, stderr: '' });
+  });
+
+  it('prints its help with examples on stdout, for copy and push', async () => {
+    for (const name of ['copy', 'push']) {
+      const result = await runCli([name, '--help'], { cwd: dir.path });
+      expect(result).toMatchObject({ code: 0, stderr: '' });
+      expect(result.stdout, name).toMatch(new RegExp(`^Usage: etch ${name} SOURCE TARGET`));
+      expect(result.stdout, name).toMatch(/\nExamples:\n {2}# .+\n {2}etch /);
+    }
   });
 
   it('a push without push rights fails with ETCH_DENIED naming the credential source', async () => {
@@ -70,5 +96,9 @@ describe('etch copy', () => {
   it('refuses --platform with --all-platforms as a usage error', async () => {
     const result = await runCli(['copy', 'a', 'b', '--platform', 'linux/amd64', '--all-platforms'], { cwd: dir.path });
     expect(result.code).toBe(2);
+    expect(result.stdout).toBe('');
+    expect(result.stderr).toBe(
+      "etch: ETCH_USAGE: --platform and --all-platforms contradict each other; give one.\nRun 'etch copy --help' for usage.\n",
+    );
   });
 });

@@ -1,65 +1,85 @@
 import { parseArgs } from 'node:util';
 import { copyImage, type CopyResult } from '@etch/image';
 import { openImageSource, openImageTarget, parsePlatform } from '@etch/registry';
-import { helpFlag, parseFlags, usageError } from '../args.js';
+import { commonFlags, commonHelp, helpPage, parseFlags, usageError } from '../args.js';
 import type { CliContext, Command } from '../context.js';
 import { EXIT } from '../exit-codes.js';
 import { formatBytes } from '../format-bytes.js';
-import { registryClientFor, registryFlags, registryUsage } from '../registry-options.js';
+import { SCHEMA_VERSION, jsonText } from '../json.js';
+import { registryClientFor, registryFlags, registryHelp } from '../registry-options.js';
 
-function usageFor(name: 'copy' | 'push'): string {
-  return `Usage: etch ${name} SOURCE TARGET [--all-platforms | --platform os/arch[/variant]] [--json]
-
-  Copies an image without docker. SOURCE: a registry reference, oci:DIR[:TAG] or docker-archive:PATH[:REF].
-  TARGET: a registry reference (tag latest when none) or oci:DIR[:TAG]. An index is copied whole, so the copy
-  has the same digest; blobs already there are skipped, blobs in another repository of the same registry are
-  mounted, others stream through without touching the disk. Credentials come from docker's config.json.
-  --all-platforms              copy every entry of an index (the default)
-  --platform P                 copy only this platform's image manifest (its digest is kept)
-${registryUsage}
-  --json                       print the result as JSON on stdout
-  -q, --quiet                  no progress output`;
+function helpFor(name: 'copy' | 'push'): string {
+  return helpPage({
+    usage: [`etch ${name} SOURCE TARGET [--all-platforms | --platform os/arch[/variant]] [--json | -q]`],
+    description: `Copy an image without docker. SOURCE: a registry reference, oci:DIR[:TAG] or docker-archive:PATH[:REF].
+TARGET: a registry reference (tag latest when none) or oci:DIR[:TAG]. An index is copied whole, so the
+copy has the same digest; blobs already there are skipped, blobs in another repository of the same
+registry are mounted, others stream through without touching the disk. Credentials come from docker's
+config.json. Prints the digest stored; each blob is reported on stderr as it lands.`,
+    sections: [
+      [
+        'Options',
+        `  --all-platforms             copy every entry of an index (the default)
+  --platform P                copy only this platform's image manifest (its digest is kept)
+${registryHelp}`,
+      ],
+      ['Output', commonHelp('no progress; print only the digest stored')],
+    ],
+    examples: [
+      [
+        'Mirror a multi-platform image, index digest kept',
+        `etch ${name} alpine:3.20 registry.local:5000/mirror/alpine:3.20`,
+      ],
+      [
+        'Push an OCI layout tag, one platform only',
+        `etch ${name} oci:./out:v1 ghcr.io/acme/app:v1 --platform linux/arm64`,
+      ],
+      ['Save a registry image as an OCI layout', `etch ${name} ghcr.io/acme/app:1.4 oci:./app:1.4 -q`],
+    ],
+  });
 }
 
 /** What `etch copy --json` prints. */
-export interface CopyReport extends CopyResult {
+export interface CopyJson extends CopyResult {
+  schemaVersion: typeof SCHEMA_VERSION;
   source: string;
   target: string;
 }
 
+function human(target: string, result: CopyResult): string {
+  const images = `${result.manifests.length} image${result.manifests.length === 1 ? '' : 's'}`;
+  const { uploaded, bytesUploaded, mounted, existed } = result.blobs;
+  return `${target}: ${result.digest} (${images}; ${uploaded} blobs uploaded, ${formatBytes(bytesUploaded)}; ${mounted} mounted; ${existed} already there)\n`;
+}
+
 function commandFor(name: 'copy' | 'push'): Command {
-  const usage = usageFor(name);
+  const help = helpFor(name);
   return {
     name,
-    usage,
+    help,
     async run(args: string[], context: CliContext): Promise<number> {
-      const { values, positionals } = parseFlags(
-        () =>
-          parseArgs({
-            args,
-            allowPositionals: true,
-            options: {
-              ...helpFlag,
-              ...registryFlags,
-              platform: { type: 'string' },
-              'all-platforms': { type: 'boolean' },
-              json: { type: 'boolean' },
-              quiet: { type: 'boolean', short: 'q' },
-              verbose: { type: 'boolean', short: 'v' },
-            },
-          }),
-        usage,
+      const { values, positionals } = parseFlags(() =>
+        parseArgs({
+          args,
+          allowPositionals: true,
+          options: {
+            ...commonFlags,
+            ...registryFlags,
+            platform: { type: 'string' },
+            'all-platforms': { type: 'boolean' },
+          },
+        }),
       );
       if (values.help) {
-        context.stderr.write(`${usage}\n`);
+        context.stdout.write(help);
         return EXIT.ok;
       }
       const [source, target, extra] = positionals;
       if (source === undefined || target === undefined)
-        throw usageError(`Name the source and the target: etch ${name} SOURCE TARGET.`, usage);
-      if (extra !== undefined) throw usageError(`Unexpected argument ${JSON.stringify(extra)}.`, usage);
+        throw usageError(`name the source and the target: etch ${name} SOURCE TARGET.`);
+      if (extra !== undefined) throw usageError(`unexpected argument ${JSON.stringify(extra)}.`);
       if (values.platform !== undefined && values['all-platforms'])
-        throw usageError('--platform and --all-platforms contradict each other; pass one.', usage);
+        throw usageError('--platform and --all-platforms contradict each other; give one.');
       const platforms = values.platform !== undefined ? parsePlatform(values.platform) : 'all';
       const client = registryClientFor(context, values['insecure-registry']);
       try {
@@ -67,16 +87,14 @@ function commandFor(name: 'copy' | 'push'): Command {
           platforms,
           signal: context.signal,
           onBlob: (blob) => {
-            if (!values.quiet && !values.json)
-              context.stderr.write(`${blob.how.padEnd(8)} ${blob.digest} ${formatBytes(blob.size)}\n`);
+            if (!values.quiet) context.stderr.write(`${blob.how.padEnd(8)} ${blob.digest} ${formatBytes(blob.size)}\n`);
           },
         });
-        const report: CopyReport = { source, target, ...result };
-        if (values.json) context.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
-        else if (!values.quiet)
-          context.stderr.write(
-            `${target}: ${result.digest} (${result.manifests.length} image${result.manifests.length === 1 ? '' : 's'}; ${result.blobs.uploaded} blobs uploaded, ${formatBytes(result.blobs.bytesUploaded)}; ${result.blobs.mounted} mounted; ${result.blobs.existed} already there)\n`,
-          );
+        if (values.json) {
+          const document: CopyJson = { schemaVersion: SCHEMA_VERSION, source, target, ...result };
+          context.stdout.write(jsonText(document));
+        } else if (values.quiet) context.stdout.write(`${result.digest}\n`);
+        else context.stdout.write(human(target, result));
       } finally {
         await client.close();
       }

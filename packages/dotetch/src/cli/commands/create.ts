@@ -20,31 +20,41 @@ import { baseImageContainer, entryTime, parsePartition, ignoreRejection } from '
 import { BufferPool } from '@etch/disk';
 import { formatPlatform, parsePlatform, type Platform, type RegistryClient } from '@etch/registry';
 import type { Compression } from '@etch/tar';
-import { helpFlag, parseFlags, usageError } from '../args.js';
+import { commonFlags, commonHelp, helpPage, parseFlags, usageError } from '../args.js';
+import { checkImageSpecs, checkInjectFolders, checkOutputFile, checkPartitions } from '../checks.js';
 import type { Command, CliContext } from '../context.js';
 import { EXIT } from '../exit-codes.js';
-import { formatBytes } from '../format-bytes.js';
+import { count, formatBytes, formatSeconds } from '../format-bytes.js';
+import { createJson, jsonText } from '../json.js';
 import { createProgressDisplay, progressModeFor, type ProgressDisplay } from '../progress.js';
-import { registryCacheFor, registryClientFor, registryFlags, registryUsage } from '../registry-options.js';
+import { registryCacheFor, registryClientFor, registryFlags, registryHelp } from '../registry-options.js';
 import { baseRepositoriesFor, planPreload, splashSource, type PreloadPlan } from './create-preload.js';
 import { stageFor } from './stage-dir.js';
 
-const usage = `Usage: etch create --base FILE|URL|eci:REF [--inject PART:LOCALDIR[:DEST]]... [preload options] -o OUT.etch
-
-  --base SOURCE               the base OS image: a raw image file (.img, .raw, .wic, …), a .zip holding one,
+const help = helpPage({
+  usage: ['etch create --base SOURCE [--inject PART:DIR[:DEST]]... [preload options] -o OUT.etch'],
+  description: `Write a .etch: a base OS image, files for its partitions, and container images preloaded into the
+engine store of its data partition as docker pull would leave them. Every input is checked before the
+first byte is written; the output appears only when complete (Ctrl-C or a failure leaves nothing).`,
+  sections: [
+    [
+      'Options',
+      `  --base SOURCE               the base OS image: a raw image file (.img, .raw, .wic, …), a .zip holding one,
                               a compressed image (.img.gz, .img.xz, .img.zst), an http(s) URL of any of
-                              these, or eci:REGISTRY/REPO[:TAG|@VERSION_OR_RANGE] (an edge-containers artifact)
+                              these, or eci:REGISTRY/REPO[:TAG|@VERSION_OR_RANGE] (an edge-containers
+                              artifact)
   --base-mode extract|passthrough
                               a zipped image goes into the .etch unzipped (extract, the default: flashers
                               and tools see a raw image) or as the zip itself (passthrough)
   --offline                   use cached base images without asking the server whether they are fresh
-  --inject PART:DIR[:DEST]    copy local folder DIR into partition PART (1-based; MBR logical from 5),
-                              under DEST (default: the partition root). Repeatable.
-  -o, --output OUT            the .etch to write (atomically); "-" writes to stdout
-  --compress gzip|zstd        compress the whole .etch (flashers detect it)
-
-Preloading (the engine store of the data partition, as docker pull would leave it):
-  --target-state FILE         a balena target state (fleet state JSON): its release images are preloaded
+  --inject PART:DIR[:DEST]    copy the contents of folder DIR into partition PART (1-based; MBR logical
+                              from 5), under DEST (default: the partition root). Repeatable.
+  -o, --output OUT            the .etch to write (atomically); "-" writes to stdout (not a terminal)
+  --compress gzip|zstd        compress the whole .etch (flashers detect it)`,
+    ],
+    [
+      'Preloading (the engine store of the data partition)',
+      `  --target-state FILE         a balena target state (fleet state JSON): its release images are preloaded
                               and the supervisor's apps.json generated from it
   --apps-json FILE            an apps.json to write as is (validated); its images are preloaded
   --supervisor-version V      the base OS's supervisor version: picks the apps.json format (required with
@@ -60,25 +70,40 @@ Preloading (the engine store of the data partition, as docker pull would leave i
   --ignore-base-repositories  do not merge: repositories.json lists only the preloaded images
   --splash FILE               a PNG for the boot splash (splash/balena-logo.png in the boot partition)
   --boot-partition N          the boot partition (default 1)
-${registryUsage}
-  --cache-dir DIR             keep downloaded base images, layers and manifests here (default $XDG_CACHE_HOME/etch, else
-                              ~/.cache/etch); a rebuild of the same images needs no download. While the base
-                              image is written, layers are converted ahead into DIR/oci/stage-* (at most
-                              4 GiB or half the free space; removed at the end, or by the next run if
-                              this one was killed)
-  --no-cache                  download into a temporary spool removed afterwards
-
-Output:
-  --json                      print a summary as JSON on stdout
-  -q, --quiet                 no progress output
-  -v, --verbose               debug logging on stderr
-
-Reproducible: the same inputs give a byte-identical .etch. Entries etch makes itself (the engine store's own
-files, the base image entry, apps.json) get the time SOURCE_DATE_EPOCH (seconds) from the environment, else
-1980-01-01T00:00:00Z; injected folders and image layers keep their own times.`;
+${registryHelp}
+  --cache-dir DIR             keep downloaded base images, layers and manifests here (default
+                              $XDG_CACHE_HOME/etch, else ~/.cache/etch); a rebuild of the same images
+                              needs no download. While the base image is written, layers are unpacked
+                              ahead into DIR/oci/stage-* (at most 4 GiB or half the free space; removed at
+                              the end, or by the next run if this one was killed)
+  --no-cache                  download into a temporary folder removed afterwards`,
+    ],
+    ['Output', commonHelp('no progress and no summary')],
+    [
+      'Reproducible',
+      `  The same inputs give a byte-identical .etch. Entries etch makes itself (the engine store's own files, the
+  base image entry, apps.json) get the time SOURCE_DATE_EPOCH (seconds) from the environment, else
+  1980-01-01T00:00:00Z; injected folders and image layers keep their own times.`,
+    ],
+  ],
+  examples: [
+    [
+      'A balenaOS image preloaded with a fleet release, apps.json generated for its supervisor',
+      'etch create --base balena.img --target-state state.json --supervisor-version 14.11.2 \\\n      --platform linux/arm64 -o device.etch',
+    ],
+    [
+      'Any images, files for the boot partition, a splash screen',
+      'etch create --base https://example.com/os.img.zip --image ghcr.io/acme/app:1.4 --platform linux/arm/v7 \\\n      --repositories os-repositories.json --inject 1:./cfg --splash logo.png -o out.etch',
+    ],
+    [
+      'Stream it compressed to another machine',
+      'etch create --base os.img --inject 1:./cfg --compress zstd -o - | ssh host "cat > os.etch"',
+    ],
+  ],
+});
 
 const flags = {
-  ...helpFlag,
+  ...commonFlags,
   base: { type: 'string' },
   'base-mode': { type: 'string' },
   offline: { type: 'boolean' },
@@ -100,15 +125,12 @@ const flags = {
   ...registryFlags,
   'cache-dir': { type: 'string' },
   'no-cache': { type: 'boolean' },
-  json: { type: 'boolean' },
-  quiet: { type: 'boolean', short: 'q' },
-  verbose: { type: 'boolean', short: 'v' },
 } as const;
 
-const fail = (message: string) => usageError(message, usage);
+const fail = usageError;
 
 /** Parses `PART:DIR[:DEST]`. */
-export function parseInjectSpec(spec: string, cwd: string): InjectSource {
+export function parseInjectSpec(spec: string, cwd: string): InjectSource & { kind: 'directory' } {
   const [part, dir, dest, ...rest] = spec.split(':');
   if (part === undefined || dir === undefined || dir === '' || rest.length > 0) {
     throw fail(
@@ -135,22 +157,30 @@ function partitionFlag(value: string | undefined, flag: string, fallback: number
   }
 }
 
+/** The summary for people: what was written, partition by partition, image by image. */
 function humanSummary(result: CreateEtchResult, output: string, preloads: readonly PreloadImage[]): string {
-  const lines = [
-    `etch: wrote ${output} (${formatBytes(result.bytesWritten)}) in ${(result.durationMs / 1000).toFixed(1)} s`,
-  ];
-  lines.push(`  base image  ${result.baseImage.name} (${formatBytes(result.baseImage.size)})`);
-  for (const [partition, summary] of Object.entries(result.partitions)) {
-    lines.push(`  partition ${partition}: ${summary.entries} entries, ${formatBytes(summary.bytes)}`);
-  }
+  const rows: string[][] = [['base image', result.baseImage.name, formatBytes(result.baseImage.size)]];
+  for (const [partition, summary] of Object.entries(result.partitions))
+    rows.push([`partition ${partition}`, count(summary.entries, 'entry', 'entries'), formatBytes(summary.bytes)]);
   result.images.forEach((image, i) => {
     const preload = preloads[i];
-    const size = image.layers.reduce((n, l) => n + l.size, 0);
-    lines.push(
-      `  image ${preload?.spec ?? ''}  ${image.imageId.slice(7, 19)}  ${preload ? formatPlatform(preload.resolved.platform) : ''}  ${formatBytes(size)}`,
-    );
+    rows.push([
+      'image',
+      preload?.spec ?? image.imageId,
+      formatBytes(image.size),
+      image.imageId.slice(7, 19),
+      preload ? formatPlatform(preload.resolved.platform) : '',
+    ]);
   });
-  return `${lines.join('\n')}\n`;
+  const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((row) => (row[i] ?? '').length)));
+  const lines = rows.map(
+    (row) =>
+      `  ${row
+        .map((cell, i) => (i < row.length - 1 ? cell.padEnd(widths[i] as number) : cell))
+        .join('  ')
+        .trimEnd()}`,
+  );
+  return `wrote ${output} (${formatBytes(result.bytesWritten)}) in ${formatSeconds(result.durationMs)}\n${lines.join('\n')}\n`;
 }
 
 /** Resolves the images of a plan and tags the supervisor: a typo fails in seconds. */
@@ -168,6 +198,7 @@ async function resolvePlan(
     logger: context.logger,
     onPrefetchProgress: display.onProgress,
   });
+  display.nameImages(preloads.map((p) => ({ name: p.spec, layers: p.resolved.layers.map((l) => l.digest) })));
   if (plan.supervisorIndex !== undefined && plan.supervisorTag !== undefined) {
     const supervisor = preloads[plan.supervisorIndex] as PreloadImage;
     supervisor.store = {
@@ -180,24 +211,24 @@ async function resolvePlan(
 
 export const createCommand: Command = {
   name: 'create',
-  usage,
+  help,
   async run(args: string[], context: CliContext): Promise<number> {
-    const { values, positionals } = parseFlags(
-      () => parseArgs({ args, allowPositionals: true, options: flags }),
-      usage,
-    );
+    const { values, positionals } = parseFlags(() => parseArgs({ args, allowPositionals: true, options: flags }));
     if (values.help) {
-      context.stderr.write(`${usage}\n`);
+      context.stdout.write(help);
       return EXIT.ok;
     }
-    if (positionals.length > 0) throw fail(`Unexpected argument ${JSON.stringify(positionals[0])}.`);
-    if (!values.base) throw fail('--base is required.');
-    if (!values.output) throw fail('-o/--output is required.');
+    if (positionals.length > 0)
+      throw fail(`unexpected argument ${JSON.stringify(positionals[0])} (the base image goes after --base).`);
+    if (!values.base) throw fail('--base is required: the base OS image to start from.');
+    if (!values.output) throw fail('-o/--output is required: the .etch to write, or - for stdout.');
     const compress = values.compress ?? 'none';
     if (!['none', 'gzip', 'zstd'].includes(compress))
       throw fail(`--compress must be gzip or zstd, not ${JSON.stringify(compress)}.`);
     const toStdout = values.output === '-';
     if (toStdout && values.json) throw fail('--json and -o - both use stdout; choose one.');
+    if (toStdout && context.stdout.isTTY)
+      throw fail('-o - writes the binary .etch to stdout, which is a terminal; redirect it (> out.etch) or pipe it.');
     if (values.repositories !== undefined && values['ignore-base-repositories'])
       throw fail('--repositories and --ignore-base-repositories contradict each other; choose one.');
     if (values['cache-dir'] !== undefined && values['no-cache'])
@@ -208,11 +239,13 @@ export const createCommand: Command = {
       throw fail(`--base-mode must be extract or passthrough, not ${JSON.stringify(baseMode)}.`);
     const baseKind = specKind(values.base);
     const basePath = baseKind === 'file' ? resolve(context.cwd, values.base) : values.base;
-    // Only a raw image file on this machine can be read for the OS's own repositories.json and apps.json.
+    // Only a raw image file on this machine can be read for its partition table, repositories.json and apps.json.
     const rawLocalBase = baseKind === 'file' && baseImageContainer(basename(basePath)) === 'raw' ? basePath : undefined;
     const dataPartition = partitionFlag(values['data-partition'], '--data-partition', 6);
     const bootPartition = partitionFlag(values['boot-partition'], '--boot-partition', 1);
-    const inject = (values.inject ?? []).map((spec) => parseInjectSpec(spec, context.cwd));
+    const injectSpecs = values.inject ?? [];
+    const folders = injectSpecs.map((spec) => ({ spec, ...parseInjectSpec(spec, context.cwd) }));
+    const inject: InjectSource[] = folders.map(({ spec: _spec, ...source }) => source);
     if (values.splash !== undefined)
       inject.push(await splashSource(resolve(context.cwd, values.splash), bootPartition));
     const plan = await planPreload(values, context, rawLocalBase, dataPartition, fail);
@@ -234,6 +267,23 @@ export const createCommand: Command = {
       );
     }
     const platform = values.platform !== undefined ? parsePlatform(values.platform) : undefined;
+    // Everything that can be checked here is, before the first byte: a typo must not cost a base image's write.
+    await checkImageSpecs(plan.images);
+    await checkInjectFolders(folders);
+    const output = resolve(context.cwd, values.output);
+    if (!toStdout) await checkOutputFile(output, values.output, '-o');
+    if (rawLocalBase !== undefined)
+      await checkPartitions(
+        rawLocalBase,
+        [
+          ...folders.map(({ spec, partition }) => ({ partition, flag: `--inject ${spec}` })),
+          ...(values.splash !== undefined
+            ? [{ partition: bootPartition, flag: `--splash (boot partition ${bootPartition})` }]
+            : []),
+          ...(preloading ? [{ partition: dataPartition, flag: `--data-partition ${dataPartition}` }] : []),
+        ],
+        context.logger,
+      );
     const baseRepositories = preloading
       ? await baseRepositoriesFor(values, rawLocalBase, dataPartition, context.cwd, fail)
       : undefined;
@@ -249,7 +299,6 @@ export const createCommand: Command = {
     let preloads: PreloadImage[] = [];
     let baseSource: BaseImageSourceInfo | undefined;
     let result: CreateEtchResult;
-    const output = resolve(context.cwd, values.output);
     // The base image's read buffers come back from the output file once written (not through stdout).
     const bufferPool = toStdout ? undefined : new BufferPool();
     // Resolution and downloads stop when the run does, whichever way it ends.
@@ -319,7 +368,8 @@ export const createCommand: Command = {
         // Entries etch makes itself get this time, so the same inputs give the same bytes.
         entryTime: entryTime(context.env['SOURCE_DATE_EPOCH']),
         signal: context.signal,
-        onProgress: display.onProgress,
+        // A file is flushed to disk after the last entry (that can take a while); stdout is not.
+        onProgress: (event) => display.onProgress(event.phase === 'finalize' && !toStdout ? { phase: 'sync' } : event),
         logger: context.logger,
       };
       result = toStdout
@@ -332,21 +382,23 @@ export const createCommand: Command = {
       if (spool !== undefined) await rm(spool, { recursive: true, force: true });
     }
     if (values.json) {
-      const images = result.images.map((image, i) => {
-        const preload = preloads[i];
-        return {
-          ...image,
-          spec: preload?.spec,
-          digest: preload?.resolved.digest,
-          indexDigest: preload?.resolved.indexDigest,
-          platform: preload ? formatPlatform(preload.resolved.platform) : undefined,
-        };
-      });
       context.stdout.write(
-        `${JSON.stringify({ output: toStdout ? '-' : output, ...result, baseSource, images, appsJson: plan.appsJson !== undefined ? `inject/${dataPartition}/apps.json` : undefined }, null, 2)}\n`,
+        jsonText(
+          createJson(result, {
+            output: toStdout ? '-' : output,
+            ...(baseSource ? { baseSource } : {}),
+            container: baseImageContainer(result.baseImage.name) ?? 'raw',
+            preloads,
+            dataPartition,
+            ...(plan.appsJson !== undefined ? { appsJson: `inject/${dataPartition}/apps.json` } : {}),
+          }),
+        ),
       );
     } else if (!values.quiet) {
-      context.stderr.write(humanSummary(result, toStdout ? 'stdout' : values.output, preloads));
+      // Beside a .etch on stdout, the summary is for the person watching: stderr.
+      (toStdout ? context.stderr : context.stdout).write(
+        humanSummary(result, toStdout ? 'stdout' : values.output, preloads),
+      );
     }
     return EXIT.ok;
   },

@@ -40,25 +40,28 @@ describe('etch manifest', () => {
   it('prints the platform manifest, the index it came through, config and layers as JSON', async () => {
     const result = await etch(['manifest', `${registry.host}/etch/multi:1`, '--platform', 'linux/arm/v7', '--json']);
     expect(result.code, result.stderr).toBe(0);
-    const report = JSON.parse(result.stdout);
+    const { schemaVersion, image } = JSON.parse(result.stdout);
     const entry = multi.manifests?.find((m) => m.platform?.architecture === 'arm' && m.platform.variant === 'v7');
-    expect(report).toMatchObject({
+    expect(schemaVersion).toBe(1);
+    expect(image).toMatchObject({
+      reference: `${registry.host}/etch/multi:1`,
       digest: entry?.digest,
       indexDigest: multi.digest,
       platform: 'linux/arm/v7',
+      imageId: entry?.config?.digest,
       config: { digest: entry?.config?.digest, size: entry?.config?.size },
     });
-    expect(report.layers).toEqual(
+    expect(image.layers).toEqual(
       entry?.layers?.map((l) => ({ digest: l.digest, size: l.size, mediaType: l.mediaType })),
     );
   });
 
-  it('prints a human report on stderr without --json', async () => {
+  it('prints a human report on stdout without --json', async () => {
     const result = await etch(['manifest', `${registry.host}/etch/single:1`, '--platform', 'linux/amd64']);
     expect(result.code, result.stderr).toBe(0);
-    expect(result.stdout).toBe('');
-    expect(result.stderr).toContain(single.digest);
-    expect(result.stderr).toMatch(/layers +3/);
+    expect(result.stderr).toBe('');
+    expect(result.stdout).toContain(single.digest);
+    expect(result.stdout).toMatch(/layers +3/);
   });
 
   it.each([
@@ -158,10 +161,10 @@ describe('etch create with images', () => {
     const inspected = JSON.parse((await etch(['inspect', 'arm.etch', '--json'])).stdout);
     expect(inspected.images).toMatchObject([
       {
-        repository: `${registry.host}/etch/multi`,
-        tags: ['1'],
-        digests: [multi.digest],
+        tags: [`${registry.host}/etch/multi:1`],
+        digests: [`${registry.host}/etch/multi@${multi.digest}`],
         imageId: arm64?.config?.digest,
+        partition: 6,
         preloaded: true,
       },
     ]);
