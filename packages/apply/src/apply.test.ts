@@ -5,7 +5,16 @@ import { pack as tarPack } from 'tar-stream';
 import { isEtchError } from '@etch/format';
 import { Ext4Reader, findPartition, readPartitionTable } from '@etch/disk';
 import { promisePacker, whenPackerIdle, type EntryContent, type EntryHeader } from '@etch/tar';
-import { collect, createTempDir, etchPrelude, patternStream, paxEntry, rawTarEntry, tarEnd, type TempDir } from '@etch/test-utils';
+import {
+  collect,
+  createTempDir,
+  etchPrelude,
+  patternStream,
+  paxEntry,
+  rawTarEntry,
+  tarEnd,
+  type TempDir,
+} from '@etch/test-utils';
 import { makeBalenaLikeImage, run } from '@etch/test-utils/system';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';

@@ -140,9 +140,9 @@ function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-  return typeof value === 'object'
-    ? 'an object'
-    : `${typeof value} ${String(value as string | number | boolean | bigint | symbol | undefined)}`;
+  if (typeof value === 'object') return 'an object';
+  // eslint-disable-next-line @typescript-eslint/no-base-to-string -- a primitive here: objects were handled above
+  return `${typeof value} ${String(value)}`;
 }
 
 function parseService(value: unknown, field: string): TargetService {

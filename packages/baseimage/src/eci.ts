@@ -1,5 +1,5 @@
 import { posix } from 'node:path';
-import { EtchError, assertBaseImageName, isEtchError, type Logger } from '@etch/format';
+import { EtchError, assertBaseImageName, isEtchError, toEtchError, type Logger } from '@etch/format';
 import {
   asImageIndex,
   asImageManifest,
@@ -239,7 +239,7 @@ async function fileInLayer(
   };
   const finish = async () => {
     await stopReading();
-    if (blobError !== undefined) throw blobError;
+    if (blobError !== undefined) throw toEtchError(blobError, { signal: ctx.signal });
     for (;;) if ((await next()).done) return;
   };
   let hidden = false;

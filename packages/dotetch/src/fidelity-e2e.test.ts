@@ -14,7 +14,19 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collect, createTempDir, type TempDir } from '@etch/test-utils';
-import { DISK_TOOLS, DOCKERD_TOOLS, REGISTRY_SERVER_TOOLS, engineImageRows, ensureTools, makeBalenaLikeImage, run, startDockerd, startRegistryServer, type Dockerd, type RegistryServer } from '@etch/test-utils/system';
+import {
+  DISK_TOOLS,
+  DOCKERD_TOOLS,
+  REGISTRY_SERVER_TOOLS,
+  engineImageRows,
+  ensureTools,
+  makeBalenaLikeImage,
+  run,
+  startDockerd,
+  startRegistryServer,
+  type Dockerd,
+  type RegistryServer,
+} from '@etch/test-utils/system';
 import { formatPlatform, hostPlatform } from '@etch/registry';
 
 const bin = fileURLToPath(new URL('../bin/etch.js', import.meta.url));

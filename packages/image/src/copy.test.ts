@@ -9,7 +9,16 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient, openImageSource, openImageTarget } from '@etch/registry';
 import { createTempDir, type TempDir } from '@etch/test-utils';
-import { buildRegistryFixtures, inspectPushed, pushRegistryFixture, run, startRegistryServer, type PushedImage, type RegistryFixtures, type RegistryServer } from '@etch/test-utils/system';
+import {
+  buildRegistryFixtures,
+  inspectPushed,
+  pushRegistryFixture,
+  run,
+  startRegistryServer,
+  type PushedImage,
+  type RegistryFixtures,
+  type RegistryServer,
+} from '@etch/test-utils/system';
 import { copyImage } from './copy.js';
 
 let work: TempDir;

@@ -8,7 +8,21 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '@etch/registry';
 import { createTempDir, type TempDir } from '@etch/test-utils';
-import { DOCKERD_TOOLS, buildPreloadFixtures, ensureTools, inspectPushed, pushFixture, readLayoutImage, run, startBasicAuthRegistry, startDockerd, startRegistryServer, type BasicAuthRegistry, type Dockerd, type RegistryServer } from '@etch/test-utils/system';
+import {
+  DOCKERD_TOOLS,
+  buildPreloadFixtures,
+  ensureTools,
+  inspectPushed,
+  pushFixture,
+  readLayoutImage,
+  run,
+  startBasicAuthRegistry,
+  startDockerd,
+  startRegistryServer,
+  type BasicAuthRegistry,
+  type Dockerd,
+  type RegistryServer,
+} from '@etch/test-utils/system';
 import { Image } from './image.js';
 
 let work: TempDir;

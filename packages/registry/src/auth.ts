@@ -1,7 +1,7 @@
 import { EtchError, silentLogger, type Logger } from '@etch/format';
 import { parseChallenges, type Challenge } from './challenge.js';
 import type { CredentialSource, Credentials, FoundCredentials } from './credentials.js';
-import { header, isLoopbackHost, type HttpClient, type HttpResponse } from './http.js';
+import { isLoopbackHost, type HttpClient, type HttpResponse } from './http.js';
 import { apiHostOf } from './reference.js';
 
 /** Scopes a pull needs: `repository:<name>:pull`. The name may contain `host:port`, so scopes are never split. */

@@ -46,7 +46,7 @@ export async function* verifiedBlob(
     } catch (error) {
       throw http.networkError(`Downloading ${options.what}`, error, signal);
     }
-    let skip = 0;
+    let skip: number;
     if (response.status === 200) {
       // A registry that ignores Range starts again from byte 0.
       skip = delivered;

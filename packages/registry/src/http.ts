@@ -172,7 +172,7 @@ export class HttpClient {
       options.ca === undefined
         ? undefined
         : Array.isArray(options.ca)
-          ? [...options.ca]
+          ? [...(options.ca as readonly (string | Buffer)[])]
           : [options.ca as string | Buffer];
     this.dispatcher =
       options.dispatcher ??

@@ -108,7 +108,7 @@ export function asImageManifest(json: Record<string, unknown>, what: string): Im
   const layers = json['layers'];
   if (!Array.isArray(layers)) throw bad(what, 'has no layers array');
   layers.forEach((layer, i) => checkDescriptor(layer, `${what}'s layer ${i + 1}`));
-  return { ...(json as object), config, layers } as ImageManifestJson;
+  return { ...(json as object), config, layers: layers as Descriptor[] } as ImageManifestJson;
 }
 
 /** Validates an image index document and returns it typed. */

@@ -134,6 +134,7 @@ export function hostPlatform(): Platform {
   };
   const architecture = arch[process.arch] ?? process.arch;
   if (architecture !== 'arm') return { os: 'linux', architecture };
-  const version = String((process.config.variables as Record<string, unknown>)['arm_version'] ?? '7');
+  const reported = (process.config.variables as Record<string, unknown>)['arm_version'];
+  const version = typeof reported === 'string' || typeof reported === 'number' ? String(reported) : '7';
   return normalizePlatform({ os: 'linux', architecture, variant: version });
 }

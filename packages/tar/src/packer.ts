@@ -97,8 +97,8 @@ function entriesOf(
   record: Record<string, Buffer | string> | ReadonlyMap<string, Buffer> | undefined,
 ): [string, Buffer][] {
   if (record === undefined) return [];
-  const list = record instanceof Map ? [...record.entries()] : Object.entries(record);
-  return list.map(([k, v]) => [k, toBuffer(v as Buffer | string)]);
+  if (record instanceof Map) return [...(record as ReadonlyMap<string, Buffer>).entries()];
+  return Object.entries(record as Record<string, Buffer | string>).map(([k, v]) => [k, toBuffer(v)]);
 }
 
 function badHeader(name: string, message: string): EtchError {

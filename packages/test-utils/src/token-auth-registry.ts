@@ -31,7 +31,8 @@ export interface TokenGrantRequest extends TokenScope {
 
 /** A token request as the token server saw it, in arrival order. */
 export interface RecordedTokenRequest {
-  method: 'GET' | 'POST' | string;
+  /** `GET` or `POST` for a well-behaved client; anything else it sent. */
+  method: string;
   /** Every query parameter, repeated ones (`scope`) in order. */
   query: Record<string, string[]>;
   /** POST only: the form fields, as sent (passwords included: tests assert what travelled where). */
