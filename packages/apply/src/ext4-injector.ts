@@ -1,7 +1,7 @@
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import { EtchError, assertFlashable, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { EtchError, isEtchError, assertFlashable, silentLogger, throwIfAborted, type Logger } from '@etch/format';
 import { Ext4Reader, openReadAt, type Ext4Info, type PartitionInfo } from '@etch/disk';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
@@ -277,7 +277,7 @@ export class Ext4Injector implements PartitionInjector {
       if (made.has(path)) return made.get(path);
       const stat = await fs.stat(path).catch((error: unknown) => {
         // A symlinked parent in the base image: the path exists behind a link, which is not followed.
-        if (error instanceof EtchError && /symlink/.test(error.message)) {
+        if (isEtchError(error) && /symlink/.test(error.message)) {
           throw new EtchError(
             'ETCH_UNSAFE_PATH',
             `${path} goes through a symlink in partition ${this.partition.number} of the base image; the flasher does not follow it.`,

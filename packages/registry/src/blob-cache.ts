@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EtchError } from '@etch/format';
+import { EtchError, isEtchError } from '@etch/format';
 import { AtomicFile } from '@etch/disk';
 import type { BlobProgress } from './blob-stream.js';
 import { assertDigest } from './digest.js';
@@ -39,7 +39,7 @@ export class BlobCache {
       yield* verifiedFileRange(path, 0, descriptor, 'cached blob', options);
     } catch (error) {
       if (
-        error instanceof EtchError &&
+        isEtchError(error) &&
         (error.code === 'ETCH_DIGEST_MISMATCH' || error.code === 'ETCH_SIZE_MISMATCH')
       ) {
         await rm(path, { force: true });

@@ -1,4 +1,4 @@
-import { EtchError, abortError } from '@etch/format';
+import { EtchError, isEtchError, abortError } from '@etch/format';
 import { algorithmOf, digestOf, hasherFor } from './digest.js';
 import { contentRangeStart, header, isCutBodyError, skipFirst, type HttpClient, type HttpResponse } from './http.js';
 
@@ -77,7 +77,7 @@ export async function* verifiedBlob(
         yield chunk;
       }
     } catch (error) {
-      if (error instanceof EtchError) throw error;
+      if (isEtchError(error)) throw error;
       if (signal?.aborted) throw abortError(signal);
       if (!isCutBodyError(error)) throw http.networkError(`Downloading ${options.what}`, error, signal);
       // Progress since the last failure earns the download a fresh set of tries.

@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
-import { EtchError, abortError, silentLogger, type Logger } from '@etch/format';
+import { EtchError, isEtchError, abortError, silentLogger, type Logger } from '@etch/format';
 
 /** How failed requests are retried: exponential back-off with jitter, `Retry-After` honoured. */
 export interface RetryPolicy {
@@ -340,7 +340,7 @@ export class HttpClient {
 
   networkError(what: string, error: unknown, signal?: AbortSignal): EtchError {
     if (signal?.aborted) return abortError(signal);
-    if (error instanceof EtchError) return error;
+    if (isEtchError(error)) return error;
     const code = (error as { code?: unknown })?.code;
     return new EtchError(
       'ETCH_NETWORK',

@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { EtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { EtchError, isEtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
 import { RegistryAuth, pullScope } from './auth.js';
 import { BlobCache } from './blob-cache.js';
 import { verifiedBlob, statusError, type BlobProgress } from './blob-stream.js';
@@ -201,7 +201,7 @@ export class RegistryClient {
           this.http.send({ url, ...(signal ? { signal } : {}) }),
         );
       } catch (error) {
-        if (signal?.aborted || !(error instanceof EtchError) || error.code !== 'ETCH_NETWORK') throw error;
+        if (signal?.aborted || !isEtchError(error, 'ETCH_NETWORK')) throw error;
         if (scheme === 'https' && schemes.length > 1) {
           httpsFailure = error;
           this.logger.debug('HTTPS failed; trying plain HTTP', { registry });
