@@ -38,10 +38,7 @@ export class BlobCache {
     try {
       yield* verifiedFileRange(path, 0, descriptor, 'cached blob', options);
     } catch (error) {
-      if (
-        isEtchError(error) &&
-        (error.code === 'ETCH_DIGEST_MISMATCH' || error.code === 'ETCH_SIZE_MISMATCH')
-      ) {
+      if (isEtchError(error) && (error.code === 'ETCH_DIGEST_MISMATCH' || error.code === 'ETCH_SIZE_MISMATCH')) {
         await rm(path, { force: true });
         throw new EtchError(
           error.code,
