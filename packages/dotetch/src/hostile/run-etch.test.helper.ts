@@ -112,6 +112,8 @@ export function runEtch(
       TMPDIR: sandbox.tmp,
       XDG_CACHE_HOME: sandbox.cache,
       DOCKER_CONFIG: join(sandbox.cwd, '.docker'),
+      // Node's compile cache (the CLI turns it on) is Node's, not etch's: keep it out of the leftovers check.
+      NODE_DISABLE_COMPILE_CACHE: '1',
       ...limits.env,
     },
   });
