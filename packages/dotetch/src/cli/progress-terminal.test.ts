@@ -6,9 +6,8 @@ import { truncate, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTempDir, type TempDir } from '@etch/test-utils';
-import { buildRegistryFixtures, type RegistryFixtures } from '@etch/test-utils/system';
+import { buildRegistryFixtures, readLayoutImage, type RegistryFixtures } from '@etch/test-utils/system';
 import { etchBin } from './binary.test.helper.js';
-import { runCli } from './in-process.test.helper.js';
 import { Terminal } from './terminal.test.helper.js';
 
 const sample = fileURLToPath(new URL('../../../../examples/sample/', import.meta.url));
@@ -20,12 +19,14 @@ let images: { reference: string; layers: string[] }[];
 beforeAll(async () => {
   dir = await createTempDir('etch-progress-terminal-');
   fixtures = await buildRegistryFixtures(dir.join('fixtures'));
+  // The layers of each image's linux/amd64 variant, read from the layouts themselves.
   images = [];
-  for (const reference of [`oci:${sample}app:v1`, `oci:${fixtures.layout}:${fixtures.images.layers3.tag}`]) {
-    const manifest = await runCli(['manifest', reference, '--platform', 'linux/amd64', '--json'], { cwd: dir.path });
-    expect(manifest.code, manifest.stderr).toBe(0);
-    const { image } = JSON.parse(manifest.stdout) as { image: { layers: { digest: string }[] } };
-    images.push({ reference, layers: image.layers.map((l) => l.digest.slice(7, 19)) });
+  for (const [layout, tag] of [
+    [`${sample}app`, 'v1'],
+    [fixtures.layout, fixtures.images.layers3.tag],
+  ] as const) {
+    const image = await readLayoutImage(layout, tag);
+    images.push({ reference: `oci:${layout}:${tag}`, layers: image.layers.map((l) => l.digest.slice(7, 19)) });
   }
   await writeFile(dir.join('huge.img'), '');
   await truncate(dir.join('huge.img'), 64 * 1024 ** 3);

@@ -1,5 +1,6 @@
 // A real terminal for the CLI's tests: a tmux pane of a given size, on a tmux server of its own.
 import { randomBytes } from 'node:crypto';
+import { rm } from 'node:fs/promises';
 import { run } from '@etch/test-utils/system';
 
 /** The marker the pane prints when the command ends, with its exit code. */
@@ -11,6 +12,8 @@ const quote = (arg: string) => `'${arg.replace(/'/g, `'\\''`)}'`;
 export class Terminal {
   private constructor(
     private readonly socket: string,
+    /** The server's socket file, which kill-server leaves behind. */
+    private readonly socketPath: string,
     readonly width: number,
   ) {}
 
@@ -43,7 +46,8 @@ export class Terminal {
       ],
       { env: { ...process.env, ...options.env } },
     );
-    return new Terminal(socket, options.width);
+    const { stdout } = await run('tmux', ['-L', socket, 'display-message', '-p', '#{socket_path}']);
+    return new Terminal(socket, stdout.trim(), options.width);
   }
 
   /** The screen as lines, a line the terminal wrapped joined again (so a wrapped line shows as too long). */
@@ -81,5 +85,6 @@ export class Terminal {
 
   async close(): Promise<void> {
     await run('tmux', ['-L', this.socket, 'kill-server'], { allowFailure: true });
+    await rm(this.socketPath, { force: true });
   }
 }
