@@ -381,7 +381,7 @@ describe('etch create --target-state', () => {
     controller.abort();
     const result = await running;
     expect(Date.now() - abortedAt).toBeLessThan(1000);
-    expect(result.code).toBe(130);
+    expect(result.code, result.stderr).toBe(130);
     expect((await readdir(dir.path)).filter((n) => n.includes('aborted'))).toEqual([]);
   });
 });

@@ -14,7 +14,18 @@ import { verifiedFileRange } from './local-blob.js';
  * (or torn by a crash before the kernel wrote it) is refused and removed rather than trusted.
  */
 export class BlobCache {
+  /** Writes under way: {@link idle} waits for them, so their directory can be removed after. */
+  private readonly writing = new Set<Promise<void>>();
+
   constructor(readonly dir: string) {}
+
+  /**
+   * Resolves once no write into the cache is under way (each has committed or removed its temporary file):
+   * what to await after aborting downloads and before removing the cache's directory.
+   */
+  async idle(): Promise<void> {
+    while (this.writing.size > 0) await Promise.allSettled([...this.writing]);
+  }
 
   /** Where a blob lives in the cache. The digest grammar keeps the path inside `blobs/`. */
   pathOf(digest: string): string {
@@ -66,6 +77,21 @@ export class BlobCache {
    * source ended without error (the source is a verified stream, so its end means the digest matched).
    */
   async *writeThrough(
+    descriptor: { digest: string },
+    chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
+  ): AsyncGenerator<Buffer> {
+    let finished!: () => void;
+    const writing = new Promise<void>((resolve) => (finished = resolve));
+    this.writing.add(writing);
+    try {
+      yield* this.writeFile(descriptor, chunks);
+    } finally {
+      this.writing.delete(writing);
+      finished();
+    }
+  }
+
+  private async *writeFile(
     descriptor: { digest: string },
     chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
   ): AsyncGenerator<Buffer> {

@@ -468,6 +468,7 @@ export class RegistryClient {
     options: BlobOptions = {},
   ): Promise<'cached' | 'downloaded'> {
     if (!this.cache) throw new EtchError('ETCH_USAGE', 'prefetch needs a client with a cache directory.');
+    throwIfAborted(options.signal);
     if (await this.cache.has(descriptor)) return 'cached';
     for await (const _ of this.openBlob(reference, descriptor, options));
     return 'downloaded';
@@ -635,9 +636,13 @@ export class RegistryClient {
     return deleteFromRegistry(this, reference, 'blobs', digest, options);
   }
 
-  /** Closes idle connections. */
-  close(): Promise<void> {
-    return this.http.close();
+  /**
+   * Closes idle connections, once every write into the cache has ended: after aborting a run, the cache's
+   * directory can then be removed without a download putting a file back into it.
+   */
+  async close(): Promise<void> {
+    await this.cache?.idle();
+    await this.http.close();
   }
 }
 

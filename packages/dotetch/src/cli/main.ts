@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import { isEtchError } from '@etch/format';
+import { abortError, isEtchError } from '@etch/format';
 import type { CliContext, Command } from './context.js';
 import { commands } from './commands/index.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
@@ -76,7 +76,10 @@ export async function main(argv: string[], context: Omit<CliContext, 'logger'>):
   const logger = createCliLogger(context.stderr, verbose ? 'debug' : quiet ? 'quiet' : 'info');
   try {
     return await command.run(args, { ...context, logger });
-  } catch (err) {
+  } catch (thrown) {
+    // Once the user interrupted, whatever failed next (a stream cut mid-write, a raw AbortError) is the
+    // interruption itself: exit 130 and say so, whichever layer noticed first.
+    const err = context.signal.aborted && !isAbort(thrown) ? abortError(context.signal) : thrown;
     const code = isEtchError(err) ? err.code : 'ETCH_INTERNAL';
     const message = err instanceof Error ? err.message : String(err);
     const first = message.split('\n')[0] as string;
@@ -91,3 +94,5 @@ export async function main(argv: string[], context: Omit<CliContext, 'logger'>):
     return exitCode;
   }
 }
+
+const isAbort = (err: unknown): boolean => isEtchError(err) && err.code === 'ETCH_ABORTED';
