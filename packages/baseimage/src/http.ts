@@ -5,12 +5,14 @@ import yauzl from 'yauzl';
 import { EtchError, abortError, isEtchError } from '@etch/format';
 import {
   contentRangeStart,
+  discard,
+  drain,
   header,
-  isCutBodyError,
-  skipFirst,
+  resumableGet,
+  statusError,
   type HttpClient,
   type HttpResponse,
-} from '@etch/registry';
+} from '@etch/registry/http';
 import { redactUrl } from './names.js';
 import type { BaseImageProgress } from './types.js';
 
@@ -34,26 +36,11 @@ export function toTarget(spec: string): Target {
   return { url, ...(authorization ? { authorization } : {}), display: redactUrl(url) };
 }
 
-/** Stops a response body we do not want (any more); undici reports that as an error nobody needs to see. */
-function discard(response: HttpResponse): void {
-  if (response.body.destroyed) return;
-  response.body.on('error', () => undefined);
-  response.body.destroy();
-}
-
 /** The error for an answer that is not the bytes. */
-export function statusError(status: number, what: string): EtchError {
-  if (status === 404 || status === 410)
-    return new EtchError('ETCH_NOT_FOUND', `${what} does not exist (HTTP ${status}).`, {
-      details: { statusCode: status },
-    });
-  if (status === 401 || status === 403)
-    return new EtchError(
-      'ETCH_AUTH_FAILED',
-      `${what} was refused (HTTP ${status}); put credentials in the URL (https://user:token@host/…) if it needs them.`,
-      { details: { statusCode: status } },
-    );
-  return new EtchError('ETCH_NETWORK', `${what} failed with HTTP ${status}.`, { details: { statusCode: status } });
+function urlStatusError(status: number, what: string): EtchError {
+  return statusError(status, what, {
+    authHint: 'put credentials in the URL (https://user:token@host/…) if it needs them',
+  });
 }
 
 /** What a HEAD (or a probing GET) says about a URL. */
@@ -137,21 +124,18 @@ export async function probe(
   try {
     response = await send('HEAD', {});
     if (response.status === 405 || response.status === 501) {
-      await response.body.dump().catch(() => undefined);
+      await drain(response);
       response = await send('GET', { range: 'bytes=0-0' });
     }
   } catch (error) {
     throw http.networkError(`Reaching ${target.display}`, error, signal);
   }
-  await response.body.dump().catch(() => undefined);
+  await drain(response);
   if (response.status === 304) return 'not-modified';
   if (response.status !== 200 && response.status !== 206)
-    throw statusError(response.status, `Fetching ${target.display}`);
+    throw urlStatusError(response.status, `Fetching ${target.display}`);
   return toProbe(response);
 }
-
-const MIN_RESUMES = 8;
-const RESUME_PER_BYTES = 16 * 1024 * 1024;
 
 function longerThanAnnounced(target: Target, announced: number, seen: number): EtchError {
   return new EtchError(
@@ -184,27 +168,24 @@ export async function* rangedBody(
   end: number,
   options: RangedOptions = {},
 ): AsyncGenerator<Buffer> {
-  const { signal } = options;
+  const { signal, validator, total } = options;
   const length = end - start;
-  const what = `Downloading ${target.display}`;
-  let delivered = 0;
-  let failures = 0;
-  // Progress resets the tries, so a server that cuts every connection after a few bytes could keep this
-  // going for thousands of connections: resuming is bounded overall too.
-  let resumes = 0;
-  const maxResumes = MIN_RESUMES + Math.ceil(length / RESUME_PER_BYTES);
-  while (delivered < length) {
-    const from = start + delivered;
-    const whole = from === 0 && options.total !== undefined && end === options.total;
-    const headers: Record<string, string> = {};
-    if (!whole) {
-      headers['range'] = `bytes=${from}-${end - 1}`;
-      if (options.validator) headers['if-range'] = options.validator;
-    }
-    const before = delivered;
-    let response: HttpResponse | undefined;
-    try {
-      response = await http.withRetries(what, signal, () =>
+  // A 200 that runs to the file's announced end is read to its very end: more bytes than announced mean
+  // the file is not the size the server said, and cutting it to fit would write a short base image.
+  const toTheEnd = end === total;
+  let whole = false;
+  const body = resumableGet(http, {
+    what: `Downloading ${target.display}`,
+    length,
+    open: (offset) => {
+      const from = start + offset;
+      whole = from === 0 && toTheEnd;
+      const headers: Record<string, string> = {};
+      if (!whole) {
+        headers['range'] = `bytes=${from}-${end - 1}`;
+        if (validator) headers['if-range'] = validator;
+      }
+      return http.withRetries(`Downloading ${target.display}`, signal, () =>
         http.send({
           url: target.url,
           headers,
@@ -212,73 +193,43 @@ export async function* rangedBody(
           ...(signal ? { signal } : {}),
         }),
       );
-      let skip = 0;
+    },
+    accept: (response, offset) => {
+      const from = start + offset;
       if (response.status === 200) {
         const etag = header(response.headers, 'etag');
         // A 200 to a range request means "Range ignored" only when a strong ETag proves the same content;
         // after If-Range with a date (or with no validator) it may be a new version: never splice it in.
-        if (!whole && from > 0 && !(options.validator?.startsWith('"') && etag === options.validator)) {
-          await response.body.dump().catch(() => undefined);
+        if (!whole && from > 0 && !(validator?.startsWith('"') && etag === validator))
           throw new EtchError(
             'ETCH_NETWORK',
-            `${target.display} sent the whole file again where the rest was asked for, and nothing proves it is the same version${etag !== undefined && options.validator !== undefined ? ` (ETag ${etag}, was ${options.validator})` : ''}; start again.`,
+            `${target.display} sent the whole file again where the rest was asked for, and nothing proves it is the same version${etag !== undefined && validator !== undefined ? ` (ETag ${etag}, was ${validator})` : ''}; start again.`,
             { details: { statusCode: 200 } },
           );
-        }
-        skip = from;
-      } else if (response.status === 206) {
-        const total = /\/(\d+)\s*$/.exec(header(response.headers, 'content-range') ?? '')?.[1];
-        if (options.total !== undefined && total !== undefined && Number(total) > options.total)
-          throw longerThanAnnounced(target, options.total, Number(total));
-        if (contentRangeStart(header(response.headers, 'content-range')) !== from) {
-          throw new EtchError(
-            'ETCH_NETWORK',
-            `${target.display} answered a range request with a different range (${header(response.headers, 'content-range') ?? 'none'}).`,
-            { details: { statusCode: 206 } },
-          );
-        }
-      } else {
-        throw statusError(response.status, what);
+        return from;
       }
-      // A 200 that runs to the file's announced end is read to its very end: more bytes than announced mean
-      // the file is not the size the server said, and cutting it to fit would write a short base image.
-      const toTheEnd = response.status === 200 && end === options.total;
-      for await (let chunk of skipFirst(response.body as AsyncIterable<Buffer>, skip)) {
-        const room = length - delivered;
-        if (chunk.length > room) {
-          if (toTheEnd) throw longerThanAnnounced(target, end, start + delivered + chunk.length);
-          chunk = chunk.subarray(0, room);
-        }
-        delivered += chunk.length;
-        options.onProgress?.({ phase: 'download', bytes: delivered, total: length });
-        yield chunk;
-        if (delivered === length && !toTheEnd) break;
-      }
-    } catch (error) {
-      if (signal?.aborted) throw abortError(signal);
-      if (isEtchError(error) || !isCutBodyError(error))
-        throw isEtchError(error) ? error : http.networkError(what, error, signal);
-      failures = delivered > before ? 1 : failures + 1;
-      resumes += 1;
-      if (failures >= http.retry.attempts || resumes > maxResumes) throw http.networkError(what, error, signal);
-      await http.backOff(failures, signal);
-      continue;
-    } finally {
-      if (response) discard(response);
-    }
-    if (delivered < length) {
-      // The body ended early without an error: like a cut connection.
-      failures = delivered > before ? 1 : failures + 1;
-      resumes += 1;
-      if (failures >= http.retry.attempts || resumes > maxResumes) {
+      if (response.status !== 206) throw urlStatusError(response.status, `Downloading ${target.display}`);
+      const range = header(response.headers, 'content-range');
+      const announced = /\/(\d+)\s*$/.exec(range ?? '')?.[1];
+      if (total !== undefined && announced !== undefined && Number(announced) > total)
+        throw longerThanAnnounced(target, total, Number(announced));
+      if (contentRangeStart(range) !== from)
         throw new EtchError(
-          'ETCH_SIZE_MISMATCH',
-          `${target.display} ended after ${start + delivered} of ${end} bytes, ${failures} times in a row.`,
-          { details: { expected: end } },
+          'ETCH_NETWORK',
+          `${target.display} answered a range request with a different range (${range ?? 'none'}).`,
+          { details: { statusCode: 206 } },
         );
-      }
-      await http.backOff(failures, signal);
-    }
+      return 0;
+    },
+    // Only a whole-file 200 can run past the end; a 206 is cut to the range asked for.
+    beyondLength: toTheEnd ? { error: (seen) => longerThanAnnounced(target, end, start + seen) } : 'stop',
+    ...(signal ? { signal } : {}),
+  });
+  let delivered = 0;
+  for await (const chunk of body) {
+    delivered += chunk.length;
+    options.onProgress?.({ phase: 'download', bytes: delivered, total: length });
+    yield chunk;
   }
 }
 
@@ -350,8 +301,8 @@ export async function downloadToFile(
         }),
       );
       if (response.status !== 200) {
-        await response.body.dump().catch(() => undefined);
-        throw statusError(response.status, `Downloading ${target.display}`);
+        await drain(response);
+        throw urlStatusError(response.status, `Downloading ${target.display}`);
       }
       let bytes = 0;
       for await (const chunk of response.body as AsyncIterable<Buffer>) {

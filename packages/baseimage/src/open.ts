@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { EtchError, abortError, isEtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
 import { findZipImage, readZipImage } from '@etch/disk';
-import { HttpClient, RegistryClient } from '@etch/registry';
+import { RegistryClient } from '@etch/registry';
+import { HttpClient } from '@etch/registry/http';
 import { ImageCache, cacheKey, defaultCacheDir, type CacheEntry, type CacheRecord } from './cache.js';
 import { parseEciSpec, planEci } from './eci.js';
 import {

@@ -1,7 +1,7 @@
 import { EtchError, silentLogger, type Logger } from '@etch/format';
 import { parseChallenges, type Challenge } from './challenge.js';
 import type { CredentialSource, Credentials, FoundCredentials } from './credentials.js';
-import { isLoopbackHost, type HttpClient, type HttpResponse } from './http.js';
+import { drain, isLoopbackHost, type HttpClient, type HttpResponse } from './http.js';
 import { apiHostOf } from './reference.js';
 
 /** Scopes a pull needs: `repository:<name>:pull`. The name may contain `host:port`, so scopes are never split. */
@@ -157,7 +157,7 @@ export class RegistryAuth {
       );
       // Some token services only speak the GET flow; fall back as docker clients do.
       if (response.status === 404 || response.status === 405) {
-        await response.body.dump().catch(() => undefined);
+        await drain(response);
         response = await this.getToken(url, service, scopes, undefined, signal);
       }
     } else {
@@ -170,7 +170,7 @@ export class RegistryAuth {
       );
     }
     if (response.status === 401 || response.status === 403) {
-      await response.body.dump().catch(() => undefined);
+      await drain(response);
       const source = found?.source;
       throw new EtchError(
         'ETCH_AUTH_FAILED',
@@ -181,7 +181,7 @@ export class RegistryAuth {
       );
     }
     if (response.status !== 200) {
-      await response.body.dump().catch(() => undefined);
+      await drain(response);
       throw new EtchError(
         'ETCH_AUTH_FAILED',
         `The token service of ${this.registry} (${url.host}) answered HTTP ${response.status}.`,

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { EtchError, ignoreRejection, isEtchError, throwIfAborted } from '@etch/format';
 import { pullScope, pushScope } from './auth.js';
 import { digestOf, hasherFor } from './digest.js';
-import { header, isTransientNetworkError, type HttpResponse } from './http.js';
+import { drain, header, isTransientNetworkError, type HttpResponse } from './http.js';
 import { toReference, type ImageReference } from './reference.js';
 import type { RegistryClient } from './registry-client.js';
 import { writeError } from './registry-errors.js';
@@ -100,7 +100,7 @@ export async function blobExists(
     { method: 'HEAD', ...(options.signal ? { signal: options.signal } : {}) },
     what,
   );
-  await ignoreRejection(response.body.dump(), 'a HEAD answer has no body worth reading');
+  await drain(response);
   if (response.status === 200) {
     const length = header(response.headers, 'content-length');
     return blob.size === undefined || length === undefined || Number(length) === blob.size;
@@ -145,7 +145,7 @@ export async function startUpload(
     what,
   );
   if (response.status === 201 && options.mount) {
-    await ignoreRejection(response.body.dump(), 'a 201 carries nothing more than its headers');
+    await drain(response);
     const said = header(response.headers, 'docker-content-digest');
     if (said !== undefined && said !== options.mount.digest)
       throw new EtchError(
@@ -156,7 +156,7 @@ export async function startUpload(
     return 'mounted';
   }
   if (response.status === 202) {
-    await ignoreRejection(response.body.dump(), 'a 202 carries nothing more than its headers');
+    await drain(response);
     return uploadLocation(response, what);
   }
   if (response.status === 401) return client.unauthorized(ref.registry, what, response, options.signal, true);
@@ -217,7 +217,7 @@ async function finish(
     s.what,
   );
   if (response.status === 201 || response.status === 204 || response.status === 200) {
-    await ignoreRejection(response.body.dump(), 'the answer to a finished upload has only headers');
+    await drain(response);
     const said = header(response.headers, 'docker-content-digest');
     if (said !== undefined && said !== digest)
       throw new EtchError('ETCH_DIGEST_MISMATCH', `${s.what}: the registry stored ${said}, not ${digest}.`, {
@@ -245,7 +245,7 @@ async function status(s: Session, location: URL, acknowledged: number): Promise<
     const error = await writeError(response, `${s.what} (its status)`, s.registry);
     throw new SessionLost(error.message, error);
   }
-  await ignoreRejection(response.body.dump(), 'an upload status has only headers');
+  await drain(response);
   const offset = offsetAfter(header(response.headers, 'range'), acknowledged);
   if (offset === undefined) throw new SessionLost(`${s.what}: the registry did not say how much it has (no Range).`);
   const next = header(response.headers, 'location');
@@ -290,7 +290,7 @@ async function sendChunk(s: Session, location: URL, chunk: Buffer, start: number
       failure = error;
     }
     if (response && response.status === 202) {
-      await ignoreRejection(response.body.dump(), 'a 202 carries nothing more than its headers');
+      await drain(response);
       const next = uploadLocation(response, s.what);
       const reached = offsetAfter(header(response.headers, 'range'), start + chunk.length);
       if (reached !== undefined && reached !== end + 1)
@@ -303,7 +303,7 @@ async function sendChunk(s: Session, location: URL, chunk: Buffer, start: number
       if (response.status === 404 || response.status === 416) throw new SessionLost(error.message, error);
       throw error;
     }
-    if (response) await ignoreRejection(response.body.dump(), 'a failed chunk is sent again');
+    if (response) await drain(response);
     failures += 1;
     if (failures >= http.retry.attempts)
       throw failure !== undefined

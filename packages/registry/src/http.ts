@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Readable } from 'node:stream';
 import { Agent, request, type Dispatcher } from 'undici';
-import { EtchError, isEtchError, abortError, silentLogger, type Logger } from '@etch/format';
+import { EtchError, isEtchError, abortError, ignoreRejection, silentLogger, type Logger } from '@etch/format';
 
 /** How failed requests are retried: exponential back-off with jitter, `Retry-After` honoured. */
 export interface RetryPolicy {
@@ -144,6 +144,14 @@ export function isCutBodyError(error: unknown): boolean {
   return isTransientNetworkError(error) || code === 'ERR_STREAM_PREMATURE_CLOSE';
 }
 
+/**
+ * Reads and drops the body of an answer not used (a redirect, a retried status, an error), so its connection
+ * goes back to the pool; a drain that fails (the connection was cut) changes nothing for the caller.
+ */
+export function drain(response: { body: { dump(): Promise<unknown> } }): Promise<void> {
+  return ignoreRejection(response.body.dump(), 'an unread body that cannot be drained only costs its connection');
+}
+
 /** `host:port` as connected to (the scheme's default port when the URL has none). */
 function addressOf(url: URL): string {
   return `${url.hostname}:${url.port || (url.protocol === 'https:' ? '443' : '80')}`;
@@ -222,7 +230,7 @@ export class HttpClient {
       this.refusals.delete(addressOf(url));
       const location = header(response.headers, 'location');
       if (response.statusCode >= 300 && response.statusCode < 400 && location !== undefined) {
-        await response.body.dump().catch(() => undefined);
+        await drain(response);
         if (hop + 1 > MAX_REDIRECTS)
           throw new EtchError('ETCH_NETWORK', `${req.url.host} redirected more than ${MAX_REDIRECTS} times.`, {
             details: { statusCode: response.statusCode },
@@ -305,7 +313,7 @@ export class HttpClient {
       }
       if (response !== undefined) {
         if (!RETRY_STATUS.has(response.status) || tries >= this.retry.attempts) return response;
-        await response.body.dump().catch(() => undefined);
+        await drain(response);
       }
       const after =
         response && (response.status === 429 || response.status === 503)

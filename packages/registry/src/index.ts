@@ -1,6 +1,5 @@
 export {
   RegistryClient,
-  nextPage,
   type BlobOptions,
   type CallOptions,
   type RegistryClientOptions,
@@ -27,14 +26,11 @@ export {
   type FetchedManifest,
   type ResolvedImage,
 } from './resolve.js';
-export { verifiedBlob, type BlobProgress } from './blob-stream.js';
+export type { BlobProgress } from './blob-stream.js';
 export { BlobCache } from './blob-cache.js';
 export { decompressLayer } from './decompress.js';
 export {
   DOCKER_HUB,
-  DOCKER_HUB_API_HOST,
-  DOCKER_HUB_CREDENTIAL_KEY,
-  apiHostOf,
   familiarString,
   makeReference,
   normalizeRegistry,
@@ -73,7 +69,6 @@ export {
   type ImageManifestJson,
 } from './manifest.js';
 export { assertDigest, digestBytes, isVerifiableDigest, sha256 } from './digest.js';
-export { parseChallenges, type Challenge } from './challenge.js';
 export {
   chainCredentials,
   credentialKey,
@@ -85,7 +80,7 @@ export {
   type Credentials,
   type FoundCredentials,
 } from './credentials.js';
-export { RegistryAuth, pullScope, pushScope } from './auth.js';
+export { pullScope, pushScope } from './auth.js';
 export {
   blobExists,
   mountBlob,
@@ -97,22 +92,4 @@ export {
   type UploadedBlob,
 } from './blob-upload.js';
 export { deleteFromRegistry, putManifest, type PutManifestOptions } from './manifest-push.js';
-export { registryErrors, writeError, type RegistryError } from './registry-errors.js';
-export {
-  HttpClient,
-  DEFAULT_RETRY,
-  contentRangeStart,
-  header,
-  isCutBodyError,
-  isLoopbackHost,
-  isReplayableBody,
-  isTransientNetworkError,
-  retryAfterMs,
-  skipFirst,
-  type HttpBody,
-  type HttpMethod,
-  type HttpOptions,
-  type HttpRequest,
-  type HttpResponse,
-  type RetryPolicy,
-} from './http.js';
+export { writeError } from './registry-errors.js';

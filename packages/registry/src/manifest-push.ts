@@ -1,7 +1,7 @@
-import { EtchError, ignoreRejection } from '@etch/format';
+import { EtchError } from '@etch/format';
 import { pushScope } from './auth.js';
 import { digestBytes } from './digest.js';
-import { header } from './http.js';
+import { drain, header } from './http.js';
 import { IMAGE_ACCEPT } from './media-types.js';
 import { toReference, type ImageReference } from './reference.js';
 import type { RegistryClient } from './registry-client.js';
@@ -47,7 +47,7 @@ export async function putManifest(
     return client.unauthorized(ref.registry, `storing ${what}`, response, options.signal, true);
   if (response.status < 200 || response.status >= 300)
     throw await writeError(response, `storing ${what}`, ref.registry);
-  await ignoreRejection(response.body.dump(), 'a stored manifest is answered with headers only');
+  await drain(response);
   const said = header(response.headers, 'docker-content-digest');
   if (said !== undefined && said !== digest) {
     throw new EtchError(
@@ -64,7 +64,7 @@ export async function putManifest(
       { method: 'HEAD', headers: { accept: [manifest.mediaType, ...IMAGE_ACCEPT].join(', ') }, ...signal },
       `checking ${what}`,
     );
-    await ignoreRejection(check.body.dump(), 'a HEAD answer has no body');
+    await drain(check);
     if (check.status !== 200)
       throw new EtchError(
         'ETCH_DIGEST_MISMATCH',
@@ -96,7 +96,7 @@ export async function deleteFromRegistry(
     what,
   );
   if (response.status === 202 || response.status === 200 || response.status === 204) {
-    await ignoreRejection(response.body.dump(), 'a delete is answered with headers only');
+    await drain(response);
     return;
   }
   if (response.status === 401) return client.unauthorized(ref.registry, what, response, options.signal, true);

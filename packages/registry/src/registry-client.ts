@@ -2,7 +2,7 @@ import { stat } from 'node:fs/promises';
 import { EtchError, isEtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
 import { RegistryAuth, pullScope } from './auth.js';
 import { BlobCache } from './blob-cache.js';
-import { verifiedBlob, statusError, type BlobProgress } from './blob-stream.js';
+import { verifiedBlob, blobStatusError, type BlobProgress } from './blob-stream.js';
 import {
   chainCredentials,
   dockerConfigCredentials,
@@ -13,6 +13,7 @@ import {
 import { digestBytes } from './digest.js';
 import {
   HttpClient,
+  drain,
   header,
   isReplayableBody,
   type HttpBody,
@@ -216,7 +217,7 @@ export class RegistryClient {
           },
         );
       }
-      await response.body.dump().catch(() => undefined);
+      await drain(response);
       if (response.status !== 200 && response.status !== 401) {
         const https = httpsFailure instanceof Error ? ` HTTPS failed first: ${httpsFailure.message}` : '';
         throw new EtchError(
@@ -272,7 +273,7 @@ export class RegistryClient {
     // never make us send the registry's credentials to a realm it names.
     if (response.status === 401 && (response.url.origin !== base.origin || !ours)) return response;
     if (response.status === 401) {
-      await response.body.dump().catch(() => undefined);
+      await drain(response);
       const next = await auth.reauthorize(response, scopes, authorization, init.signal);
       if (next === undefined) return this.unauthorized(registry, what, response, init.signal, init.write);
       if (!replayable) {
@@ -283,7 +284,7 @@ export class RegistryClient {
       authorization = next;
       response = await send(authorization);
       if (response.status === 401) {
-        await response.body.dump().catch(() => undefined);
+        await drain(response);
         return this.unauthorized(registry, what, response, init.signal, init.write);
       }
     }
@@ -492,7 +493,7 @@ export class RegistryClient {
         what,
       );
       if (response.status !== 404 || foreign.length === 0) return response;
-      await response.body.dump().catch(() => undefined);
+      await drain(response);
       return this.openForeign(foreign, headers, what, signal);
     };
     return verifiedBlob(this.http, open, descriptor, {
@@ -517,9 +518,9 @@ export class RegistryClient {
         this.http.send({ url, headers, ...(signal ? { signal } : {}) }),
       );
       if (last.status === 200 || last.status === 206) return last;
-      await last.body.dump().catch(() => undefined);
+      await drain(last);
     }
-    throw statusError(last?.status ?? 404, what, '');
+    throw blobStatusError(last?.status ?? 404, what, '');
   }
 
   /** Every tag of a repository, following `Link` pagination. */
