@@ -195,7 +195,7 @@ export class LayerStage {
   /** The staged layer's entries, as the converter produced them. */
   async *entries(staged: StagedLayer): AsyncGenerator<StoreEntry> {
     const { signal } = this.options;
-    const input = createReadStream(staged.file, { highWaterMark: 1024 * 1024 });
+    const input = createReadStream(staged.file, { highWaterMark: 256 * 1024 });
     for await (const { header, body } of extractTar(input, signal ? { signal } : {})) {
       yield header.type === 'file'
         ? { header: entryHeaderOf(header), content: body }

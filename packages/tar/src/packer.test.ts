@@ -138,6 +138,24 @@ describe('promisePacker', () => {
     expect(pack.destroying).toBe(true);
   });
 
+  it.each([
+    ['a small file in many chunks', 64 * 1024, 1000],
+    ['a file just over the small-entry size', 64 * 1024 + 1, 4096],
+    ['a small file in one chunk', 5000, 5000],
+  ])('writes %s byte for byte (%i bytes, chunks of %i)', async (_what, size, chunkSize) => {
+    const data = Buffer.alloc(size, 0);
+    for (let i = 0; i < size; i++) data[i] = (i * 7) % 251;
+    const chunks: Buffer[] = [];
+    for (let at = 0; at < size; at += chunkSize) chunks.push(data.subarray(at, at + chunkSize));
+    const tarball = await packToBuffer((write) => write({ name: 'f', size }, Readable.from(chunks)));
+    const read: Buffer[] = [];
+    for await (const { body } of extractTar(Readable.from([tarball])))
+      for await (const chunk of body as AsyncIterable<Buffer>) read.push(chunk);
+    const back = Buffer.concat(read);
+    expect(back.length, 'bytes read back').toBe(size);
+    expect(back.equals(data), 'content read back equals what was written').toBe(true);
+  });
+
   it('writes an empty streamed file, and rejects a stream declared empty that carries bytes', async () => {
     const tarball = await packToBuffer((write) => write({ name: 'empty', size: 0 }, Readable.from([])));
     const entries: [string, number][] = [];
