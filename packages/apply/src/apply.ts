@@ -141,9 +141,10 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
         await disk.close();
       }
     };
-    const grow = async (number: number, end: number): Promise<PartitionInfo> => {
+    const grow = async (number: number, end: number, knownZeroFrom?: number): Promise<PartitionInfo> => {
       const grown = await growPartitionTo(target.path, table as PartitionTable, number, end, {
         ...(signal ? { signal } : {}),
+        ...(knownZeroFrom !== undefined ? { knownZeroFrom } : {}),
         device: target.kind === 'device',
         deviceSize: target.kind === 'device' ? await target.size() : 0,
       });
@@ -207,7 +208,8 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
             );
           const end =
             Math.floor((options.size - (table.scheme === 'gpt' ? 33 * 512 : 0)) / (1024 * 1024)) * 1024 * 1024;
-          await grow(last.number, end);
+          // Nothing was written past the base image yet: the extension is zeros, and stays a hole.
+          await grow(last.number, end, base.size);
         }
       } else if (entry.kind === 'inject') {
         const state = await injectorFor(entry.partition);

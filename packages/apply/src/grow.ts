@@ -33,7 +33,16 @@ export async function growPartitionTo(
   table: PartitionTable,
   number: number,
   end: number,
-  options: { signal?: AbortSignal; device?: boolean; deviceSize?: number } = {},
+  options: {
+    signal?: AbortSignal;
+    device?: boolean;
+    deviceSize?: number;
+    /**
+     * Where the image file is known to hold only zeros (extended by truncation, nothing written since), when
+     * that is before its current end: zero chunks past it are not written back, so the image stays sparse.
+     */
+    knownZeroFrom?: number;
+  } = {},
 ): Promise<PartitionInfo> {
   const partition = findPartition(table, number);
   if (!isLast(table, partition)) {
@@ -78,7 +87,8 @@ export async function growPartitionTo(
       options.signal ? { signal: options.signal } : {},
     );
   } else {
-    await resizeThroughCopy(image, partition, size, fileSizeBefore, options.signal);
+    const zeroFrom = Math.min(fileSizeBefore, options.knownZeroFrom ?? fileSizeBefore);
+    await resizeThroughCopy(image, partition, size, zeroFrom, options.signal);
   }
   return { ...partition, size };
 }

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { craftTar, createTempDir, type TempDir } from '@etch/test-utils';
@@ -78,6 +78,21 @@ describe('etch apply', () => {
     expect((await run('debugfs', ['-R', 'stat /current', device])).stdout).toMatch(/Fast link dest: "apps\/app\.txt"/);
     const fsck = await run('e2fsck', ['-fn', device], { allowFailure: true });
     expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
+  });
+
+  it('keeps an image grown with --size sparse: the added space is a hole, not written zeros', async () => {
+    const result = await etch(['apply', 'small.etch', '--output', 'sparse.img', '--size', '256M', '--verify']);
+    expect(result.code, result.stderr).toBe(0);
+    const info = await stat(dir.join('sparse.img'));
+    expect(info.size, 'apparent size of the image').toBe(256 * MIB);
+    const base = (await stat(dir.join('base.img'))).size;
+    // What resize2fs adds for 256 MiB (group descriptors, bitmaps, a journal already there) is a few MiB.
+    expect(info.blocks * 512, `bytes allocated for a ${base}-byte base image grown to 256 MiB`).toBeLessThan(
+      base + 16 * MIB,
+    );
+    const fsck = await run('e2fsck', ['-fn', `${dir.join('sparse.img')}?offset=${offsets[6]}`], { allowFailure: true });
+    expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
+    await rm(dir.join('sparse.img'));
   });
 
   it('reads the .etch from stdin with "-" and prints a human summary on stdout', async () => {
