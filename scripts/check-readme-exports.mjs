@@ -32,13 +32,17 @@ for (const dir of readdirSync(join(root, 'packages'))) {
       checked += 1;
       const name = symbol.getName();
       if (!new RegExp(`(^|[^A-Za-z0-9_$])${name.replace(/\$/g, '\\$')}([^A-Za-z0-9_$]|$)`).test(code))
-        failures.push(`${pkg.name}${key === '.' ? '' : key.slice(1)}: ${name} is exported but packages/${dir}/README.md does not document it`);
+        failures.push(
+          `${pkg.name}${key === '.' ? '' : key.slice(1)}: ${name} is exported but packages/${dir}/README.md does not document it`,
+        );
     }
   }
 }
 if (failures.length > 0) {
   console.error(failures.join('\n'));
-  console.error(`${failures.length} exported names are undocumented: document them in the README, or stop exporting them.`);
+  console.error(
+    `${failures.length} exported names are undocumented: document them in the README, or stop exporting them.`,
+  );
   process.exit(1);
 }
 console.log(`${checked} exported names, each documented in its package's README`);
