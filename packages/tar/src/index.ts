@@ -20,5 +20,4 @@ export {
 } from './read-etch.js';
 export { createCompressor, createDecompressor, detectCompression, type Compression } from './compression.js';
 export { decompressAuto, type Sniffed } from './sniff.js';
-export { XATTR_PREFIX } from './pax.js';
 export { indexTar, type TarIndexEntry } from './tar-index.js';
