@@ -160,8 +160,8 @@ const mb = (b) => `${(b / MIB).toFixed(0)} MiB`;
 
 /**
  * `etch copy` (the CLI, as users run it, and `copyImage` in this process) against `skopeo copy` of the same
- * OCI layout image to empty registries: the upload side. Runs alternate, each into a repository of its own in
- * a registry of its own, and the median of each is kept.
+ * OCI layout image to empty registries: the upload side. Runs alternate, each into a fresh registry of its
+ * own, and the median of each is kept.
  */
 async function copyRows(layout, tag, compressed) {
   const { copyImage } = await import(new URL('../packages/image/dist/index.js', import.meta.url).href);
@@ -169,19 +169,19 @@ async function copyRows(layout, tag, compressed) {
     new URL('../packages/registry/dist/index.js', import.meta.url).href
   );
   const RUNS = Number(process.env['BENCH_COPY_RUNS'] ?? 5);
-  const [etchRegistry, skopeoRegistry, apiRegistry] = await Promise.all([
-    startRegistryServer(),
-    startRegistryServer(),
-    startRegistryServer(),
-  ]);
   const times = { etch: [], skopeo: [], api: [] };
   const load = loadavg()[0];
-  try {
-    for (let i = 0; i < RUNS; i++) {
-      process.stderr.write(`bench: etch copy / skopeo copy / copyImage, run ${i + 1} of ${RUNS}…\n`);
+  for (let i = 0; i < RUNS; i++) {
+    process.stderr.write(`bench: etch copy / skopeo copy / copyImage, run ${i + 1} of ${RUNS}…\n`);
+    // Fresh registries each run: skopeo remembers where blobs went and mounts them from there on the next run.
+    const [etchRegistry, skopeoRegistry, apiRegistry] = await Promise.all([
+      startRegistryServer(),
+      startRegistryServer(),
+      startRegistryServer(),
+    ]);
+    try {
       times.etch.push(
-        (await timed(etchBin, ['copy', `oci:${layout}:${tag}`, `${etchRegistry.host}/bench/etch-${i}:1`, '-q']))
-          .seconds,
+        (await timed(etchBin, ['copy', `oci:${layout}:${tag}`, `${etchRegistry.host}/bench/etch:1`, '-q'])).seconds,
       );
       times.skopeo.push(
         (
@@ -191,7 +191,7 @@ async function copyRows(layout, tag, compressed) {
             '--preserve-digests',
             '--dest-tls-verify=false',
             `oci:${layout}:${tag}`,
-            `docker://${skopeoRegistry.host}/bench/skopeo-${i}:1`,
+            `docker://${skopeoRegistry.host}/bench/skopeo:1`,
           ])
         ).seconds,
       );
@@ -200,15 +200,15 @@ async function copyRows(layout, tag, compressed) {
       try {
         await copyImage(
           openImageSource(`oci:${layout}:${tag}`, client),
-          openImageTarget(`${apiRegistry.host}/bench/api-${i}:1`, client),
+          openImageTarget(`${apiRegistry.host}/bench/api:1`, client),
         );
       } finally {
         await client.close();
       }
       times.api.push(Number(process.hrtime.bigint() - started) / 1e9);
+    } finally {
+      await Promise.all([etchRegistry.stop(), skopeoRegistry.stop(), apiRegistry.stop()]);
     }
-  } finally {
-    await Promise.all([etchRegistry.stop(), skopeoRegistry.stop(), apiRegistry.stop()]);
   }
   const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)];
   const [etch, skopeo, api] = [median(times.etch), median(times.skopeo), median(times.api)];

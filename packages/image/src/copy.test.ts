@@ -1,6 +1,7 @@
 /**
- * copyImage between real docker-registry instances and OCI layouts: an index copied whole keeps its digest,
- * one registry mounts instead of uploading, a platform can be picked. Upload throughput against `skopeo copy` of
+ * copyImage between real docker-registry instances, OCI layouts and docker archives: an index copied whole keeps
+ * its digest, one registry mounts instead of uploading, a platform can be picked, and a real dockerd gives the
+ * same image ID for an archive it loads and for the same image pulled after etch pushed it (and back). Upload throughput against `skopeo copy` of
  * the same image is measured by `pnpm bench` (BENCH_ONLY=copy), not here: tests do not time things.
  */
 import { createHash } from 'node:crypto';
@@ -8,11 +9,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient, openImageSource, openImageTarget } from '@etch/registry';
 import { createTempDir, type TempDir } from '@etch/test-utils';
 import {
+  DOCKERD_TOOLS,
   buildRegistryFixtures,
+  ensureTools,
   inspectPushed,
   pushRegistryFixture,
   run,
+  startDockerd,
   startRegistryServer,
+  type Dockerd,
   type PushedImage,
   type RegistryFixtures,
   type RegistryServer,
@@ -24,6 +29,7 @@ let fixtures: RegistryFixtures;
 let a: RegistryServer;
 let b: RegistryServer;
 let multi: PushedImage;
+let engine: Dockerd;
 
 function client(): RegistryClient {
   return new RegistryClient({ dockerConfig: false, retry: { attempts: 3, baseDelayMs: 20, maxDelayMs: 200 } });
@@ -36,13 +42,20 @@ async function blobUploads(server: RegistryServer, repository: string): Promise<
     .filter((l) => !l.includes('level=') && new RegExp(`"(PATCH|PUT) /v2/${repository}/blobs/uploads/`).test(l));
 }
 
+/** The image ID the engine gives `ref`. */
+async function imageId(ref: string): Promise<string> {
+  return (await engine.docker(['image', 'inspect', '--format', '{{.Id}}', ref])).stdout.trim();
+}
+
 beforeAll(async () => {
+  ensureTools(DOCKERD_TOOLS);
   work = await createTempDir('etch-copy-');
   fixtures = await buildRegistryFixtures(work.join('fixtures'));
-  [a, b] = await Promise.all([startRegistryServer(), startRegistryServer()]);
+  [a, b, engine] = await Promise.all([startRegistryServer(), startRegistryServer(), startDockerd()]);
   multi = await pushRegistryFixture(fixtures.layout, fixtures.images.platforms.tag, `${a.host}/src/multi:1`);
 }, 300_000);
 afterAll(async () => {
+  await engine?.stop();
   await Promise.all([a?.stop(), b?.stop()]);
   await work?.remove();
 });
@@ -106,6 +119,62 @@ describe('copyImage', () => {
       const inspected = await run('skopeo', ['inspect', '--raw', `oci:${layout}:v1`]);
       expect(`sha256:${createHash('sha256').update(inspected.stdoutBuffer).digest('hex')}`).toBe(multi.digest);
     } finally {
+      await c.close();
+    }
+  });
+
+  it('docker-archive: → registry → docker pull gives the image ID docker load gives for the archive', async () => {
+    // A docker save archive as skopeo writes it (legacy layout, uncompressed layer.tar files).
+    const archive = work.join('saved.tar');
+    await run('skopeo', [
+      'copy',
+      '--quiet',
+      `oci:${fixtures.layout}:layers3`,
+      `docker-archive:${archive}:etch/saved:1`,
+    ]);
+    const loaded = await engine.docker(['load', '-i', archive]);
+    expect(loaded.stdout, 'docker load names the image').toContain('etch/saved:1');
+    const fromLoad = await imageId('etch/saved:1');
+    const c = client();
+    try {
+      const result = await copyImage(
+        openImageSource(`docker-archive:${archive}`, c),
+        openImageTarget(`${b.host}/from/archive:1`, c),
+      );
+      expect(result.manifests).toEqual([result.digest]);
+      await engine.docker(['pull', '-q', `${b.host}/from/archive:1`]);
+      expect(await imageId(`${b.host}/from/archive:1`), 'image ID after docker pull vs after docker load').toBe(
+        fromLoad,
+      );
+    } finally {
+      await c.close();
+      await engine.docker(['rmi', '-f', fromLoad]);
+    }
+  });
+
+  it('registry index → docker-archive: (the host platform) → docker load gives the image ID docker pull gives', async () => {
+    const archive = work.join('written.tar');
+    const c = client();
+    const target = openImageTarget(`docker-archive:${archive}:etch/written:1`, c);
+    try {
+      const result = await copyImage(openImageSource(`${a.host}/src/multi:1`, c), target);
+      const amd64 = multi.manifests?.find((m) => m.platform?.architecture === 'amd64');
+      expect(result.digest, 'the linux/amd64 manifest of the index').toBe(amd64?.digest);
+      const loaded = await engine.docker(['load', '-i', archive]);
+      expect(loaded.stdout, 'docker load names the image as asked').toContain('etch/written:1');
+      await engine.docker(['pull', '-q', `${a.host}/src/multi:1`]);
+      expect(await imageId('etch/written:1'), 'image ID after docker load vs after docker pull').toBe(
+        await imageId(`${a.host}/src/multi:1`),
+      );
+      // And etch reads back what it wrote, layers compressed as the registry had them.
+      const back = await copyImage(
+        openImageSource(`docker-archive:${archive}`, c),
+        openImageTarget(`${b.host}/from/written:1`, c),
+      );
+      expect(back.blobs.uploaded, 'config and layers uploaded from the archive').toBeGreaterThan(1);
+      expect((await inspectPushed(`${b.host}/from/written:1`)).digest).toBe(back.digest);
+    } finally {
+      await target.close();
       await c.close();
     }
   });

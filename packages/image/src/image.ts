@@ -6,6 +6,7 @@ import {
   asImageIndex,
   asImageManifest,
   digestBytes,
+  hostPlatform,
   isIndexType,
   isManifestType,
   normalizePlatform,
@@ -13,6 +14,7 @@ import {
   openImageTarget,
   parseJsonDocument,
   platformRank,
+  selectFromIndex,
   toPlatform,
   type Descriptor,
   type FetchedManifest,
@@ -114,7 +116,8 @@ function mergeEnv(base: readonly string[], added: readonly string[]): string[] {
 
 /**
  * Builds an image without docker: a base image (registry, `oci:` or `docker-archive:`), local files added as
- * reproducible layers, config fields changed, saved to a registry or an OCI layout. A multi-platform base gives
+ * reproducible layers, config fields changed, saved to a registry, an OCI layout or a docker archive (one
+ * platform: the one asked for, else the host's). A multi-platform base gives
  * a new index with the files added to each platform's image (the files layer uploaded once). Base layers are
  * never downloaded when the target has them or can mount them; otherwise they stream from base to target.
  *
@@ -258,6 +261,16 @@ export class Image {
     const top = await source.topManifest(this.call);
     if (!isIndexType(top.mediaType)) return [{ document: top }];
     const index = asImageIndex(top.json, this.base);
+    const byDigest = source.manifestByDigest.bind(source);
+    if (this.targetSink.singleImage) {
+      // A docker archive holds one image: the platform asked for, else the host's.
+      const asked =
+        this.options.platforms === undefined || this.options.platforms === 'all' ? [] : this.options.platforms;
+      if (asked.length > 1)
+        throw new EtchError('ETCH_USAGE', `${this.target} holds one image; ask for one platform, not ${asked.length}.`);
+      const entry = selectFromIndex(index, asked[0] !== undefined ? toPlatform(asked[0]) : hostPlatform(), this.base);
+      return [{ document: await byDigest(entry, this.call), entry }];
+    }
     const wanted =
       this.options.platforms === undefined || this.options.platforms === 'all'
         ? undefined
@@ -272,7 +285,6 @@ export class Image {
     );
     if (entries.length === 0)
       throw new EtchError('ETCH_PLATFORM_NOT_FOUND', `${this.base} has no image for the platforms asked for.`);
-    const byDigest = source.manifestByDigest.bind(source);
     return Promise.all(entries.map(async (entry) => ({ document: await byDigest(entry, this.call), entry })));
   }
 
@@ -379,7 +391,7 @@ export class Image {
     const built: Descriptor[] = [];
     for (const { document, entry } of bases) {
       const image = await this.buildOne(document);
-      const single = entry === undefined;
+      const single = entry === undefined || sink.singleImage === true;
       const digest = await sink.putManifest(image, single ? names : [], this.call);
       images.push({ ...(entry?.platform ? { platform: entry.platform } : {}), digest, config: image.config });
       if (entry) built.push({ ...entry, mediaType: image.mediaType, digest, size: image.bytes.length });
@@ -393,8 +405,9 @@ export class Image {
     return { target: this.target, digest, mediaType, tags: names, images };
   }
 
-  /** Closes the registry client when the image made it. */
+  /** Closes the target (a docker archive's spooled blobs are removed) and the registry client when the image made it. */
   async close(): Promise<void> {
+    await this.sink?.close();
     if (this.ownsClient) await this.client.close();
   }
 }
