@@ -190,7 +190,7 @@ export const buildCommand: Command = {
         try {
           const copied = await copyImage(from, into, {
             signal: context.signal,
-            ...(platforms !== 'all' && platforms.length === 1 && platforms[0] ? { platforms: platforms[0] } : {}),
+            ...(into.singleImage && platforms !== 'all' && platforms[0] ? { platforms: platforms[0] } : {}),
           });
           copies.push({ target, digest: copied.digest });
         } finally {

@@ -6,6 +6,7 @@ import {
   buildRegistryFixtures,
   inspectPushed,
   pushRegistryFixture,
+  run,
   startRegistryServer,
   startTokenAuthRegistry,
   type PushedImage,
@@ -60,6 +61,26 @@ describe('etch copy', () => {
     expect((await inspectPushed(`${b.host}/dst/arm64:latest`)).digest).toBe(entry?.digest);
     expect(result.stdout, 'the summary on stdout').toContain(`${b.host}/dst/arm64: ${entry?.digest}`);
     expect(result.stderr, 'each blob reported on stderr').toMatch(/^(uploaded|mounted|existed|skipped) +sha256:/m);
+  });
+
+  it('writes one platform of an index to a docker archive named for docker load', async () => {
+    const archive = dir.join('arm64.tar');
+    const result = await runCli(
+      ['copy', `${a.host}/src/multi:1`, `docker-archive:${archive}:etch/arm64:1`, '--platform', 'linux/arm64', '-q'],
+      { cwd: dir.path },
+    );
+    expect(result.code, result.stderr).toBe(0);
+    const entry = multi.manifests?.find((m) => m.platform?.architecture === 'arm64');
+    expect(result.stdout, 'the arm64 manifest digest').toBe(`${entry?.digest}\n`);
+    const saved = JSON.parse((await run('tar', ['-xOf', archive, 'manifest.json'])).stdout) as {
+      Config: string;
+      RepoTags: string[];
+    }[];
+    expect(
+      saved.map((s) => s.RepoTags),
+      'RepoTags of manifest.json',
+    ).toEqual([['etch/arm64:1']]);
+    expect(saved[0]?.Config.replace('blobs/sha256/', 'sha256:'), 'the arm64 config').toBe(entry?.config?.digest);
   });
 
   it('-q prints only the digest stored, and no progress', async () => {
