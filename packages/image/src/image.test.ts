@@ -37,6 +37,7 @@ let token: TokenAuthRegistry;
 let engine: Dockerd;
 let files: string;
 let baseLayers: string[];
+let layout: string;
 /** What `skopeo inspect --config` prints, as far as the tests read it. */
 interface InspectedConfig {
   architecture: string;
@@ -98,6 +99,7 @@ beforeAll(async () => {
   ensureTools(DOCKERD_TOOLS);
   work = await createTempDir('etch-image-');
   const fixtures = await buildPreloadFixtures(work.join('fixtures'));
+  layout = fixtures.layout;
   [a, b, basic, token] = await Promise.all([
     startRegistryServer(),
     startRegistryServer(),
@@ -265,6 +267,28 @@ describe('Image', () => {
       const ran = await engine.docker(['run', '--rm', '--network', 'none', 'etch/built:1']);
       expect(ran.stdout.split('\n'), 'docker run output').toEqual(RUN_OUTPUT);
     } finally {
+      await c.close();
+    }
+  });
+
+  it('builds on a docker-archive: base (as skopeo writes it); docker pulls and runs the result', async () => {
+    const c = client();
+    const archive = work.join('base-b.tar');
+    await run('skopeo', ['copy', '--quiet', `oci:${layout}:b`, `docker-archive:${archive}:etch/base-b:1`]);
+    const image = new Image(`docker-archive:${archive}`, `${b.host}/on-archive/app:1`, { client: c });
+    try {
+      const base = await image.getImageData();
+      await image.addFiles({ '/app/hello.txt': join(files, 'hello.txt') });
+      image.Cmd = ['/bin/sh', '-c', 'cat /b.txt /app/hello.txt'];
+      const saved = await image.save();
+      const pushed = await inspectPushed(`${b.host}/on-archive/app:1`);
+      expect(pushed.digest, 'the manifest skopeo reads').toBe(saved.digest);
+      expect(pushed.layers?.length, 'the base layers and the files layer').toBe(base.manifest.layers.length + 1);
+      await engine.docker(['pull', '-q', `${b.host}/on-archive/app:1`]);
+      const ran = await engine.docker(['run', '--rm', '--network', 'none', `${b.host}/on-archive/app:1`]);
+      expect(ran.stdout, 'docker run output').toBe('image b\nhello.txt says hello\n');
+    } finally {
+      await image.close();
       await c.close();
     }
   });
