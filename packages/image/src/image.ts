@@ -24,6 +24,7 @@ import {
   type Platform,
 } from '@etch/registry';
 import { filesLayer, type AddFilesOptions } from './files-layer.js';
+import type { CopyProgress } from './copy.js';
 import { limiter } from './limit.js';
 
 /** The runtime part of an image config (`config` in the image-spec), the fields this builder sets. */
@@ -69,6 +70,8 @@ export interface ImageOptions {
   /** The image's `created` time (default `SOURCE_DATE_EPOCH`, else the Unix epoch): part of what makes it reproducible. */
   created?: Date;
   signal?: AbortSignal;
+  /** Called as each blob lands in the target: base layers (existed, mounted or uploaded), files layers, configs. */
+  onBlob?: (progress: CopyProgress) => void;
 }
 
 /** What {@link Image.save} stored. */
@@ -194,6 +197,7 @@ export class Image {
     const layer = await filesLayer(files, { mtime: this.created, ...options, ...this.call });
     const { digest, size } = await this.targetSink.putStream(layer.stream, this.call);
     const diffId = await layer.diffId;
+    this.options.onBlob?.({ digest, size, how: 'uploaded' });
     const createdBy = `etch build: add ${Object.entries(files)
       .map(([dest, local]) => `${local} ${dest}`)
       .join(', ')}`;
@@ -307,12 +311,13 @@ export class Image {
         seen.add(layer.digest);
         const source = this.baseSource;
         work.push(
-          limit(() =>
-            this.targetSink.putBlob(layer, () => source.openBlob(layer, this.call), {
+          limit(async () => {
+            const how = await this.targetSink.putBlob(layer, () => source.openBlob(layer, this.call), {
               ...(source.origin ? { from: source.origin } : {}),
               ...this.call,
-            }),
-          ),
+            });
+            this.options.onBlob?.({ digest: layer.digest, size: layer.size, how });
+          }),
         );
       }
     }
@@ -361,7 +366,8 @@ export class Image {
       digest: digestBytes(newConfig),
       size: newConfig.length,
     };
-    await this.targetSink.putBlob(configDescriptor, () => bytesOnce(newConfig), this.call);
+    const how = await this.targetSink.putBlob(configDescriptor, () => bytesOnce(newConfig), this.call);
+    this.options.onBlob?.({ digest: configDescriptor.digest, size: configDescriptor.size, how });
     const docker = document.mediaType === MediaType.DOCKER_MANIFEST;
     const added: Descriptor[] = this.layers.map((l) => ({
       mediaType: docker ? MediaType.DOCKER_LAYER_GZIP : MediaType.OCI_LAYER_GZIP,

@@ -59,6 +59,7 @@ describe('etch build', () => {
       { cwd: dir.path },
     );
     expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr, 'each blob reported on stderr').toMatch(/^(uploaded|mounted|existed) +sha256:[0-9a-f]{64} /m);
     const report = JSON.parse(result.stdout) as {
       schemaVersion: number;
       digest: string;

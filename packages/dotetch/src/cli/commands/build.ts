@@ -1,11 +1,12 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { entryTime } from '@etch/format';
-import { copyImage, Image, type SavedImage } from '@etch/image';
+import { copyImage, Image, type CopyProgress, type SavedImage } from '@etch/image';
 import { formatPlatform, openImageSource, openImageTarget, parsePlatform, parseReference } from '@etch/registry';
 import { commonFlags, commonHelp, helpPage, parseFlags, usageError } from '../args.js';
 import type { CliContext, Command } from '../context.js';
 import { EXIT } from '../exit-codes.js';
+import { formatBytes } from '../format-bytes.js';
 import { SCHEMA_VERSION, jsonText, type JsonImage } from '../json.js';
 import { registryClientFor, registryFlags, registryHelp } from '../registry-options.js';
 
@@ -14,8 +15,9 @@ const help = helpPage({
   description: `Build an image without docker: the base image REF (registry, oci:DIR[:TAG] or docker-archive:PATH[:REF])
 plus the local files as one reproducible layer, with the config changed as asked, saved to each TARGET (a
 registry reference, oci:DIR[:TAG] or docker-archive:PATH[:NAME:TAG]). A multi-platform base gives a new
-index with the files added to each platform's image. Base layers are mounted or streamed, never downloaded to disk. The layer and config take
-the time SOURCE_DATE_EPOCH (seconds), else the Unix epoch. Prints the digest saved.`,
+index with the files added to each platform's image. Base layers are mounted or streamed, never downloaded
+to disk. The layer and config take the time SOURCE_DATE_EPOCH (seconds), else the Unix epoch. Prints the
+digest saved; each blob is reported on stderr as it lands.`,
   sections: [
     [
       'Options',
@@ -165,10 +167,15 @@ export const buildCommand: Command = {
     const created = epoch !== undefined && epoch.trim() !== '' ? entryTime(epoch) : undefined;
 
     const client = registryClientFor(context, values['insecure-registry']);
+    // Each blob reported on stderr as it lands, as etch copy does.
+    const onBlob = (blob: CopyProgress) => {
+      if (!values.quiet) context.stderr.write(`${blob.how.padEnd(8)} ${blob.digest} ${formatBytes(blob.size)}\n`);
+    };
     const image = new Image(values.from, first, {
       client,
       platforms,
       signal: context.signal,
+      onBlob,
       ...(created ? { created } : {}),
     });
     try {
@@ -190,6 +197,7 @@ export const buildCommand: Command = {
         try {
           const copied = await copyImage(from, into, {
             signal: context.signal,
+            onBlob,
             ...(into.singleImage && platforms !== 'all' && platforms[0] ? { platforms: platforms[0] } : {}),
           });
           copies.push({ target, digest: copied.digest });
