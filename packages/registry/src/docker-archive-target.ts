@@ -3,7 +3,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { EtchError, ignoreRejection } from '@etch/format';
+import { EtchError } from '@etch/format';
 import { createTarPack, promisePacker, whenPackerIdle } from '@etch/tar';
 import type { Descriptor } from './manifest.js';
 import { asImageManifest, parseJsonDocument } from './manifest.js';
@@ -96,14 +96,11 @@ export class DockerArchiveTarget implements ImageTarget {
       ],
     };
     const temp = `${this.path}.tmp-${randomBytes(4).toString('hex')}`;
+    const signal = options.signal ? { signal: options.signal } : {};
     const tarball = createTarPack();
-    const written = pipeline(tarball, createWriteStream(temp), options.signal ? { signal: options.signal } : {});
-    const entry = promisePacker(tarball, undefined, {
-      mtime: EPOCH,
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
-    try {
-      const put = (name: string, text: string) => entry({ name }, Buffer.from(text));
+    const entry = promisePacker(tarball, undefined, { mtime: EPOCH, ...signal });
+    const put = (name: string, text: string) => entry({ name }, Buffer.from(text));
+    const entries = async () => {
       await put('oci-layout', `${JSON.stringify({ imageLayoutVersion: '1.0.0' })}\n`);
       await put('index.json', `${JSON.stringify(index)}\n`);
       await put('manifest.json', `${JSON.stringify(saveManifest)}\n`);
@@ -111,7 +108,8 @@ export class DockerArchiveTarget implements ImageTarget {
       for (const blob of [image.config, ...image.layers, { digest, size: manifest.bytes.length }]) {
         if (seen.has(blob.digest)) continue;
         seen.add(blob.digest);
-        const file = join(this.spoolDir, blobName(blob as Descriptor));
+        const name = blobName(blob as Descriptor);
+        const file = join(this.spoolDir, name);
         const size = await stat(file).then(
           (s) => s.size,
           (cause: unknown) => {
@@ -122,15 +120,17 @@ export class DockerArchiveTarget implements ImageTarget {
             );
           },
         );
-        await entry({ name: blobName(blob as Descriptor), size }, createReadStream(file));
+        await entry({ name, size }, createReadStream(file));
       }
       await whenPackerIdle(tarball);
       tarball.finalize();
-      await written;
+    };
+    try {
+      // Both at once, each failure seen: the file written as the entries go in.
+      await Promise.all([pipeline(tarball, createWriteStream(temp), signal), entries()]);
       await rename(temp, this.path);
     } catch (error) {
       tarball.destroy();
-      await ignoreRejection(written, 'the pack was destroyed after the first failure, which is reported');
       await rm(temp, { force: true });
       throw error;
     }
