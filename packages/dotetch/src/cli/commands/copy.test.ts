@@ -13,6 +13,7 @@ import {
   type RegistryServer,
   type TokenAuthRegistry,
 } from '@etch/test-utils/system';
+import { runBinary } from '../binary.test.helper.js';
 import { runCli } from '../in-process.test.helper.js';
 
 let dir: TempDir;
@@ -121,5 +122,34 @@ describe('etch copy', () => {
     expect(result.stderr).toBe(
       "etch: ETCH_USAGE: --platform and --all-platforms contradict each other; give one.\nRun 'etch copy --help' for usage.\n",
     );
+  });
+
+  it('copy, push and build start without loading the base-image, create or flash packages', async () => {
+    // A resolve hook in the real binary's process lists the workspace packages it loads.
+    const hook = dir.join('list-packages.mjs');
+    await writeFile(
+      hook,
+      `import { registerHooks } from 'node:module';
+registerHooks({
+  resolve(specifier, context, next) {
+    const result = next(specifier, context);
+    const name = /\\/packages\\/([a-z-]+)\\//.exec(result.url)?.[1];
+    if (name) process.stderr.write('loaded ' + name + '\\n');
+    return result;
+  },
+});
+`,
+    );
+    for (const command of ['copy', 'push', 'build']) {
+      const result = await runBinary([command, '--help'], {
+        cwd: dir.path,
+        env: { NODE_OPTIONS: `--import=${hook}` },
+      });
+      expect(result.code, result.stderr).toBe(0);
+      const loaded = new Set(result.stderr.match(/(?<=^loaded ).+$/gm));
+      expect(loaded.has('registry'), `${command}: the hook saw the registry package load`).toBe(true);
+      for (const unwanted of ['baseimage', 'core', 'docker-store', 'apply'])
+        expect(loaded.has(unwanted), `${command} loaded @etch/${unwanted}`).toBe(false);
+    }
   });
 });
