@@ -120,6 +120,11 @@ export async function copyImage(
     let top = await source.topManifest(call);
     // A target that holds one image (a docker archive) gets the host's platform of an index unless one is asked for.
     const wanted = options.platforms ?? (target.singleImage ? hostPlatform() : 'all');
+    if (wanted === 'all' && target.singleImage && isIndexType(top.mediaType))
+      throw new EtchError(
+        'ETCH_USAGE',
+        `${target.description} holds one image and ${source.description} is an index: copy one platform of it.`,
+      );
     if (wanted !== 'all' && isIndexType(top.mediaType) && source.manifestByDigest) {
       // Down to the platform's manifest, through nested indexes.
       const platform = toPlatform(wanted);

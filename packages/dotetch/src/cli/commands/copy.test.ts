@@ -82,6 +82,18 @@ describe('etch copy', () => {
       'RepoTags of manifest.json',
     ).toEqual([['etch/arm64:1']]);
     expect(saved[0]?.Config.replace('blobs/sha256/', 'sha256:'), 'the arm64 config').toBe(entry?.config?.digest);
+
+    const host = await runCli(['copy', `${a.host}/src/multi:1`, `docker-archive:${dir.join('host.tar')}`, '-q'], {
+      cwd: dir.path,
+    });
+    const amd64 = multi.manifests?.find((m) => m.platform?.architecture === 'amd64');
+    expect(host, 'without --platform: the host platform').toMatchObject({ code: 0, stdout: `${amd64?.digest}\n` });
+    const all = await runCli(
+      ['copy', `${a.host}/src/multi:1`, `docker-archive:${dir.join('all.tar')}`, '--all-platforms'],
+      { cwd: dir.path },
+    );
+    expect(all.code, 'an index into an archive is a usage error').toBe(2);
+    expect(all.stderr).toMatch(/^etch: ETCH_USAGE: .*holds one image/);
   });
 
   it('-q prints only the digest stored, and no progress', async () => {

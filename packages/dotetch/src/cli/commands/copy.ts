@@ -20,7 +20,7 @@ config.json. Prints the digest stored; each blob is reported on stderr as it lan
     sections: [
       [
         'Options',
-        `  --all-platforms             copy every entry of an index (the default)
+        `  --all-platforms             copy every entry of an index (the default, but for a docker archive)
   --platform P                copy only this platform's image manifest (its digest is kept)
 ${registryHelp}`,
       ],
@@ -82,12 +82,14 @@ function commandFor(name: 'copy' | 'push'): Command {
       if (extra !== undefined) throw usageError(`unexpected argument ${JSON.stringify(extra)}.`);
       if (values.platform !== undefined && values['all-platforms'])
         throw usageError('--platform and --all-platforms contradict each other; give one.');
-      const platforms = values.platform !== undefined ? parsePlatform(values.platform) : 'all';
+      // Neither flag: every platform, except into a docker archive, which takes the host's.
+      const platforms =
+        values.platform !== undefined ? parsePlatform(values.platform) : values['all-platforms'] ? 'all' : undefined;
       const client = registryClientFor(context, values['insecure-registry']);
       const into = openImageTarget(target, client);
       try {
         const result = await copyImage(openImageSource(source, client), into, {
-          platforms,
+          ...(platforms !== undefined ? { platforms } : {}),
           signal: context.signal,
           onBlob: (blob) => {
             if (!values.quiet) context.stderr.write(`${blob.how.padEnd(8)} ${blob.digest} ${formatBytes(blob.size)}\n`);
