@@ -1,11 +1,13 @@
 // pnpm bench: times `etch create` (cold and warm cache) against `docker pull` and `skopeo copy` of the same
-// images from the same loopback registry, in one run, and prints the ratios. A benchmark, not a test: it
-// asserts nothing, it measures. Needs root (dockerd), like the test suite.
+// images from the same loopback registry, and `etch copy` (a push) against `skopeo copy` of the same image, in
+// one run, and prints the ratios. A benchmark, not a test: it asserts nothing, it measures. Needs root
+// (dockerd), like the test suite. BENCH_ONLY=copy runs the push rows alone (no dockerd, about a minute).
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { loadavg } from 'node:os';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import { createTempDir } from '@etch/test-utils';
@@ -107,7 +109,11 @@ async function buildLayout(dir) {
   }
   await writeFile(join(dir, 'layout', 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
   await writeFile(join(dir, 'layout', 'index.json'), JSON.stringify({ schemaVersion: 2, manifests }));
-  return { layout: join(dir, 'layout'), compressed: Object.values(layers).reduce((n, l) => n + l.size, 0) };
+  return {
+    layout: join(dir, 'layout'),
+    layers,
+    compressed: Object.values(layers).reduce((n, l) => n + l.size, 0),
+  };
 }
 
 /** Median wall time of `runs` runs of a short command, in seconds. */
@@ -152,7 +158,102 @@ async function skopeoCopy(refs, into) {
 const fmt = (s) => `${s.toFixed(2)} s`;
 const mb = (b) => `${(b / MIB).toFixed(0)} MiB`;
 
+/**
+ * `etch copy` (the CLI, as users run it, and `copyImage` in this process) against `skopeo copy` of the same
+ * OCI layout image to empty registries: the upload side. Runs alternate, each into a fresh registry of its
+ * own, and the median of each is kept.
+ */
+async function copyRows(layout, tag, compressed) {
+  const { copyImage } = await import(new URL('../packages/image/dist/index.js', import.meta.url).href);
+  const { RegistryClient, openImageSource, openImageTarget } = await import(
+    new URL('../packages/registry/dist/index.js', import.meta.url).href
+  );
+  const RUNS = Number(process.env['BENCH_COPY_RUNS'] ?? 5);
+  const times = { etch: [], skopeo: [], api: [] };
+  const load = loadavg()[0];
+  for (let i = 0; i < RUNS; i++) {
+    process.stderr.write(`bench: etch copy / skopeo copy / copyImage, run ${i + 1} of ${RUNS}…\n`);
+    // Fresh registries each run: skopeo remembers where blobs went and mounts them from there on the next run.
+    const [etchRegistry, skopeoRegistry, apiRegistry] = await Promise.all([
+      startRegistryServer(),
+      startRegistryServer(),
+      startRegistryServer(),
+    ]);
+    try {
+      times.etch.push(
+        (await timed(etchBin, ['copy', `oci:${layout}:${tag}`, `${etchRegistry.host}/bench/etch:1`, '-q'])).seconds,
+      );
+      times.skopeo.push(
+        (
+          await timed('skopeo', [
+            'copy',
+            '--quiet',
+            '--preserve-digests',
+            '--dest-tls-verify=false',
+            `oci:${layout}:${tag}`,
+            `docker://${skopeoRegistry.host}/bench/skopeo:1`,
+          ])
+        ).seconds,
+      );
+      const client = new RegistryClient({ dockerConfig: false });
+      const started = process.hrtime.bigint();
+      try {
+        await copyImage(
+          openImageSource(`oci:${layout}:${tag}`, client),
+          openImageTarget(`${apiRegistry.host}/bench/api:1`, client),
+        );
+      } finally {
+        await client.close();
+      }
+      times.api.push(Number(process.hrtime.bigint() - started) / 1e9);
+    } finally {
+      await Promise.all([etchRegistry.stop(), skopeoRegistry.stop(), apiRegistry.stop()]);
+    }
+  }
+  const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)];
+  const [etch, skopeo, api] = [median(times.etch), median(times.skopeo), median(times.api)];
+  const rate = (s) => `${(compressed / MIB / s).toFixed(0)} MiB/s`;
+  return [
+    [
+      'push: image copied',
+      `oci: layout tag ${tag}, ${mb(compressed)} of layers, to an empty loopback registry; medians of ${RUNS}; load ${load.toFixed(2)} (1 min) at start, ${loadavg()[0].toFixed(2)} at end`,
+    ],
+    ['etch copy (CLI)', `${fmt(etch)}  (${rate(etch)})`],
+    ['copyImage (in process, no start-up)', `${fmt(api)}  (${rate(api)})`],
+    ['skopeo copy --preserve-digests', `${fmt(skopeo)}  (${rate(skopeo)})`],
+    ['etch copy / skopeo copy', `${(etch / skopeo).toFixed(2)}  (goal ≤ 1.00: not slower)`],
+    ['copyImage / skopeo copy', (api / skopeo).toFixed(2)],
+  ];
+}
+
+function printRows(rows) {
+  const width = Math.max(...rows.map(([k]) => k.length));
+  process.stdout.write(`${rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n')}\n`);
+}
+
+/** BENCH_ONLY=copy: the push rows alone. */
+async function copyOnly() {
+  ensureTools([...BASE_TOOLS, ...REGISTRY_SERVER_TOOLS]);
+  const work = await createTempDir('etch-bench-');
+  try {
+    process.stderr.write('bench: building images…\n');
+    const { layout, layers } = await buildLayout(work.path);
+    const tag = 'one';
+    printRows(await copyRows(layout, tag, imageBytes(layers, tag)));
+  } finally {
+    await work.remove();
+  }
+}
+
+/** Compressed bytes of the layers of one bench image. */
+function imageBytes(layers, tag) {
+  return IMAGES[tag].reduce((n, name) => n + layers[name].size, 0);
+}
+
 async function main() {
+  if (process.env['BENCH_ONLY'] === 'copy') return copyOnly();
+  if (process.env['BENCH_ONLY'] !== undefined)
+    throw new Error(`BENCH_ONLY=${process.env['BENCH_ONLY']}: the only selection is copy.`);
   ensureTools([...BASE_TOOLS, ...DISK_TOOLS, ...REGISTRY_SERVER_TOOLS, ...DOCKERD_TOOLS]);
   if (process.getuid?.() !== 0) throw new Error('pnpm bench starts dockerd: run it as root.');
   const work = await createTempDir('etch-bench-');
@@ -161,7 +262,7 @@ async function main() {
   let builder;
   try {
     process.stderr.write('bench: building images and a ~1 GiB base image…\n');
-    const { layout, compressed } = await buildLayout(work.path);
+    const { layout, layers, compressed } = await buildLayout(work.path);
     for (const tag of Object.keys(IMAGES))
       await run('skopeo', [
         'copy',
@@ -299,8 +400,9 @@ async function main() {
         `${ratio(etchStart, nodeStart, '≤ 2')}  (${fmt(etchStart)} / ${fmt(nodeStart)}, medians of 7)`,
       ],
     ];
-    const width = Math.max(...rows.map(([k]) => k.length));
-    process.stdout.write(`${rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n')}\n`);
+    process.stderr.write('bench: etch copy against skopeo copy…\n');
+    rows.push(...(await copyRows(layout, 'one', imageBytes(layers, 'one'))));
+    printRows(rows);
   } finally {
     await builder?.stop();
     await engine?.stop();

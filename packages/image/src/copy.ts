@@ -27,7 +27,8 @@ export interface CopyProgress {
 export interface CopyOptions {
   /**
    * `all` (default) copies an index whole, every entry, so the copy has the same digest; a platform copies only
-   * that platform's image manifest (its digest kept). A single image is copied as it is either way.
+   * that platform's image manifest (its digest kept). A single image is copied as it is either way. A target
+   * that holds one image (`docker-archive:`) gets the host's platform of an index by default.
    */
   platforms?: Platform | string;
   /** Tags to store the top document under (default: the target's own tag). */
@@ -117,7 +118,13 @@ export async function copyImage(
 
   if (source.topManifest) {
     let top = await source.topManifest(call);
-    const wanted = options.platforms ?? 'all';
+    // A target that holds one image (a docker archive) gets the host's platform of an index unless one is asked for.
+    const wanted = options.platforms ?? (target.singleImage ? hostPlatform() : 'all');
+    if (wanted === 'all' && target.singleImage && isIndexType(top.mediaType))
+      throw new EtchError(
+        'ETCH_USAGE',
+        `${target.description} holds one image and ${source.description} is an index: copy one platform of it.`,
+      );
     if (wanted !== 'all' && isIndexType(top.mediaType) && source.manifestByDigest) {
       // Down to the platform's manifest, through nested indexes.
       const platform = toPlatform(wanted);
@@ -134,8 +141,9 @@ export async function copyImage(
     return result;
   }
 
-  const platform = options.platforms === undefined || options.platforms === 'all' ? hostPlatform() : options.platforms;
-  const image = await source.resolve({ platform, ...call });
+  // A source with no stored manifest (a docker archive) holds one image: taken as it is unless a platform is asked for.
+  const platform = options.platforms === undefined || options.platforms === 'all' ? undefined : options.platforms;
+  const image = await source.resolve({ ...(platform !== undefined ? { platform } : {}), ...call });
   await Promise.all([copyBlob(image.config), ...image.layers.map(copyBlob)]);
   const digest = await target.putManifest({ bytes: image.manifestBytes, mediaType: image.mediaType }, tags, call);
   return { ...result, digest, mediaType: image.mediaType, manifests: [digest] };

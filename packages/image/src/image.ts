@@ -6,6 +6,7 @@ import {
   asImageIndex,
   asImageManifest,
   digestBytes,
+  hostPlatform,
   isIndexType,
   isManifestType,
   normalizePlatform,
@@ -13,6 +14,7 @@ import {
   openImageTarget,
   parseJsonDocument,
   platformRank,
+  selectFromIndex,
   toPlatform,
   type Descriptor,
   type FetchedManifest,
@@ -22,6 +24,7 @@ import {
   type Platform,
 } from '@etch/registry';
 import { filesLayer, type AddFilesOptions } from './files-layer.js';
+import type { CopyProgress } from './copy.js';
 import { limiter } from './limit.js';
 
 /** The runtime part of an image config (`config` in the image-spec), the fields this builder sets. */
@@ -67,6 +70,8 @@ export interface ImageOptions {
   /** The image's `created` time (default `SOURCE_DATE_EPOCH`, else the Unix epoch): part of what makes it reproducible. */
   created?: Date;
   signal?: AbortSignal;
+  /** Called as each blob lands in the target: base layers (existed, mounted or uploaded), files layers, configs. */
+  onBlob?: (progress: CopyProgress) => void;
 }
 
 /** What {@link Image.save} stored. */
@@ -114,7 +119,8 @@ function mergeEnv(base: readonly string[], added: readonly string[]): string[] {
 
 /**
  * Builds an image without docker: a base image (registry, `oci:` or `docker-archive:`), local files added as
- * reproducible layers, config fields changed, saved to a registry or an OCI layout. A multi-platform base gives
+ * reproducible layers, config fields changed, saved to a registry, an OCI layout or a docker archive (one
+ * platform: the one asked for, else the host's). A multi-platform base gives
  * a new index with the files added to each platform's image (the files layer uploaded once). Base layers are
  * never downloaded when the target has them or can mount them; otherwise they stream from base to target.
  *
@@ -191,6 +197,7 @@ export class Image {
     const layer = await filesLayer(files, { mtime: this.created, ...options, ...this.call });
     const { digest, size } = await this.targetSink.putStream(layer.stream, this.call);
     const diffId = await layer.diffId;
+    this.options.onBlob?.({ digest, size, how: 'uploaded' });
     const createdBy = `etch build: add ${Object.entries(files)
       .map(([dest, local]) => `${local} ${dest}`)
       .join(', ')}`;
@@ -258,6 +265,16 @@ export class Image {
     const top = await source.topManifest(this.call);
     if (!isIndexType(top.mediaType)) return [{ document: top }];
     const index = asImageIndex(top.json, this.base);
+    const byDigest = source.manifestByDigest.bind(source);
+    if (this.targetSink.singleImage) {
+      // A docker archive holds one image: the platform asked for, else the host's.
+      const asked =
+        this.options.platforms === undefined || this.options.platforms === 'all' ? [] : this.options.platforms;
+      if (asked.length > 1)
+        throw new EtchError('ETCH_USAGE', `${this.target} holds one image; ask for one platform, not ${asked.length}.`);
+      const entry = selectFromIndex(index, asked[0] !== undefined ? toPlatform(asked[0]) : hostPlatform(), this.base);
+      return [{ document: await byDigest(entry, this.call), entry }];
+    }
     const wanted =
       this.options.platforms === undefined || this.options.platforms === 'all'
         ? undefined
@@ -272,7 +289,6 @@ export class Image {
     );
     if (entries.length === 0)
       throw new EtchError('ETCH_PLATFORM_NOT_FOUND', `${this.base} has no image for the platforms asked for.`);
-    const byDigest = source.manifestByDigest.bind(source);
     return Promise.all(entries.map(async (entry) => ({ document: await byDigest(entry, this.call), entry })));
   }
 
@@ -295,12 +311,13 @@ export class Image {
         seen.add(layer.digest);
         const source = this.baseSource;
         work.push(
-          limit(() =>
-            this.targetSink.putBlob(layer, () => source.openBlob(layer, this.call), {
+          limit(async () => {
+            const how = await this.targetSink.putBlob(layer, () => source.openBlob(layer, this.call), {
               ...(source.origin ? { from: source.origin } : {}),
               ...this.call,
-            }),
-          ),
+            });
+            this.options.onBlob?.({ digest: layer.digest, size: layer.size, how });
+          }),
         );
       }
     }
@@ -349,7 +366,8 @@ export class Image {
       digest: digestBytes(newConfig),
       size: newConfig.length,
     };
-    await this.targetSink.putBlob(configDescriptor, () => bytesOnce(newConfig), this.call);
+    const how = await this.targetSink.putBlob(configDescriptor, () => bytesOnce(newConfig), this.call);
+    this.options.onBlob?.({ digest: configDescriptor.digest, size: configDescriptor.size, how });
     const docker = document.mediaType === MediaType.DOCKER_MANIFEST;
     const added: Descriptor[] = this.layers.map((l) => ({
       mediaType: docker ? MediaType.DOCKER_LAYER_GZIP : MediaType.OCI_LAYER_GZIP,
@@ -379,7 +397,7 @@ export class Image {
     const built: Descriptor[] = [];
     for (const { document, entry } of bases) {
       const image = await this.buildOne(document);
-      const single = entry === undefined;
+      const single = entry === undefined || sink.singleImage === true;
       const digest = await sink.putManifest(image, single ? names : [], this.call);
       images.push({ ...(entry?.platform ? { platform: entry.platform } : {}), digest, config: image.config });
       if (entry) built.push({ ...entry, mediaType: image.mediaType, digest, size: image.bytes.length });
@@ -393,8 +411,9 @@ export class Image {
     return { target: this.target, digest, mediaType, tags: names, images };
   }
 
-  /** Closes the registry client when the image made it. */
+  /** Closes the target (a docker archive's spooled blobs are removed) and the registry client when the image made it. */
   async close(): Promise<void> {
+    await this.sink?.close();
     if (this.ownsClient) await this.client.close();
   }
 }

@@ -162,6 +162,48 @@ describe('uploadBlob', () => {
     }
   });
 
+  it('resumes in the same session when a PATCH connection is cut before the registry read any of it', async () => {
+    const c = client();
+    const bytes = randomBytes(600_000);
+    const ref = `${proxy.host}/push/cut-resume`;
+    proxy.requests.length = 0;
+    let opened = 0;
+    let chunks = 0;
+    try {
+      // Armed once the first chunk is acknowledged: the second PATCH's connection is reset mid-body.
+      const result = await c.uploadBlob(
+        ref,
+        () => {
+          opened += 1;
+          return pieces(bytes);
+        },
+        {
+          chunkSize: 200_000,
+          onProgress: () => {
+            chunks += 1;
+            if (chunks === 1)
+              proxy.addFault({ path: /\/blobs\/uploads\//, method: 'PATCH', kind: 'cutRequest', afterBytes: 0 });
+          },
+        },
+      );
+      expect(proxy.pendingFaults(), 'the cut happened').toBe(0);
+      expect(result.digest).toBe(digestOf(bytes));
+      expect(opened, 'the content was read once: no start over').toBe(1);
+      const seen = proxy.requests.filter((r) => r.url.includes('/blobs/uploads/'));
+      expect(
+        seen.filter((r) => r.method === 'POST'),
+        'one session',
+      ).toHaveLength(1);
+      const cut = seen.findIndex((r) => r.fault === 'cutRequest');
+      expect(seen[cut + 1]?.method, 'after the cut the client asks for the offset').toBe('GET');
+      expect(seen[cut + 2]?.headers['content-range'], 'and sends the chunk again from there').toBe('200000-399999');
+      expect((await readBack(c, ref, result.digest, result.size)).equals(bytes)).toBe(true);
+    } finally {
+      proxy.clearFaults();
+      await c.close();
+    }
+  });
+
   it('starts over when a PATCH is cut mid-body and the registry drops the session (content that reopens)', async () => {
     const c = client();
     const bytes = randomBytes(500_000);

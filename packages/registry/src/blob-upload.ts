@@ -163,9 +163,16 @@ export async function startUpload(
   throw await writeError(response, what, ref.registry);
 }
 
-/** Copies `source` into buffers of `size` bytes (the last one shorter); each buffer is new, so it may be held. */
+/**
+ * Copies `source` into buffers of `size` bytes (the last one shorter). Two buffers take turns: a chunk must be
+ * done with (sent and acknowledged) before the chunk after the next one is asked for, which is what an upload
+ * that reads one chunk ahead does. Allocating a new buffer per chunk left the old ones to the garbage collector:
+ * with 16 MiB chunks a 2 GiB upload grew by ~150 MiB instead of two chunks.
+ */
 async function* rechunk(source: AsyncIterable<Uint8Array>, size: number): AsyncGenerator<Buffer> {
-  let buffer = Buffer.allocUnsafe(size);
+  const buffers = [Buffer.allocUnsafe(size)];
+  let turn = 0;
+  let buffer = buffers[0] as Buffer;
   let filled = 0;
   for await (const data of source) {
     let at = 0;
@@ -176,7 +183,9 @@ async function* rechunk(source: AsyncIterable<Uint8Array>, size: number): AsyncG
       at += take;
       if (filled === size) {
         yield buffer;
-        buffer = Buffer.allocUnsafe(size);
+        turn = 1 - turn;
+        buffers[turn] ??= Buffer.allocUnsafe(size);
+        buffer = buffers[turn] as Buffer;
         filled = 0;
       }
     }

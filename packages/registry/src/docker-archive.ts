@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { EtchError } from '@etch/format';
 import { readAtHandle } from '@etch/disk';
-import { indexTar, type TarIndexEntry } from '@etch/tar';
+import { detectCompression, indexTar, type TarIndexEntry } from '@etch/tar';
 import type { BlobProgress } from './blob-stream.js';
 import { digestBytes } from './digest.js';
 import { verifiedFileRange } from './local-blob.js';
@@ -20,6 +22,16 @@ interface SaveManifestEntry {
 }
 
 const HEX64 = /^[a-f0-9]{64}$/;
+
+/** The platform an image config names, when it names one. */
+function platformOf(config: { os?: unknown; architecture?: unknown; variant?: unknown }): Platform | undefined {
+  if (typeof config.os !== 'string' || typeof config.architecture !== 'string') return undefined;
+  return toPlatform({
+    os: config.os,
+    architecture: config.architecture,
+    ...(typeof config.variant === 'string' ? { variant: config.variant } : {}),
+  });
+}
 
 /**
  * A `docker save` archive (`docker-archive:PATH[:REF]`) as an image source. Both layouts docker writes are
@@ -139,20 +151,45 @@ export class DockerArchiveSource implements ImageSource {
         `The config ${chosen.Config} in ${this.path} does not hash to its name.`,
         { details: { digest: `sha256:${named}`, actual: configDigest } },
       );
-    const config = parseJsonDocument(configBytes, `The config in ${this.path}`) as { rootfs?: { diff_ids?: unknown } };
+    const config = parseJsonDocument(configBytes, `The config in ${this.path}`) as {
+      rootfs?: { diff_ids?: unknown };
+      os?: unknown;
+      architecture?: unknown;
+      variant?: unknown;
+    };
     const diffIds = Array.isArray(config.rootfs?.diff_ids) ? (config.rootfs.diff_ids as string[]) : [];
     if (diffIds.length !== chosen.Layers.length)
       throw new EtchError(
         'ETCH_BAD_MANIFEST',
         `${this.path} lists ${chosen.Layers.length} layers but its config has ${diffIds.length} diff_ids.`,
       );
-    const layers: Descriptor[] = chosen.Layers.map((name, i) => {
-      const entry = this.find(entries, name);
-      const blob = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(posix.normalize(name))?.[1];
-      // Legacy layer.tar files are uncompressed: their digest is the diff_id.
-      const digest = blob !== undefined && HEX64.test(blob) ? `sha256:${blob}` : (diffIds[i] as string);
-      return { mediaType: MediaType.DOCKER_LAYER, digest, size: entry.size, dataOffset: entry.dataOffset };
-    });
+    // Layers are stored as docker wrote them (uncompressed) or as a registry had them (gzip, zstd: docker load
+    // takes those too, and etch writes archives that way): the media type follows the bytes.
+    const layers = await this.withFile((file) =>
+      Promise.all(
+        chosen.Layers.map(async (name, i) => {
+          const entry = this.find(entries, name);
+          const head = Buffer.alloc(4);
+          await file.read(head, 0, Math.min(4, entry.size), entry.dataOffset);
+          const compression = detectCompression(head);
+          const blob = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(posix.normalize(name))?.[1];
+          // Named by digest in the OCI layout; a legacy layer.tar is uncompressed, so its digest is the diff_id.
+          const digest =
+            blob !== undefined && HEX64.test(blob)
+              ? `sha256:${blob}`
+              : compression === 'none'
+                ? (diffIds[i] as string)
+                : await this.hashEntry(entry);
+          const mediaType =
+            compression === 'gzip'
+              ? MediaType.DOCKER_LAYER_GZIP
+              : compression === 'zstd'
+                ? MediaType.OCI_LAYER_ZSTD
+                : MediaType.DOCKER_LAYER;
+          return { mediaType, digest, size: entry.size, dataOffset: entry.dataOffset };
+        }),
+      ),
+    );
     const manifest: ImageManifestJson = {
       schemaVersion: 2,
       mediaType: MediaType.DOCKER_MANIFEST,
@@ -160,8 +197,13 @@ export class DockerArchiveSource implements ImageSource {
       layers: layers.map(({ mediaType, digest, size }) => ({ mediaType, digest, size })),
     };
     const bytes = Buffer.from(JSON.stringify(manifest));
-    this.layerOffsets = new Map(layers.map((l) => [l.digest, l['dataOffset'] as number]));
-    const wanted = options.platform === undefined ? hostPlatform() : toPlatform(options.platform);
+    this.blobOffsets = new Map([
+      [configDigest, configEntry.dataOffset],
+      ...layers.map((l): [string, number] => [l.digest, l.dataOffset]),
+    ]);
+    // The archive holds one image: without a platform asked for, it is taken as it is.
+    const wanted =
+      options.platform !== undefined ? toPlatform(options.platform) : (platformOf(config) ?? hostPlatform());
     return resolveImage(
       {
         digest: digestBytes(bytes),
@@ -178,20 +220,30 @@ export class DockerArchiveSource implements ImageSource {
     );
   }
 
-  private layerOffsets = new Map<string, number>();
+  /** Where the config and each layer start in the archive, by digest, once resolved. */
+  private blobOffsets = new Map<string, number>();
+
+  /** The sha256 of an entry's bytes (a compressed layer under a legacy name, which names no digest). */
+  private async hashEntry(entry: TarIndexEntry): Promise<string> {
+    const hash = createHash('sha256');
+    const stream = createReadStream(this.path, { start: entry.dataOffset, end: entry.dataOffset + entry.size - 1 });
+    for await (const chunk of stream as AsyncIterable<Buffer>) hash.update(chunk);
+    return `sha256:${hash.digest('hex')}`;
+  }
   private repoTags: string[] = [];
 
   openBlob(
     descriptor: Descriptor,
     options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {},
   ): AsyncGenerator<Buffer> {
-    const offset = this.layerOffsets.get(descriptor.digest);
+    const offset = this.blobOffsets.get(descriptor.digest);
     if (offset === undefined)
       throw new EtchError(
         'ETCH_NOT_FOUND',
-        `${descriptor.digest} is not a layer of ${this.description}; resolve the image first.`,
+        `${descriptor.digest} is not the config or a layer of ${this.description}; resolve the image first.`,
+        { details: { digest: descriptor.digest } },
       );
-    return verifiedFileRange(this.path, offset, descriptor, `layer in ${this.description}`, options);
+    return verifiedFileRange(this.path, offset, descriptor, `blob in ${this.description}`, options);
   }
 
   /** Every `RepoTags` name of the chosen image, as `docker load` would tag it. */

@@ -18,6 +18,7 @@ export {
   type TargetWriteOptions,
 } from './target.js';
 export { DockerArchiveSource } from './docker-archive.js';
+export { DockerArchiveTarget } from './docker-archive-target.js';
 export type { ImageSource, RepositoryName } from './source.js';
 export {
   resolveImage,

@@ -12,6 +12,7 @@ import { asImageIndex, parseJsonDocument, type Descriptor } from './manifest.js'
 import { MediaType } from './media-types.js';
 import { familiarString, parseReference, withTarget, type ImageReference } from './reference.js';
 import type { RegistryClient } from './registry-client.js';
+import { DockerArchiveTarget } from './docker-archive-target.js';
 
 /** Where a blob can be found already, so a target in the same registry mounts it instead of uploading. */
 export interface BlobOrigin {
@@ -37,6 +38,8 @@ export interface ImageTarget {
   readonly description: string;
   /** The tag the name carries (`1` in `app:1`), if any: where {@link putManifest} puts the top document by default. */
   readonly tag: string | undefined;
+  /** True when the target holds one image manifest and no index (a docker archive): callers pick one platform. */
+  readonly singleImage?: boolean;
   /** Stores a blob of known digest and size; `open` yields its bytes (opened only when needed, perhaps twice). */
   putBlob(
     descriptor: Descriptor,
@@ -262,8 +265,8 @@ function splitLayoutSpec(spec: string): [string, string | undefined] {
 }
 
 /**
- * Opens a target by what a user typed: `oci:DIR[:TAG]`, `docker://REF` or a plain reference, which goes to the
- * registry client. A reference with neither tag nor digest is tagged `latest`.
+ * Opens a target by what a user typed: `oci:DIR[:TAG]`, `docker-archive:PATH[:NAME:TAG]`, `docker://REF` or a
+ * plain reference, which goes to the registry client. A reference with neither tag nor digest is tagged `latest`.
  */
 export function openImageTarget(
   spec: string,
@@ -275,11 +278,15 @@ export function openImageTarget(
     if (path === '') throw new EtchError('ETCH_USAGE', `${spec}: the OCI layout path is missing (oci:DIR[:TAG]).`);
     return new OciLayoutTarget(path, tag);
   }
-  if (spec.startsWith('docker-archive:'))
-    throw new EtchError(
-      'ETCH_USAGE',
-      `${spec}: docker-archive: is read-only here; write to a registry or oci:DIR:TAG.`,
-    );
+  if (spec.startsWith('docker-archive:')) {
+    // skopeo's form: the path ends at the first colon, a name:tag for RepoTags may follow.
+    const rest = spec.slice('docker-archive:'.length);
+    const colon = rest.indexOf(':');
+    const path = colon === -1 ? rest : rest.slice(0, colon);
+    if (path === '')
+      throw new EtchError('ETCH_USAGE', `${spec}: the archive path is missing (docker-archive:PATH[:NAME:TAG]).`);
+    return new DockerArchiveTarget(path, colon === -1 ? undefined : rest.slice(colon + 1));
+  }
   const reference = parseReference(spec.startsWith('docker://') ? spec.slice('docker://'.length) : spec);
   const tagged =
     reference.tag === undefined && reference.digest === undefined

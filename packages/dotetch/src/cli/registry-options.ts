@@ -1,7 +1,7 @@
-import { join, resolve } from 'node:path';
-import { defaultCacheDir } from '@etch/baseimage';
 import { RegistryClient } from '@etch/registry';
 import type { CliContext } from './context.js';
+
+// No @etch/baseimage here: copy, push and build load this module and should start without it (see registry-cache.ts).
 
 /** Flags every command that pulls images shares. */
 export const registryFlags = {
@@ -14,18 +14,6 @@ export const registryHelp = `  --insecure-registry HOST    allow plain HTTP for 
 
 /** Where the registry's layers and manifests are kept inside etch's cache directory. */
 export const REGISTRY_CACHE_SUBDIR = 'oci';
-
-/** The registry blob cache of a run: `<cache dir>/oci`, or none with `--no-cache`. */
-export function registryCacheFor(
-  context: CliContext,
-  values: { 'cache-dir'?: string; 'no-cache'?: boolean },
-): string | undefined {
-  if (values['no-cache']) return undefined;
-  return join(
-    values['cache-dir'] !== undefined ? resolve(context.cwd, values['cache-dir']) : defaultCacheDir(context.env),
-    REGISTRY_CACHE_SUBDIR,
-  );
-}
 
 /**
  * The registry client of a CLI run: credentials from docker's config.json (`DOCKER_CONFIG` honoured), the

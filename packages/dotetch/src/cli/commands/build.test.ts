@@ -1,4 +1,5 @@
 /** `etch build` against real docker-registry instances: the seed's example from the command line. */
+import { createHash } from 'node:crypto';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTempDir, type TempDir } from '@etch/test-utils';
@@ -58,17 +59,18 @@ describe('etch build', () => {
       { cwd: dir.path },
     );
     expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr, 'each blob reported on stderr').toMatch(/^(uploaded|mounted|existed) +sha256:[0-9a-f]{64} /m);
     const report = JSON.parse(result.stdout) as {
       schemaVersion: number;
       digest: string;
       images: { platform: string; imageId: string }[];
-      copies: string[];
+      copies: { target: string; digest: string }[];
     };
     expect(report.schemaVersion, 'schemaVersion').toBe(1);
     expect(report.images).toHaveLength(1);
     expect(report.images[0]?.platform, 'images[0].platform').toBe('linux/amd64');
     expect(report.images[0]?.imageId, 'images[0].imageId').toMatch(/^sha256:[0-9a-f]{64}$/);
-    expect(report.copies).toEqual([`${registry.host}/mirror/site:stable`]);
+    expect(report.copies).toEqual([{ target: `${registry.host}/mirror/site:stable`, digest: report.digest }]);
     expect((await inspectPushed(`${registry.host}/built/site:1`)).digest).toBe(report.digest);
     expect((await inspectPushed(`${registry.host}/mirror/site:stable`)).digest, 'the second tag').toBe(report.digest);
     const config = JSON.parse(
@@ -81,6 +83,46 @@ describe('etch build', () => {
       Labels: { team: 'etch' },
     });
     expect(config.config.Env).toContain('MODE=prod');
+  });
+
+  it('-t docker-archive: then -t REGISTRY: builds into the registry and prints the digest each target holds', async () => {
+    const archive = dir.join('site.tar');
+    const result = await runCli(
+      [
+        'build',
+        '--from',
+        `${registry.host}/base/multi:1`,
+        '--add',
+        'site:/www',
+        '--platform',
+        'linux/arm64',
+        '-t',
+        `docker-archive:${archive}:etch/site:1`,
+        '-t',
+        `${registry.host}/built/both:1`,
+        '--json',
+      ],
+      { cwd: dir.path },
+    );
+    expect(result.code, result.stderr).toBe(0);
+    const report = JSON.parse(result.stdout) as {
+      target: string;
+      digest: string;
+      images: { platform: string; imageId: string; digest: string }[];
+      copies: { target: string; digest: string }[];
+    };
+    expect(report.target, 'built into the registry, not the archive').toBe(`${registry.host}/built/both:1`);
+    expect((await inspectPushed(`${registry.host}/built/both:1`)).digest, 'the registry digest').toBe(report.digest);
+    const [arm64] = report.images;
+    expect(arm64?.platform).toBe('linux/arm64/v8');
+    expect(report.copies, 'the archive holds the arm64 image manifest, not the index').toEqual([
+      { target: `docker-archive:${archive}:etch/site:1`, digest: arm64?.digest },
+    ]);
+    const config = await run('skopeo', ['inspect', '--config', '--raw', `docker-archive:${archive}`]);
+    expect(
+      `sha256:${createHash('sha256').update(config.stdoutBuffer).digest('hex')}`,
+      'the config in the archive',
+    ).toBe(arm64?.imageId);
   });
 
   it('-q prints only the digest saved', async () => {

@@ -1,11 +1,12 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { entryTime } from '@etch/format';
-import { copyImage, Image, type SavedImage } from '@etch/image';
+import { copyImage, Image, type CopyProgress, type SavedImage } from '@etch/image';
 import { formatPlatform, openImageSource, openImageTarget, parsePlatform, parseReference } from '@etch/registry';
 import { commonFlags, commonHelp, helpPage, parseFlags, usageError } from '../args.js';
 import type { CliContext, Command } from '../context.js';
 import { EXIT } from '../exit-codes.js';
+import { formatBytes } from '../format-bytes.js';
 import { SCHEMA_VERSION, jsonText, type JsonImage } from '../json.js';
 import { registryClientFor, registryFlags, registryHelp } from '../registry-options.js';
 
@@ -13,9 +14,10 @@ const help = helpPage({
   usage: ['etch build --from REF --add SRC:DEST [--add SRC:DEST]... -t TARGET [-t TARGET]... [options]'],
   description: `Build an image without docker: the base image REF (registry, oci:DIR[:TAG] or docker-archive:PATH[:REF])
 plus the local files as one reproducible layer, with the config changed as asked, saved to each TARGET (a
-registry reference or oci:DIR[:TAG]). A multi-platform base gives a new index with the files added to each
-platform's image. Base layers are mounted or streamed, never downloaded to disk. The layer and config take
-the time SOURCE_DATE_EPOCH (seconds), else the Unix epoch. Prints the digest saved.`,
+registry reference, oci:DIR[:TAG] or docker-archive:PATH[:NAME:TAG]). A multi-platform base gives a new
+index with the files added to each platform's image. Base layers are mounted or streamed, never downloaded
+to disk. The layer and config take the time SOURCE_DATE_EPOCH (seconds), else the Unix epoch. Prints the
+digest saved; each blob is reported on stderr as it lands.`,
   sections: [
     [
       'Options',
@@ -31,7 +33,10 @@ the time SOURCE_DATE_EPOCH (seconds), else the Unix epoch. Prints the digest sav
   --label K=V                 a label. Repeatable.
   --user USER                 the user to run as
   --platform P|all            build only this platform of a multi-platform base (default all). Repeatable.
-  -t, --tag TARGET            where to save; the first is built, the others are copies of it. Repeatable.
+  -t, --tag TARGET            where to save: a registry reference, oci:DIR[:TAG] or
+                              docker-archive:PATH[:NAME:TAG] (one platform: --platform, else the host's).
+                              Built into the first that is not a docker archive, copied to the others.
+                              Repeatable.
 ${registryHelp}`,
     ],
     ['Output', commonHelp('print only the digest saved')],
@@ -55,7 +60,7 @@ ${registryHelp}`,
 /** What `etch build --json` prints. */
 export interface BuildJson {
   schemaVersion: typeof SCHEMA_VERSION;
-  /** The first -t: where the image was built. */
+  /** The -t the image was built into: the first that is not a docker archive. */
   target: string;
   /** The top document saved: the new index of a multi-platform base, else the image manifest. */
   digest: string;
@@ -63,8 +68,14 @@ export interface BuildJson {
   tags: string[];
   /** Each image built: its manifest digest, platform and image ID (the config digest). */
   images: JsonImage[];
-  /** The other -t targets, copies of the first. */
-  copies: string[];
+  /** The other -t targets, copies of the one built, each with the digest it holds (a docker archive: one platform's). */
+  copies: BuildCopy[];
+}
+
+/** A -t target the built image was copied to. */
+export interface BuildCopy {
+  target: string;
+  digest: string;
 }
 
 function command(value: string, flag: string): string[] {
@@ -96,11 +107,11 @@ function addition(value: string, cwd: string): [string, string] {
   return [value.slice(at + 1), resolve(cwd, value.slice(0, at))];
 }
 
-function human(target: string, saved: SavedImage, copies: readonly string[]): string {
+function human(target: string, saved: SavedImage, copies: readonly BuildCopy[]): string {
   const lines = [`${target}: ${saved.digest}`];
   for (const built of saved.images)
     lines.push(`  ${built.platform ? formatPlatform(built.platform) : 'image'}  ${built.digest}`);
-  for (const copy of copies) lines.push(`${copy}: ${saved.digest}`);
+  for (const copy of copies) lines.push(`${copy.target}: ${copy.digest}`);
   return `${lines.join('\n')}\n`;
 }
 
@@ -135,8 +146,13 @@ export const buildCommand: Command = {
     }
     if (positionals.length > 0) throw usageError(`unexpected argument ${JSON.stringify(positionals[0])}.`);
     if (values.from === undefined) throw usageError('name the base image with --from REF.');
-    const [first, ...others] = values.tag ?? [];
-    if (first === undefined) throw usageError('name where to save with -t TARGET.');
+    const targets = values.tag ?? [];
+    const [head] = targets;
+    if (head === undefined) throw usageError('name where to save with -t TARGET.');
+    // Built where the digests mean something (a registry or an OCI layout), then copied to the others: a docker
+    // archive keeps no manifest, so a copy out of one would not have the built digests.
+    const first = targets.find((t) => !t.startsWith('docker-archive:')) ?? head;
+    const others = targets.filter((t) => t !== first);
     // Every flag is checked before anything is fetched.
     const platforms =
       values.platform === undefined || values.platform.includes('all')
@@ -151,10 +167,15 @@ export const buildCommand: Command = {
     const created = epoch !== undefined && epoch.trim() !== '' ? entryTime(epoch) : undefined;
 
     const client = registryClientFor(context, values['insecure-registry']);
+    // Each blob reported on stderr as it lands, as etch copy does.
+    const onBlob = (blob: CopyProgress) => {
+      if (!values.quiet) context.stderr.write(`${blob.how.padEnd(8)} ${blob.digest} ${formatBytes(blob.size)}\n`);
+    };
     const image = new Image(values.from, first, {
       client,
       platforms,
       signal: context.signal,
+      onBlob,
       ...(created ? { created } : {}),
     });
     try {
@@ -167,12 +188,22 @@ export const buildCommand: Command = {
       image.Labels = labels;
       if (values.user !== undefined) image.User = values.user;
       const saved = await image.save();
-      const copies: string[] = [];
+      const copies: BuildCopy[] = [];
       for (const target of others) {
-        // Another tag of the same repository is just a manifest PUT; another repository mounts or streams.
+        // Another tag of the same repository is just a manifest PUT; another repository mounts or streams. A docker
+        // archive takes one platform: the one asked for, else the host's.
         const from = openImageSource(first.startsWith('oci:') ? first : String(parseReference(first)), client);
-        await copyImage(from, openImageTarget(target, client), { signal: context.signal });
-        copies.push(target);
+        const into = openImageTarget(target, client);
+        try {
+          const copied = await copyImage(from, into, {
+            signal: context.signal,
+            onBlob,
+            ...(into.singleImage && platforms !== 'all' && platforms[0] ? { platforms: platforms[0] } : {}),
+          });
+          copies.push({ target, digest: copied.digest });
+        } finally {
+          await into.close();
+        }
       }
       if (values.json) {
         const document: BuildJson = {

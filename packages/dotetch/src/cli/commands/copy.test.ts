@@ -6,12 +6,14 @@ import {
   buildRegistryFixtures,
   inspectPushed,
   pushRegistryFixture,
+  run,
   startRegistryServer,
   startTokenAuthRegistry,
   type PushedImage,
   type RegistryServer,
   type TokenAuthRegistry,
 } from '@etch/test-utils/system';
+import { runBinary } from '../binary.test.helper.js';
 import { runCli } from '../in-process.test.helper.js';
 
 let dir: TempDir;
@@ -62,6 +64,38 @@ describe('etch copy', () => {
     expect(result.stderr, 'each blob reported on stderr').toMatch(/^(uploaded|mounted|existed|skipped) +sha256:/m);
   });
 
+  it('writes one platform of an index to a docker archive named for docker load', async () => {
+    const archive = dir.join('arm64.tar');
+    const result = await runCli(
+      ['copy', `${a.host}/src/multi:1`, `docker-archive:${archive}:etch/arm64:1`, '--platform', 'linux/arm64', '-q'],
+      { cwd: dir.path },
+    );
+    expect(result.code, result.stderr).toBe(0);
+    const entry = multi.manifests?.find((m) => m.platform?.architecture === 'arm64');
+    expect(result.stdout, 'the arm64 manifest digest').toBe(`${entry?.digest}\n`);
+    const saved = JSON.parse((await run('tar', ['-xOf', archive, 'manifest.json'])).stdout) as {
+      Config: string;
+      RepoTags: string[];
+    }[];
+    expect(
+      saved.map((s) => s.RepoTags),
+      'RepoTags of manifest.json',
+    ).toEqual([['etch/arm64:1']]);
+    expect(saved[0]?.Config.replace('blobs/sha256/', 'sha256:'), 'the arm64 config').toBe(entry?.config?.digest);
+
+    const host = await runCli(['copy', `${a.host}/src/multi:1`, `docker-archive:${dir.join('host.tar')}`, '-q'], {
+      cwd: dir.path,
+    });
+    const amd64 = multi.manifests?.find((m) => m.platform?.architecture === 'amd64');
+    expect(host, 'without --platform: the host platform').toMatchObject({ code: 0, stdout: `${amd64?.digest}\n` });
+    const all = await runCli(
+      ['copy', `${a.host}/src/multi:1`, `docker-archive:${dir.join('all.tar')}`, '--all-platforms'],
+      { cwd: dir.path },
+    );
+    expect(all.code, 'an index into an archive is a usage error').toBe(2);
+    expect(all.stderr).toMatch(/^etch: ETCH_USAGE: .*holds one image/);
+  });
+
   it('-q prints only the digest stored, and no progress', async () => {
     const result = await runCli(['copy', `${a.host}/src/multi:1`, `${b.host}/dst/quiet:1`, '-q'], { cwd: dir.path });
     expect(result.code, result.stderr).toBe(0);
@@ -100,5 +134,34 @@ describe('etch copy', () => {
     expect(result.stderr).toBe(
       "etch: ETCH_USAGE: --platform and --all-platforms contradict each other; give one.\nRun 'etch copy --help' for usage.\n",
     );
+  });
+
+  it('copy, push and build start without loading the base-image, create or flash packages', async () => {
+    // A resolve hook in the real binary's process lists the workspace packages it loads.
+    const hook = dir.join('list-packages.mjs');
+    await writeFile(
+      hook,
+      `import { registerHooks } from 'node:module';
+registerHooks({
+  resolve(specifier, context, next) {
+    const result = next(specifier, context);
+    const name = /\\/packages\\/([a-z-]+)\\//.exec(result.url)?.[1];
+    if (name) process.stderr.write('loaded ' + name + '\\n');
+    return result;
+  },
+});
+`,
+    );
+    for (const command of ['copy', 'push', 'build']) {
+      const result = await runBinary([command, '--help'], {
+        cwd: dir.path,
+        env: { NODE_OPTIONS: `--import=${hook}` },
+      });
+      expect(result.code, result.stderr).toBe(0);
+      const loaded = new Set(result.stderr.match(/(?<=^loaded ).+$/gm));
+      expect(loaded.has('registry'), `${command}: the hook saw the registry package load`).toBe(true);
+      for (const unwanted of ['baseimage', 'core', 'docker-store', 'apply'])
+        expect(loaded.has(unwanted), `${command} loaded @etch/${unwanted}`).toBe(false);
+    }
   });
 });

@@ -12,14 +12,15 @@ function helpFor(name: 'copy' | 'push'): string {
   return helpPage({
     usage: [`etch ${name} SOURCE TARGET [--all-platforms | --platform os/arch[/variant]] [--json | -q]`],
     description: `Copy an image without docker. SOURCE: a registry reference, oci:DIR[:TAG] or docker-archive:PATH[:REF].
-TARGET: a registry reference (tag latest when none) or oci:DIR[:TAG]. An index is copied whole, so the
-copy has the same digest; blobs already there are skipped, blobs in another repository of the same
-registry are mounted, others stream through without touching the disk. Credentials come from docker's
+TARGET: a registry reference (tag latest when none), oci:DIR[:TAG] or docker-archive:PATH[:NAME:TAG] (one
+platform: --platform, else the host's; docker load reads it). An index is copied whole, so the copy has the
+same digest; blobs already there are skipped, blobs in another repository of the same registry are mounted,
+others stream through without touching the disk. Credentials come from docker's
 config.json. Prints the digest stored; each blob is reported on stderr as it lands.`,
     sections: [
       [
         'Options',
-        `  --all-platforms             copy every entry of an index (the default)
+        `  --all-platforms             copy every entry of an index (the default, but for a docker archive)
   --platform P                copy only this platform's image manifest (its digest is kept)
 ${registryHelp}`,
       ],
@@ -35,6 +36,7 @@ ${registryHelp}`,
         `etch ${name} oci:./out:v1 ghcr.io/acme/app:v1 --platform linux/arm64`,
       ],
       ['Save a registry image as an OCI layout', `etch ${name} ghcr.io/acme/app:1.4 oci:./app:1.4 -q`],
+      ['Write an archive for docker load', `etch ${name} ghcr.io/acme/app:1.4 docker-archive:app.tar:acme/app:1.4`],
     ],
   });
 }
@@ -80,11 +82,14 @@ function commandFor(name: 'copy' | 'push'): Command {
       if (extra !== undefined) throw usageError(`unexpected argument ${JSON.stringify(extra)}.`);
       if (values.platform !== undefined && values['all-platforms'])
         throw usageError('--platform and --all-platforms contradict each other; give one.');
-      const platforms = values.platform !== undefined ? parsePlatform(values.platform) : 'all';
+      // Neither flag: every platform, except into a docker archive, which takes the host's.
+      const platforms =
+        values.platform !== undefined ? parsePlatform(values.platform) : values['all-platforms'] ? 'all' : undefined;
       const client = registryClientFor(context, values['insecure-registry']);
+      const into = openImageTarget(target, client);
       try {
-        const result = await copyImage(openImageSource(source, client), openImageTarget(target, client), {
-          platforms,
+        const result = await copyImage(openImageSource(source, client), into, {
+          ...(platforms !== undefined ? { platforms } : {}),
           signal: context.signal,
           onBlob: (blob) => {
             if (!values.quiet) context.stderr.write(`${blob.how.padEnd(8)} ${blob.digest} ${formatBytes(blob.size)}\n`);
@@ -96,6 +101,7 @@ function commandFor(name: 'copy' | 'push'): Command {
         } else if (values.quiet) context.stdout.write(`${result.digest}\n`);
         else context.stdout.write(human(target, result));
       } finally {
+        await into.close();
         await client.close();
       }
       return EXIT.ok;

@@ -27,7 +27,8 @@ import { EXIT } from '../exit-codes.js';
 import { count, formatBytes, formatSeconds } from '../format-bytes.js';
 import { createJson, jsonText } from '../json.js';
 import { createProgressDisplay, progressModeFor, type ProgressDisplay } from '../progress.js';
-import { registryCacheFor, registryClientFor, registryFlags, registryHelp } from '../registry-options.js';
+import { registryCacheFor } from '../registry-cache.js';
+import { registryClientFor, registryFlags, registryHelp } from '../registry-options.js';
 import { baseRepositoriesFor, planPreload, splashSource, type PreloadPlan } from './create-preload.js';
 import { stageFor } from './stage-dir.js';
 
