@@ -450,7 +450,7 @@ export async function pushEci(
       size: document.bytes.length,
     });
   }
-  const tagged = withTarget(ref, { tag: ref.tag as string });
+  const tagged = withTarget(ref, { tag: ref.tag });
   if (documents.length === 1) {
     const only = documents[0] as { bytes: Buffer };
     const digest = await client.putManifest(tagged, { bytes: only.bytes, mediaType: MediaType.OCI_MANIFEST }, call);
@@ -464,7 +464,7 @@ export async function pushEci(
   }
   for (const [i, document] of documents.entries())
     await client.putManifest(
-      withTarget(ref, { digest: manifests[i]?.digest as string }),
+      withTarget(ref, { digest: manifests[i]?.digest }),
       { bytes: document.bytes, mediaType: MediaType.OCI_MANIFEST },
       call,
     );
