@@ -482,7 +482,7 @@ export async function pullEci(
     if (config && isConfigOfEci(config)) {
       const bytes = await client.fetchBlob(ref, config, call);
       const path = join(options.dir, 'config.json');
-      const temp = await writeStream(ctx, path, [bytes]);
+      const temp = await writeStream(ctx, path, Readable.from([bytes]));
       await commit(ctx, temp, path);
       ctx.files.push({
         name: 'config.json',

@@ -4,7 +4,7 @@ import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '@etch/registry';
-import { craftTar, createTempDir, rejectionOf, sha256Of, type TempDir } from '@etch/test-utils';
+import { collect, craftTar, createTempDir, rejectionOf, sha256Of, type TempDir } from '@etch/test-utils';
 import {
   pushOciArtifact,
   run,
@@ -227,7 +227,7 @@ describe('pushEci: legacy format', () => {
     const config = JSON.parse((await client.fetchBlob(ref, manifest['config'])).toString()) as Record<string, any>;
     const diffIds: string[] = [];
     for (const layer of layers) {
-      const blob = Buffer.concat(await Array.fromAsync(client.openBlob(ref, layer as any)));
+      const blob = await collect(client.openBlob(ref, layer as any));
       const tar = gunzipSync(blob);
       diffIds.push(sha(tar));
       // One entry named by the title, owned by root, mode 0644, mtime 0.
