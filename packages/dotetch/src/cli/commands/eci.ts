@@ -303,10 +303,11 @@ export const eciCommand: Command = {
     const [sub, ...rest] = args;
     if (sub === 'push') return runPush(rest, context);
     if (sub === 'pull') return runPull(rest, context);
-    if (sub === undefined || sub === '--help' || sub === '-h' || sub === 'help') {
+    if (sub === '--help' || sub === '-h' || sub === 'help') {
       context.stdout.write(help);
-      return sub === undefined ? EXIT.usage : EXIT.ok;
+      return EXIT.ok;
     }
+    if (sub === undefined) throw usageError('name a subcommand: etch eci push … REF or etch eci pull REF.');
     throw new EtchError('ETCH_USAGE', `unknown eci subcommand ${JSON.stringify(sub)}: use push or pull.`);
   },
 };
