@@ -20,6 +20,7 @@ import {
   hostPlatform,
   offeredPlatforms,
   parseReference,
+  pullScope,
   selectFromIndex,
   toPlatform,
   withTarget,
@@ -29,6 +30,12 @@ import {
   type RegistryClient,
 } from '@etch/registry';
 import { decompressAuto, extractTar } from '@etch/tar';
+
+/** One header value (the first when repeated). */
+function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
+  const value = headers[name];
+  return Array.isArray(value) ? value[0] : value;
+}
 import { EciAnnotation, EciMediaType, layersOf } from './eci.js';
 import type { EciRole } from './eci-push.js';
 
@@ -193,7 +200,93 @@ function progressFor(ctx: PullContext, name: string) {
     : {};
 }
 
-/** An artifact layer: the blob is the file. Kept when the file is already there with the same bytes. */
+/** The name an artifact's bytes are written under until verified; kept by a failed or interrupted pull. */
+function partialOf(path: string): string {
+  return join(dirname(path), `.${posix.basename(path)}.etch-partial`);
+}
+
+/** The size of a partial download worth continuing (some bytes, fewer than the blob), else 0. */
+async function partialSize(partial: string, layer: Descriptor): Promise<number> {
+  if (!layer.digest.startsWith('sha256:')) return 0;
+  const info = await stat(partial).catch(() => undefined);
+  return info?.isFile() && info.size > 0 && info.size < layer.size ? info.size : 0;
+}
+
+/**
+ * Continues a partial download left by an earlier pull: the bytes there are hashed, the rest is asked for with
+ * `Range` and appended, and the whole is checked against the blob's digest. Returns false when the registry
+ * does not serve the range (the caller downloads it all again). A cut while appending is tried again from what
+ * reached the disk, as often as the client's retry policy allows.
+ */
+async function resumePartial(ctx: PullContext, layer: Descriptor, partial: string, name: string): Promise<boolean> {
+  const signal = ctx.options.signal;
+  const what = `${ctx.what}: resuming ${name}`;
+  for (let attempt = 1; ; attempt += 1) {
+    const offset = await partialSize(partial, layer);
+    if (offset === 0) return false;
+    const hash = createHash('sha256');
+    for await (const chunk of createReadStream(partial, signal ? { signal } : {}) as AsyncIterable<Buffer>)
+      hash.update(chunk);
+    const response = await ctx.client.request(
+      ctx.ref.registry,
+      `${ctx.ref.repository}/blobs/${layer.digest}`,
+      [pullScope(ctx.ref.repository)],
+      { headers: { range: `bytes=${offset}-` }, ...(signal ? { signal } : {}) },
+      what,
+    );
+    const range = /^bytes (\d+)-/.exec(header(response.headers, 'content-range') ?? '');
+    if (response.status !== 206 || Number(range?.[1]) !== offset) {
+      response.body.on('error', () => undefined);
+      response.body.destroy();
+      ctx.logger.info('the registry does not serve a range of the blob; downloading it whole', {
+        digest: layer.digest,
+        status: response.status,
+      });
+      return false;
+    }
+    ctx.logger.info('resuming an ECI file', { name, offset, size: layer.size });
+    let bytes = offset;
+    const onProgress = ctx.options.onProgress;
+    async function* counted(body: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+      for await (const chunk of body) {
+        bytes += chunk.length;
+        if (bytes > layer.size) break;
+        hash.update(chunk);
+        onProgress?.({ name, bytes, total: layer.size });
+        yield chunk;
+      }
+    }
+    try {
+      await pipeline(
+        Readable.from(counted(response.body as AsyncIterable<Buffer>)),
+        createWriteStream(partial, { flags: 'a' }),
+        signal ? { signal } : {},
+      );
+    } catch (error) {
+      if (signal?.aborted || attempt >= ctx.client.http.retry.attempts) throw toEtchError(error, { signal });
+      await ctx.client.http.backOff(attempt, signal);
+      continue;
+    } finally {
+      response.body.on('error', () => undefined);
+      response.body.destroy();
+    }
+    const digest = `sha256:${hash.digest('hex')}`;
+    if (bytes !== layer.size || digest !== layer.digest) {
+      await rm(partial, { force: true });
+      throw new EtchError(
+        bytes !== layer.size ? 'ETCH_SIZE_MISMATCH' : 'ETCH_DIGEST_MISMATCH',
+        `${what}: the partial file and the rest from the registry make ${bytes} bytes hashing to ${digest}, not ${layer.size} bytes of ${layer.digest}. The partial file was removed; pull again.`,
+        { details: { digest: layer.digest, actual: digest } },
+      );
+    }
+    return true;
+  }
+}
+
+/**
+ * An artifact layer: the blob is the file. Kept when the file is already there with the same bytes; continued
+ * from where an interrupted pull stopped (its `.NAME.etch-partial`); else downloaded under that partial name.
+ */
 async function pullArtifact(ctx: PullContext, layer: Descriptor, name: string): Promise<void> {
   const path = join(ctx.options.dir, name);
   const signal = ctx.options.signal;
@@ -202,12 +295,25 @@ async function pullArtifact(ctx: PullContext, layer: Descriptor, name: string): 
     ctx.files.push({ ...base, how: 'existed' });
     return;
   }
-  const temp = await writeStream(
-    ctx,
-    path,
-    ctx.client.openBlob(ctx.ref, layer, { ...(signal ? { signal } : {}), ...progressFor(ctx, name) }),
-  );
-  await commit(ctx, temp, path);
+  await mkdir(dirname(path), { recursive: true });
+  const partial = partialOf(path);
+  if (!(await resumePartial(ctx, layer, partial, name))) {
+    try {
+      await pipeline(
+        Readable.from(
+          ctx.client.openBlob(ctx.ref, layer, { ...(signal ? { signal } : {}), ...progressFor(ctx, name) }),
+        ),
+        createWriteStream(partial),
+        signal ? { signal } : {},
+      );
+    } catch (error) {
+      // Bytes that failed their digest are not worth continuing; a cut or an interrupt leaves them for next time.
+      if (isEtchError(error, 'ETCH_DIGEST_MISMATCH') || isEtchError(error, 'ETCH_SIZE_MISMATCH'))
+        await rm(partial, { force: true });
+      throw error;
+    }
+  }
+  await rename(partial, path);
   ctx.files.push({ ...base, how: 'downloaded' });
 }
 
@@ -406,8 +512,9 @@ function isConfigOfEci(config: Descriptor | undefined): boolean {
  * `disk-<i>-<name>`, `config.json`, other files by title). Reads the three shapes lf-edge defines: artifact media
  * types, legacy tar layers with `org.lfedge.eci.*` annotations, and standard images whose config labels name the
  * files' paths. Every blob is verified against its digest before its file takes its final name (files are written
- * to temporary names first, so a failed pull leaves nothing half-written); a file already there with the blob's
- * exact bytes is kept; a download cut mid-way resumes. Names that would leave `dir` (absolute, `..`) are refused.
+ * to temporary names first, so a failed pull leaves nothing half-written under an ECI name); a file already there
+ * with the blob's exact bytes is kept; a download cut mid-way resumes, and an artifact file an interrupted pull
+ * left as `.NAME.etch-partial` is continued with `Range`. Names that would leave `dir` (absolute, `..`) are refused.
  * A plain OCI image is refused with `ETCH_UNSUPPORTED_MANIFEST`.
  *
  * @example
@@ -500,6 +607,9 @@ export async function pullEci(
       shape,
       files: ctx.files,
     };
+  } catch (error) {
+    // fs, zlib and abort errors become EtchErrors here, at the package boundary.
+    throw toEtchError(error, { signal: options.signal, message: (m) => `${ctx.what}: ${m}` });
   } finally {
     for (const temp of ctx.temps) await rm(temp, { force: true });
   }

@@ -425,6 +425,40 @@ describe('pushEci: platforms, checks, faults and auth', () => {
     }
   });
 
+  it('continues an interrupted pull from its partial file with Range, and removes the partial once verified', async () => {
+    const data = randomBytes(3 * 1024 * 1024 + 77);
+    const ref = `${registry.host}/eci/resume:1`;
+    await pushEci(client, ref, { root: { path: await file('resume.img', data), type: 'raw' } });
+    const out = dir.join('pull-resume');
+    const controller = new AbortController();
+    const interrupted = await rejectionOf(
+      pullEci(client, ref, {
+        dir: out,
+        signal: controller.signal,
+        onProgress: (p) => p.bytes >= 1024 * 1024 && controller.abort(),
+      }),
+    );
+    expect(interrupted, 'the interrupted pull').toMatchObject({ code: 'ETCH_ABORTED' });
+    const left = (await stat(dir.join('pull-resume', '.disk-root-resume.img.etch-partial'))).size;
+    expect(left, 'bytes left in the partial file').toBeGreaterThan(0);
+    expect(left, 'bytes left in the partial file').toBeLessThan(data.length);
+    const proxy = await startFaultProxy(registry);
+    const through = new RegistryClient({ dockerConfig: false });
+    try {
+      const pulled = await pullEci(through, `${proxy.host}/eci/resume:1`, { dir: out });
+      const root = pulled.files.find((f) => f.name === 'disk-root-resume.img');
+      const gets = proxy.requests.filter((r) => r.method === 'GET' && r.url.includes(root?.blob ?? '?'));
+      expect(
+        gets.map((r) => r.headers.range),
+        'Range of the requests for the root disk',
+      ).toEqual([`bytes=${left}-`]);
+      expect(await tree(out), 'the file, whole, and no partial file').toEqual({ 'disk-root-resume.img': sha(data) });
+    } finally {
+      await through.close();
+      await proxy.stop();
+    }
+  });
+
   it('pushes and pulls through htpasswd and token auth', async () => {
     const basic = await startBasicAuthRegistry({ users: { alice: 's3cret' } });
     const token = await startTokenAuthRegistry({ users: { bob: 'hunter2' } });

@@ -1,6 +1,6 @@
 import { readFile, stat } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { EtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { EtchError, silentLogger, throwIfAborted, toEtchError, type Logger } from '@etch/format';
 import {
   MediaType,
   digestBytes,
@@ -410,6 +410,20 @@ export async function pushEci(
   reference: string | ImageReference,
   images: EciImage | readonly EciImage[],
   options: PushEciOptions = {},
+): Promise<PushEciResult> {
+  try {
+    return await push(client, reference, images, options);
+  } catch (error) {
+    // fs, zlib and abort errors become EtchErrors here, at the package boundary.
+    throw toEtchError(error, { signal: options.signal, message: (m) => `Pushing the ECI ${String(reference)}: ${m}` });
+  }
+}
+
+async function push(
+  client: RegistryClient,
+  reference: string | ImageReference,
+  images: EciImage | readonly EciImage[],
+  options: PushEciOptions,
 ): Promise<PushEciResult> {
   throwIfAborted(options.signal);
   const format = options.format ?? 'artifacts';
