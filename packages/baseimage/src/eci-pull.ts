@@ -1,7 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join, posix } from 'node:path';
+import { lstat, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { dirname, join, posix, relative, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import {
@@ -20,6 +20,7 @@ import {
   hostPlatform,
   offeredPlatforms,
   parseReference,
+  platformRank,
   pullScope,
   selectFromIndex,
   toPlatform,
@@ -172,12 +173,35 @@ async function holdsBlob(path: string, blob: Descriptor, signal?: AbortSignal): 
   return `sha256:${hash.digest('hex')}` === blob.digest;
 }
 
+/**
+ * Makes the folders of `path` inside the pull directory, refusing any that exists as something other than a
+ * folder (a symlink there would carry the file out of the directory).
+ */
+async function makeParents(ctx: PullContext, path: string): Promise<void> {
+  const root = ctx.options.dir;
+  const parts = relative(root, dirname(path))
+    .split(sep)
+    .filter((p) => p !== '');
+  let at = root;
+  for (const part of parts) {
+    at = join(at, part);
+    const info = await lstat(at).catch(() => undefined);
+    if (info === undefined) await mkdir(at);
+    else if (!info.isDirectory() || info.isSymbolicLink())
+      throw new EtchError(
+        'ETCH_UNSAFE_PATH',
+        `${ctx.what}: ${at} is not a folder (a symlink or a file), so nothing is written through it.`,
+        { details: { path: at } },
+      );
+  }
+}
+
 async function writeStream(
   ctx: PullContext,
   path: string,
   bytes: AsyncIterable<Uint8Array> | Readable,
 ): Promise<string> {
-  await mkdir(dirname(path), { recursive: true });
+  await makeParents(ctx, path);
   const temp = tempBeside(path);
   ctx.temps.add(temp);
   await pipeline(
@@ -295,7 +319,7 @@ async function pullArtifact(ctx: PullContext, layer: Descriptor, name: string): 
     ctx.files.push({ ...base, how: 'existed' });
     return;
   }
-  await mkdir(dirname(path), { recursive: true });
+  await makeParents(ctx, path);
   const partial = partialOf(path);
   if (!(await resumePartial(ctx, layer, partial, name))) {
     try {
@@ -536,7 +560,7 @@ export async function pullEci(
   const ctx: PullContext = {
     client,
     ref,
-    options,
+    options: { ...options, dir: resolve(options.dir) },
     logger: options.logger ?? silentLogger,
     what: `The ECI ${display}`,
     temps: new Set(),
@@ -544,11 +568,13 @@ export async function pullEci(
   };
   const call = options.signal ? { signal: options.signal } : {};
   try {
-    await mkdir(options.dir, { recursive: true });
+    await mkdir(ctx.options.dir, { recursive: true });
     const top = await client.getManifest(ref, call);
     const { manifest, platform } = await chooseManifest(ctx, top);
     const layers = layersOf(manifest.json, ctx.what);
     const config = manifest.json['config'] as Descriptor | undefined;
+    if (options.platform !== undefined && platform === undefined && config?.mediaType === EciMediaType.OCI_CONFIG)
+      await checkPlatform(ctx, config, options.platform);
     const isArtifact = (l: Descriptor) => l.mediaType.startsWith(ECI_TYPE_PREFIX);
     const isAnnotated = (l: Descriptor) =>
       l.annotations?.[EciAnnotation.ROLE] !== undefined || l.annotations?.[EciAnnotation.MEDIA_TYPE] !== undefined;
@@ -588,7 +614,7 @@ export async function pullEci(
     }
     if (config && isConfigOfEci(config)) {
       const bytes = await client.fetchBlob(ref, config, call);
-      const path = join(options.dir, 'config.json');
+      const path = join(ctx.options.dir, 'config.json');
       const temp = await writeStream(ctx, path, Readable.from([bytes]));
       await commit(ctx, temp, path);
       ctx.files.push({
@@ -613,6 +639,30 @@ export async function pullEci(
   } finally {
     for (const temp of ctx.temps) await rm(temp, { force: true });
   }
+}
+
+/** A single manifest (no index) asked for with a platform: its image config must be of that platform. */
+async function checkPlatform(ctx: PullContext, config: Descriptor, wanted: string): Promise<void> {
+  const bytes = await ctx.client.fetchBlob(ctx.ref, config, ctx.options.signal ? { signal: ctx.options.signal } : {});
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    return; // not an image config after all: nothing says what platform it is for
+  }
+  const json = (parsed ?? {}) as { os?: unknown; architecture?: unknown; variant?: unknown };
+  if (typeof json.os !== 'string' || typeof json.architecture !== 'string') return;
+  const offered = {
+    os: json.os,
+    architecture: json.architecture,
+    ...(typeof json.variant === 'string' ? { variant: json.variant } : {}),
+  };
+  if (platformRank(toPlatform(wanted), offered) === undefined)
+    throw new EtchError(
+      'ETCH_PLATFORM_NOT_FOUND',
+      `${ctx.what} is for ${formatPlatform(offered)}, not ${wanted}; it is a single ECI, not an index of several.`,
+      { details: { platform: wanted, available: [formatPlatform(offered)] } },
+    );
 }
 
 function labelsOfConfig(bytes: Buffer, what: string): Record<string, unknown> {

@@ -1,6 +1,6 @@
 /** `pushEci` and `pullEci` against a real docker-registry (open, htpasswd, token), read back with skopeo. */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryClient } from '@etch/registry';
@@ -272,6 +272,36 @@ describe('pushEci: legacy format', () => {
     await expect(stat('/tmp/escaped.img'), 'nothing at the absolute path').rejects.toMatchObject({ code: 'ENOENT' });
   });
 
+  it('refuses to write through a symlink in the pull directory', async () => {
+    await pushOciArtifact(
+      dir.path,
+      registry.host,
+      'eci/nested',
+      '1',
+      { mediaType: EciMediaType.OCI_CONFIG, data: Buffer.from('{}') },
+      [
+        {
+          mediaType: EciMediaType.LEGACY_LAYER,
+          data: gzipSync(await craftTar([{ name: 'bits/rootfs.img', content: Buffer.from('disk') }])),
+          annotations: { [EciAnnotation.ROLE]: 'disk-root', [EciAnnotation.TITLE]: 'disk-root-rootfs.img' },
+        },
+      ],
+    );
+    const outside = dir.join('outside');
+    const out = dir.join('pull-symlink');
+    await mkdir(outside, { recursive: true });
+    await mkdir(out, { recursive: true });
+    await symlink(outside, dir.join('pull-symlink', 'bits'));
+    const error = await rejectionOf(pullEci(client, `${registry.host}/eci/nested:1`, { dir: out }));
+    expect(error, 'pull through a symlinked folder').toMatchObject({ code: 'ETCH_UNSAFE_PATH' });
+    expect(await readdir(outside), 'nothing written where the symlink points').toEqual([]);
+    const fine = await pullEci(client, `${registry.host}/eci/nested:1`, { dir: dir.join('pull-nested') });
+    expect(
+      fine.files.map((f) => f.name),
+      'a legacy entry in a folder, without a symlink in the way',
+    ).toEqual(['bits/rootfs.img']);
+  });
+
   it('reads a docker-built image whose config labels name the files, and refuses a plain image', async () => {
     const rootfs = randomBytes(50_000);
     await pushOciArtifact(
@@ -358,6 +388,14 @@ describe('pushEci: platforms, checks, faults and auth', () => {
     expect(pulled.platform, 'platform chosen').toBe('linux/arm64');
     expect(pulled.manifestDigest, 'manifest of arm64').toBe(pushed.manifests[1]?.digest);
     expect(await tree(out), 'arm64 files').toEqual({ 'disk-root-arm.img': sha(files.get('arm.img') as Buffer) });
+    await pushEci(client, `${registry.host}/eci/single-arm:1`, {
+      root: { path: arm, type: 'raw' },
+      platform: 'linux/arm64',
+    });
+    const single = await rejectionOf(
+      pullEci(client, `${registry.host}/eci/single-arm:1`, { dir: dir.join('pull-amd'), platform: 'linux/amd64' }),
+    );
+    expect(single, 'a single arm64 ECI asked for as amd64').toMatchObject({ code: 'ETCH_PLATFORM_NOT_FOUND' });
     expect(
       await rejectionOf(pullEci(client, ref, { dir: dir.join('pull-riscv'), platform: 'linux/riscv64' })),
       'absent platform',

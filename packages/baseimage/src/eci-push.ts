@@ -81,6 +81,8 @@ export interface PushEciOptions {
   chunkSize?: number;
   signal?: AbortSignal;
   onProgress?: (progress: EciPushProgress) => void;
+  /** Called as each blob lands (uploaded, or found already there). */
+  onBlob?: (blob: EciPushedBlob) => void;
   logger?: Logger;
 }
 
@@ -311,7 +313,7 @@ async function upload(
         })
       ).how;
   ctx.logger.info('ECI blob', { name, digest: descriptor.digest, size: descriptor.size, how });
-  ctx.blobs.push({
+  const blob: EciPushedBlob = {
     name,
     role,
     digest: descriptor.digest,
@@ -319,7 +321,9 @@ async function upload(
     mediaType: descriptor.mediaType,
     how,
     platform,
-  });
+  };
+  ctx.blobs.push(blob);
+  options.onBlob?.(blob);
 }
 
 /** Measures, uploads and describes one image; returns its manifest's bytes. */

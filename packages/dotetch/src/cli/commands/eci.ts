@@ -231,13 +231,16 @@ async function runPush(args: string[], context: CliContext): Promise<number> {
       ...(line
         ? { onProgress: (p) => line(p.phase === 'hash' ? 'hashing' : 'uploading', p.name, p.bytes, p.total) }
         : {}),
+      ...(quiet
+        ? {}
+        : {
+            onBlob: (blob) =>
+              context.stderr.write(`${blob.how.padEnd(8)} ${blob.name} ${formatBytes(blob.size)} ${blob.digest}\n`),
+          }),
     });
   } finally {
     await client.close();
   }
-  if (!quiet)
-    for (const blob of result.blobs)
-      context.stderr.write(`${blob.how.padEnd(8)} ${blob.name} ${formatBytes(blob.size)} ${blob.digest}\n`);
   if (values.json) context.stdout.write(jsonText({ schemaVersion: SCHEMA_VERSION, ...result } satisfies EciPushJson));
   else if (values.quiet) context.stdout.write(`${result.digest}\n`);
   else {
