@@ -343,7 +343,7 @@ async function pullArtifact(ctx: PullContext, layer: Descriptor, name: string): 
 
 /**
  * Reads a tar layer (gzip, zstd or plain) through to the end of its blob, so its digest is checked, handing each
- * regular file to `onFile`. The blob is read to its end after the tar's end too: only then is its digest known.
+ * entry to `onEntry`. The blob is read to its end after the tar's end too: only then is its digest known.
  */
 async function readTarLayer(
   ctx: PullContext,
@@ -368,27 +368,25 @@ async function readTarLayer(
   };
   let stream: Readable | undefined;
   try {
-    stream = (await decompressAuto(shared, signal)).stream;
-    for await (const { header, body } of extractTar(stream, signal ? { signal } : {})) {
-      throwIfAborted(signal);
-      await onEntry(header.name, { type: header.type, size: header.size, body });
+    try {
+      stream = (await decompressAuto(shared, signal)).stream;
+      for await (const { header, body } of extractTar(stream, signal ? { signal } : {})) {
+        throwIfAborted(signal);
+        await onEntry(header.name, { type: header.type, size: header.size, body });
+      }
+    } catch (error) {
+      if (blobError !== undefined) throw toEtchError(blobError, { signal });
+      if (isEtchError(error)) throw error;
+      throw new EtchError(
+        'ETCH_BAD_ARCHIVE',
+        `${ctx.what}: the layer ${layer.digest} is not a readable tar: ${(error as Error).message}.`,
+        { cause: error, details: { digest: layer.digest } },
+      );
+    } finally {
+      stream?.destroy();
     }
-  } catch (error) {
     if (blobError !== undefined) throw toEtchError(blobError, { signal });
-    if (isEtchError(error)) throw error;
-    throw new EtchError(
-      'ETCH_BAD_ARCHIVE',
-      `${ctx.what}: the layer ${layer.digest} is not a readable tar: ${(error as Error).message}.`,
-      {
-        cause: error,
-        details: { digest: layer.digest },
-      },
-    );
-  } finally {
-    stream?.destroy();
-  }
-  if (blobError !== undefined) throw toEtchError(blobError, { signal });
-  try {
+    // The rest of the blob (gzip trailer, padding after the tar's end): only its end proves the digest.
     for (;;) if ((await next()).done) break;
   } finally {
     await ignoreRejection(blob.return(undefined), 'the blob is closed after it was read or after a failure');
