@@ -501,9 +501,9 @@ describe('pushEci: platforms, checks, faults and auth', () => {
     const basic = await startBasicAuthRegistry({ users: { alice: 's3cret' } });
     const token = await startTokenAuthRegistry({ users: { bob: 'hunter2' } });
     try {
-      for (const [server, username, password] of [
-        [basic, 'alice', 's3cret'],
-        [token, 'bob', 'hunter2'],
+      for (const [server, username, password, format] of [
+        [basic, 'alice', 's3cret', 'artifacts'],
+        [token, 'bob', 'hunter2', 'legacy'],
       ] as const) {
         const authed = new RegistryClient({
           dockerConfig: false,
@@ -511,9 +511,9 @@ describe('pushEci: platforms, checks, faults and auth', () => {
         });
         try {
           const ref = `${server.host}/eci/auth:1`;
-          await pushEci(authed, ref, { root: image.root, kernel: image.kernel as string }, { format: 'legacy' });
+          await pushEci(authed, ref, { root: image.root, kernel: image.kernel as string }, { format });
           const manifest = await rawManifest(ref, ['--creds', `${username}:${password}`]);
-          expect(manifest['layers'].length, `${server.host}: layers`).toBe(2);
+          expect(manifest['layers'].length, `${format} through ${username}'s registry: layers`).toBe(2);
           const out = dir.join(`pull-auth-${username}`);
           await pullEci(authed, ref, { dir: out });
           expect(await tree(out), `${username}: pulled`).toEqual({
