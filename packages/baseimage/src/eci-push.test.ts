@@ -244,6 +244,43 @@ describe('pushEci: legacy format', () => {
     expect(again.digest, 'legacy push is reproducible').toBe(pushed.digest);
   });
 
+  it("pulls the legacy shape of lf-edge's README sample: uncompressed tar layers, an annotated config", async () => {
+    const layer = async (name: string, content: Buffer, role: string, type: string) => ({
+      mediaType: 'application/vnd.oci.image.layer.v1.tar',
+      data: await craftTar([{ name, content }]),
+      annotations: {
+        [EciAnnotation.MEDIA_TYPE]: type,
+        [EciAnnotation.ROLE]: role,
+        [EciAnnotation.TITLE]: name,
+      },
+    });
+    await pushOciArtifact(
+      dir.path,
+      registry.host,
+      'eci/sample',
+      'ubuntu-1804-11715',
+      {
+        mediaType: EciMediaType.OCI_CONFIG,
+        data: Buffer.from('{"cmd":"x"}\n'),
+        annotations: { [EciAnnotation.MEDIA_TYPE]: EciMediaType.CONFIG, [EciAnnotation.TITLE]: 'config.json' },
+      },
+      [
+        await layer('kernel', Buffer.from('kern'), 'kernel', EciMediaType.KERNEL),
+        await layer('initrd', Buffer.from('init'), 'initrd', EciMediaType.INITRD),
+        await layer('disk-root-root.raw', Buffer.from('root!'), 'disk-root', `${EciMediaType.DISK_PREFIX}raw`),
+      ],
+    );
+    const out = dir.join('pull-sample');
+    const pulled = await pullEci(client, `${registry.host}/eci/sample:ubuntu-1804-11715`, { dir: out });
+    expect(pulled.shape, 'shape').toBe('legacy');
+    expect(await tree(out), 'files of the sample').toEqual({
+      kernel: sha(Buffer.from('kern')),
+      initrd: sha(Buffer.from('init')),
+      'disk-root-root.raw': sha(Buffer.from('root!')),
+      'config.json': sha(Buffer.from('{"cmd":"x"}\n')),
+    });
+  });
+
   it('refuses legacy entries whose names leave the directory (zip-slip, absolute), writing nothing', async () => {
     for (const [tag, name] of [
       ['dotdot', '../escaped.img'],

@@ -449,7 +449,7 @@ async function push(
       'ETCH_USAGE',
       `Each image of an ECI index needs its own platform; got ${platforms.join(', ')}.`,
     );
-  mtimeOf(options.created);
+  mtimeOf(options.created); // a bad `created` is refused before anything is read or uploaded
   // Every file of every image is checked before anything is uploaded.
   const partsList: Part[][] = [];
   for (const image of list) partsList.push(await partsOf(image));
