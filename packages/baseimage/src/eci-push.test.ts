@@ -500,6 +500,27 @@ describe('pushEci: platforms, checks, faults and auth', () => {
     }
   });
 
+  it('stops a push when its signal fires, with ETCH_ABORTED, and tags nothing', async () => {
+    const controller = new AbortController();
+    const ref = `${registry.host}/eci/aborted:1`;
+    const error = await rejectionOf(
+      pushEci(
+        client,
+        ref,
+        { root: { path: await file('abort.img', randomBytes(4 * 1024 * 1024)), type: 'raw' } },
+        {
+          chunkSize: 1024 * 1024,
+          signal: controller.signal,
+          onProgress: (p) => p.phase === 'upload' && p.bytes >= 1024 * 1024 && controller.abort(),
+        },
+      ),
+    );
+    expect(error, 'the aborted push').toMatchObject({ code: 'ETCH_ABORTED' });
+    expect(await rejectionOf(client.getManifest(ref)), 'no manifest under the tag').toMatchObject({
+      code: 'ETCH_NOT_FOUND',
+    });
+  });
+
   it('continues an interrupted pull from its partial file with Range, and removes the partial once verified', async () => {
     const data = randomBytes(3 * 1024 * 1024 + 77);
     const ref = `${registry.host}/eci/resume:1`;
