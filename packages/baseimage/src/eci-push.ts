@@ -169,11 +169,16 @@ async function regularFile(path: string, what: string): Promise<number> {
 }
 
 /** The parts of an image, checked (types, files, names) before anything is read or uploaded. */
-async function partsOf(image: EciImage): Promise<Part[]> {
+async function partsOf(image: EciImage, format: EciFormat): Promise<Part[]> {
   const parts: Part[] = [];
   const add = async (role: EciRole, title: string, path: string, eciType: string, what: string) => {
     if (parts.some((p) => p.title === title))
       throw new EtchError('ETCH_USAGE', `Two files would both be named ${title} in the ECI; rename one.`, {
+        details: { entryName: title },
+      });
+    // A legacy layer's tar entry is named by the title, in a plain ustar header (at most 100 bytes).
+    if (format === 'legacy' && Buffer.byteLength(title) > 100)
+      throw new EtchError('ETCH_USAGE', `The ECI file name ${title} is over 100 bytes, too long for a legacy layer.`, {
         details: { entryName: title },
       });
     parts.push({ role, title, path, eciType, size: await regularFile(path, what) });
@@ -452,7 +457,7 @@ async function push(
   mtimeOf(options.created); // a bad `created` is refused before anything is read or uploaded
   // Every file of every image is checked before anything is uploaded.
   const partsList: Part[][] = [];
-  for (const image of list) partsList.push(await partsOf(image));
+  for (const image of list) partsList.push(await partsOf(image, format));
 
   const ctx: PushContext = { client, ref, options, blobs: [], logger: options.logger ?? silentLogger };
   const call = {
