@@ -24,6 +24,16 @@ export const EciMediaType = {
   DISK_PREFIX: 'application/vnd.lfedge.disk.layer.v1+',
   CONFIG: 'application/vnd.lfedge.eci.config.v1+json',
   ARTIFACT: 'application/vnd.lfedge.eci.v1+json',
+  /** The kernel layer, as lf-edge's code writes it (its docs say `…kernel.layer.v1.tar`; both are read). */
+  KERNEL: 'application/vnd.lfedge.eci.kernel.layer.v1+kernel',
+  /** The initrd layer, as lf-edge's code writes it (its docs say `…initrd.layer.v1.tar`; both are read). */
+  INITRD: 'application/vnd.lfedge.eci.initrd.layer.v1+cpio',
+  /** Any other file. */
+  OTHER: 'application/vnd.lfedge.eci.layer.v1',
+  /** Every layer of the legacy format: the file tar+gzipped (lf-edge's code; its docs say an uncompressed tar). */
+  LEGACY_LAYER: 'application/vnd.oci.image.layer.v1.tar+gzip',
+  /** The config of the legacy format, and the generated config of both formats. */
+  OCI_CONFIG: 'application/vnd.oci.image.config.v1+json',
 } as const;
 
 export const EciAnnotation = {
@@ -32,6 +42,10 @@ export const EciAnnotation = {
   TITLE: 'org.opencontainers.image.title',
   /** Image-config label (legacy images built with docker): the path of the root disk inside the image's layers. */
   ROOT_LABEL: 'org.lfedge.eci.artifact.root',
+  /** Image-config label prefix: `…artifact.kernel`, `…artifact.initrd`, `…artifact.root`, `…artifact.disk-<i>`. */
+  ARTIFACT_LABEL_PREFIX: 'org.lfedge.eci.artifact.',
+  /** Image-config label of the (first) other file; etch adds `org.lfedge.eci.other-<i>` for every one. */
+  OTHER_LABEL: 'org.lfedge.eci.other',
 } as const;
 
 const ROOT_ROLE = 'disk-root';
@@ -168,7 +182,8 @@ async function chooseManifest(
   return ctx.client.getManifest(withTarget(ref, { digest: chosen.digest }), ctx.signal ? { signal: ctx.signal } : {});
 }
 
-function layersOf(json: Record<string, unknown>, what: string): Descriptor[] {
+/** The layers of an ECI manifest (`layers`, or an artifact manifest's `blobs`), checked like any manifest's. */
+export function layersOf(json: Record<string, unknown>, what: string): Descriptor[] {
   const layers = json['layers'] ?? json['blobs'];
   if (!Array.isArray(layers)) throw new EtchError('ETCH_BAD_MANIFEST', `${what} has no layers.`);
   // Checked like any manifest's layers: a digest this client cannot verify, or a malformed one, is refused.

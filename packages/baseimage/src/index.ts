@@ -24,3 +24,25 @@ export {
 export { parseEciSpec, EciMediaType, EciAnnotation, type EciSpec } from './eci.js';
 export { classifyName, type NameKind, type FileCompression } from './names.js';
 export { xzUncompressedSize, zstdContentSize } from './compressed.js';
+export {
+  pushEci,
+  parseEciDisk,
+  ECI_DISK_TYPES,
+  type EciDisk,
+  type EciDiskType,
+  type EciFormat,
+  type EciImage,
+  type EciPushProgress,
+  type EciPushedBlob,
+  type EciRole,
+  type PushEciOptions,
+  type PushEciResult,
+} from './eci-push.js';
+export {
+  pullEci,
+  type EciPullProgress,
+  type EciPulledFile,
+  type EciShape,
+  type PullEciOptions,
+  type PullEciResult,
+} from './eci-pull.js';

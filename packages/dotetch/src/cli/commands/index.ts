@@ -46,6 +46,11 @@ export const commands: readonly CommandEntry[] = [
     load: async () => (await import('./copy.js')).pushCommand,
   },
   {
+    name: 'eci',
+    summary: 'push an ECI (disk images, kernel, initrd) to a registry, or pull one into a directory',
+    load: async () => (await import('./eci.js')).eciCommand,
+  },
+  {
     name: 'cache',
     summary: 'list or clean the cache of base images and layers',
     load: async () => (await import('./cache.js')).cacheCommand,
