@@ -1,7 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { realpath, stat } from 'node:fs/promises';
 import { basename, join, sep } from 'node:path';
-import { appsJsonFor, formatAppsJson, imagesOfTargetState, parseSupervisorVersion, parseTargetState } from '@etch/balena';
+import {
+  appsJsonFor,
+  formatAppsJson,
+  imagesOfTargetState,
+  parseSupervisorVersion,
+  parseTargetState,
+} from '@etch/balena';
 import { openBaseImage, parseEciSpec, specKind } from '@etch/baseimage';
 import type { CreateEtchOptions, InjectSource } from '@etch/core';
 import { readPartitionFile } from '@etch/disk';
@@ -71,9 +77,13 @@ async function baseFile(name: string, context: PlanContext): Promise<string> {
       details: { field: 'base' },
     });
   if (name === '' || name === '.' || name === '..' || /[/\\\0]/.test(name) || name.startsWith('.'))
-    throw new EtchError('ETCH_UNSAFE_PATH', `base: ${JSON.stringify(name)} is not a plain file name in the base directory.`, {
-      details: { field: 'base' },
-    });
+    throw new EtchError(
+      'ETCH_UNSAFE_PATH',
+      `base: ${JSON.stringify(name)} is not a plain file name in the base directory.`,
+      {
+        details: { field: 'base' },
+      },
+    );
   const dir = await realpath(context.baseDir);
   let path: string;
   try {
@@ -103,7 +113,11 @@ async function baseSpec(base: string, context: PlanContext): Promise<{ spec: str
     try {
       registry = parseEciSpec(base).repository.registry;
     } catch (cause) {
-      throw requestError('base', `${JSON.stringify(base)} is not an eci:REGISTRY/REPO[:TAG|@VERSION] reference.`, cause);
+      throw requestError(
+        'base',
+        `${JSON.stringify(base)} is not an eci:REGISTRY/REPO[:TAG|@VERSION] reference.`,
+        cause,
+      );
     }
     checkRegistry(registry, 'base', context);
     return { spec: base };
@@ -177,7 +191,10 @@ export async function planEtch(request: EtchRequest, context: PlanContext): Prom
   if (request.supervisor !== undefined) checkImage(request.supervisor, 'supervisor', context);
   if (request.pinDevice && request.targetState === undefined)
     throw requestError('pinDevice', 'pins the release of targetState; give one.');
-  if ((request.targetState !== undefined || request.supervisor !== undefined) && request.supervisorVersion === undefined)
+  if (
+    (request.targetState !== undefined || request.supervisor !== undefined) &&
+    request.supervisorVersion === undefined
+  )
     throw requestError('supervisorVersion', 'is required with targetState and supervisor.');
   if (request.repositories !== undefined && request.ignoreBaseRepositories)
     throw requestError('repositories', 'contradicts ignoreBaseRepositories; give one.');
@@ -212,7 +229,10 @@ export async function planEtch(request: EtchRequest, context: PlanContext): Prom
   const preloading = plan.length > 0;
   if (preloading && request.platform === undefined)
     throw requestError('platform', "is required when preloading: the device's platform (linux/arm64 …).");
-  const platform = request.platform !== undefined ? await about('platform', () => parsePlatform(request.platform as string)) : undefined;
+  const platform =
+    request.platform !== undefined
+      ? await about('platform', () => parsePlatform(request.platform as string))
+      : undefined;
 
   let baseRepositories: RepositoriesJson | undefined;
   if (preloading && !request.ignoreBaseRepositories) {
@@ -220,11 +240,12 @@ export async function planEtch(request: EtchRequest, context: PlanContext): Prom
       baseRepositories = await about('repositories', () =>
         parseRepositories(JSON.stringify(request.repositories), 'repositories'),
       );
-    else if (rawFile !== undefined) baseRepositories = await readBaseRepositories(rawFile, { partition: dataPartition });
+    else if (rawFile !== undefined)
+      baseRepositories = await readBaseRepositories(rawFile, { partition: dataPartition });
     else
       throw requestError(
         'repositories',
-        "the base image is not a raw image file on the server, so its repositories.json cannot be read: give repositories or ignoreBaseRepositories.",
+        'the base image is not a raw image file on the server, so its repositories.json cannot be read: give repositories or ignoreBaseRepositories.',
       );
   }
 

@@ -156,7 +156,10 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
   const auth = options.auth ?? true;
   const tokens = (options.tokens ?? []).filter((token) => token !== '').map(digestOf);
   if (auth && tokens.length === 0)
-    throw new EtchError('ETCH_USAGE', 'No bearer token given: pass a token file, or disable auth on a loopback address.');
+    throw new EtchError(
+      'ETCH_USAGE',
+      'No bearer token given: pass a token file, or disable auth on a loopback address.',
+    );
   if (!auth && !isLoopback(host))
     throw new EtchError('ETCH_USAGE', `Serving without tokens is only allowed on a loopback address, not ${host}.`);
   const deadlineMs = options.deadlineMs ?? 30 * 60_000;
@@ -199,8 +202,7 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
       const extra = (first?.params as { additionalProperty?: string } | undefined)?.additionalProperty;
       const path = (first?.instancePath ?? '').replace(/^\//, '');
       const field = extra !== undefined ? (path ? `${path}/${extra}` : extra) : path || '(body)';
-      const message =
-        extra !== undefined ? `${field}: unknown field` : `${field}: ${first?.message ?? 'is not valid'}`;
+      const message = extra !== undefined ? `${field}: unknown field` : `${field}: ${first?.message ?? 'is not valid'}`;
       metrics.requests.inc({ outcome: 'client_error' });
       return reply.code(400).send({ error: { code: 'ETCH_USAGE', message, field } });
     }
@@ -278,9 +280,12 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
     try {
       if (closing) {
         outcome = 'busy';
-        return await reply.code(503).header('retry-after', retryAfter).send({
-          error: { code: 'ETCH_ABORTED', message: 'the server is shutting down' },
-        });
+        return await reply
+          .code(503)
+          .header('retry-after', retryAfter)
+          .send({
+            error: { code: 'ETCH_ABORTED', message: 'the server is shutting down' },
+          });
       }
       try {
         metrics.queueLength.set(limiter.queued + 1);
@@ -288,9 +293,12 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
       } catch (error) {
         if (!(error instanceof QueueFullError)) throw error;
         end('busy');
-        return await reply.code(503).header('retry-after', retryAfter).send({
-          error: { code: 'ETCH_ABORTED', message: 'every build slot is busy; try again later' },
-        });
+        return await reply
+          .code(503)
+          .header('retry-after', retryAfter)
+          .send({
+            error: { code: 'ETCH_ABORTED', message: 'every build slot is busy; try again later' },
+          });
       } finally {
         metrics.queueLength.set(limiter.queued);
       }
@@ -407,4 +415,3 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
     },
   };
 }
-

@@ -80,7 +80,13 @@ const flags = {
   verbose: { type: 'boolean', short: 'v' },
 } as const;
 
-type Values = { [K in keyof typeof flags]?: (typeof flags)[K] extends { multiple: true } ? string[] : (typeof flags)[K] extends { type: 'boolean' } ? boolean : string };
+type Values = {
+  [K in keyof typeof flags]?: (typeof flags)[K] extends { multiple: true }
+    ? string[]
+    : (typeof flags)[K] extends { type: 'boolean' }
+      ? boolean
+      : string;
+};
 
 /** The config file's keys: the flags in camelCase (`allowHost`, `registryMirror`, `maxConcurrent` …). */
 function fromConfig(config: Record<string, unknown>, path: string): Values {
@@ -104,7 +110,8 @@ function fromConfig(config: Record<string, unknown>, path: string): Values {
 function count(value: string | undefined, flag: string, scale = 1): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw usageError(`${flag} must be a positive number, not ${JSON.stringify(value)}.`);
+  if (!Number.isFinite(n) || n <= 0)
+    throw usageError(`${flag} must be a positive number, not ${JSON.stringify(value)}.`);
   return Math.round(n * scale);
 }
 
@@ -145,7 +152,9 @@ export const serveCommand: Command = {
   name: 'serve',
   help,
   async run(args: string[], context: CliContext): Promise<number> {
-    const { values: given, positionals } = parseFlags(() => parseArgs({ args, allowPositionals: true, options: flags }));
+    const { values: given, positionals } = parseFlags(() =>
+      parseArgs({ args, allowPositionals: true, options: flags }),
+    );
     if (given.help) {
       context.stdout.write(help);
       return EXIT.ok;
