@@ -283,7 +283,7 @@ describe('hostile and slow clients', () => {
 });
 
 describe('scaling out behind a pull-through mirror', () => {
-  it('two instances behind a docker-registry mirror: upstream sees each blob once', async () => {
+  it('two instances behind a docker-registry mirror: upstream blobs are fetched only to fill the mirror', async () => {
     const upstream = await startRegistryServer();
     let mirror: RegistryServer | undefined;
     try {
@@ -302,16 +302,24 @@ describe('scaling out behind a pull-through mirror', () => {
         const response = await post(instance, body, TOKEN);
         return { status: response.status, ...(await digestOf(response)) };
       };
-      // The first request fills the mirror; docker-registry streams a blob straight from upstream to requests
-      // that arrive while it is still fetching it, so the first one goes alone.
-      const results = [await fetchFrom(a), await fetchFrom(b), ...(await Promise.all([a, b].map(fetchFrom)))];
-      expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200]);
-      expect(new Set(results.map((r) => r.sha256)).size, 'different bytes from the two instances').toBe(1);
-      const gets = await blobGets(await upstream.log());
       const layers = (pushed.layers ?? []).map((l) => l.digest);
-      expect(Object.fromEntries(layers.map((d) => [d, gets.get(d) ?? 0])), 'upstream blob GETs per layer').toEqual(
-        Object.fromEntries(layers.map((d) => [d, 1])),
-      );
+      const upstreamGets = async () => {
+        const gets = await blobGets(await upstream.log());
+        return Object.fromEntries(layers.map((d) => [d, gets.get(d) ?? 0]));
+      };
+      // The first request fills the mirror. (docker-registry streams a blob straight from upstream to requests
+      // that arrive while it is still fetching it, and Debian's 2.8 reads a missed blob from upstream twice,
+      // once for the client and once for its store: what the fleet must not do is multiply that.)
+      const results = [await fetchFrom(a)];
+      const filled = await upstreamGets();
+      expect(
+        Object.values(filled).every((n) => n >= 1 && n <= 2),
+        `upstream GETs to fill the mirror: ${JSON.stringify(filled)}`,
+      ).toBe(true);
+      results.push(await fetchFrom(b), ...(await Promise.all([a, b, a, b].map(fetchFrom))));
+      expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200]);
+      expect(new Set(results.map((r) => r.sha256)).size, 'different bytes from the two instances').toBe(1);
+      expect(await upstreamGets(), 'upstream blob GETs after five more requests on two instances').toEqual(filled);
     } finally {
       await mirror?.stop();
       await upstream.stop();
