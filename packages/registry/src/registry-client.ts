@@ -111,7 +111,7 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Pro
       },
       (error: unknown) => {
         signal.removeEventListener('abort', onAbort);
-        reject(error as Error);
+        reject(error);
       },
     );
   });
@@ -180,7 +180,9 @@ export class RegistryClient {
       try {
         url = new URL(mirror);
       } catch (cause) {
-        throw new EtchError('ETCH_USAGE', `The mirror of ${registry} is not a URL: ${JSON.stringify(mirror)}.`, { cause });
+        throw new EtchError('ETCH_USAGE', `The mirror of ${registry} is not a URL: ${JSON.stringify(mirror)}.`, {
+          cause,
+        });
       }
       if (url.protocol !== 'https:' && url.protocol !== 'http:')
         throw new EtchError('ETCH_USAGE', `The mirror of ${registry} must be an http(s) URL, not ${url.protocol}.`);

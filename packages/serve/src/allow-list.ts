@@ -45,7 +45,7 @@ export class AllowList {
     const connector = buildConnector({
       lookup: publicOnlyLookup,
       ...(options.ca ? { ca: options.ca } : {}),
-    } as buildConnector.BuildOptions);
+    });
     return new Agent({
       connections: options.connections ?? 8,
       keepAliveTimeout: 30_000,
@@ -113,7 +113,7 @@ const publicOnlyLookup: LookupFunction = (hostname, options, callback) => {
         `${hostname} resolves to ${bad.address}, a non-public address; list that address itself to allow it.`,
         { details: { host: hostname } },
       );
-      return callback(refusal as unknown as NodeJS.ErrnoException, '', 0);
+      return callback(refusal, '', 0);
     }
     if ((options as { all?: boolean }).all)
       return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, addresses);

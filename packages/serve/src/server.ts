@@ -1,5 +1,4 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -344,7 +343,7 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
       res.on('drain', () => (flowing = Date.now()));
       watchdog = setInterval(
         () => {
-          if (!(res as ServerResponse).writableNeedDrain) flowing = Date.now();
+          if (!res.writableNeedDrain) flowing = Date.now();
           else if (Date.now() - flowing > stallTimeoutMs) stop('stalled');
         },
         Math.min(1000, Math.max(100, stallTimeoutMs / 4)),

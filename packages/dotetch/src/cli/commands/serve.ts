@@ -104,7 +104,7 @@ function fromConfig(config: Record<string, unknown>, path: string): Values {
     if (!ok) throw usageError(`--config ${path}: ${key} has the wrong type.`);
     values[flag] = typeof value === 'number' ? String(value) : value;
   }
-  return values as Values;
+  return values;
 }
 
 function count(value: string | undefined, flag: string, scale = 1): number | undefined {
