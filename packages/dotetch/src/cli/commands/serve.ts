@@ -38,6 +38,7 @@ streams in flight finish (up to --shutdown-grace), then exits.`,
                               flags given on the command line win
   --max-concurrent N          builds at once (default 4)
   --max-queue N               requests waiting beyond those (default 16); more get 503 + Retry-After
+  --retry-after SECONDS       what a 503's Retry-After asks for (default 10)
   --deadline SECONDS          a request's whole time (default 1800)
   --stall-timeout SECONDS     drop a client that reads nothing for this long (default 60)
   --shutdown-grace SECONDS    on SIGTERM, how long streams in flight may finish (default 30)
@@ -71,6 +72,7 @@ const flags = {
   config: { type: 'string' },
   'max-concurrent': { type: 'string' },
   'max-queue': { type: 'string' },
+  'retry-after': { type: 'string' },
   deadline: { type: 'string' },
   'stall-timeout': { type: 'string' },
   'shutdown-grace': { type: 'string' },
@@ -188,6 +190,7 @@ export const serveCommand: Command = {
     const baseDir = dir(values['base-dir']);
     const maxConcurrent = count(values['max-concurrent'], '--max-concurrent');
     const maxQueue = values['max-queue'] === '0' ? 0 : count(values['max-queue'], '--max-queue');
+    const retryAfterSeconds = count(values['retry-after'], '--retry-after');
     const deadlineMs = count(values.deadline, '--deadline', 1000);
     const stallTimeoutMs = count(values['stall-timeout'], '--stall-timeout', 1000);
     const shutdownGraceMs = count(values['shutdown-grace'], '--shutdown-grace', 1000);
@@ -207,6 +210,7 @@ export const serveCommand: Command = {
       ...(dockerConfig ? { dockerConfig: `${dockerConfig}/config.json` } : {}),
       ...(maxConcurrent !== undefined ? { maxConcurrent } : {}),
       ...(maxQueue !== undefined ? { maxQueue } : {}),
+      ...(retryAfterSeconds !== undefined ? { retryAfterSeconds } : {}),
       ...(deadlineMs !== undefined ? { deadlineMs } : {}),
       ...(stallTimeoutMs !== undefined ? { stallTimeoutMs } : {}),
       ...(shutdownGraceMs !== undefined ? { shutdownGraceMs } : {}),
