@@ -5,7 +5,7 @@
 // fails but the designed 503s, RSS stays under the bound, and nothing leaks. Bounded: 96 requests, 5 minutes.
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFile, readdir } from 'node:fs/promises';
+import { mkdir, readFile, readdir } from 'node:fs/promises';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { createTempDir } from '@etch/test-utils';
@@ -77,8 +77,8 @@ function fetchEtch(url, body, mode) {
         hash.update(chunk);
         bytes += chunk.length;
         if (mode === 'disconnect' && bytes >= MIB) {
-          res.destroy();
           finish({ kind: 'disconnected', ttfb, bytes });
+          res.destroy();
         } else if (mode === 'slow') {
           res.pause();
           setTimeout(() => res.resume(), (chunk.length / SLOW_RATE) * 1000);
@@ -99,6 +99,7 @@ async function main() {
   let server;
   try {
     console.error('building the base image and the release images …');
+    await mkdir(dir.join('os'));
     await makeBalenaLikeImage(join(dir.path, 'os', 'base.img'), { dataMiB: 16 });
     const fixtures = await buildRegistryFixtures(dir.join('fixtures'));
     await pushRegistryFixture(fixtures.layout, fixtures.images.layers3.tag, `${registry.host}/load/app:1`);
@@ -219,6 +220,13 @@ async function main() {
     ];
     server.kill('SIGTERM');
     const exitCode = await exited;
+    // What the registry saw: blob GETs per digest (single flight: once each, whatever the request count).
+    const blobGets = new Map();
+    for (const match of (await registry.log()).matchAll(
+      /"GET \/v2\/[^ ]+\/blobs\/(sha256:[0-9a-f]{64}) HTTP\/1\.1" 20[06]/g,
+    ))
+      blobGets.set(match[1], (blobGets.get(match[1]) ?? 0) + 1);
+    const cliGets = 1; // the etch create runs that made the reference files downloaded each blob once
 
     const complete = results.filter((r) => r.kind === 'complete');
     const wrong = complete.filter((r) => r.sha256 !== expected[r.release]);
@@ -247,6 +255,8 @@ async function main() {
       tempFilesLeft: leftovers.length,
       serverExit: exitCode,
       cacheHits: Number(/^etch_blob_cache_hits_total (\d+)/m.exec(metrics)?.[1] ?? NaN),
+      registryBlobs: blobGets.size,
+      registryGetsPerBlobMax: Math.max(0, ...blobGets.values()) - cliGets,
       blobDownloads: Number(/^etch_blob_downloads_total (\d+)/m.exec(metrics)?.[1] ?? NaN),
     };
     console.log(JSON.stringify(report, null, 2));
@@ -262,6 +272,8 @@ async function main() {
       problems.push(`peak RSS ${report.peakRssMiB} MiB over the ${report.rssBoundMiB} MiB bound`);
     if (fdsAfter > fdsBefore + 2) problems.push(`file descriptors grew from ${fdsBefore} to ${fdsAfter}`);
     if (leftovers.length > 0) problems.push(`temp files left: ${leftovers.join(', ')}`);
+    if (report.registryGetsPerBlobMax > 1)
+      problems.push(`a blob was fetched ${report.registryGetsPerBlobMax} times by the server`);
     if (exitCode !== 0) problems.push(`etch serve exited ${exitCode} on SIGTERM:\n${stderr}`);
     if (problems.length > 0) {
       console.error(`FAIL\n- ${problems.join('\n- ')}`);

@@ -87,7 +87,8 @@ class CountingBlobCache extends BlobCache {
     descriptor: { digest: string },
     chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
   ): AsyncGenerator<Buffer> {
-    this.metrics.blobDownloads.inc();
+    // Manifests are kept as they are fetched, handed over whole; downloads arrive as streams.
+    if (!Array.isArray(chunks)) this.metrics.blobDownloads.inc();
     return super.writeThrough(descriptor, chunks);
   }
 }
