@@ -192,6 +192,32 @@ describe('POST /v1/etch', () => {
     expect(JSON.parse(text)).toMatchObject({ error: { code: 'ETCH_NETWORK' } });
   });
 
+  it('cuts the stream, so it cannot pass for complete, when the registry fails after the first byte', async () => {
+    let proxy: FaultProxy | undefined;
+    try {
+      proxy = await startFaultProxy(registry);
+      // Manifests and the config resolve; the layers, fetched while the base image streams, never come.
+      const layers = (app.layers ?? []).map((l) => l.digest.slice(7)).join('|');
+      proxy.addFault({
+        kind: 'status',
+        status: 500,
+        method: 'GET',
+        path: new RegExp(`/blobs/sha256:(${layers})`),
+        times: Infinity,
+      });
+      const started = await server({ allowHosts: [proxy.host] });
+      const response = await post(started, { ...request(), images: [`${proxy.host}/etch/app:1`] }, TOKEN);
+      expect(response.status, 'the status, sent once the images resolved').toBe(200);
+      await expect(digestOf(response), 'a body cut by a failed layer must not end cleanly').rejects.toThrow();
+      await until(
+        'the cut to be counted',
+        async () => (await metric(started, 'etch_requests_total', { outcome: 'truncated' })) === 1,
+      );
+    } finally {
+      await proxy?.stop();
+    }
+  });
+
   it('never connects to a listed name that resolves to loopback', async () => {
     const name = `localhost:${registry.port}`;
     const started = await server({ allowHosts: [name] });

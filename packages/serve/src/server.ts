@@ -261,8 +261,10 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
     };
     const deadline = setTimeout(() => stop('deadline'), deadlineMs);
     // A client that goes away stops its build at once (shared downloads others wait for carry on).
+    let output: Transform | undefined;
     const onClose = () => {
-      if (!res.writableFinished) stop('disconnected');
+      // A response closed by a failed build (its output destroyed with the error) is a cut, not a client gone.
+      if (!res.writableFinished && !output?.errored) stop('disconnected');
     };
     res.on('close', onClose);
     let finish!: () => void;
@@ -328,7 +330,7 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
         'cache-control': 'no-store',
       });
       let first = true;
-      const counter = new Transform({
+      const counter = (output = new Transform({
         transform(chunk: Buffer, _encoding, callback: TransformCallback) {
           if (first) {
             first = false;
@@ -338,7 +340,7 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
           metrics.bytesOut.inc(chunk.length);
           callback(null, chunk);
         },
-      });
+      }));
       // A reader that takes nothing for stallTimeoutMs while bytes wait for it is dropped.
       let flowing = Date.now();
       res.on('drain', () => (flowing = Date.now()));
