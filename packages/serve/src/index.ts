@@ -3,4 +3,4 @@ export { etchRequestSchema, type EtchRequest, type EtchRequestFile } from './req
 export { AllowList, isNonPublicAddress } from './allow-list.js';
 export { BuildLimiter, QueueFullError } from './limiter.js';
 export { ServeMetrics, type RequestOutcome } from './metrics.js';
-export { planEtch, requestError, type EtchPlan, type PlanContext } from './plan.js';
+export { planEtch, requestError, sharedBaseWarmer, type EtchPlan, type PlanContext } from './plan.js';

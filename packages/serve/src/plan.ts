@@ -8,7 +8,13 @@ import {
   parseSupervisorVersion,
   parseTargetState,
 } from '@etch/balena';
-import { openBaseImage, parseEciSpec, specKind } from '@etch/baseimage';
+import {
+  openBaseImage,
+  parseEciSpec,
+  specKind,
+  type OpenBaseImageOptions,
+  type OpenedBaseImage,
+} from '@etch/baseimage';
 import type { CreateEtchOptions, InjectSource } from '@etch/core';
 import { readPartitionFile } from '@etch/disk';
 import {
@@ -18,7 +24,17 @@ import {
   type PreloadImage,
   type RepositoriesJson,
 } from '@etch/docker-store';
-import { EtchError, baseImageContainer, entryTime, isEtchError, silentLogger, type Logger } from '@etch/format';
+import {
+  EtchError,
+  abortError,
+  baseImageContainer,
+  entryTime,
+  ignoreRejection,
+  isEtchError,
+  silentLogger,
+  throwIfAborted,
+  type Logger,
+} from '@etch/format';
 import { formatPlatform, parsePlatform, parseReference, type RegistryClient } from '@etch/registry';
 import type { Dispatcher } from 'undici';
 import type { AllowList } from './allow-list.js';
@@ -42,6 +58,55 @@ export interface PlanContext {
   sourceDateEpoch?: string;
   signal: AbortSignal;
   logger?: Logger;
+  /**
+   * Makes sure a URL or ECI base image is in the cache before the request streams it, downloading it once
+   * however many requests want it at the same time (see {@link sharedBaseWarmer}). Absent: each request
+   * downloads what the cache does not hold.
+   */
+  warmBase?: (key: string, open: () => Promise<OpenedBaseImage>, signal: AbortSignal) => Promise<void>;
+}
+
+/**
+ * Single flight for base images: the first request for a URL or ECI base downloads it whole into the cache
+ * (under `signal`, the server's, not the request's: others may be waiting for it); requests that arrive
+ * meanwhile wait for that download instead of starting their own, and give up waiting when their own signal
+ * fires. Each then opens the base from the cache. A failed download fails every waiter with its error.
+ */
+export function sharedBaseWarmer(
+  signal: AbortSignal,
+): (key: string, open: () => Promise<OpenedBaseImage>, waiter: AbortSignal) => Promise<void> {
+  const pending = new Map<string, Promise<void>>();
+  return async (key, open, waiter) => {
+    let download = pending.get(key);
+    if (download === undefined) {
+      download = (async () => {
+        const opened = await open();
+        for await (const _ of opened.stream) throwIfAborted(signal);
+      })().finally(() => pending.delete(key));
+      ignoreRejection(download, 'every waiter awaits it below and reports its failure');
+      pending.set(key, download);
+    }
+    await untilAborted(download, waiter);
+  };
+}
+
+/** `promise`, or the abort error as soon as `signal` fires. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  throwIfAborted(signal);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
 }
 
 /** A request made ready to stream: the options of `createEtch` and what to call the download. */
@@ -280,22 +345,29 @@ export async function planEtch(request: EtchRequest, context: PlanContext): Prom
       names: [...supervisor.store.names, { repository: 'balena_supervisor', tag: supervisorTag }],
     };
   }
+  const baseOptions: OpenBaseImageOptions = {
+    mode: request.baseMode ?? 'extract',
+    cacheDir: context.cacheDir,
+    registry: context.client,
+    dispatcher: context.dispatcher,
+    ...(platform ? { platform: formatPlatform(platform) } : {}),
+    logger,
+  };
+  // A URL or ECI base is in the cache before the status goes out: one download for concurrent requests, and
+  // a base that cannot be fetched is an error status, not a truncated download.
+  if (rawFile === undefined && !request.base.startsWith('file:') && context.warmBase)
+    await context.warmBase(
+      `${spec}\0${baseOptions.mode}\0${baseOptions.platform ?? ''}`,
+      () => openBaseImage(spec, baseOptions),
+      context.signal,
+    );
   const layerCache = join(context.cacheDir, 'oci');
   const compression = request.compression ?? 'none';
   return {
     fileName: fileNameFor(request.base, compression),
     preloads,
     options: {
-      base: () =>
-        openBaseImage(spec, {
-          mode: request.baseMode ?? 'extract',
-          cacheDir: context.cacheDir,
-          registry: context.client,
-          dispatcher: context.dispatcher,
-          ...(platform ? { platform: formatPlatform(platform) } : {}),
-          signal: context.signal,
-          logger,
-        }),
+      base: () => openBaseImage(spec, { ...baseOptions, signal: context.signal }),
       inject,
       ...(preloading
         ? {

@@ -1,6 +1,7 @@
 /** `etch serve` against real registries on loopback: bytes, shared downloads, refusals, limits, hostile clients. */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { createServer } from 'node:http';
 import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -124,6 +125,46 @@ describe('POST /v1/etch', () => {
       '50 complete requests in the metrics',
       async () => (await metric(started, 'etch_requests_total', { outcome: 'complete' })) === 50,
     );
+  });
+
+  it('downloads a URL base image once for concurrent requests, and serves the bytes etch create writes', async () => {
+    const image = await readFile(dir.join('os', 'base.img'));
+    let served = 0;
+    const origin = createServer((req, res) => {
+      const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+      const start = range ? Number(range[1]) : 0;
+      const end = range && range[2] ? Number(range[2]) : image.length - 1;
+      res.writeHead(range ? 206 : 200, {
+        'content-length': end - start + 1,
+        'accept-ranges': 'bytes',
+        etag: '"base-v1"',
+        ...(range ? { 'content-range': `bytes ${start}-${end}/${image.length}` } : {}),
+      });
+      if (req.method === 'HEAD') return res.end();
+      served += end - start + 1;
+      res.end(image.subarray(start, end + 1));
+    });
+    await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
+    const host = `127.0.0.1:${(origin.address() as { port: number }).port}`;
+    try {
+      const started = await server({ allowHosts: [host] });
+      const reference = dir.join('url.etch');
+      await run('node', [bin, 'create', '--base', `http://${host}/base.img`, '--no-cache', '-o', reference, '-q'], {
+        env: { ...process.env, SOURCE_DATE_EPOCH: EPOCH },
+      });
+      const bytes = await readFile(reference);
+      const want = { sha256: createHash('sha256').update(bytes).digest('hex'), bytes: bytes.length };
+      served = 0;
+      const results = await Promise.all(
+        Array.from({ length: 5 }, async () =>
+          digestOf(await post(started, { base: `http://${host}/base.img` }, TOKEN)),
+        ),
+      );
+      expect(results, 'the five responses against etch create --base URL').toEqual(Array(5).fill(want));
+      expect(served, 'bytes the origin served for five concurrent requests').toBeLessThan(2 * image.length);
+    } finally {
+      await new Promise((resolve) => origin.close(resolve));
+    }
   });
 
   it('answers what is wrong with a request with a 4xx naming the field, before any work', async () => {

@@ -9,7 +9,7 @@ import { BlobCache, RegistryClient } from '@etch/registry';
 import { AllowList } from './allow-list.js';
 import { BuildLimiter, QueueFullError } from './limiter.js';
 import { ServeMetrics, type RequestOutcome } from './metrics.js';
-import { planEtch } from './plan.js';
+import { planEtch, sharedBaseWarmer } from './plan.js';
 import { etchRequestSchema, type EtchRequest } from './request.js';
 
 /** Options of {@link startEtchServer}; every limit has a default. */
@@ -183,6 +183,9 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
   /** Builds in flight: aborted when the shutdown grace runs out. */
   const active = new Set<{ abort(reason: RequestOutcome): void; done: Promise<void> }>();
   let closing = false;
+  // Shared base downloads run until the server stops, whoever asked first.
+  const lifetime = new AbortController();
+  const warmBase = sharedBaseWarmer(lifetime.signal);
 
   const app = Fastify({
     logger:
@@ -312,6 +315,7 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
         allow,
         mirrored,
         dispatcher,
+        warmBase,
         ...(options.sourceDateEpoch !== undefined
           ? { sourceDateEpoch: options.sourceDateEpoch }
           : process.env['SOURCE_DATE_EPOCH'] !== undefined
@@ -408,6 +412,7 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
         await Promise.race([all, new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
         clearTimeout(timer);
         for (const build of active) build.abort('deadline');
+        lifetime.abort(new EtchError('ETCH_ABORTED', 'The server stopped.'));
         await all;
         await stopped;
         await client.close();
