@@ -100,6 +100,74 @@ describe('POST /v1/etch', () => {
     expect(await digestOf(response), 'the served .etch against etch create -o').toEqual(expected);
   });
 
+  it('streams the bytes etch create writes for a target state, pinned, with the supervisor', async () => {
+    const image = `${registry.host}/etch/app@${app.digest}`;
+    const state = {
+      name: 'greenhouse',
+      config: {},
+      apps: {
+        aaaabbbbccccddddeeeeffff00001111: {
+          id: 1001,
+          name: 'greenhouse',
+          is_host: false,
+          class: 'fleet',
+          releases: {
+            c0ffee00c0ffee00c0ffee00c0ffee00: {
+              id: 2002,
+              services: {
+                main: { id: 31, image_id: 41, image, environment: {}, labels: {}, composition: {} },
+              },
+              volumes: {},
+              networks: {},
+            },
+          },
+        },
+      },
+    };
+    await writeFile(dir.join('state.json'), JSON.stringify(state));
+    await run(
+      'node',
+      [
+        bin,
+        'create',
+        '--base',
+        dir.join('os', 'base.img'),
+        '--target-state',
+        'state.json',
+        '--supervisor-version',
+        'v14.11.2',
+        '--pin-device',
+        '--supervisor',
+        ref,
+        '--platform',
+        'linux/amd64',
+        '-o',
+        'state.etch',
+        '-q',
+      ],
+      { env: { ...process.env, SOURCE_DATE_EPOCH: EPOCH, XDG_CACHE_HOME: dir.join('cli-cache') }, cwd: dir.path },
+    );
+    const bytes = await readFile(dir.join('state.etch'));
+    const started = await server();
+    const response = await post(
+      started,
+      {
+        base: 'file:base.img',
+        targetState: state,
+        supervisorVersion: 'v14.11.2',
+        pinDevice: true,
+        supervisor: ref,
+        platform: 'linux/amd64',
+      },
+      TOKEN,
+    );
+    expect(response.status).toBe(200);
+    expect(await digestOf(response), 'the served .etch against etch create --target-state').toEqual({
+      sha256: createHash('sha256').update(bytes).digest('hex'),
+      bytes: bytes.length,
+    });
+  });
+
   it('serves 50 concurrent requests for one release with one registry download per blob', async () => {
     const started = await server({ maxConcurrent: 8, maxQueue: 64 });
     const before = await blobGets(await registry.log());
