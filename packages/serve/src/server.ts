@@ -284,7 +284,7 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
     };
     try {
       if (closing) {
-        outcome = 'busy';
+        end('busy');
         return await reply
           .code(503)
           .header('retry-after', retryAfter)
