@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { realpath, stat } from 'node:fs/promises';
+import { readdir, realpath, rm, stat } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { basename, join, sep } from 'node:path';
 import {
   appsJsonFor,
@@ -16,7 +17,7 @@ import {
   type OpenedBaseImage,
 } from '@etch/baseimage';
 import type { CreateEtchOptions, InjectSource } from '@etch/core';
-import { readPartitionFile } from '@etch/disk';
+import { isProcessRunning, readPartitionFile } from '@etch/disk';
 import {
   parseRepositories,
   readBaseRepositories,
@@ -124,6 +125,26 @@ export function requestError(field: string, message: string, cause?: unknown): E
 }
 
 const DOCKER_HUB = 'docker.io';
+
+/**
+ * Stage directories are named as `etch create` names its own (`stage-<host>-<pid>-<random>`), so that either
+ * removes those a killed process of this host left, and `etch cache clean` removes any.
+ */
+export function stagePrefix(): string {
+  return `stage-${hostname().replace(/[^A-Za-z0-9.-]/g, '_')}-`;
+}
+
+/** Removes the stage directories that killed processes of this host left in `<cacheDir>/oci`. */
+export async function removeStaleStages(cacheDir: string): Promise<void> {
+  const dir = join(cacheDir, 'oci');
+  const prefix = stagePrefix();
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length).split('-')[0]);
+    if (Number.isSafeInteger(pid) && pid > 0 && !isProcessRunning(pid))
+      await rm(join(dir, name), { recursive: true, force: true });
+  }
+}
 
 /** Refuses a registry the allow-list does not name (nor its mirror configuration). */
 function checkRegistry(registry: string, field: string, context: PlanContext): void {
@@ -376,7 +397,7 @@ export async function planEtch(request: EtchRequest, context: PlanContext): Prom
               images: preloads.map((p) => p.store),
               ...(baseRepositories ? { baseRepositories } : {}),
               stage: {
-                dir: join(layerCache, `stage-serve-${process.pid}-${randomBytes(4).toString('hex')}`),
+                dir: join(layerCache, `${stagePrefix()}${process.pid}-${randomBytes(4).toString('hex')}`),
                 maxBytes: 1024 ** 3,
               },
             },

@@ -9,7 +9,7 @@ import { BlobCache, RegistryClient } from '@etch/registry';
 import { AllowList } from './allow-list.js';
 import { BuildLimiter, QueueFullError } from './limiter.js';
 import { ServeMetrics, type RequestOutcome } from './metrics.js';
-import { planEtch, sharedBaseWarmer } from './plan.js';
+import { planEtch, removeStaleStages, sharedBaseWarmer } from './plan.js';
 import { etchRequestSchema, type EtchRequest } from './request.js';
 
 /** Options of {@link startEtchServer}; every limit has a default. */
@@ -162,6 +162,7 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
     );
   if (!auth && !isLoopback(host))
     throw new EtchError('ETCH_USAGE', `Serving without tokens is only allowed on a loopback address, not ${host}.`);
+  await removeStaleStages(options.cacheDir);
   const deadlineMs = options.deadlineMs ?? 30 * 60_000;
   const stallTimeoutMs = options.stallTimeoutMs ?? 60_000;
   const retryAfter = String(options.retryAfterSeconds ?? 10);
