@@ -17,7 +17,7 @@ import {
   type OpenedBaseImage,
 } from '@etch/baseimage';
 import type { CreateEtchOptions, InjectSource } from '@etch/core';
-import { isProcessRunning, readPartitionFile } from '@etch/disk';
+import { findPartition, isProcessRunning, openReadAt, readPartitionFile, readPartitionTable } from '@etch/disk';
 import {
   parseRepositories,
   readBaseRepositories,
@@ -237,6 +237,34 @@ function checkImage(spec: string, field: string, context: PlanContext): void {
   checkRegistry(registry, field, context);
 }
 
+/** Every partition a request writes to exists in a raw base image (as `etch create` checks): 400 naming the field. */
+async function checkPartitions(
+  baseImage: string,
+  wanted: readonly { partition: number; field: string }[],
+): Promise<void> {
+  if (wanted.length === 0) return;
+  const disk = await openReadAt(baseImage);
+  try {
+    let table;
+    try {
+      table = await readPartitionTable(disk.read);
+    } catch (error) {
+      if (isEtchError(error, 'ETCH_BAD_DISK_IMAGE')) return; // no table readable here: nothing to check against
+      throw error;
+    }
+    for (const { partition, field } of wanted) {
+      try {
+        findPartition(table, partition);
+      } catch (error) {
+        if (!isEtchError(error, 'ETCH_BAD_DISK_IMAGE')) throw error;
+        throw requestError(field, error.message, error);
+      }
+    }
+  } finally {
+    await disk.close();
+  }
+}
+
 /** Runs `step`, turning an error from a parser into a 400 naming `field`. */
 async function about<T>(field: string, step: () => T | Promise<T>): Promise<T> {
   try {
@@ -335,6 +363,11 @@ export async function planEtch(request: EtchRequest, context: PlanContext): Prom
       );
   }
 
+  if (rawFile !== undefined)
+    await checkPartitions(rawFile, [
+      ...(request.inject ?? []).map((file, i) => ({ partition: file.partition, field: `inject/${i}/partition` })),
+      ...(preloading ? [{ partition: dataPartition, field: 'dataPartition' }] : []),
+    ]);
   const inject: InjectSource[] = [];
   for (const [i, file] of (request.inject ?? []).entries()) {
     const content = Buffer.from(file.content, file.encoding ?? 'utf8');

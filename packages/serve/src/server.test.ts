@@ -271,6 +271,14 @@ describe('POST /v1/etch', () => {
         'ETCH_DENIED',
         'images/0',
       ],
+      [
+        'a partition the base image lacks',
+        { base: 'file:base.img', inject: [{ partition: 9, path: 'a', content: '' }] },
+        TOKEN,
+        400,
+        'ETCH_USAGE',
+        'inject/0/partition',
+      ],
       ['an oci: path', { ...request(), images: ['oci:/etc'] }, TOKEN, 400, 'ETCH_USAGE', 'images/0'],
       ['preloading without a platform', { base: 'file:base.img', images: [ref] }, TOKEN, 400, 'ETCH_USAGE', 'platform'],
     ];
