@@ -24,6 +24,7 @@ export const projects: EtchTestProject[] = [
   { name: '@etch/apply', dir: 'apply', testTimeout: 120_000 },
   { name: 'dotetch', dir: 'dotetch', testTimeout: 120_000 },
   { name: '@etch/docker-store', dir: 'docker-store', testTimeout: 120_000 },
+  { name: '@etch/serve', dir: 'serve', testTimeout: 120_000 },
 ];
 
 export default projects;

@@ -28,3 +28,4 @@ export * as apply from '@etch/apply';
 export * as registry from '@etch/registry';
 export * as baseimage from '@etch/baseimage';
 export * as image from '@etch/image';
+export * as serve from '@etch/serve';

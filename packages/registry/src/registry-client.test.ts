@@ -567,4 +567,40 @@ describe('the blob cache', () => {
     expect(await readdir(`${cacheDir}/tmp`)).toEqual([]);
     await c.close();
   });
+
+  it('downloads a blob once for concurrent readers, and hands the download on when its first reader gives up', async () => {
+    const c = client({ cache: work.join('cache-single-flight') });
+    const ref = `${proxy.host}/etch/layers3:oci`;
+    const image = await c.resolve(ref, { platform: 'linux/amd64' });
+    const layer = image.layers[2] as (typeof image.layers)[number];
+    const blobGets = () => proxy.requests.filter((r) => r.method === 'GET' && r.url.includes(layer.digest)).length;
+    const before = blobGets();
+    // The first reader stops after one chunk: a waiter must take the download over, not fail with it.
+    const quitter = new AbortController();
+    const first = (async () => {
+      for await (const _ of c.openBlob(ref, layer, { signal: quitter.signal })) quitter.abort();
+    })();
+    const readers = Array.from({ length: 8 }, async () => {
+      let bytes = 0;
+      for await (const chunk of c.openBlob(ref, layer)) bytes += chunk.length;
+      return bytes;
+    });
+    expect((await failure(first)).code).toBe('ETCH_ABORTED');
+    expect(await Promise.all(readers), 'bytes each reader got').toEqual(Array(8).fill(layer.size));
+    expect(blobGets() - before, 'GETs of the blob for nine readers, one of them giving up').toBeLessThanOrEqual(2);
+    await c.close();
+  });
+
+  it('sends every request for a mirrored registry to its mirror, keeping the image names', async () => {
+    const mirrored = 'registry.invalid:5000';
+    const c = client({ mirrors: { [mirrored]: `http://${proxy.host}` } });
+    proxy.requests.length = 0;
+    const image = await c.resolve(`${mirrored}/etch/layers3:oci`, { platform: 'linux/amd64' });
+    expect(image.digest).toBe(pushed['oci']?.digest);
+    expect(
+      proxy.requests.some((r) => r.url.startsWith('/v2/etch/layers3/manifests/oci')),
+      'the mirror asked',
+    ).toBe(true);
+    await c.close();
+  });
 });

@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { EtchError, isEtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { EtchError, abortError, isEtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
 import { RegistryAuth, pullScope } from './auth.js';
 import { BlobCache } from './blob-cache.js';
 import { verifiedBlob, blobStatusError, type BlobProgress } from './blob-stream.js';
@@ -50,6 +50,12 @@ export interface RegistryClientOptions extends HttpOptions {
    * kept and reused without touching the network. Tags are always resolved at the registry.
    */
   cache?: string | BlobCache;
+  /**
+   * Pull-through mirrors by registry (`{ 'docker.io': 'http://mirror.internal:5000' }`): every request for that
+   * registry goes to the mirror instead (a docker-registry in `proxy.remoteurl` mode mirrors one registry).
+   * Image names, and so everything written from them, stay those of the registry.
+   */
+  mirrors?: Readonly<Record<string, string>>;
 }
 
 /** How {@link RegistryClient.request} sends one request. */
@@ -90,6 +96,26 @@ export interface BlobOptions extends CallOptions {
 // Manifests and configs are read into memory; cap them as containerd does, so a hostile server cannot.
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const MAX_CONFIG_BYTES = 64 * 1024 * 1024;
+
+/** Waits for `promise`, or rejects with the abort reason as soon as `signal` fires. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  throwIfAborted(signal);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
 
 /** The errno-style code at the root of a network failure (`ECONNREFUSED`, `ENOTFOUND`, a TLS code…). */
 function rootCode(error: unknown): string | undefined {
@@ -139,12 +165,29 @@ export class RegistryClient {
   private readonly allowForeignLayers: boolean;
   /** The cache in use, if any. */
   readonly cache: BlobCache | undefined;
+  /** Registry → mirror host (`host:port`) and its scheme. */
+  private readonly mirrors = new Map<string, { host: string; scheme: 'https' | 'http' }>();
+  /** Blob downloads into the cache in progress, by digest: a concurrent reader waits for one instead of starting another. */
+  private readonly downloads = new Map<string, Promise<void>>();
 
   constructor(options: RegistryClientOptions = {}) {
     this.http = new HttpClient(options);
     this.cache = typeof options.cache === 'string' ? new BlobCache(options.cache) : options.cache;
     this.logger = options.logger ?? silentLogger;
     this.allowForeignLayers = Boolean(options.allowForeignLayers);
+    for (const [registry, mirror] of Object.entries(options.mirrors ?? {})) {
+      let url: URL;
+      try {
+        url = new URL(mirror);
+      } catch (cause) {
+        throw new EtchError('ETCH_USAGE', `The mirror of ${registry} is not a URL: ${JSON.stringify(mirror)}.`, {
+          cause,
+        });
+      }
+      if (url.protocol !== 'https:' && url.protocol !== 'http:')
+        throw new EtchError('ETCH_USAGE', `The mirror of ${registry} must be an http(s) URL, not ${url.protocol}.`);
+      this.mirrors.set(registry, { host: url.host, scheme: url.protocol === 'http:' ? 'http' : 'https' });
+    }
     const sources: CredentialSource[] = [];
     if (typeof options.credentials === 'function') sources.push(options.credentials);
     else if (options.credentials) sources.push(staticCredentials(options.credentials));
@@ -161,6 +204,8 @@ export class RegistryClient {
 
   /** `https://registry-1.docker.io`, `http://127.0.0.1:5000`: the scheme the ping settled on (HTTPS until then). */
   baseUrl(registry: string): string {
+    const mirror = this.mirrors.get(registry);
+    if (mirror) return `${mirror.scheme}://${mirror.host}`;
     const host = apiHostOf(registry);
     return `${this.schemes.get(registry) ?? 'https'}://${host}`;
   }
@@ -191,8 +236,9 @@ export class RegistryClient {
   }
 
   private async pingOnce(registry: string, signal?: AbortSignal): Promise<void> {
-    const host = apiHostOf(registry);
-    const schemes = this.http.schemesFor(host);
+    const mirror = this.mirrors.get(registry);
+    const host = mirror?.host ?? apiHostOf(registry);
+    const schemes = mirror ? [mirror.scheme] : this.http.schemesFor(host);
     let httpsFailure: unknown;
     for (const scheme of schemes) {
       const url = new URL('/v2/', `${scheme}://${host}`);
@@ -449,14 +495,33 @@ export class RegistryClient {
     options: BlobOptions = {},
   ): AsyncGenerator<Buffer> {
     const cache = this.cache;
-    if (cache && (await cache.has(descriptor))) {
-      yield* options.verifyCached === false
-        ? cache.readUnverified(descriptor, options)
-        : cache.read(descriptor, options);
+    if (!cache) {
+      yield* this.downloadBlob(reference, descriptor, options);
       return;
     }
-    const stream = this.downloadBlob(reference, descriptor, options);
-    yield* cache ? cache.writeThrough(descriptor, stream) : stream;
+    // Single flight: while one caller downloads a blob into the cache, others wait for it and read the cached
+    // file, so concurrent pulls of one image reach the registry once per blob. When the download stops short
+    // (its caller gave up), the next waiter downloads it instead.
+    for (;;) {
+      if (await cache.has(descriptor)) {
+        yield* options.verifyCached === false
+          ? cache.readUnverified(descriptor, options)
+          : cache.read(descriptor, options);
+        return;
+      }
+      const pending = this.downloads.get(descriptor.digest);
+      if (pending === undefined) break;
+      await abortable(pending, options.signal);
+    }
+    // Settles (never rejects) when this download ends, however it ends: waiters then look at the cache again.
+    let finish!: () => void;
+    this.downloads.set(descriptor.digest, new Promise<void>((resolve) => (finish = resolve)));
+    try {
+      yield* cache.writeThrough(descriptor, this.downloadBlob(reference, descriptor, options));
+    } finally {
+      this.downloads.delete(descriptor.digest);
+      finish();
+    }
   }
 
   /**

@@ -51,6 +51,11 @@ export const commands: readonly CommandEntry[] = [
     load: async () => (await import('./eci.js')).eciCommand,
   },
   {
+    name: 'serve',
+    summary: 'stream .etch files over HTTP to many clients, byte-identical to create',
+    load: async () => (await import('./serve.js')).serveCommand,
+  },
+  {
     name: 'cache',
     summary: 'list or clean the cache of base images and layers',
     load: async () => (await import('./cache.js')).cacheCommand,
