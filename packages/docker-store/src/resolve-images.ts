@@ -1,4 +1,4 @@
-import { abortError, silentLogger, throwIfAborted, type Logger, ignoreRejection } from '@etch/format';
+import { silentLogger, throwIfAborted, untilAborted, type Logger, ignoreRejection } from '@etch/format';
 import type { StoreImage } from './store.js';
 import {
   RegistryClient,
@@ -97,26 +97,6 @@ export class LayerPrefetcher {
   }
 }
 
-/** `promise`, or a rejection with `ETCH_ABORTED` as soon as `signal` fires, whichever comes first. */
-function untilAborted<T>(promise: Promise<T> | undefined, signal: AbortSignal | undefined): Promise<T | undefined> {
-  if (promise === undefined || signal === undefined) return Promise.resolve(promise);
-  if (signal.aborted) return Promise.reject(abortError(signal));
-  return new Promise((resolve, reject) => {
-    const onAbort = () => reject(abortError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
-}
-
 function storeImageOf(source: ImageSource, image: ResolvedImage, prefetcher?: LayerPrefetcher): StoreImage {
   return {
     config: image.configBytes,
@@ -129,7 +109,7 @@ function storeImageOf(source: ImageSource, image: ResolvedImage, prefetcher?: La
         // need not hash it a third time. One cached by an earlier run is checked as it is read (a damaged
         // entry is then removed, so the next run downloads it again).
         // The download is shared and may be queued behind others: a reader that gives up must not wait for it.
-        const state = await untilAborted(prefetcher?.ready(layer.digest), signal);
+        const state = prefetcher ? await untilAborted(prefetcher.ready(layer.digest), signal) : undefined;
         return source.openBlob(layer, { verifyCached: state !== 'downloaded', ...(signal ? { signal } : {}) });
       },
     })),

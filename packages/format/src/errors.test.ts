@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { EtchError, abortError, isEtchError, throwIfAborted, toEtchError } from './errors.js';
+import { EtchError, abortError, isEtchError, throwIfAborted, toEtchError, untilAborted } from './errors.js';
 
 describe('EtchError', () => {
   it('carries a code, details and the cause', () => {
@@ -45,5 +45,27 @@ describe('EtchError', () => {
     expect(wrapped.cause, 'cause').toBe(cause);
     expect(wrapped.details.path, 'details.path').toBe('x.etch');
     expect(toEtchError('plain string').code, 'default code').toBe('ETCH_IO');
+  });
+});
+
+describe('untilAborted', () => {
+  it('settles as the promise does while the signal stays quiet', async () => {
+    await expect(untilAborted(Promise.resolve(7), new AbortController().signal)).resolves.toBe(7);
+    await expect(untilAborted(Promise.reject(new Error('boom')), undefined)).rejects.toThrow('boom');
+  });
+  it('rejects with ETCH_ABORTED as soon as the signal fires, leaving the shared work running', async () => {
+    const controller = new AbortController();
+    let finish!: (value: string) => void;
+    const work = new Promise<string>((resolve) => (finish = resolve));
+    const waiting = untilAborted(work, controller.signal);
+    controller.abort();
+    await expect(waiting).rejects.toMatchObject({ code: 'ETCH_ABORTED' });
+    finish('done');
+    await expect(work).resolves.toBe('done');
+  });
+  it('rejects at once for a signal already aborted', async () => {
+    await expect(untilAborted(new Promise(() => {}), AbortSignal.abort())).rejects.toMatchObject({
+      code: 'ETCH_ABORTED',
+    });
   });
 });

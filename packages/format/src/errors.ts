@@ -117,6 +117,29 @@ export function throwIfAborted(signal?: AbortSignal): void {
   if (signal?.aborted) throw abortError(signal);
 }
 
+/**
+ * `promise`, or a rejection with `ETCH_ABORTED` as soon as `signal` fires, whichever comes first: for waiting on
+ * work shared with others (a download another caller started), which this caller's abort must not cancel.
+ */
+export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(abortError(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortError(signal));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (error: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(error);
+      },
+    );
+  });
+}
+
 /** How {@link toEtchError} describes an error that is not an {@link EtchError} yet. */
 export interface ToEtchErrorOptions {
   /** The code for a foreign error (default `ETCH_IO`). */

@@ -4,6 +4,7 @@ export {
   isEtchError,
   throwIfAborted,
   toEtchError,
+  untilAborted,
   type EtchErrorCode,
   type EtchErrorDetails,
   type EtchErrorOptions,

@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { EtchError, abortError, isEtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { EtchError, isEtchError, silentLogger, throwIfAborted, untilAborted, type Logger } from '@etch/format';
 import { RegistryAuth, pullScope } from './auth.js';
 import { BlobCache } from './blob-cache.js';
 import { verifiedBlob, blobStatusError, type BlobProgress } from './blob-stream.js';
@@ -96,26 +96,6 @@ export interface BlobOptions extends CallOptions {
 // Manifests and configs are read into memory; cap them as containerd does, so a hostile server cannot.
 const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const MAX_CONFIG_BYTES = 64 * 1024 * 1024;
-
-/** Waits for `promise`, or rejects with the abort reason as soon as `signal` fires. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return promise;
-  throwIfAborted(signal);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
-}
 
 /** The errno-style code at the root of a network failure (`ECONNREFUSED`, `ENOTFOUND`, a TLS code…). */
 function rootCode(error: unknown): string | undefined {
@@ -511,7 +491,7 @@ export class RegistryClient {
       }
       const pending = this.downloads.get(descriptor.digest);
       if (pending === undefined) break;
-      await abortable(pending, options.signal);
+      await untilAborted(pending, options.signal);
     }
     // Settles (never rejects) when this download ends, however it ends: waiters then look at the cache again.
     let finish!: () => void;
