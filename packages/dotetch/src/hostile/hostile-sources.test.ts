@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTempDir, type TempDir } from '@etch/test-utils';
-import { DISK_TOOLS, ensureTools, gptWithEntries } from '@etch/test-utils/system';
+import { DISK_TOOLS, ensureTools, gptWithEntries, run } from '@etch/test-utils/system';
 import { entry, etchOf, makeBombDisk, makeTinyDisk } from './corpus.test.helper.js';
 import { errorCode, listTree, runEtch, type ChildRun } from './run-etch.test.helper.js';
 
@@ -152,6 +152,23 @@ describe.concurrent('hostile sources corpus (etch create)', () => {
     } finally {
       await server.close();
     }
+  });
+
+  it('a FIFO as the base image is refused at once, not waited on for a writer', async () => {
+    const box = await sandbox('fifo base');
+    await run('mkfifo', [join(box.cwd, 'base.img')]);
+    const result = await runEtch(['create', '--base', 'base.img', '--inject', '2:files', '-o', 'out.etch'], box, {
+      timeoutMs: TIME_LIMIT_MS,
+      maxRssMiB: RSS_LIMIT_MIB,
+    });
+    runs.push({ name: 'create fifo base', ms: result.ms, rss: result.peakRssMiB });
+    const text = said('create fifo base', result);
+    expect(result.killed, text).toBeUndefined();
+    expect(result.code, text).toBe(1);
+    expect(errorCode(result.stderr), text).toBe('ETCH_IO');
+    expect(result.stderr, text).toMatch(/base\.img/);
+    expect(result.ms, `${text}\nmilliseconds to refuse`).toBeLessThan(5000);
+    await rm(box.cwd, { recursive: true, force: true });
   });
 
   it('a server that cuts every connection after 512 bytes is given up on in bounded connections', async () => {
