@@ -154,6 +154,18 @@ describe.concurrent('hostile sources corpus (etch create)', () => {
     }
   });
 
+  it('a base image 1 MiB shorter than its partition table says is written with a warning', async () => {
+    const image = await readFile(tiny);
+    // The tiny disk's last partition ends 1 MiB before its end: cut 2 MiB, it ends 1 MiB past the file.
+    const result = await createCase(
+      'base short of its table',
+      ['--base', 'base.img', '--inject', '2:files'],
+      { exit: 0 },
+      { files: { 'base.img': image.subarray(0, image.length - 2 * 1024 * 1024) } },
+    );
+    expect(result.stderr, 'the warning').toMatch(/1048576 bytes shorter than its partition table says \(partition 2/);
+  });
+
   it('a FIFO as the base image is refused at once, not waited on for a writer', async () => {
     const box = await sandbox('fifo base');
     await run('mkfifo', [join(box.cwd, 'base.img')]);
