@@ -167,6 +167,7 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
           ? new Ext4Injector(target.path, partition, dir, {
               ...(signal ? { signal } : {}),
               logger,
+              keepFiles: Boolean(options.verify),
               grow: async (bytes) => {
                 const current = findPartition(table as PartitionTable, number);
                 return grow(number, current.offset + current.size + bytes);

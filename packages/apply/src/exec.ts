@@ -23,6 +23,9 @@ const PACKAGES: Record<string, string> = {
   mattrib: 'mtools',
 };
 
+/** Output lines kept by `keepLine`: enough to report what failed. */
+const MAX_KEPT_LINES = 100;
+
 /** Tool output without the version banner e2fsprogs prints first (`resize2fs 1.47.0 (5-Feb-2023)`). */
 function withoutBanner(text: string): string {
   return text
@@ -39,7 +42,17 @@ function withoutBanner(text: string): string {
 export function runTool(
   command: string,
   args: readonly string[],
-  options: { input?: string; allowFailure?: boolean; signal?: AbortSignal; env?: NodeJS.ProcessEnv } = {},
+  options: {
+    input?: string;
+    allowFailure?: boolean;
+    signal?: AbortSignal;
+    env?: NodeJS.ProcessEnv;
+    /**
+     * Keep only the output lines this accepts (at most {@link MAX_KEPT_LINES} of them), read as they come:
+     * debugfs echoes every command of a batch, megabytes that need not be held.
+     */
+    keepLine?: (line: string) => boolean;
+  } = {},
 ): Promise<ToolResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, {
@@ -49,8 +62,34 @@ export function runTool(
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+    const { keepLine } = options;
+    if (keepLine === undefined) {
+      child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+      child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+    } else {
+      for (const [stream, kept] of [
+        [child.stdout, out],
+        [child.stderr, err],
+      ] as const) {
+        stream.setEncoding('utf8');
+        let partial = '';
+        let count = 0;
+        const take = (line: string) => {
+          if (count < MAX_KEPT_LINES && keepLine(line)) {
+            count += 1;
+            kept.push(Buffer.from(`${line}\n`));
+          }
+        };
+        stream.on('data', (text: string) => {
+          const lines = (partial + text).split('\n');
+          partial = lines.pop() ?? '';
+          // A line longer than any command is not kept whole: only its start matters for a report.
+          if (partial.length > 64 * 1024) partial = partial.slice(0, 64 * 1024);
+          lines.forEach(take);
+        });
+        stream.on('end', () => take(partial));
+      }
+    }
     child.on('error', (cause: NodeJS.ErrnoException) => {
       if (cause.code === 'ENOENT') {
         reject(

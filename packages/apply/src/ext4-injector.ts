@@ -10,7 +10,9 @@ import type { InjectedFile, PartitionInjector } from './injector.js';
 
 /** Flush a batch to debugfs after this much staged content or this many entries: bounds disk and memory. */
 const BATCH_BYTES = 256 * 1024 * 1024;
-const BATCH_ENTRIES = 20_000;
+// Each entry is a handful of debugfs commands, held as lines until its batch runs: 5,000 entries keep that
+// to a few MiB (20,000 made a batch's script and plan the bulk of apply's memory).
+const BATCH_ENTRIES = 5_000;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFCHR = 0o020000;
@@ -115,6 +117,11 @@ export class Ext4Injector implements PartitionInjector {
     private readonly options: {
       /** Makes room: grows the partition and filesystem by at least `bytes`; returns the partition's new extent. */
       grow?: (bytes: number) => Promise<PartitionInfo>;
+      /**
+       * Remember every file written (path, size, sha256) for {@link finish}'s list (default true). Off, the
+       * list is empty and memory does not grow with the number of files: only `--verify` reads it.
+       */
+      keepFiles?: boolean;
       signal?: AbortSignal;
       logger?: Logger;
     } = {},
@@ -139,7 +146,8 @@ export class Ext4Injector implements PartitionInjector {
       const { size, sha256 } = await stageFile(entry.stream as Readable, path, this.options.signal);
       staged.content = path;
       this.stagedBytes += size;
-      this.files.set(absolute(entry.path), { path: absolute(entry.path), size, sha256 });
+      if (this.options.keepFiles !== false)
+        this.files.set(absolute(entry.path), { path: absolute(entry.path), size, sha256 });
     } else {
       this.files.delete(absolute(entry.path));
     }
@@ -222,8 +230,14 @@ export class Ext4Injector implements PartitionInjector {
   private async ensureRoom(fs: Ext4Reader): Promise<boolean> {
     const info = await fs.info();
     this.extraTimes = info.inodeSize > 128;
-    const metadata = this.staged.reduce((sum, s) => sum + 1 + s.xattrFiles.length, 0);
-    return this.growFor(info, this.blocksFor(info, this.stagedBytes, this.staged.length, metadata), this.staged.length);
+    // The folders the batch may have to make for its entries' parents take inodes and blocks too.
+    const parents = new Set<string>();
+    for (const { entry } of this.staged)
+      for (let dir = posix.dirname(absolute(entry.path)); dir !== '/' && !parents.has(dir); dir = posix.dirname(dir))
+        parents.add(dir);
+    const inodes = this.staged.length + parents.size;
+    const metadata = this.staged.reduce((sum, s) => sum + 1 + s.xattrFiles.length, parents.size);
+    return this.growFor(info, this.blocksFor(info, this.stagedBytes, inodes, metadata), inodes);
   }
 
   private async growFor(info: Ext4Info, neededBlocks: number, neededInodes: number): Promise<boolean> {
@@ -398,11 +412,10 @@ export class Ext4Injector implements PartitionInjector {
     await mkdir(this.staging, { recursive: true });
     const script = join(this.staging, 'commands');
     await writeFile(script, `${commands.join('\n')}\n`);
-    const result = await runTool(
-      'debugfs',
-      ['-w', '-f', script, this.device],
-      this.options.signal ? { signal: this.options.signal } : {},
-    );
+    const result = await runTool('debugfs', ['-w', '-f', script, this.device], {
+      ...(this.options.signal ? { signal: this.options.signal } : {}),
+      keepLine: (line) => !isNoise(line),
+    });
     // debugfs reports a failed command on its output and carries on; any such line fails the whole apply.
     const errors = `${result.stdout}\n${result.stderr}`.split('\n').filter((line) => !isNoise(line));
     if (errors.length > 0) {

@@ -3,6 +3,7 @@ import { EtchError } from '@etch/format';
 import { extractTar, type EntryHeader, type TarHeader } from '@etch/tar';
 import { Crc64 } from './crc64.js';
 import { ancestors, hardlinkTargetPath, layerPath, parentOf } from './layer-path.js';
+import { PathTable } from './path-table.js';
 import { TarSplitBuilder } from './tar-split.js';
 
 /** An entry to inject: a header (name relative to the partition root) and its content. */
@@ -89,8 +90,10 @@ export async function* convertLayer(
 ): AsyncGenerator<StoreEntry> {
   const diffHash = createHash('sha256');
   const split = new TarSplitBuilder();
-  const seen = new Map<string, TarHeader['type']>();
-  const symlinks = new Set<string>();
+  // Every path the layer created (duplicates, whiteouts and hardlink targets are checked against it), in
+  // flat memory; symlinks are its entries of kind 'symlink'.
+  const seen = new PathTable<TarHeader['type']>();
+  let symlinks = 0;
   const directories = new Map<string, EntryHeader>();
   const opaque = new Set<string>();
   let size = 0;
@@ -132,8 +135,8 @@ export async function* convertLayer(
     split.segment(raw as Buffer);
     const crc = new Crc64();
     const path = layerPath(header.name);
-    for (const ancestor of ancestors(path)) {
-      if (symlinks.has(ancestor)) {
+    for (const ancestor of symlinks > 0 ? ancestors(path) : []) {
+      if (seen.get(ancestor) === 'symlink') {
         throw new EtchError(
           'ETCH_UNSAFE_PATH',
           `Refusing a malicious layer: ${JSON.stringify(header.name)} goes through the symlink ${JSON.stringify(ancestor)}.`,
@@ -187,7 +190,7 @@ export async function* convertLayer(
           yield { header: { ...common, type: 'file', size: header.size }, content: withCrc(body, crc) };
           break;
         case 'symlink':
-          symlinks.add(path);
+          symlinks += 1;
           size += Buffer.byteLength(header.linkname);
           yield { header: { ...common, type: 'symlink', linkname: header.linkname } };
           break;
@@ -200,8 +203,8 @@ export async function* convertLayer(
               `is a hardlink to ${JSON.stringify(header.linkname)}, which is not a file earlier in the same layer.`,
             );
           }
-          for (const ancestor of ancestors(target)) {
-            if (symlinks.has(ancestor))
+          for (const ancestor of symlinks > 0 ? ancestors(target) : []) {
+            if (seen.get(ancestor) === 'symlink')
               throw new EtchError(
                 'ETCH_UNSAFE_PATH',
                 `Refusing a malicious layer: hardlink ${JSON.stringify(header.name)} goes through a symlink.`,

@@ -1,7 +1,8 @@
-import { EtchError, silentLogger, type Logger } from '@etch/format';
+import { EtchError, isEtchError, silentLogger, type Logger } from '@etch/format';
 import { parseChallenges, type Challenge } from './challenge.js';
 import type { CredentialSource, Credentials, FoundCredentials } from './credentials.js';
 import { drain, isLoopbackHost, type HttpClient, type HttpResponse } from './http.js';
+import { readLimited } from './registry-errors.js';
 import { apiHostOf } from './reference.js';
 
 /** Scopes a pull needs: `repository:<name>:pull`. The name may contain `host:port`, so scopes are never split. */
@@ -13,6 +14,11 @@ export function pullScope(repository: string): string {
 export function pushScope(repository: string): string {
   return `repository:${repository}:pull,push`;
 }
+
+/** The longest bearer token accepted from a token service (real ones are a few KiB of JWT). */
+const MAX_TOKEN_LENGTH = 64 * 1024;
+/** The largest token answer read (a token, a refresh token and a few fields). */
+const MAX_TOKEN_RESPONSE_BYTES = 256 * 1024;
 
 interface CachedToken {
   authorization: string;
@@ -190,8 +196,14 @@ export class RegistryAuth {
     }
     let body: { token?: unknown; access_token?: unknown; expires_in?: unknown; issued_at?: unknown };
     try {
-      body = (await response.body.json()) as typeof body;
+      const text = (
+        await readLimited(response, MAX_TOKEN_RESPONSE_BYTES, `The token answer of ${this.registry}`)
+      ).toString('utf8');
+      body = JSON.parse(text) as typeof body;
     } catch (cause) {
+      if (isEtchError(cause, 'ETCH_NETWORK')) throw cause;
+      if (isEtchError(cause))
+        throw new EtchError('ETCH_AUTH_FAILED', `The token service of ${this.registry}: ${cause.message}`, { cause });
       throw new EtchError(
         'ETCH_AUTH_FAILED',
         `The token service of ${this.registry} answered something that is not JSON.`,
@@ -206,6 +218,13 @@ export class RegistryAuth {
           : '';
     if (token === '')
       throw new EtchError('ETCH_AUTH_FAILED', `The token service of ${this.registry} answered without a token.`);
+    // Sent with every request of the pull: a token of megabytes is an attack on memory (and no registry's).
+    if (token.length > MAX_TOKEN_LENGTH)
+      throw new EtchError(
+        'ETCH_AUTH_FAILED',
+        `The token service of ${this.registry} answered a token of ${token.length} characters; more than ${MAX_TOKEN_LENGTH} is refused.`,
+        { details: { registry: this.registry } },
+      );
     const expiresIn = Math.max(
       MIN_EXPIRES_IN_S,
       typeof body.expires_in === 'number' ? body.expires_in : MIN_EXPIRES_IN_S,

@@ -28,7 +28,22 @@ export interface HttpOptions {
   logger?: Logger;
   /** Use this undici dispatcher instead of creating one (proxies, tests). */
   dispatcher?: Dispatcher;
+  /**
+   * The slowest a response body may arrive: at least `bytes` in every `windowMs` spent waiting for the server
+   * (default 1 KiB in 30 s; time the reader spends elsewhere, writing a disk, does not count). A body slower
+   * than that (a server sending a byte a second, or nothing) fails with `ETCH_NETWORK`; a download resumes
+   * on a new connection a few times before it gives up.
+   */
+  minRate?: MinRate;
 }
+
+/** See {@link HttpOptions.minRate}. */
+export interface MinRate {
+  bytes: number;
+  windowMs: number;
+}
+
+export const DEFAULT_MIN_RATE: MinRate = { bytes: 1024, windowMs: 30_000 };
 
 /** The methods the registry API uses. */
 export type HttpMethod = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
@@ -65,6 +80,65 @@ export interface HttpResponse {
   body: Dispatcher.ResponseData['body'];
   /** The URL that answered, after redirects. */
   url: URL;
+  /** The slowest its body may arrive (the client's {@link HttpOptions.minRate}); see {@link readBody}. */
+  minRate?: MinRate;
+}
+
+/** The error a body slower than its {@link MinRate} ends with: a stall, worth a resume on a new connection. */
+export class StalledBodyError extends EtchError {
+  constructor(what: string, rate: MinRate, received: number) {
+    super(
+      'ETCH_NETWORK',
+      `${what} stalled: ${received} bytes in ${rate.windowMs / 1000} s, fewer than the ${rate.bytes} expected at the least.`,
+      { details: { received } },
+    );
+  }
+}
+
+/**
+ * The chunks of `response`'s body, failing with {@link StalledBodyError} (and destroying the body) when fewer
+ * than `minRate.bytes` arrive in a window of `minRate.windowMs` spent waiting for them. Only time spent
+ * waiting counts: a reader that holds the body back (backpressure) is not the server being slow.
+ */
+export async function* readBody(response: HttpResponse, what: string): AsyncGenerator<Buffer> {
+  const rate = response.minRate ?? DEFAULT_MIN_RATE;
+  const body = response.body;
+  const chunks = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+  let waited = 0;
+  let received = 0;
+  try {
+    for (;;) {
+      const started = Date.now();
+      let stalled: StalledBodyError | undefined;
+      const timer = setTimeout(() => {
+        stalled = new StalledBodyError(what, rate, received);
+        body.destroy(stalled);
+      }, rate.windowMs - waited);
+      let next: IteratorResult<Buffer>;
+      try {
+        next = await chunks.next();
+      } catch (error) {
+        throw stalled ?? error;
+      } finally {
+        clearTimeout(timer);
+      }
+      if (stalled) throw stalled;
+      if (next.done) return;
+      waited += Date.now() - started;
+      received += next.value.length;
+      if (received >= rate.bytes) {
+        waited = 0;
+        received = 0;
+      } else if (waited >= rate.windowMs) {
+        const error = new StalledBodyError(what, rate, received);
+        body.destroy(error);
+        throw error;
+      }
+      yield next.value;
+    }
+  } finally {
+    await chunks.return?.();
+  }
 }
 
 const MAX_REDIRECTS = 10;
@@ -169,8 +243,10 @@ export class HttpClient {
   private readonly insecure: Set<string>;
   private readonly logger: Logger;
   private readonly userAgent: string;
+  readonly minRate: MinRate;
 
   constructor(options: HttpOptions = {}) {
+    this.minRate = options.minRate ?? DEFAULT_MIN_RATE;
     this.retry = { ...DEFAULT_RETRY, ...options.retry };
     this.insecure = new Set((options.insecureRegistries ?? []).map((h) => h.toLowerCase()));
     this.logger = options.logger ?? silentLogger;
@@ -269,7 +345,13 @@ export class HttpClient {
         url = next;
         continue;
       }
-      return { status: response.statusCode, headers: response.headers, body: response.body, url };
+      return {
+        status: response.statusCode,
+        headers: response.headers,
+        body: response.body,
+        url,
+        minRate: this.minRate,
+      };
     }
   }
 

@@ -1,5 +1,5 @@
 import { EtchError } from '@etch/format';
-import type { HttpResponse } from './http.js';
+import { readBody, type HttpResponse } from './http.js';
 
 /** One entry of a registry's `{"errors": [...]}` answer (distribution-spec error codes). */
 export interface RegistryError {
@@ -7,11 +7,14 @@ export interface RegistryError {
   message?: string;
 }
 
-/** Reads a body into memory, refusing more than `limit` bytes (`ETCH_BAD_MANIFEST`). */
+/**
+ * Reads a body into memory, refusing more than `limit` bytes (`ETCH_BAD_MANIFEST`) or a body slower than the
+ * client's minimum rate (`ETCH_NETWORK`, see {@link readBody}).
+ */
 export async function readLimited(response: HttpResponse, limit: number, what: string): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let length = 0;
-  for await (const chunk of response.body as AsyncIterable<Buffer>) {
+  for await (const chunk of readBody(response, what)) {
     length += chunk.length;
     if (length > limit) {
       response.body.destroy();

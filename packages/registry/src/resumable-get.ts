@@ -1,5 +1,5 @@
 import { EtchError, abortError, isEtchError } from '@etch/format';
-import { isCutBodyError, skipFirst, type HttpClient, type HttpResponse } from './http.js';
+import { StalledBodyError, isCutBodyError, readBody, skipFirst, type HttpClient, type HttpResponse } from './http.js';
 
 /** Options of {@link resumableGet}. */
 export interface ResumableGetOptions {
@@ -42,6 +42,9 @@ export async function* resumableGet(http: HttpClient, options: ResumableGetOptio
   let delivered = 0;
   let failures = 0;
   let resumes = 0;
+  // Connections slower than the client's minimum rate: a few are resumed, a new connection may be faster;
+  // a trickle of progress does not earn fresh tries, so a server sending a byte a second ends in bounded time.
+  let stalls = 0;
   // A body read to its end is asked for at least once, even when empty: its extra bytes are the error.
   for (let attempt = 0; delivered < length || (readToEnd && attempt === 0); attempt += 1) {
     const before = delivered;
@@ -53,7 +56,7 @@ export async function* resumableGet(http: HttpClient, options: ResumableGetOptio
         throw http.networkError(what, error, signal);
       }
       const skip = options.accept(response, delivered);
-      for await (let chunk of skipFirst(response.body as AsyncIterable<Buffer>, skip)) {
+      for await (let chunk of skipFirst(readBody(response, what), skip)) {
         const room = length - delivered;
         if (chunk.length > room) {
           if (options.beyondLength !== 'stop') throw options.beyondLength.error(delivered + chunk.length);
@@ -65,6 +68,13 @@ export async function* resumableGet(http: HttpClient, options: ResumableGetOptio
       }
     } catch (error) {
       if (signal?.aborted) throw abortError(signal);
+      if (error instanceof StalledBodyError) {
+        stalls += 1;
+        resumes += 1;
+        if (stalls >= http.retry.attempts || resumes > maxResumes) throw error;
+        await http.backOff(stalls, signal);
+        continue;
+      }
       if (isEtchError(error)) throw error;
       if (!isCutBodyError(error)) throw http.networkError(what, error, signal);
       failures = delivered > before ? 1 : failures + 1;

@@ -2,7 +2,10 @@
 // (base images over HTTP) with the same retries, redirects, credential rules and resumable downloads.
 export {
   HttpClient,
+  DEFAULT_MIN_RATE,
   DEFAULT_RETRY,
+  StalledBodyError,
+  readBody,
   drain,
   contentRangeStart,
   header,
@@ -17,6 +20,7 @@ export {
   type HttpOptions,
   type HttpRequest,
   type HttpResponse,
+  type MinRate,
   type RetryPolicy,
 } from './http.js';
 export {

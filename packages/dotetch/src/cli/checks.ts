@@ -83,6 +83,16 @@ export async function checkPartitions(
       });
       return;
     }
+    // A file cut short (a partial download, a copy that ran out of room) still has its whole partition table.
+    const info = await stat(baseImage);
+    const end = Math.max(...table.partitions.map((p) => p.offset + p.size));
+    if (info.isFile() && end > info.size) {
+      const last = table.partitions.find((p) => p.offset + p.size === end);
+      logger.warn(
+        `the base image is ${end - info.size} bytes shorter than its partition table says (partition ${last?.number} ends at byte ${end}, the file has ${info.size}); it may be truncated`,
+        { path: baseImage },
+      );
+    }
     for (const { partition, flag } of wanted) {
       try {
         findPartition(table, partition);
