@@ -284,7 +284,8 @@ export class Ext4Injector implements PartitionInjector {
   /** Translates the staged entries into debugfs commands, checking what exists against the filesystem. */
   private async plan(fs: Ext4Reader): Promise<string[]> {
     const commands: string[] = [];
-    // What this batch has made so far, which the reader (reading the image as it was) cannot see yet.
+    // What this batch has made so far, which the reader (reading the image as it was) cannot see yet, and what
+    // the reader has already answered.
     const made = new Map<string, 'directory' | 'other'>();
     const linkCounts = new Map<string, number>();
     const kind = async (path: string): Promise<'directory' | 'other' | undefined> => {
@@ -300,7 +301,11 @@ export class Ext4Injector implements PartitionInjector {
         }
         throw error;
       });
-      return stat === undefined ? undefined : stat.type === 'directory' ? 'directory' : 'other';
+      const found = stat === undefined ? undefined : stat.type === 'directory' ? 'directory' : 'other';
+      // Remembered for the batch: every entry below a folder asks about it again, and each answer from the
+      // reader walks the path from the root (a 20,000-file batch spent seconds re-reading the same inodes).
+      if (found !== undefined) made.set(path, found);
+      return found;
     };
     const ensureParents = async (path: string) => {
       const parents: string[] = [];
