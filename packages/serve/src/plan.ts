@@ -18,6 +18,7 @@ import {
   resolvePreloadImages,
   type PreloadImage,
   type RepositoriesJson,
+  type StagePool,
 } from '@etch/docker-store';
 import {
   EtchError,
@@ -58,6 +59,8 @@ export interface PlanContext {
    * however many requests want it at the same time (see {@link sharedBaseWarmer}). Absent: each request
    * downloads what the cache does not hold.
    */
+  /** Shares layer conversions between concurrent requests; absent: each request converts its own. */
+  stagePool?: StagePool;
   warmBase?: (key: string, open: () => Promise<OpenedBaseImage>, signal: AbortSignal) => Promise<void>;
 }
 
@@ -417,6 +420,7 @@ export async function planEtch(request: EtchRequest, context: PlanContext): Prom
               stage: {
                 dir: join(layerCache, `${stagePrefix()}${process.pid}-${randomBytes(4).toString('hex')}`),
                 maxBytes: 1024 ** 3,
+                ...(context.stagePool ? { pool: context.stagePool } : {}),
               },
             }),
           }

@@ -1,8 +1,9 @@
 /** `etch serve` against real registries on loopback: bytes, shared downloads, refusals, limits, hostile clients. */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createServer } from 'node:http';
-import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage } from 'node:http';
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTempDir, type TempDir } from '@etch/test-utils';
@@ -53,6 +54,25 @@ async function blobGets(log: string): Promise<Map<string, number>> {
   for (const match of log.matchAll(/"GET \/v2\/[^ ]+\/blobs\/(sha256:[0-9a-f]{64}) HTTP\/1\.1" 20[06]/g))
     counts.set(match[1] as string, (counts.get(match[1] as string) ?? 0) + 1);
   return counts;
+}
+
+/** The whole body of a raw response: its status, sha256 and length. */
+async function bodyOf(response: IncomingMessage): Promise<{ status: number; sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of response as AsyncIterable<Buffer>) {
+    hash.update(chunk);
+    bytes += chunk.length;
+  }
+  return { status: response.statusCode ?? 0, sha256: hash.digest('hex'), bytes };
+}
+
+/** Files left in the server's shared stage directory (`<cacheDir>/oci/stage-<host>-<pid>-shared`). */
+async function sharedFiles(started: EtchServer): Promise<string[]> {
+  const cacheDir = dir.join(`cache-${servers.indexOf(started)}`, 'oci');
+  const shared = (await readdir(cacheDir)).filter((name) => name.startsWith('stage-') && name.endsWith('-shared'));
+  const files = await Promise.all(shared.map(async (name) => readdir(join(cacheDir, name))));
+  return files.flat();
 }
 
 beforeAll(async () => {
@@ -193,6 +213,37 @@ describe('POST /v1/etch', () => {
       '50 complete requests in the metrics',
       async () => (await metric(started, 'etch_requests_total', { outcome: 'complete' })) === 50,
     );
+  });
+
+  it('converts each layer once for concurrent requests, shares it, and removes it when the last is done', async () => {
+    const started = await server({ maxConcurrent: 8, maxQueue: 8 });
+    const layers = new Set((app.layers ?? []).map((l) => l.digest)).size;
+    expect(layers).toBeGreaterThan(1);
+    // Paused clients hold their builds inside the base image, so every request needs the layers at once.
+    const responses = await Promise.all(Array.from({ length: 6 }, async () => postRaw(started, request(), TOKEN)));
+    for (const response of responses) response.pause();
+    await until('every layer converted', async () => (await metric(started, 'etch_layer_conversions_total')) >= layers);
+    const bodies = await Promise.all(responses.map(async (response) => bodyOf(response)));
+    expect(bodies.filter((b) => b.status !== 200 || b.sha256 !== expected.sha256)).toEqual([]);
+    expect(await metric(started, 'etch_layer_conversions_total'), 'conversions for 6 requests').toBe(layers);
+    await until('the shared stage to be empty', async () => (await sharedFiles(started)).length === 0);
+  });
+
+  it('keeps converting for the others when the first requester of a layer disconnects', async () => {
+    const started = await server({ maxConcurrent: 8, maxQueue: 8 });
+    const first = await postRaw(started, request(), TOKEN);
+    first.pause();
+    await until('the first conversion', async () => (await metric(started, 'etch_layer_conversions_total')) >= 1);
+    const others = await Promise.all(Array.from({ length: 3 }, async () => postRaw(started, request(), TOKEN)));
+    for (const response of others) response.pause();
+    first.destroy();
+    await until(
+      'the first request to stop',
+      async () => (await metric(started, 'etch_requests_total', { outcome: 'disconnected' })) === 1,
+    );
+    const bodies = await Promise.all(others.map(async (response) => bodyOf(response)));
+    expect(bodies.filter((b) => b.status !== 200 || b.sha256 !== expected.sha256)).toEqual([]);
+    await until('the shared stage to be empty', async () => (await sharedFiles(started)).length === 0);
   });
 
   it('downloads a URL base image once for concurrent requests, and serves the bytes etch create writes', async () => {
