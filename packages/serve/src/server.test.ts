@@ -1,7 +1,8 @@
 /** `etch serve` against real registries on loopback: bytes, shared downloads, refusals, limits, hostile clients. */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -463,6 +464,26 @@ describe('hostile and slow clients', () => {
       ),
       'a stream cut at the deadline must not end cleanly',
     ).rejects.toThrow();
+  });
+
+  it('answers 504 when the deadline passes before the first byte', async () => {
+    // A registry that accepts requests and never answers: planning is still resolving the image at the deadline.
+    const hung = new Set<ServerResponse>();
+    const silent = createServer((_req, res) => hung.add(res));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const host = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+      const started = await server({ allowHosts: [host], deadlineMs: 1000 });
+      const response = await post(started, { ...request(), images: [`${host}/etch/app:1`] }, TOKEN);
+      const text = await response.text();
+      expect(response.status, text).toBe(504);
+      expect(JSON.parse(text)).toMatchObject({ error: { code: 'ETCH_ABORTED' } });
+      expect(hung.size, 'requests the silent registry received').toBeGreaterThan(0);
+      expect(await metric(started, 'etch_requests_total', { outcome: 'deadline' })).toBe(1);
+    } finally {
+      silent.closeAllConnections();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
   });
 
   it('answers 503 with Retry-After when every slot and the queue are busy', async () => {
