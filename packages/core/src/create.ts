@@ -28,6 +28,7 @@ import {
   type LayerProgress,
   type LayerStage,
   type RepositoriesJson,
+  type StagePool,
   type StoreImage,
   type StoredImage,
 } from '@etch/docker-store';
@@ -60,7 +61,12 @@ export interface PreloadImages {
    * counts come from the conversion instead of a second read. At most `maxBytes` (default 4 GiB) on disk at
    * once; layers beyond that are converted when due. Without it each layer is converted as it is written.
    */
-  stage?: { dir: string; maxBytes?: number };
+  stage?: {
+    dir: string;
+    maxBytes?: number;
+    /** Share conversions with concurrent runs (see `StagePool` of `@etch/docker-store`). */
+    pool?: StagePool;
+  };
 }
 
 /** Options for {@link createEtch}. */
@@ -195,6 +201,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
               stage = stageLayers(images.images, {
                 dir: images.stage.dir,
                 ...(images.stage.maxBytes !== undefined ? { maxBytes: images.stage.maxBytes } : {}),
+                ...(images.stage.pool ? { pool: images.stage.pool } : {}),
                 ...(images.root !== undefined ? { root: images.root } : {}),
                 signal: besideSignal,
                 onProgress: (event: LayerProgress) => onProgress?.(event),

@@ -9,6 +9,7 @@ import { cacheIdFor, chainIds } from './ids.js';
 import type { ConvertedLayer, StoreEntry } from './layer-converter.js';
 import { convertBlob } from './layer-source.js';
 import { paths } from './layout.js';
+import type { StagePool, StageLease } from './stage-pool.js';
 import type { LayerProgress, StoreImage, StoreLayer } from './store.js';
 
 /** Options for {@link stageLayers}. */
@@ -27,6 +28,12 @@ export interface StageOptions {
   maxBytes?: number;
   /** The engine's data root inside the partition; must be the one the store is written with. */
   root?: string;
+  /**
+   * Share conversions with other stages through this pool (concurrent requests of `etch serve`): a layer
+   * another stage is converting or holds is not converted again; the file lives in the pool's directory and
+   * counts against this stage's `maxBytes` too.
+   */
+  pool?: StagePool;
   signal?: AbortSignal;
   /** Per layer while it is converted ahead: compressed bytes read, state `converting`. */
   onProgress?: (event: LayerProgress) => void;
@@ -128,6 +135,8 @@ export class LayerStage {
   /** Aborted by the caller's signal or by close(), which must not wait for a long conversion to finish. */
   private readonly stopping = new AbortController();
   private readonly signal: AbortSignal;
+  /** Layers this stage holds in its pool, released when written out or at close. */
+  private readonly leases = new Map<StagedLayer, StageLease<StagedLayer>>();
 
   constructor(
     images: readonly StoreImage[],
@@ -205,7 +214,10 @@ export class LayerStage {
 
   /** Removes a staged layer once written, making room for the next ones. */
   async release(staged: StagedLayer): Promise<void> {
-    await rm(staged.file, { force: true });
+    const lease = this.leases.get(staged);
+    this.leases.delete(staged);
+    if (lease !== undefined) await lease.release();
+    else await rm(staged.file, { force: true });
     this.spooled -= staged.spooled;
     this.wake?.();
   }
@@ -217,6 +229,9 @@ export class LayerStage {
     this.wake?.();
     await this.running;
     await Promise.allSettled([...this.slots.values()].map(async (s) => s.attempt));
+    const leases = [...this.leases.values()];
+    this.leases.clear();
+    await Promise.all(leases.map(async (lease) => lease.release()));
     if (this.created) await rm(this.options.dir, { recursive: true, force: true });
   }
 
@@ -259,11 +274,45 @@ export class LayerStage {
     await new Promise<void>((resolve) => (this.wake = resolve));
   }
 
-  private async stage({ chainId, layer, image, index }: PlannedLayer): Promise<Attempt> {
-    const { signal } = this;
-    const file = join(this.options.dir, `${chainId.replace(':', '-')}.tar`);
-    const cacheId = cacheIdFor(chainId);
-    const diffPrefix = `${this.root}/${paths.diff(cacheId)}`;
+  private async stage(planned: PlannedLayer): Promise<Attempt> {
+    const { pool } = this.options;
+    const diffPrefix = `${this.root}/${paths.diff(cacheIdFor(planned.chainId))}`;
+    try {
+      let staged: StagedLayer;
+      if (pool !== undefined) {
+        // Everything that changes the converted bytes: the blob and the path prefix of its entries.
+        const lease = await pool.acquire(
+          `${planned.layer.digest}\0${diffPrefix}`,
+          async (file, signal) => this.convert(planned, diffPrefix, file, signal),
+          this.signal,
+        );
+        staged = { ...lease.value, file: lease.file };
+        this.leases.set(staged, lease);
+      } else {
+        const file = join(this.options.dir, `${planned.chainId.replace(':', '-')}.tar`);
+        staged = await this.convert(planned, diffPrefix, file, this.signal);
+      }
+      this.spooled += staged.spooled;
+      this.logger.debug('layer staged', { digest: planned.layer.digest, bytes: staged.spooled });
+      return staged;
+    } catch (err) {
+      if (!(err instanceof OverBudget)) throw err;
+      // Beside other staged layers it may fit later; alone it never will.
+      if (this.spooled > 0) return RETRY;
+      this.logger.debug('layer does not fit the staging directory; it is converted when due', {
+        digest: planned.layer.digest,
+      });
+      return undefined;
+    }
+  }
+
+  /** Converts one layer into `file`; on failure the file is removed and the error thrown. */
+  private async convert(
+    { chainId, layer, image, index }: PlannedLayer,
+    diffPrefix: string,
+    file: string,
+    signal: AbortSignal,
+  ): Promise<StagedLayer> {
     const onBytes = (bytes: number) =>
       this.options.onProgress?.({
         phase: 'layer',
@@ -304,14 +353,7 @@ export class LayerStage {
       if (!pack.destroying) pack.destroy();
       await ignoreRejection(writing, 'the pack was destroyed on purpose; the conversion error is rethrown');
       await rm(file, { force: true });
-      if (err instanceof OverBudget) {
-        // Beside other staged layers it may fit later; alone it never will.
-        if (this.spooled > 0) return RETRY;
-        this.logger.debug('layer does not fit the staging directory; it is converted when due', {
-          digest: layer.digest,
-        });
-        return undefined;
-      }
+      if (err instanceof OverBudget) throw err;
       if (unwritable !== undefined && !signal.aborted) {
         // The stage's own disk failed, not the layer: the store converts this layer and the rest inline.
         this.logger.debug('cannot write the staging directory; layers are converted when due', {
@@ -321,8 +363,6 @@ export class LayerStage {
       }
       throw err;
     }
-    this.spooled += spooled;
-    this.logger.debug('layer staged', { digest: layer.digest, bytes: spooled });
     return { chainId, file, converted: converted as ConvertedLayer, fileBytes, spooled };
   }
 }

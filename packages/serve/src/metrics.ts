@@ -48,6 +48,11 @@ export class ServeMetrics {
     help: 'blobs downloaded from a registry into the cache',
     registers: [this.registry],
   });
+  readonly conversions = new Counter({
+    name: 'etch_layer_conversions_total',
+    help: 'layers converted into the shared stage (concurrent requests for one layer share one conversion)',
+    registers: [this.registry],
+  });
   readonly timeToFirstByte = new Histogram({
     name: 'etch_time_to_first_byte_seconds',
     help: 'from the request to the first .etch byte',

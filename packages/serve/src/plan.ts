@@ -2,13 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, realpath, rm, stat } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, join, sep } from 'node:path';
-import {
-  appsJsonFor,
-  formatAppsJson,
-  imagesOfTargetState,
-  parseSupervisorVersion,
-  parseTargetState,
-} from '@etch/balena';
+import { imagesOfTargetState, parseTargetState } from '@etch/balena';
 import {
   openBaseImage,
   parseEciSpec,
@@ -24,12 +18,12 @@ import {
   resolvePreloadImages,
   type PreloadImage,
   type RepositoriesJson,
+  type StagePool,
 } from '@etch/docker-store';
 import {
   EtchError,
   abortError,
   baseImageContainer,
-  entryTime,
   ignoreRejection,
   isEtchError,
   silentLogger,
@@ -39,6 +33,7 @@ import {
 import { formatPlatform, parsePlatform, parseReference, type RegistryClient } from '@etch/registry';
 import type { Dispatcher } from 'undici';
 import type { AllowList } from './allow-list.js';
+import { appsJsonText, etchOptionsFor, preloadImagesOption, preloadOrder, tagSupervisor } from './etch-options.js';
 import type { EtchRequest } from './request.js';
 
 /** What {@link planEtch} needs from the server. */
@@ -64,6 +59,8 @@ export interface PlanContext {
    * however many requests want it at the same time (see {@link sharedBaseWarmer}). Absent: each request
    * downloads what the cache does not hold.
    */
+  /** Shares layer conversions between concurrent requests; absent: each request converts its own. */
+  stagePool?: StagePool;
   warmBase?: (key: string, open: () => Promise<OpenedBaseImage>, signal: AbortSignal) => Promise<void>;
 }
 
@@ -313,33 +310,31 @@ export async function planEtch(request: EtchRequest, context: PlanContext): Prom
   if (request.repositories !== undefined && request.ignoreBaseRepositories)
     throw requestError('repositories', 'contradicts ignoreBaseRepositories; give one.');
 
-  const plan: string[] = [];
   let appsJson: string | undefined;
+  let releaseImages: string[] = [];
   if (request.targetState !== undefined) {
     const state = await about('targetState', () => parseTargetState(request.targetState));
-    const stateImages = imagesOfTargetState(state);
-    stateImages.forEach((image, i) => checkImage(image, `targetState (image ${i})`, context));
-    plan.push(...stateImages);
+    releaseImages = imagesOfTargetState(state);
+    releaseImages.forEach((image, i) => checkImage(image, `targetState (image ${i})`, context));
     const existing = rawFile !== undefined ? await readPartitionFile(rawFile, dataPartition, '/apps.json') : undefined;
-    const apps = await about('targetState', () =>
-      appsJsonFor(state, {
+    appsJson = await about('targetState', () =>
+      appsJsonText(state, {
         supervisorVersion: request.supervisorVersion as string,
         pinDevice: Boolean(request.pinDevice),
-        ...(existing !== undefined ? { existing: JSON.parse(existing.toString('utf8')) as unknown } : {}),
+        ...(existing !== undefined ? { existing } : {}),
       }),
     );
-    appsJson = formatAppsJson(apps);
   }
-  for (const image of images) if (!plan.includes(image)) plan.push(image);
-  let supervisorIndex: number | undefined;
-  let supervisorTag: string | undefined;
-  if (request.supervisor !== undefined) {
-    const version = request.supervisorVersion as string;
-    await about('supervisorVersion', () => parseSupervisorVersion(version));
-    supervisorTag = version.startsWith('v') ? version : `v${version}`;
-    const at = plan.indexOf(request.supervisor);
-    supervisorIndex = at === -1 ? plan.push(request.supervisor) - 1 : at;
-  }
+  const order = await about('supervisorVersion', () =>
+    preloadOrder({
+      releaseImages,
+      images,
+      ...(request.supervisor !== undefined
+        ? { supervisor: request.supervisor, supervisorVersion: request.supervisorVersion }
+        : {}),
+    }),
+  );
+  const plan = order.images;
   const preloading = plan.length > 0;
   if (preloading && request.platform === undefined)
     throw requestError('platform', "is required when preloading: the device's platform (linux/arm64 …).");
@@ -392,13 +387,7 @@ export async function planEtch(request: EtchRequest, context: PlanContext): Prom
         logger,
       })
     : [];
-  if (supervisorIndex !== undefined && supervisorTag !== undefined) {
-    const supervisor = preloads[supervisorIndex] as PreloadImage;
-    supervisor.store = {
-      ...supervisor.store,
-      names: [...supervisor.store.names, { repository: 'balena_supervisor', tag: supervisorTag }],
-    };
-  }
+  tagSupervisor(preloads, order);
   const baseOptions: OpenBaseImageOptions = {
     mode: request.baseMode ?? 'extract',
     cacheDir: context.cacheDir,
@@ -420,37 +409,27 @@ export async function planEtch(request: EtchRequest, context: PlanContext): Prom
   return {
     fileName: fileNameFor(request.base, compression),
     preloads,
-    options: {
+    options: etchOptionsFor({
       base: () => openBaseImage(spec, { ...baseOptions, signal: context.signal }),
       inject,
       ...(preloading
         ? {
-            images: {
-              partition: dataPartition,
-              images: preloads.map((p) => p.store),
+            images: preloadImagesOption(preloads, {
+              dataPartition,
               ...(baseRepositories ? { baseRepositories } : {}),
               stage: {
                 dir: join(layerCache, `${stagePrefix()}${process.pid}-${randomBytes(4).toString('hex')}`),
                 maxBytes: 1024 ** 3,
+                ...(context.stagePool ? { pool: context.stagePool } : {}),
               },
-            },
+            }),
           }
         : {}),
-      ...(appsJson !== undefined
-        ? {
-            afterImages: [
-              {
-                kind: 'entries',
-                partition: dataPartition,
-                entries: [{ header: { name: 'apps.json', type: 'file', mode: 0o644 }, content: appsJson }],
-              },
-            ],
-          }
-        : {}),
+      dataPartition,
+      ...(appsJson !== undefined ? { appsJson } : {}),
       compression,
-      requirements: true,
-      entryTime: entryTime(context.sourceDateEpoch),
+      sourceDateEpoch: context.sourceDateEpoch,
       logger,
-    },
+    }),
   };
 }

@@ -1,8 +1,10 @@
 /** `etch serve` against real registries on loopback: bytes, shared downloads, refusals, limits, hostile clients. */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createServer } from 'node:http';
-import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTempDir, type TempDir } from '@etch/test-utils';
@@ -53,6 +55,25 @@ async function blobGets(log: string): Promise<Map<string, number>> {
   for (const match of log.matchAll(/"GET \/v2\/[^ ]+\/blobs\/(sha256:[0-9a-f]{64}) HTTP\/1\.1" 20[06]/g))
     counts.set(match[1] as string, (counts.get(match[1] as string) ?? 0) + 1);
   return counts;
+}
+
+/** The whole body of a raw response: its status, sha256 and length. */
+async function bodyOf(response: IncomingMessage): Promise<{ status: number; sha256: string; bytes: number }> {
+  const hash = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of response as AsyncIterable<Buffer>) {
+    hash.update(chunk);
+    bytes += chunk.length;
+  }
+  return { status: response.statusCode ?? 0, sha256: hash.digest('hex'), bytes };
+}
+
+/** Files left in the server's shared stage directory (`<cacheDir>/oci/stage-<host>-<pid>-shared`). */
+async function sharedFiles(started: EtchServer): Promise<string[]> {
+  const cacheDir = dir.join(`cache-${servers.indexOf(started)}`, 'oci');
+  const shared = (await readdir(cacheDir)).filter((name) => name.startsWith('stage-') && name.endsWith('-shared'));
+  const files = await Promise.all(shared.map(async (name) => readdir(join(cacheDir, name))));
+  return files.flat();
 }
 
 beforeAll(async () => {
@@ -193,6 +214,37 @@ describe('POST /v1/etch', () => {
       '50 complete requests in the metrics',
       async () => (await metric(started, 'etch_requests_total', { outcome: 'complete' })) === 50,
     );
+  });
+
+  it('converts each layer once for concurrent requests, shares it, and removes it when the last is done', async () => {
+    const started = await server({ maxConcurrent: 8, maxQueue: 8 });
+    const layers = new Set((app.layers ?? []).map((l) => l.digest)).size;
+    expect(layers).toBeGreaterThan(1);
+    // Paused clients hold their builds inside the base image, so every request needs the layers at once.
+    const responses = await Promise.all(Array.from({ length: 6 }, async () => postRaw(started, request(), TOKEN)));
+    for (const response of responses) response.pause();
+    await until('every layer converted', async () => (await metric(started, 'etch_layer_conversions_total')) >= layers);
+    const bodies = await Promise.all(responses.map(async (response) => bodyOf(response)));
+    expect(bodies.filter((b) => b.status !== 200 || b.sha256 !== expected.sha256)).toEqual([]);
+    expect(await metric(started, 'etch_layer_conversions_total'), 'conversions for 6 requests').toBe(layers);
+    await until('the shared stage to be empty', async () => (await sharedFiles(started)).length === 0);
+  });
+
+  it('keeps converting for the others when the first requester of a layer disconnects', async () => {
+    const started = await server({ maxConcurrent: 8, maxQueue: 8 });
+    const first = await postRaw(started, request(), TOKEN);
+    first.pause();
+    await until('the first conversion', async () => (await metric(started, 'etch_layer_conversions_total')) >= 1);
+    const others = await Promise.all(Array.from({ length: 3 }, async () => postRaw(started, request(), TOKEN)));
+    for (const response of others) response.pause();
+    first.destroy();
+    await until(
+      'the first request to stop',
+      async () => (await metric(started, 'etch_requests_total', { outcome: 'disconnected' })) === 1,
+    );
+    const bodies = await Promise.all(others.map(async (response) => bodyOf(response)));
+    expect(bodies.filter((b) => b.status !== 200 || b.sha256 !== expected.sha256)).toEqual([]);
+    await until('the shared stage to be empty', async () => (await sharedFiles(started)).length === 0);
   });
 
   it('downloads a URL base image once for concurrent requests, and serves the bytes etch create writes', async () => {
@@ -412,6 +464,26 @@ describe('hostile and slow clients', () => {
       ),
       'a stream cut at the deadline must not end cleanly',
     ).rejects.toThrow();
+  });
+
+  it('answers 504 when the deadline passes before the first byte', async () => {
+    // A registry that accepts requests and never answers: planning is still resolving the image at the deadline.
+    const hung = new Set<ServerResponse>();
+    const silent = createServer((_req, res) => hung.add(res));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    try {
+      const host = `127.0.0.1:${(silent.address() as AddressInfo).port}`;
+      const started = await server({ allowHosts: [host], deadlineMs: 1000 });
+      const response = await post(started, { ...request(), images: [`${host}/etch/app:1`] }, TOKEN);
+      const text = await response.text();
+      expect(response.status, text).toBe(504);
+      expect(JSON.parse(text)).toMatchObject({ error: { code: 'ETCH_ABORTED' } });
+      expect(hung.size, 'requests the silent registry received').toBeGreaterThan(0);
+      expect(await metric(started, 'etch_requests_total', { outcome: 'deadline' })).toBe(1);
+    } finally {
+      silent.closeAllConnections();
+      await new Promise<void>((resolve) => silent.close(() => resolve()));
+    }
   });
 
   it('answers 503 with Retry-After when every slot and the queue are busy', async () => {

@@ -1,15 +1,17 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto';
 import { isIP } from 'node:net';
+import { join } from 'node:path';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import { createEtch } from '@etch/core';
+import { StagePool } from '@etch/docker-store';
 import { EtchError, ignoreRejection, isEtchError, type Logger } from '@etch/format';
 import { BlobCache, RegistryClient } from '@etch/registry';
 import { AllowList } from './allow-list.js';
 import { BuildLimiter, QueueFullError } from './limiter.js';
 import { ServeMetrics, type RequestOutcome } from './metrics.js';
-import { planEtch, removeStaleStages, sharedBaseWarmer } from './plan.js';
+import { planEtch, removeStaleStages, sharedBaseWarmer, stagePrefix } from './plan.js';
 import { etchRequestSchema, type EtchRequest } from './request.js';
 
 /** Options of {@link startEtchServer}; every limit has a default. */
@@ -187,6 +189,11 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
   // Shared base downloads run until the server stops, whoever asked first.
   const lifetime = new AbortController();
   const warmBase = sharedBaseWarmer(lifetime.signal);
+  // Layers converted once for concurrent requests that need them, removed when the last one is done.
+  const stagePool = new StagePool({
+    dir: join(options.cacheDir, 'oci', `${stagePrefix()}${process.pid}-shared`),
+    onConversion: () => metrics.conversions.inc(),
+  });
 
   const app = Fastify({
     logger:
@@ -317,6 +324,7 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
         mirrored,
         dispatcher,
         warmBase,
+        stagePool,
         ...(options.sourceDateEpoch !== undefined
           ? { sourceDateEpoch: options.sourceDateEpoch }
           : process.env['SOURCE_DATE_EPOCH'] !== undefined
@@ -416,6 +424,7 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
         lifetime.abort(new EtchError('ETCH_ABORTED', 'The server stopped.'));
         await all;
         await stopped;
+        await stagePool.close();
         await client.close();
         await dispatcher.close();
       })();

@@ -1,18 +1,12 @@
 import { createReadStream } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import {
-  appsJsonFor,
-  formatAppsJson,
-  imagesOfTargetState,
-  parseSupervisorVersion,
-  parseTargetState,
-  validateAppsJson,
-} from '@etch/balena';
+import { formatAppsJson, imagesOfTargetState, parseTargetState, validateAppsJson } from '@etch/balena';
 import type { InjectSource } from '@etch/core';
 import { parseRepositories, readBaseRepositories, type RepositoriesJson } from '@etch/docker-store';
 import { EtchError } from '@etch/format';
 import { readPartitionFile } from '@etch/disk';
+import { appsJsonText, preloadOrder, type PreloadOrder } from '@etch/serve';
 import type { CliContext } from '../context.js';
 
 /** The preload flags of `etch create`, as parsed. */
@@ -28,12 +22,7 @@ export interface PreloadFlags {
 }
 
 /** What the flags ask to preload, once files are read and checked. */
-export interface PreloadPlan {
-  /** Images in order: the target state's, then `--image`s, then the supervisor. */
-  images: string[];
-  /** Index in `images` of the supervisor image, tagged `balena_supervisor:<version>` too. */
-  supervisorIndex?: number;
-  supervisorTag?: string;
+export interface PreloadPlan extends PreloadOrder {
   /** The apps.json to write into the data partition. */
   appsJson?: string;
 }
@@ -50,12 +39,6 @@ async function readJsonFile(path: string, flag: string): Promise<unknown> {
   } catch (cause) {
     throw new EtchError('ETCH_USAGE', `${flag} ${path} is not valid JSON.`, { cause, details: { path } });
   }
-}
-
-/** The supervisor tag balenaOS uses: `v` and the version (`14.11.2` → `v14.11.2`). */
-export function supervisorTagFor(version: string): string {
-  parseSupervisorVersion(version);
-  return version.startsWith('v') ? version : `v${version}`;
 }
 
 /**
@@ -81,12 +64,13 @@ export async function planPreload(
   }
   if (values.supervisor !== undefined && values['supervisor-version'] === undefined)
     throw usageError('--supervisor needs --supervisor-version, the tag balenaOS starts it by.');
-  const plan: PreloadPlan = { images: [] };
   const version = values['supervisor-version'];
+  let releaseImages: readonly string[] = [];
+  let appsJson: string | undefined;
   if (values['target-state'] !== undefined) {
     const path = resolve(context.cwd, values['target-state']);
     const state = parseTargetState(await readJsonFile(path, '--target-state'));
-    plan.images.push(...imagesOfTargetState(state));
+    releaseImages = imagesOfTargetState(state);
     const existing = rawBase !== undefined ? await readPartitionFile(rawBase, dataPartition, '/apps.json') : undefined;
     if (rawBase === undefined)
       context.logger.warn(
@@ -94,24 +78,23 @@ export async function planPreload(
       );
     if (existing !== undefined)
       context.logger.info('merging with the apps.json of the base image', { partition: dataPartition });
-    const apps = appsJsonFor(state, {
+    appsJson = appsJsonText(state, {
       supervisorVersion: version as string,
       pinDevice: Boolean(values['pin-device']),
-      ...(existing !== undefined ? { existing: JSON.parse(existing.toString('utf8')) } : {}),
+      ...(existing !== undefined ? { existing } : {}),
     });
-    plan.appsJson = formatAppsJson(apps);
   } else if (values['apps-json'] !== undefined) {
     const path = resolve(context.cwd, values['apps-json']);
     const validated = validateAppsJson(await readJsonFile(path, '--apps-json'), version);
-    plan.images.push(...validated.images);
-    plan.appsJson = formatAppsJson(validated.appsJson);
+    releaseImages = validated.images;
+    appsJson = formatAppsJson(validated.appsJson);
   }
-  for (const image of values.image ?? []) if (!plan.images.includes(image)) plan.images.push(image);
-  if (values.supervisor !== undefined) {
-    plan.supervisorTag = supervisorTagFor(version as string);
-    const at = plan.images.indexOf(values.supervisor);
-    plan.supervisorIndex = at === -1 ? plan.images.push(values.supervisor) - 1 : at;
-  }
+  const plan: PreloadPlan = preloadOrder({
+    releaseImages,
+    images: values.image ?? [],
+    ...(values.supervisor !== undefined ? { supervisor: values.supervisor, supervisorVersion: version } : {}),
+  });
+  if (appsJson !== undefined) plan.appsJson = appsJson;
   return plan;
 }
 

@@ -16,9 +16,10 @@ import {
   type InjectSource,
 } from '@etch/core';
 import { resolvePreloadImages, type PreloadImage } from '@etch/docker-store';
-import { baseImageContainer, entryTime, parsePartition, ignoreRejection } from '@etch/format';
+import { baseImageContainer, parsePartition, ignoreRejection } from '@etch/format';
 import { BufferPool } from '@etch/disk';
 import { formatPlatform, parsePlatform, type Platform, type RegistryClient } from '@etch/registry';
+import { etchOptionsFor, preloadImagesOption, tagSupervisor } from '@etch/serve';
 import type { Compression } from '@etch/tar';
 import { commonFlags, commonHelp, helpPage, parseFlags, usageError } from '../args.js';
 import { checkImageSpecs, checkInjectFolders, checkOutputFile, checkPartitions } from '../checks.js';
@@ -200,13 +201,7 @@ async function resolvePlan(
     onPrefetchProgress: display.onProgress,
   });
   display.nameImages(preloads.map((p) => ({ name: p.spec, layers: p.resolved.layers.map((l) => l.digest) })));
-  if (plan.supervisorIndex !== undefined && plan.supervisorTag !== undefined) {
-    const supervisor = preloads[plan.supervisorIndex] as PreloadImage;
-    supervisor.store = {
-      ...supervisor.store,
-      names: [...supervisor.store.names, { repository: 'balena_supervisor', tag: plan.supervisorTag }],
-    };
-  }
+  tagSupervisor(preloads, plan);
   return preloads;
 }
 
@@ -320,58 +315,47 @@ export const createCommand: Command = {
       const images = preloading
         ? resolving.then((resolved) => {
             preloads = resolved;
-            return {
-              partition: dataPartition,
-              images: resolved.map((p) => p.store),
+            return preloadImagesOption(resolved, {
+              dataPartition,
               ...(baseRepositories ? { baseRepositories } : {}),
               ...(stage ? { stage } : {}),
-            };
+            });
           })
         : undefined;
       const options: Omit<CreateEtchOptions, 'output'> = {
-        base: async () => {
-          const opened = await openBaseImage(basePath, {
-            mode: baseMode,
-            ...(values['no-cache']
-              ? { cache: false }
-              : {
-                  cacheDir:
-                    values['cache-dir'] !== undefined
-                      ? resolve(context.cwd, values['cache-dir'])
-                      : baseImageCacheDir(context.env),
-                }),
-            ...(values.offline ? { offline: true } : {}),
-            ...(client ? { registry: client } : {}),
-            ...(platform ? { platform: formatPlatform(platform) } : {}),
-            ...(bufferPool ? { bufferPool } : {}),
-            signal: context.signal,
-            logger: context.logger,
-          });
-          baseSource = opened.source;
-          return opened;
-        },
-        inject,
-        ...(images ? { images } : {}),
-        ...(plan.appsJson !== undefined
-          ? {
-              afterImages: [
-                {
-                  kind: 'entries',
-                  partition: dataPartition,
-                  entries: [{ header: { name: 'apps.json', type: 'file', mode: 0o644 }, content: plan.appsJson }],
-                },
-              ],
-            }
-          : {}),
-        compression: compress as Compression,
-        // Format 1.1: tell the flasher up front what each partition receives (layers are local by now).
-        requirements: true,
-        // Entries etch makes itself get this time, so the same inputs give the same bytes.
-        entryTime: entryTime(context.env['SOURCE_DATE_EPOCH']),
+        ...etchOptionsFor({
+          base: async () => {
+            const opened = await openBaseImage(basePath, {
+              mode: baseMode,
+              ...(values['no-cache']
+                ? { cache: false }
+                : {
+                    cacheDir:
+                      values['cache-dir'] !== undefined
+                        ? resolve(context.cwd, values['cache-dir'])
+                        : baseImageCacheDir(context.env),
+                  }),
+              ...(values.offline ? { offline: true } : {}),
+              ...(client ? { registry: client } : {}),
+              ...(platform ? { platform: formatPlatform(platform) } : {}),
+              ...(bufferPool ? { bufferPool } : {}),
+              signal: context.signal,
+              logger: context.logger,
+            });
+            baseSource = opened.source;
+            return opened;
+          },
+          inject,
+          ...(images ? { images } : {}),
+          dataPartition,
+          ...(plan.appsJson !== undefined ? { appsJson: plan.appsJson } : {}),
+          compression: compress as Compression,
+          sourceDateEpoch: context.env['SOURCE_DATE_EPOCH'],
+          logger: context.logger,
+        }),
         signal: context.signal,
         // A file is flushed to disk after the last entry (that can take a while); stdout is not.
         onProgress: (event) => display.onProgress(event.phase === 'finalize' && !toStdout ? { phase: 'sync' } : event),
-        logger: context.logger,
       };
       result = toStdout
         ? await createEtch({ ...options, output: context.stdout })
