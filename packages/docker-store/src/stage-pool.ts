@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EtchError, abortError, ignoreRejection, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { EtchError, ignoreRejection, silentLogger, throwIfAborted, untilAborted, type Logger } from '@etch/format';
 
 /** Options for {@link StagePool}. */
 export interface StagePoolOptions {
@@ -140,23 +140,4 @@ export class StagePool {
     await rm(entry.file, { force: true });
     this.logger.debug('shared layer released', { file: entry.file });
   }
-}
-
-/** `promise`, or the abort error as soon as `signal` fires. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  throwIfAborted(signal);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }

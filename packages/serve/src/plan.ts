@@ -22,12 +22,12 @@ import {
 } from '@etch/docker-store';
 import {
   EtchError,
-  abortError,
   baseImageContainer,
   ignoreRejection,
   isEtchError,
   silentLogger,
   throwIfAborted,
+  untilAborted,
   type Logger,
 } from '@etch/format';
 import { formatPlatform, parsePlatform, parseReference, type RegistryClient } from '@etch/registry';
@@ -86,25 +86,6 @@ export function sharedBaseWarmer(
     }
     await untilAborted(download, waiter);
   };
-}
-
-/** `promise`, or the abort error as soon as `signal` fires. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  throwIfAborted(signal);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(abortError(signal));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 /** A request made ready to stream: the options of `createEtch` and what to call the download. */
