@@ -37,7 +37,7 @@ function header(headers: Record<string, string | string[] | undefined>, name: st
   const value = headers[name];
   return Array.isArray(value) ? value[0] : value;
 }
-import { EciAnnotation, EciMediaType, layersOf } from './eci.js';
+import { EciAnnotation, EciMediaType, layersOf, unclosableBlob } from './eci.js';
 import type { EciRole } from './eci-push.js';
 
 /** How the ECI was stored, as lf-edge's "differentiation specification" classifies it. */
@@ -353,19 +353,7 @@ async function readTarLayer(
 ): Promise<void> {
   const signal = ctx.options.signal;
   const blob = ctx.client.openBlob(ctx.ref, layer, { ...(signal ? { signal } : {}), ...progressFor(ctx, name) });
-  let blobError: unknown;
-  const next = async () => {
-    try {
-      return await blob.next();
-    } catch (error) {
-      blobError ??= error;
-      throw error;
-    }
-  };
-  // The decompressor stopping must not close the blob, which is drained afterwards for its digest.
-  const shared: AsyncIterable<Buffer> = {
-    [Symbol.asyncIterator]: () => ({ next, return: async () => ({ done: true as const, value: undefined }) }),
-  };
+  const { shared, next, error: blobError } = unclosableBlob(blob);
   let stream: Readable | undefined;
   try {
     try {
@@ -375,7 +363,7 @@ async function readTarLayer(
         await onEntry(header.name, { type: header.type, size: header.size, body });
       }
     } catch (error) {
-      if (blobError !== undefined) throw toEtchError(blobError, { signal });
+      if (blobError() !== undefined) throw toEtchError(blobError(), { signal });
       if (isEtchError(error)) throw error;
       throw new EtchError(
         'ETCH_BAD_ARCHIVE',
@@ -385,7 +373,7 @@ async function readTarLayer(
     } finally {
       stream?.destroy();
     }
-    if (blobError !== undefined) throw toEtchError(blobError, { signal });
+    if (blobError() !== undefined) throw toEtchError(blobError(), { signal });
     // The rest of the blob (gzip trailer, padding after the tar's end): only its end proves the digest.
     for (;;) if ((await next()).done) break;
   } finally {

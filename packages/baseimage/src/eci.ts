@@ -226,22 +226,7 @@ async function fileInLayer(
       ? { onProgress: (p) => ctx.onProgress?.({ phase: 'download', bytes: p.bytes, total: p.total }) }
       : {}),
   });
-  // The decompressor and tar reader stop at the end of the file we want; they must not close the blob,
-  // which is read to its end afterwards for its digest check.
-  // Read-ahead may reach the blob's end (and its digest check) inside the decompressor, whose error would
-  // be lost when it is stopped: record it here.
-  let blobError: unknown;
-  const next = async () => {
-    try {
-      return await blob.next();
-    } catch (error) {
-      blobError ??= error;
-      throw error;
-    }
-  };
-  const shared: AsyncIterable<Buffer> = {
-    [Symbol.asyncIterator]: () => ({ next, return: async () => ({ done: true as const, value: undefined }) }),
-  };
+  const { shared, next, error: blobError } = unclosableBlob(blob);
   const { stream } = await decompressAuto(shared, ctx.signal);
   const entries = extractTar(stream, ctx.signal ? { signal: ctx.signal } : {});
   const stopReading = async () => {
@@ -254,7 +239,7 @@ async function fileInLayer(
   };
   const finish = async () => {
     await stopReading();
-    if (blobError !== undefined) throw toEtchError(blobError, { signal: ctx.signal });
+    if (blobError() !== undefined) throw toEtchError(blobError(), { signal: ctx.signal });
     for (;;) if ((await next()).done) return;
   };
   let hidden = false;
@@ -443,4 +428,30 @@ function parseImageConfig(text: string, what: string): { config?: { Labels?: Rec
   if (labels !== undefined && labels !== null && typeof labels !== 'object')
     throw new EtchError('ETCH_BAD_MANIFEST', `The image config of ${what} has "Labels" that are not an object.`);
   return value;
+}
+
+/**
+ * A blob as a decompressor's input that the decompressor cannot close: readers stop at the end of the file they
+ * want, yet the blob must be read to its end afterwards for its digest check (`next`). Read-ahead may reach that
+ * end, and the digest check, inside the decompressor, whose error would be lost when it is stopped: `error()`
+ * keeps the first one.
+ */
+export function unclosableBlob(blob: AsyncGenerator<Buffer>): {
+  shared: AsyncIterable<Buffer>;
+  next: () => Promise<IteratorResult<Buffer>>;
+  error: () => unknown;
+} {
+  let first: unknown;
+  const next = async () => {
+    try {
+      return await blob.next();
+    } catch (error) {
+      first ??= error;
+      throw error;
+    }
+  };
+  const shared: AsyncIterable<Buffer> = {
+    [Symbol.asyncIterator]: () => ({ next, return: async () => ({ done: true as const, value: undefined }) }),
+  };
+  return { shared, next, error: () => first };
 }
