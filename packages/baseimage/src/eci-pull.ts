@@ -30,13 +30,8 @@ import {
   type ImageReference,
   type RegistryClient,
 } from '@etch/registry';
+import { contentRangeStart, discard, header } from '@etch/registry/http';
 import { decompressAuto, extractTar } from '@etch/tar';
-
-/** One header value (the first when repeated). */
-function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
-  const value = headers[name];
-  return Array.isArray(value) ? value[0] : value;
-}
 import { EciAnnotation, EciMediaType, layersOf, unclosableBlob } from './eci.js';
 import type { EciRole } from './eci-push.js';
 
@@ -258,10 +253,8 @@ async function resumePartial(ctx: PullContext, layer: Descriptor, partial: strin
       { headers: { range: `bytes=${offset}-` }, ...(signal ? { signal } : {}) },
       what,
     );
-    const range = /^bytes (\d+)-/.exec(header(response.headers, 'content-range') ?? '');
-    if (response.status !== 206 || Number(range?.[1]) !== offset) {
-      response.body.on('error', () => undefined);
-      response.body.destroy();
+    if (response.status !== 206 || contentRangeStart(header(response.headers, 'content-range')) !== offset) {
+      discard(response);
       ctx.logger.info('the registry does not serve a range of the blob; downloading it whole', {
         digest: layer.digest,
         status: response.status,
@@ -291,8 +284,7 @@ async function resumePartial(ctx: PullContext, layer: Descriptor, partial: strin
       await ctx.client.http.backOff(attempt, signal);
       continue;
     } finally {
-      response.body.on('error', () => undefined);
-      response.body.destroy();
+      discard(response);
     }
     const digest = `sha256:${hash.digest('hex')}`;
     if (bytes !== layer.size || digest !== layer.digest) {
