@@ -138,10 +138,15 @@ function parseMirrors(values: readonly string[]): Record<string, string> {
   return mirrors;
 }
 
-async function readTokens(path: string): Promise<string[]> {
-  const text = await readFile(path, 'utf8').catch((cause: unknown) => {
-    throw new EtchError('ETCH_IO', `Cannot read --token-file ${path}: ${(cause as Error).message}`, { cause });
+/** The text of a file an option names; `ETCH_IO` naming the option when it cannot be read. */
+async function readOptionFile(option: string, path: string): Promise<string> {
+  return readFile(path, 'utf8').catch((cause: unknown) => {
+    throw new EtchError('ETCH_IO', `Cannot read ${option} ${path}: ${(cause as Error).message}`, { cause });
   });
+}
+
+async function readTokens(path: string): Promise<string[]> {
+  const text = await readOptionFile('--token-file', path);
   const tokens = text
     .split('\n')
     .map((line) => line.trim())
@@ -165,9 +170,7 @@ export const serveCommand: Command = {
     let values: Values = given;
     if (given.config !== undefined) {
       const path = resolve(context.cwd, given.config);
-      const text = await readFile(path, 'utf8').catch((cause: unknown) => {
-        throw new EtchError('ETCH_IO', `Cannot read --config ${path}: ${(cause as Error).message}`, { cause });
-      });
+      const text = await readOptionFile('--config', path);
       let parsed: unknown;
       try {
         parsed = JSON.parse(text);
