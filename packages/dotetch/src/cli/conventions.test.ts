@@ -23,6 +23,12 @@ const etch = (args: string[], input?: string | Buffer) =>
 /** In this process (the same `main` the binary runs): for what a command prints, where a process adds nothing. */
 const etchIn = (args: string[]) => runCli(args, { cwd: dir.path, env: { XDG_CACHE_HOME: dir.join('xdg') } });
 
+/** The commands `etch --help` lists. */
+function commandsIn(help: string): string[] {
+  const section = help.split('\nCommands:\n')[1]?.split('\n\n')[0] ?? '';
+  return [...section.matchAll(/^ {2}(\S+) /gm)].map((match) => match[1] as string);
+}
+
 /** A usage error as every command prints it: one line, then where to read more; nothing on stdout. */
 function expectUsageError(
   result: { code: number; stdout: string; stderr: string },
@@ -57,7 +63,9 @@ describe('help', () => {
     const top = await etch(['--help']);
     expect(top).toMatchObject({ code: 0, stderr: '' });
     expect(top.stdout).toMatch(/^Usage: etch COMMAND/);
-    for (const command of ['create', 'inspect', 'apply', 'manifest', 'cache']) {
+    const listed = commandsIn(top.stdout);
+    expect(listed).toEqual(expect.arrayContaining(['create', 'inspect', 'apply', 'manifest', 'cache']));
+    for (const command of listed) {
       const page = command === 'create' ? await etch(['help', command]) : await etchIn(['help', command]);
       expect(page.code, page.stderr).toBe(0);
       expect(page.stderr, command).toBe('');
@@ -65,6 +73,20 @@ describe('help', () => {
       expect(page.stdout, command).toMatch(/\nExamples:\n {2}# .+\n {2}etch /);
       expect((await runCli([command, '--help'], { cwd: dir.path })).stdout, command).toBe(page.stdout);
       for (const line of page.stdout.split('\n')) expect(line.length, `${command}: ${line}`).toBeLessThanOrEqual(110);
+      expect(page.stdout, `${command}: an empty section`).not.toMatch(/\n\n\n/);
+    }
+  });
+
+  it('of every command lists -q, -v and --help, which it takes, and --json but for serve (a JSON log)', async () => {
+    const listed = commandsIn((await etchIn(['--help'])).stdout);
+    const pages = [...listed.filter((name) => name !== 'eci'), 'eci push', 'eci pull'];
+    for (const command of pages) {
+      const common = command === 'serve' ? ['-q', '-v'] : ['--json', '-q', '-v'];
+      const result = await etch([...command.split(' '), ...common, '--help']);
+      expect(result.code, `${command}: ${result.stderr}`).toBe(0);
+      expect(result.stdout, command).toMatch(new RegExp(`^Usage: etch ${command} `));
+      for (const option of ['-q, --quiet', '-v, --verbose', '-h, --help', ...(command === 'serve' ? [] : ['--json'])])
+        expect(result.stdout, `etch ${command} --help lists ${option}`).toMatch(new RegExp(`^ {2}${option} `, 'm'));
     }
   });
 
@@ -133,6 +155,42 @@ describe('results', () => {
     const digest = (await etchIn(['manifest', app, '--platform', 'linux/arm64', '-q'])).stdout.trim();
     expect(`sha256:${createHash('sha256').update(raw.stdoutBuffer).digest('hex')}`).toBe(digest);
     expect(raw.stdoutBuffer.equals(await readFile(`${sample}app/blobs/sha256/${digest.slice(7)}`))).toBe(true);
+  });
+});
+
+describe('the demo (pnpm demo)', () => {
+  it('says what it did in words: "1 entry", the layer\'s image, and the upper estimate explained', async () => {
+    const created = await etch([
+      'create',
+      '--base',
+      `${sample}balena-sample.img`,
+      '--inject',
+      `1:${sample}boot`,
+      '--inject',
+      `6:${sample}data:/sample`,
+      '--image',
+      app,
+      '--platform',
+      'linux/arm64',
+      '--no-cache',
+      '-o',
+      'demo.etch',
+    ]);
+    expect(created.code, created.stderr).toBe(0);
+    expect(created.stdout).toMatch(/^ {2}partition 1 +1 entry +97 B$/m);
+    expect(created.stdout).not.toMatch(/announced|1 entries/);
+    // Progress (not a terminal here): one line per step, the layer named with its image, no jargon.
+    expect(created.stderr).toMatch(new RegExp(`^etch: writing layer sha256:[0-9a-f]{12} of ${app} \\(\\d+ B\\)$`, 'm'));
+    expect(created.stderr).toMatch(/^etch: syncing to disk$/m);
+    expect(created.stderr).not.toMatch(/ahead|converting/);
+    const inspected = await etch(['inspect', 'demo.etch']);
+    expect(inspected.code, inspected.stderr).toBe(0);
+    expect(inspected.stdout).toMatch(/^ {2}partition 1 {2}1 entry, 97 B \(1 file\)$/m);
+    expect(inspected.stdout).toMatch(
+      /^ {2}partition 6 {2}35 entries, [\d.]+ KiB \(21 folders, 13 files, 1 symlink\)$/m,
+    );
+    expect(inspected.stdout).toMatch(/requirements\.json: an upper estimate, so above what is written/);
+    expect(inspected.stdout).not.toMatch(/announced|1 entries/);
   });
 });
 
@@ -242,6 +300,19 @@ describe('etch create checks every input before the first byte', () => {
     );
   });
 
+  it('an output folder that cannot be written (a read-only filesystem), named as given', async () => {
+    if (process.getuid?.() !== 0) throw new Error('This test mounts a read-only filesystem: run it as root.');
+    await mkdir(dir.join('ro'));
+    await run('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', dir.join('ro')]);
+    try {
+      const result = await etch(['create', '--base', 'base.img', '-o', 'ro/x.etch']);
+      expect(result).toMatchObject({ code: 1, stdout: '' });
+      expect(result.stderr.trim()).toBe(`etch: ETCH_IO: -o ro/x.etch: cannot write into ${dir.join('ro')} (EROFS).`);
+    } finally {
+      await run('umount', [dir.join('ro')]);
+    }
+  });
+
   it('removes the partial file a killed run left, and only once its writer is gone', async () => {
     await writeFile(dir.join('huge.img'), '');
     await truncate(dir.join('huge.img'), 32 * 1024 ** 3);
@@ -270,10 +341,21 @@ describe('registries that cannot be reached', () => {
     const inProcess = await etchIn(['manifest', `127.0.0.1:${port}/etch/x:1`]);
     expect(Date.now() - started, 'a refused loopback registry should fail in well under a second').toBeLessThan(1500);
     expect(inProcess.stderr).toMatch(/ECONNREFUSED.*Nothing accepts connections there/);
+    expect(inProcess.stderr, 'without -v, no debug line').not.toContain('HTTPS failed');
     const result = await etch(['manifest', `127.0.0.1:${port}/etch/x:1`, '-v']);
     expect(result).toMatchObject({ code: 1, stdout: '' });
+    expect(result.stderr, '-v adds the debug lines, on stderr').toMatch(/^etch: HTTPS failed; trying plain HTTP/m);
     expect(result.stderr).not.toContain('retrying');
     expect(result.stderr).not.toContain('undefined');
+  });
+
+  it('fail at once on a name that does not resolve: no retries', async () => {
+    const result = await etch(['manifest', 'registry.etch.invalid/etch/x:1', '-v']);
+    expect(result).toMatchObject({ code: 1, stdout: '' });
+    expect(result.stderr).toMatch(
+      /^etch: ETCH_NETWORK: .*ENOTFOUND.*The name registry\.etch\.invalid does not resolve/m,
+    );
+    expect(result.stderr).not.toContain('retrying');
   });
 
   it('advise only flags that exist', async () => {
