@@ -109,13 +109,13 @@ describe('help', () => {
 describe('usage errors', () => {
   it('print one line and a hint to the command help, exit 2, and nothing on stdout', async () => {
     expectUsageError(await etch(['create', '--bogus']), /unknown option --bogus$/, 'create');
-    expectUsageError(await etchIn(['inspect']), /give the \.etch file/, 'inspect');
+    expectUsageError(await etch(['inspect']), /give the \.etch file/, 'inspect');
     expectUsageError(await etch(['frobnicate']), /unknown command "frobnicate"/);
-    expectUsageError(await etchIn(['help', 'frobnicate']), /unknown command "frobnicate"/);
+    expectUsageError(await etch(['help', 'frobnicate']), /unknown command "frobnicate"/);
   });
 
   it('come with a versioned JSON error on stdout with --json', async () => {
-    const result = await etchIn(['create', '--json']);
+    const result = await etch(['create', '--json']);
     expect(result.code).toBe(2);
     expect(JSON.parse(result.stdout)).toEqual({
       schemaVersion: 1,
@@ -138,15 +138,15 @@ describe('results', () => {
   });
 
   it('every command takes --json, -q and -v: -q prints the least, -v adds debug lines on stderr only', async () => {
-    expect(await etchIn(['inspect', 'a.etch', '-q'])).toMatchObject({ code: 0, stdout: '', stderr: '' });
-    const verbose = await etchIn(['inspect', 'a.etch', '-v', '--json']);
+    expect(await etch(['inspect', 'a.etch', '-q'])).toMatchObject({ code: 0, stdout: '', stderr: '' });
+    const verbose = await etch(['inspect', 'a.etch', '-v', '--json']);
     expect(verbose.code, verbose.stderr).toBe(0);
     expect(JSON.parse(verbose.stdout)).toMatchObject({ schemaVersion: 1 });
-    const digest = await etchIn(['manifest', app, '--platform', 'linux/arm64', '-q']);
+    const digest = await etch(['manifest', app, '--platform', 'linux/arm64', '-q']);
     expect(digest).toMatchObject({ code: 0, stderr: '' });
     expect(digest.stdout).toMatch(/^sha256:[0-9a-f]{64}\n$/);
-    expect(await etchIn(['cache', 'ls', '-q'])).toMatchObject({ code: 0, stdout: '', stderr: '' });
-    const cache = await etchIn(['cache', 'ls', '--json', '-v']);
+    expect(await etch(['cache', 'ls', '-q'])).toMatchObject({ code: 0, stdout: '', stderr: '' });
+    const cache = await etch(['cache', 'ls', '--json', '-v']);
     expect(JSON.parse(cache.stdout)).toMatchObject({ schemaVersion: 1, baseImages: [] });
   });
 
@@ -238,7 +238,7 @@ describe('inspect', () => {
   });
 
   it('names the folder it was given instead of reporting EISDIR', async () => {
-    const result = await etchIn(['inspect', 'boot']);
+    const result = await etch(['inspect', 'boot']);
     expect(result.code).toBe(1);
     expect(result.stderr.trim()).toBe('etch: ETCH_IO: Cannot read boot: it is a folder, not a .etch file.');
   });
@@ -332,7 +332,7 @@ describe('exit codes', () => {
   it('a folder to inject the format cannot carry (a FIFO in it) fails with 1, not 3 ("not a valid .etch")', async () => {
     await mkdir(dir.join('odd'));
     await run('mkfifo', [dir.join('odd', 'pipe')]);
-    const result = await etchIn(['create', '--base', 'base.img', '--inject', '6:odd', '-o', 'odd.etch']);
+    const result = await etch(['create', '--base', 'base.img', '--inject', '6:odd', '-o', 'odd.etch']);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^etch: ETCH_BAD_ENTRY: .*pipe is a socket, FIFO or device file/m);
     expect(await readdir(dir.path)).not.toContain('odd.etch');
@@ -348,16 +348,16 @@ describe('etch create checks every input before the first byte', () => {
     [['--image', 'Bad/UPPER:1', '--platform', 'linux/arm64'], /Invalid image reference "Bad\/UPPER:1"/],
     [['--image', app, '--platform', 'linux/arm64', '--data-partition', '7'], /--data-partition 7: .*no partition 7/],
   ])('%j', async (extra, message) => {
-    const result = await etchIn(['create', '--base', 'base.img', ...extra, '-o', 'early.etch']);
+    const result = await etch(['create', '--base', 'base.img', ...extra, '-o', 'early.etch']);
     expectUsageError(result, message, 'create');
     expect(result.stderr).not.toContain('writing base image');
     expect((await readdir(dir.path)).filter((name) => name.includes('early.etch'))).toEqual([]);
   });
 
   it('an output that is a folder, or in a folder that does not exist, named as given', async () => {
-    expectUsageError(await etchIn(['create', '--base', 'base.img', '-o', 'boot']), /-o boot is a folder/, 'create');
+    expectUsageError(await etch(['create', '--base', 'base.img', '-o', 'boot']), /-o boot is a folder/, 'create');
     expectUsageError(
-      await etchIn(['create', '--base', 'base.img', '-o', 'nowhere/x.etch']),
+      await etch(['create', '--base', 'base.img', '-o', 'nowhere/x.etch']),
       new RegExp(`-o nowhere/x\\.etch: the folder ${dir.join('nowhere')} does not exist`),
       'create',
     );
