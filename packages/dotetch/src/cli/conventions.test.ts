@@ -329,7 +329,7 @@ describe('exit codes', () => {
     expect((await readdir(dir.path)).filter((name) => name.includes('escape.etch'))).toEqual([]);
   });
 
-  it('a folder to inject the format cannot carry (a FIFO in it) fails with 1, not 3 ("not a valid .etch")', async () => {
+  it('a folder to inject with what create cannot take from one (a FIFO) fails with 1, not 3 ("not a valid .etch")', async () => {
     await mkdir(dir.join('odd'));
     await run('mkfifo', [dir.join('odd', 'pipe')]);
     const result = await etch(['create', '--base', 'base.img', '--inject', '6:odd', '-o', 'odd.etch']);
