@@ -360,6 +360,7 @@ export const createCommand: Command = {
       result = toStdout
         ? await createEtch({ ...options, output: context.stdout })
         : await writeEtchFile(output, { ...options, ...(bufferPool ? { bufferPool } : {}) });
+      display.partitionTotals(result.partitions);
     } finally {
       resolution.abort();
       display.finish();
