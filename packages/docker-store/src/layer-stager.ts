@@ -149,6 +149,8 @@ export class LayerStage {
   private readonly logger: Logger;
   private spooled = 0;
   private created = false;
+  /** Settles once the directory is made (or could not be): a layer restored out of turn waits for it. */
+  private dirCreated: Promise<void> = Promise.resolve();
   private wake: (() => void) | undefined;
   private settledNow: (() => void) | undefined;
   private readonly settledPromise: Promise<void>;
@@ -199,6 +201,12 @@ export class LayerStage {
   async take(chainId: string): Promise<StagedLayer | undefined> {
     const slot = this.slots.get(chainId);
     if (slot === undefined) return undefined;
+    if (slot.state === 'pending' && this.options.cache !== undefined && !this.signal.aborted) {
+      // The store got here before the stager: a layer in the cache is still cheaper than converting it inline.
+      const planned = this.plan.find((p) => p.chainId === chainId) as PlannedLayer;
+      slot.state = 'running';
+      slot.attempt = this.restoreOnly(planned);
+    }
     if (slot.state === 'pending') slot.state = 'inline';
     if (slot.state === 'inline') return undefined;
     slot.wanted = true;
@@ -259,10 +267,13 @@ export class LayerStage {
 
   private async run(): Promise<void> {
     try {
-      await mkdir(dirname(this.options.dir), { recursive: true });
-      // Exclusively: close() removes the directory, so it must be this stage's own.
-      await mkdir(this.options.dir);
-      this.created = true;
+      this.dirCreated = (async () => {
+        await mkdir(dirname(this.options.dir), { recursive: true });
+        // Exclusively: close() removes the directory, so it must be this stage's own.
+        await mkdir(this.options.dir);
+        this.created = true;
+      })();
+      await this.dirCreated;
       for (const planned of this.plan) {
         const slot = this.slots.get(planned.chainId) as Slot;
         for (;;) {
@@ -294,6 +305,31 @@ export class LayerStage {
   private async roomFreed(): Promise<void> {
     this.settledNow?.();
     await new Promise<void>((resolve) => (this.wake = resolve));
+  }
+
+  /** The layer from the cache of converted layers into this stage's directory, or undefined (then inline). */
+  private async restoreOnly(planned: PlannedLayer): Promise<Attempt> {
+    const { cache } = this.options;
+    const diffPrefix = `${this.root}/${paths.diff(cacheIdFor(planned.chainId))}`;
+    const file = join(this.options.dir, `${planned.chainId.replace(':', '-')}.tar`);
+    await this.dirCreated.catch(() => undefined);
+    if (!this.created) return undefined;
+    const cached = await cache
+      ?.restore({ diffId: planned.diffId, diffPrefix }, file, this.signal)
+      .catch(() => undefined);
+    if (cached === undefined) return undefined;
+    const { layer, image, index } = planned;
+    this.options.onProgress?.({
+      phase: 'layer',
+      image,
+      layer: index,
+      digest: layer.digest,
+      bytes: layer.size,
+      total: layer.size,
+      state: 'cached',
+    });
+    this.spooled += cached.spooled;
+    return { chainId: planned.chainId, file, ...cached };
   }
 
   private async stage(planned: PlannedLayer): Promise<Attempt> {
