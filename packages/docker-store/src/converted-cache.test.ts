@@ -172,16 +172,16 @@ describe('ConvertedLayerCache', () => {
   it('keeps nothing of a conversion aborted part-way', async () => {
     const cache = new ConvertedLayerCache(dir.join('converted'));
     const opened: string[] = [];
-    const [img] = [await image('app', [lower], opened)];
+    const img = await image('app', [lower], opened);
     const blob = gzipSync(await craftTar(lower));
     const controller = new AbortController();
     let reading!: () => void;
     const started = new Promise<void>((resolve) => (reading = resolve));
     const stalled: StoreImage = {
-      ...(img as StoreImage),
+      ...img,
       layers: [
         {
-          ...(img as StoreImage).layers[0]!,
+          ...img.layers[0]!,
           open: async (signal?: AbortSignal) =>
             (async function* () {
               yield blob.subarray(0, blob.length >> 1);
