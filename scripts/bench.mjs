@@ -325,11 +325,25 @@ async function coldAndWarm(work, base, refs) {
 
 const ratio = (a, b, goal) => `${(a / b).toFixed(2)}${goal ? `  (goal ${goal})` : ''}`;
 
+/** `etch create` of the base image alone, best of two: what a warm rebuild costs without any layer. */
+async function baseOnly(base, work) {
+  const runs = [];
+  for (let i = 0; i < 2; i++) {
+    runs.push(await timed(etchBin, ['create', '--base', base, '-o', work.join('base-only.etch'), '-q']));
+    await rm(work.join('base-only.etch'));
+  }
+  return runs.reduce((a, b) => (a.seconds <= b.seconds ? a : b));
+}
+
 /** The rows of issue 17's goal 3: cold and warm against the base copy and the images alone. */
-function baseCopyRows({ cold, warm, copy, imagesOnly }) {
+function baseCopyRows({ cold, warm, copy, imagesOnly, alone }) {
   const rows = [
     ['cp base image + sync', fmt(copy.seconds)],
+    ['etch create, base image alone', fmt(alone.seconds)],
     ['warm create / base copy', ratio(warm.seconds, copy.seconds, '≤ 1.10')],
+    // What the layers add to a warm run, and the floor the base image's own path sets.
+    ['warm create / base image alone', ratio(warm.seconds, alone.seconds)],
+    ['base image alone / base copy', ratio(alone.seconds, copy.seconds)],
   ];
   if (imagesOnly)
     rows.push([
@@ -352,15 +366,16 @@ async function warmOnly() {
     const small = work.join('small.img');
     await makeBalenaLikeImage(small, { dataMiB: 8 });
     const imagesOnly = await createEtch(small, refs, work.join('cache-2'), work.join('small.etch'));
-    process.stderr.write('bench: cp of the base image + sync…\n');
+    process.stderr.write('bench: cp of the base image + sync, and etch create of the base image alone…\n');
     const copy = await baseCopy(base, work);
+    const alone = await baseOnly(base, work);
     printRows([
       ['synthetic images', `${mb(compressed)} compressed; base image ${mb(baseSize)}; .etch ${mb(etchSize)}`],
       ['etch create, cold cache', `${fmt(cold.seconds)}  (peak RSS ${mb(cold.peak)})`],
       ['etch create, warm cache', `${fmt(warm.seconds)}  (peak RSS ${mb(warm.peak)})`],
       ['etch create, images only (tiny base)', `${fmt(imagesOnly.seconds)}  (peak RSS ${mb(imagesOnly.peak)})`],
       ['warm / cold create', ratio(warm.seconds, cold.seconds, '≤ 0.30')],
-      ...baseCopyRows({ cold, warm, copy, imagesOnly }),
+      ...baseCopyRows({ cold, warm, copy, imagesOnly, alone }),
     ]);
   } finally {
     await registry.stop();
@@ -383,8 +398,9 @@ async function main() {
     process.stderr.write('bench: building images and a ~1 GiB base image…\n');
     const { layout, layers, compressed, base, baseSize, refs } = await createWorkload(work, registry);
     const { cold, warm, etchSize } = await coldAndWarm(work, base, refs);
-    process.stderr.write('bench: cp of the base image + sync…\n');
+    process.stderr.write('bench: cp of the base image + sync, and etch create of the base image alone…\n');
     const copy = await baseCopy(base, work);
+    const alone = await baseOnly(base, work);
     process.stderr.write('bench: etch create with a tiny base image (the images alone)…\n');
     const small = work.join('small.img');
     await makeBalenaLikeImage(small, { dataMiB: 8 });
@@ -456,7 +472,7 @@ async function main() {
       ['cold create / docker pull', ratio(cold.seconds, pull)],
       ['cold create / skopeo copy', ratio(cold.seconds, skopeo)],
       ['warm / cold create', ratio(warm.seconds, cold.seconds, '≤ 0.30')],
-      ...baseCopyRows({ cold, warm, copy, imagesOnly }),
+      ...baseCopyRows({ cold, warm, copy, imagesOnly, alone }),
       [
         'engine-built images',
         `3 images from this machine's /usr, ${realLayers.count} unique layers, ${mb(realLayers.bytes)} compressed, ${mb(real.bytes)} in ${real.entries} entries unpacked`,
