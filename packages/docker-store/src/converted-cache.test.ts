@@ -1,12 +1,13 @@
 import { createHash } from 'node:crypto';
-import { open, readdir, utimes } from 'node:fs/promises';
+import { open, readdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { collect, craftTar, createTempDir, type CraftedEntry, type TempDir } from '@etch/test-utils';
-import type { Logger } from '@etch/format';
+import { isEtchError, type Logger } from '@etch/format';
 import { ConvertedLayerCache } from './converted-cache.js';
+import { cacheIdFor } from './ids.js';
 import { stageLayers, type StageOptions } from './layer-stager.js';
 import { dockerStoreEntries, type LayerProgress, type StoreImage } from './store.js';
 
@@ -167,6 +168,22 @@ describe('ConvertedLayerCache', () => {
     expect(rebuilt.lines).toEqual(cold.lines);
     expect(opened).toHaveLength(1);
     expect(warnings[0]).toContain('descriptor');
+  });
+
+  it('refuses an entry whose stage tar writes outside its layer, even with checksums that agree', async () => {
+    const cache = new ConvertedLayerCache(dir.join('converted'));
+    const opened: string[] = [];
+    const images = [await image('app', [lower], opened)];
+    const diffId = (JSON.parse(images[0]!.config.toString()) as { rootfs: { diff_ids: string[] } }).rootfs.diff_ids[0]!;
+    // A single-layer chain: its chain ID is its diffID.
+    const key = { diffId, diffPrefix: `docker/overlay2/${cacheIdFor(diffId)}/diff` };
+    const planted = dir.join('planted.tar');
+    await writeFile(planted, await craftTar([{ name: 'docker/image/overlay2/repositories.json', content: '{}' }]));
+    const converted = { diffId, size: 2, entries: 1, tarSplit: gzipSync('') };
+    await cache.store(key, planted, { converted, fileBytes: 2, spooled: 4096 });
+    const error = await storeThroughStage(images, { cache }).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_UNSAFE_PATH'), String(error)).toBe(true);
+    expect((error as Error).message).toContain('docker/image/overlay2/repositories.json');
   });
 
   it('keeps nothing of a conversion aborted part-way', async () => {

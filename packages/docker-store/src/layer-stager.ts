@@ -3,7 +3,7 @@ import { Transform } from 'node:stream';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { silentLogger, type Logger, ignoreRejection } from '@etch/format';
+import { EtchError, silentLogger, type Logger, ignoreRejection } from '@etch/format';
 import { createTarPack, extractTar, promisePacker, whenPackerIdle, type EntryHeader, type TarHeader } from '@etch/tar';
 import { parseConfig } from './image-config.js';
 import type { ConvertedLayerCache } from './converted-cache.js';
@@ -235,7 +235,18 @@ export class LayerStage {
   async *entries(staged: StagedLayer): AsyncGenerator<StoreEntry> {
     const { signal } = this.options;
     const input = createReadStream(staged.file, { highWaterMark: 256 * 1024 });
+    // A stage file may come from the cache of converted layers, a folder on disk: it only ever writes its own diff/.
+    const prefix = `${this.root}/${paths.diff(cacheIdFor(staged.chainId))}`;
+    const inside = (name: string) =>
+      (name === prefix || name.startsWith(`${prefix}/`)) && !name.split('/').includes('..');
     for await (const { header, body } of extractTar(input, signal ? { signal } : {})) {
+      if (!inside(header.name) || (header.type === 'link' && !inside(header.linkname))) {
+        throw new EtchError(
+          'ETCH_UNSAFE_PATH',
+          `The converted layer ${staged.file} holds ${JSON.stringify(header.name)}, outside its ${prefix}; it is not etch's. Run \`etch cache clean\`.`,
+          { details: { entryName: header.name, path: staged.file } },
+        );
+      }
       yield header.type === 'file'
         ? { header: entryHeaderOf(header), content: body }
         : { header: entryHeaderOf(header) };
