@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
-import { open, readdir, utimes, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { mkdir, open, readdir, utimes, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
 import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -214,6 +216,29 @@ describe('ConvertedLayerCache', () => {
     await stage.close();
     expect(await readdir(cache.dir).catch(() => [])).toEqual([]);
     expect(await cache.usage()).toEqual({ layers: 0, bytes: 0 });
+  });
+
+  it('never takes what a killed run left (a temporary file, a data file without descriptor), and clears it', async () => {
+    const cache = new ConvertedLayerCache(dir.join('converted'));
+    const opened: string[] = [];
+    const images = [await image('app', [lower], opened)];
+    const diffId = (JSON.parse(images[0]!.config.toString()) as { rootfs: { diff_ids: string[] } }).rootfs.diff_ids[0]!;
+    const data = cache.pathOf({ diffId, diffPrefix: `docker/overlay2/${cacheIdFor(diffId)}/diff` });
+    // A process that has exited: its pid names the temporary file a killed writer leaves.
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid;
+    const partial = join(
+      cache.dir,
+      `.${basename(data)}.${hostname().replace(/[^A-Za-z0-9.-]/g, '_')}-${dead}-${'0'.repeat(12)}.partial`,
+    );
+    await mkdir(cache.dir, { recursive: true });
+    await writeFile(partial, 'half a layer');
+    await writeFile(data, 'half a layer');
+    const built = await storeThroughStage(images, { cache });
+    expect(opened, 'the layer is converted from its blob').toHaveLength(1);
+    expect(built.lines.some((line) => line.includes('/diff/bin/tool '))).toBe(true);
+    expect((await readdir(cache.dir)).sort()).toEqual(
+      [basename(data).replace(/\.tar$/, '.json'), basename(data)].sort(),
+    );
   });
 
   it('leaves one whole entry per layer when two runs convert the same layers at once', async () => {
