@@ -210,11 +210,13 @@ class ProgressModel {
             ? event.bytes >= event.total
               ? 'unpacked'
               : 'unpacking'
-            : event.state === 'writing'
-              ? 'writing'
-              : event.state === 'done'
-                ? 'written'
-                : 'already written';
+            : event.state === 'cached'
+              ? 'unpacked (cached)'
+              : event.state === 'writing'
+                ? 'writing'
+                : event.state === 'done'
+                  ? 'written'
+                  : 'already written';
         return {
           key,
           ...this.set(key, {

@@ -71,6 +71,7 @@ describe('etch cache', () => {
     expect(human.stdout.split('\n').slice(1)).toEqual([
       '  base images           none',
       '  layers and manifests  1, 2.0 KiB',
+      '  unpacked layers       none',
       '',
     ]);
     expect(human.stdout).not.toContain('empty');
