@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { open, rm, stat, truncate } from 'node:fs/promises';
+import { open, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { EtchError } from '@etch/format';
 import { findPartition, type PartitionInfo, type PartitionTable } from '@etch/disk';
@@ -109,32 +108,27 @@ async function resizeThroughCopy(
   signal?: AbortSignal,
 ): Promise<void> {
   const copy = join(dirname(image), `.${basename(image)}.resize-${randomBytes(4).toString('hex')}`);
+  // One buffer for both copies: a fresh chunk per read left up to ~70 MiB of spent chunks for the garbage
+  // collector on every growth, and growths get larger with the number of entries (issue 19, point 8).
+  const buffer = Buffer.allocUnsafe(COPY_CHUNK);
   const disk = await open(image, 'r+');
   try {
     const out = await open(copy, 'wx');
     try {
-      await copyRange(
-        createReadStream(image, {
-          start: partition.offset,
-          end: partition.offset + partition.size - 1,
-          highWaterMark: COPY_CHUNK,
-        }),
-        out,
-        0,
-        Infinity,
-        signal,
-      );
+      // The copy is a new file of the partition's size: its zero chunks can stay holes.
+      await out.truncate(partition.size);
+      await copyRange(disk, partition.offset, partition.size, out, 0, 0, buffer, signal);
     } finally {
       await out.close();
     }
     await runTool('resize2fs', ['-f', copy, `${Math.floor(size / 1024)}K`], signal ? { signal } : {});
-    await copyRange(
-      createReadStream(copy, { highWaterMark: COPY_CHUNK }),
-      disk,
-      partition.offset,
-      knownZeroFrom,
-      signal,
-    );
+    const resized = await open(copy, 'r');
+    try {
+      const length = (await resized.stat()).size;
+      await copyRange(resized, 0, length, disk, partition.offset, knownZeroFrom, buffer, signal);
+    } finally {
+      await resized.close();
+    }
     await disk.sync();
   } finally {
     await disk.close();
@@ -142,19 +136,28 @@ async function resizeThroughCopy(
   }
 }
 
-/** Writes a stream at `position` of `handle`, leaving out all-zero chunks that land at or after `zeroFrom`. */
+/**
+ * Copies `length` bytes from `from` at `start` to `to` at `position` through `buffer`, leaving out all-zero
+ * chunks that land at or after `zeroFrom` in `to`.
+ */
 async function copyRange(
-  source: AsyncIterable<Buffer>,
-  handle: import('node:fs/promises').FileHandle,
+  from: FileHandle,
+  start: number,
+  length: number,
+  to: FileHandle,
   position: number,
   zeroFrom: number,
+  buffer: Buffer,
   signal?: AbortSignal,
 ): Promise<void> {
-  let at = position;
-  for await (const chunk of source) {
+  for (let done = 0; done < length;) {
     signal?.throwIfAborted();
-    if (!(at >= zeroFrom && isZero(chunk))) await handle.write(chunk, 0, chunk.length, at);
-    at += chunk.length;
+    const { bytesRead } = await from.read(buffer, 0, Math.min(buffer.length, length - done), start + done);
+    if (bytesRead === 0) break;
+    const chunk = buffer.subarray(0, bytesRead);
+    const at = position + done;
+    if (!(at >= zeroFrom && isZero(chunk))) await to.write(chunk, 0, bytesRead, at);
+    done += bytesRead;
   }
 }
 
