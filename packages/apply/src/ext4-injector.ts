@@ -208,11 +208,11 @@ export class Ext4Injector implements PartitionInjector {
    * Grows the filesystem once, up front, to hold what the `.etch`'s `requirements.json` announces for this
    * partition (format 1.1), instead of growing batch by batch.
    */
-  async reserve(bytes: number, entries: number): Promise<void> {
+  async reserve(bytes: number, entries: number, maxGrowth = Infinity): Promise<void> {
     const { fs, close } = await this.reader();
     try {
       const info = await fs.info();
-      await this.growFor(info, this.blocksFor(info, bytes, entries, entries), entries);
+      await this.growFor(info, this.blocksFor(info, bytes, entries, entries), entries, maxGrowth);
     } finally {
       await close();
     }
@@ -240,7 +240,12 @@ export class Ext4Injector implements PartitionInjector {
     return this.growFor(info, this.blocksFor(info, this.stagedBytes, inodes, metadata), inodes);
   }
 
-  private async growFor(info: Ext4Info, neededBlocks: number, neededInodes: number): Promise<boolean> {
+  private async growFor(
+    info: Ext4Info,
+    neededBlocks: number,
+    neededInodes: number,
+    maxGrowth = Infinity,
+  ): Promise<boolean> {
     const reserve = Math.ceil(info.blocks * 0.02);
     const short = neededBlocks + reserve - info.freeBlocks;
     const shortInodes = neededInodes - info.freeInodes;
@@ -257,6 +262,11 @@ export class Ext4Injector implements PartitionInjector {
     const blocksForInodes = (groupsForInodes - 1) * info.blocksPerGroup + 1024;
     const shortForInodes = shortInodes > 0 ? Math.max(0, blocksForInodes - info.blocks) * info.blockSize : 0;
     const grow = Math.max(Math.max(short, 0) * info.blockSize * 1.25, shortForInodes) + 4 * 1024 * 1024;
+    if (grow > maxGrowth)
+      throw new EtchError(
+        'ETCH_BAD_DISK_IMAGE',
+        `Partition ${this.partition.number} would grow by ${Math.ceil(grow)} bytes, more than the ${maxGrowth} allowed here.`,
+      );
     this.options.logger?.info('growing partition', { partition: this.partition.number, bytes: Math.ceil(grow) });
     this.partition = await this.options.grow(Math.ceil(grow));
     return true;
