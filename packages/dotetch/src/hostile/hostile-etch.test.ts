@@ -237,7 +237,12 @@ const cases: EtchCase[] = [
     etch: async () => etchOf(tiny, [file('inject/2//x', 'hello')]),
     inspect: ok,
     apply: ok,
-    check: (disk) => fsck(disk, TINY.ext),
+    // §5: readers fold `//`, so the file is /x of partition 2.
+    check: async (disk) => {
+      await fsck(disk, TINY.ext);
+      const cat = await run('debugfs', ['-R', 'cat /x', `${disk}?offset=${TINY.ext}`]);
+      expect(cat.stdout, 'content of /x in partition 2').toBe('hello');
+    },
   },
   {
     name: 'names with shell metacharacters reach ext4 literally',
