@@ -239,6 +239,38 @@ describe.concurrent('hostile sources corpus (etch create)', () => {
     }
   });
 
+  it('etch manifest against a registry sending a byte a second ends with ETCH_NETWORK once --stall-timeout passes', async () => {
+    const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, padding: 'x'.repeat(4096) }));
+    const server = await registry((path, req, res) => {
+      if (path !== '/v2/app/manifests/1') return false;
+      res.writeHead(200, {
+        'content-type': 'application/vnd.oci.image.manifest.v1+json',
+        'content-length': String(manifest.length),
+      });
+      if (req.method === 'HEAD') return (void res.end(), true);
+      let sent = 0;
+      const timer = setInterval(() => res.write(manifest.subarray(sent, ++sent)), 1000);
+      res.on('close', () => clearInterval(timer));
+      return true;
+    });
+    try {
+      const box = await sandbox('manifest a byte a second');
+      const result = await runEtch(['manifest', `${server.host}/app:1`, '--stall-timeout', '1'], box, {
+        timeoutMs: TIME_LIMIT_MS,
+        maxRssMiB: RSS_LIMIT_MIB,
+      });
+      runs.push({ name: 'manifest a byte a second', ms: result.ms, rss: result.peakRssMiB });
+      const text = said('manifest a byte a second', result);
+      expect(result.killed, text).toBeUndefined();
+      expect(result.code, text).toBe(1);
+      expect(errorCode(result.stderr), text).toBe('ETCH_NETWORK');
+      expect(result.stderr, text).toMatch(/stalled/);
+      await rm(box.cwd, { recursive: true, force: true });
+    } finally {
+      await server.close();
+    }
+  });
+
   it('--stall-timeout that is not a positive number of seconds is a usage error before any download', async () => {
     for (const value of ['0', '-3', 'soon'])
       await createCase(`stall-timeout ${value}`, ['--base', 'http://127.0.0.1:9/disk.img', '--stall-timeout', value], {
