@@ -247,7 +247,10 @@ describe.concurrent('hostile sources corpus (etch create)', () => {
         'content-type': 'application/vnd.oci.image.manifest.v1+json',
         'content-length': String(manifest.length),
       });
-      if (req.method === 'HEAD') return (void res.end(), true);
+      if (req.method === 'HEAD') {
+        res.end();
+        return true;
+      }
       let sent = 0;
       const timer = setInterval(() => res.write(manifest.subarray(sent, ++sent)), 1000);
       res.on('close', () => clearInterval(timer));
