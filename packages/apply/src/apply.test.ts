@@ -348,9 +348,11 @@ describe('applyEtch refusals', () => {
   });
 
   it('treats requirements.json as advice: an implausible or impossible announcement does not fail the apply', async () => {
-    for (const [partition, bytes] of [
-      ['6', 2 ** 50],
-      ['5', 40 * 1024 * 1024],
+    for (const [partition, bytes, entries] of [
+      ['6', 2 ** 50, 10],
+      ['5', 40 * 1024 * 1024, 10],
+      // A plausible count, but on this 4 MiB ext4 the inodes alone mean a growth of ~122 GiB (minutes of resize2fs).
+      ['6', 1024, 1_000_000],
     ] as const) {
       const etch = work.join('advice.etch');
       const pack = tarPack();
@@ -360,7 +362,7 @@ describe('applyEtch refusals', () => {
       await write({ name: 'small.img', size: (await stat(base)).size }, createReadStream(base));
       await write(
         { name: 'requirements.json', mtime: new Date(0) },
-        JSON.stringify({ partitions: { [partition]: { bytes, entries: 10 } } }),
+        JSON.stringify({ partitions: { [partition]: { bytes, entries } } }),
       );
       await write({ name: `inject/${partition}/hello.txt`, mtime: MTIME }, 'hi\n');
       await whenPackerIdle(pack);
@@ -371,9 +373,51 @@ describe('applyEtch refusals', () => {
       const logger = { debug() {}, info() {}, warn: (message: string) => warnings.push(message) };
       await applyEtch(createReadStream(etch), { output: out, logger });
       expect(warnings.join('\n')).toMatch(/requirements\.json/);
-      // Partition 5 is not the last one and the huge number is not believed: the image keeps its size.
+      // Partition 5 is not the last one and the huge numbers are not believed: the image keeps its size.
       expect((await stat(out)).size).toBe((await stat(base)).size);
     }
+  });
+
+  it('goes on writing when resize2fs refuses the growth requirements.json announces, and leaves the disk as it was', async () => {
+    // A million entries on an 8 MiB ext4 means growing it to ~61 GiB, past what its resize inode can map:
+    // resize2fs stops ("Illegal doubly indirect block"), while debugfs still writes the entries it has room for.
+    const base8 = work.join('data8.img');
+    await makeBalenaLikeImage(base8, { dataMiB: 8 });
+    const etch = work.join('refused-growth.etch');
+    const pack = tarPack();
+    const done = pipeline(pack as unknown as Readable, createWriteStream(etch));
+    const write = promisePacker(pack);
+    await write({ name: 'VERSION', mtime: new Date(0) }, '1.1');
+    await write({ name: 'small.img', size: (await stat(base8)).size }, createReadStream(base8));
+    await write(
+      { name: 'requirements.json', mtime: new Date(0) },
+      JSON.stringify({ partitions: { '6': { bytes: 1024, entries: 1_000_000 } } }),
+    );
+    await write({ name: 'inject/6/hello.txt', mtime: MTIME }, 'hi\n');
+    await whenPackerIdle(pack);
+    pack.finalize();
+    await done;
+    const warnings: string[] = [];
+    const logger = {
+      debug() {},
+      info() {},
+      warn: (message: string, fields?: object) => warnings.push(`${message} ${JSON.stringify(fields)}`),
+    };
+    const out = work.join('refused-growth.img');
+    const result = await applyEtch(createReadStream(etch), { output: out, logger, verify: true });
+    expect(warnings.join('\n'), 'the warning names requirements.json and what refused').toMatch(
+      /requirements\.json.*resize2fs/s,
+    );
+    expect(result.verified).toBe(true);
+    // Neither extended nor repartitioned: the table still ends the partition where the filesystem ends.
+    expect((await stat(out)).size, 'image size').toBe((await stat(base8)).size);
+    const before = await fsOf(base8, 6);
+    await before.close();
+    const { fs, part, close } = await fsOf(out, 6);
+    expect(part.size, 'partition 6 size in the table').toBe(before.part.size);
+    expect((await fs.readFile('/hello.txt'))?.toString()).toBe('hi\n');
+    await close();
+    await run('e2fsck', ['-fn', `${out}?offset=${part.offset}`]);
   });
 
   it('refuses a size smaller than the base image, raw before writing it and zipped once unzipped', async () => {

@@ -93,7 +93,9 @@ async function reserveAnnounced(
   }
   logger.info('reserving what requirements.json announces', { partition, ...announced });
   try {
-    await injector.reserve(announced.bytes, announced.entries);
+    // Inodes come with whole block groups: a plausible count of entries on a filesystem with few inodes per
+    // group can still mean a growth of terabytes, which is no more believed than such a size.
+    await injector.reserve(announced.bytes, announced.entries, MAX_ANNOUNCED_BYTES);
   } catch (error) {
     // Whatever stops the growth (no room, resize2fs refusing a size), the entries still decide: carry on.
     if (!isEtchError(error) || isEtchError(error, 'ETCH_ABORTED')) throw error;

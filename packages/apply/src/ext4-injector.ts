@@ -5,13 +5,14 @@ import { EtchError, isEtchError, assertFlashable, silentLogger, throwIfAborted, 
 import { Ext4Reader, openReadAt, type Ext4Info, type PartitionInfo } from '@etch/disk';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
+import { DebugfsScript } from './debugfs-script.js';
 import { stageFile } from './stage-file.js';
 import type { InjectedFile, PartitionInjector } from './injector.js';
 
 /** Flush a batch to debugfs after this much staged content or this many entries: bounds disk and memory. */
 const BATCH_BYTES = 256 * 1024 * 1024;
-// Each entry is a handful of debugfs commands, held as lines until its batch runs: 5,000 entries keep that
-// to a few MiB (20,000 made a batch's script and plan the bulk of apply's memory).
+// A batch keeps a few fields of each entry and the folders it makes until debugfs runs: 5,000 entries keep
+// that to a few MiB.
 const BATCH_ENTRIES = 5_000;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
@@ -67,10 +68,6 @@ function quote(value: string): string {
   }
   return `"${value.replaceAll('"', '""')}"`;
 }
-
-// debugfs reads its script with an 8 KiB line buffer and runs the rest of a longer line as another
-// command, so no line may come near it.
-const SCRIPT_LINE_MAX = 8000;
 
 function absolute(path: string): string {
   return path === '' ? '/' : `/${path}`;
@@ -163,9 +160,12 @@ export class Ext4Injector implements PartitionInjector {
   async finish(): Promise<{ files: InjectedFile[]; partition: PartitionInfo }> {
     await this.flush();
     if (this.directories.size > 0) {
-      const commands: string[] = [];
-      for (const [path, entry] of this.directories) commands.push(...this.metadata(path, S_IFDIR, entry));
-      await this.debugfs(commands);
+      await this.debugfs(async (script) => {
+        for (const [path, entry] of this.directories) {
+          script.add(...this.metadata(path, S_IFDIR, entry));
+          await script.drain();
+        }
+      });
     }
     return { files: [...this.files.values()], partition: this.partition };
   }
@@ -208,11 +208,11 @@ export class Ext4Injector implements PartitionInjector {
    * Grows the filesystem once, up front, to hold what the `.etch`'s `requirements.json` announces for this
    * partition (format 1.1), instead of growing batch by batch.
    */
-  async reserve(bytes: number, entries: number): Promise<void> {
+  async reserve(bytes: number, entries: number, maxGrowth = Infinity): Promise<void> {
     const { fs, close } = await this.reader();
     try {
       const info = await fs.info();
-      await this.growFor(info, this.blocksFor(info, bytes, entries, entries), entries);
+      await this.growFor(info, this.blocksFor(info, bytes, entries, entries), entries, maxGrowth);
     } finally {
       await close();
     }
@@ -240,7 +240,12 @@ export class Ext4Injector implements PartitionInjector {
     return this.growFor(info, this.blocksFor(info, this.stagedBytes, inodes, metadata), inodes);
   }
 
-  private async growFor(info: Ext4Info, neededBlocks: number, neededInodes: number): Promise<boolean> {
+  private async growFor(
+    info: Ext4Info,
+    neededBlocks: number,
+    neededInodes: number,
+    maxGrowth = Infinity,
+  ): Promise<boolean> {
     const reserve = Math.ceil(info.blocks * 0.02);
     const short = neededBlocks + reserve - info.freeBlocks;
     const shortInodes = neededInodes - info.freeInodes;
@@ -257,6 +262,11 @@ export class Ext4Injector implements PartitionInjector {
     const blocksForInodes = (groupsForInodes - 1) * info.blocksPerGroup + 1024;
     const shortForInodes = shortInodes > 0 ? Math.max(0, blocksForInodes - info.blocks) * info.blockSize : 0;
     const grow = Math.max(Math.max(short, 0) * info.blockSize * 1.25, shortForInodes) + 4 * 1024 * 1024;
+    if (grow > maxGrowth)
+      throw new EtchError(
+        'ETCH_BAD_DISK_IMAGE',
+        `Partition ${this.partition.number} would grow by ${Math.ceil(grow)} bytes, more than the ${maxGrowth} allowed here.`,
+      );
     this.options.logger?.info('growing partition', { partition: this.partition.number, bytes: Math.ceil(grow) });
     this.partition = await this.options.grow(Math.ceil(grow));
     return true;
@@ -271,8 +281,8 @@ export class Ext4Injector implements PartitionInjector {
         await reader.close();
         reader = await this.reader();
       }
-      const commands = await this.plan(reader.fs);
-      await this.debugfs(commands);
+      const fs = reader.fs;
+      await this.debugfs((script) => this.plan(fs, script));
     } finally {
       await reader.close();
     }
@@ -282,14 +292,15 @@ export class Ext4Injector implements PartitionInjector {
   }
 
   /** Translates the staged entries into debugfs commands, checking what exists against the filesystem. */
-  private async plan(fs: Ext4Reader): Promise<string[]> {
-    const commands: string[] = [];
+  private async plan(fs: Ext4Reader, commands: DebugfsScript): Promise<void> {
     // What this batch has made so far, which the reader (reading the image as it was) cannot see yet, and what
     // the reader has already answered.
     const made = new Map<string, 'directory' | 'other'>();
     const linkCounts = new Map<string, number>();
+    // Folders this batch makes, absent from the image the reader sees: nothing below them needs looking up.
+    const fresh = new Set<string>();
     const kind = async (path: string): Promise<'directory' | 'other' | undefined> => {
-      if (made.has(path)) return made.get(path);
+      if (made.has(path) || fresh.has(posix.dirname(path))) return made.get(path);
       const stat = await fs.stat(path).catch((error: unknown) => {
         // A symlinked parent in the base image: the path exists behind a link, which is not followed.
         if (isEtchError(error) && /symlink/.test(error.message)) {
@@ -318,8 +329,9 @@ export class Ext4Injector implements PartitionInjector {
             'ETCH_BAD_ENTRY',
             `${dir} is not a directory in partition ${this.partition.number}, but entries go below it.`,
           );
-        commands.push(`mkdir ${quote(dir)}`);
+        commands.add(`mkdir ${quote(dir)}`);
         made.set(dir, 'directory');
+        fresh.add(dir);
       }
     };
     const replace = async (path: string) => {
@@ -330,7 +342,7 @@ export class Ext4Injector implements PartitionInjector {
           `${path} is a directory in partition ${this.partition.number}; a file, link or device cannot replace it.`,
         );
       }
-      if (found === 'other') commands.push(`rm ${quote(path)}`);
+      if (found === 'other') commands.add(`rm ${quote(path)}`);
     };
 
     for (const { entry, content, xattrFiles } of this.staged) {
@@ -341,23 +353,26 @@ export class Ext4Injector implements PartitionInjector {
         case 'directory': {
           const found = path === '/' ? 'directory' : await kind(path);
           if (found === 'other') {
-            commands.push(`rm ${p}`);
+            commands.add(`rm ${p}`);
           }
-          if (found !== 'directory') commands.push(`mkdir ${p}`);
+          if (found !== 'directory') {
+            commands.add(`mkdir ${p}`);
+            fresh.add(path);
+          }
           made.set(path, 'directory');
           this.directories.set(path, entry);
           break;
         }
         case 'file':
           await replace(path);
-          commands.push(`write ${quote(content as string)} ${p}`, ...this.metadata(path, S_IFREG, entry));
+          commands.add(`write ${quote(content as string)} ${p}`, ...this.metadata(path, S_IFREG, entry));
           made.set(path, 'other');
           linkCounts.set(path, 1);
           break;
         case 'symlink':
           await replace(path);
-          commands.push(`symlink ${p} ${quote(entry.symlinkTarget ?? '')}`);
-          commands.push(`sif ${p} uid ${entry.uid}`, `sif ${p} gid ${entry.gid}`, ...this.times(p, entry));
+          commands.add(`symlink ${p} ${quote(entry.symlinkTarget ?? '')}`);
+          commands.add(`sif ${p} uid ${entry.uid}`, `sif ${p} gid ${entry.gid}`, ...this.times(p, entry));
           made.set(path, 'other');
           break;
         case 'link': {
@@ -374,7 +389,7 @@ export class Ext4Injector implements PartitionInjector {
           count += 1;
           linkCounts.set(target, count);
           // debugfs's ln adds the name only; the inode's link count is ours to keep right.
-          commands.push(`ln ${quote(target)} ${p}`, `sif ${quote(target)} links_count ${count}`);
+          commands.add(`ln ${quote(target)} ${p}`, `sif ${quote(target)} links_count ${count}`);
           made.set(path, 'other');
           const file = this.files.get(target);
           if (file) this.files.set(path, { ...file, path });
@@ -388,36 +403,34 @@ export class Ext4Injector implements PartitionInjector {
           const minor = entry.devminor;
           const [letter, fileType] = DEVICE_KINDS[entry.type];
           // debugfs's mknod takes a name in the current directory, not a path.
-          commands.push(
+          commands.add(
             `cd ${quote(posix.dirname(path))}`,
             entry.type === 'fifo'
               ? `mknod ${quote(posix.basename(path))} p`
               : `mknod ${quote(posix.basename(path))} ${letter} ${major} ${minor}`,
             'cd /',
           );
-          commands.push(...this.metadata(path, fileType | entry.mode, entry));
+          commands.add(...this.metadata(path, fileType | entry.mode, entry));
           made.set(path, 'other');
           break;
         }
       }
-      for (const [name, file] of xattrFiles) commands.push(`ea_set -f ${quote(file)} ${p} ${quote(name)}`);
+      for (const [name, file] of xattrFiles) commands.add(`ea_set -f ${quote(file)} ${p} ${quote(name)}`);
+      await commands.drain();
     }
-    return commands;
   }
 
-  private async debugfs(commands: string[]): Promise<void> {
-    if (commands.length === 0) return;
-    // Defence in depth: a line debugfs would split could smuggle a command (dump, write) onto the host.
-    const long = commands.find((line) => Buffer.byteLength(line) > SCRIPT_LINE_MAX);
-    if (long !== undefined)
-      throw new EtchError(
-        'ETCH_BAD_ENTRY',
-        `A name is too long to write safely with debugfs (${Buffer.byteLength(long)} bytes in one command).`,
-      );
+  /** Runs the commands `write` puts in a script (written as they come), failing on any error debugfs reports. */
+  private async debugfs(write: (script: DebugfsScript) => Promise<void>): Promise<void> {
     await mkdir(this.staging, { recursive: true });
-    const script = join(this.staging, 'commands');
-    await writeFile(script, `${commands.join('\n')}\n`);
-    const result = await runTool('debugfs', ['-w', '-f', script, this.device], {
+    const script = await DebugfsScript.create(join(this.staging, 'commands'));
+    try {
+      await write(script);
+    } finally {
+      await script.close();
+    }
+    if (script.lines === 0) return;
+    const result = await runTool('debugfs', ['-w', '-f', script.path, this.device], {
       ...(this.options.signal ? { signal: this.options.signal } : {}),
       keepLine: (line) => !isNoise(line),
     });
@@ -431,7 +444,7 @@ export class Ext4Injector implements PartitionInjector {
     }
     (this.options.logger ?? silentLogger).debug('debugfs batch done', {
       partition: this.partition.number,
-      commands: commands.length,
+      commands: script.lines,
     });
   }
 }

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { open, rm, stat, truncate } from 'node:fs/promises';
+import { open, rm, stat, truncate, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { EtchError } from '@etch/format';
 import { findPartition, type PartitionInfo, type PartitionTable } from '@etch/disk';
@@ -10,6 +9,8 @@ const SECTOR = 512;
 const MIB = 1024 * 1024;
 // GPT keeps a backup table in the last 33 sectors of the disk.
 const GPT_BACKUP = 33 * SECTOR;
+// MBR entries hold 32-bit sector numbers.
+const MBR_MAX_SECTORS = 2 ** 32 - 1;
 
 function roundUp(value: number, unit: number): number {
   return Math.ceil(value / unit) * unit;
@@ -59,6 +60,12 @@ export async function growPartitionTo(
       ...(options.signal ? { signal: options.signal } : {}),
     });
   const diskEnd = newEnd + (table.scheme === 'gpt' ? GPT_BACKUP : 0);
+  // Refused before anything changes: sfdisk would refuse it after the image was extended.
+  if (table.scheme === 'mbr' && newEnd / SECTOR > MBR_MAX_SECTORS)
+    throw new EtchError(
+      'ETCH_BAD_DISK_IMAGE',
+      `Partition ${number} would end at ${newEnd} bytes, past the 2 TiB an MBR partition table can address.`,
+    );
   if (options.device) {
     if (diskEnd > (options.deviceSize ?? 0)) {
       throw new EtchError(
@@ -67,28 +74,40 @@ export async function growPartitionTo(
       );
     }
   }
-  const fileSizeBefore = options.device ? 0 : (await stat(image)).size;
-  if (!options.device && fileSizeBefore < diskEnd) await truncate(image, diskEnd);
-  if (table.scheme === 'gpt') await run(['--relocate', 'gpt-bak-std']);
-  if (partition.kind === 'logical') {
-    const extended = table.partitions.find((p) => p.kind === 'extended') as PartitionInfo;
-    if (extended.offset + extended.size < newEnd)
-      await run(
-        ['-N', String(extended.number)],
-        `${extended.offset / SECTOR},${(newEnd - extended.offset) / SECTOR}\n`,
-      );
-  }
-  await run(['-N', String(number)], `${partition.offset / SECTOR},${(newEnd - partition.offset) / SECTOR}\n`);
+  const resizeTable = async () => {
+    if (table.scheme === 'gpt') await run(['--relocate', 'gpt-bak-std']);
+    if (partition.kind === 'logical') {
+      const extended = table.partitions.find((p) => p.kind === 'extended') as PartitionInfo;
+      if (extended.offset + extended.size < newEnd)
+        await run(
+          ['-N', String(extended.number)],
+          `${extended.offset / SECTOR},${(newEnd - extended.offset) / SECTOR}\n`,
+        );
+    }
+    await run(['-N', String(number)], `${partition.offset / SECTOR},${(newEnd - partition.offset) / SECTOR}\n`);
+  };
   const size = newEnd - partition.offset;
   if (options.device) {
+    await resizeTable();
     await runTool(
       'resize2fs',
       ['-f', `${image}?offset=${partition.offset}`, `${Math.floor(size / 1024)}K`],
       options.signal ? { signal: options.signal } : {},
     );
-  } else {
+    return { ...partition, size };
+  }
+  // The filesystem is resized on a copy before the image or its table changes: when resize2fs refuses (a
+  // growth beyond what the filesystem's layout allows), the image is left as it was, not extended with a
+  // partition larger than its filesystem.
+  const copy = await resizedCopy(image, partition, size, options.signal);
+  try {
+    const fileSizeBefore = (await stat(image)).size;
+    if (fileSizeBefore < diskEnd) await truncate(image, diskEnd);
+    await resizeTable();
     const zeroFrom = Math.min(fileSizeBefore, options.knownZeroFrom ?? fileSizeBefore);
-    await resizeThroughCopy(image, partition, size, zeroFrom, options.signal);
+    await copyBack(copy, image, partition.offset, zeroFrom, options.signal);
+  } finally {
+    await rm(copy, { force: true });
   }
   return { ...partition, size };
 }
@@ -98,63 +117,87 @@ const COPY_CHUNK = 1024 * 1024;
 /**
  * resize2fs, given a regular file, truncates it to the filesystem's new size and ignores `?offset=` when it
  * does: on a disk image it would cut off the end of the grown partition. So the partition is copied to a file
- * of its own, resized there, and copied back; all-zero chunks are skipped where the image was just extended
- * (already zero), which keeps a large `--size` cheap on a sparse image.
+ * of its own and resized there ({@link copyBack} puts it back); the copy's zero chunks stay holes.
+ * @returns the copy's path (removed when this fails).
  */
-async function resizeThroughCopy(
+async function resizedCopy(
   image: string,
   partition: PartitionInfo,
   size: number,
-  knownZeroFrom: number,
   signal?: AbortSignal,
-): Promise<void> {
+): Promise<string> {
   const copy = join(dirname(image), `.${basename(image)}.resize-${randomBytes(4).toString('hex')}`);
-  const disk = await open(image, 'r+');
   try {
-    const out = await open(copy, 'wx');
+    const disk = await open(image, 'r');
     try {
-      await copyRange(
-        createReadStream(image, {
-          start: partition.offset,
-          end: partition.offset + partition.size - 1,
-          highWaterMark: COPY_CHUNK,
-        }),
-        out,
-        0,
-        Infinity,
-        signal,
-      );
+      const out = await open(copy, 'wx');
+      try {
+        await out.truncate(partition.size);
+        // One buffer for the copy: a fresh chunk per read left up to ~70 MiB of spent chunks for the garbage
+        // collector on every growth, and growths get larger with the number of entries (issue 19, point 8).
+        await copyRange(disk, partition.offset, partition.size, out, 0, 0, Buffer.allocUnsafe(COPY_CHUNK), signal);
+      } finally {
+        await out.close();
+      }
     } finally {
-      await out.close();
+      await disk.close();
     }
     await runTool('resize2fs', ['-f', copy, `${Math.floor(size / 1024)}K`], signal ? { signal } : {});
-    await copyRange(
-      createReadStream(copy, { highWaterMark: COPY_CHUNK }),
-      disk,
-      partition.offset,
-      knownZeroFrom,
-      signal,
-    );
-    await disk.sync();
-  } finally {
-    await disk.close();
+    return copy;
+  } catch (error) {
     await rm(copy, { force: true });
+    throw error;
   }
 }
 
-/** Writes a stream at `position` of `handle`, leaving out all-zero chunks that land at or after `zeroFrom`. */
-async function copyRange(
-  source: AsyncIterable<Buffer>,
-  handle: import('node:fs/promises').FileHandle,
-  position: number,
-  zeroFrom: number,
+/**
+ * Writes the resized copy back at `offset` of the image, leaving out all-zero chunks where the image was just
+ * extended (already zero), which keeps a large `--size` cheap on a sparse image.
+ */
+async function copyBack(
+  copy: string,
+  image: string,
+  offset: number,
+  knownZeroFrom: number,
   signal?: AbortSignal,
 ): Promise<void> {
-  let at = position;
-  for await (const chunk of source) {
+  const disk = await open(image, 'r+');
+  try {
+    const resized = await open(copy, 'r');
+    try {
+      const length = (await resized.stat()).size;
+      await copyRange(resized, 0, length, disk, offset, knownZeroFrom, Buffer.allocUnsafe(COPY_CHUNK), signal);
+    } finally {
+      await resized.close();
+    }
+    await disk.sync();
+  } finally {
+    await disk.close();
+  }
+}
+
+/**
+ * Copies `length` bytes from `from` at `start` to `to` at `position` through `buffer`, leaving out all-zero
+ * chunks that land at or after `zeroFrom` in `to`.
+ */
+async function copyRange(
+  from: FileHandle,
+  start: number,
+  length: number,
+  to: FileHandle,
+  position: number,
+  zeroFrom: number,
+  buffer: Buffer,
+  signal?: AbortSignal,
+): Promise<void> {
+  for (let done = 0; done < length;) {
     signal?.throwIfAborted();
-    if (!(at >= zeroFrom && isZero(chunk))) await handle.write(chunk, 0, chunk.length, at);
-    at += chunk.length;
+    const { bytesRead } = await from.read(buffer, 0, Math.min(buffer.length, length - done), start + done);
+    if (bytesRead === 0) break;
+    const chunk = buffer.subarray(0, bytesRead);
+    const at = position + done;
+    if (!(at >= zeroFrom && isZero(chunk))) await to.write(chunk, 0, bytesRead, at);
+    done += bytesRead;
   }
 }
 

@@ -182,6 +182,7 @@ async function planUrl(spec: string, ctx: Context, options: OpenBaseImageOptions
     userAgent: 'etch-baseimage',
     ...(options.dispatcher ? { dispatcher: options.dispatcher } : {}),
     ...(options.retries !== undefined ? { retry: { attempts: options.retries } } : {}),
+    ...(options.minRate ? { minRate: options.minRate } : {}),
   });
   ctx.cleanups.push(() => http.close());
   let found: Probe | 'not-modified';
@@ -239,7 +240,7 @@ async function planRegistry(spec: string, ctx: Context, options: OpenBaseImageOp
   }
   let client = options.registry;
   if (client === undefined) {
-    const own = new RegistryClient({ logger: ctx.logger });
+    const own = new RegistryClient({ logger: ctx.logger, ...(options.minRate ? { minRate: options.minRate } : {}) });
     ctx.cleanups.push(() => own.close());
     client = own;
   }

@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from '@etch/format';
 import type { BufferPool } from '@etch/disk';
 import type { RegistryClient } from '@etch/registry';
+import type { MinRate } from '@etch/registry/http';
 import type { Dispatcher } from 'undici';
 
 /**
@@ -50,6 +51,12 @@ export interface OpenBaseImageOptions {
   dispatcher?: Dispatcher;
   /** Tries per HTTP request of a URL source, including the first (default 5). */
   retries?: number;
+  /**
+   * The slowest a URL or ECI download may arrive: at least `bytes` in every `windowMs` of waiting (default
+   * 1 KiB in 30 s, see `HttpOptions.minRate` in `@etch/registry`); slower fails with `ETCH_NETWORK` after a
+   * few resumes. For `eci:` with a `registry` given, that client's own rate applies.
+   */
+  minRate?: MinRate;
   /** Cancels everything: pending requests, the stream (it errors with `ETCH_ABORTED`). */
   signal?: AbortSignal;
   /** Progress of downloads, scans and the delivered stream. */

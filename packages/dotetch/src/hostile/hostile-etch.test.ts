@@ -207,6 +207,13 @@ const cases: EtchCase[] = [
     apply: bad('ETCH_BAD_ENTRY'),
   },
   {
+    // Lesser: out-of-range numbers reached debugfs and came back as ETCH_IO.
+    name: 'mode beyond the file-type and permission bits (07777777)',
+    etch: async () => etchOf(tiny, [file('inject/2/a', 'x', { mode: 0o7777777 })]),
+    inspect: bad('ETCH_BAD_ENTRY'),
+    apply: bad('ETCH_BAD_ENTRY'),
+  },
+  {
     name: 'xattr name starting with -',
     etch: async () => etchOf(tiny, [paxEntry({ 'SCHILY.xattr.-f': 'x' }), file('inject/2/a')]),
     inspect: ok,
@@ -230,7 +237,12 @@ const cases: EtchCase[] = [
     etch: async () => etchOf(tiny, [file('inject/2//x', 'hello')]),
     inspect: ok,
     apply: ok,
-    check: (disk) => fsck(disk, TINY.ext),
+    // §5: readers fold `//`, so the file is /x of partition 2.
+    check: async (disk) => {
+      await fsck(disk, TINY.ext);
+      const cat = await run('debugfs', ['-R', 'cat /x', `${disk}?offset=${TINY.ext}`]);
+      expect(cat.stdout, 'content of /x in partition 2').toBe('hello');
+    },
   },
   {
     name: 'names with shell metacharacters reach ext4 literally',

@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTempDir, type TempDir } from '@etch/test-utils';
 import { DISK_TOOLS, ensureTools, gptWithEntries, run } from '@etch/test-utils/system';
-import { entry, etchOf, makeBombDisk, makeTinyDisk } from './corpus.test.helper.js';
+import { TINY, entry, etchOf, makeBombDisk, makeTinyDisk } from './corpus.test.helper.js';
 import { errorCode, listTree, runEtch, type ChildRun } from './run-etch.test.helper.js';
 
 const TIME_LIMIT_MS = 30_000;
@@ -207,6 +207,79 @@ describe.concurrent('hostile sources corpus (etch create)', () => {
     } finally {
       await server.close();
     }
+  });
+
+  it('a base URL sending a byte a second ends with ETCH_NETWORK once --stall-timeout passes, leaving nothing', async () => {
+    // No overall deadline, but a minimum rate: 1 KiB per --stall-timeout of waiting (30 s by default, too long
+    // for a test), retried on a new connection a few times, then a typed error well within the time limit.
+    let connections = 0;
+    const server = await serve((req, res) => {
+      // Resumes ask for the rest, and get it, a byte a second again.
+      const from = Number(/bytes=(\d+)-/.exec(req.headers.range ?? '')?.[1] ?? 0);
+      res.writeHead(from > 0 ? 206 : 200, {
+        'content-length': String(TINY.size - from),
+        'accept-ranges': 'bytes',
+        ...(from > 0 ? { 'content-range': `bytes ${from}-${TINY.size - 1}/${TINY.size}` } : {}),
+      });
+      if (req.method === 'HEAD') return void res.end();
+      connections += 1;
+      const timer = setInterval(() => res.write(Buffer.alloc(1)), 1000);
+      res.on('close', () => clearInterval(timer));
+    });
+    try {
+      const result = await createCase(
+        'a byte a second',
+        ['--base', `${server.url}/disk.img`, '--inject', '2:files', '--stall-timeout', '1'],
+        { exit: 1, code: 'ETCH_NETWORK' },
+      );
+      expect(result.stderr, 'what the error says').toMatch(/stalled/);
+      expect(connections, 'connections before giving up').toBeLessThan(10);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('etch manifest against a registry sending a byte a second ends with ETCH_NETWORK once --stall-timeout passes', async () => {
+    const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, padding: 'x'.repeat(4096) }));
+    const server = await registry((path, req, res) => {
+      if (path !== '/v2/app/manifests/1') return false;
+      res.writeHead(200, {
+        'content-type': 'application/vnd.oci.image.manifest.v1+json',
+        'content-length': String(manifest.length),
+      });
+      if (req.method === 'HEAD') {
+        res.end();
+        return true;
+      }
+      let sent = 0;
+      const timer = setInterval(() => res.write(manifest.subarray(sent, ++sent)), 1000);
+      res.on('close', () => clearInterval(timer));
+      return true;
+    });
+    try {
+      const box = await sandbox('manifest a byte a second');
+      const result = await runEtch(['manifest', `${server.host}/app:1`, '--stall-timeout', '1'], box, {
+        timeoutMs: TIME_LIMIT_MS,
+        maxRssMiB: RSS_LIMIT_MIB,
+      });
+      runs.push({ name: 'manifest a byte a second', ms: result.ms, rss: result.peakRssMiB });
+      const text = said('manifest a byte a second', result);
+      expect(result.killed, text).toBeUndefined();
+      expect(result.code, text).toBe(1);
+      expect(errorCode(result.stderr), text).toBe('ETCH_NETWORK');
+      expect(result.stderr, text).toMatch(/stalled/);
+      await rm(box.cwd, { recursive: true, force: true });
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('--stall-timeout that is not a positive number of seconds is a usage error before any download', async () => {
+    for (const value of ['0', '-3', 'soon'])
+      await createCase(`stall-timeout ${value}`, ['--base', 'http://127.0.0.1:9/disk.img', '--stall-timeout', value], {
+        exit: 2,
+        code: 'ETCH_USAGE',
+      });
   });
 
   it('point 13: SIGTERM during a slow download ends create within a second, leaving nothing', async () => {

@@ -166,7 +166,7 @@ export const buildCommand: Command = {
     const epoch = context.env['SOURCE_DATE_EPOCH'];
     const created = epoch !== undefined && epoch.trim() !== '' ? entryTime(epoch) : undefined;
 
-    const client = registryClientFor(context, values['insecure-registry']);
+    const client = registryClientFor(context, values);
     // Each blob reported on stderr as it lands, as etch copy does.
     const onBlob = (blob: CopyProgress) => {
       if (!values.quiet) context.stderr.write(`${blob.how.padEnd(8)} ${blob.digest} ${formatBytes(blob.size)}\n`);

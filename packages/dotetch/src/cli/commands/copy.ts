@@ -85,7 +85,7 @@ function commandFor(name: 'copy' | 'push'): Command {
       // Neither flag: every platform, except into a docker archive, which takes the host's.
       const platforms =
         values.platform !== undefined ? parsePlatform(values.platform) : values['all-platforms'] ? 'all' : undefined;
-      const client = registryClientFor(context, values['insecure-registry']);
+      const client = registryClientFor(context, values);
       const into = openImageTarget(target, client);
       try {
         const result = await copyImage(openImageSource(source, client), into, {

@@ -29,7 +29,7 @@ import { count, formatBytes, formatSeconds } from '../format-bytes.js';
 import { createJson, jsonText } from '../json.js';
 import { createProgressDisplay, progressModeFor, type ProgressDisplay } from '../progress.js';
 import { convertedLayerCacheFor, registryCacheFor } from '../registry-cache.js';
-import { registryClientFor, registryFlags, registryHelp } from '../registry-options.js';
+import { minRateFor, registryClientFor, registryFlags, registryHelp } from '../registry-options.js';
 import { baseRepositoriesFor, planPreload, splashSource, type PreloadPlan } from './create-preload.js';
 import { stageFor } from './stage-dir.js';
 
@@ -231,6 +231,8 @@ export const createCommand: Command = {
       throw fail('--repositories and --ignore-base-repositories contradict each other; choose one.');
     if (values['cache-dir'] !== undefined && values['no-cache'])
       throw fail('--cache-dir and --no-cache contradict each other; choose one.');
+    // Checked before anything starts; a URL base downloads at this rate too, not only registry pulls.
+    const minRate = minRateFor(values);
 
     const baseMode = values['base-mode'] ?? 'extract';
     if (baseMode !== 'extract' && baseMode !== 'passthrough')
@@ -290,10 +292,7 @@ export const createCommand: Command = {
     // Without a persistent cache, layers still go through a spool, so they download while the base image streams.
     const spool = preloading && values['no-cache'] ? await mkdtemp(join(tmpdir(), 'etch-spool-')) : undefined;
     const layerCache = spool ?? registryCacheFor(context, values);
-    const client =
-      preloading || baseKind === 'eci'
-        ? registryClientFor(context, values['insecure-registry'], layerCache)
-        : undefined;
+    const client = preloading || baseKind === 'eci' ? registryClientFor(context, values, layerCache) : undefined;
     let preloads: PreloadImage[] = [];
     let baseSource: BaseImageSourceInfo | undefined;
     let result: CreateEtchResult;
@@ -346,6 +345,7 @@ export const createCommand: Command = {
                   }),
               ...(values.offline ? { offline: true } : {}),
               ...(client ? { registry: client } : {}),
+              ...(minRate ? { minRate } : {}),
               ...(platform ? { platform: formatPlatform(platform) } : {}),
               ...(bufferPool ? { bufferPool } : {}),
               signal: context.signal,

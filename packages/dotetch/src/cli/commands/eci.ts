@@ -219,7 +219,7 @@ async function runPush(args: string[], context: CliContext): Promise<number> {
   const annotations = annotationsOf(values.annotation);
   const quiet = Boolean(values.quiet) || Boolean(values.json);
   const line = progressLine(context, quiet);
-  const client = registryClientFor(context, values['insecure-registry']);
+  const client = registryClientFor(context, values);
   let result: PushEciResult;
   try {
     result = await pushEci(client, reference, images.length === 1 ? (images[0] as EciImage) : images, {
@@ -271,7 +271,7 @@ async function runPull(args: string[], context: CliContext): Promise<number> {
     values.dir === undefined ? context.cwd : values.dir.startsWith('/') ? values.dir : `${context.cwd}/${values.dir}`;
   const quiet = Boolean(values.quiet) || Boolean(values.json);
   const line = progressLine(context, quiet);
-  const client = registryClientFor(context, values['insecure-registry']);
+  const client = registryClientFor(context, values);
   let result: PullEciResult;
   try {
     result = await pullEci(client, reference, {

@@ -69,7 +69,7 @@ export const manifestCommand: Command = {
     if ([values.raw, values.json, values.quiet].filter(Boolean).length > 1)
       throw usageError('--raw, --json and -q each choose what is printed; give one.');
     const platform = values.platform !== undefined ? parsePlatform(values.platform) : hostPlatform();
-    const client = registryClientFor(context, values['insecure-registry']);
+    const client = registryClientFor(context, values);
     try {
       const source = openImageSource(reference, client);
       const resolved = await source.resolve({ platform, signal: context.signal });
