@@ -319,13 +319,18 @@ export class Image {
         work.push(
           limit(async () => {
             const onTransfer = this.options.onTransfer;
-            const how = await this.targetSink.putBlob(layer, () => source.openBlob(layer, this.call), {
-              ...(source.origin ? { from: source.origin } : {}),
-              ...(onTransfer
-                ? { onProgress: (p) => onTransfer({ digest: layer.digest, bytes: p.bytes, total: layer.size }) }
-                : {}),
-              ...this.call,
-            });
+            // The target hashes what it stores: a local base need not hash the same bytes a second time.
+            const how = await this.targetSink.putBlob(
+              layer,
+              () => source.openBlob(layer, { ...this.call, verifyDigest: false }),
+              {
+                ...(source.origin ? { from: source.origin } : {}),
+                ...(onTransfer
+                  ? { onProgress: (p) => onTransfer({ digest: layer.digest, bytes: p.bytes, total: layer.size }) }
+                  : {}),
+                ...this.call,
+              },
+            );
             this.options.onBlob?.({ digest: layer.digest, size: layer.size, how });
           }),
         );

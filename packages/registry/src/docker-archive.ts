@@ -236,7 +236,7 @@ export class DockerArchiveSource implements ImageSource {
 
   openBlob(
     descriptor: Descriptor,
-    options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {},
+    options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void; verifyDigest?: boolean } = {},
   ): AsyncGenerator<Buffer> {
     const offset = this.blobOffsets.get(descriptor.digest);
     if (offset === undefined)
