@@ -160,6 +160,32 @@ const fmt = (s) => `${s.toFixed(2)} s`;
 const mb = (b) => `${(b / MIB).toFixed(0)} MiB`;
 
 /**
+ * Runs a command for its wall time and the CPU seconds (user + system) it and its children used, as the shell's
+ * `times` reports them: on a loaded machine CPU seconds say more than wall time about the work each tool does.
+ */
+function cpuTimed(command, args) {
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const child = spawn('sh', ['-c', '"$@" >/dev/null || exit $?; times', 'sh', command, ...args], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      if (code !== 0) return reject(new Error(`${command} ${args.join(' ')} exited ${code}\n${stderr}`));
+      // The second line of `times`: the children's user and system time, e.g. `0m1.230000s 0m0.450000s`.
+      const children = out.trim().split('\n').at(-1) ?? '';
+      const cpu = [...children.matchAll(/(\d+)m([\d.]+)s/g)].reduce((n, m) => n + Number(m[1]) * 60 + Number(m[2]), 0);
+      resolve({ seconds, cpu });
+    });
+  });
+}
+
+/**
  * `etch copy` (the CLI, as users run it, and `copyImage` in this process) against `skopeo copy` of the same
  * OCI layout image to empty registries: the upload side. Runs alternate, each into a fresh registry of its
  * own, and the median of each is kept.
@@ -171,6 +197,7 @@ async function copyRows(layout, tag, compressed) {
   );
   const RUNS = Number(process.env['BENCH_COPY_RUNS'] ?? 5);
   const times = { etch: [], skopeo: [], api: [] };
+  const cpu = { etch: [], skopeo: [], api: [] };
   const load = loadavg()[0];
   for (let i = 0; i < RUNS; i++) {
     process.stderr.write(`bench: etch copy / skopeo copy / copyImage, run ${i + 1} of ${RUNS}…\n`);
@@ -181,23 +208,27 @@ async function copyRows(layout, tag, compressed) {
       startRegistryServer(),
     ]);
     try {
-      times.etch.push(
-        (await timed(etchBin, ['copy', `oci:${layout}:${tag}`, `${etchRegistry.host}/bench/etch:1`, '-q'])).seconds,
-      );
-      times.skopeo.push(
-        (
-          await timed('skopeo', [
-            'copy',
-            '--quiet',
-            '--preserve-digests',
-            '--dest-tls-verify=false',
-            `oci:${layout}:${tag}`,
-            `docker://${skopeoRegistry.host}/bench/skopeo:1`,
-          ])
-        ).seconds,
-      );
+      const etchRun = await cpuTimed(etchBin, [
+        'copy',
+        `oci:${layout}:${tag}`,
+        `${etchRegistry.host}/bench/etch:1`,
+        '-q',
+      ]);
+      times.etch.push(etchRun.seconds);
+      cpu.etch.push(etchRun.cpu);
+      const skopeoRun = await cpuTimed('skopeo', [
+        'copy',
+        '--quiet',
+        '--preserve-digests',
+        '--dest-tls-verify=false',
+        `oci:${layout}:${tag}`,
+        `docker://${skopeoRegistry.host}/bench/skopeo:1`,
+      ]);
+      times.skopeo.push(skopeoRun.seconds);
+      cpu.skopeo.push(skopeoRun.cpu);
       const client = new RegistryClient({ dockerConfig: false });
       const started = process.hrtime.bigint();
+      const startedCpu = process.cpuUsage();
       try {
         await copyImage(
           openImageSource(`oci:${layout}:${tag}`, client),
@@ -207,23 +238,27 @@ async function copyRows(layout, tag, compressed) {
         await client.close();
       }
       times.api.push(Number(process.hrtime.bigint() - started) / 1e9);
+      const usedCpu = process.cpuUsage(startedCpu);
+      cpu.api.push((usedCpu.user + usedCpu.system) / 1e6);
     } finally {
       await Promise.all([etchRegistry.stop(), skopeoRegistry.stop(), apiRegistry.stop()]);
     }
   }
   const median = (list) => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)];
   const [etch, skopeo, api] = [median(times.etch), median(times.skopeo), median(times.api)];
+  const [etchCpu, skopeoCpu, apiCpu] = [median(cpu.etch), median(cpu.skopeo), median(cpu.api)];
   const rate = (s) => `${(compressed / MIB / s).toFixed(0)} MiB/s`;
   return [
     [
       'push: image copied',
       `oci: layout tag ${tag}, ${mb(compressed)} of layers, to an empty loopback registry; medians of ${RUNS}; load ${load.toFixed(2)} (1 min) at start, ${loadavg()[0].toFixed(2)} at end`,
     ],
-    ['etch copy (CLI)', `${fmt(etch)}  (${rate(etch)})`],
-    ['copyImage (in process, no start-up)', `${fmt(api)}  (${rate(api)})`],
-    ['skopeo copy --preserve-digests', `${fmt(skopeo)}  (${rate(skopeo)})`],
+    ['etch copy (CLI)', `${fmt(etch)}  (${rate(etch)}), CPU ${fmt(etchCpu)}`],
+    ['copyImage (in process, no start-up)', `${fmt(api)}  (${rate(api)}), CPU ${fmt(apiCpu)}`],
+    ['skopeo copy --preserve-digests', `${fmt(skopeo)}  (${rate(skopeo)}), CPU ${fmt(skopeoCpu)}`],
     ['etch copy / skopeo copy', `${(etch / skopeo).toFixed(2)}  (goal ≤ 1.00: not slower)`],
     ['copyImage / skopeo copy', (api / skopeo).toFixed(2)],
+    ['CPU: etch copy / skopeo copy', `${(etchCpu / skopeoCpu).toFixed(2)}  (what a loaded machine magnifies)`],
   ];
 }
 

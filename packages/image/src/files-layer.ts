@@ -4,9 +4,7 @@ import { lstat, readdir, readlink, stat } from 'node:fs/promises';
 import { join, posix, relative, sep } from 'node:path';
 import { PassThrough, Transform, type TransformCallback } from 'node:stream';
 import { constants, createGzip } from 'node:zlib';
-import { pack as tarPack } from 'tar-stream';
 import { EtchError, ignoreRejection } from '@etch/format';
-import { promisePacker, whenPackerIdle } from '@etch/tar';
 import { IgnoreRules } from './ignore.js';
 
 /** Options of {@link filesLayer} (and `Image.addFiles`). */
@@ -132,6 +130,11 @@ export async function filesLayer(
   const entries = [...planned.values()].sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
   const mtime = options.mtime ?? new Date(0);
   const owner = { uid: options.uid ?? 0, gid: options.gid ?? 0, uname: '', gname: '' };
+  // Loaded when used: `etch copy` and `push` never write a layer, so they start without the tar packages.
+  const [{ pack: tarPack }, { promisePacker, whenPackerIdle }] = await Promise.all([
+    import('tar-stream'),
+    import('@etch/tar'),
+  ]);
   const pack = tarPack();
   const write = promisePacker(pack, undefined, options.signal ? { signal: options.signal } : {});
   const digest = new Digest();

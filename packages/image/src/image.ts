@@ -24,7 +24,7 @@ import {
   type Platform,
 } from '@etch/registry';
 import { filesLayer, type AddFilesOptions } from './files-layer.js';
-import type { CopyProgress } from './copy.js';
+import type { BlobTransfer, CopyProgress } from './copy.js';
 import { limiter } from './limit.js';
 
 /** The runtime part of an image config (`config` in the image-spec), the fields this builder sets. */
@@ -72,6 +72,8 @@ export interface ImageOptions {
   signal?: AbortSignal;
   /** Called as each blob lands in the target: base layers (existed, mounted or uploaded), files layers, configs. */
   onBlob?: (progress: CopyProgress) => void;
+  /** Called as uploads' bytes go out: base layers copied across registries, files layers (no digest until done). */
+  onTransfer?: (progress: BlobTransfer) => void;
 }
 
 /** What {@link Image.save} stored. */
@@ -195,7 +197,11 @@ export class Image {
     options: AddFilesOptions = {},
   ): Promise<{ digest: string; size: number; diffId: string }> {
     const layer = await filesLayer(files, { mtime: this.created, ...options, ...this.call });
-    const { digest, size } = await this.targetSink.putStream(layer.stream, this.call);
+    const onTransfer = this.options.onTransfer;
+    const { digest, size } = await this.targetSink.putStream(layer.stream, {
+      ...(onTransfer ? { onProgress: (p) => onTransfer({ bytes: p.bytes }) } : {}),
+      ...this.call,
+    });
     const diffId = await layer.diffId;
     this.options.onBlob?.({ digest, size, how: 'uploaded' });
     const createdBy = `etch build: add ${Object.entries(files)
@@ -312,10 +318,19 @@ export class Image {
         const source = this.baseSource;
         work.push(
           limit(async () => {
-            const how = await this.targetSink.putBlob(layer, () => source.openBlob(layer, this.call), {
-              ...(source.origin ? { from: source.origin } : {}),
-              ...this.call,
-            });
+            const onTransfer = this.options.onTransfer;
+            // The target hashes what it stores: a local base need not hash the same bytes a second time.
+            const how = await this.targetSink.putBlob(
+              layer,
+              () => source.openBlob(layer, { ...this.call, verifyDigest: false }),
+              {
+                ...(source.origin ? { from: source.origin } : {}),
+                ...(onTransfer
+                  ? { onProgress: (p) => onTransfer({ digest: layer.digest, bytes: p.bytes, total: layer.size }) }
+                  : {}),
+                ...this.call,
+              },
+            );
             this.options.onBlob?.({ digest: layer.digest, size: layer.size, how });
           }),
         );

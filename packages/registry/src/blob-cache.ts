@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EtchError, isEtchError } from '@etch/format';
-import { AtomicFile } from '@etch/disk';
 import type { BlobProgress } from './blob-stream.js';
 import { assertDigest } from './digest.js';
 import { verifiedFileRange } from './local-blob.js';
@@ -98,6 +97,8 @@ export class BlobCache {
     const final = this.pathOf(descriptor.digest);
     await mkdir(join(final, '..'), { recursive: true });
     await mkdir(join(this.dir, 'tmp'), { recursive: true });
+    // Loaded when used: a push writes no cache, so it does not load the disk package at start-up.
+    const { AtomicFile } = await import('@etch/disk');
     const file = await AtomicFile.create(final, {
       temporaryPath: join(
         this.dir,

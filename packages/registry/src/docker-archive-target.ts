@@ -4,7 +4,6 @@ import { rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { EtchError } from '@etch/format';
-import { createTarPack, promisePacker, whenPackerIdle } from '@etch/tar';
 import type { Descriptor } from './manifest.js';
 import { asImageManifest, parseJsonDocument } from './manifest.js';
 import { isIndexType } from './media-types.js';
@@ -97,6 +96,8 @@ export class DockerArchiveTarget implements ImageTarget {
     };
     const temp = `${this.path}.tmp-${randomBytes(4).toString('hex')}`;
     const signal = options.signal ? { signal: options.signal } : {};
+    // Loaded when used: only a docker-archive target needs the tar writer.
+    const { createTarPack, promisePacker, whenPackerIdle } = await import('@etch/tar');
     const tarball = createTarPack();
     const entry = promisePacker(tarball, undefined, { mtime: EPOCH, ...signal });
     const put = (name: string, text: string) => entry({ name }, Buffer.from(text));

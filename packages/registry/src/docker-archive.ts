@@ -3,8 +3,7 @@ import { createReadStream } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { EtchError } from '@etch/format';
-import { readAtHandle } from '@etch/disk';
-import { detectCompression, indexTar, type TarIndexEntry } from '@etch/tar';
+import type { TarIndexEntry } from '@etch/tar';
 import type { BlobProgress } from './blob-stream.js';
 import { digestBytes } from './digest.js';
 import { verifiedFileRange } from './local-blob.js';
@@ -78,6 +77,8 @@ export class DockerArchiveSource implements ImageSource {
           'ETCH_USAGE',
           `${this.path} is gzip-compressed; docker-archive: reads it by seeking, so decompress it first (gunzip).`,
         );
+      // Loaded when used: only docker-archive: sources read tars, and other commands start faster without them.
+      const [{ readAtHandle }, { indexTar }] = await Promise.all([import('@etch/disk'), import('@etch/tar')]);
       const list = await indexTar(readAtHandle(file));
       const entries = new Map(list.map((e) => [posix.normalize(e.name).replace(/^\.\//, ''), e]));
       const manifestEntry = entries.get('manifest.json');
@@ -165,6 +166,7 @@ export class DockerArchiveSource implements ImageSource {
       );
     // Layers are stored as docker wrote them (uncompressed) or as a registry had them (gzip, zstd: docker load
     // takes those too, and etch writes archives that way): the media type follows the bytes.
+    const { detectCompression } = await import('@etch/tar');
     const layers = await this.withFile((file) =>
       Promise.all(
         chosen.Layers.map(async (name, i) => {
@@ -234,7 +236,7 @@ export class DockerArchiveSource implements ImageSource {
 
   openBlob(
     descriptor: Descriptor,
-    options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void } = {},
+    options: { signal?: AbortSignal; onProgress?: (p: BlobProgress) => void; verifyDigest?: boolean } = {},
   ): AsyncGenerator<Buffer> {
     const offset = this.blobOffsets.get(descriptor.digest);
     if (offset === undefined)

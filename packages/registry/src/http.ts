@@ -1,7 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Readable } from 'node:stream';
-import { Agent, request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { EtchError, isEtchError, abortError, ignoreRejection, silentLogger, type Logger } from '@etch/format';
+import { Agent, requestOn } from './undici-parts.js';
 
 /** How failed requests are retried: exponential back-off with jitter, `Retry-After` honoured. */
 export interface RetryPolicy {
@@ -291,10 +292,9 @@ export class HttpClient {
       if (req.authorization !== undefined && url.origin === origin) headers['authorization'] = req.authorization;
       let response: Dispatcher.ResponseData;
       try {
-        response = await request(url, {
+        response = await requestOn(this.dispatcher, url, {
           method,
           headers,
-          dispatcher: this.dispatcher,
           ...(body !== undefined ? { body: isReplayableBody(body) ? body : Readable.from(body) } : {}),
           ...(req.signal ? { signal: req.signal } : {}),
         });

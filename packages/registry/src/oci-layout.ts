@@ -122,7 +122,11 @@ export class OciLayoutSource implements ImageSource {
 
   openBlob(
     descriptor: Descriptor,
-    options: { signal?: AbortSignal; onProgress?: (p: import('./blob-stream.js').BlobProgress) => void } = {},
+    options: {
+      signal?: AbortSignal;
+      onProgress?: (p: import('./blob-stream.js').BlobProgress) => void;
+      verifyDigest?: boolean;
+    } = {},
   ): AsyncGenerator<Buffer> {
     return verifiedFileRange(
       blobPath(this.root, descriptor.digest),

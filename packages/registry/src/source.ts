@@ -20,10 +20,19 @@ export interface ImageSource {
   readonly description: string;
   /** Resolves the image for a platform (the host's when absent). */
   resolve(options?: { platform?: Platform | string; signal?: AbortSignal }): Promise<ResolvedImage>;
-  /** Streams a blob of the resolved image, verified against its descriptor. */
+  /**
+   * Streams a blob of the resolved image, verified against its descriptor. `verifyDigest: false` is for a
+   * consumer that hashes the bytes itself (every {@link ImageTarget} does, or its registry does): local files
+   * are then only checked for size; what comes over the network is always verified.
+   */
   openBlob(
     descriptor: Descriptor,
-    options?: { signal?: AbortSignal; onProgress?: (progress: BlobProgress) => void; verifyCached?: boolean },
+    options?: {
+      signal?: AbortSignal;
+      onProgress?: (progress: BlobProgress) => void;
+      verifyCached?: boolean;
+      verifyDigest?: boolean;
+    },
   ): AsyncGenerator<Buffer>;
   /** Puts a blob in the local cache ahead of use, when the source has one (registries with a cache). */
   prefetch?(

@@ -33,7 +33,13 @@ export type FaultAction =
    * Forward the request with only the first `afterBytes` bytes of its body, then cut both connections: an upload
    * (`PATCH`, `PUT`) broken mid-body, as the registry sees a client that lost its network.
    */
-  | { kind: 'cutRequest'; afterBytes: number };
+  | { kind: 'cutRequest'; afterBytes: number }
+  /**
+   * When upstream answers 2xx with a `Location` (an upload session: the `POST`'s 202), move that Location: to the
+   * blob host, signed like a storage host's pre-signed URL (the blob host forwards with the credentials of the
+   * request that opened the session and points the Locations it answers at itself), or to a relative path.
+   */
+  | { kind: 'relocate'; to: 'blobHost' | 'relative' };
 
 /** A programmed fault: an action, which requests it matches and how many times it fires. */
 export type Fault = FaultAction & {
@@ -101,7 +107,7 @@ const HOP_BY_HOP = new Set([
 ]);
 const SIGNATURE = 'etch-signature';
 /** Faults that fire only on a 2xx upstream answer, so a 401 before the token dance does not use them up. */
-const ON_SUCCESS = new Set<FaultAction['kind']>(['cut', 'corrupt', 'redirect']);
+const ON_SUCCESS = new Set<FaultAction['kind']>(['cut', 'corrupt', 'redirect', 'relocate']);
 
 function endToEnd(headers: IncomingHttpHeaders): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {};
@@ -178,7 +184,7 @@ function close(server: Server): Promise<void> {
 /**
  * Starts a loopback HTTP proxy in front of a registry that streams requests and responses through untouched
  * (Range included), records each one, and fires programmed faults: `cut`, `status`, `redirect`, `corrupt`,
- * `ignoreRange`, `cutRequest` (see {@link FaultAction}). Redirects land on a second server, the blob host, which proxies to
+ * `ignoreRange`, `cutRequest`, `relocate` (see {@link FaultAction}). Redirects land on a second server, the blob host, which proxies to
  * the same upstream and records what it received, so a test can assert no Authorization arrived there.
  * Both run in the test's own process: call skopeo or curl through them with the async `run`, never `spawnSync`.
  * @example
@@ -232,7 +238,7 @@ export async function startFaultProxy(upstream: FaultProxyUpstream): Promise<Fau
         return;
       }
       upstreamAuthorization = signatures.get(signature);
-      return forward(on, req, res, url, upstreamAuthorization, record);
+      return forward(on, req, res, url, upstreamAuthorization, record, signature);
     }
     const record: ProxiedRequest = {
       method: req.method ?? 'GET',
@@ -253,6 +259,7 @@ export async function startFaultProxy(upstream: FaultProxyUpstream): Promise<Fau
     url: string,
     authorization: string | undefined,
     record: ProxiedRequest,
+    signature?: string,
   ): Promise<void> => {
     const armed = pick(on, req, url);
     const fault = armed?.fault;
@@ -348,8 +355,21 @@ export async function startFaultProxy(upstream: FaultProxyUpstream): Promise<Fau
       res.writeHead(record.status, { location: target.href, 'content-length': '0' }).end();
       return;
     }
+    const answer = endToEnd(upstreamRes.headers);
+    const location = upstreamRes.headers.location;
+    // A storage host names itself in the Locations it answers, keeping the signature it was reached with.
+    if (signature !== undefined && location !== undefined) answer.location = signed(location, signature);
+    if (fires && fault.kind === 'relocate' && location !== undefined) {
+      const path = new URL(location, `http://${upstream.host}`);
+      if (fault.to === 'relative') answer.location = `${path.pathname}${path.search}`;
+      else {
+        const fresh = randomBytes(12).toString('hex');
+        signatures.set(fresh, authorization);
+        answer.location = signed(location, fresh);
+      }
+    }
     record.status = status;
-    res.writeHead(status, endToEnd(upstreamRes.headers));
+    res.writeHead(status, answer);
     try {
       if (fires && fault.kind === 'cut') await cut(upstreamRes, res, fault.afterBytes);
       else if (fires && fault.kind === 'corrupt') await pipeline(upstreamRes, new Corrupt(fault.offset ?? 0), res);
@@ -358,6 +378,14 @@ export async function startFaultProxy(upstream: FaultProxyUpstream): Promise<Fau
       upstreamRes.destroy();
       res.destroy();
     }
+  };
+
+  /** `location`'s path and query on the blob host, with `signature`. */
+  const signed = (location: string, signature: string): string => {
+    const source = new URL(location, `http://${upstream.host}`);
+    const target = new URL(`${source.pathname}${source.search}`, `http://${blobHost}`);
+    target.searchParams.set(SIGNATURE, signature);
+    return target.href;
   };
 
   const serve = (on: 'proxy' | 'blobHost') =>

@@ -2,6 +2,7 @@ import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { createProgressDisplay, type ProgressMode } from './progress.js';
 import { createCliLogger } from './logger.js';
+import { uploadProgress } from './upload-progress.js';
 
 const MIB = 1024 * 1024;
 const a = `sha256:${'a'.repeat(64)}`;
@@ -177,6 +178,56 @@ describe('the progress display elsewhere', () => {
       `etch: unpacking layer ${a.slice(0, 19)} of alpine:3.20 (10 B) while the base image is written`,
       `etch: writing layer ${a.slice(0, 19)} of alpine:3.20 (10 B)`,
       'etch: syncing to disk',
+    ]);
+  });
+});
+
+describe('the progress display of copy, push and build', () => {
+  const c = `sha256:${'c'.repeat(64)}`;
+
+  it('on a terminal: a line per blob, uploading with bytes, speed and time left, then where it went', () => {
+    const d = display('tty', { columns: 200 });
+    const upload = uploadProgress(d);
+    upload.onTransfer({ bytes: 0 });
+    d.at(1000);
+    upload.onTransfer({ bytes: 2 * MIB });
+    upload.onBlob({ digest: c, size: 3 * MIB, how: 'uploaded' });
+    upload.onTransfer({ digest: a, bytes: 0, total: 40 * MIB });
+    upload.onBlob({ digest: b, size: 5 * MIB, how: 'mounted' });
+    d.at(3000);
+    upload.onTransfer({ digest: a, bytes: 10 * MIB, total: 40 * MIB });
+    const lines = screen(d.text());
+    expect(lines, 'one line per blob, no copies left by redraws').toHaveLength(3);
+    expect(lines[0], 'the files layer, named by its digest once it landed').toMatch(
+      /^cccccccccccc +uploaded +3\.0 MiB +3\.0 MiB\/s$/,
+    );
+    expect(lines[1], 'a layer on its way').toMatch(
+      /^aaaaaaaaaaaa +uploading +10\.0 MiB\/40\.0 MiB +5\.0 MiB\/s +ETA 6s$/,
+    );
+    expect(lines[2], 'a mounted layer: its size, no speed').toMatch(/^bbbbbbbbbbbb +mounted +5\.0 MiB$/);
+  });
+
+  it('a files layer still being made shows the bytes sent so far and their speed', () => {
+    const d = display('tty', { columns: 200 });
+    const upload = uploadProgress(d);
+    upload.onTransfer({ bytes: 0 });
+    d.at(2000);
+    upload.onTransfer({ bytes: 4 * MIB });
+    expect(screen(d.text())).toEqual(['files         uploading  4.0 MiB  2.0 MiB/s']);
+  });
+
+  it('elsewhere: a line as each blob lands, with its digest and size', () => {
+    const d = display('plain');
+    const upload = uploadProgress(d);
+    upload.onTransfer({ digest: a, bytes: 5, total: 10 });
+    upload.onTransfer({ digest: a, bytes: 10, total: 10 });
+    upload.onBlob({ digest: a, size: 10, how: 'uploaded' });
+    upload.onBlob({ digest: b, size: 20, how: 'existed' });
+    upload.onBlob({ digest: c, size: 30, how: 'mounted' });
+    expect(d.text().split('\n').filter(Boolean)).toEqual([
+      `etch: uploaded ${a} (10 B)`,
+      `etch: already there ${b} (20 B)`,
+      `etch: mounted ${c} (30 B)`,
     ]);
   });
 });

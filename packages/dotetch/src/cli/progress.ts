@@ -12,7 +12,30 @@ export type ProgressMode = 'tty' | 'plain' | 'none';
  * What the display draws: `etch create` (base image, layer downloads, layers written, files added) and
  * `etch apply`, plus `sync`, the final flush to disk, which the CLI reports for `create` when its output is a file.
  */
-export type DisplayedProgress = EtchProgress | ApplyProgress | PrefetchProgress | { phase: 'sync' };
+export type DisplayedProgress = EtchProgress | ApplyProgress | PrefetchProgress | { phase: 'sync' } | UploadEvent;
+
+/**
+ * A blob `etch copy`, `push` and `build` write: bytes going out while `uploading`, then where it went. A layer
+ * being made has no digest until it lands: its line is named by `key` (the digest, or e.g. `files`).
+ */
+export interface UploadEvent {
+  phase: 'upload';
+  key: string;
+  digest?: string;
+  state: 'uploading' | 'uploaded' | 'mounted' | 'existed' | 'skipped';
+  bytes: number;
+  /** Unknown for a layer being made, until it lands. */
+  total?: number;
+}
+
+/** How an upload's final state reads on its line. */
+const UPLOAD_STATES: Record<UploadEvent['state'], string> = {
+  uploading: 'uploading',
+  uploaded: 'uploaded',
+  mounted: 'mounted',
+  existed: 'already there',
+  skipped: 'skipped (foreign)',
+};
 
 /** An image whose layers the display shows: its name and the digests of its layers, in order. */
 export interface NamedImage {
@@ -76,6 +99,7 @@ const COMPLETES: Record<string, string> = {
   added: 'adding files',
   verified: 'reading back',
   synced: 'flushing to disk',
+  uploaded: 'uploading',
 };
 const ID_WIDTH = 12;
 const MAX_NAME_WIDTH = 32;
@@ -259,6 +283,21 @@ class ProgressModel {
       case 'sync':
         this.settle();
         return { key: 'sync', ...this.set('sync', { id: 'sync', state: 'flushing to disk', final: false }) };
+      case 'upload': {
+        const key = `upload:${event.key}`;
+        if (this.items.get(key)?.final) return undefined;
+        return {
+          key,
+          ...this.set(key, {
+            id: event.digest !== undefined ? shortId(event.digest) : event.key,
+            ...(event.digest !== undefined ? { digest: event.digest } : {}),
+            state: UPLOAD_STATES[event.state],
+            final: event.state !== 'uploading',
+            bytes: event.bytes,
+            ...(event.total !== undefined ? { total: event.total } : {}),
+          }),
+        };
+      }
       case 'finalize':
         return undefined;
     }
@@ -289,6 +328,11 @@ class ProgressModel {
         speed = `${formatBytes(rate)}/s`;
         if (!item.final && item.bytes < item.total) eta = `ETA ${formatDuration((item.total - item.bytes) / rate)}`;
       }
+    } else if (item.bytes !== undefined) {
+      // A layer being made: its size is known only at its end.
+      amount = formatBytes(item.bytes);
+      const rate = rateOf(item, now) ?? item.rate;
+      if (rate !== undefined) speed = `${formatBytes(rate)}/s`;
     } else if (item.state === 'flushing to disk' || item.state === 'synced') {
       amount = formatSeconds((item.ended ?? now) - item.since);
     }
@@ -347,6 +391,11 @@ function plainLine(model: ProgressModel, item: Item): string | undefined {
       return 'etch: verifying what was written';
     case 'flushing to disk':
       return 'etch: syncing to disk';
+    case 'uploaded':
+    case 'mounted':
+    case 'already there':
+    case 'skipped (foreign)':
+      return item.digest === undefined ? undefined : `etch: ${item.state} ${item.digest} (${size})`;
     default:
       return undefined;
   }

@@ -59,7 +59,9 @@ describe('etch build', () => {
       { cwd: dir.path },
     );
     expect(result.code, result.stderr).toBe(0);
-    expect(result.stderr, 'each blob reported on stderr').toMatch(/^(uploaded|mounted|existed) +sha256:[0-9a-f]{64} /m);
+    expect(result.stderr, 'each blob reported on stderr as it lands (not a terminal: a line each)').toMatch(
+      /^etch: (uploaded|mounted|already there) sha256:[0-9a-f]{64} \(\d/m,
+    );
     const report = JSON.parse(result.stdout) as {
       schemaVersion: number;
       digest: string;

@@ -1,12 +1,13 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { entryTime } from '@etch/format';
-import { copyImage, Image, type CopyProgress, type SavedImage } from '@etch/image';
+import { copyImage, Image, type SavedImage } from '@etch/image';
 import { formatPlatform, openImageSource, openImageTarget, parsePlatform, parseReference } from '@etch/registry';
 import { commonFlags, commonHelp, helpPage, parseFlags, usageError } from '../args.js';
 import type { CliContext, Command } from '../context.js';
 import { EXIT } from '../exit-codes.js';
-import { formatBytes } from '../format-bytes.js';
+import { createProgressDisplay, progressModeFor } from '../progress.js';
+import { uploadProgress } from '../upload-progress.js';
 import { SCHEMA_VERSION, jsonText, type JsonImage } from '../json.js';
 import { registryClientFor, registryFlags, registryHelp } from '../registry-options.js';
 
@@ -17,7 +18,7 @@ plus the local files as one reproducible layer, with the config changed as asked
 registry reference, oci:DIR[:TAG] or docker-archive:PATH[:NAME:TAG]). A multi-platform base gives a new
 index with the files added to each platform's image. Base layers are mounted or streamed, never downloaded
 to disk. The layer and config take the time SOURCE_DATE_EPOCH (seconds), else the Unix epoch. Prints the
-digest saved; each blob is reported on stderr as it lands.`,
+digest saved; progress goes to stderr as in etch create (one line per blob on a terminal).`,
   sections: [
     [
       'Options',
@@ -167,15 +168,14 @@ export const buildCommand: Command = {
     const created = epoch !== undefined && epoch.trim() !== '' ? entryTime(epoch) : undefined;
 
     const client = registryClientFor(context, values);
-    // Each blob reported on stderr as it lands, as etch copy does.
-    const onBlob = (blob: CopyProgress) => {
-      if (!values.quiet) context.stderr.write(`${blob.how.padEnd(8)} ${blob.digest} ${formatBytes(blob.size)}\n`);
-    };
+    // One line per blob as etch create draws layers: uploading (bytes, speed, time left), then where it went.
+    const display = createProgressDisplay(context.stderr, progressModeFor(context.stderr, Boolean(values.quiet)));
+    const progress = uploadProgress(display);
     const image = new Image(values.from, first, {
       client,
       platforms,
       signal: context.signal,
-      onBlob,
+      ...progress,
       ...(created ? { created } : {}),
     });
     try {
@@ -188,6 +188,8 @@ export const buildCommand: Command = {
       image.Labels = labels;
       if (values.user !== undefined) image.User = values.user;
       const saved = await image.save();
+      // Each further target gets its own lines: the same blobs land there again.
+      display.finish();
       const copies: BuildCopy[] = [];
       for (const target of others) {
         // Another tag of the same repository is just a manifest PUT; another repository mounts or streams. A docker
@@ -197,11 +199,12 @@ export const buildCommand: Command = {
         try {
           const copied = await copyImage(from, into, {
             signal: context.signal,
-            onBlob,
+            ...progress,
             ...(into.singleImage && platforms !== 'all' && platforms[0] ? { platforms: platforms[0] } : {}),
           });
           copies.push({ target, digest: copied.digest });
         } finally {
+          display.finish();
           await into.close();
         }
       }
@@ -223,6 +226,7 @@ export const buildCommand: Command = {
       } else if (values.quiet) context.stdout.write(`${saved.digest}\n`);
       else context.stdout.write(human(first, saved, copies));
     } finally {
+      display.finish();
       await image.close();
       await client.close();
     }

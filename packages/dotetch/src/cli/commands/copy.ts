@@ -5,6 +5,8 @@ import { commonFlags, commonHelp, helpPage, parseFlags, usageError } from '../ar
 import type { CliContext, Command } from '../context.js';
 import { EXIT } from '../exit-codes.js';
 import { formatBytes } from '../format-bytes.js';
+import { createProgressDisplay, progressModeFor } from '../progress.js';
+import { uploadProgress } from '../upload-progress.js';
 import { SCHEMA_VERSION, jsonText } from '../json.js';
 import { registryClientFor, registryFlags, registryHelp } from '../registry-options.js';
 
@@ -16,7 +18,9 @@ TARGET: a registry reference (tag latest when none), oci:DIR[:TAG] or docker-arc
 platform: --platform, else the host's; docker load reads it). An index is copied whole, so the copy has the
 same digest; blobs already there are skipped, blobs in another repository of the same registry are mounted,
 others stream through without touching the disk. Credentials come from docker's
-config.json. Prints the digest stored; each blob is reported on stderr as it lands.`,
+config.json. Prints the digest stored; progress goes to stderr as in etch create: on a terminal one line
+per blob (uploading with bytes, speed and time left, then uploaded, mounted or already there), else a
+line as each blob lands.`,
     sections: [
       [
         'Options',
@@ -87,20 +91,21 @@ function commandFor(name: 'copy' | 'push'): Command {
         values.platform !== undefined ? parsePlatform(values.platform) : values['all-platforms'] ? 'all' : undefined;
       const client = registryClientFor(context, values);
       const into = openImageTarget(target, client);
+      const display = createProgressDisplay(context.stderr, progressModeFor(context.stderr, Boolean(values.quiet)));
       try {
         const result = await copyImage(openImageSource(source, client), into, {
           ...(platforms !== undefined ? { platforms } : {}),
           signal: context.signal,
-          onBlob: (blob) => {
-            if (!values.quiet) context.stderr.write(`${blob.how.padEnd(8)} ${blob.digest} ${formatBytes(blob.size)}\n`);
-          },
+          ...uploadProgress(display),
         });
+        display.finish();
         if (values.json) {
           const document: CopyJson = { schemaVersion: SCHEMA_VERSION, source, target, ...result };
           context.stdout.write(jsonText(document));
         } else if (values.quiet) context.stdout.write(`${result.digest}\n`);
         else context.stdout.write(human(target, result));
       } finally {
+        display.finish();
         await into.close();
         await client.close();
       }
