@@ -106,6 +106,8 @@ export class Ext4Injector implements PartitionInjector {
   private readonly files = new Map<string, InjectedFile>();
   /** Whether the filesystem's inodes have room for nanoseconds (more than 128 bytes); learnt on each batch. */
   private extraTimes = false;
+  /** Whether the filesystem keeps quota usage, which debugfs does not update; learnt on each batch. */
+  private quota = false;
 
   constructor(
     private readonly image: string,
@@ -167,7 +169,25 @@ export class Ext4Injector implements PartitionInjector {
         }
       });
     }
+    if (this.quota) await this.recountQuota();
     return { files: [...this.files.values()], partition: this.partition };
+  }
+
+  /**
+   * debugfs writes inodes without charging their owners' quota, which leaves e2fsck reporting "usage
+   * inconsistent"; e2fsck's preen pass recounts it (exit 1: it corrected something, which is expected here).
+   */
+  private async recountQuota(): Promise<void> {
+    const result = await runTool('e2fsck', ['-fp', this.device], {
+      allowFailure: true,
+      ...(this.options.signal ? { signal: this.options.signal } : {}),
+    });
+    if (result.code > 1) {
+      throw new EtchError(
+        'ETCH_IO',
+        `Recounting the quota of partition ${this.partition.number} failed (e2fsck exit ${result.code}): ${result.stdout} ${result.stderr}`.trim(),
+      );
+    }
   }
 
   private metadata(path: string, type: number, entry: StagedEntry): string[] {
@@ -230,6 +250,7 @@ export class Ext4Injector implements PartitionInjector {
   private async ensureRoom(fs: Ext4Reader): Promise<boolean> {
     const info = await fs.info();
     this.extraTimes = info.inodeSize > 128;
+    this.quota = info.quota;
     // The folders the batch may have to make for its entries' parents take inodes and blocks too.
     const parents = new Set<string>();
     for (const { entry } of this.staged)

@@ -12,6 +12,8 @@ const SUPERBLOCK_OFFSET = 1024;
 const EXT_MAGIC = 0xef53;
 const EXTENT_MAGIC = 0xf30a;
 const INCOMPAT_64BIT = 0x80;
+/** s_feature_ro_compat bit of the quota feature (usage kept in hidden quota inodes). */
+const RO_COMPAT_QUOTA = 0x100;
 const INODE_FLAG_EXTENTS = 0x80000;
 const INODE_FLAG_INLINE = 0x10000000;
 const ROOT_INODE = 2;
@@ -85,6 +87,8 @@ export interface Ext4Info {
   inodesPerGroup: number;
   /** Bytes per inode: above 128 there is room for nanosecond times. */
   inodeSize: number;
+  /** The `quota` feature: the filesystem keeps per-owner usage that a writer bypassing the kernel must recount. */
+  quota: boolean;
 }
 
 /**
@@ -150,6 +154,7 @@ export class Ext4Reader {
       blocksPerGroup: sb.readUInt32LE(32),
       inodesPerGroup: this.inodesPerGroup,
       inodeSize: this.inodeSize,
+      quota: (sb.readUInt32LE(100) & RO_COMPAT_QUOTA) !== 0,
     };
   }
 
