@@ -142,7 +142,23 @@ async function resizedCopy(
     } finally {
       await disk.close();
     }
-    await runTool('resize2fs', ['-f', copy, `${Math.floor(size / 1024)}K`], signal ? { signal } : {});
+    const result = await runTool('resize2fs', ['-f', copy, `${Math.floor(size / 1024)}K`], {
+      allowFailure: true,
+      ...(signal ? { signal } : {}),
+    });
+    if (result.code !== 0) {
+      // Its own error lines start with "resize2fs: "; the advice after them ("run e2fsck -fy" on the copy)
+      // is about a file removed below and would mislead: the partition in the image was never touched.
+      const lines = `${result.stderr}\n${result.stdout}`.split('\n');
+      const errors = lines.filter((line) => line.startsWith('resize2fs: '));
+      const reason = (errors.length > 0 ? errors : lines.filter((line) => line.trim() !== '' && !/e2fsck/.test(line)))
+        .map((line) => line.replace('resize2fs: ', '').replaceAll(copy, "the partition's copy"))
+        .join('; ');
+      throw new EtchError(
+        'ETCH_IO',
+        `resize2fs could not grow partition ${partition.number} to ${size} bytes (exit ${result.code}): ${reason}`,
+      );
+    }
     return copy;
   } catch (error) {
     await rm(copy, { force: true });
