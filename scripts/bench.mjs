@@ -2,6 +2,7 @@
 // images from the same loopback registry, and `etch copy` (a push) against `skopeo copy` of the same image, in
 // one run, and prints the ratios. A benchmark, not a test: it asserts nothing, it measures. Needs root
 // (dockerd), like the test suite. BENCH_ONLY=copy runs the push rows alone (no dockerd, about a minute);
+// BENCH_ONLY=warm the cold and warm `etch create` against copying the base image (issue 17, goal 3);
 // BENCH_ONLY=realistic the engine-built workload alone, `etch create` and `docker pull` alternating
 // BENCH_RUNS times (default 3; BENCH_PROFILE=DIR writes a CPU profile of each create there).
 import { spawn } from 'node:child_process';
@@ -252,6 +253,138 @@ function imageBytes(layers, tag) {
   return IMAGES[tag].reduce((n, name) => n + layers[name].size, 0);
 }
 
+/** The synthetic workload in a registry: its image references, and a ~1 GiB base image of real bytes. */
+async function createWorkload(work, registry) {
+  const { layout, layers, compressed } = await buildLayout(work.path);
+  for (const tag of Object.keys(IMAGES))
+    await run('skopeo', [
+      'copy',
+      '--quiet',
+      '--dest-tls-verify=false',
+      '--preserve-digests',
+      `oci:${layout}:${tag}`,
+      `docker://${registry.host}/bench/${tag}:1`,
+    ]);
+  const osData = work.join('os-data');
+  await mkdir(osData);
+  // Real bytes, not a hole: the base image must be read and written like a real OS image.
+  await run('sh', ['-c', `head -c ${900 * MIB} /dev/urandom > ${join(osData, 'filler.bin')}`]);
+  const base = work.join('base.img');
+  await makeBalenaLikeImage(base, { dataMiB: 1000, dataContent: osData });
+  await rm(osData, { recursive: true });
+  const refs = Object.keys(IMAGES).map((tag) => `${registry.host}/bench/${tag}:1`);
+  return { layout, layers, compressed, base, baseSize: (await stat(base)).size, refs };
+}
+
+/** `etch create` of the workload's images onto `base`, as users run it: the binary itself (its shebang's flags apply). */
+function createEtch(base, refs, cache, out) {
+  return timed(etchBin, [
+    'create',
+    '--base',
+    base,
+    ...refs.flatMap((r) => ['--image', r]),
+    '--platform',
+    'linux/amd64',
+    '--ignore-base-repositories',
+    '--cache-dir',
+    cache,
+    '-o',
+    out,
+    '-q',
+  ]);
+}
+
+/**
+ * The floor of a warm rebuild: copying the base image and flushing the copy to disk, best of two. Every byte,
+ * holes included (`--sparse=never`), as the .etch carries them; `sync FILE` flushes the copy alone, not what
+ * other work on the machine left dirty.
+ */
+async function baseCopy(base, work) {
+  const runs = [];
+  for (let i = 0; i < 2; i++) {
+    const copy = work.join('base-copy.img');
+    runs.push(await timed('sh', ['-c', 'cp --sparse=never "$0" "$1" && sync "$1"', base, copy]));
+    await rm(copy);
+  }
+  return runs.reduce((a, b) => (a.seconds <= b.seconds ? a : b));
+}
+
+/** Cold and warm `etch create` of the workload (best of two warm runs), with the .etch size. */
+async function coldAndWarm(work, base, refs) {
+  process.stderr.write('bench: etch create (cold cache)…\n');
+  const cold = await createEtch(base, refs, work.join('cache'), work.join('cold.etch'));
+  const etchSize = (await stat(work.join('cold.etch'))).size;
+  await rm(work.join('cold.etch'));
+  process.stderr.write('bench: etch create (warm cache, best of two)…\n');
+  // Two warm runs: the first after a cold one also pays for the kernel writing back the previous output.
+  const warmRuns = [];
+  for (let i = 0; i < 2; i++) {
+    warmRuns.push(await createEtch(base, refs, work.join('cache'), work.join('warm.etch')));
+    await rm(work.join('warm.etch'));
+  }
+  return { cold, warm: warmRuns.reduce((a, b) => (a.seconds <= b.seconds ? a : b)), etchSize };
+}
+
+const ratio = (a, b, goal) => `${(a / b).toFixed(2)}${goal ? `  (goal ${goal})` : ''}`;
+
+/** `etch create` of the base image alone, best of two: what a warm rebuild costs without any layer. */
+async function baseOnly(base, work) {
+  const runs = [];
+  for (let i = 0; i < 2; i++) {
+    runs.push(await timed(etchBin, ['create', '--base', base, '-o', work.join('base-only.etch'), '-q']));
+    await rm(work.join('base-only.etch'));
+  }
+  return runs.reduce((a, b) => (a.seconds <= b.seconds ? a : b));
+}
+
+/** The rows of issue 17's goal 3: cold and warm against the base copy and the images alone. */
+function baseCopyRows({ cold, warm, copy, imagesOnly, alone }) {
+  const rows = [
+    ['cp base image + sync', fmt(copy.seconds)],
+    ['etch create, base image alone', fmt(alone.seconds)],
+    ['warm create / base copy', ratio(warm.seconds, copy.seconds, '≤ 1.10')],
+    // What the layers add to a warm run, and the floor the base image's own path sets.
+    ['warm create / base image alone', ratio(warm.seconds, alone.seconds)],
+    ['base image alone / base copy', ratio(alone.seconds, copy.seconds)],
+  ];
+  if (imagesOnly)
+    rows.push([
+      'cold create / max(images only, base copy)',
+      ratio(cold.seconds, Math.max(imagesOnly.seconds, copy.seconds), '≤ 1.20'),
+    ]);
+  return rows;
+}
+
+/** BENCH_ONLY=warm: cold and warm `etch create` with the 1 GiB base against copying the base (no dockerd). */
+async function warmOnly() {
+  ensureTools([...BASE_TOOLS, ...DISK_TOOLS, ...REGISTRY_SERVER_TOOLS]);
+  const work = await createTempDir('etch-bench-');
+  const registry = await startRegistryServer();
+  try {
+    process.stderr.write('bench: building images and a ~1 GiB base image…\n');
+    const { base, baseSize, refs, compressed } = await createWorkload(work, registry);
+    const { cold, warm, etchSize } = await coldAndWarm(work, base, refs);
+    process.stderr.write('bench: etch create with a tiny base image (the images alone)…\n');
+    const small = work.join('small.img');
+    await makeBalenaLikeImage(small, { dataMiB: 8 });
+    const imagesOnly = await createEtch(small, refs, work.join('cache-2'), work.join('small.etch'));
+    process.stderr.write('bench: cp of the base image + sync, and etch create of the base image alone…\n');
+    const copy = await baseCopy(base, work);
+    const alone = await baseOnly(base, work);
+    printRows([
+      ['synthetic images', `${mb(compressed)} compressed; base image ${mb(baseSize)}; .etch ${mb(etchSize)}`],
+      ['etch create, cold cache', `${fmt(cold.seconds)}  (peak RSS ${mb(cold.peak)})`],
+      ['etch create, warm cache', `${fmt(warm.seconds)}  (peak RSS ${mb(warm.peak)})`],
+      ['etch create, images only (tiny base)', `${fmt(imagesOnly.seconds)}  (peak RSS ${mb(imagesOnly.peak)})`],
+      ['warm / cold create', ratio(warm.seconds, cold.seconds, '≤ 0.30')],
+      ...baseCopyRows({ cold, warm, copy, imagesOnly, alone }),
+    ]);
+  } finally {
+    await registry.stop();
+    await work.remove();
+  }
+}
+
 /** A peak RSS beside goal 4 of issue 17. */
 const rssGoal = (bytes) => `${mb(bytes)}  (goal ≤ 143 MiB = 150 MB)`;
 
@@ -340,9 +473,10 @@ async function realisticOnly() {
 
 async function main() {
   if (process.env['BENCH_ONLY'] === 'copy') return copyOnly();
+  if (process.env['BENCH_ONLY'] === 'warm') return warmOnly();
   if (process.env['BENCH_ONLY'] === 'realistic') return realisticOnly();
   if (process.env['BENCH_ONLY'] !== undefined)
-    throw new Error(`BENCH_ONLY=${process.env['BENCH_ONLY']}: the selections are copy and realistic.`);
+    throw new Error(`BENCH_ONLY=${process.env['BENCH_ONLY']}: the selections are copy, warm and realistic.`);
   ensureTools([...BASE_TOOLS, ...DISK_TOOLS, ...REGISTRY_SERVER_TOOLS, ...DOCKERD_TOOLS]);
   if (process.getuid?.() !== 0) throw new Error('pnpm bench starts dockerd: run it as root.');
   const work = await createTempDir('etch-bench-');
@@ -351,54 +485,11 @@ async function main() {
   let builder;
   try {
     process.stderr.write('bench: building images and a ~1 GiB base image…\n');
-    const { layout, layers, compressed } = await buildLayout(work.path);
-    for (const tag of Object.keys(IMAGES))
-      await run('skopeo', [
-        'copy',
-        '--quiet',
-        '--dest-tls-verify=false',
-        '--preserve-digests',
-        `oci:${layout}:${tag}`,
-        `docker://${registry.host}/bench/${tag}:1`,
-      ]);
-    const osData = work.join('os-data');
-    await mkdir(osData);
-    // Real bytes, not a hole: the base image must be read and written like a real OS image.
-    await run('sh', ['-c', `head -c ${900 * MIB} /dev/urandom > ${join(osData, 'filler.bin')}`]);
-    const base = work.join('base.img');
-    await makeBalenaLikeImage(base, { dataMiB: 1000, dataContent: osData });
-    await rm(osData, { recursive: true });
-    const baseSize = (await stat(base)).size;
-    const refs = Object.keys(IMAGES).map((tag) => `${registry.host}/bench/${tag}:1`);
-    // Run as users run it: the binary itself, so its shebang's Node flags apply.
-    const create = (cache, out) =>
-      timed(etchBin, [
-        'create',
-        '--base',
-        base,
-        ...refs.flatMap((r) => ['--image', r]),
-        '--platform',
-        'linux/amd64',
-        '--ignore-base-repositories',
-        '--cache-dir',
-        cache,
-        '-o',
-        out,
-        '-q',
-      ]);
-
-    process.stderr.write('bench: etch create (cold cache)…\n');
-    const cold = await create(work.join('cache'), work.join('cold.etch'));
-    const etchSize = (await stat(work.join('cold.etch'))).size;
-    await rm(work.join('cold.etch'));
-    process.stderr.write('bench: etch create (warm cache, best of two)…\n');
-    // Two warm runs: the first after a cold one also pays for the kernel writing back the previous output.
-    const warmRuns = [];
-    for (let i = 0; i < 2; i++) {
-      warmRuns.push(await create(work.join('cache'), work.join('warm.etch')));
-      await rm(work.join('warm.etch'));
-    }
-    const warm = warmRuns.reduce((a, b) => (a.seconds <= b.seconds ? a : b));
+    const { layout, layers, compressed, base, baseSize, refs } = await createWorkload(work, registry);
+    const { cold, warm, etchSize } = await coldAndWarm(work, base, refs);
+    process.stderr.write('bench: cp of the base image + sync, and etch create of the base image alone…\n');
+    const copy = await baseCopy(base, work);
+    const alone = await baseOnly(base, work);
     process.stderr.write('bench: etch create with a tiny base image (the images alone)…\n');
     const small = work.join('small.img');
     await makeBalenaLikeImage(small, { dataMiB: 8 });
@@ -443,7 +534,6 @@ async function main() {
     const nodeStart = await medianOf(7, process.execPath, ['-e', '0']);
     const etchStart = await medianOf(7, etchBin, ['--version']);
 
-    const ratio = (a, b, goal) => `${(a / b).toFixed(2)}${goal ? `  (goal ${goal})` : ''}`;
     const rows = [
       [
         'synthetic images',
@@ -459,6 +549,7 @@ async function main() {
       ['cold create / docker pull', ratio(cold.seconds, pull)],
       ['cold create / skopeo copy', ratio(cold.seconds, skopeo)],
       ['warm / cold create', ratio(warm.seconds, cold.seconds, '≤ 0.30')],
+      ...baseCopyRows({ cold, warm, copy, imagesOnly, alone }),
       [
         'engine-built images',
         `3 images from this machine's /usr, ${realLayers.count} unique layers, ${mb(realLayers.bytes)} compressed, ${mb(real.bytes)} in ${real.entries} entries unpacked`,

@@ -25,6 +25,7 @@ import { createCompressor, createTarPack, promisePacker, whenPackerIdle, type Co
 import {
   dockerStoreEntries,
   stageLayers,
+  type ConvertedLayerCache,
   type LayerProgress,
   type LayerStage,
   type RepositoriesJson,
@@ -66,6 +67,11 @@ export interface PreloadImages {
     maxBytes?: number;
     /** Share conversions with concurrent runs (see `StagePool` of `@etch/docker-store`). */
     pool?: StagePool;
+    /**
+     * Keep converted layers between runs (see `ConvertedLayerCache` of `@etch/docker-store`): a rebuild takes
+     * them from there, with no download, decompression, hashing or conversion. The same `.etch` either way.
+     */
+    cache?: ConvertedLayerCache;
   };
 }
 
@@ -202,6 +208,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
                 dir: images.stage.dir,
                 ...(images.stage.maxBytes !== undefined ? { maxBytes: images.stage.maxBytes } : {}),
                 ...(images.stage.pool ? { pool: images.stage.pool } : {}),
+                ...(images.stage.cache ? { cache: images.stage.cache } : {}),
                 ...(images.root !== undefined ? { root: images.root } : {}),
                 signal: besideSignal,
                 onProgress: (event: LayerProgress) => onProgress?.(event),

@@ -103,7 +103,7 @@ export async function* walkDirectory(
       } else {
         throw new EtchError(
           'ETCH_BAD_ENTRY',
-          `${childAbs} is a socket, FIFO or device file; only files, directories, links and whiteouts can be injected.`,
+          `${childAbs} is a socket, FIFO or device file; a folder to inject may hold files, directories, links and whiteouts (devices and FIFOs reach a .etch from image layers).`,
           {
             details: { path: childAbs },
           },

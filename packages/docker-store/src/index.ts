@@ -21,6 +21,13 @@ export { TarSplitBuilder } from './tar-split.js';
 export { readBaseRepositories, readRepositoriesAt, type ReadBaseRepositoriesOptions } from './base-repositories.js';
 export { measureStore, type MeasureStoreOptions, type StoreMeasure } from './measure.js';
 export { stageLayers, LayerStage, type StageOptions, type StagedLayer } from './layer-stager.js';
+export {
+  ConvertedLayerCache,
+  type CachedConversion,
+  type ConvertedLayerCacheOptions,
+  type ConvertedLayerKey,
+  type ConvertedLayerUsage,
+} from './converted-cache.js';
 export { StagePool, type StagePoolOptions, type StageLease } from './stage-pool.js';
 export {
   LayerPrefetcher,

@@ -1,10 +1,13 @@
 import { createReadStream, createWriteStream } from 'node:fs';
+import { Transform } from 'node:stream';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { silentLogger, type Logger, ignoreRejection } from '@etch/format';
+import { EtchError, silentLogger, type Logger, ignoreRejection } from '@etch/format';
 import { createTarPack, extractTar, promisePacker, whenPackerIdle, type EntryHeader, type TarHeader } from '@etch/tar';
 import { parseConfig } from './image-config.js';
+import type { ConvertedLayerCache } from './converted-cache.js';
+import { Crc64 } from './crc64.js';
 import { cacheIdFor, chainIds } from './ids.js';
 import type { ConvertedLayer, StoreEntry } from './layer-converter.js';
 import { convertBlob } from './layer-source.js';
@@ -34,8 +37,14 @@ export interface StageOptions {
    * counts against this stage's `maxBytes` too.
    */
   pool?: StagePool;
+  /**
+   * Converted layers kept between runs: a layer found there (its CRC-64 checked) is linked into the stage
+   * instead of downloaded and converted, with state `cached`; one converted here is added to it. A damaged
+   * entry is removed and the layer converted from its blob.
+   */
+  cache?: ConvertedLayerCache;
   signal?: AbortSignal;
-  /** Per layer while it is converted ahead: compressed bytes read, state `converting`. */
+  /** Per layer while it is converted ahead: compressed bytes read, state `converting` (`cached` when restored). */
   onProgress?: (event: LayerProgress) => void;
   /**
    * Called once if a layer fails (corrupt blob, diffID, unsafe entry, download): the store would fail on it
@@ -58,6 +67,7 @@ export interface StagedLayer {
 
 interface PlannedLayer {
   chainId: string;
+  diffId: string;
   layer: StoreLayer;
   image: number;
   index: number;
@@ -87,6 +97,17 @@ const RETRY = Symbol('retry when staged layers have been written out');
 
 const tarBytes = (header: EntryHeader) =>
   BLOCK * 3 + Math.ceil((header.size ?? 0) / BLOCK) * BLOCK + Buffer.byteLength(header.name);
+
+/** A pass-through that adds what flows to a running CRC-64 and byte count. */
+function checksumTap(checksum: { crc: Crc64; bytes: number }): Transform {
+  return new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      checksum.crc.update(chunk);
+      checksum.bytes += chunk.length;
+      callback(null, chunk);
+    },
+  });
+}
 
 /** The header the converter produced, read back from the spool (only the fields it sets). */
 function entryHeaderOf(header: TarHeader): EntryHeader {
@@ -128,6 +149,8 @@ export class LayerStage {
   private readonly logger: Logger;
   private spooled = 0;
   private created = false;
+  /** Settles once the directory is made (or could not be): a layer restored out of turn waits for it. */
+  private dirCreated: Promise<void> = Promise.resolve();
   private wake: (() => void) | undefined;
   private settledNow: (() => void) | undefined;
   private readonly settledPromise: Promise<void>;
@@ -149,12 +172,13 @@ export class LayerStage {
     this.settledPromise = new Promise((resolve) => (this.settledNow = resolve));
     try {
       images.forEach((image, imageIndex) => {
-        const chain = chainIds(parseConfig(image, imageIndex).diffIds);
+        const { diffIds } = parseConfig(image, imageIndex);
+        const chain = chainIds(diffIds);
         image.layers.forEach((layer, index) => {
           const chainId = chain[index] as string;
           if (this.slots.has(chainId)) return;
           this.slots.set(chainId, { state: 'pending' });
-          this.plan.push({ chainId, layer, image: imageIndex, index });
+          this.plan.push({ chainId, diffId: diffIds[index] as string, layer, image: imageIndex, index });
         });
       });
     } catch {
@@ -177,6 +201,12 @@ export class LayerStage {
   async take(chainId: string): Promise<StagedLayer | undefined> {
     const slot = this.slots.get(chainId);
     if (slot === undefined) return undefined;
+    if (slot.state === 'pending' && this.options.cache !== undefined && !this.signal.aborted) {
+      // The store got here before the stager: a layer in the cache is still cheaper than converting it inline.
+      const planned = this.plan.find((p) => p.chainId === chainId) as PlannedLayer;
+      slot.state = 'running';
+      slot.attempt = this.restoreOnly(planned);
+    }
     if (slot.state === 'pending') slot.state = 'inline';
     if (slot.state === 'inline') return undefined;
     slot.wanted = true;
@@ -205,7 +235,18 @@ export class LayerStage {
   async *entries(staged: StagedLayer): AsyncGenerator<StoreEntry> {
     const { signal } = this.options;
     const input = createReadStream(staged.file, { highWaterMark: 256 * 1024 });
+    // A stage file may come from the cache of converted layers, a folder on disk: it only ever writes its own diff/.
+    const prefix = `${this.root}/${paths.diff(cacheIdFor(staged.chainId))}`;
+    const inside = (name: string) =>
+      (name === prefix || name.startsWith(`${prefix}/`)) && !name.split('/').includes('..');
     for await (const { header, body } of extractTar(input, signal ? { signal } : {})) {
+      if (!inside(header.name) || (header.type === 'link' && !inside(header.linkname))) {
+        throw new EtchError(
+          'ETCH_UNSAFE_PATH',
+          `The converted layer ${staged.file} holds ${JSON.stringify(header.name)}, outside its ${prefix}; it is not etch's. Run \`etch cache clean\`.`,
+          { details: { entryName: header.name, path: staged.file } },
+        );
+      }
       yield header.type === 'file'
         ? { header: entryHeaderOf(header), content: body }
         : { header: entryHeaderOf(header) };
@@ -237,10 +278,13 @@ export class LayerStage {
 
   private async run(): Promise<void> {
     try {
-      await mkdir(dirname(this.options.dir), { recursive: true });
-      // Exclusively: close() removes the directory, so it must be this stage's own.
-      await mkdir(this.options.dir);
-      this.created = true;
+      this.dirCreated = (async () => {
+        await mkdir(dirname(this.options.dir), { recursive: true });
+        // Exclusively: close() removes the directory, so it must be this stage's own.
+        await mkdir(this.options.dir);
+        this.created = true;
+      })();
+      await this.dirCreated;
       for (const planned of this.plan) {
         const slot = this.slots.get(planned.chainId) as Slot;
         for (;;) {
@@ -272,6 +316,31 @@ export class LayerStage {
   private async roomFreed(): Promise<void> {
     this.settledNow?.();
     await new Promise<void>((resolve) => (this.wake = resolve));
+  }
+
+  /** The layer from the cache of converted layers into this stage's directory, or undefined (then inline). */
+  private async restoreOnly(planned: PlannedLayer): Promise<Attempt> {
+    const { cache } = this.options;
+    const diffPrefix = `${this.root}/${paths.diff(cacheIdFor(planned.chainId))}`;
+    const file = join(this.options.dir, `${planned.chainId.replace(':', '-')}.tar`);
+    await this.dirCreated.catch(() => undefined);
+    if (!this.created) return undefined;
+    const cached = await cache
+      ?.restore({ diffId: planned.diffId, diffPrefix }, file, this.signal)
+      .catch(() => undefined);
+    if (cached === undefined) return undefined;
+    const { layer, image, index } = planned;
+    this.options.onProgress?.({
+      phase: 'layer',
+      image,
+      layer: index,
+      digest: layer.digest,
+      bytes: layer.size,
+      total: layer.size,
+      state: 'cached',
+    });
+    this.spooled += cached.spooled;
+    return { chainId: planned.chainId, file, ...cached };
   }
 
   private async stage(planned: PlannedLayer): Promise<Attempt> {
@@ -306,12 +375,61 @@ export class LayerStage {
     }
   }
 
-  /** Converts one layer into `file`; on failure the file is removed and the error thrown. */
+  /**
+   * Puts one layer into `file`: from the cache of converted layers when it holds it, else converted from its
+   * blob (and then kept in that cache). On failure the file is removed and the error thrown.
+   */
   private async convert(
+    planned: PlannedLayer,
+    diffPrefix: string,
+    file: string,
+    signal: AbortSignal,
+  ): Promise<StagedLayer> {
+    const { cache } = this.options;
+    if (cache === undefined) return this.convertBlob(planned, diffPrefix, file, signal);
+    const key = { diffId: planned.diffId, diffPrefix };
+    const { chainId, layer, image, index } = planned;
+    const cached = await cache.restore(key, file, signal).catch((err: unknown) => {
+      if (signal.aborted) throw err;
+      this.logger.warn('cannot read the cache of converted layers; converting the layer', {
+        digest: layer.digest,
+        error: (err as Error).message,
+      });
+      return undefined;
+    });
+    if (cached !== undefined) {
+      if (this.spooled + cached.spooled > this.maxBytes) {
+        await rm(file, { force: true });
+        throw new OverBudget();
+      }
+      const event = { phase: 'layer', image, layer: index, digest: layer.digest, bytes: layer.size } as const;
+      this.options.onProgress?.({ ...event, total: layer.size, state: 'cached' });
+      this.logger.debug('layer restored from the cache of converted layers', { digest: layer.digest });
+      return { chainId, file, ...cached };
+    }
+    const checksum = { crc: new Crc64(), bytes: 0 };
+    const staged = await this.convertBlob(planned, diffPrefix, file, signal, checksum);
+    await cache
+      .store(key, file, staged, { bytes: checksum.bytes, crc64: checksum.crc.digest().toString('hex') }, signal)
+      .catch((err: unknown) =>
+        this.logger.warn('cannot keep the converted layer in the cache', {
+          digest: layer.digest,
+          error: (err as Error).message,
+        }),
+      );
+    return staged;
+  }
+
+  /**
+   * Converts one layer from its blob into `file`, adding the file's bytes to `checksum` when given; on failure
+   * the file is removed and the error thrown.
+   */
+  private async convertBlob(
     { chainId, layer, image, index }: PlannedLayer,
     diffPrefix: string,
     file: string,
     signal: AbortSignal,
+    checksum?: { crc: Crc64; bytes: number },
   ): Promise<StagedLayer> {
     const onBytes = (bytes: number) =>
       this.options.onProgress?.({
@@ -331,7 +449,9 @@ export class LayerStage {
     out.on('error', (err) => {
       if (!discarding) fileError ??= err;
     });
-    const writing = pipeline(pack as unknown as NodeJS.ReadableStream, out, { signal });
+    // The cache checks what it reads back against this CRC-64, taken on the way out instead of by a second read.
+    const tapped = checksum === undefined ? [] : [checksumTap(checksum)];
+    const writing = pipeline([pack as unknown as NodeJS.ReadableStream, ...tapped, out], { signal });
     ignoreRejection(writing, 'awaited below; its failure is reported through fileError or the conversion');
     let converted: ConvertedLayer | undefined;
     let spooled = BLOCK * 2;

@@ -43,8 +43,11 @@ export interface LayerProgress {
   /** Compressed bytes read so far. */
   bytes: number;
   total: number;
-  /** `converting`: ahead of time, into a {@link LayerStage}; `writing`: into the store. */
-  state: 'converting' | 'writing' | 'done' | 'shared';
+  /**
+   * `converting`: ahead of time, into a {@link LayerStage}; `cached`: taken from a cache of converted layers
+   * instead (no download, no conversion); `writing`: into the store.
+   */
+  state: 'converting' | 'cached' | 'writing' | 'done' | 'shared';
 }
 
 /** Options for {@link dockerStoreEntries}. */

@@ -18,6 +18,7 @@ import {
   resolvePreloadImages,
   type PreloadImage,
   type RepositoriesJson,
+  type ConvertedLayerCache,
   type StagePool,
 } from '@etch/docker-store';
 import {
@@ -61,6 +62,8 @@ export interface PlanContext {
    */
   /** Shares layer conversions between concurrent requests; absent: each request converts its own. */
   stagePool?: StagePool;
+  /** Keeps converted layers between requests; absent: each request converts its layers. */
+  layerCache?: ConvertedLayerCache;
   warmBase?: (key: string, open: () => Promise<OpenedBaseImage>, signal: AbortSignal) => Promise<void>;
 }
 
@@ -402,6 +405,7 @@ export async function planEtch(request: EtchRequest, context: PlanContext): Prom
                 dir: join(layerCache, `${stagePrefix()}${process.pid}-${randomBytes(4).toString('hex')}`),
                 maxBytes: 1024 ** 3,
                 ...(context.stagePool ? { pool: context.stagePool } : {}),
+                ...(context.layerCache ? { cache: context.layerCache } : {}),
               },
             }),
           }

@@ -5,7 +5,7 @@ import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import { createEtch } from '@etch/core';
-import { StagePool } from '@etch/docker-store';
+import { ConvertedLayerCache, StagePool } from '@etch/docker-store';
 import { EtchError, ignoreRejection, isEtchError, type Logger } from '@etch/format';
 import { BlobCache, RegistryClient } from '@etch/registry';
 import { AllowList } from './allow-list.js';
@@ -194,6 +194,8 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
     dir: join(options.cacheDir, 'oci', `${stagePrefix()}${process.pid}-shared`),
     onConversion: () => metrics.conversions.inc(),
   });
+  // Converted layers outlive requests (and the server), beside the blobs they came from.
+  const layerCache = new ConvertedLayerCache(join(options.cacheDir, 'oci', 'converted'));
 
   const app = Fastify({
     logger:
@@ -325,6 +327,7 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
         dispatcher,
         warmBase,
         stagePool,
+        layerCache,
         ...(options.sourceDateEpoch !== undefined
           ? { sourceDateEpoch: options.sourceDateEpoch }
           : process.env['SOURCE_DATE_EPOCH'] !== undefined

@@ -43,7 +43,7 @@ export function helpPage(parts: {
   examples: [comment: string, command: string][];
 }): string {
   const usage = parts.usage.map((line, i) => `${i === 0 ? 'Usage: ' : '       '}${line}`).join('\n');
-  const sections = parts.sections.map(([title, body]) => `${title}:\n${body}`).join('\n\n');
+  const sections = parts.sections.map(([title, body]) => `${title}:\n${body}\n\n`).join('');
   const examples = parts.examples.map(([comment, command]) => `  # ${comment}\n  ${command}`).join('\n\n');
-  return `${usage}\n\n${parts.description}\n\n${sections}\n\nExamples:\n${examples}\n`;
+  return `${usage}\n\n${parts.description}\n\n${sections}Examples:\n${examples}\n`;
 }

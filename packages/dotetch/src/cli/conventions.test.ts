@@ -6,6 +6,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { craftTar, createTempDir, type TempDir } from '@etch/test-utils';
@@ -22,6 +23,12 @@ const etch = (args: string[], input?: string | Buffer) =>
   runBinary(args, { cwd: dir.path, env: { XDG_CACHE_HOME: dir.join('xdg') }, ...(input ? { input } : {}) });
 /** In this process (the same `main` the binary runs): for what a command prints, where a process adds nothing. */
 const etchIn = (args: string[]) => runCli(args, { cwd: dir.path, env: { XDG_CACHE_HOME: dir.join('xdg') } });
+
+/** The commands `etch --help` lists. */
+function commandsIn(help: string): string[] {
+  const section = help.split('\nCommands:\n')[1]?.split('\n\n')[0] ?? '';
+  return [...section.matchAll(/^ {2}(\S+) /gm)].map((match) => match[1] as string);
+}
 
 /** A usage error as every command prints it: one line, then where to read more; nothing on stdout. */
 function expectUsageError(
@@ -57,7 +64,9 @@ describe('help', () => {
     const top = await etch(['--help']);
     expect(top).toMatchObject({ code: 0, stderr: '' });
     expect(top.stdout).toMatch(/^Usage: etch COMMAND/);
-    for (const command of ['create', 'inspect', 'apply', 'manifest', 'cache']) {
+    const listed = commandsIn(top.stdout);
+    expect(listed).toEqual(expect.arrayContaining(['create', 'inspect', 'apply', 'manifest', 'cache']));
+    for (const command of listed) {
       const page = command === 'create' ? await etch(['help', command]) : await etchIn(['help', command]);
       expect(page.code, page.stderr).toBe(0);
       expect(page.stderr, command).toBe('');
@@ -65,6 +74,20 @@ describe('help', () => {
       expect(page.stdout, command).toMatch(/\nExamples:\n {2}# .+\n {2}etch /);
       expect((await runCli([command, '--help'], { cwd: dir.path })).stdout, command).toBe(page.stdout);
       for (const line of page.stdout.split('\n')) expect(line.length, `${command}: ${line}`).toBeLessThanOrEqual(110);
+      expect(page.stdout, `${command}: an empty section`).not.toMatch(/\n\n\n/);
+    }
+  });
+
+  it('of every command lists -q, -v and --help, which it takes, and --json but for serve (a JSON log)', async () => {
+    const listed = commandsIn((await etchIn(['--help'])).stdout);
+    const pages = [...listed.filter((name) => name !== 'eci'), 'eci push', 'eci pull'];
+    for (const command of pages) {
+      const common = command === 'serve' ? ['-q', '-v'] : ['--json', '-q', '-v'];
+      const result = await etch([...command.split(' '), ...common, '--help']);
+      expect(result.code, `${command}: ${result.stderr}`).toBe(0);
+      expect(result.stdout, command).toMatch(new RegExp(`^Usage: etch ${command} `));
+      for (const option of ['-q, --quiet', '-v, --verbose', '-h, --help', ...(command === 'serve' ? [] : ['--json'])])
+        expect(result.stdout, `etch ${command} --help lists ${option}`).toMatch(new RegExp(`^ {2}${option} `, 'm'));
     }
   });
 
@@ -86,13 +109,13 @@ describe('help', () => {
 describe('usage errors', () => {
   it('print one line and a hint to the command help, exit 2, and nothing on stdout', async () => {
     expectUsageError(await etch(['create', '--bogus']), /unknown option --bogus$/, 'create');
-    expectUsageError(await etchIn(['inspect']), /give the \.etch file/, 'inspect');
+    expectUsageError(await etch(['inspect']), /give the \.etch file/, 'inspect');
     expectUsageError(await etch(['frobnicate']), /unknown command "frobnicate"/);
-    expectUsageError(await etchIn(['help', 'frobnicate']), /unknown command "frobnicate"/);
+    expectUsageError(await etch(['help', 'frobnicate']), /unknown command "frobnicate"/);
   });
 
   it('come with a versioned JSON error on stdout with --json', async () => {
-    const result = await etchIn(['create', '--json']);
+    const result = await etch(['create', '--json']);
     expect(result.code).toBe(2);
     expect(JSON.parse(result.stdout)).toEqual({
       schemaVersion: 1,
@@ -115,15 +138,15 @@ describe('results', () => {
   });
 
   it('every command takes --json, -q and -v: -q prints the least, -v adds debug lines on stderr only', async () => {
-    expect(await etchIn(['inspect', 'a.etch', '-q'])).toMatchObject({ code: 0, stdout: '', stderr: '' });
-    const verbose = await etchIn(['inspect', 'a.etch', '-v', '--json']);
+    expect(await etch(['inspect', 'a.etch', '-q'])).toMatchObject({ code: 0, stdout: '', stderr: '' });
+    const verbose = await etch(['inspect', 'a.etch', '-v', '--json']);
     expect(verbose.code, verbose.stderr).toBe(0);
     expect(JSON.parse(verbose.stdout)).toMatchObject({ schemaVersion: 1 });
-    const digest = await etchIn(['manifest', app, '--platform', 'linux/arm64', '-q']);
+    const digest = await etch(['manifest', app, '--platform', 'linux/arm64', '-q']);
     expect(digest).toMatchObject({ code: 0, stderr: '' });
     expect(digest.stdout).toMatch(/^sha256:[0-9a-f]{64}\n$/);
-    expect(await etchIn(['cache', 'ls', '-q'])).toMatchObject({ code: 0, stdout: '', stderr: '' });
-    const cache = await etchIn(['cache', 'ls', '--json', '-v']);
+    expect(await etch(['cache', 'ls', '-q'])).toMatchObject({ code: 0, stdout: '', stderr: '' });
+    const cache = await etch(['cache', 'ls', '--json', '-v']);
     expect(JSON.parse(cache.stdout)).toMatchObject({ schemaVersion: 1, baseImages: [] });
   });
 
@@ -133,6 +156,42 @@ describe('results', () => {
     const digest = (await etchIn(['manifest', app, '--platform', 'linux/arm64', '-q'])).stdout.trim();
     expect(`sha256:${createHash('sha256').update(raw.stdoutBuffer).digest('hex')}`).toBe(digest);
     expect(raw.stdoutBuffer.equals(await readFile(`${sample}app/blobs/sha256/${digest.slice(7)}`))).toBe(true);
+  });
+});
+
+describe('the demo (pnpm demo)', () => {
+  it('says what it did in words: "1 entry", the layer\'s image, and the upper estimate explained', async () => {
+    const created = await etch([
+      'create',
+      '--base',
+      `${sample}balena-sample.img`,
+      '--inject',
+      `1:${sample}boot`,
+      '--inject',
+      `6:${sample}data:/sample`,
+      '--image',
+      app,
+      '--platform',
+      'linux/arm64',
+      '--no-cache',
+      '-o',
+      'demo.etch',
+    ]);
+    expect(created.code, created.stderr).toBe(0);
+    expect(created.stdout).toMatch(/^ {2}partition 1 +1 entry +97 B$/m);
+    expect(created.stdout).not.toMatch(/announced|1 entries/);
+    // Progress (not a terminal here): one line per step, the layer named with its image, no jargon.
+    expect(created.stderr).toMatch(new RegExp(`^etch: writing layer sha256:[0-9a-f]{12} of ${app} \\(\\d+ B\\)$`, 'm'));
+    expect(created.stderr).toMatch(/^etch: syncing to disk$/m);
+    expect(created.stderr).not.toMatch(/ahead|converting/);
+    const inspected = await etch(['inspect', 'demo.etch']);
+    expect(inspected.code, inspected.stderr).toBe(0);
+    expect(inspected.stdout).toMatch(/^ {2}partition 1 {2}1 entry, 97 B \(1 file\)$/m);
+    expect(inspected.stdout).toMatch(
+      /^ {2}partition 6 {2}35 entries, [\d.]+ KiB \(21 folders, 13 files, 1 symlink\)$/m,
+    );
+    expect(inspected.stdout).toMatch(/requirements\.json: an upper estimate, so above what is written/);
+    expect(inspected.stdout).not.toMatch(/announced|1 entries/);
   });
 });
 
@@ -179,7 +238,7 @@ describe('inspect', () => {
   });
 
   it('names the folder it was given instead of reporting EISDIR', async () => {
-    const result = await etchIn(['inspect', 'boot']);
+    const result = await etch(['inspect', 'boot']);
     expect(result.code).toBe(1);
     expect(result.stderr.trim()).toBe('etch: ETCH_IO: Cannot read boot: it is a folder, not a .etch file.');
   });
@@ -207,11 +266,73 @@ describe('inspect', () => {
   });
 });
 
+/** An OCI layout in `dir/name` holding one linux/amd64 image, tag v1, of one uncompressed layer of `entries`. */
+async function ociLayout(name: string, entries: Parameters<typeof craftTar>[0]): Promise<string> {
+  const layout = dir.join(name);
+  await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
+  const blob = async (content: Buffer) => {
+    const digest = `sha256:${createHash('sha256').update(content).digest('hex')}`;
+    await writeFile(join(layout, 'blobs', 'sha256', digest.slice(7)), content);
+    return { digest, size: content.length };
+  };
+  const layer = await blob(await craftTar(entries));
+  const config = await blob(
+    Buffer.from(
+      JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [layer.digest] } }),
+    ),
+  );
+  const manifest = await blob(
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layer }],
+      }),
+    ),
+  );
+  await writeFile(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  await writeFile(
+    join(layout, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      manifests: [
+        {
+          mediaType: 'application/vnd.oci.image.manifest.v1+json',
+          ...manifest,
+          annotations: { 'org.opencontainers.image.ref.name': 'v1' },
+        },
+      ],
+    }),
+  );
+  return layout;
+}
+
 describe('exit codes', () => {
-  it('a folder to inject the format cannot carry (a FIFO in it) fails with 1, not 3 ("not a valid .etch")', async () => {
+  it('an image the format cannot carry (a layer writing out of itself) fails with 1, not 3 ("not a valid .etch")', async () => {
+    const layout = await ociLayout('escape-layout', [{ name: '../escape', content: 'x' }]);
+    const result = await etch([
+      'create',
+      '--base',
+      'base.img',
+      '--image',
+      `oci:${layout}:v1`,
+      '--platform',
+      'linux/amd64',
+      '--cache-dir',
+      'escape-cache',
+      '-o',
+      'escape.etch',
+    ]);
+    expect(result).toMatchObject({ code: 1, stdout: '' });
+    expect(result.stderr).toMatch(/^etch: ETCH_UNSAFE_PATH: .*\.\.\/escape/m);
+    expect((await readdir(dir.path)).filter((name) => name.includes('escape.etch'))).toEqual([]);
+  });
+
+  it('a folder to inject with what create cannot take from one (a FIFO) fails with 1, not 3 ("not a valid .etch")', async () => {
     await mkdir(dir.join('odd'));
     await run('mkfifo', [dir.join('odd', 'pipe')]);
-    const result = await etchIn(['create', '--base', 'base.img', '--inject', '6:odd', '-o', 'odd.etch']);
+    const result = await etch(['create', '--base', 'base.img', '--inject', '6:odd', '-o', 'odd.etch']);
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/^etch: ETCH_BAD_ENTRY: .*pipe is a socket, FIFO or device file/m);
     expect(await readdir(dir.path)).not.toContain('odd.etch');
@@ -227,19 +348,32 @@ describe('etch create checks every input before the first byte', () => {
     [['--image', 'Bad/UPPER:1', '--platform', 'linux/arm64'], /Invalid image reference "Bad\/UPPER:1"/],
     [['--image', app, '--platform', 'linux/arm64', '--data-partition', '7'], /--data-partition 7: .*no partition 7/],
   ])('%j', async (extra, message) => {
-    const result = await etchIn(['create', '--base', 'base.img', ...extra, '-o', 'early.etch']);
+    const result = await etch(['create', '--base', 'base.img', ...extra, '-o', 'early.etch']);
     expectUsageError(result, message, 'create');
     expect(result.stderr).not.toContain('writing base image');
     expect((await readdir(dir.path)).filter((name) => name.includes('early.etch'))).toEqual([]);
   });
 
   it('an output that is a folder, or in a folder that does not exist, named as given', async () => {
-    expectUsageError(await etchIn(['create', '--base', 'base.img', '-o', 'boot']), /-o boot is a folder/, 'create');
+    expectUsageError(await etch(['create', '--base', 'base.img', '-o', 'boot']), /-o boot is a folder/, 'create');
     expectUsageError(
-      await etchIn(['create', '--base', 'base.img', '-o', 'nowhere/x.etch']),
+      await etch(['create', '--base', 'base.img', '-o', 'nowhere/x.etch']),
       new RegExp(`-o nowhere/x\\.etch: the folder ${dir.join('nowhere')} does not exist`),
       'create',
     );
+  });
+
+  it('an output folder that cannot be written (a read-only filesystem), named as given', async () => {
+    if (process.getuid?.() !== 0) throw new Error('This test mounts a read-only filesystem: run it as root.');
+    await mkdir(dir.join('ro'));
+    await run('mount', ['-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', dir.join('ro')]);
+    try {
+      const result = await etch(['create', '--base', 'base.img', '-o', 'ro/x.etch']);
+      expect(result).toMatchObject({ code: 1, stdout: '' });
+      expect(result.stderr.trim()).toBe(`etch: ETCH_IO: -o ro/x.etch: cannot write into ${dir.join('ro')} (EROFS).`);
+    } finally {
+      await run('umount', [dir.join('ro')]);
+    }
   });
 
   it('removes the partial file a killed run left, and only once its writer is gone', async () => {
@@ -270,10 +404,21 @@ describe('registries that cannot be reached', () => {
     const inProcess = await etchIn(['manifest', `127.0.0.1:${port}/etch/x:1`]);
     expect(Date.now() - started, 'a refused loopback registry should fail in well under a second').toBeLessThan(1500);
     expect(inProcess.stderr).toMatch(/ECONNREFUSED.*Nothing accepts connections there/);
+    expect(inProcess.stderr, 'without -v, no debug line').not.toContain('HTTPS failed');
     const result = await etch(['manifest', `127.0.0.1:${port}/etch/x:1`, '-v']);
     expect(result).toMatchObject({ code: 1, stdout: '' });
+    expect(result.stderr, '-v adds the debug lines, on stderr').toMatch(/^etch: HTTPS failed; trying plain HTTP/m);
     expect(result.stderr).not.toContain('retrying');
     expect(result.stderr).not.toContain('undefined');
+  });
+
+  it('fail at once on a name that does not resolve: no retries', async () => {
+    const result = await etch(['manifest', 'registry.etch.invalid/etch/x:1', '-v']);
+    expect(result).toMatchObject({ code: 1, stdout: '' });
+    expect(result.stderr).toMatch(
+      /^etch: ETCH_NETWORK: .*ENOTFOUND.*The name registry\.etch\.invalid does not resolve/m,
+    );
+    expect(result.stderr).not.toContain('retrying');
   });
 
   it('advise only flags that exist', async () => {

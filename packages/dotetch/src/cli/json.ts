@@ -140,6 +140,8 @@ export interface CacheJson {
   baseImages: JsonBaseImage[];
   /** Layers and manifests in `<dir>/oci` (`clean`: removed). */
   layers: { count: number; bytes: number };
+  /** Layers kept unpacked for rebuilds, in `<dir>/oci/converted` (`clean`: removed). */
+  convertedLayers: { count: number; bytes: number };
 }
 
 /** What every command prints on stdout with `--json` when it fails. */

@@ -19,8 +19,8 @@ preloaded as balena-engine stores them, in one tar stream a flasher writes to a 
 Commands:
 ${list}
 
-Every command takes --json (results as JSON on stdout), -q, -v and --help. Results go to stdout;
-progress, logs and errors to stderr.
+Every command takes -q, -v and --help, and all but serve take --json (results as JSON on stdout).
+Results go to stdout; progress, logs and errors to stderr (etch serve logs JSON lines on stdout).
 Exit codes: 0 ok, 1 failed, 2 usage error, 3 the input is not a valid .etch, 130 interrupted.
 
 Examples:

@@ -47,6 +47,8 @@ describe.each([120, 60])('etch create on a terminal %i columns wide', (width) =>
       ...images.flatMap((image) => ['--image', image.reference]),
       '--platform',
       'linux/amd64',
+      '--inject',
+      `6:${sample}data:/sample`,
       '--cache-dir',
       dir.join(`cache-${width}`),
       '-o',
@@ -87,7 +89,14 @@ describe.each([120, 60])('etch create on a terminal %i columns wide', (width) =>
           });
         }
       }
+      // Every line's state starts in the same column, whatever its label (base image, layer, partition, sync).
+      const stateColumns = progress.map((line) => line.search(/ {2}(written|added|synced)( |$)/));
+      expect(new Set(stateColumns).size, `one state column:\n${screen}`).toBe(1);
       if (width < 120) return;
+      // The partition's line ends with what the summary says it received, the engine store included.
+      const received = /^partition 6 +added +(\d+ entries, [\d.]+ \S+)$/m.exec(screen)?.[1];
+      const summary = /^ {2}partition 6 +(\d+ entries) +([\d.]+ \S+)$/m.exec(screen);
+      expect(received, screen).toBe(`${summary?.[1]}, ${summary?.[2]}`);
       // A layer big enough to be read in several chunks shows how fast it went (a tiny one moves in one).
       const biggest = layerLines.reduce((a, b) => (b.bytes > a.bytes ? b : a));
       expect(biggest.speed, biggest.line).toBeDefined();

@@ -104,12 +104,17 @@ describe('the progress display on a terminal', () => {
     d.onProgress({ phase: 'layer', image: 0, layer: 0, digest: a, bytes: 2 * MIB, total: 2 * MIB, state: 'done' });
     d.onProgress({ phase: 'layer', image: 1, layer: 0, digest: a, bytes: 2 * MIB, total: 2 * MIB, state: 'shared' });
     d.onProgress({ phase: 'sync' });
+    // While the disk flushes, the sync shows as such (not a line sitting at 100 %).
+    const during = d.text();
+    expect(screen(during).at(-1)).toMatch(/^sync +flushing to disk +0\.0 s$/);
     d.at(1400);
+    // Partition 1 also received what had no line of its own (an engine store): its line ends with the totals.
+    d.partitionTotals({ 1: { entries: 12, bytes: 3 * MIB } });
     d.finish();
-    const lines = screen(d.text());
+    const lines = screen(during + d.text());
     expect(lines).toHaveLength(4);
     expect(lines[0]).toMatch(/^base image +os\.img +written +4\.0 MiB/);
-    expect(lines[1]).toMatch(/^partition 1 +added +1 entry, 20 B$/);
+    expect(lines[1]).toMatch(/^partition 1 +added +12 entries, 3\.0 MiB$/);
     expect(lines[2]).toMatch(/^aaaaaaaaaaaa +alpine:3\.20 +written +2\.0 MiB +2\.0 MiB\/s$/);
     expect(lines[3]).toMatch(/^sync +synced +0\.4 s$/);
   });

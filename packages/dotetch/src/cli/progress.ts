@@ -25,6 +25,11 @@ export interface ProgressDisplay {
   onProgress: (event: DisplayedProgress) => void;
   /** Names the images (known once they are resolved), so each layer's line says which image it belongs to. */
   nameImages(images: readonly NamedImage[]): void;
+  /**
+   * The partitions' final counts, shown on their lines: those lines count files as they are added, while what
+   * went in without a line of its own (the engine store, drawn per layer) counts only here, as in the summary.
+   */
+  partitionTotals(totals: Readonly<Record<number, { entries: number; bytes: number }>>): void;
   /** Draws the final state and moves below it, so the next line starts clean. */
   finish(): void;
 }
@@ -53,6 +58,10 @@ interface Item {
 }
 
 const REDRAW_MS = 100;
+
+/** `35 entries, 1.4 KiB`: what a partition received. */
+const partitionDetail = (total: { entries: number; bytes: number }) =>
+  `${count(total.entries, 'entry', 'entries')}, ${formatBytes(total.bytes)}`;
 /** What is still open when the sync begins (or the run ends) is done by then. */
 const SETTLED: Record<string, string> = {
   'adding files': 'added',
@@ -118,6 +127,13 @@ class ProgressModel {
       this.imageNames[i] = image.name;
       for (const digest of image.layers) if (!this.layerImages.has(digest)) this.layerImages.set(digest, image.name);
     });
+  }
+
+  partitionTotals(totals: Readonly<Record<number, { entries: number; bytes: number }>>): void {
+    for (const [partition, total] of Object.entries(totals)) {
+      const item = this.items.get(`partition:${partition}`);
+      if (item !== undefined) item.detail = partitionDetail(total);
+    }
   }
 
   imageOf(item: Item): string | undefined {
@@ -194,11 +210,13 @@ class ProgressModel {
             ? event.bytes >= event.total
               ? 'unpacked'
               : 'unpacking'
-            : event.state === 'writing'
-              ? 'writing'
-              : event.state === 'done'
-                ? 'written'
-                : 'already written';
+            : event.state === 'cached'
+              ? 'unpacked (cached)'
+              : event.state === 'writing'
+                ? 'writing'
+                : event.state === 'done'
+                  ? 'written'
+                  : 'already written';
         return {
           key,
           ...this.set(key, {
@@ -220,7 +238,7 @@ class ProgressModel {
             id: `partition ${event.partition}`,
             state: 'adding files',
             final: false,
-            detail: `${count(event.entries, 'entry', 'entries')}, ${formatBytes(event.bytes)}`,
+            detail: partitionDetail(event),
           }),
         };
       }
@@ -345,7 +363,8 @@ export function createProgressDisplay(
   mode: ProgressMode,
   now: () => number = Date.now,
 ): ProgressDisplay {
-  if (mode === 'none') return { onProgress: () => {}, nameImages: () => {}, finish: () => {} };
+  if (mode === 'none')
+    return { onProgress: () => {}, nameImages: () => {}, partitionTotals: () => {}, finish: () => {} };
   const model = new ProgressModel(now);
   if (mode === 'plain') {
     const printed = new Set<string>();
@@ -360,6 +379,7 @@ export function createProgressDisplay(
         }
       },
       nameImages: (images) => model.nameImages(images),
+      partitionTotals: () => {},
       finish() {},
     };
   }
@@ -406,6 +426,7 @@ export function createProgressDisplay(
       if (change.isNew || change.changed || now() - lastDraw >= REDRAW_MS) draw();
     },
     nameImages: (images) => model.nameImages(images),
+    partitionTotals: (totals) => model.partitionTotals(totals),
     finish() {
       setStatusArea(stderr, undefined);
       if (model.order.length > 0) {

@@ -3,6 +3,7 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ImageCache } from '@etch/baseimage';
 import { createTempDir, type TempDir } from '@etch/test-utils';
+import { runBinary } from '../binary.test.helper.js';
 import { runCli } from '../in-process.test.helper.js';
 
 let dir: TempDir;
@@ -62,13 +63,15 @@ describe('etch cache', () => {
     expect(existsSync(dir.join('xdg'))).toBe(true);
   });
 
-  it('says the same thing twice over: no base images, but layers, when only layers are cached', async () => {
+  it('does not say "empty" beside cached layers: no base images, but layers', async () => {
     await mkdir(dir.join('layers', 'oci', 'blobs', 'sha256'), { recursive: true });
     await writeFile(dir.join('layers', 'oci', 'blobs', 'sha256', 'a'.repeat(64)), Buffer.alloc(2048));
-    const human = await etch(['cache', 'ls', '--cache-dir', 'layers']);
+    const human = await runBinary(['cache', 'ls', '--cache-dir', 'layers'], { cwd: dir.path });
+    expect(human).toMatchObject({ code: 0, stderr: '' });
     expect(human.stdout.split('\n').slice(1)).toEqual([
       '  base images           none',
       '  layers and manifests  1, 2.0 KiB',
+      '  unpacked layers       none',
       '',
     ]);
     expect(human.stdout).not.toContain('empty');

@@ -28,7 +28,7 @@ import { EXIT } from '../exit-codes.js';
 import { count, formatBytes, formatSeconds } from '../format-bytes.js';
 import { createJson, jsonText } from '../json.js';
 import { createProgressDisplay, progressModeFor, type ProgressDisplay } from '../progress.js';
-import { registryCacheFor } from '../registry-cache.js';
+import { convertedLayerCacheFor, registryCacheFor } from '../registry-cache.js';
 import { registryClientFor, registryFlags, registryHelp } from '../registry-options.js';
 import { baseRepositoriesFor, planPreload, splashSource, type PreloadPlan } from './create-preload.js';
 import { stageFor } from './stage-dir.js';
@@ -77,8 +77,10 @@ ${registryHelp}
                               $XDG_CACHE_HOME/etch, else ~/.cache/etch); a rebuild of the same images
                               needs no download. While the base image is written, layers are unpacked
                               ahead into DIR/oci/stage-* (at most 4 GiB or half the free space; removed at
-                              the end, or by the next run if this one was killed)
-  --no-cache                  download into a temporary folder removed afterwards`,
+                              the end, or by the next run if this one was killed). Unpacked layers are
+                              kept in DIR/oci/converted (at most 8 GiB, least recently used out first),
+                              so a rebuild neither downloads nor unpacks them again
+  --no-cache                  download into a temporary folder removed afterwards; keep nothing`,
     ],
     ['Output', commonHelp('no progress and no summary')],
     [
@@ -311,7 +313,14 @@ export const createCommand: Command = {
       // Its failure is reported by the run it stops (or below, for stdout), even if something else fails first.
       ignoreRejection(resolving, 'reported by the run it stops, or awaited below for stdout');
       if (toStdout) await resolving;
-      const stage = preloading && layerCache !== undefined ? await stageFor(layerCache, context.logger) : undefined;
+      const stage =
+        preloading && layerCache !== undefined
+          ? {
+              ...(await stageFor(layerCache, context.logger)),
+              // Not with --no-cache: the layer cache is then a spool removed at the end.
+              ...(spool === undefined ? { cache: convertedLayerCacheFor(layerCache, context.logger) } : {}),
+            }
+          : undefined;
       const images = preloading
         ? resolving.then((resolved) => {
             preloads = resolved;
@@ -360,6 +369,7 @@ export const createCommand: Command = {
       result = toStdout
         ? await createEtch({ ...options, output: context.stdout })
         : await writeEtchFile(output, { ...options, ...(bufferPool ? { bufferPool } : {}) });
+      display.partitionTotals(result.partitions);
     } finally {
       resolution.abort();
       display.finish();

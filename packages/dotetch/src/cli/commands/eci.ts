@@ -85,7 +85,7 @@ etch create --base eci:REF[@VERSION]. See etch eci push --help and etch eci pull
   examples: [
     [
       'Push, then build a .etch on it',
-      'etch eci push --root balena.img:raw reg.local/eci/os:2.58.4 && etch create --base eci:reg.local/eci/os@^2.58 -o out.etch',
+      'etch eci push --root balena.img:raw reg.local/eci/os:2.58.4 && \\\n      etch create --base eci:reg.local/eci/os@^2.58 -o out.etch',
     ],
   ],
 });

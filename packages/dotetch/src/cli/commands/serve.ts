@@ -43,7 +43,9 @@ streams in flight finish (up to --shutdown-grace), then exits.`,
   --stall-timeout SECONDS     drop a client that reads nothing for this long (default 60)
   --shutdown-grace SECONDS    on SIGTERM, how long streams in flight may finish (default 30)
   --body-limit BYTES          largest request body (default 1048576)
-  --log-level LEVEL           debug, info, warn or error (default info)
+  --log-level LEVEL           debug, info, warn or error (default info); the log is JSON lines on stdout
+  -q, --quiet                 log warnings and errors only (--log-level warn)
+  -v, --verbose               log debug lines too (--log-level debug)
   -h, --help                  this help`,
     ],
   ],

@@ -1,0 +1,352 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { copyFile, link, mkdir, readFile, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { EtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { removeStalePartials, temporaryPathFor, writeFileAtomic } from '@etch/disk';
+import { Crc64 } from './crc64.js';
+import type { ConvertedLayer } from './layer-converter.js';
+
+/**
+ * Bump whenever the converted bytes of a layer change for the same input: what `convertLayer` yields, or how
+ * the stage tar encodes it. The package versions join the key too, so a release never reads an older one's
+ * entries; this covers changes between releases.
+ */
+const CONVERSION_FORMAT = 1;
+const DEFAULT_MAX_BYTES = 8 * 1024 ** 3;
+/** A descriptor holds a gzipped tar-split, a few MB for the largest layers; anything bigger is not ours. */
+const MAX_DESCRIPTOR_BYTES = 64 * 1024 * 1024;
+const DATA = '.tar';
+const DESCRIPTOR = '.json';
+
+/** What identifies a conversion: every input that changes its bytes. */
+export interface ConvertedLayerKey {
+  /** The layer's diffID (sha256 of its uncompressed tar). */
+  diffId: string;
+  /** Where its `diff/` lives in the partition (`docker/overlay2/<cache id>/diff`): names every entry. */
+  diffPrefix: string;
+}
+
+/** A conversion as the stager keeps it: the stage tar's findings, beside the file. */
+export interface CachedConversion {
+  converted: ConvertedLayer;
+  /** Regular-file bytes among its entries. */
+  fileBytes: number;
+  /** Bytes the stager counts against its budget for it. */
+  spooled: number;
+}
+
+/** Options for {@link ConvertedLayerCache}. */
+export interface ConvertedLayerCacheOptions {
+  /** Most bytes of converted layers kept (default 8 GiB); the least recently used go first. */
+  maxBytes?: number;
+  logger?: Logger;
+}
+
+/** What {@link ConvertedLayerCache.usage} counts. */
+export interface ConvertedLayerUsage {
+  layers: number;
+  bytes: number;
+}
+
+interface Descriptor extends Omit<CachedConversion, 'converted'> {
+  format: number;
+  key: string;
+  diffId: string;
+  diffPrefix: string;
+  size: number;
+  entries: number;
+  tarSplit: string;
+  /** Bytes of the data file and its CRC-64/ISO (hex): checked as the file is read back. */
+  bytes: number;
+  crc64: string;
+}
+
+let versions: string | undefined;
+/** The versions of the packages whose code decides the converted bytes. */
+function codeVersions(): string {
+  if (versions === undefined) {
+    const require = createRequire(import.meta.url);
+    const own = (require('../package.json') as { version: string }).version;
+    const tar = (require('@etch/tar/package.json') as { version: string }).version;
+    versions = `docker-store@${own} tar@${tar}`;
+  }
+  return versions;
+}
+
+/** Link when the file system allows it (same disk: no copy), copy otherwise. */
+async function linkOrCopy(from: string, to: string): Promise<void> {
+  try {
+    await link(from, to);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'EMLINK') throw error;
+    await copyFile(from, to);
+  }
+}
+
+/** CRC-64 and size of a file, read once. */
+async function checksumOf(path: string, signal?: AbortSignal): Promise<{ bytes: number; crc64: string }> {
+  const crc = new Crc64();
+  let bytes = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024, ...(signal ? { signal } : {}) })) {
+    crc.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+  }
+  return { bytes, crc64: crc.digest().toString('hex') };
+}
+
+/**
+ * Converted layers kept between runs, so a rebuild of the same images neither downloads, decompresses, hashes
+ * nor converts them again: `<dir>/<key>.tar` is the stage tar of a layer's `diff/` entries, `<key>.json` what
+ * converting it found (diffID, size, tar-split) with the data file's size and CRC-64.
+ *
+ * The key is a sha256 of the diffID, the `diff/` path prefix (data root and cache ID), the storage driver and
+ * the conversion's format and code versions: whatever changes the bytes changes the key. Entries appear
+ * whole: the data file is linked under a temporary name and renamed into place, then the descriptor written
+ * the same way, so a killed run leaves at most a temporary file (removed by the next write) or a data file
+ * without descriptor, which is never read. Concurrent writers of one key (runs of `etch serve`, two `etch
+ * create`) write identical bytes, and the last rename wins.
+ *
+ * A read is checked without hashing again: the descriptor carries a CRC-64 of its own text, and the data file
+ * is read whole against its CRC-64 before {@link restore} hands it out. A damaged entry is removed and
+ * reported as a miss, so the layer is converted again from its blob; nothing unverified reaches an output.
+ */
+export class ConvertedLayerCache {
+  private readonly maxBytes: number;
+  private readonly logger: Logger;
+
+  constructor(
+    readonly dir: string,
+    options: ConvertedLayerCacheOptions = {},
+  ) {
+    this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
+    this.logger = options.logger ?? silentLogger;
+  }
+
+  /** The entry name of a conversion: hex sha256 of every input that changes its bytes. */
+  keyOf({ diffId, diffPrefix }: ConvertedLayerKey): string {
+    const fields = { format: CONVERSION_FORMAT, code: codeVersions(), driver: 'overlay2', diffId, diffPrefix };
+    return createHash('sha256').update(JSON.stringify(fields)).digest('hex');
+  }
+
+  /** Where an entry's data file lives. */
+  pathOf(key: ConvertedLayerKey): string {
+    return join(this.dir, `${this.keyOf(key)}${DATA}`);
+  }
+
+  /**
+   * Puts the cached conversion of `key` at `file` (a new path, linked when on the same disk) once its CRC-64
+   * checked out; undefined when there is none, or it was damaged (then it is removed, and a warning names it).
+   */
+  async restore(key: ConvertedLayerKey, file: string, signal?: AbortSignal): Promise<CachedConversion | undefined> {
+    throwIfAborted(signal);
+    const name = this.keyOf(key);
+    const data = join(this.dir, `${name}${DATA}`);
+    const descriptorPath = join(this.dir, `${name}${DESCRIPTOR}`);
+    const descriptor = await this.readDescriptor(descriptorPath, name, key);
+    if (descriptor === undefined) return undefined;
+    try {
+      await linkOrCopy(data, file);
+    } catch (error) {
+      // Evicted or cleaned meanwhile: convert as if it had never been cached.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw error;
+    }
+    let found: { bytes: number; crc64: string };
+    try {
+      found = await checksumOf(file, signal);
+    } catch (error) {
+      await rm(file, { force: true });
+      throw error;
+    }
+    if (found.bytes !== descriptor.bytes || found.crc64 !== descriptor.crc64) {
+      await rm(file, { force: true });
+      await this.discard(
+        name,
+        `it is ${found.bytes} bytes with CRC-64 ${found.crc64}, recorded as ${descriptor.bytes} bytes with ${descriptor.crc64}`,
+        key,
+      );
+      return undefined;
+    }
+    // Its time of last use, for eviction; a failure only makes it look older.
+    const now = new Date();
+    await utimes(descriptorPath, now, now).catch(() => undefined);
+    return {
+      converted: {
+        diffId: descriptor.diffId,
+        size: descriptor.size,
+        entries: descriptor.entries,
+        tarSplit: Buffer.from(descriptor.tarSplit, 'base64'),
+      },
+      fileBytes: descriptor.fileBytes,
+      spooled: descriptor.spooled,
+    };
+  }
+
+  /**
+   * Keeps the finished conversion in `file` (linked when on the same disk: the caller may remove its own
+   * name), then evicts the least recently used entries over the size limit. `checksum` is the file's size and
+   * CRC-64, when the writer computed it on the way; otherwise the file is read once for it.
+   */
+  async store(
+    key: ConvertedLayerKey,
+    file: string,
+    conversion: CachedConversion,
+    checksum?: { bytes: number; crc64: string },
+    signal?: AbortSignal,
+  ): Promise<void> {
+    throwIfAborted(signal);
+    const name = this.keyOf(key);
+    const { bytes, crc64 } = checksum ?? (await checksumOf(file, signal));
+    const data = join(this.dir, `${name}${DATA}`);
+    await mkdir(this.dir, { recursive: true });
+    const temporary = temporaryPathFor(data);
+    await linkOrCopy(file, temporary);
+    try {
+      throwIfAborted(signal);
+      await rename(temporary, data);
+    } catch (error) {
+      await rm(temporary, { force: true });
+      throw error;
+    }
+    const descriptor: Descriptor = {
+      format: CONVERSION_FORMAT,
+      key: name,
+      diffId: conversion.converted.diffId,
+      diffPrefix: key.diffPrefix,
+      size: conversion.converted.size,
+      entries: conversion.converted.entries,
+      tarSplit: conversion.converted.tarSplit.toString('base64'),
+      fileBytes: conversion.fileBytes,
+      spooled: conversion.spooled,
+      bytes,
+      crc64,
+    };
+    const text = JSON.stringify(descriptor);
+    // No fsync: every read checks the CRC-64s, so a file torn by a crash is caught, removed and converted again.
+    await writeFileAtomic(join(this.dir, `${name}${DESCRIPTOR}`), `${text}\n${crcHex(text)}\n`, {
+      sync: false,
+      ...(signal ? { signal } : {}),
+    });
+    this.logger.debug('converted layer cached', { diffId: key.diffId, bytes });
+    await this.prune();
+  }
+
+  /** How many converted layers the cache holds and their total size. */
+  async usage(): Promise<ConvertedLayerUsage> {
+    const entries = await this.list();
+    return { layers: entries.length, bytes: entries.reduce((sum, e) => sum + e.bytes, 0) };
+  }
+
+  /**
+   * Removes the least recently used entries until at most `maxBytes` remain (default: the cache's limit),
+   * data files whose descriptor is gone, and temporary files of killed runs of this host.
+   */
+  async prune(maxBytes = this.maxBytes): Promise<ConvertedLayerUsage> {
+    await removeStalePartials(this.dir);
+    const names = await readdir(this.dir).catch(() => [] as string[]);
+    const described = new Set(names.filter((n) => n.endsWith(DESCRIPTOR)).map((n) => n.slice(0, -DESCRIPTOR.length)));
+    for (const name of names) {
+      // A data file renamed in by a writer that has not written its descriptor yet looks the same: spare new ones.
+      if (!name.endsWith(DATA) || described.has(name.slice(0, -DATA.length))) continue;
+      const info = await stat(join(this.dir, name)).catch(() => undefined);
+      if (info !== undefined && Date.now() - info.mtimeMs > 60 * 60 * 1000)
+        await rm(join(this.dir, name), { force: true });
+    }
+    const entries = (await this.list()).sort((a, b) => a.usedAt - b.usedAt);
+    let total = entries.reduce((sum, e) => sum + e.bytes, 0);
+    const removed = { layers: 0, bytes: 0 };
+    for (const entry of entries) {
+      if (total <= maxBytes) break;
+      await this.remove(entry.name);
+      total -= entry.bytes;
+      removed.layers += 1;
+      removed.bytes += entry.bytes;
+    }
+    if (removed.layers > 0) this.logger.debug('converted layers evicted', removed);
+    return removed;
+  }
+
+  /** Removes the cache directory (only it). */
+  async clear(): Promise<void> {
+    await rm(this.dir, { recursive: true, force: true });
+  }
+
+  private async list(): Promise<{ name: string; bytes: number; usedAt: number }[]> {
+    const out = [];
+    for (const file of await readdir(this.dir).catch(() => [] as string[])) {
+      if (!file.endsWith(DESCRIPTOR)) continue;
+      const name = file.slice(0, -DESCRIPTOR.length);
+      const [described, data] = await Promise.all([
+        stat(join(this.dir, file)).catch(() => undefined),
+        stat(join(this.dir, `${name}${DATA}`)).catch(() => undefined),
+      ]);
+      if (described === undefined) continue;
+      out.push({ name, bytes: described.size + (data?.size ?? 0), usedAt: described.mtimeMs });
+    }
+    return out;
+  }
+
+  private async remove(name: string): Promise<void> {
+    // The descriptor first: without it the data file is never read.
+    await rm(join(this.dir, `${name}${DESCRIPTOR}`), { force: true });
+    await rm(join(this.dir, `${name}${DATA}`), { force: true });
+  }
+
+  private async discard(name: string, why: string, key: ConvertedLayerKey): Promise<void> {
+    const path = join(this.dir, `${name}${DATA}`);
+    const error = new EtchError(
+      'ETCH_DIGEST_MISMATCH',
+      `The cached conversion of layer ${key.diffId} at ${path} is damaged (${why}); it was removed and the layer is converted again. If this recurs, check the disk and run \`etch cache clean\`.`,
+      { details: { digest: key.diffId, path } },
+    );
+    this.logger.warn(error.message, { code: error.code, digest: key.diffId, path });
+    await this.remove(name);
+  }
+
+  private async readDescriptor(path: string, name: string, key: ConvertedLayerKey): Promise<Descriptor | undefined> {
+    const info = await stat(path).catch(() => undefined);
+    if (info === undefined) return undefined;
+    let descriptor: Descriptor | undefined;
+    if (info.isFile() && info.size <= MAX_DESCRIPTOR_BYTES) {
+      const text = await readFile(path, 'utf8').catch(() => '');
+      const [body, crc] = text.split('\n');
+      if (body !== undefined && crc === crcHex(body)) {
+        try {
+          descriptor = JSON.parse(body) as Descriptor;
+        } catch {
+          descriptor = undefined;
+        }
+      }
+    }
+    if (descriptor === undefined || !isDescriptor(descriptor, name, key)) {
+      await this.discard(name, 'its descriptor does not check out', key);
+      return undefined;
+    }
+    return descriptor;
+  }
+}
+
+function crcHex(text: string): string {
+  return new Crc64().update(Buffer.from(text)).digest().toString('hex');
+}
+
+const isCount = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+
+/** Every field present and bounded, and the entry the one asked for. */
+function isDescriptor(d: Descriptor, name: string, key: ConvertedLayerKey): boolean {
+  return (
+    typeof d === 'object' &&
+    d !== null &&
+    d.format === CONVERSION_FORMAT &&
+    d.key === name &&
+    d.diffId === key.diffId &&
+    d.diffPrefix === key.diffPrefix &&
+    [d.size, d.entries, d.fileBytes, d.spooled, d.bytes].every(isCount) &&
+    typeof d.tarSplit === 'string' &&
+    typeof d.crc64 === 'string' &&
+    /^[0-9a-f]{16}$/.test(d.crc64)
+  );
+}
