@@ -1,5 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { EtchError } from '@etch/format';
+import { writeAll } from '@etch/disk';
 
 // debugfs reads its script with an 8 KiB line buffer and runs the rest of a longer line as another
 // command, so no line may come near it.
@@ -49,7 +50,7 @@ export class DebugfsScript {
     const text = `${this.pending.join('\n')}\n`;
     this.pending = [];
     this.pendingBytes = 0;
-    await this.file.write(text);
+    await writeAll(this.file, text);
   }
 
   /** Writes the rest and closes the file. */

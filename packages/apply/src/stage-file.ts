@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import { writeAll } from '@etch/disk';
 
 /**
  * Copies an entry's content to a local file the filesystem tools read from, hashing it on the way for
@@ -22,7 +23,7 @@ export async function stageFile(
       signal?.throwIfAborted();
       hash.update(chunk);
       size += chunk.length;
-      await file.write(chunk);
+      await writeAll(file, chunk);
     }
   } finally {
     await file.close();

@@ -4,6 +4,7 @@ import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { EtchError, ignoreRejection, throwIfAborted, toEtchError } from '@etch/format';
 import { isProcessRunning } from './process.js';
+import { writeAll } from './write-all.js';
 
 // Host and process in the name: a later run can tell a file that a killed run of this machine left from one
 // still being written, here or by another machine sharing the folder.
@@ -127,14 +128,8 @@ export class AtomicFile {
 
   /** Appends `data` (all of it: a short write is continued). */
   async write(data: Uint8Array | string): Promise<void> {
-    let bytes = typeof data === 'string' ? Buffer.from(data) : data;
     try {
-      while (bytes.length > 0) {
-        const { bytesWritten } = await this.handle.write(bytes);
-        if (bytesWritten === 0) throw new Error('the file accepted no more bytes');
-        this.bytesWritten += bytesWritten;
-        bytes = bytes.subarray(bytesWritten);
-      }
+      this.bytesWritten += await writeAll(this.handle, data);
     } catch (cause) {
       throw ioError(cause, this.path ?? this.temporaryPath);
     }

@@ -18,3 +18,4 @@ export {
 } from './atomic-file.js';
 export { BufferPool, readFileChunks } from './buffer-pool.js';
 export { isProcessRunning } from './process.js';
+export { writeAll } from './write-all.js';
