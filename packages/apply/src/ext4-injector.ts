@@ -175,7 +175,8 @@ export class Ext4Injector implements PartitionInjector {
 
   /**
    * debugfs writes inodes without charging their owners' quota, which leaves e2fsck reporting "usage
-   * inconsistent"; e2fsck's preen pass recounts it (exit 1: it corrected something, which is expected here).
+   * inconsistent". e2fsck's preen pass recounts it; being a preen, it also makes the other safe repairs a
+   * base image may need, and exits 1 when it changed anything, as it will here.
    */
   private async recountQuota(): Promise<void> {
     const result = await runTool('e2fsck', ['-fp', this.device], {
@@ -183,9 +184,10 @@ export class Ext4Injector implements PartitionInjector {
       ...(this.options.signal ? { signal: this.options.signal } : {}),
     });
     if (result.code > 1) {
+      const said = `${result.stdout}\n${result.stderr}`.split('\n').filter((line) => line.trim() !== '');
       throw new EtchError(
         'ETCH_IO',
-        `Recounting the quota of partition ${this.partition.number} failed (e2fsck exit ${result.code}): ${result.stdout} ${result.stderr}`.trim(),
+        `Recounting the quota of partition ${this.partition.number} failed: e2fsck -p exited ${result.code} (the filesystem needs repairs a preen may not make; run e2fsck on the base image): ${said.slice(0, 10).join('; ')}`,
       );
     }
   }
