@@ -147,6 +147,23 @@ describe('the progress display on a terminal', () => {
     expect(lines.slice(2).map((line) => line.slice(0, 12))).toEqual(['base image  ', 'aaaaaaaaaaaa']);
   });
 
+  it("after a finish (build shows one run per target), log lines still go above the next run's lines", () => {
+    const d = display('tty', { columns: 100 });
+    d.onProgress({ phase: 'download', digest: a, bytes: MIB, total: MIB });
+    d.finish();
+    d.onProgress({ phase: 'download', digest: b, bytes: 0, total: MIB });
+    d.logger.warn('retrying');
+    d.finish();
+    const lines = screen(d.text());
+    const warning = lines.indexOf('etch: warning: retrying');
+    expect(warning, `the warning's line in ${JSON.stringify(lines)}`).toBeGreaterThan(0);
+    expect(lines[warning + 1]?.slice(0, 12), "the second run's line, whole below the warning").toBe('bbbbbbbbbbbb');
+    expect(
+      lines.filter((line) => line.startsWith('bbbbbbbbbbbb')),
+      'copies of the live line',
+    ).toHaveLength(1);
+  });
+
   it('keeps redrawing only as many lines as the terminal has rows, leaving the older ones above', () => {
     const d = display('tty', { columns: 100, rows: 6 });
     const digests = Array.from({ length: 8 }, (_, i) => `sha256:${String(i).repeat(64)}`);

@@ -457,7 +457,7 @@ export function createProgressDisplay(
     }
     lastDraw = now();
   };
-  setStatusArea(stderr, {
+  const area = {
     clear() {
       if (drawn === 0) return;
       // To the first redrawn line, then erase to the end of the screen.
@@ -467,17 +467,28 @@ export function createProgressDisplay(
     redraw: () => {
       if (model.order.length > top) draw();
     },
-  });
+  };
+  // Registered again after each finish(): a command that shows several runs (build's targets) has log lines
+  // written above its live lines every time, not only during the first.
+  let registered = false;
+  const register = () => {
+    if (registered) return;
+    setStatusArea(stderr, area);
+    registered = true;
+  };
+  register();
   return {
     onProgress(event) {
       const change = model.apply(event);
       if (change === undefined) return;
+      register();
       if (change.isNew || change.changed || now() - lastDraw >= REDRAW_MS) draw();
     },
     nameImages: (images) => model.nameImages(images),
     partitionTotals: (totals) => model.partitionTotals(totals),
     finish() {
       setStatusArea(stderr, undefined);
+      registered = false;
       if (model.order.length > 0) {
         model.settle();
         draw();
