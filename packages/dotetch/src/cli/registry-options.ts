@@ -31,9 +31,10 @@ export function minRateFor(values: RegistryValues): MinRate | undefined {
   const given = values['stall-timeout'];
   if (given === undefined) return undefined;
   const seconds = Number(given);
-  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 24 * 3600)
+  // Below a tenth of a second every pause of a healthy server would count as a stall.
+  if (!Number.isFinite(seconds) || seconds < 0.1 || seconds > 24 * 3600)
     throw usageError(
-      `--stall-timeout must be a number of seconds above 0 (at most a day), not ${JSON.stringify(given)}.`,
+      `--stall-timeout must be a number of seconds from 0.1 to a day (86400), not ${JSON.stringify(given)}.`,
     );
   return { bytes: 1024, windowMs: Math.round(seconds * 1000) };
 }

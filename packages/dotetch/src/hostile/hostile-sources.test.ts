@@ -256,8 +256,9 @@ describe.concurrent('hostile sources corpus (etch create)', () => {
       res.on('close', () => clearInterval(timer));
       return true;
     });
+    let box: Awaited<ReturnType<typeof sandbox>> | undefined;
     try {
-      const box = await sandbox('manifest a byte a second');
+      box = await sandbox('manifest a byte a second');
       const result = await runEtch(['manifest', `${server.host}/app:1`, '--stall-timeout', '1'], box, {
         timeoutMs: TIME_LIMIT_MS,
         maxRssMiB: RSS_LIMIT_MIB,
@@ -268,14 +269,14 @@ describe.concurrent('hostile sources corpus (etch create)', () => {
       expect(result.code, text).toBe(1);
       expect(errorCode(result.stderr), text).toBe('ETCH_NETWORK');
       expect(result.stderr, text).toMatch(/stalled/);
-      await rm(box.cwd, { recursive: true, force: true });
     } finally {
+      if (box) await rm(box.cwd, { recursive: true, force: true });
       await server.close();
     }
   });
 
-  it('--stall-timeout that is not a positive number of seconds is a usage error before any download', async () => {
-    for (const value of ['0', '-3', 'soon'])
+  it('--stall-timeout that is not a number of seconds from 0.1 to a day is a usage error before any download', async () => {
+    for (const value of ['0', '0.0001', '-3', 'soon', '86401'])
       await createCase(`stall-timeout ${value}`, ['--base', 'http://127.0.0.1:9/disk.img', '--stall-timeout', value], {
         exit: 2,
         code: 'ETCH_USAGE',
