@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { mkdir, open, readdir, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { collect, craftTar, createTempDir, type CraftedEntry, type TempDir } from '@etch/test-utils';
 import { isEtchError, type Logger } from '@etch/format';
 import { ConvertedLayerCache } from './converted-cache.js';
-import { cacheIdFor } from './ids.js';
+import { cacheIdFor, chainIds } from './ids.js';
 import { stageLayers, type StageOptions } from './layer-stager.js';
 import { dockerStoreEntries, type LayerProgress, type StoreImage } from './store.js';
 
@@ -60,7 +60,6 @@ const upper: CraftedEntry[] = [
 async function storeThroughStage(
   images: StoreImage[],
   options: Partial<StageOptions> & { cache: ConvertedLayerCache },
-  settle = true,
 ): Promise<{ lines: string[]; events: LayerProgress[] }> {
   const events: LayerProgress[] = [];
   const stage = stageLayers(images, {
@@ -70,7 +69,7 @@ async function storeThroughStage(
   });
   const lines: string[] = [];
   // As in a .etch, where the base image streams first: the stager is done before the store starts.
-  if (settle) await stage.settled();
+  await stage.settled();
   try {
     for await (const { header, content } of dockerStoreEntries(images, { stage })) {
       const bytes =
@@ -87,16 +86,30 @@ async function storeThroughStage(
   return { lines, events };
 }
 
+const diffIdsOf = (image: StoreImage) =>
+  (JSON.parse(image.config.toString()) as { rootfs: { diff_ids: string[] } }).rootfs.diff_ids;
+
+/** The cache key of layer `index` of `image`, stored under the default data root. */
+function keyOf(image: StoreImage, index: number) {
+  const diffIds = diffIdsOf(image);
+  const chainId = chainIds(diffIds)[index]!;
+  return { chainId, diffId: diffIds[index]!, diffPrefix: `docker/overlay2/${cacheIdFor(chainId)}/diff` };
+}
+
 function recordingLogger(warnings: string[]): Logger {
   const none = () => {};
-  return { debug: none, info: none, warn: (message: string) => void warnings.push(message) };
+  return {
+    debug: none,
+    info: none,
+    // The stager puts the cause in `error`: kept, so a failure shows what went wrong.
+    warn: (message: string, fields?: Record<string, unknown>) =>
+      void warnings.push(typeof fields?.['error'] === 'string' ? `${message}: ${fields['error']}` : message),
+  };
 }
 
 describe('ConvertedLayerCache', () => {
   it('gives a rebuild every layer from the cache: no blob opened, state cached, the same entries', async () => {
-    const cache = new ConvertedLayerCache(dir.join('converted'), {
-      logger: { debug: console.log, info: console.log, warn: console.log },
-    });
+    const cache = new ConvertedLayerCache(dir.join('converted'));
     const opened: string[] = [];
     const images = [await image('app', [lower, upper], opened)];
     const cold = await storeThroughStage(images, { cache });
@@ -114,12 +127,49 @@ describe('ConvertedLayerCache', () => {
   it('takes a layer from the cache even when the store gets to it before the stager', async () => {
     const cache = new ConvertedLayerCache(dir.join('converted'));
     const opened: string[] = [];
-    const images = [await image('app', [lower, upper, [{ name: 'c.txt', content: 'c' }]], opened)];
-    const cold = await storeThroughStage(images, { cache });
+    const img = await image('app', [lower, upper], opened);
+    await storeThroughStage([img], { cache });
+    // Layer 0 leaves the cache, so the stager converts it from a blob held behind a gate: it is still busy
+    // with layer 0 when the store asks for layer 1.
+    const first = cache.pathOf(keyOf(img, 0));
+    await Promise.all([rm(first), rm(first.replace(/\.tar$/, '.json'))]);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let reading!: () => void;
+    const started = new Promise<void>((resolve) => (reading = resolve));
+    const held: StoreImage = {
+      ...img,
+      layers: [
+        {
+          ...img.layers[0]!,
+          open: async (signal?: AbortSignal) => {
+            const blob = await collect(await img.layers[0]!.open(signal));
+            return (async function* () {
+              reading();
+              await gate;
+              yield blob;
+            })();
+          },
+        },
+        img.layers[1]!,
+      ],
+    };
     opened.length = 0;
-    const warm = await storeThroughStage(images, { cache }, false);
-    expect(opened, 'blobs the warm run opened').toEqual([]);
-    expect(warm.lines).toEqual(cold.lines);
+    const events: LayerProgress[] = [];
+    const stage = stageLayers([held], { dir: dir.join('stage'), cache, onProgress: (e) => events.push(e) });
+    try {
+      await started;
+      const staged = await stage.take(keyOf(img, 1).chainId);
+      expect(staged?.converted.diffId, 'the diffID of layer 1, taken out of turn').toBe(keyOf(img, 1).diffId);
+      expect(
+        events.filter((e) => e.state === 'cached').map((e) => e.layer),
+        'layers reported cached',
+      ).toEqual([1]);
+      expect(opened, 'blobs opened: layer 0 only').toEqual([img.layers[0]!.digest]);
+    } finally {
+      release();
+      await stage.close();
+    }
   });
 
   it('removes a damaged entry (one byte flipped) and converts the layer again, naming layer and path', async () => {
@@ -150,6 +200,40 @@ describe('ConvertedLayerCache', () => {
     expect((await storeThroughStage(images, { cache })).lines).toEqual(cold.lines);
     expect(opened).toEqual([]);
   });
+
+  // link() takes the symlink itself, a read follows it: a read of /dev/zero never ends. (A FIFO, whose read
+  // never starts, is tested through the CLI in @etch/dotetch's layer-cache.test.ts: making one needs mkfifo.)
+  it(
+    'treats a data file that is a symbolic link to /dev/zero as damaged, in bounded time',
+    async () => {
+      const cache = new ConvertedLayerCache(dir.join('converted'));
+      const opened: string[] = [];
+      const images = [await image('app', [lower], opened)];
+      const cold = await storeThroughStage(images, { cache });
+      const data = cache.pathOf(keyOf(images[0]!, 0));
+      await rm(data);
+      await symlink('/dev/zero', data);
+      opened.length = 0;
+      const warnings: string[] = [];
+      // The stager's warnings too: one, from the cache, is all there should be.
+      const logger = recordingLogger(warnings);
+      const rebuilt = await storeThroughStage(images, {
+        cache: new ConvertedLayerCache(cache.dir, { logger }),
+        logger,
+      });
+      expect(rebuilt.lines).toEqual(cold.lines);
+      expect(opened, 'the layer is read from its blob again').toHaveLength(1);
+      expect(warnings, 'warnings').toHaveLength(1);
+      expect(warnings[0]).toContain(data);
+      expect(warnings[0]).toContain('symbolic link');
+      // Replaced by a whole entry: the next run takes it.
+      opened.length = 0;
+      expect((await storeThroughStage(images, { cache })).lines).toEqual(cold.lines);
+      expect(opened, 'blobs opened once the entry is whole again').toEqual([]);
+    },
+    // A read that never ends fails here instead of stalling the suite.
+    20_000,
+  );
 
   it('treats a damaged descriptor as no entry', async () => {
     const cache = new ConvertedLayerCache(dir.join('converted'));
