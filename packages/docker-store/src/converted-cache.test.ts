@@ -96,14 +96,45 @@ function keyOf(image: StoreImage, index: number) {
   return { chainId, diffId: diffIds[index]!, diffPrefix: `docker/overlay2/${cacheIdFor(chainId)}/diff` };
 }
 
+/**
+ * `img` with layer 0 out of `cache` and its blob held until `release()`: the stager converts it from the blob,
+ * so it is still busy with layer 0 (`started` has resolved) when the store asks for a later layer.
+ */
+async function holdFirstLayer(
+  img: StoreImage,
+  cache: ConvertedLayerCache,
+): Promise<{ image: StoreImage; started: Promise<void>; release: () => void }> {
+  const first = cache.pathOf(keyOf(img, 0));
+  await Promise.all([rm(first, { force: true }), rm(first.replace(/\.tar$/, '.json'), { force: true })]);
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let reading!: () => void;
+  const started = new Promise<void>((resolve) => (reading = resolve));
+  const layer = img.layers[0]!;
+  const held = {
+    ...layer,
+    open: async (signal?: AbortSignal) => {
+      const blob = await collect(await layer.open(signal));
+      return (async function* () {
+        reading();
+        await gate;
+        yield blob;
+      })();
+    },
+  };
+  return { image: { ...img, layers: [held, ...img.layers.slice(1)] }, started, release };
+}
+
 function recordingLogger(warnings: string[]): Logger {
   const none = () => {};
+  // The stager puts the cause in `error` and the layer in `digest`: kept, so a test can tell whose it is.
+  const extra = (fields: Record<string, unknown> | undefined, name: string) =>
+    typeof fields?.[name] === 'string' ? ` ${name}=${fields[name]}` : '';
   return {
     debug: none,
     info: none,
-    // The stager puts the cause in `error`: kept, so a failure shows what went wrong.
     warn: (message: string, fields?: Record<string, unknown>) =>
-      void warnings.push(typeof fields?.['error'] === 'string' ? `${message}: ${fields['error']}` : message),
+      void warnings.push(`${message}${extra(fields, 'error')}${extra(fields, 'digest')}`),
   };
 }
 
@@ -129,36 +160,12 @@ describe('ConvertedLayerCache', () => {
     const opened: string[] = [];
     const img = await image('app', [lower, upper], opened);
     await storeThroughStage([img], { cache });
-    // Layer 0 leaves the cache, so the stager converts it from a blob held behind a gate: it is still busy
-    // with layer 0 when the store asks for layer 1.
-    const first = cache.pathOf(keyOf(img, 0));
-    await Promise.all([rm(first), rm(first.replace(/\.tar$/, '.json'))]);
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    let reading!: () => void;
-    const started = new Promise<void>((resolve) => (reading = resolve));
-    const held: StoreImage = {
-      ...img,
-      layers: [
-        {
-          ...img.layers[0]!,
-          open: async (signal?: AbortSignal) => {
-            const blob = await collect(await img.layers[0]!.open(signal));
-            return (async function* () {
-              reading();
-              await gate;
-              yield blob;
-            })();
-          },
-        },
-        img.layers[1]!,
-      ],
-    };
+    const held = await holdFirstLayer(img, cache);
     opened.length = 0;
     const events: LayerProgress[] = [];
-    const stage = stageLayers([held], { dir: dir.join('stage'), cache, onProgress: (e) => events.push(e) });
+    const stage = stageLayers([held.image], { dir: dir.join('stage'), cache, onProgress: (e) => events.push(e) });
     try {
-      await started;
+      await held.started;
       const staged = await stage.take(keyOf(img, 1).chainId);
       expect(staged?.converted.diffId, 'the diffID of layer 1, taken out of turn').toBe(keyOf(img, 1).diffId);
       expect(
@@ -167,9 +174,64 @@ describe('ConvertedLayerCache', () => {
       ).toEqual([1]);
       expect(opened, 'blobs opened: layer 0 only').toEqual([img.layers[0]!.digest]);
     } finally {
-      release();
+      held.release();
       await stage.close();
     }
+  });
+
+  it('warns when the cache cannot be read for a layer the store takes first, and leaves it to convert', async () => {
+    const opened: string[] = [];
+    const img = await image('app', [lower, upper], opened);
+    await storeThroughStage([img], { cache: new ConvertedLayerCache(dir.join('converted')) });
+    // A cache whose disk fails on read (EIO): a real one cannot be made to, so restore throws as it would.
+    const failing = new (class extends ConvertedLayerCache {
+      override async restore(): Promise<undefined> {
+        throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+      }
+    })(dir.join('converted'));
+    const held = await holdFirstLayer(img, failing);
+    const warnings: string[] = [];
+    const stage = stageLayers([held.image], {
+      dir: dir.join('stage'),
+      cache: failing,
+      logger: recordingLogger(warnings),
+    });
+    try {
+      await held.started;
+      expect(await stage.take(keyOf(img, 1).chainId), 'layer 1: left to convert inline').toBeUndefined();
+      // Layer 0 is converted from its blob after the same failure: it warns too.
+      expect(warnings.filter((w) => w.includes(img.layers[1]!.digest))).toEqual([
+        `cannot read the cache of converted layers; converting the layer error=EIO: i/o error, read digest=${img.layers[1]!.digest}`,
+      ]);
+    } finally {
+      held.release();
+      await stage.close();
+    }
+  });
+
+  it('says nothing about the cache when the run is aborted while a conversion is being kept', async () => {
+    const opened: string[] = [];
+    const images = [await image('app', [lower], opened)];
+    const controller = new AbortController();
+    // Aborted just as the conversion is handed to the cache: the abort lands inside store().
+    const cache = new (class extends ConvertedLayerCache {
+      override async store(...args: Parameters<ConvertedLayerCache['store']>): Promise<void> {
+        controller.abort();
+        return super.store(...args);
+      }
+    })(dir.join('converted'));
+    const warnings: string[] = [];
+    const stage = stageLayers(images, {
+      dir: dir.join('stage'),
+      cache,
+      signal: controller.signal,
+      logger: recordingLogger(warnings),
+    });
+    await stage.settled();
+    await stage.close();
+    expect(controller.signal.aborted, 'the run was aborted').toBe(true);
+    expect(warnings, 'warnings after an abort').toEqual([]);
+    expect(await cache.usage(), 'what the aborted run kept').toEqual({ layers: 0, bytes: 0 });
   });
 
   it('removes a damaged entry (one byte flipped) and converts the layer again, naming layer and path', async () => {
