@@ -31,9 +31,9 @@ const DEFAULT_MAX_BYTES = 8 * 1024 ** 3;
 /** A descriptor holds a gzipped tar-split, a few MB for the largest layers; anything bigger is not ours. */
 const MAX_DESCRIPTOR_BYTES = 64 * 1024 * 1024;
 const DATA = '.tar';
+const DESCRIPTOR = '.json';
 /** A cache file is opened without following a symlink or waiting for a FIFO's writer: anything but a file is damage. */
 const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
-const DESCRIPTOR = '.json';
 
 /** What identifies a conversion: every input that changes its bytes. */
 export interface ConvertedLayerKey {
@@ -107,9 +107,8 @@ async function linkOrCopy(from: string, to: string): Promise<void> {
  */
 async function checksumOf(
   from: string | FileHandle,
-  options: { limit?: number; copyTo?: string; signal?: AbortSignal } = {},
+  { limit, copyTo, signal }: { limit?: number; copyTo?: string; signal?: AbortSignal } = {},
 ): Promise<{ bytes: number; crc64: string }> {
-  const { limit, copyTo, signal } = options;
   const range = { highWaterMark: 1024 * 1024, start: 0, ...(limit !== undefined ? { end: limit } : {}) };
   const input =
     typeof from === 'string'
@@ -124,7 +123,7 @@ async function checksumOf(
       yield chunk;
     }
   }
-  const options_ = signal ? { signal } : {};
+  const options = signal ? { signal } : {};
   if (copyTo === undefined)
     await pipeline(
       input,
@@ -132,9 +131,9 @@ async function checksumOf(
       async (source: AsyncIterable<Buffer>) => {
         for await (const chunk of source) void chunk;
       },
-      options_,
+      options,
     );
-  else await pipeline(input, tap, createWriteStream(copyTo, { flags: 'wx' }), options_);
+  else await pipeline(input, tap, createWriteStream(copyTo, { flags: 'wx' }), options);
   return { bytes, crc64: crc.digest().toString('hex') };
 }
 
