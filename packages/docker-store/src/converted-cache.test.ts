@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { mkdir, open, readdir, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { collect, craftTar, createTempDir, type CraftedEntry, type TempDir } from '@etch/test-utils';
 import { isEtchError, type Logger } from '@etch/format';
 import { ConvertedLayerCache } from './converted-cache.js';
-import { cacheIdFor } from './ids.js';
+import { cacheIdFor, chainIds } from './ids.js';
 import { stageLayers, type StageOptions } from './layer-stager.js';
 import { dockerStoreEntries, type LayerProgress, type StoreImage } from './store.js';
 
@@ -60,7 +60,6 @@ const upper: CraftedEntry[] = [
 async function storeThroughStage(
   images: StoreImage[],
   options: Partial<StageOptions> & { cache: ConvertedLayerCache },
-  settle = true,
 ): Promise<{ lines: string[]; events: LayerProgress[] }> {
   const events: LayerProgress[] = [];
   const stage = stageLayers(images, {
@@ -70,7 +69,7 @@ async function storeThroughStage(
   });
   const lines: string[] = [];
   // As in a .etch, where the base image streams first: the stager is done before the store starts.
-  if (settle) await stage.settled();
+  await stage.settled();
   try {
     for await (const { header, content } of dockerStoreEntries(images, { stage })) {
       const bytes =
@@ -87,16 +86,61 @@ async function storeThroughStage(
   return { lines, events };
 }
 
+const diffIdsOf = (image: StoreImage) =>
+  (JSON.parse(image.config.toString()) as { rootfs: { diff_ids: string[] } }).rootfs.diff_ids;
+
+/** The cache key of layer `index` of `image`, stored under the default data root. */
+function keyOf(image: StoreImage, index: number) {
+  const diffIds = diffIdsOf(image);
+  const chainId = chainIds(diffIds)[index]!;
+  return { chainId, diffId: diffIds[index]!, diffPrefix: `docker/overlay2/${cacheIdFor(chainId)}/diff` };
+}
+
+/**
+ * `img` with layer 0 out of `cache` and its blob held until `release()`: the stager converts it from the blob,
+ * so it is still busy with layer 0 (`started` has resolved) when the store asks for a later layer.
+ */
+async function holdFirstLayer(
+  img: StoreImage,
+  cache: ConvertedLayerCache,
+): Promise<{ image: StoreImage; started: Promise<void>; release: () => void }> {
+  const first = cache.pathOf(keyOf(img, 0));
+  await Promise.all([rm(first, { force: true }), rm(first.replace(/\.tar$/, '.json'), { force: true })]);
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let reading!: () => void;
+  const started = new Promise<void>((resolve) => (reading = resolve));
+  const layer = img.layers[0]!;
+  const held = {
+    ...layer,
+    open: async (signal?: AbortSignal) => {
+      const blob = await collect(await layer.open(signal));
+      return (async function* () {
+        reading();
+        await gate;
+        yield blob;
+      })();
+    },
+  };
+  return { image: { ...img, layers: [held, ...img.layers.slice(1)] }, started, release };
+}
+
 function recordingLogger(warnings: string[]): Logger {
   const none = () => {};
-  return { debug: none, info: none, warn: (message: string) => void warnings.push(message) };
+  // The stager puts the cause in `error` and the layer in `digest`: kept, so a test can tell whose it is.
+  const extra = (fields: Record<string, unknown> | undefined, name: string) =>
+    typeof fields?.[name] === 'string' ? ` ${name}=${fields[name]}` : '';
+  return {
+    debug: none,
+    info: none,
+    warn: (message: string, fields?: Record<string, unknown>) =>
+      void warnings.push(`${message}${extra(fields, 'error')}${extra(fields, 'digest')}`),
+  };
 }
 
 describe('ConvertedLayerCache', () => {
   it('gives a rebuild every layer from the cache: no blob opened, state cached, the same entries', async () => {
-    const cache = new ConvertedLayerCache(dir.join('converted'), {
-      logger: { debug: console.log, info: console.log, warn: console.log },
-    });
+    const cache = new ConvertedLayerCache(dir.join('converted'));
     const opened: string[] = [];
     const images = [await image('app', [lower, upper], opened)];
     const cold = await storeThroughStage(images, { cache });
@@ -114,12 +158,80 @@ describe('ConvertedLayerCache', () => {
   it('takes a layer from the cache even when the store gets to it before the stager', async () => {
     const cache = new ConvertedLayerCache(dir.join('converted'));
     const opened: string[] = [];
-    const images = [await image('app', [lower, upper, [{ name: 'c.txt', content: 'c' }]], opened)];
-    const cold = await storeThroughStage(images, { cache });
+    const img = await image('app', [lower, upper], opened);
+    await storeThroughStage([img], { cache });
+    const held = await holdFirstLayer(img, cache);
     opened.length = 0;
-    const warm = await storeThroughStage(images, { cache }, false);
-    expect(opened, 'blobs the warm run opened').toEqual([]);
-    expect(warm.lines).toEqual(cold.lines);
+    const events: LayerProgress[] = [];
+    const stage = stageLayers([held.image], { dir: dir.join('stage'), cache, onProgress: (e) => events.push(e) });
+    try {
+      await held.started;
+      const staged = await stage.take(keyOf(img, 1).chainId);
+      expect(staged?.converted.diffId, 'the diffID of layer 1, taken out of turn').toBe(keyOf(img, 1).diffId);
+      expect(
+        events.filter((e) => e.state === 'cached').map((e) => e.layer),
+        'layers reported cached',
+      ).toEqual([1]);
+      expect(opened, 'blobs opened: layer 0 only').toEqual([img.layers[0]!.digest]);
+    } finally {
+      held.release();
+      await stage.close();
+    }
+  });
+
+  it('warns when the cache cannot be read for a layer the store takes first, and leaves it to convert', async () => {
+    const opened: string[] = [];
+    const img = await image('app', [lower, upper], opened);
+    await storeThroughStage([img], { cache: new ConvertedLayerCache(dir.join('converted')) });
+    // A cache whose disk fails on read (EIO): a real one cannot be made to, so restore throws as it would.
+    const failing = new (class extends ConvertedLayerCache {
+      override async restore(): Promise<undefined> {
+        throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+      }
+    })(dir.join('converted'));
+    const held = await holdFirstLayer(img, failing);
+    const warnings: string[] = [];
+    const stage = stageLayers([held.image], {
+      dir: dir.join('stage'),
+      cache: failing,
+      logger: recordingLogger(warnings),
+    });
+    try {
+      await held.started;
+      expect(await stage.take(keyOf(img, 1).chainId), 'layer 1: left to convert inline').toBeUndefined();
+      // Layer 0 is converted from its blob after the same failure: it warns too.
+      expect(warnings.filter((w) => w.includes(img.layers[1]!.digest))).toEqual([
+        `cannot read the cache of converted layers; converting the layer error=EIO: i/o error, read digest=${img.layers[1]!.digest}`,
+      ]);
+    } finally {
+      held.release();
+      await stage.close();
+    }
+  });
+
+  it('says nothing about the cache when the run is aborted while a conversion is being kept', async () => {
+    const opened: string[] = [];
+    const images = [await image('app', [lower], opened)];
+    const controller = new AbortController();
+    // Aborted just as the conversion is handed to the cache: the abort lands inside store().
+    const cache = new (class extends ConvertedLayerCache {
+      override async store(...args: Parameters<ConvertedLayerCache['store']>): Promise<void> {
+        controller.abort();
+        return super.store(...args);
+      }
+    })(dir.join('converted'));
+    const warnings: string[] = [];
+    const stage = stageLayers(images, {
+      dir: dir.join('stage'),
+      cache,
+      signal: controller.signal,
+      logger: recordingLogger(warnings),
+    });
+    await stage.settled();
+    await stage.close();
+    expect(controller.signal.aborted, 'the run was aborted').toBe(true);
+    expect(warnings, 'warnings after an abort').toEqual([]);
+    expect(await cache.usage(), 'what the aborted run kept').toEqual({ layers: 0, bytes: 0 });
   });
 
   it('removes a damaged entry (one byte flipped) and converts the layer again, naming layer and path', async () => {
@@ -150,6 +262,40 @@ describe('ConvertedLayerCache', () => {
     expect((await storeThroughStage(images, { cache })).lines).toEqual(cold.lines);
     expect(opened).toEqual([]);
   });
+
+  // link() takes the symlink itself, a read follows it: a read of /dev/zero never ends. (A FIFO, whose read
+  // never starts, is tested through the CLI in @etch/dotetch's layer-cache.test.ts: making one needs mkfifo.)
+  it(
+    'treats a data file that is a symbolic link to /dev/zero as damaged, in bounded time',
+    async () => {
+      const cache = new ConvertedLayerCache(dir.join('converted'));
+      const opened: string[] = [];
+      const images = [await image('app', [lower], opened)];
+      const cold = await storeThroughStage(images, { cache });
+      const data = cache.pathOf(keyOf(images[0]!, 0));
+      await rm(data);
+      await symlink('/dev/zero', data);
+      opened.length = 0;
+      const warnings: string[] = [];
+      // The stager's warnings too: one, from the cache, is all there should be.
+      const logger = recordingLogger(warnings);
+      const rebuilt = await storeThroughStage(images, {
+        cache: new ConvertedLayerCache(cache.dir, { logger }),
+        logger,
+      });
+      expect(rebuilt.lines).toEqual(cold.lines);
+      expect(opened, 'the layer is read from its blob again').toHaveLength(1);
+      expect(warnings, 'warnings').toHaveLength(1);
+      expect(warnings[0]).toContain(data);
+      expect(warnings[0]).toContain('symbolic link');
+      // Replaced by a whole entry: the next run takes it.
+      opened.length = 0;
+      expect((await storeThroughStage(images, { cache })).lines).toEqual(cold.lines);
+      expect(opened, 'blobs opened once the entry is whole again').toEqual([]);
+    },
+    // A read that never ends fails here instead of stalling the suite.
+    20_000,
+  );
 
   it('treats a damaged descriptor as no entry', async () => {
     const cache = new ConvertedLayerCache(dir.join('converted'));

@@ -1,9 +1,22 @@
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { copyFile, link, mkdir, readFile, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
+import { constants, createReadStream, createWriteStream, type Stats } from 'node:fs';
+import {
+  copyFile,
+  link,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  rename,
+  rm,
+  stat,
+  utimes,
+  type FileHandle,
+} from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
-import { EtchError, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import { pipeline } from 'node:stream/promises';
+import { EtchError, ignoreRejection, silentLogger, throwIfAborted, type Logger } from '@etch/format';
 import { removeStalePartials, temporaryPathFor, writeFileAtomic } from '@etch/disk';
 import { Crc64 } from './crc64.js';
 import type { ConvertedLayer } from './layer-converter.js';
@@ -19,6 +32,8 @@ const DEFAULT_MAX_BYTES = 8 * 1024 ** 3;
 const MAX_DESCRIPTOR_BYTES = 64 * 1024 * 1024;
 const DATA = '.tar';
 const DESCRIPTOR = '.json';
+/** A cache file is opened without following a symlink or waiting for a FIFO's writer: anything but a file is damage. */
+const READ_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
 /** What identifies a conversion: every input that changes its bytes. */
 export interface ConvertedLayerKey {
@@ -86,15 +101,80 @@ async function linkOrCopy(from: string, to: string): Promise<void> {
   }
 }
 
-/** CRC-64 and size of a file, read once. */
-async function checksumOf(path: string, signal?: AbortSignal): Promise<{ bytes: number; crc64: string }> {
+/**
+ * CRC-64 and size of a file, read once: at most `limit + 1` bytes when given (one more tells a longer file),
+ * copied to `copyTo` on the way when given (created, never overwritten).
+ */
+async function checksumOf(
+  from: string | FileHandle,
+  { limit, copyTo, signal }: { limit?: number; copyTo?: string; signal?: AbortSignal } = {},
+): Promise<{ bytes: number; crc64: string }> {
+  const range = { highWaterMark: 1024 * 1024, start: 0, ...(limit !== undefined ? { end: limit } : {}) };
+  const input =
+    typeof from === 'string'
+      ? createReadStream(from, range)
+      : createReadStream('', { ...range, fd: from, autoClose: false });
   const crc = new Crc64();
   let bytes = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 1024 * 1024, ...(signal ? { signal } : {}) })) {
-    crc.update(chunk as Buffer);
-    bytes += (chunk as Buffer).length;
+  async function* tap(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    for await (const chunk of source) {
+      crc.update(chunk);
+      bytes += chunk.length;
+      yield chunk;
+    }
   }
+  const options = signal ? { signal } : {};
+  if (copyTo === undefined)
+    await pipeline(
+      input,
+      tap,
+      async (source: AsyncIterable<Buffer>) => {
+        for await (const chunk of source) void chunk;
+      },
+      options,
+    );
+  else await pipeline(input, tap, createWriteStream(copyTo, { flags: 'wx' }), options);
   return { bytes, crc64: crc.digest().toString('hex') };
+}
+
+/** Opens a cache file for reading; undefined when it is gone, `'symlink'` when it is one. */
+async function openEntryFile(path: string): Promise<FileHandle | 'symlink' | undefined> {
+  try {
+    return await open(path, READ_FLAGS);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    if (code === 'ELOOP') return 'symlink';
+    throw error;
+  }
+}
+
+/**
+ * Puts the open data file `handle` (a regular file, `info`) at `file` and reads it once for its checksum, at
+ * most `bytes + 1` bytes: linked when on the same disk, else copied from the handle as it is read. Undefined
+ * when the entry went away meanwhile; `'replaced'` when the name no longer led to the opened file.
+ */
+async function placeEntry(
+  handle: FileHandle,
+  info: Stats,
+  data: string,
+  file: string,
+  bytes: number,
+  signal?: AbortSignal,
+): Promise<{ bytes: number; crc64: string } | 'replaced' | undefined> {
+  const read = { limit: bytes, ...(signal ? { signal } : {}) };
+  try {
+    await link(data, file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    if (code !== 'EXDEV' && code !== 'EPERM' && code !== 'EMLINK') throw error;
+    return checksumOf(handle, { ...read, copyTo: file });
+  }
+  // The name was looked up again by link(): it must still be the file checked above.
+  const linked = await lstat(file);
+  if (linked.dev !== info.dev || linked.ino !== info.ino) return 'replaced';
+  return checksumOf(handle, read);
 }
 
 /**
@@ -110,8 +190,11 @@ async function checksumOf(path: string, signal?: AbortSignal): Promise<{ bytes: 
  * create`) write identical bytes, and the last rename wins.
  *
  * A read is checked without hashing again: the descriptor carries a CRC-64 of its own text, and the data file
- * is read whole against its CRC-64 before {@link restore} hands it out. A damaged entry is removed and
- * reported as a miss, so the layer is converted again from its blob; nothing unverified reaches an output.
+ * must be a regular file of the recorded size, read whole against its CRC-64 before {@link restore} hands it
+ * out. A damaged entry is removed and reported as a miss, so the layer is converted again from its blob. The
+ * CRC-64s catch accidental damage only (a torn write, a flipped bit): whoever can write the cache folder can
+ * recompute them. What keeps a tampered entry inside its own layer is the stager, which refuses any entry
+ * outside the layer's `diff/` (`LayerStage.entries`).
  */
 export class ConvertedLayerCache {
   private readonly maxBytes: number;
@@ -147,32 +230,42 @@ export class ConvertedLayerCache {
     const descriptorPath = join(this.dir, `${name}${DESCRIPTOR}`);
     const descriptor = await this.readDescriptor(descriptorPath, name, key);
     if (descriptor === undefined) return undefined;
-    try {
-      await linkOrCopy(data, file);
-    } catch (error) {
-      // Evicted or cleaned meanwhile: convert as if it had never been cached.
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw error;
+    // Evicted or cleaned meanwhile: convert as if it had never been cached.
+    const handle = await openEntryFile(data);
+    if (handle === undefined) return undefined;
+    if (handle === 'symlink') {
+      await this.discard(name, 'it is a symbolic link, not a file', key);
+      return undefined;
     }
-    let found: { bytes: number; crc64: string };
+    let found: { bytes: number; crc64: string } | 'replaced' | undefined;
     try {
-      found = await checksumOf(file, signal);
+      const info = await handle.stat();
+      // Checked before anything is read, so that no file (a FIFO, a device) can make the read wait or run on.
+      if (!info.isFile() || info.size !== descriptor.bytes) {
+        const what = info.isFile() ? `it is ${info.size} bytes` : 'it is not a regular file';
+        await this.discard(name, `${what}, recorded as ${descriptor.bytes} bytes`, key);
+        return undefined;
+      }
+      found = await placeEntry(handle, info, data, file, descriptor.bytes, signal);
     } catch (error) {
       await rm(file, { force: true });
       throw error;
+    } finally {
+      await handle.close();
     }
-    if (found.bytes !== descriptor.bytes || found.crc64 !== descriptor.crc64) {
+    if (found === undefined) return undefined;
+    if (found === 'replaced' || found.bytes !== descriptor.bytes || found.crc64 !== descriptor.crc64) {
       await rm(file, { force: true });
-      await this.discard(
-        name,
-        `it is ${found.bytes} bytes with CRC-64 ${found.crc64}, recorded as ${descriptor.bytes} bytes with ${descriptor.crc64}`,
-        key,
-      );
+      const why =
+        found === 'replaced'
+          ? 'it was replaced while being read'
+          : `it is ${found.bytes} bytes with CRC-64 ${found.crc64}, recorded as ${descriptor.bytes} bytes with ${descriptor.crc64}`;
+      await this.discard(name, why, key);
       return undefined;
     }
     // Its time of last use, for eviction; a failure only makes it look older.
     const now = new Date();
-    await utimes(descriptorPath, now, now).catch(() => undefined);
+    await ignoreRejection(utimes(descriptorPath, now, now), 'a failed update only makes the entry look older');
     return {
       converted: {
         diffId: descriptor.diffId,
@@ -199,12 +292,13 @@ export class ConvertedLayerCache {
   ): Promise<void> {
     throwIfAborted(signal);
     const name = this.keyOf(key);
-    const { bytes, crc64 } = checksum ?? (await checksumOf(file, signal));
+    const { bytes, crc64 } = checksum ?? (await checksumOf(file, signal ? { signal } : {}));
     const data = join(this.dir, `${name}${DATA}`);
     await mkdir(this.dir, { recursive: true });
     const temporary = temporaryPathFor(data);
-    await linkOrCopy(file, temporary);
     try {
+      // Inside: a copy that fails part-way (full disk) leaves a partial file to remove.
+      await linkOrCopy(file, temporary);
       throwIfAborted(signal);
       await rename(temporary, data);
     } catch (error) {
@@ -307,11 +401,25 @@ export class ConvertedLayerCache {
   }
 
   private async readDescriptor(path: string, name: string, key: ConvertedLayerKey): Promise<Descriptor | undefined> {
-    const info = await stat(path).catch(() => undefined);
-    if (info === undefined) return undefined;
+    const handle = await openEntryFile(path);
+    if (handle === undefined) return undefined;
+    let text = '';
+    if (handle !== 'symlink') {
+      try {
+        const info = await handle.stat();
+        if (info.isFile() && info.size <= MAX_DESCRIPTOR_BYTES) {
+          const buffer = Buffer.alloc(info.size);
+          const { bytesRead } = await handle.read(buffer, 0, info.size, 0);
+          text = buffer.subarray(0, bytesRead).toString('utf8');
+        }
+      } catch {
+        text = ''; // unreadable: damaged like any other descriptor that does not check out
+      } finally {
+        await handle.close();
+      }
+    }
     let descriptor: Descriptor | undefined;
-    if (info.isFile() && info.size <= MAX_DESCRIPTOR_BYTES) {
-      const text = await readFile(path, 'utf8').catch(() => '');
+    if (text !== '') {
       const [body, crc] = text.split('\n');
       if (body !== undefined && crc === crcHex(body)) {
         try {

@@ -1,12 +1,12 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { Transform } from 'node:stream';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { EtchError, silentLogger, type Logger, ignoreRejection } from '@etch/format';
 import { createTarPack, extractTar, promisePacker, whenPackerIdle, type EntryHeader, type TarHeader } from '@etch/tar';
 import { parseConfig } from './image-config.js';
-import type { ConvertedLayerCache } from './converted-cache.js';
+import type { CachedConversion, ConvertedLayerCache, ConvertedLayerKey } from './converted-cache.js';
 import { Crc64 } from './crc64.js';
 import { cacheIdFor, chainIds } from './ids.js';
 import type { ConvertedLayer, StoreEntry } from './layer-converter.js';
@@ -107,6 +107,19 @@ function checksumTap(checksum: { crc: Crc64; bytes: number }): Transform {
       callback(null, chunk);
     },
   });
+}
+
+/** The progress event of a layer taken from the cache of converted layers. */
+function cachedEvent({ layer, image, index }: PlannedLayer): LayerProgress {
+  return {
+    phase: 'layer',
+    image,
+    layer: index,
+    digest: layer.digest,
+    bytes: layer.size,
+    total: layer.size,
+    state: 'cached',
+  };
 }
 
 /** The header the converter produced, read back from the spool (only the fields it sets). */
@@ -236,7 +249,7 @@ export class LayerStage {
     const { signal } = this.options;
     const input = createReadStream(staged.file, { highWaterMark: 256 * 1024 });
     // A stage file may come from the cache of converted layers, a folder on disk: it only ever writes its own diff/.
-    const prefix = `${this.root}/${paths.diff(cacheIdFor(staged.chainId))}`;
+    const prefix = this.diffPrefixOf(staged.chainId);
     const inside = (name: string) =>
       (name === prefix || name.startsWith(`${prefix}/`)) && !name.split('/').includes('..');
     for await (const { header, body } of extractTar(input, signal ? { signal } : {})) {
@@ -318,34 +331,60 @@ export class LayerStage {
     await new Promise<void>((resolve) => (this.wake = resolve));
   }
 
+  /** Where the entries of the layer `chainId` live in the partition: its `diff/`. */
+  private diffPrefixOf(chainId: string): string {
+    return `${this.root}/${paths.diff(cacheIdFor(chainId))}`;
+  }
+
+  /**
+   * The layer's conversion from the cache of converted layers into `file`, or undefined when it holds none (or
+   * a damaged one, which it reports). A cache that cannot be read is warned about and counts as a miss: the
+   * layer is converted from its blob. Rejects only when `signal` is aborted.
+   */
+  private async fromCache(
+    cache: ConvertedLayerCache,
+    planned: PlannedLayer,
+    key: ConvertedLayerKey,
+    file: string,
+    signal: AbortSignal,
+  ): Promise<CachedConversion | undefined> {
+    try {
+      return await cache.restore(key, file, signal);
+    } catch (err) {
+      if (signal.aborted) throw err;
+      this.logger.warn('cannot read the cache of converted layers; converting the layer', {
+        digest: planned.layer.digest,
+        error: (err as Error).message,
+      });
+      return undefined;
+    }
+  }
+
   /** The layer from the cache of converted layers into this stage's directory, or undefined (then inline). */
   private async restoreOnly(planned: PlannedLayer): Promise<Attempt> {
     const { cache } = this.options;
-    const diffPrefix = `${this.root}/${paths.diff(cacheIdFor(planned.chainId))}`;
+    if (cache === undefined) return undefined;
     const file = join(this.options.dir, `${planned.chainId.replace(':', '-')}.tar`);
-    await this.dirCreated.catch(() => undefined);
+    await ignoreRejection(this.dirCreated, 'a directory that cannot be made shows in this.created; run() reports it');
     if (!this.created) return undefined;
-    const cached = await cache
-      ?.restore({ diffId: planned.diffId, diffPrefix }, file, this.signal)
-      .catch(() => undefined);
+    const key = { diffId: planned.diffId, diffPrefix: this.diffPrefixOf(planned.chainId) };
+    let cached: CachedConversion | undefined;
+    try {
+      cached = await this.fromCache(cache, planned, key, file, this.signal);
+    } catch (err) {
+      // Aborted (the run, or close()): the store, if it still runs, converts the layer inline and meets the abort.
+      if (this.signal.aborted) return undefined;
+      throw err;
+    }
     if (cached === undefined) return undefined;
-    const { layer, image, index } = planned;
-    this.options.onProgress?.({
-      phase: 'layer',
-      image,
-      layer: index,
-      digest: layer.digest,
-      bytes: layer.size,
-      total: layer.size,
-      state: 'cached',
-    });
+    this.options.onProgress?.(cachedEvent(planned));
     this.spooled += cached.spooled;
     return { chainId: planned.chainId, file, ...cached };
   }
 
   private async stage(planned: PlannedLayer): Promise<Attempt> {
     const { pool } = this.options;
-    const diffPrefix = `${this.root}/${paths.diff(cacheIdFor(planned.chainId))}`;
+    const diffPrefix = this.diffPrefixOf(planned.chainId);
     try {
       let staged: StagedLayer;
       if (pool !== undefined) {
@@ -388,22 +427,14 @@ export class LayerStage {
     const { cache } = this.options;
     if (cache === undefined) return this.convertBlob(planned, diffPrefix, file, signal);
     const key = { diffId: planned.diffId, diffPrefix };
-    const { chainId, layer, image, index } = planned;
-    const cached = await cache.restore(key, file, signal).catch((err: unknown) => {
-      if (signal.aborted) throw err;
-      this.logger.warn('cannot read the cache of converted layers; converting the layer', {
-        digest: layer.digest,
-        error: (err as Error).message,
-      });
-      return undefined;
-    });
+    const { chainId, layer } = planned;
+    const cached = await this.fromCache(cache, planned, key, file, signal);
     if (cached !== undefined) {
       if (this.spooled + cached.spooled > this.maxBytes) {
         await rm(file, { force: true });
         throw new OverBudget();
       }
-      const event = { phase: 'layer', image, layer: index, digest: layer.digest, bytes: layer.size } as const;
-      this.options.onProgress?.({ ...event, total: layer.size, state: 'cached' });
+      this.options.onProgress?.(cachedEvent(planned));
       this.logger.debug('layer restored from the cache of converted layers', { digest: layer.digest });
       return { chainId, file, ...cached };
     }
@@ -411,12 +442,14 @@ export class LayerStage {
     const staged = await this.convertBlob(planned, diffPrefix, file, signal, checksum);
     await cache
       .store(key, file, staged, { bytes: checksum.bytes, crc64: checksum.crc.digest().toString('hex') }, signal)
-      .catch((err: unknown) =>
+      .catch((err: unknown) => {
+        // The layer is staged either way; an abort is the user's doing, not something to warn about.
+        if (signal.aborted) return;
         this.logger.warn('cannot keep the converted layer in the cache', {
           digest: layer.digest,
           error: (err as Error).message,
-        }),
-      );
+        });
+      });
     return staged;
   }
 

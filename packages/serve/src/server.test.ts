@@ -3,7 +3,7 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdir, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -245,6 +245,34 @@ describe('POST /v1/etch', () => {
     const bodies = await Promise.all(others.map(async (response) => bodyOf(response)));
     expect(bodies.filter((b) => b.status !== 200 || b.sha256 !== expected.sha256)).toEqual([]);
     await until('the shared stage to be empty', async () => (await sharedFiles(started)).length === 0);
+  });
+
+  it('logs a damaged cached conversion as a warning naming it, and serves the same bytes', async () => {
+    const lines: string[] = [];
+    const started = await server({ log: { level: 'warn', stream: { write: (line) => void lines.push(line) } } });
+    const cold = await post(started, request(), TOKEN);
+    expect(await digestOf(cold), 'the first .etch against etch create -o').toEqual(expected);
+    const converted = dir.join(`cache-${servers.indexOf(started)}`, 'oci', 'converted');
+    const [data] = (await readdir(converted)).filter((name) => name.endsWith('.tar'));
+    const damaged = join(converted, data as string);
+    const handle = await open(damaged, 'r+');
+    try {
+      const byte = Buffer.alloc(1);
+      await handle.read(byte, 0, 1, 1000);
+      await handle.write(Buffer.from([(byte[0] as number) ^ 0xff]), 0, 1, 1000);
+    } finally {
+      await handle.close();
+    }
+    const warm = await post(started, request(), TOKEN);
+    expect(await digestOf(warm), 'the .etch built past the damage against etch create -o').toEqual(expected);
+    const warnings = lines
+      .map((line) => JSON.parse(line) as { level: number; msg: string; code?: string })
+      .filter((entry) => entry.level === 40);
+    expect(
+      warnings.map((w) => w.code),
+      'codes of the warnings logged',
+    ).toEqual(['ETCH_DIGEST_MISMATCH']);
+    expect(warnings[0]?.msg).toContain(damaged);
   });
 
   it('downloads a URL base image once for concurrent requests, and serves the bytes etch create writes', async () => {

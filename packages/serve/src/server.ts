@@ -194,8 +194,6 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
     dir: join(options.cacheDir, 'oci', `${stagePrefix()}${process.pid}-shared`),
     onConversion: () => metrics.conversions.inc(),
   });
-  // Converted layers outlive requests (and the server), beside the blobs they came from.
-  const layerCache = new ConvertedLayerCache(join(options.cacheDir, 'oci', 'converted'));
 
   const app = Fastify({
     logger:
@@ -207,6 +205,10 @@ export async function startEtchServer(options: ServeOptions): Promise<EtchServer
     genReqId: () => randomUUID(),
     return503OnClosing: true,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
+  });
+  // Converted layers outlive requests (and the server), beside the blobs they came from; damage is logged.
+  const layerCache = new ConvertedLayerCache(join(options.cacheDir, 'oci', 'converted'), {
+    logger: loggerOf(app.log),
   });
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
