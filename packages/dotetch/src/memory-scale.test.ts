@@ -2,12 +2,10 @@
 // layer (enough to reach its steady state), for twenty layers, and for one 2 GiB layer must stay flat (issue
 // 17: "add a 20-layer image and a 2 GiB layer to the memory check"). The images are OCI layouts written here,
 // so no registry time is measured.
-import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTempDir, rawTarHeader, type TempDir } from '@etch/test-utils';
+import { createTempDir, finishOciLayout, putLayoutBlob, rawTarHeader, type TempDir } from '@etch/test-utils';
 import { BASE_TOOLS, DISK_TOOLS, ensureTools, makeBalenaLikeImage, run } from '@etch/test-utils/system';
 import { runEtch, type ChildRun } from './hostile/run-etch.test.helper.js';
 
@@ -25,27 +23,6 @@ const OLD_SPACE_MIB = 24;
 
 let dir: TempDir;
 
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return `sha256:${hash.digest('hex')}`;
-}
-
-/** Writes blob `bytes` (or moves file `path`) into the layout by digest; returns its descriptor fields. */
-async function putBlob(layout: string, content: Buffer | { path: string }): Promise<{ digest: string; size: number }> {
-  const blobs = join(layout, 'blobs', 'sha256');
-  await mkdir(blobs, { recursive: true });
-  if (Buffer.isBuffer(content)) {
-    const digest = `sha256:${createHash('sha256').update(content).digest('hex')}`;
-    await writeFile(join(blobs, digest.slice(7)), content);
-    return { digest, size: content.length };
-  }
-  const digest = await sha256File(content.path);
-  const size = (await stat(content.path)).size;
-  await rename(content.path, join(blobs, digest.slice(7)));
-  return { digest, size };
-}
-
 /**
  * An OCI layout holding one image whose layers are uncompressed tars of the folders given (uncompressed:
  * a gzip of hundreds of MiB would spend the test's time in the test itself, and the store's work per byte
@@ -57,50 +34,9 @@ async function layoutOf(name: string, trees: string[]): Promise<string> {
   for (const [i, tree] of trees.entries()) {
     const tar = dir.join(`${name}-${i}.tar`);
     await run('tar', ['--format=pax', '--sort=name', '--mtime=@0', '--numeric-owner', '-C', tree, '-cf', tar, '.']);
-    layers.push(await putBlob(layout, { path: tar }));
+    layers.push(await putLayoutBlob(layout, { path: tar }));
   }
-  return finishLayout(layout, layers);
-}
-
-/** Config, manifest, `index.json` and `oci-layout` around layer blobs already in `layout`. */
-async function finishLayout(layout: string, layers: { digest: string; size: number }[]): Promise<string> {
-  const config = await putBlob(
-    layout,
-    Buffer.from(
-      JSON.stringify({
-        architecture: 'amd64',
-        os: 'linux',
-        config: {},
-        rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
-      }),
-    ),
-  );
-  const manifest = await putBlob(
-    layout,
-    Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-        layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l })),
-      }),
-    ),
-  );
-  await writeFile(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  await writeFile(
-    join(layout, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [
-        {
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          ...manifest,
-          annotations: { 'org.opencontainers.image.ref.name': 'v1' },
-        },
-      ],
-    }),
-  );
-  return layout;
+  return finishOciLayout(layout, layers);
 }
 
 /** A folder with one file of `bytes` bytes (a MiB of pattern, then zeros) and a few small ones. */
@@ -127,7 +63,7 @@ async function manyEntriesLayout(name: string, count: number): Promise<string> {
     headers.push(rawTarHeader({ name: `d${Math.floor(i / 1000)}/f${i}`, mtime: 1_700_000_000 }));
   }
   headers.push(Buffer.alloc(1024));
-  return finishLayout(layout, [await putBlob(layout, Buffer.concat(headers))]);
+  return finishOciLayout(layout, [await putLayoutBlob(layout, Buffer.concat(headers))]);
 }
 
 async function create(layout: string, out: string, nodeOptions = ''): Promise<ChildRun> {

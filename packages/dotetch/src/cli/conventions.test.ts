@@ -6,10 +6,9 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { craftTar, createTempDir, type TempDir } from '@etch/test-utils';
+import { craftTar, createTempDir, finishOciLayout, putLayoutBlob, type TempDir } from '@etch/test-utils';
 import { freePort, makeBalenaLikeImage, run } from '@etch/test-utils/system';
 import { etchBin, runBinary } from './binary.test.helper.js';
 import { runCli } from './in-process.test.helper.js';
@@ -269,43 +268,7 @@ describe('inspect', () => {
 /** An OCI layout in `dir/name` holding one linux/amd64 image, tag v1, of one uncompressed layer of `entries`. */
 async function ociLayout(name: string, entries: Parameters<typeof craftTar>[0]): Promise<string> {
   const layout = dir.join(name);
-  await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
-  const blob = async (content: Buffer) => {
-    const digest = `sha256:${createHash('sha256').update(content).digest('hex')}`;
-    await writeFile(join(layout, 'blobs', 'sha256', digest.slice(7)), content);
-    return { digest, size: content.length };
-  };
-  const layer = await blob(await craftTar(entries));
-  const config = await blob(
-    Buffer.from(
-      JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [layer.digest] } }),
-    ),
-  );
-  const manifest = await blob(
-    Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...layer }],
-      }),
-    ),
-  );
-  await writeFile(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  await writeFile(
-    join(layout, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [
-        {
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          ...manifest,
-          annotations: { 'org.opencontainers.image.ref.name': 'v1' },
-        },
-      ],
-    }),
-  );
-  return layout;
+  return finishOciLayout(layout, [await putLayoutBlob(layout, await craftTar(entries))]);
 }
 
 describe('exit codes', () => {
