@@ -4,9 +4,9 @@
  */
 import { cp, open } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isEtchError, type EtchError } from '@etch/format';
+import { isEtchError } from '@etch/format';
 import { RegistryClient, openImageSource, openImageTarget } from '@etch/registry';
-import { createTempDir, type TempDir } from '@etch/test-utils';
+import { createTempDir, rejectionOf, type TempDir } from '@etch/test-utils';
 import {
   buildRegistryFixtures,
   readLayoutImage,
@@ -22,15 +22,6 @@ let registry: RegistryServer;
 let corrupted: string;
 let tag: string;
 let layer: string;
-
-async function failure(promise: Promise<unknown>): Promise<EtchError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!isEtchError(error)) throw new Error(`expected an EtchError, got ${String(error)}`);
-  return error;
-}
 
 beforeAll(async () => {
   work = await createTempDir('etch-copy-verify-');
@@ -64,11 +55,11 @@ describe('copyImage of a local blob changed on disk', () => {
     const client = new RegistryClient({ dockerConfig: false, retry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 50 } });
     const target = `${registry.host}/verify/app:1`;
     try {
-      const error = await failure(
+      const error = await rejectionOf(
         copyImage(openImageSource(`oci:${corrupted}:${tag}`, client), openImageTarget(target, client)),
       );
-      expect(error.code, error.message).toBe('ETCH_DIGEST_MISMATCH');
-      expect(error.message, 'the error names the blob').toContain(layer);
+      expect(isEtchError(error, 'ETCH_DIGEST_MISMATCH'), String(error)).toBe(true);
+      expect((error as Error).message, 'the error names the blob').toContain(layer);
     } finally {
       await client.close();
     }
@@ -82,11 +73,11 @@ describe('copyImage of a local blob changed on disk', () => {
     const client = new RegistryClient({ dockerConfig: false });
     const out = work.join('out');
     try {
-      const error = await failure(
+      const error = await rejectionOf(
         copyImage(openImageSource(`oci:${corrupted}:${tag}`, client), openImageTarget(`oci:${out}:1`, client)),
       );
-      expect(error.code, error.message).toBe('ETCH_DIGEST_MISMATCH');
-      expect(error.message, 'the error names the blob').toContain(layer);
+      expect(isEtchError(error, 'ETCH_DIGEST_MISMATCH'), String(error)).toBe(true);
+      expect((error as Error).message, 'the error names the blob').toContain(layer);
     } finally {
       await client.close();
     }
