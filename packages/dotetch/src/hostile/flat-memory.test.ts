@@ -14,8 +14,9 @@ import { entry, etchOf, makeTinyDisk } from './corpus.test.helper.js';
 import { runEtch, type ChildRun } from './run-etch.test.helper.js';
 
 // 6,000 more entries (past one batch of 5,000, two growths of 400-500 MiB): measured +16 to +24 MiB (+37 to +45
-// before the fixes above; the flasher before that kept 27 KiB an entry).
-const GROWTH_MIB = 30;
+// before the fixes above; the flasher before that kept 27 KiB an entry). The bound sits between the two with
+// room for a loaded machine's noise on the fixed side.
+const GROWTH_MIB = 34;
 
 let work: TempDir;
 let tiny: string;
