@@ -15,7 +15,6 @@ import {
   type Logger,
 } from '@etch/format';
 import {
-  asImageIndex,
   formatPlatform,
   hostPlatform,
   offeredPlatforms,
@@ -32,7 +31,7 @@ import {
 } from '@etch/registry';
 import { contentRangeStart, discard, header } from '@etch/registry/http';
 import { decompressAuto, extractTar } from '@etch/tar';
-import { EciAnnotation, EciMediaType, layersOf, unclosableBlob } from './eci.js';
+import { EciAnnotation, EciMediaType, chooseEciManifest, layersOf, unclosableBlob } from './eci.js';
 import type { EciRole } from './eci-push.js';
 
 /** How the ECI was stored, as lf-edge's "differentiation specification" classifies it. */
@@ -483,23 +482,18 @@ async function chooseManifest(
   ctx: PullContext,
   top: FetchedManifest,
 ): Promise<{ manifest: FetchedManifest; platform?: string }> {
-  if (!Array.isArray(top.json['manifests'])) return { manifest: top };
-  const index = asImageIndex(top.json, ctx.what);
-  const usable = index.manifests.filter((d) => d.annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest');
-  let chosen: Descriptor;
-  if (ctx.options.platform !== undefined) chosen = selectFromIndex(index, toPlatform(ctx.options.platform), ctx.what);
-  else if (usable.length === 1) chosen = usable[0] as Descriptor;
-  else {
-    ctx.logger.info("ECI index without a platform asked for: choosing this host's", {
-      offered: offeredPlatforms(index).join(', '),
-    });
-    chosen = selectFromIndex(index, hostPlatform(), ctx.what);
-  }
-  const manifest = await ctx.client.getManifest(
-    withTarget(ctx.ref, { digest: chosen.digest }),
-    ctx.options.signal ? { signal: ctx.options.signal } : {},
-  );
-  return { manifest, ...(chosen.platform ? { platform: formatPlatform(chosen.platform) } : {}) };
+  const { manifest, chosen } = await chooseEciManifest(ctx.ref, top, ctx.what, {
+    client: ctx.client,
+    ...(ctx.options.platform !== undefined ? { platform: ctx.options.platform } : {}),
+    ...(ctx.options.signal ? { signal: ctx.options.signal } : {}),
+    ambiguous: (index) => {
+      ctx.logger.info("ECI index without a platform asked for: choosing this host's", {
+        offered: offeredPlatforms(index).join(', '),
+      });
+      return selectFromIndex(index, hostPlatform(), ctx.what);
+    },
+  });
+  return { manifest, ...(chosen?.platform ? { platform: formatPlatform(chosen.platform) } : {}) };
 }
 
 function isConfigOfEci(config: Descriptor | undefined): boolean {

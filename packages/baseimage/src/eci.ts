@@ -10,6 +10,7 @@ import {
   withTarget,
   type Descriptor,
   type FetchedManifest,
+  type ImageIndexJson,
   type ImageReference,
   type RegistryClient,
 } from '@etch/registry';
@@ -155,31 +156,39 @@ function refuseType(type: string | undefined, what: string): void {
   }
 }
 
-async function chooseManifest(
-  ctx: EciContext,
+/** How {@link chooseEciManifest} finds the image manifest in an index. */
+export interface EciManifestChoice {
+  client: RegistryClient;
+  platform?: string;
+  signal?: AbortSignal;
+  /** Picks among several usable entries when no platform was asked for (or throws). */
+  ambiguous: (index: ImageIndexJson, usable: readonly Descriptor[]) => Descriptor;
+}
+
+/**
+ * The image manifest an ECI reference names: `top` itself, or the index entry for the platform asked for, else
+ * its only entry that is not an attestation. Opening a base and pulling differ only in what several entries mean.
+ */
+export async function chooseEciManifest(
   ref: ImageReference,
   top: FetchedManifest,
   what: string,
-): Promise<FetchedManifest> {
-  if (!Array.isArray(top.json['manifests'])) return top;
+  choice: EciManifestChoice,
+): Promise<{ manifest: FetchedManifest; chosen?: Descriptor }> {
+  if (!Array.isArray(top.json['manifests'])) return { manifest: top };
   const index = asImageIndex(top.json, what);
-  let chosen: Descriptor;
-  if (ctx.platform !== undefined) {
-    chosen = selectFromIndex(index, toPlatform(ctx.platform), what);
-  } else {
-    const usable = index.manifests.filter(
-      (d) => d.annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest',
-    );
-    if (usable.length !== 1) {
-      throw new EtchError(
-        'ETCH_PLATFORM_NOT_FOUND',
-        `${what} is an index of ${usable.length} manifests (${offeredPlatforms(index).join(', ') || 'no platforms'}); choose one with a platform.`,
-        { details: { offered: offeredPlatforms(index) } },
-      );
-    }
-    chosen = usable[0] as Descriptor;
-  }
-  return ctx.client.getManifest(withTarget(ref, { digest: chosen.digest }), ctx.signal ? { signal: ctx.signal } : {});
+  const usable = index.manifests.filter((d) => d.annotations?.['vnd.docker.reference.type'] !== 'attestation-manifest');
+  const chosen =
+    choice.platform !== undefined
+      ? selectFromIndex(index, toPlatform(choice.platform), what)
+      : usable.length === 1
+        ? (usable[0] as Descriptor)
+        : choice.ambiguous(index, usable);
+  const manifest = await choice.client.getManifest(
+    withTarget(ref, { digest: chosen.digest }),
+    choice.signal ? { signal: choice.signal } : {},
+  );
+  return { manifest, chosen };
 }
 
 /** The layers of an ECI manifest (`layers`, or an artifact manifest's `blobs`), checked like any manifest's. */
@@ -301,7 +310,18 @@ export async function planEci(spec: EciSpec, ctx: EciContext): Promise<EciPlan> 
   });
   const what = `The ECI ${reference.fullName}${spec.digest ? `@${spec.digest}` : `:${tag}`}`;
   const top = await ctx.client.getManifest(reference, call);
-  const manifest = await chooseManifest(ctx, reference, top, what);
+  const { manifest } = await chooseEciManifest(reference, top, what, {
+    client: ctx.client,
+    ...(ctx.platform !== undefined ? { platform: ctx.platform } : {}),
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+    ambiguous: (index, usable) => {
+      throw new EtchError(
+        'ETCH_PLATFORM_NOT_FOUND',
+        `${what} is an index of ${usable.length} manifests (${offeredPlatforms(index).join(', ') || 'no platforms'}); choose one with a platform.`,
+        { details: { offered: offeredPlatforms(index) } },
+      );
+    },
+  });
   if (manifest.json['schemaVersion'] !== 2)
     ctx.logger.debug('ECI manifest without schemaVersion 2 (edge-containers omits it); reading it anyway', {
       reference: what,
