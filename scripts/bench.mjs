@@ -320,9 +320,9 @@ async function createWorkload(work, registry) {
   return { layout, layers, compressed, base, baseSize: (await stat(base)).size, refs };
 }
 
-/** `etch create` of the workload's images onto `base`, as users run it: the binary itself (its shebang's flags apply). */
-function createEtch(base, refs, cache, out) {
-  return timed(etchBin, [
+/** The arguments of an `etch create` of `refs` onto `base`, images for linux/amd64, quiet. */
+function createArgs(base, refs, cache, out) {
+  return [
     'create',
     '--base',
     base,
@@ -335,7 +335,12 @@ function createEtch(base, refs, cache, out) {
     '-o',
     out,
     '-q',
-  ]);
+  ];
+}
+
+/** `etch create` of the workload's images onto `base`, as users run it: the binary itself (its shebang's flags apply). */
+function createEtch(base, refs, cache, out) {
+  return timed(etchBin, createArgs(base, refs, cache, out));
 }
 
 /**
@@ -434,20 +439,7 @@ const rssGoal = (bytes) => `${mb(bytes)}  (goal ≤ 143 MiB = 150 MB)`;
 
 /** The `etch create` of the engine-built images, images only (a tiny base), into a cache dir of its own. */
 function createImagesOnly(refs, base, work, tag, extraNodeArgs = []) {
-  const args = [
-    'create',
-    '--base',
-    base,
-    ...refs.flatMap((r) => ['--image', r]),
-    '--platform',
-    'linux/amd64',
-    '--ignore-base-repositories',
-    '--cache-dir',
-    join(work, `cache-real-${tag}`),
-    '-o',
-    join(work, `real-${tag}.etch`),
-    '-q',
-  ];
+  const args = createArgs(base, refs, join(work, `cache-real-${tag}`), join(work, `real-${tag}.etch`));
   // With Node flags of its own the binary is run through node, with its shebang's flag repeated.
   if (extraNodeArgs.length === 0) return timed(etchBin, args);
   return timed(process.execPath, [...extraNodeArgs, '--max-semi-space-size=1', etchBin, ...args]);
