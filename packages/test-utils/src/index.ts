@@ -13,4 +13,4 @@ export {
 } from './hostile-tars.js';
 export { startHttp10Server, type Http10Request, type Http10Server, type Http10ServerOptions } from './http10-server.js';
 export { fullGc, liveMemory } from './memory.js';
-export { finishOciLayout, putLayoutBlob, type LayoutBlob } from './oci-layout.js';
+export { finishOciLayout, putLayoutBlob, writeLayoutIndex, type LayoutBlob } from './oci-layout.js';

@@ -1,6 +1,5 @@
-import { createHash } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { putLayoutBlob, writeLayoutIndex } from './oci-layout.js';
 import { run } from './run.js';
 
 /** A blob of an artifact: its media type, bytes and annotations as its descriptor carries them. */
@@ -9,8 +8,6 @@ export interface ArtifactBlob {
   data: Buffer;
   annotations?: Record<string, string>;
 }
-
-const sha = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
 /**
  * Writes a one-manifest OCI image layout by hand under `work` (blobs, manifest, index.json) and pushes it to
@@ -26,42 +23,23 @@ export async function pushOciArtifact(
   layers: ArtifactBlob[],
 ): Promise<string> {
   const layout = join(work, `layout-${name.replace(/\//g, '_')}-${tag}`);
-  await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
-  const write = async (data: Buffer) => {
-    const digest = sha(data);
-    await writeFile(join(layout, 'blobs', 'sha256', digest), data);
-    return `sha256:${digest}`;
-  };
   const describe = async (blob: ArtifactBlob) => ({
     mediaType: blob.mediaType,
-    digest: await write(blob.data),
-    size: blob.data.length,
+    ...(await putLayoutBlob(layout, blob.data)),
     ...(blob.annotations ? { annotations: blob.annotations } : {}),
   });
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: await describe(config),
-      layers: await Promise.all(layers.map(describe)),
-    }),
+  const manifest = await putLayoutBlob(
+    layout,
+    Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: 'application/vnd.oci.image.manifest.v1+json',
+        config: await describe(config),
+        layers: await Promise.all(layers.map(describe)),
+      }),
+    ),
   );
-  const manifestDigest = await write(manifest);
-  await writeFile(join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
-  await writeFile(
-    join(layout, 'index.json'),
-    JSON.stringify({
-      schemaVersion: 2,
-      manifests: [
-        {
-          mediaType: 'application/vnd.oci.image.manifest.v1+json',
-          digest: manifestDigest,
-          size: manifest.length,
-          annotations: { 'org.opencontainers.image.ref.name': tag },
-        },
-      ],
-    }),
-  );
+  await writeLayoutIndex(layout, manifest, tag);
   await run('skopeo', [
     'copy',
     '--quiet',
@@ -70,5 +48,5 @@ export async function pushOciArtifact(
     `oci:${layout}:${tag}`,
     `docker://${registryHost}/${name}:${tag}`,
   ]);
-  return manifestDigest;
+  return manifest.digest;
 }

@@ -60,6 +60,12 @@ export async function finishOciLayout(layout: string, layers: readonly LayoutBlo
       }),
     ),
   );
+  await writeLayoutIndex(layout, manifest, tag);
+  return layout;
+}
+
+/** `oci-layout` and an `index.json` naming one image manifest, stored in the layout already, by `tag`. */
+export async function writeLayoutIndex(layout: string, manifest: LayoutBlob, tag: string): Promise<void> {
   await writeFile(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
   await writeFile(
     join(layout, 'index.json'),
@@ -74,5 +80,4 @@ export async function finishOciLayout(layout: string, layers: readonly LayoutBlo
       ],
     }),
   );
-  return layout;
 }
