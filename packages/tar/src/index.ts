@@ -7,6 +7,7 @@ export {
   type EntryWriter,
   type PackerOptions,
 } from './packer.js';
+export { spliceTar, type SplicedEntry, type SplicedTar, type SpliceTarOptions } from './splice.js';
 export { extractTar, type ExtractOptions, type TarEntry, type TarHeader } from './extract.js';
 export {
   readEtch,

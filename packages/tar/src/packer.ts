@@ -419,14 +419,19 @@ async function writeOne(
  */
 export function promisePacker(pack: TarPack, prefix?: string, options: PackerOptions = {}): EntryWriter {
   const cleanPrefix = prefix === undefined ? undefined : normalizeRelativePath(prefix, prefix);
-  return (header, content) => {
-    const previous = queues.get(pack) ?? Promise.resolve();
-    const next = previous
-      .then(undefined, () => undefined) // an earlier entry's failure is reported to its own caller
-      .then(() => writeOne(pack, header, content, cleanPrefix || undefined, options));
-    queues.set(pack, next);
-    return next;
-  };
+  return (header, content) =>
+    enqueueOnPack(pack, async () => writeOne(pack, header, content, cleanPrefix || undefined, options));
+}
+
+/**
+ * Runs `task` once every entry queued on `pack` before it is written, and holds later entries until it ends:
+ * the one queue that keeps a pack's entries in order, for writers other than {@link promisePacker}.
+ */
+export function enqueueOnPack<T>(pack: TarPack, task: () => Promise<T>): Promise<T> {
+  const previous = queues.get(pack) ?? Promise.resolve();
+  const next = previous.then(undefined, () => undefined).then(task); // an earlier failure is its own caller's
+  queues.set(pack, next);
+  return next;
 }
 
 /**
