@@ -21,7 +21,15 @@ import {
   type Logger,
   ignoreRejection,
 } from '@etch/format';
-import { createCompressor, createTarPack, promisePacker, whenPackerIdle, type Compression } from '@etch/tar';
+import {
+  createCompressor,
+  createTarPack,
+  promisePacker,
+  whenPackerIdle,
+  type Compression,
+  type SplicedTar,
+} from '@etch/tar';
+import type { BufferPool } from '@etch/disk';
 import {
   dockerStoreEntries,
   stageLayers,
@@ -108,6 +116,11 @@ export interface CreateEtchOptions {
    * from the environment, else `DEFAULT_ENTRY_TIME` (1980-01-01T00:00:00Z) from `@etch/format`.
    */
   entryTime?: Date;
+  /**
+   * Read staged image layers in buffers lent from this pool. Give it only with an output that hands each
+   * chunk back once written (as `writeEtchFile` does with its own `bufferPool`); otherwise it only allocates.
+   */
+  bufferPool?: BufferPool;
   /** Cancels the run; the promise rejects with `ETCH_ABORTED` and the output is destroyed. */
   signal?: AbortSignal;
   /** Progress events. */
@@ -210,6 +223,8 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
                 ...(images.stage.pool ? { pool: images.stage.pool } : {}),
                 ...(images.stage.cache ? { cache: images.stage.cache } : {}),
                 ...(images.root !== undefined ? { root: images.root } : {}),
+                // Staged with the names this pack gives them, so each is appended as it is (see the store's appendTo).
+                namePrefix: partitionPrefix(images.partition),
                 signal: besideSignal,
                 onProgress: (event: LayerProgress) => onProgress?.(event),
                 // The store would fail on that layer after the base image: fail now instead.
@@ -259,6 +274,15 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
           ...(baseRepositories ? { baseRepositories } : {}),
           ...(root !== undefined ? { root } : {}),
           ...(stage ? { stage } : {}),
+          appendTo: {
+            pack,
+            ...(options.bufferPool ? { bufferPool: options.bufferPool } : {}),
+            onAppended: ({ entries, fileBytes }: SplicedTar) => {
+              const summary = (partitions[partition] ??= { entries: 0, bytes: 0 });
+              summary.entries += entries;
+              summary.bytes += fileBytes;
+            },
+          },
           ...(signal ? { signal } : {}),
           mtime,
           onProgress: (event: LayerProgress) => onProgress?.(event),
@@ -274,7 +298,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
         source.kind === 'directory'
           ? walkDirectory(source.path, source.dest ?? '', signal ? { signal } : {})
           : source.entries;
-      const prefix = injectPath(source.partition, '/').replace(/\/$/, '');
+      const prefix = partitionPrefix(source.partition);
       const writeInto = promisePacker(pack, prefix, { mtime, ...(signal ? { signal } : {}) });
       logger.info('injecting', { partition: source.partition, kind: source.kind });
       for await (const { header, content } of files) {
@@ -335,6 +359,11 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
 
 function isPromiseLike<T>(value: T | PromiseLike<T>): value is PromiseLike<T> {
   return typeof (value as { then?: unknown }).then === 'function';
+}
+
+/** The prefix of a partition's entries in the archive, e.g. `inject/6`. */
+function partitionPrefix(partition: number): string {
+  return injectPath(partition, '/').replace(/\/$/, '');
 }
 
 function contentBytes({ type, size }: FileToInject['header'], content: FileToInject['content']): number {

@@ -32,7 +32,7 @@ export async function writeEtchFile(path: string, options: WriteEtchFileOptions)
     const writeback = new EarlyWriteback(file.temporaryPath, output);
     let result: CreateEtchResult;
     try {
-      result = await createEtch({ ...etchOptions, output });
+      result = await createEtch({ ...etchOptions, ...(bufferPool ? { bufferPool } : {}), output });
     } finally {
       await writeback.stop();
     }

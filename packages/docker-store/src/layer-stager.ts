@@ -4,7 +4,18 @@ import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { EtchError, silentLogger, type Logger, ignoreRejection } from '@etch/format';
-import { createTarPack, extractTar, promisePacker, whenPackerIdle, type EntryHeader, type TarHeader } from '@etch/tar';
+import {
+  createTarPack,
+  extractTar,
+  promisePacker,
+  spliceTar,
+  whenPackerIdle,
+  type EntryHeader,
+  type SplicedTar,
+  type TarHeader,
+  type TarPack,
+} from '@etch/tar';
+import { readFileChunks, type BufferPool } from '@etch/disk';
 import { parseConfig } from './image-config.js';
 import type { CachedConversion, ConvertedLayerCache, ConvertedLayerKey } from './converted-cache.js';
 import { Crc64 } from './crc64.js';
@@ -31,6 +42,12 @@ export interface StageOptions {
   maxBytes?: number;
   /** The engine's data root inside the partition; must be the one the store is written with. */
   root?: string;
+  /**
+   * Written before every name in the staged files, e.g. `inject/6`: the prefix the caller's pack gives the
+   * store's entries. A staged layer can then be appended to that pack as it is ({@link LayerStage.appendTo}),
+   * instead of read back entry by entry and packed a second time.
+   */
+  namePrefix?: string;
   /**
    * Share conversions with other stages through this pool (concurrent requests of `etch serve`): a layer
    * another stage is converting or holds is not converted again; the file lives in the pool's directory and
@@ -156,6 +173,8 @@ export function stageLayers(images: readonly StoreImage[], options: StageOptions
 /** The running stager; see {@link stageLayers}. */
 export class LayerStage {
   readonly root: string;
+  /** See {@link StageOptions.namePrefix}; '' when none. */
+  readonly namePrefix: string;
   private readonly plan: PlannedLayer[] = [];
   private readonly slots = new Map<string, Slot>();
   private readonly maxBytes: number;
@@ -179,6 +198,7 @@ export class LayerStage {
     private readonly options: StageOptions,
   ) {
     this.root = (options.root ?? 'docker').replace(/^\/+|\/+$/g, '');
+    this.namePrefix = (options.namePrefix ?? '').replace(/^\/+|\/+$/g, '');
     this.maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES;
     this.logger = options.logger ?? silentLogger;
     this.signal = options.signal ? AbortSignal.any([options.signal, this.stopping.signal]) : this.stopping.signal;
@@ -244,26 +264,49 @@ export class LayerStage {
     return attempt && attempt !== RETRY ? { entries: attempt.converted.entries, bytes: attempt.fileBytes } : undefined;
   }
 
-  /** The staged layer's entries, as the converter produced them. */
+  /** The staged layer's entries, as the converter produced them (names relative to the partition). */
   async *entries(staged: StagedLayer): AsyncGenerator<StoreEntry> {
     const { signal } = this.options;
     const input = createReadStream(staged.file, { highWaterMark: 256 * 1024 });
-    // A stage file may come from the cache of converted layers, a folder on disk: it only ever writes its own diff/.
-    const prefix = this.diffPrefixOf(staged.chainId);
+    const inside = this.insideCheck(staged);
+    const strip = this.namePrefix === '' ? 0 : this.namePrefix.length + 1;
+    for await (const { header, body } of extractTar(input, signal ? { signal } : {})) {
+      inside({ name: header.name, type: header.type, linkname: header.linkname });
+      const entry = entryHeaderOf(header);
+      entry.name = entry.name.slice(strip);
+      if (header.type === 'link') entry.linkname = header.linkname.slice(strip);
+      yield header.type === 'file' ? { header: entry, content: body } : { header: entry };
+    }
+  }
+
+  /**
+   * Appends the staged layer to `pack` byte for byte: the pack must give the store's entries this stage's
+   * {@link namePrefix}. Each header is still read and kept inside the layer's own `diff/` (a stage file may
+   * come from the cache of converted layers, a folder on disk). Chunks are read in buffers lent from `pool`
+   * when given (for an output that hands them back, see `BufferPool`).
+   * @throws EtchError `ETCH_UNSAFE_PATH` for an entry outside the layer, `ETCH_BAD_ARCHIVE` for a damaged file.
+   */
+  async appendTo(staged: StagedLayer, pack: TarPack, pool?: BufferPool): Promise<SplicedTar> {
+    const { signal } = this.options;
+    const input = pool
+      ? readFileChunks(staged.file, pool, signal)
+      : createReadStream(staged.file, { highWaterMark: 1024 * 1024 });
+    return spliceTar(pack, input, { check: this.insideCheck(staged), ...(signal ? { signal } : {}) });
+  }
+
+  /** Refuses an entry of a stage file that is not inside its layer's `diff/` (or links out of it). */
+  private insideCheck(staged: StagedLayer): (entry: { name: string; type: string; linkname: string }) => void {
+    const prefix = this.namePrefixOf(staged.chainId);
     const inside = (name: string) =>
       (name === prefix || name.startsWith(`${prefix}/`)) && !name.split('/').includes('..');
-    for await (const { header, body } of extractTar(input, signal ? { signal } : {})) {
-      if (!inside(header.name) || (header.type === 'link' && !inside(header.linkname))) {
-        throw new EtchError(
-          'ETCH_UNSAFE_PATH',
-          `The converted layer ${staged.file} holds ${JSON.stringify(header.name)}, outside its ${prefix}; it is not etch's. Run \`etch cache clean\`.`,
-          { details: { entryName: header.name, path: staged.file } },
-        );
-      }
-      yield header.type === 'file'
-        ? { header: entryHeaderOf(header), content: body }
-        : { header: entryHeaderOf(header) };
-    }
+    return ({ name, type, linkname }) => {
+      if (inside(name) && (type !== 'link' || inside(linkname))) return;
+      throw new EtchError(
+        'ETCH_UNSAFE_PATH',
+        `The converted layer ${staged.file} holds ${JSON.stringify(name)}, outside its ${prefix}; it is not etch's. Run \`etch cache clean\`.`,
+        { details: { entryName: name, path: staged.file } },
+      );
+    };
   }
 
   /** Removes a staged layer once written, making room for the next ones. */
@@ -336,6 +379,12 @@ export class LayerStage {
     return `${this.root}/${paths.diff(cacheIdFor(chainId))}`;
   }
 
+  /** The names of the layer `chainId` in its stage file: its `diff/` after {@link namePrefix}. */
+  private namePrefixOf(chainId: string): string {
+    const diff = this.diffPrefixOf(chainId);
+    return this.namePrefix === '' ? diff : `${this.namePrefix}/${diff}`;
+  }
+
   /**
    * The layer's conversion from the cache of converted layers into `file`, or undefined when it holds none (or
    * a damaged one, which it reports). A cache that cannot be read is warned about and counts as a miss: the
@@ -367,7 +416,7 @@ export class LayerStage {
     const file = join(this.options.dir, `${planned.chainId.replace(':', '-')}.tar`);
     await ignoreRejection(this.dirCreated, 'a directory that cannot be made shows in this.created; run() reports it');
     if (!this.created) return undefined;
-    const key = { diffId: planned.diffId, diffPrefix: this.diffPrefixOf(planned.chainId) };
+    const key = { diffId: planned.diffId, diffPrefix: this.namePrefixOf(planned.chainId) };
     let cached: CachedConversion | undefined;
     try {
       cached = await this.fromCache(cache, planned, key, file, this.signal);
@@ -390,7 +439,7 @@ export class LayerStage {
       if (pool !== undefined) {
         // Everything that changes the converted bytes: the blob and the path prefix of its entries.
         const lease = await pool.acquire(
-          `${planned.layer.digest}\0${diffPrefix}`,
+          `${planned.layer.digest}\0${this.namePrefixOf(planned.chainId)}`,
           async (file, signal) => this.convert(planned, diffPrefix, file, signal),
           this.signal,
         );
@@ -426,7 +475,7 @@ export class LayerStage {
   ): Promise<StagedLayer> {
     const { cache } = this.options;
     if (cache === undefined) return this.convertBlob(planned, diffPrefix, file, signal);
-    const key = { diffId: planned.diffId, diffPrefix };
+    const key = { diffId: planned.diffId, diffPrefix: this.namePrefixOf(planned.chainId) };
     const { chainId, layer } = planned;
     const cached = await this.fromCache(cache, planned, key, file, signal);
     if (cached !== undefined) {
@@ -490,7 +539,7 @@ export class LayerStage {
     let spooled = BLOCK * 2;
     let fileBytes = 0;
     try {
-      const write = promisePacker(pack, undefined, { signal });
+      const write = promisePacker(pack, this.namePrefix || undefined, { signal });
       for await (const { header, content } of convertBlob(layer, diffPrefix, onBytes, (r) => (converted = r), signal)) {
         spooled += tarBytes(header);
         if (this.spooled + spooled > this.maxBytes) throw new OverBudget();

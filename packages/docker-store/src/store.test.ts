@@ -60,16 +60,30 @@ interface Result {
   entries: { entry: EtchInjectEntry; content?: Buffer }[];
   byPath: Map<string, { entry: EtchInjectEntry; content?: Buffer }>;
   stored: StoredImage[];
+  /** The .etch itself. */
+  bytes: Buffer;
+  /** What staged layers appended to the pack (with `append`). */
+  appended: { entries: number; fileBytes: number }[];
 }
 
-/** Writes the store into a real .etch (so every format rule is enforced by readEtch) and reads it back. */
-async function preload(images: StoreImage[], options: Parameters<typeof dockerStoreEntries>[1] = {}): Promise<Result> {
+/**
+ * Writes the store into a real .etch (so every format rule is enforced by readEtch) and reads it back. With
+ * `append`, staged layers are appended to the pack as they are (the stage must be made with `inject/6`).
+ */
+async function preload(
+  images: StoreImage[],
+  options: Parameters<typeof dockerStoreEntries>[1] = {},
+  append = false,
+): Promise<Result> {
   const pack = tarPack();
   const out = collect(pack);
-  const write = promisePacker(pack);
+  const appended: Result['appended'] = [];
+  if (append) options = { ...options, appendTo: { pack, onAppended: (added) => appended.push(added) } };
+  // A fixed time for entries without one, so two runs give the same bytes.
+  const write = promisePacker(pack, undefined, { mtime: new Date(0) });
   await write({ name: 'VERSION' }, '1.0');
   await write({ name: 'disk.img' }, 'x');
-  const into = promisePacker(pack, 'inject/6');
+  const into = promisePacker(pack, 'inject/6', { mtime: new Date(0) });
   const generator = dockerStoreEntries(images, options);
   let next = await generator.next();
   while (!next.done) {
@@ -79,11 +93,12 @@ async function preload(images: StoreImage[], options: Parameters<typeof dockerSt
   await whenPackerIdle(pack);
   pack.finalize();
   const entries: Result['entries'] = [];
-  for await (const entry of readEtch(Readable.from([await out]))) {
+  const bytes = await out;
+  for await (const entry of readEtch(Readable.from([bytes]))) {
     if (entry.kind !== 'inject') continue;
     entries.push({ entry, content: entry.stream ? await collect(entry.stream) : undefined });
   }
-  return { entries, byPath: new Map(entries.map((e) => [e.entry.path, e])), stored: next.value };
+  return { entries, byPath: new Map(entries.map((e) => [e.entry.path, e])), stored: next.value, bytes, appended };
 }
 
 // Layer content keeps its mtimes; the store's own files are stamped with the time of the run.
@@ -289,6 +304,37 @@ describe('dockerStoreEntries', () => {
     expect(summary(staged)).toEqual(summary(direct));
     expect(staged.stored).toEqual(direct.stored);
     expect(await stat(dir).catch(() => undefined)).toBeUndefined();
+  });
+
+  it("appends layers staged with the pack's prefix byte for byte: the same .etch as converting them inline", async () => {
+    const big = await layer([{ name: 'data/big.bin', content: randomBytes(300_000) }]);
+    const [lower, upper] = [await layer(labLower), await layer(labUpper)];
+    const images = () => [
+      image([lower, big], [{ repository: 'one', tag: '1' }]),
+      image([lower, upper], [{ repository: 'two', tag: '1' }]),
+    ];
+    const direct = await preload(images());
+    const staging = images();
+    const stage = stageLayers(staging, { dir: join(await stageParent(), 'stage'), namePrefix: 'inject/6' });
+    await stage.settled();
+    const appended = await preload(staging, { stage }, true);
+    await stage.close();
+    // Three distinct layers, each appended whole (the shared lower one once), none yielded entry by entry.
+    expect(appended.appended.map((a) => a.entries)).toEqual([labLower.length, 1, labUpper.length]);
+    expect(appended.appended.map((a) => a.fileBytes)).toEqual([
+      labLower.reduce((n, e) => n + (e.type === undefined ? Buffer.byteLength(e.content ?? '') : 0), 0),
+      300_000,
+      labUpper.reduce((n, e) => n + (e.type === undefined ? Buffer.byteLength(e.content ?? '') : 0), 0),
+    ]);
+    expect(appended.bytes.length, '.etch length').toBe(direct.bytes.length);
+    expect(appended.bytes.equals(direct.bytes), 'the .etch bytes, appended vs inline').toBe(true);
+    // Read back entry by entry, a stage made with a prefix gives names relative to the partition, as before.
+    const again = images();
+    const plain = stageLayers(again, { dir: join(await stageParent(), 'stage'), namePrefix: 'inject/6' });
+    await plain.settled();
+    const yielded = await preload(again, { stage: plain });
+    await plain.close();
+    expect(yielded.bytes.equals(direct.bytes), 'the .etch bytes, staged entries vs inline').toBe(true);
   });
 
   it('keeps the stage within its byte budget: a layer that does not fit is converted when due', async () => {

@@ -4,6 +4,8 @@ import { assertDigest, cacheIdFor, chainIds, hexOf, linkIdFor } from './ids.js';
 import type { ConvertedLayer, StoreEntry } from './layer-converter.js';
 import { convertBlob, unreadable } from './layer-source.js';
 import type { LayerStage } from './layer-stager.js';
+import type { SplicedTar, TarPack } from '@etch/tar';
+import type { BufferPool } from '@etch/disk';
 import { DIR_MODES, paths } from './layout.js';
 import { mergeRepositories, serializeRepositories, type ImageName, type RepositoriesJson } from './repositories.js';
 
@@ -61,6 +63,13 @@ export interface DockerStoreOptions {
    * of it, the others are converted as they come. The caller closes it.
    */
   stage?: LayerStage;
+  /**
+   * The pack the caller writes these entries to, with the stage's `namePrefix` before their names: a staged
+   * layer is then appended to it as it is ({@link LayerStage.appendTo}) instead of yielded entry by entry,
+   * and `onAppended` reports what it added (those entries are not yielded). `bufferPool` lends the read
+   * buffers, for an output that hands them back.
+   */
+  appendTo?: { pack: TarPack; onAppended?: (added: SplicedTar) => void; bufferPool?: BufferPool };
   /**
    * The mtime of the store's own files and directories (layer directories, layerdb, repositories.json…),
    * fixed so the same images give the same entries. Default `DEFAULT_ENTRY_TIME` from `@etch/format`.
@@ -167,7 +176,14 @@ export async function* dockerStoreEntries(
         assertDiffId(layer, staged.converted, diffId);
         progress(layer.size, 'writing');
         try {
-          yield* (options.stage as LayerStage).entries(staged);
+          const stage = options.stage as LayerStage;
+          const { appendTo } = options;
+          if (appendTo !== undefined && stage.namePrefix !== '') {
+            const added = await stage.appendTo(staged, appendTo.pack, appendTo.bufferPool);
+            appendTo.onAppended?.(added);
+          } else {
+            yield* stage.entries(staged);
+          }
         } finally {
           await (options.stage as LayerStage).release(staged);
         }
