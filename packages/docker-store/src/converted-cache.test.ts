@@ -8,6 +8,7 @@ import { gzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { collect, craftTar, createTempDir, type CraftedEntry, type TempDir } from '@etch/test-utils';
 import { isEtchError, type Logger } from '@etch/format';
+import { createTarPack, promisePacker } from '@etch/tar';
 import { ConvertedLayerCache } from './converted-cache.js';
 import { cacheIdFor, chainIds } from './ids.js';
 import { stageLayers, type StageOptions } from './layer-stager.js';
@@ -332,6 +333,35 @@ describe('ConvertedLayerCache', () => {
     const error = await storeThroughStage(images, { cache }).catch((e: unknown) => e);
     expect(isEtchError(error, 'ETCH_UNSAFE_PATH'), String(error)).toBe(true);
     expect((error as Error).message).toContain('docker/image/overlay2/repositories.json');
+  });
+
+  it('refuses such an entry when the staged layer is appended to the pack as it is, before its bytes', async () => {
+    const cache = new ConvertedLayerCache(dir.join('converted'));
+    const opened: string[] = [];
+    const images = [await image('app', [lower], opened)];
+    const diffId = diffIdsOf(images[0]!)[0]!;
+    const key = { diffId, diffPrefix: `inject/6/docker/overlay2/${cacheIdFor(diffId)}/diff` };
+    const planted = dir.join('planted.tar');
+    const escape = 'inject/6/docker/image/overlay2/repositories.json';
+    await writeFile(planted, await craftTar([{ name: escape, content: '{}' }]));
+    const converted = { diffId, size: 2, entries: 1, tarSplit: gzipSync('') };
+    await cache.store(key, planted, { converted, fileBytes: 2, spooled: 4096 });
+    const stage = stageLayers(images, { dir: dir.join('stage'), cache, namePrefix: 'inject/6' });
+    await stage.settled();
+    const pack = createTarPack();
+    pack.on('error', () => {}); // destroyed with the error the store rejects with
+    const out = collect(pack).catch(() => Buffer.alloc(0));
+    const write = promisePacker(pack, 'inject/6');
+    const error = await (async () => {
+      for await (const { header, content } of dockerStoreEntries(images, { stage, appendTo: { pack } }))
+        await write(header, content);
+    })()
+      .catch((e: unknown) => e)
+      .finally(async () => stage.close());
+    expect(opened, 'blobs opened').toEqual([]);
+    expect(isEtchError(error, 'ETCH_UNSAFE_PATH'), String(error)).toBe(true);
+    expect((error as Error).message).toContain(escape);
+    expect((await out).includes(Buffer.from('repositories.json')), 'the refused entry in the output').toBe(false);
   });
 
   it('keeps nothing of a conversion aborted part-way', async () => {

@@ -1,3 +1,4 @@
+import { createHash, type Hash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -18,7 +19,6 @@ import {
 import { readFileChunks, type BufferPool } from '@etch/disk';
 import { parseConfig } from './image-config.js';
 import type { CachedConversion, ConvertedLayerCache, ConvertedLayerKey } from './converted-cache.js';
-import { Crc64 } from './crc64.js';
 import { cacheIdFor, chainIds } from './ids.js';
 import type { ConvertedLayer, StoreEntry } from './layer-converter.js';
 import { convertBlob } from './layer-source.js';
@@ -55,7 +55,7 @@ export interface StageOptions {
    */
   pool?: StagePool;
   /**
-   * Converted layers kept between runs: a layer found there (its CRC-64 checked) is linked into the stage
+   * Converted layers kept between runs: a layer found there (its sha256 checked) is linked into the stage
    * instead of downloaded and converted, with state `cached`; one converted here is added to it. A damaged
    * entry is removed and the layer converted from its blob.
    */
@@ -115,11 +115,11 @@ const RETRY = Symbol('retry when staged layers have been written out');
 const tarBytes = (header: EntryHeader) =>
   BLOCK * 3 + Math.ceil((header.size ?? 0) / BLOCK) * BLOCK + Buffer.byteLength(header.name);
 
-/** A pass-through that adds what flows to a running CRC-64 and byte count. */
-function checksumTap(checksum: { crc: Crc64; bytes: number }): Transform {
+/** A pass-through that adds what flows to a running sha256 and byte count. */
+function checksumTap(checksum: { hash: Hash; bytes: number }): Transform {
   return new Transform({
     transform(chunk: Buffer, _encoding, callback) {
-      checksum.crc.update(chunk);
+      checksum.hash.update(chunk);
       checksum.bytes += chunk.length;
       callback(null, chunk);
     },
@@ -487,10 +487,10 @@ export class LayerStage {
       this.logger.debug('layer restored from the cache of converted layers', { digest: layer.digest });
       return { chainId, file, ...cached };
     }
-    const checksum = { crc: new Crc64(), bytes: 0 };
+    const checksum = { hash: createHash('sha256'), bytes: 0 };
     const staged = await this.convertBlob(planned, diffPrefix, file, signal, checksum);
     await cache
-      .store(key, file, staged, { bytes: checksum.bytes, crc64: checksum.crc.digest().toString('hex') }, signal)
+      .store(key, file, staged, { bytes: checksum.bytes, sha256: checksum.hash.digest('hex') }, signal)
       .catch((err: unknown) => {
         // The layer is staged either way; an abort is the user's doing, not something to warn about.
         if (signal.aborted) return;
@@ -511,7 +511,7 @@ export class LayerStage {
     diffPrefix: string,
     file: string,
     signal: AbortSignal,
-    checksum?: { crc: Crc64; bytes: number },
+    checksum?: { hash: Hash; bytes: number },
   ): Promise<StagedLayer> {
     const onBytes = (bytes: number) =>
       this.options.onProgress?.({
@@ -531,7 +531,7 @@ export class LayerStage {
     out.on('error', (err) => {
       if (!discarding) fileError ??= err;
     });
-    // The cache checks what it reads back against this CRC-64, taken on the way out instead of by a second read.
+    // The cache checks what it reads back against this sha256, taken on the way out instead of by a second read.
     const tapped = checksum === undefined ? [] : [checksumTap(checksum)];
     const writing = pipeline([pack as unknown as NodeJS.ReadableStream, ...tapped, out], { signal });
     ignoreRejection(writing, 'awaited below; its failure is reported through fileError or the conversion');
