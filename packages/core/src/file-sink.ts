@@ -17,8 +17,8 @@ export class FileSink extends Writable {
     private readonly handle: FileHandle,
     private readonly pool: BufferPool | undefined,
   ) {
-    // Room for a few chunks, so reading the base image overlaps writing it.
-    super({ highWaterMark: 1024 * 1024 });
+    // Room for a few chunks (the CLI reads the base image in 1 MiB ones), so reading overlaps writing.
+    super({ highWaterMark: 4 * 1024 * 1024 });
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
