@@ -19,6 +19,7 @@ import {
 import { readFileChunks, type BufferPool } from '@etch/disk';
 import { parseConfig } from './image-config.js';
 import type { CachedConversion, ConvertedLayerCache, ConvertedLayerKey } from './converted-cache.js';
+import { Coalescer } from './coalesce.js';
 import { cacheIdFor, chainIds } from './ids.js';
 import type { ConvertedLayer, StoreEntry } from './layer-converter.js';
 import { convertBlob } from './layer-source.js';
@@ -533,7 +534,7 @@ export class LayerStage {
     });
     // The cache checks what it reads back against this sha256, taken on the way out instead of by a second read.
     const tapped = checksum === undefined ? [] : [checksumTap(checksum)];
-    const writing = pipeline([pack as unknown as NodeJS.ReadableStream, ...tapped, out], { signal });
+    const writing = pipeline([pack as unknown as NodeJS.ReadableStream, new Coalescer(), ...tapped, out], { signal });
     ignoreRejection(writing, 'awaited below; its failure is reported through fileError or the conversion');
     let converted: ConvertedLayer | undefined;
     let spooled = BLOCK * 2;
