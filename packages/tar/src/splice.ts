@@ -188,7 +188,8 @@ class TarWalker {
 
 /** Appends `chunk` to the pack's output, waiting while the pack holds more than its buffer. */
 async function pushRaw(pack: TarPack, chunk: Uint8Array): Promise<void> {
-  if (pack.push(chunk)) return;
+  // A destroyed pack never drains: the caller sees it destroyed and stops.
+  if (pack.push(chunk) || pack.destroying) return;
   // tar-stream's own entry sinks wait on this hook, which the pack calls when it is read again or destroyed
   // (tar-stream is pinned in the catalog: this is its 3.x contract).
   await new Promise<void>((resolve) => ((pack as unknown as { _drain: () => void })._drain = resolve));
