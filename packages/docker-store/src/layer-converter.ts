@@ -233,6 +233,8 @@ export async function* convertLayer(
     // Whatever was not forwarded still counts for the tar-split checksum.
     for await (const chunk of body) crc.update(chunk as Buffer);
     split.file(header.name, header.size, header.size > 0 ? crc.digest() : null);
+    const draining = split.drained();
+    if (draining !== undefined) await draining;
   }
   flushTrailer(true);
   done({ diffId: `sha256:${diffHash.digest('hex')}`, size, tarSplit: await split.finish(), entries });

@@ -47,6 +47,25 @@ export class TarSplitBuilder {
     this.#line(record);
   }
 
+  /**
+   * Resolves once gzip has taken in what it was given, or undefined when it already has. Await it between
+   * entries: lines come faster than gzip compresses them (it runs in the thread pool), and without this the
+   * queue grew with the layer (200,000 empty files: ~130 MiB).
+   */
+  drained(): Promise<void> | undefined {
+    if (!this.#gzip.writableNeedDrain) return undefined;
+    return new Promise((resolve, reject) => {
+      const done = (error?: Error) => {
+        this.#gzip.off('drain', done);
+        this.#gzip.off('error', done);
+        if (error) reject(error);
+        else resolve();
+      };
+      this.#gzip.on('drain', done);
+      this.#gzip.on('error', done);
+    });
+  }
+
   /** The gzip-compressed result. */
   finish(): Promise<Buffer> {
     this.#flush();
