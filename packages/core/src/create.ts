@@ -276,6 +276,7 @@ export async function createEtch(options: CreateEtchOptions): Promise<CreateEtch
           ...(stage ? { stage } : {}),
           appendTo: {
             pack,
+            prefix: partitionPrefix(partition),
             ...(options.bufferPool ? { bufferPool: options.bufferPool } : {}),
             onAppended: ({ entries, fileBytes }: SplicedTar) => {
               const summary = (partitions[partition] ??= { entries: 0, bytes: 0 });

@@ -353,7 +353,10 @@ describe('ConvertedLayerCache', () => {
     const out = collect(pack).catch(() => Buffer.alloc(0));
     const write = promisePacker(pack, 'inject/6');
     const error = await (async () => {
-      for await (const { header, content } of dockerStoreEntries(images, { stage, appendTo: { pack } }))
+      for await (const { header, content } of dockerStoreEntries(images, {
+        stage,
+        appendTo: { pack, prefix: 'inject/6' },
+      }))
         await write(header, content);
     })()
       .catch((e: unknown) => e)

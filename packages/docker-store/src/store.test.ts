@@ -78,7 +78,8 @@ async function preload(
   const pack = tarPack();
   const out = collect(pack);
   const appended: Result['appended'] = [];
-  if (append) options = { ...options, appendTo: { pack, onAppended: (added) => appended.push(added) } };
+  if (append)
+    options = { ...options, appendTo: { pack, prefix: 'inject/6', onAppended: (added) => appended.push(added) } };
   // A fixed time for entries without one, so two runs give the same bytes.
   const write = promisePacker(pack, undefined, { mtime: new Date(0) });
   await write({ name: 'VERSION' }, '1.0');
@@ -335,6 +336,14 @@ describe('dockerStoreEntries', () => {
     const yielded = await preload(again, { stage: plain });
     await plain.close();
     expect(yielded.bytes.equals(direct.bytes), 'the .etch bytes, staged entries vs inline').toBe(true);
+    // Staged for another partition: read back entry by entry, never appended under the wrong names.
+    const other = images();
+    const elsewhere = stageLayers(other, { dir: join(await stageParent(), 'stage'), namePrefix: 'inject/5' });
+    await elsewhere.settled();
+    const mismatched = await preload(other, { stage: elsewhere }, true);
+    await elsewhere.close();
+    expect(mismatched.appended, 'layers appended from a stage of another prefix').toEqual([]);
+    expect(mismatched.bytes.equals(direct.bytes), 'the .etch bytes, other prefix vs inline').toBe(true);
   });
 
   it('keeps the stage within its byte budget: a layer that does not fit is converted when due', async () => {

@@ -64,12 +64,12 @@ export interface DockerStoreOptions {
    */
   stage?: LayerStage;
   /**
-   * The pack the caller writes these entries to, with the stage's `namePrefix` before their names: a staged
-   * layer is then appended to it as it is ({@link LayerStage.appendTo}) instead of yielded entry by entry,
-   * and `onAppended` reports what it added (those entries are not yielded). `bufferPool` lends the read
-   * buffers, for an output that hands them back.
+   * The pack the caller writes these entries to, and the `prefix` it gives their names: when it is the
+   * stage's `namePrefix`, a staged layer is appended to the pack as it is ({@link LayerStage.appendTo})
+   * instead of yielded entry by entry, and `onAppended` reports what it added (those entries are not yielded).
+   * `bufferPool` lends the read buffers, for an output that hands them back.
    */
-  appendTo?: { pack: TarPack; onAppended?: (added: SplicedTar) => void; bufferPool?: BufferPool };
+  appendTo?: { pack: TarPack; prefix: string; onAppended?: (added: SplicedTar) => void; bufferPool?: BufferPool };
   /**
    * The mtime of the store's own files and directories (layer directories, layerdb, repositories.json…),
    * fixed so the same images give the same entries. Default `DEFAULT_ENTRY_TIME` from `@etch/format`.
@@ -178,7 +178,7 @@ export async function* dockerStoreEntries(
         try {
           const stage = options.stage as LayerStage;
           const { appendTo } = options;
-          if (appendTo !== undefined && stage.namePrefix !== '') {
+          if (appendTo !== undefined && stage.namePrefix !== '' && trimSlashes(appendTo.prefix) === stage.namePrefix) {
             const added = await stage.appendTo(staged, appendTo.pack, appendTo.bufferPool);
             appendTo.onAppended?.(added);
           } else {
@@ -261,6 +261,8 @@ export async function* dockerStoreEntries(
   yield file(paths.repositories, serializeRepositories(repositories), 0o600);
   return stored;
 }
+
+const trimSlashes = (path: string) => path.replace(/^\/+|\/+$/g, '');
 
 function assertDiffId(layer: StoreLayer, converted: ConvertedLayer, diffId: string): void {
   if (converted.diffId === diffId) return;
