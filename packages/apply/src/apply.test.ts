@@ -97,6 +97,8 @@ describe('applyEtch onto a balenaOS-like image', () => {
         content: 'cap\n',
       },
       { header: { name: 'inject/6/app/naïve 名前 "quoted".txt' }, content: 'unicode\n' },
+      // debugfs reads "<2>" as inode 2, the root: written by name, the root keeps its mode.
+      { header: { name: 'inject/6/app/<2>', mode: 0o600, uid: 5 }, content: 'angle\n' },
       { header: { name: `inject/6/app/${'d'.repeat(150)}/${'f'.repeat(200)}` }, content: 'long\n' },
       // More than the 8 MiB data partition holds: the partition and its filesystem must grow.
       { header: { name: 'inject/6/big.bin', size: BIG }, content: patternStream(BIG) },
@@ -164,6 +166,9 @@ describe('applyEtch onto a balenaOS-like image', () => {
       expect(await fs.readlink('/app/abs')).toBe('/etc/passwd');
       expect(await fs.stat('/app/whiteout')).toMatchObject({ type: 'character-device', mode: 0 });
       expect((await fs.readFile('/app/naïve 名前 "quoted".txt'))?.toString()).toBe('unicode\n');
+      expect((await fs.readFile('/app/<2>'))?.toString()).toBe('angle\n');
+      expect(await fs.stat('/app/<2>')).toMatchObject({ type: 'file', mode: 0o600, uid: 5 });
+      expect(await fs.stat('/')).toMatchObject({ type: 'directory', uid: 0 });
       expect((await fs.readFile(`/app/${'d'.repeat(150)}/${'f'.repeat(200)}`))?.toString()).toBe('long\n');
       expect((await collect(fs.readFileStream('/big.bin'))).equals(await collect(patternStream(BIG)))).toBe(true);
       const device = `${image}?offset=${part.offset}`;

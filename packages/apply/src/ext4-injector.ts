@@ -5,7 +5,7 @@ import { EtchError, isEtchError, assertFlashable, silentLogger, throwIfAborted, 
 import { Ext4Reader, openReadAt, type Ext4Info, type PartitionInfo } from '@etch/disk';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
-import { DebugfsScript } from './debugfs-script.js';
+import { DebugfsScript, quote } from './debugfs-script.js';
 import { stageFile } from './stage-file.js';
 import type { InjectedFile, PartitionInjector } from './injector.js';
 
@@ -56,17 +56,6 @@ interface Staged {
   /** Local file holding the content (files) or xattr values. */
   content?: string;
   xattrFiles: [string, string][];
-}
-
-/** Quotes an argument for debugfs's command parser: inside double quotes, a quote is doubled. */
-function quote(value: string): string {
-  if (/[\n\r\0]/.test(value)) {
-    throw new EtchError(
-      'ETCH_BAD_ENTRY',
-      `${JSON.stringify(value)} contains a line break; this flasher cannot write such a name into ext4.`,
-    );
-  }
-  return `"${value.replaceAll('"', '""')}"`;
 }
 
 function absolute(path: string): string {
@@ -164,7 +153,7 @@ export class Ext4Injector implements PartitionInjector {
     if (this.directories.size > 0) {
       await this.debugfs(async (script) => {
         for (const [path, entry] of this.directories) {
-          script.add(...this.metadata(path, S_IFDIR, entry));
+          script.add(...this.metadata(script.at(path), S_IFDIR, entry));
           await script.drain();
         }
       });
@@ -192,8 +181,8 @@ export class Ext4Injector implements PartitionInjector {
     }
   }
 
-  private metadata(path: string, type: number, entry: StagedEntry): string[] {
-    const p = quote(path);
+  /** Commands that set the mode, owner and times of `p`, a path as {@link DebugfsScript.at} quotes it. */
+  private metadata(p: string, type: number, entry: StagedEntry): string[] {
     return [
       `sif ${p} mode 0${(type | (entry.mode & 0o7777)).toString(8)}`,
       `sif ${p} uid ${entry.uid}`,
@@ -352,12 +341,12 @@ export class Ext4Injector implements PartitionInjector {
             'ETCH_BAD_ENTRY',
             `${dir} is not a directory in partition ${this.partition.number}, but entries go below it.`,
           );
-        commands.add(`mkdir ${quote(dir)}`);
+        commands.add(`mkdir ${commands.at(dir)}`);
         made.set(dir, 'directory');
         fresh.add(dir);
       }
     };
-    const replace = async (path: string) => {
+    const replace = async (path: string, p: string) => {
       const found = await kind(path);
       if (found === 'directory') {
         throw new EtchError(
@@ -365,13 +354,14 @@ export class Ext4Injector implements PartitionInjector {
           `${path} is a directory in partition ${this.partition.number}; a file, link or device cannot replace it.`,
         );
       }
-      if (found === 'other') commands.add(`rm ${quote(path)}`);
+      if (found === 'other') commands.add(`rm ${p}`);
     };
 
     for (const { entry, content, xattrFiles } of this.staged) {
       const path = absolute(entry.path);
-      const p = quote(path);
       if (path !== '/') await ensureParents(path);
+      // After the parents, which may change debugfs's directory: every command below uses this name.
+      const p = commands.at(path);
       switch (entry.type) {
         case 'directory': {
           const found = path === '/' ? 'directory' : await kind(path);
@@ -387,13 +377,13 @@ export class Ext4Injector implements PartitionInjector {
           break;
         }
         case 'file':
-          await replace(path);
-          commands.add(`write ${quote(content as string)} ${p}`, ...this.metadata(path, S_IFREG, entry));
+          await replace(path, p);
+          commands.add(`write ${quote(content as string)} ${p}`, ...this.metadata(p, S_IFREG, entry));
           made.set(path, 'other');
           linkCounts.set(path, 1);
           break;
         case 'symlink':
-          await replace(path);
+          await replace(path, p);
           commands.add(`symlink ${p} ${quote(entry.symlinkTarget ?? '')}`);
           commands.add(`sif ${p} uid ${entry.uid}`, `sif ${p} gid ${entry.gid}`, ...this.times(p, entry));
           made.set(path, 'other');
@@ -406,7 +396,7 @@ export class Ext4Injector implements PartitionInjector {
               `Hardlink ${path} points to ${target}, which is not a file in partition ${this.partition.number}.`,
             );
           }
-          await replace(path);
+          await replace(path, p);
           let count = linkCounts.get(target);
           if (count === undefined) count = (await fs.stat(target))?.links ?? 1;
           count += 1;
@@ -421,19 +411,14 @@ export class Ext4Injector implements PartitionInjector {
         case 'character-device':
         case 'block-device':
         case 'fifo': {
-          await replace(path);
+          await replace(path, p);
           const major = entry.devmajor;
           const minor = entry.devminor;
           const [letter, fileType] = DEVICE_KINDS[entry.type];
-          // debugfs's mknod takes a name in the current directory, not a path.
-          commands.add(
-            `cd ${quote(posix.dirname(path))}`,
-            entry.type === 'fifo'
-              ? `mknod ${quote(posix.basename(path))} p`
-              : `mknod ${quote(posix.basename(path))} ${letter} ${major} ${minor}`,
-            'cd /',
-          );
-          commands.add(...this.metadata(path, fileType | entry.mode, entry));
+          // debugfs's mknod takes a name in the current directory (where `at` went), not a path.
+          const name = quote(posix.basename(path));
+          commands.add(entry.type === 'fifo' ? `mknod ${name} p` : `mknod ${name} ${letter} ${major} ${minor}`);
+          commands.add(...this.metadata(p, fileType | entry.mode, entry));
           made.set(path, 'other');
           break;
         }
