@@ -1,4 +1,5 @@
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { EtchError, isEtchError, assertFlashable, silentLogger, throwIfAborted, type Logger } from '@etch/format';
@@ -127,7 +128,8 @@ export class Ext4Injector implements PartitionInjector {
       ...(entry.symlinkTarget !== undefined ? { symlinkTarget: entry.symlinkTarget } : {}),
       xattrNames: entry.xattrs.keys(),
     });
-    await mkdir(this.staging, { recursive: true });
+    // Once a batch, not once an entry: an awaited mkdir is a trip through the thread pool.
+    if (this.staged.length === 0) await mkdir(this.staging, { recursive: true });
     const staged: Staged = { entry: slim(entry), xattrFiles: [] };
     if (entry.type === 'file') {
       const path = join(this.staging, String(this.sequence++));
@@ -141,7 +143,8 @@ export class Ext4Injector implements PartitionInjector {
     }
     for (const [name, value] of entry.xattrs) {
       const path = join(this.staging, String(this.sequence++));
-      await writeFile(path, value);
+      // An xattr value is at most a block (4 KiB): written at once, like a small file (see stage-file.ts).
+      writeFileSync(path, value);
       staged.xattrFiles.push([name, path]);
     }
     this.staged.push(staged);
