@@ -190,6 +190,9 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
         if (entry.container === 'raw') assertSizeFits(options.size, entry.name, total);
         base = await writeBaseImage(entry, target.path, staging, {
           ...(signal ? { signal } : {}),
+          hash: Boolean(options.verify),
+          // The target made the image file new and empty: its holes are zeros already.
+          skipZeros: target.kind === 'file',
           onBytes: (bytes) => options.onProgress?.({ phase: 'base-image', name: entry.name, bytes, total }),
         });
         table = await readTable();

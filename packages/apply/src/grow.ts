@@ -4,6 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { EtchError } from '@etch/format';
 import { findPartition, type PartitionInfo, type PartitionTable } from '@etch/disk';
 import { runTool } from './exec.js';
+import { isZero } from './zeros.js';
 
 const SECTOR = 512;
 const MIB = 1024 * 1024;
@@ -215,10 +216,4 @@ async function copyRange(
     if (!(at >= zeroFrom && isZero(chunk))) await to.write(chunk, 0, bytesRead, at);
     done += bytesRead;
   }
-}
-
-const ZEROS = Buffer.alloc(COPY_CHUNK);
-
-function isZero(chunk: Buffer): boolean {
-  return chunk.length <= ZEROS.length && chunk.equals(ZEROS.subarray(0, chunk.length));
 }
