@@ -503,6 +503,35 @@ describe('applyEtch refusals', () => {
     await run('e2fsck', ['-fn', `${out}?offset=${part.offset}`]);
   });
 
+  it('gives a directory of 2,000 entries the hashed index the kernel would, and e2fsck finds it clean', async () => {
+    const etch = work.join('large-dir.etch');
+    const names = Array.from({ length: 2000 }, (_, i) => `entry-with-a-longish-name-${i}.txt`);
+    await writeEtch(etch, base, 'small.img', [
+      { header: { name: 'inject/6/large/', type: 'directory' } },
+      ...names.map((name) => ({ header: { name: `inject/6/large/${name}` }, content: `${name}\n` })),
+      { header: { name: 'inject/6/small/one.txt' }, content: 'one\n' },
+    ]);
+    const out = work.join('large-dir.img');
+    await applyEtch(createReadStream(etch), { output: out });
+    const { fs, part, close } = await fsOf(out, 6);
+    try {
+      expect((await fs.readFile('/large/entry-with-a-longish-name-1999.txt'))?.toString()).toBe(
+        'entry-with-a-longish-name-1999.txt\n',
+      );
+    } finally {
+      await close();
+    }
+    const device = `${out}?offset=${part.offset}`;
+    const large = await run('debugfs', ['-R', 'htree /large', device], { allowFailure: true });
+    expect(large.stdout + large.stderr, '/large has no hashed index').toMatch(/Root node dump/);
+    expect(large.stdout).toContain('entry-with-a-longish-name-1999.txt');
+    // A directory of one block keeps its plain list, as the kernel leaves it.
+    const small = await run('debugfs', ['-R', 'htree /small', device], { allowFailure: true });
+    expect(small.stdout + small.stderr).toMatch(/Not a hash-indexed directory/);
+    const fsck = await run('e2fsck', ['-fn', device], { allowFailure: true });
+    expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
+  });
+
   it('keeps an image file sparse: the free space of the base image and of --size takes no disk', async () => {
     const etch = work.join('sparse.etch');
     await writeEtch(etch, base, 'small.img', [{ header: { name: 'inject/6/a.txt' }, content: 'a\n' }]);

@@ -98,6 +98,15 @@ export class Ext4Injector implements PartitionInjector {
   private extraTimes = false;
   /** Whether the filesystem keeps quota usage, which debugfs does not update; learnt on each batch. */
   private quota = false;
+  /** Whether the filesystem indexes large directories (`dir_index`), and its block size; learnt on each batch. */
+  private dirIndex = false;
+  private blockSize = 4096;
+  /**
+   * Bytes of directory entries this apply added to each directory, until one outgrows a block: debugfs
+   * writes such a directory as a plain list, where the kernel would have given it a hashed index.
+   */
+  private readonly directoryBytes = new Map<string, number>();
+  private largeDirectory = false;
 
   constructor(
     private readonly image: string,
@@ -161,17 +170,20 @@ export class Ext4Injector implements PartitionInjector {
         }
       });
     }
-    if (this.quota) await this.recountQuota();
+    const index = this.largeDirectory && this.dirIndex;
+    if (this.quota || index) await this.tidy(index);
     return { files: [...this.files.values()], partition: this.partition };
   }
 
   /**
-   * debugfs writes inodes without charging their owners' quota, which leaves e2fsck reporting "usage
-   * inconsistent". e2fsck's preen pass recounts it; being a preen, it also makes the other safe repairs a
-   * base image may need, and exits 1 when it changed anything, as it will here.
+   * Leaves the filesystem as the kernel would have. debugfs writes inodes without charging their owners'
+   * quota, which leaves e2fsck reporting "usage inconsistent", and writes a directory of more than a block
+   * as a plain list the kernel searches entry by entry. e2fsck's preen pass recounts the quota, and with
+   * `index` (-D) gives every directory of more than a block its hashed index; being a preen, it also makes
+   * the other safe repairs a base image may need, and exits 1 when it changed anything.
    */
-  private async recountQuota(): Promise<void> {
-    const result = await runTool('e2fsck', ['-fp', this.device], {
+  private async tidy(index: boolean): Promise<void> {
+    const result = await runTool('e2fsck', [index ? '-fpD' : '-fp', this.device], {
       allowFailure: true,
       ...(this.options.signal ? { signal: this.options.signal } : {}),
     });
@@ -179,7 +191,7 @@ export class Ext4Injector implements PartitionInjector {
       const said = `${result.stdout}\n${result.stderr}`.split('\n').filter((line) => line.trim() !== '');
       throw new EtchError(
         'ETCH_IO',
-        `Recounting the quota of partition ${this.partition.number} failed: e2fsck -p exited ${result.code} (the filesystem needs repairs a preen may not make; run e2fsck on the base image): ${said.slice(0, 10).join('; ')}`,
+        `Checking partition ${this.partition.number} after writing failed: e2fsck -p exited ${result.code} (the filesystem needs repairs a preen may not make; run e2fsck on the base image): ${said.slice(0, 10).join('; ')}`,
       );
     }
   }
@@ -245,6 +257,8 @@ export class Ext4Injector implements PartitionInjector {
     const info = await fs.info();
     this.extraTimes = info.inodeSize > 128;
     this.quota = info.quota;
+    this.dirIndex = info.dirIndex;
+    this.blockSize = info.blockSize;
     // The folders the batch may have to make for its entries' parents take inodes and blocks too.
     const parents = new Set<string>();
     for (const { entry } of this.staged)
@@ -345,6 +359,7 @@ export class Ext4Injector implements PartitionInjector {
             `${dir} is not a directory in partition ${this.partition.number}, but entries go below it.`,
           );
         commands.add(`mkdir ${commands.at(dir)}`);
+        this.countEntry(dir);
         made.set(dir, 'directory');
         fresh.add(dir);
       }
@@ -365,6 +380,7 @@ export class Ext4Injector implements PartitionInjector {
       if (path !== '/') await ensureParents(path);
       // After the parents, which may change debugfs's directory: every command below uses this name.
       const p = commands.at(path);
+      if (path !== '/') this.countEntry(path);
       switch (entry.type) {
         case 'directory': {
           const found = path === '/' ? 'directory' : await kind(path);
@@ -429,6 +445,20 @@ export class Ext4Injector implements PartitionInjector {
       for (const [name, file] of xattrFiles) commands.add(`ea_set -f ${quote(file)} ${p} ${quote(name)}`);
       await commands.drain();
     }
+  }
+
+  /** Adds a directory entry for `path` to its parent's size: a name, 8 bytes of header, padded to 4 bytes. */
+  private countEntry(path: string): void {
+    if (this.largeDirectory) return;
+    const parent = posix.dirname(path);
+    const bytes =
+      (this.directoryBytes.get(parent) ?? 0) + 8 + Math.ceil(Buffer.byteLength(posix.basename(path)) / 4) * 4;
+    if (bytes <= this.blockSize) {
+      this.directoryBytes.set(parent, bytes);
+      return;
+    }
+    this.largeDirectory = true;
+    this.directoryBytes.clear();
   }
 
   /** Runs the commands `write` puts in a script (written as they come), failing on any error debugfs reports. */
