@@ -277,6 +277,8 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
       durationMs: Date.now() - started,
     };
   } catch (err) {
+    // A tool may still be writing into the image or reading staged files: let it end before both go.
+    for (const state of partitions.values()) await state.injector.settle?.();
     await target.abort();
     if (signal?.aborted) throw abortError(signal);
     if (isEtchError(err)) throw err;

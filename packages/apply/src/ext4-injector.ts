@@ -2,7 +2,15 @@ import { writeFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import { EtchError, isEtchError, assertFlashable, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import {
+  EtchError,
+  isEtchError,
+  assertFlashable,
+  ignoreRejection,
+  silentLogger,
+  throwIfAborted,
+  type Logger,
+} from '@etch/format';
 import { Ext4Reader, openReadAt, type Ext4Info, type PartitionInfo } from '@etch/disk';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
@@ -10,11 +18,14 @@ import { DebugfsScript, quote } from './debugfs-script.js';
 import { stageFile } from './stage-file.js';
 import type { InjectedFile, PartitionInjector } from './injector.js';
 
-/** Flush a batch to debugfs after this much staged content or this many entries: bounds disk and memory. */
-const BATCH_BYTES = 256 * 1024 * 1024;
-// A batch keeps a few fields of each entry and the folders it makes until debugfs runs: 5,000 entries keep
-// that to a few MiB.
-const BATCH_ENTRIES = 5_000;
+/**
+ * Hand a batch to debugfs after this much staged content or this many entries: bounds disk and memory.
+ * debugfs writes one batch while the next is staged, so two batches may be staged at once.
+ */
+const BATCH_BYTES = 128 * 1024 * 1024;
+// A batch keeps a few fields of each entry and the folders it makes until debugfs runs: 2,500 entries keep
+// that to a few MiB, and smaller batches let staging and debugfs overlap for more of the apply.
+const BATCH_ENTRIES = 2_500;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFCHR = 0o020000;
@@ -50,6 +61,13 @@ function slim(entry: EtchInjectEntry): StagedEntry {
     devmajor: entry.header.devmajor ?? 0,
     devminor: entry.header.devminor ?? 0,
   };
+}
+
+/** Entries staged for one debugfs run, in a folder of their own. */
+interface Batch {
+  staged: Staged[];
+  bytes: number;
+  folder: string;
 }
 
 interface Staged {
@@ -88,9 +106,14 @@ function isNoise(line: string): boolean {
  * written in batches; directories are merged with what the base image has, files replace.
  */
 export class Ext4Injector implements PartitionInjector {
-  private staged: Staged[] = [];
-  private stagedBytes = 0;
+  private batch: Batch;
+  private batches = 0;
   private sequence = 0;
+  /**
+   * The batch debugfs is writing while the next one is staged: the two use both cores. Its failure is
+   * thrown by whatever awaits it next (the next batch, finish or settle).
+   */
+  private writing: Promise<void> | undefined;
   /** Directory metadata, applied once at the end: writing children changes a directory's mtime. */
   private readonly directories = new Map<string, StagedEntry>();
   private readonly files = new Map<string, InjectedFile>();
@@ -123,7 +146,13 @@ export class Ext4Injector implements PartitionInjector {
       signal?: AbortSignal;
       logger?: Logger;
     } = {},
-  ) {}
+  ) {
+    this.batch = this.newBatch();
+  }
+
+  private newBatch(): Batch {
+    return { staged: [], bytes: 0, folder: join(this.staging, `batch-${this.batches++}`) };
+  }
 
   private get device(): string {
     return `${this.image}?offset=${this.partition.offset}`;
@@ -138,32 +167,37 @@ export class Ext4Injector implements PartitionInjector {
       xattrNames: entry.xattrs.keys(),
     });
     // Once a batch, not once an entry: an awaited mkdir is a trip through the thread pool.
-    if (this.staged.length === 0) await mkdir(this.staging, { recursive: true });
+    const batch = this.batch;
+    if (batch.staged.length === 0) await mkdir(batch.folder, { recursive: true });
     const staged: Staged = { entry: slim(entry), xattrFiles: [] };
     if (entry.type === 'file') {
-      const path = join(this.staging, String(this.sequence++));
+      const path = join(batch.folder, String(this.sequence++));
       const { size, sha256 } = await stageFile(entry.stream as Readable, path, this.options.signal);
       staged.content = path;
-      this.stagedBytes += size;
+      batch.bytes += size;
       if (this.options.keepFiles !== false)
         this.files.set(absolute(entry.path), { path: absolute(entry.path), size, sha256 });
     } else {
       this.files.delete(absolute(entry.path));
+      // A hardlink has its target's content as the stream has it here; a later batch may replace the target.
+      const target = entry.type === 'link' ? this.files.get(absolute(entry.hardlinkTarget ?? '')) : undefined;
+      if (target) this.files.set(absolute(entry.path), { ...target, path: absolute(entry.path) });
     }
     for (const [name, value] of entry.xattrs) {
-      const path = join(this.staging, String(this.sequence++));
+      const path = join(batch.folder, String(this.sequence++));
       // An xattr value is at most a block (4 KiB): written at once, like a small file (see stage-file.ts).
       writeFileSync(path, value);
       staged.xattrFiles.push([name, path]);
     }
-    this.staged.push(staged);
-    if (this.stagedBytes >= BATCH_BYTES || this.staged.length >= BATCH_ENTRIES) await this.flush();
+    batch.staged.push(staged);
+    if (batch.bytes >= BATCH_BYTES || batch.staged.length >= BATCH_ENTRIES) await this.flush();
   }
 
   async finish(): Promise<{ files: InjectedFile[]; partition: PartitionInfo }> {
     await this.flush();
+    await this.writing;
     if (this.directories.size > 0) {
-      await this.debugfs(async (script) => {
+      await this.debugfs(this.batch.folder, async (script) => {
         for (const [path, entry] of this.directories) {
           script.add(...this.metadata(script.at(path), S_IFDIR, entry));
           await script.drain();
@@ -252,8 +286,13 @@ export class Ext4Injector implements PartitionInjector {
     return metadataBlocks + dataBlocks + Math.ceil(dataBlocks / 340);
   }
 
+  /** Waits for a debugfs run still writing, whatever its outcome: after a failure, before cleaning up. */
+  async settle(): Promise<void> {
+    await ignoreRejection(this.writing, 'the apply is failing already, with the error that stopped it');
+  }
+
   /** Grows the filesystem first when the batch would not fit (blocks or inodes), with room to spare. */
-  private async ensureRoom(fs: Ext4Reader): Promise<boolean> {
+  private async ensureRoom(fs: Ext4Reader, batch: Batch): Promise<boolean> {
     const info = await fs.info();
     this.extraTimes = info.inodeSize > 128;
     this.quota = info.quota;
@@ -261,12 +300,12 @@ export class Ext4Injector implements PartitionInjector {
     this.blockSize = info.blockSize;
     // The folders the batch may have to make for its entries' parents take inodes and blocks too.
     const parents = new Set<string>();
-    for (const { entry } of this.staged)
+    for (const { entry } of batch.staged)
       for (let dir = posix.dirname(absolute(entry.path)); dir !== '/' && !parents.has(dir); dir = posix.dirname(dir))
         parents.add(dir);
-    const inodes = this.staged.length + parents.size;
-    const metadata = this.staged.reduce((sum, s) => sum + 1 + s.xattrFiles.length, parents.size);
-    return this.growFor(info, this.blocksFor(info, this.stagedBytes, inodes, metadata), inodes);
+    const inodes = batch.staged.length + parents.size;
+    const metadata = batch.staged.reduce((sum, s) => sum + 1 + s.xattrFiles.length, parents.size);
+    return this.growFor(info, this.blocksFor(info, batch.bytes, inodes, metadata), inodes);
   }
 
   private async growFor(
@@ -301,27 +340,35 @@ export class Ext4Injector implements PartitionInjector {
     return true;
   }
 
+  /** Hands the staged batch to debugfs once the batch before it is written, and returns while it writes. */
   private async flush(): Promise<void> {
-    if (this.staged.length === 0) return;
+    const batch = this.batch;
+    if (batch.staged.length === 0) return;
+    // One batch at a time: its plan reads the filesystem as the batch before left it.
+    await this.writing;
+    this.batch = this.newBatch();
+    this.writing = this.write(batch);
+    void ignoreRejection(this.writing, 'awaited by the next flush, finish or settle, which throw its failure');
+  }
+
+  private async write(batch: Batch): Promise<void> {
     throwIfAborted(this.options.signal);
     let reader = await this.reader();
     try {
-      if (await this.ensureRoom(reader.fs)) {
+      if (await this.ensureRoom(reader.fs, batch)) {
         await reader.close();
         reader = await this.reader();
       }
       const fs = reader.fs;
-      await this.debugfs((script) => this.plan(fs, script));
+      await this.debugfs(batch.folder, (script) => this.plan(fs, script, batch));
     } finally {
       await reader.close();
     }
-    await rm(this.staging, { recursive: true, force: true });
-    this.staged = [];
-    this.stagedBytes = 0;
+    await rm(batch.folder, { recursive: true, force: true });
   }
 
   /** Translates the staged entries into debugfs commands, checking what exists against the filesystem. */
-  private async plan(fs: Ext4Reader, commands: DebugfsScript): Promise<void> {
+  private async plan(fs: Ext4Reader, commands: DebugfsScript, batch: Batch): Promise<void> {
     // What this batch has made so far, which the reader (reading the image as it was) cannot see yet, and what
     // the reader has already answered.
     const made = new Map<string, 'directory' | 'other'>();
@@ -375,7 +422,7 @@ export class Ext4Injector implements PartitionInjector {
       if (found === 'other') commands.add(`rm ${p}`);
     };
 
-    for (const { entry, content, xattrFiles } of this.staged) {
+    for (const { entry, content, xattrFiles } of batch.staged) {
       const path = absolute(entry.path);
       if (path !== '/') await ensureParents(path);
       // After the parents, which may change debugfs's directory: every command below uses this name.
@@ -423,8 +470,6 @@ export class Ext4Injector implements PartitionInjector {
           // debugfs's ln adds the name only; the inode's link count is ours to keep right.
           commands.add(`ln ${quote(target)} ${p}`, `sif ${quote(target)} links_count ${count}`);
           made.set(path, 'other');
-          const file = this.files.get(target);
-          if (file) this.files.set(path, { ...file, path });
           break;
         }
         case 'character-device':
@@ -462,9 +507,9 @@ export class Ext4Injector implements PartitionInjector {
   }
 
   /** Runs the commands `write` puts in a script (written as they come), failing on any error debugfs reports. */
-  private async debugfs(write: (script: DebugfsScript) => Promise<void>): Promise<void> {
-    await mkdir(this.staging, { recursive: true });
-    const script = await DebugfsScript.create(join(this.staging, 'commands'));
+  private async debugfs(folder: string, write: (script: DebugfsScript) => Promise<void>): Promise<void> {
+    await mkdir(folder, { recursive: true });
+    const script = await DebugfsScript.create(join(folder, 'commands'));
     try {
       await write(script);
     } finally {
