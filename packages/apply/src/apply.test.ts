@@ -542,10 +542,11 @@ describe('applyEtch refusals', () => {
     const baseSize = (await stat(base)).size;
     expect(written.size).toBe(size);
     // The base image (26 MiB) is mostly free space its filesystems never touched; mkfs, the growth and the
-    // entry write a few MiB of metadata. Writing every byte of it would allocate at least the whole base.
+    // entry write about 5 MiB of metadata. Writing every byte of it would allocate at least the whole base,
+    // and the growth writing its zeros back about 9 MiB.
     const allocated = written.blocks * 512;
     expect(allocated, `${allocated} bytes allocated for a ${baseSize}-byte base grown to ${size}`).toBeLessThan(
-      baseSize / 2,
+      baseSize / 4,
     );
   });
 });
