@@ -172,11 +172,12 @@ export class Ext4Injector implements PartitionInjector {
     const staged: Staged = { entry: slim(entry), xattrFiles: [] };
     if (entry.type === 'file') {
       const path = join(batch.folder, String(this.sequence++));
-      const { size, sha256 } = await stageFile(entry.stream as Readable, path, this.options.signal);
+      // Only the list of files written (--verify) needs their hashes.
+      const keep = this.options.keepFiles !== false;
+      const { size, sha256 } = await stageFile(entry.stream as Readable, path, this.options.signal, keep);
       staged.content = path;
       batch.bytes += size;
-      if (this.options.keepFiles !== false)
-        this.files.set(absolute(entry.path), { path: absolute(entry.path), size, sha256 });
+      if (keep) this.files.set(absolute(entry.path), { path: absolute(entry.path), size, sha256 });
     } else {
       this.files.delete(absolute(entry.path));
       // A hardlink has its target's content as the stream has it here; a later batch may replace the target.

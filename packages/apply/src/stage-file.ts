@@ -13,24 +13,26 @@ const WRITE_WHOLE_UP_TO = 1024 * 1024;
 
 /**
  * Copies an entry's content to a local file the filesystem tools read from, hashing it on the way for
- * `--verify`. One chunk at a time (backpressure); at most {@link WRITE_WHOLE_UP_TO} bytes held.
+ * `--verify` unless `hash` is false (the hash is then empty). One chunk at a time (backpressure); at most
+ * {@link WRITE_WHOLE_UP_TO} bytes held.
  */
 export async function stageFile(
   content: Readable,
   path: string,
   signal?: AbortSignal,
+  hash = true,
 ): Promise<{ size: number; sha256: string }> {
   // A plain loop over one file handle, not a stream pipeline: a pipeline's streams and listeners came to
   // ~20 KB of garbage an entry, which a batch of thousands of small files promoted into a heap that grew
   // with the number of entries (issue 19, point 8).
-  const hash = createHash('sha256');
+  const hasher = hash ? createHash('sha256') : undefined;
   let size = 0;
   const held: Buffer[] = [];
   let file: FileHandle | undefined;
   try {
     for await (const chunk of content as AsyncIterable<Buffer>) {
       signal?.throwIfAborted();
-      hash.update(chunk);
+      hasher?.update(chunk);
       size += chunk.length;
       if (file === undefined) {
         held.push(chunk);
@@ -43,5 +45,5 @@ export async function stageFile(
   } finally {
     await file?.close();
   }
-  return { size, sha256: hash.digest('hex') };
+  return { size, sha256: hasher?.digest('hex') ?? '' };
 }
