@@ -8,7 +8,13 @@ import { join } from 'node:path';
 import { run } from '@etch/test-utils/system';
 
 /** Directories of real files, their bytes and entries as the host has them; missing ones are skipped. */
-const ROOTFS_DIRS = ['usr/share/perl', 'usr/lib/python3', 'usr/share/zoneinfo', 'usr/share/doc', 'usr/share/i18n'];
+export const ROOTFS_DIRS = [
+  'usr/share/perl',
+  'usr/lib/python3',
+  'usr/share/zoneinfo',
+  'usr/share/doc',
+  'usr/share/i18n',
+];
 const APP_DIR = 'usr/include';
 const LOCALES = ['de', 'fr', 'es', 'it', 'pt', 'nl', 'sv', 'pl'];
 

@@ -5,11 +5,12 @@
 // and for one of BENCH_COPY_BIG_MIB (default 500; 0 leaves it out), where throughput rather than start-up counts;
 // BENCH_ONLY=warm the cold and warm `etch create` against copying the base image (issue 17, goal 3);
 // BENCH_ONLY=realistic the engine-built workload alone, `etch create` and `docker pull` alternating
-// BENCH_RUNS times (default 3; BENCH_PROFILE=DIR writes a CPU profile of each create there).
+// BENCH_RUNS times (default 3; BENCH_PROFILE=DIR writes a CPU profile of each create there);
+// BENCH_ONLY=apply `etch apply` against a loop mount of the same .etch (issue 17, goal 6; root, no dockerd).
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
 import { pipeline } from 'node:stream/promises';
@@ -26,7 +27,7 @@ import {
   startDockerd,
   startRegistryServer,
 } from '@etch/test-utils/system';
-import { buildRealisticImages } from './bench-realistic.mjs';
+import { ROOTFS_DIRS, buildRealisticImages } from './bench-realistic.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const etchBin = join(root, 'packages/dotetch/bin/etch.js');
@@ -60,25 +61,27 @@ function timed(command, args, env = process.env) {
   });
 }
 
-/** An OCI layout with the bench images, layers of random files, written by hand (the format is simple). */
-async function buildLayout(dir, layerSizes = LAYERS, images = IMAGES) {
-  const blobs = join(dir, 'layout', 'blobs', 'sha256');
-  await mkdir(blobs, { recursive: true });
-  const layers = {};
-  for (const [name, mib] of Object.entries(layerSizes)) {
-    const tree = join(dir, 'trees', name);
-    await mkdir(join(tree, name), { recursive: true });
-    for (let i = 0; i < mib / 5; i++) await writeFile(join(tree, name, `blob-${i}.bin`), randomBytes(5 * MIB));
-    const tar = join(dir, `${name}.tar`);
-    await run('tar', ['--format=pax', '--sort=name', '--mtime=@0', '--numeric-owner', '-C', tree, '-cf', tar, '.']);
-    const diffId = sha256(await readFile(tar));
-    const gz = join(dir, `${name}.tar.gz`);
-    await pipeline((await import('node:fs')).createReadStream(tar), createGzip({ level: 1 }), createWriteStream(gz));
-    const bytes = await readFile(gz);
-    const digest = sha256(bytes);
-    await writeFile(join(blobs, digest.slice(7)), bytes);
-    layers[name] = { diffId, digest, size: bytes.length };
-  }
+/** Hashes a file as a stream: a layer of a few hundred MiB is not read into memory. */
+async function sha256File(path) {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk);
+  return `sha256:${hash.digest('hex')}`;
+}
+
+/** Adds a gzipped copy of the layer tar `tar` to the layout's blobs: its diff ID, digest and size. */
+async function addLayer(blobs, tar) {
+  const diffId = await sha256File(tar);
+  const gz = `${tar}.gz`;
+  await pipeline(createReadStream(tar), createGzip({ level: 1 }), createWriteStream(gz));
+  const digest = await sha256File(gz);
+  const { size } = await stat(gz);
+  await rename(gz, join(blobs, digest.slice(7)));
+  return { diffId, digest, size };
+}
+
+/** Writes the config, manifest and index of `images` (tag → layer names) over `layers` into the layout. */
+async function writeImages(layout, layers, images) {
+  const blobs = join(layout, 'blobs', 'sha256');
   const manifests = [];
   for (const [tag, names] of Object.entries(images)) {
     const config = Buffer.from(
@@ -111,8 +114,24 @@ async function buildLayout(dir, layerSizes = LAYERS, images = IMAGES) {
       annotations: { 'org.opencontainers.image.ref.name': tag },
     });
   }
-  await writeFile(join(dir, 'layout', 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
-  await writeFile(join(dir, 'layout', 'index.json'), JSON.stringify({ schemaVersion: 2, manifests }));
+  await writeFile(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  await writeFile(join(layout, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests }));
+}
+
+/** An OCI layout with the bench images, layers of random files, written by hand (the format is simple). */
+async function buildLayout(dir, layerSizes = LAYERS, images = IMAGES) {
+  const blobs = join(dir, 'layout', 'blobs', 'sha256');
+  await mkdir(blobs, { recursive: true });
+  const layers = {};
+  for (const [name, mib] of Object.entries(layerSizes)) {
+    const tree = join(dir, 'trees', name);
+    await mkdir(join(tree, name), { recursive: true });
+    for (let i = 0; i < mib / 5; i++) await writeFile(join(tree, name, `blob-${i}.bin`), randomBytes(5 * MIB));
+    const tar = join(dir, `${name}.tar`);
+    await run('tar', ['--format=pax', '--sort=name', '--mtime=@0', '--numeric-owner', '-C', tree, '-cf', tar, '.']);
+    layers[name] = await addLayer(blobs, tar);
+  }
+  await writeImages(join(dir, 'layout'), layers, images);
   return {
     layout: join(dir, 'layout'),
     layers,
@@ -309,15 +328,21 @@ async function createWorkload(work, registry) {
       `oci:${layout}:${tag}`,
       `docker://${registry.host}/bench/${tag}:1`,
     ]);
+  const { base, baseSize } = await makeBase(work);
+  const refs = Object.keys(IMAGES).map((tag) => `${registry.host}/bench/${tag}:1`);
+  return { layout, layers, compressed, base, baseSize, refs };
+}
+
+/** A balenaOS-like base image of ~1 GiB, `fillerMiB` of real bytes in its 1000 MiB data partition (6). */
+async function makeBase(work, fillerMiB = 900, name = 'base.img') {
   const osData = work.join('os-data');
   await mkdir(osData);
   // Real bytes, not a hole: the base image must be read and written like a real OS image.
-  await run('sh', ['-c', `head -c ${900 * MIB} /dev/urandom > ${join(osData, 'filler.bin')}`]);
-  const base = work.join('base.img');
-  await makeBalenaLikeImage(base, { dataMiB: 1000, dataContent: osData });
+  await run('sh', ['-c', `head -c ${fillerMiB * MIB} /dev/urandom > ${join(osData, 'filler.bin')}`]);
+  const base = work.join(name);
+  const offsets = await makeBalenaLikeImage(base, { dataMiB: 1000, dataContent: osData });
   await rm(osData, { recursive: true });
-  const refs = Object.keys(IMAGES).map((tag) => `${registry.host}/bench/${tag}:1`);
-  return { layout, layers, compressed, base, baseSize: (await stat(base)).size, refs };
+  return { base, baseSize: (await stat(base)).size, dataOffset: offsets[6] };
 }
 
 /** The arguments of an `etch create` of `refs` onto `base`, images for linux/amd64, quiet. */
@@ -507,12 +532,115 @@ async function realisticOnly() {
   }
 }
 
+/**
+ * The `.etch` of the apply rows: the ~1 GiB base and one image whose single layer is real files of this
+ * machine (ROOTFS_DIRS: thousands of files, a few hundred MB, directories of hundreds of entries), built from
+ * a local OCI layout: no engine, no registry.
+ */
+async function buildApplyEtch(work, base) {
+  const layout = work.join('apply-layout');
+  await mkdir(join(layout, 'blobs', 'sha256'), { recursive: true });
+  const tar = work.join('rootfs.tar');
+  const dirs = ROOTFS_DIRS.filter((dir) => existsSync(join('/', dir)));
+  await run('tar', ['--numeric-owner', '-C', '/', '-cf', tar, ...dirs]);
+  const layers = { rootfs: await addLayer(join(layout, 'blobs', 'sha256'), tar) };
+  await rm(tar);
+  await writeImages(layout, layers, { rootfs: ['rootfs'] });
+  const etch = work.join('apply.etch');
+  await run(etchBin, createArgs(base, [`oci:${layout}:rootfs`], work.join('apply-cache'), etch));
+  await rm(work.join('apply-cache'), { recursive: true, force: true });
+  await rm(layout, { recursive: true });
+  // The base image is the entry that is neither VERSION, requirements.json nor an inject entry.
+  const { stdout } = await run('tar', ['-tvf', etch]);
+  const lines = stdout.trim().split('\n');
+  const name = (line) => line.split(/\s+/).slice(5).join(' ');
+  const injected = lines.filter((line) => name(line).startsWith('inject/6/'));
+  const baseName = lines.map(name).find((n) => !n.startsWith('inject/') && !/^(VERSION|requirements\.json)$/.test(n));
+  const bytes = injected.reduce((n, line) => n + (line.startsWith('-') ? Number(line.split(/\s+/)[2]) : 0), 0);
+  return { etch, baseName, entries: injected.length, bytes, size: (await stat(etch)).size };
+}
+
+// The loop-mount baseline of issue 17's goal 6: the base image written with tar -xO, partition 6 mounted
+// through a loop device, the inject/6/ entries extracted into it with xattrs and numeric owners, synced.
+const LOOP_BASELINE = `set -e
+etch=$1 base=$2 img=$3 mnt=$4 offset=$5
+tar -xOf "$etch" "$base" > "$img"
+mount -o loop,offset="$offset" "$img" "$mnt"
+trap 'umount "$mnt"' EXIT
+tar -xf "$etch" -C "$mnt" --xattrs --xattrs-include='*' --numeric-owner --strip-components=2 --wildcards 'inject/6/*'
+umount "$mnt"
+trap - EXIT
+sync "$img"`;
+
+/**
+ * Issue 17's goal 6: `etch apply` onto an image file against the loop-mount baseline, best of two each. The
+ * base image has room for the entries (600 MiB of its data partition filled), as the baseline needs.
+ */
+async function applyRows(work) {
+  process.stderr.write('bench: apply: building a ~1 GiB base image with room in its data partition…\n');
+  const { base, dataOffset } = await makeBase(work, 600, 'apply-base.img');
+  process.stderr.write("bench: apply: building a .etch of the base and an image of this machine's files…\n");
+  const { etch, baseName, entries, bytes, size } = await buildApplyEtch(work, base);
+  const out = work.join('applied.img');
+  const mnt = work.join('mnt');
+  await mkdir(mnt, { recursive: true });
+  const loadBefore = loadavg()[0];
+  const applies = [];
+  const baselines = [];
+  // Alternating, so drifting load on a shared machine falls on both.
+  for (let i = 0; i < 2; i++) {
+    process.stderr.write(`bench: apply: etch apply / loop-mount baseline, run ${i + 1} of 2…\n`);
+    applies.push(await timed(etchBin, ['apply', etch, '-o', out, '-q']));
+    await rm(out);
+    baselines.push(await timed('sh', ['-c', LOOP_BASELINE, 'sh', etch, baseName, out, mnt, String(dataOffset)]));
+    await rm(out);
+  }
+  process.stderr.write('bench: apply: etch apply --size 4G, for the allocated size…\n');
+  await run(etchBin, ['apply', etch, '-o', out, '-q', '--size', '4G']);
+  const grown = await stat(out);
+  await rm(out);
+  const best = (runs) => runs.reduce((a, b) => (a.seconds <= b.seconds ? a : b));
+  const [apply, baseline] = [best(applies), best(baselines)];
+  return [
+    [
+      'apply: .etch',
+      `${mb(size)}: base image ${mb((await stat(base)).size)} + ${entries} inject/6 entries, ${mb(bytes)} of files; load ${loadBefore.toFixed(2)} (1 min) at start, ${loadavg()[0].toFixed(2)} at end`,
+    ],
+    [
+      'etch apply onto an image file',
+      `${fmt(apply.seconds)}  (best of 2: ${applies.map((r) => fmt(r.seconds)).join(', ')}; peak RSS ${mb(apply.peak)})`,
+    ],
+    [
+      'tar -xO base + loop mount + tar -x + sync',
+      `${fmt(baseline.seconds)}  (best of 2: ${baselines.map((r) => fmt(r.seconds)).join(', ')})`,
+    ],
+    ['etch apply / loop-mount baseline', ratio(apply.seconds, baseline.seconds, '≤ 1.50')],
+    [
+      'etch apply --size 4G: allocated / apparent',
+      `${mb(grown.blocks * 512)} / ${mb(grown.size)}  (goal: sparse, about the content)`,
+    ],
+  ];
+}
+
+/** BENCH_ONLY=apply: the apply rows alone (root: the baseline mounts a loop device). */
+async function applyOnly() {
+  ensureTools([...BASE_TOOLS, ...DISK_TOOLS]);
+  if (process.getuid?.() !== 0) throw new Error('The apply baseline mounts a loop device: run it as root.');
+  const work = await createTempDir('etch-bench-');
+  try {
+    printRows(await applyRows(work));
+  } finally {
+    await work.remove();
+  }
+}
+
 async function main() {
   if (process.env['BENCH_ONLY'] === 'copy') return copyOnly();
   if (process.env['BENCH_ONLY'] === 'warm') return warmOnly();
   if (process.env['BENCH_ONLY'] === 'realistic') return realisticOnly();
+  if (process.env['BENCH_ONLY'] === 'apply') return applyOnly();
   if (process.env['BENCH_ONLY'] !== undefined)
-    throw new Error(`BENCH_ONLY=${process.env['BENCH_ONLY']}: the selections are copy, warm and realistic.`);
+    throw new Error(`BENCH_ONLY=${process.env['BENCH_ONLY']}: the selections are copy, warm, realistic and apply.`);
   ensureTools([...BASE_TOOLS, ...DISK_TOOLS, ...REGISTRY_SERVER_TOOLS, ...DOCKERD_TOOLS]);
   if (process.getuid?.() !== 0) throw new Error('pnpm bench starts dockerd: run it as root.');
   const work = await createTempDir('etch-bench-');
@@ -604,6 +732,7 @@ async function main() {
     ];
     process.stderr.write('bench: etch copy against skopeo copy…\n');
     rows.push(...(await copyRows(layout, 'one', imageBytes(layers, 'one'))));
+    rows.push(...(await applyRows(work)));
     printRows(rows);
   } finally {
     await builder?.stop();

@@ -97,6 +97,8 @@ describe('applyEtch onto a balenaOS-like image', () => {
         content: 'cap\n',
       },
       { header: { name: 'inject/6/app/naïve 名前 "quoted".txt' }, content: 'unicode\n' },
+      // debugfs reads "<2>" as inode 2, the root: written by name, the root keeps its mode.
+      { header: { name: 'inject/6/app/<2>', mode: 0o600, uid: 5 }, content: 'angle\n' },
       { header: { name: `inject/6/app/${'d'.repeat(150)}/${'f'.repeat(200)}` }, content: 'long\n' },
       // More than the 8 MiB data partition holds: the partition and its filesystem must grow.
       { header: { name: 'inject/6/big.bin', size: BIG }, content: patternStream(BIG) },
@@ -164,6 +166,9 @@ describe('applyEtch onto a balenaOS-like image', () => {
       expect(await fs.readlink('/app/abs')).toBe('/etc/passwd');
       expect(await fs.stat('/app/whiteout')).toMatchObject({ type: 'character-device', mode: 0 });
       expect((await fs.readFile('/app/naïve 名前 "quoted".txt'))?.toString()).toBe('unicode\n');
+      expect((await fs.readFile('/app/<2>'))?.toString()).toBe('angle\n');
+      expect(await fs.stat('/app/<2>')).toMatchObject({ type: 'file', mode: 0o600, uid: 5 });
+      expect(await fs.stat('/')).toMatchObject({ type: 'directory', uid: 0 });
       expect((await fs.readFile(`/app/${'d'.repeat(150)}/${'f'.repeat(200)}`))?.toString()).toBe('long\n');
       expect((await collect(fs.readFileStream('/big.bin'))).equals(await collect(patternStream(BIG)))).toBe(true);
       const device = `${image}?offset=${part.offset}`;
@@ -496,5 +501,52 @@ describe('applyEtch refusals', () => {
     expect(info.blocks * info.blockSize).toBe(part.size);
     // resize2fs alone would have truncated the image file to the filesystem's size: fsck proves it did not.
     await run('e2fsck', ['-fn', `${out}?offset=${part.offset}`]);
+  });
+
+  it('gives a directory of 2,000 entries the hashed index the kernel would, and e2fsck finds it clean', async () => {
+    const etch = work.join('large-dir.etch');
+    const names = Array.from({ length: 2000 }, (_, i) => `entry-with-a-longish-name-${i}.txt`);
+    await writeEtch(etch, base, 'small.img', [
+      { header: { name: 'inject/6/large/', type: 'directory' } },
+      ...names.map((name) => ({ header: { name: `inject/6/large/${name}` }, content: `${name}\n` })),
+      { header: { name: 'inject/6/small/one.txt' }, content: 'one\n' },
+    ]);
+    const out = work.join('large-dir.img');
+    await applyEtch(createReadStream(etch), { output: out });
+    const { fs, part, close } = await fsOf(out, 6);
+    try {
+      expect((await fs.readFile('/large/entry-with-a-longish-name-1999.txt'))?.toString()).toBe(
+        'entry-with-a-longish-name-1999.txt\n',
+      );
+    } finally {
+      await close();
+    }
+    const device = `${out}?offset=${part.offset}`;
+    const large = await run('debugfs', ['-R', 'htree /large', device], { allowFailure: true });
+    expect(large.stdout + large.stderr, '/large has no hashed index').toMatch(/Root node dump/);
+    expect(large.stdout).toContain('entry-with-a-longish-name-1999.txt');
+    // A directory of one block keeps its plain list, as the kernel leaves it.
+    const small = await run('debugfs', ['-R', 'htree /small', device], { allowFailure: true });
+    expect(small.stdout + small.stderr).toMatch(/Not a hash-indexed directory/);
+    const fsck = await run('e2fsck', ['-fn', device], { allowFailure: true });
+    expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
+  });
+
+  it('keeps an image file sparse: the free space of the base image and of --size takes no disk', async () => {
+    const etch = work.join('sparse.etch');
+    await writeEtch(etch, base, 'small.img', [{ header: { name: 'inject/6/a.txt' }, content: 'a\n' }]);
+    const out = work.join('sparse.img');
+    const size = 512 * 1024 * 1024;
+    await applyEtch(createReadStream(etch), { output: out, size, verify: true });
+    const written = await stat(out);
+    const baseSize = (await stat(base)).size;
+    expect(written.size).toBe(size);
+    // The base image (26 MiB) is mostly free space its filesystems never touched; mkfs, the growth and the
+    // entry write about 5 MiB of metadata. Writing every byte of it would allocate at least the whole base,
+    // and the growth writing its zeros back about 9 MiB.
+    const allocated = written.blocks * 512;
+    expect(allocated, `${allocated} bytes allocated for a ${baseSize}-byte base grown to ${size}`).toBeLessThan(
+      baseSize / 4,
+    );
   });
 });

@@ -190,6 +190,9 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
         if (entry.container === 'raw') assertSizeFits(options.size, entry.name, total);
         base = await writeBaseImage(entry, target.path, staging, {
           ...(signal ? { signal } : {}),
+          hash: Boolean(options.verify),
+          // The target made the image file new and empty: its holes are zeros already.
+          skipZeros: target.kind === 'file',
           onBytes: (bytes) => options.onProgress?.({ phase: 'base-image', name: entry.name, bytes, total }),
         });
         table = await readTable();
@@ -274,6 +277,8 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
       durationMs: Date.now() - started,
     };
   } catch (err) {
+    // A tool may still be writing into the image or reading staged files: let it end before both go.
+    for (const state of partitions.values()) await state.injector.settle?.();
     await target.abort();
     if (signal?.aborted) throw abortError(signal);
     if (isEtchError(err)) throw err;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -8,6 +8,7 @@ import yauzl from 'yauzl';
 import { EtchError, toEtchError } from '@etch/format';
 import { findZipImage, readZipImage } from '@etch/disk';
 import type { EtchBaseImageEntry } from '@etch/tar';
+import { isZero } from './zeros.js';
 
 /** Size of the regions whose hashes `--verify` compares after the partitions are written. */
 export const VERIFY_CHUNK = 1024 * 1024;
@@ -21,13 +22,17 @@ export interface WrittenBase {
   chunkHashes: Buffer[];
 }
 
-/** A pass-through that hashes fixed-size regions of what flows through it. */
+/** A pass-through that counts what flows through it and, with `hash`, hashes its fixed-size regions. */
 class ChunkHasher extends Transform {
   readonly hashes: Buffer[] = [];
   bytes = 0;
   private hash = createHash('sha256');
   private filled = 0;
-  constructor(private readonly onBytes: (bytes: number) => void) {
+  constructor(
+    private readonly onBytes: (bytes: number) => void,
+    // Only --verify reads the hashes; hashing a GiB costs more CPU than writing it.
+    private readonly hashing = true,
+  ) {
     super();
   }
   override _transform(
@@ -35,6 +40,12 @@ class ChunkHasher extends Transform {
     _encoding: BufferEncoding,
     done: (error?: Error | null, data?: Buffer) => void,
   ): void {
+    if (!this.hashing) {
+      this.bytes += chunk.length;
+      this.onBytes(this.bytes);
+      done(null, chunk);
+      return;
+    }
     let at = 0;
     while (at < chunk.length) {
       const take = Math.min(VERIFY_CHUNK - this.filled, chunk.length - at);
@@ -52,21 +63,83 @@ class ChunkHasher extends Transform {
     done(null, chunk);
   }
   override _flush(done: () => void): void {
-    if (this.filled > 0) this.hashes.push(this.hash.digest());
+    if (this.hashing && this.filled > 0) this.hashes.push(this.hash.digest());
     done();
   }
 }
 
-async function writeRaw(
-  stream: Readable,
+/** Writes all of `chunks` at `position`: `writev` may write less than it was given. */
+async function writevAll(handle: FileHandle, chunks: Buffer[], position: number): Promise<void> {
+  let rest = chunks;
+  let at = position;
+  while (rest.length > 0) {
+    const { bytesWritten } = await handle.writev(rest, at);
+    if (bytesWritten === 0) throw new Error('the disk accepted no more bytes');
+    at += bytesWritten;
+    let skip = bytesWritten;
+    while (rest.length > 0 && skip >= (rest[0] as Buffer).length) skip -= (rest.shift() as Buffer).length;
+    if (skip > 0) rest = [(rest[0] as Buffer).subarray(skip), ...rest.slice(1)];
+  }
+}
+
+/**
+ * Writes a disk image from byte 0 through one handle, chunks that queue up in one `writev`. With
+ * `skipZeros` (a new, empty image file, whose holes read as zeros) all-zero chunks are not written but
+ * left as holes: the free space of the image's filesystems costs neither time nor disk, and the file is
+ * extended to the image's length at the end.
+ */
+class ImageWriter extends Writable {
+  private position = 0;
+  constructor(
+    private readonly handle: FileHandle,
+    private readonly skipZeros: boolean,
+  ) {
+    super({ highWaterMark: 4 * 1024 * 1024 });
+  }
+  override _writev(chunks: { chunk: Buffer }[], done: (error?: Error | null) => void): void {
+    this.writeAll(chunks.map(({ chunk }) => chunk)).then(() => done(), done);
+  }
+  override _write(chunk: Buffer, _encoding: BufferEncoding, done: (error?: Error | null) => void): void {
+    this.writeAll([chunk]).then(() => done(), done);
+  }
+  override _final(done: (error?: Error | null) => void): void {
+    const extend = async () => {
+      if (this.skipZeros && (await this.handle.stat()).size < this.position) await this.handle.truncate(this.position);
+    };
+    extend().then(() => done(), done);
+  }
+  private async writeAll(chunks: Buffer[]): Promise<void> {
+    let run: Buffer[] = [];
+    let runAt = this.position;
+    for (const chunk of chunks) {
+      if (this.skipZeros && isZero(chunk)) {
+        if (run.length > 0) await writevAll(this.handle, run, runAt);
+        run = [];
+        this.position += chunk.length;
+        runAt = this.position;
+        continue;
+      }
+      run.push(chunk);
+      this.position += chunk.length;
+    }
+    if (run.length > 0) await writevAll(this.handle, run, runAt);
+  }
+}
+
+/** Pipes `source` through `hasher` onto `target` from byte 0 (r+: a device keeps its size, nothing is truncated). */
+async function writeImage(
+  source: Readable | AsyncIterable<Buffer>,
+  hasher: ChunkHasher,
   target: string,
-  onBytes: (bytes: number) => void,
+  skipZeros: boolean,
   signal?: AbortSignal,
-): Promise<ChunkHasher> {
-  const hasher = new ChunkHasher(onBytes);
-  // r+ keeps a block device's size and never truncates; the image file was created empty by the target.
-  await pipeline(stream, hasher, createWriteStream(target, { flags: 'r+' }), signal ? { signal } : {});
-  return hasher;
+): Promise<void> {
+  const handle = await open(target, 'r+');
+  try {
+    await pipeline(source, hasher, new ImageWriter(handle, skipZeros), signal ? { signal } : {});
+  } finally {
+    await handle.close();
+  }
 }
 
 function openZip(path: string): Promise<yauzl.ZipFile> {
@@ -85,6 +158,7 @@ async function extractZip(
   spool: string,
   target: string,
   onBytes: (bytes: number) => void,
+  how: { hash: boolean; skipZeros: boolean },
   signal?: AbortSignal,
 ): Promise<{ hasher: ChunkHasher; name: string }> {
   const what = 'The zipped base image';
@@ -92,13 +166,8 @@ async function extractZip(
   try {
     zip = await openZip(spool);
     const { entry, name } = await findZipImage(zip, what);
-    const hasher = new ChunkHasher(onBytes);
-    await pipeline(
-      readZipImage(zip, entry, what),
-      hasher,
-      createWriteStream(target, { flags: 'r+' }),
-      signal ? { signal } : {},
-    );
+    const hasher = new ChunkHasher(onBytes, how.hash);
+    await writeImage(readZipImage(zip, entry, what), hasher, target, how.skipZeros, signal);
     return { hasher, name };
   } catch (cause) {
     const error = toEtchError(cause, {
@@ -123,11 +192,20 @@ export async function writeBaseImage(
   entry: EtchBaseImageEntry,
   target: string,
   staging: string,
-  options: { signal?: AbortSignal; onBytes?: (bytes: number, phase: 'write' | 'spool') => void } = {},
+  options: {
+    signal?: AbortSignal;
+    onBytes?: (bytes: number, phase: 'write' | 'spool') => void;
+    /** Hash the image's regions for `--verify` (default true); off, `chunkHashes` is empty. */
+    hash?: boolean;
+    /** The target is a new, empty file: leave all-zero chunks as holes instead of writing them (default false). */
+    skipZeros?: boolean;
+  } = {},
 ): Promise<WrittenBase> {
   const { signal } = options;
+  const how = { hash: options.hash ?? true, skipZeros: options.skipZeros ?? false };
   if (entry.container === 'raw') {
-    const hasher = await writeRaw(entry.stream, target, (n) => options.onBytes?.(n, 'write'), signal);
+    const hasher = new ChunkHasher((n) => options.onBytes?.(n, 'write'), how.hash);
+    await writeImage(entry.stream, hasher, target, how.skipZeros, signal);
     return { name: entry.name, size: hasher.bytes, chunkHashes: hasher.hashes };
   }
   const spool = join(staging, 'base.zip');
@@ -145,7 +223,7 @@ export async function writeBaseImage(
       createWriteStream(spool),
       signal ? { signal } : {},
     );
-    const { hasher, name } = await extractZip(spool, target, (n) => options.onBytes?.(n, 'write'), signal);
+    const { hasher, name } = await extractZip(spool, target, (n) => options.onBytes?.(n, 'write'), how, signal);
     return { name, size: hasher.bytes, chunkHashes: hasher.hashes };
   } finally {
     await rm(spool, { force: true });

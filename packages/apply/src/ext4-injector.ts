@@ -1,19 +1,31 @@
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { writeFileSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import { EtchError, isEtchError, assertFlashable, silentLogger, throwIfAborted, type Logger } from '@etch/format';
+import {
+  EtchError,
+  isEtchError,
+  assertFlashable,
+  ignoreRejection,
+  silentLogger,
+  throwIfAborted,
+  type Logger,
+} from '@etch/format';
 import { Ext4Reader, openReadAt, type Ext4Info, type PartitionInfo } from '@etch/disk';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
-import { DebugfsScript } from './debugfs-script.js';
+import { DebugfsScript, quote } from './debugfs-script.js';
 import { stageFile } from './stage-file.js';
 import type { InjectedFile, PartitionInjector } from './injector.js';
 
-/** Flush a batch to debugfs after this much staged content or this many entries: bounds disk and memory. */
-const BATCH_BYTES = 256 * 1024 * 1024;
-// A batch keeps a few fields of each entry and the folders it makes until debugfs runs: 5,000 entries keep
-// that to a few MiB.
-const BATCH_ENTRIES = 5_000;
+/**
+ * Hand a batch to debugfs after this much staged content or this many entries: bounds disk and memory.
+ * debugfs writes one batch while the next is staged, so two batches may be staged at once.
+ */
+const BATCH_BYTES = 128 * 1024 * 1024;
+// A batch keeps a few fields of each entry and the folders it makes until debugfs runs: 2,500 entries keep
+// that to a few MiB, and smaller batches let staging and debugfs overlap for more of the apply.
+const BATCH_ENTRIES = 2_500;
 const S_IFREG = 0o100000;
 const S_IFDIR = 0o040000;
 const S_IFCHR = 0o020000;
@@ -51,22 +63,18 @@ function slim(entry: EtchInjectEntry): StagedEntry {
   };
 }
 
+/** Entries staged for one debugfs run, in a folder of their own. */
+interface Batch {
+  staged: Staged[];
+  bytes: number;
+  folder: string;
+}
+
 interface Staged {
   entry: StagedEntry;
   /** Local file holding the content (files) or xattr values. */
   content?: string;
   xattrFiles: [string, string][];
-}
-
-/** Quotes an argument for debugfs's command parser: inside double quotes, a quote is doubled. */
-function quote(value: string): string {
-  if (/[\n\r\0]/.test(value)) {
-    throw new EtchError(
-      'ETCH_BAD_ENTRY',
-      `${JSON.stringify(value)} contains a line break; this flasher cannot write such a name into ext4.`,
-    );
-  }
-  return `"${value.replaceAll('"', '""')}"`;
 }
 
 function absolute(path: string): string {
@@ -98,9 +106,14 @@ function isNoise(line: string): boolean {
  * written in batches; directories are merged with what the base image has, files replace.
  */
 export class Ext4Injector implements PartitionInjector {
-  private staged: Staged[] = [];
-  private stagedBytes = 0;
+  private batch: Batch;
+  private batches = 0;
   private sequence = 0;
+  /**
+   * The batch debugfs is writing while the next one is staged: the two use both cores. Its failure is
+   * thrown by whatever awaits it next (the next batch, finish or settle).
+   */
+  private writing: Promise<void> | undefined;
   /** Directory metadata, applied once at the end: writing children changes a directory's mtime. */
   private readonly directories = new Map<string, StagedEntry>();
   private readonly files = new Map<string, InjectedFile>();
@@ -108,6 +121,15 @@ export class Ext4Injector implements PartitionInjector {
   private extraTimes = false;
   /** Whether the filesystem keeps quota usage, which debugfs does not update; learnt on each batch. */
   private quota = false;
+  /** Whether the filesystem indexes large directories (`dir_index`), and its block size; learnt on each batch. */
+  private dirIndex = false;
+  private blockSize = 4096;
+  /**
+   * Bytes of directory entries this apply added to each directory, until one outgrows a block: debugfs
+   * writes such a directory as a plain list, where the kernel would have given it a hashed index.
+   */
+  private readonly directoryBytes = new Map<string, number>();
+  private largeDirectory = false;
 
   constructor(
     private readonly image: string,
@@ -124,7 +146,13 @@ export class Ext4Injector implements PartitionInjector {
       signal?: AbortSignal;
       logger?: Logger;
     } = {},
-  ) {}
+  ) {
+    this.batch = this.newBatch();
+  }
+
+  private newBatch(): Batch {
+    return { staged: [], bytes: 0, folder: join(this.staging, `batch-${this.batches++}`) };
+  }
 
   private get device(): string {
     return `${this.image}?offset=${this.partition.offset}`;
@@ -138,48 +166,59 @@ export class Ext4Injector implements PartitionInjector {
       ...(entry.symlinkTarget !== undefined ? { symlinkTarget: entry.symlinkTarget } : {}),
       xattrNames: entry.xattrs.keys(),
     });
-    await mkdir(this.staging, { recursive: true });
+    // Once a batch, not once an entry: an awaited mkdir is a trip through the thread pool.
+    const batch = this.batch;
+    if (batch.staged.length === 0) await mkdir(batch.folder, { recursive: true });
     const staged: Staged = { entry: slim(entry), xattrFiles: [] };
     if (entry.type === 'file') {
-      const path = join(this.staging, String(this.sequence++));
-      const { size, sha256 } = await stageFile(entry.stream as Readable, path, this.options.signal);
+      const path = join(batch.folder, String(this.sequence++));
+      // Only the list of files written (--verify) needs their hashes.
+      const keep = this.options.keepFiles !== false;
+      const { size, sha256 } = await stageFile(entry.stream as Readable, path, this.options.signal, keep);
       staged.content = path;
-      this.stagedBytes += size;
-      if (this.options.keepFiles !== false)
-        this.files.set(absolute(entry.path), { path: absolute(entry.path), size, sha256 });
+      batch.bytes += size;
+      if (keep) this.files.set(absolute(entry.path), { path: absolute(entry.path), size, sha256 });
     } else {
       this.files.delete(absolute(entry.path));
+      // A hardlink has its target's content as the stream has it here; a later batch may replace the target.
+      const target = entry.type === 'link' ? this.files.get(absolute(entry.hardlinkTarget ?? '')) : undefined;
+      if (target) this.files.set(absolute(entry.path), { ...target, path: absolute(entry.path) });
     }
     for (const [name, value] of entry.xattrs) {
-      const path = join(this.staging, String(this.sequence++));
-      await writeFile(path, value);
+      const path = join(batch.folder, String(this.sequence++));
+      // An xattr value is at most a block (4 KiB): written at once, like a small file (see stage-file.ts).
+      writeFileSync(path, value);
       staged.xattrFiles.push([name, path]);
     }
-    this.staged.push(staged);
-    if (this.stagedBytes >= BATCH_BYTES || this.staged.length >= BATCH_ENTRIES) await this.flush();
+    batch.staged.push(staged);
+    if (batch.bytes >= BATCH_BYTES || batch.staged.length >= BATCH_ENTRIES) await this.flush();
   }
 
   async finish(): Promise<{ files: InjectedFile[]; partition: PartitionInfo }> {
     await this.flush();
+    await this.writing;
     if (this.directories.size > 0) {
-      await this.debugfs(async (script) => {
+      await this.debugfs(this.batch.folder, async (script) => {
         for (const [path, entry] of this.directories) {
-          script.add(...this.metadata(path, S_IFDIR, entry));
+          script.add(...this.metadata(script.at(path), S_IFDIR, entry));
           await script.drain();
         }
       });
     }
-    if (this.quota) await this.recountQuota();
+    const index = this.largeDirectory && this.dirIndex;
+    if (this.quota || index) await this.tidy(index);
     return { files: [...this.files.values()], partition: this.partition };
   }
 
   /**
-   * debugfs writes inodes without charging their owners' quota, which leaves e2fsck reporting "usage
-   * inconsistent". e2fsck's preen pass recounts it; being a preen, it also makes the other safe repairs a
-   * base image may need, and exits 1 when it changed anything, as it will here.
+   * Leaves the filesystem as the kernel would have. debugfs writes inodes without charging their owners'
+   * quota, which leaves e2fsck reporting "usage inconsistent", and writes a directory of more than a block
+   * as a plain list the kernel searches entry by entry. e2fsck's preen pass recounts the quota, and with
+   * `index` (-D) gives every directory of more than a block its hashed index; being a preen, it also makes
+   * the other safe repairs a base image may need, and exits 1 when it changed anything.
    */
-  private async recountQuota(): Promise<void> {
-    const result = await runTool('e2fsck', ['-fp', this.device], {
+  private async tidy(index: boolean): Promise<void> {
+    const result = await runTool('e2fsck', [index ? '-fpD' : '-fp', this.device], {
       allowFailure: true,
       ...(this.options.signal ? { signal: this.options.signal } : {}),
     });
@@ -187,13 +226,13 @@ export class Ext4Injector implements PartitionInjector {
       const said = `${result.stdout}\n${result.stderr}`.split('\n').filter((line) => line.trim() !== '');
       throw new EtchError(
         'ETCH_IO',
-        `Recounting the quota of partition ${this.partition.number} failed: e2fsck -p exited ${result.code} (the filesystem needs repairs a preen may not make; run e2fsck on the base image): ${said.slice(0, 10).join('; ')}`,
+        `Checking partition ${this.partition.number} after writing failed: e2fsck -p exited ${result.code} (the filesystem needs repairs a preen may not make; run e2fsck on the base image): ${said.slice(0, 10).join('; ')}`,
       );
     }
   }
 
-  private metadata(path: string, type: number, entry: StagedEntry): string[] {
-    const p = quote(path);
+  /** Commands that set the mode, owner and times of `p`, a path as {@link DebugfsScript.at} quotes it. */
+  private metadata(p: string, type: number, entry: StagedEntry): string[] {
     return [
       `sif ${p} mode 0${(type | (entry.mode & 0o7777)).toString(8)}`,
       `sif ${p} uid ${entry.uid}`,
@@ -248,19 +287,26 @@ export class Ext4Injector implements PartitionInjector {
     return metadataBlocks + dataBlocks + Math.ceil(dataBlocks / 340);
   }
 
+  /** Waits for a debugfs run still writing, whatever its outcome: after a failure, before cleaning up. */
+  async settle(): Promise<void> {
+    await ignoreRejection(this.writing, 'the apply is failing already, with the error that stopped it');
+  }
+
   /** Grows the filesystem first when the batch would not fit (blocks or inodes), with room to spare. */
-  private async ensureRoom(fs: Ext4Reader): Promise<boolean> {
+  private async ensureRoom(fs: Ext4Reader, batch: Batch): Promise<boolean> {
     const info = await fs.info();
     this.extraTimes = info.inodeSize > 128;
     this.quota = info.quota;
+    this.dirIndex = info.dirIndex;
+    this.blockSize = info.blockSize;
     // The folders the batch may have to make for its entries' parents take inodes and blocks too.
     const parents = new Set<string>();
-    for (const { entry } of this.staged)
+    for (const { entry } of batch.staged)
       for (let dir = posix.dirname(absolute(entry.path)); dir !== '/' && !parents.has(dir); dir = posix.dirname(dir))
         parents.add(dir);
-    const inodes = this.staged.length + parents.size;
-    const metadata = this.staged.reduce((sum, s) => sum + 1 + s.xattrFiles.length, parents.size);
-    return this.growFor(info, this.blocksFor(info, this.stagedBytes, inodes, metadata), inodes);
+    const inodes = batch.staged.length + parents.size;
+    const metadata = batch.staged.reduce((sum, s) => sum + 1 + s.xattrFiles.length, parents.size);
+    return this.growFor(info, this.blocksFor(info, batch.bytes, inodes, metadata), inodes);
   }
 
   private async growFor(
@@ -295,27 +341,35 @@ export class Ext4Injector implements PartitionInjector {
     return true;
   }
 
+  /** Hands the staged batch to debugfs once the batch before it is written, and returns while it writes. */
   private async flush(): Promise<void> {
-    if (this.staged.length === 0) return;
+    const batch = this.batch;
+    if (batch.staged.length === 0) return;
+    // One batch at a time: its plan reads the filesystem as the batch before left it.
+    await this.writing;
+    this.batch = this.newBatch();
+    this.writing = this.write(batch);
+    void ignoreRejection(this.writing, 'awaited by the next flush, finish or settle, which throw its failure');
+  }
+
+  private async write(batch: Batch): Promise<void> {
     throwIfAborted(this.options.signal);
     let reader = await this.reader();
     try {
-      if (await this.ensureRoom(reader.fs)) {
+      if (await this.ensureRoom(reader.fs, batch)) {
         await reader.close();
         reader = await this.reader();
       }
       const fs = reader.fs;
-      await this.debugfs((script) => this.plan(fs, script));
+      await this.debugfs(batch.folder, (script) => this.plan(fs, script, batch));
     } finally {
       await reader.close();
     }
-    await rm(this.staging, { recursive: true, force: true });
-    this.staged = [];
-    this.stagedBytes = 0;
+    await rm(batch.folder, { recursive: true, force: true });
   }
 
   /** Translates the staged entries into debugfs commands, checking what exists against the filesystem. */
-  private async plan(fs: Ext4Reader, commands: DebugfsScript): Promise<void> {
+  private async plan(fs: Ext4Reader, commands: DebugfsScript, batch: Batch): Promise<void> {
     // What this batch has made so far, which the reader (reading the image as it was) cannot see yet, and what
     // the reader has already answered.
     const made = new Map<string, 'directory' | 'other'>();
@@ -352,12 +406,13 @@ export class Ext4Injector implements PartitionInjector {
             'ETCH_BAD_ENTRY',
             `${dir} is not a directory in partition ${this.partition.number}, but entries go below it.`,
           );
-        commands.add(`mkdir ${quote(dir)}`);
+        commands.add(`mkdir ${commands.at(dir)}`);
+        this.countEntry(dir);
         made.set(dir, 'directory');
         fresh.add(dir);
       }
     };
-    const replace = async (path: string) => {
+    const replace = async (path: string, p: string) => {
       const found = await kind(path);
       if (found === 'directory') {
         throw new EtchError(
@@ -365,13 +420,15 @@ export class Ext4Injector implements PartitionInjector {
           `${path} is a directory in partition ${this.partition.number}; a file, link or device cannot replace it.`,
         );
       }
-      if (found === 'other') commands.add(`rm ${quote(path)}`);
+      if (found === 'other') commands.add(`rm ${p}`);
     };
 
-    for (const { entry, content, xattrFiles } of this.staged) {
+    for (const { entry, content, xattrFiles } of batch.staged) {
       const path = absolute(entry.path);
-      const p = quote(path);
       if (path !== '/') await ensureParents(path);
+      // After the parents, which may change debugfs's directory: every command below uses this name.
+      const p = commands.at(path);
+      if (path !== '/') this.countEntry(path);
       switch (entry.type) {
         case 'directory': {
           const found = path === '/' ? 'directory' : await kind(path);
@@ -387,13 +444,13 @@ export class Ext4Injector implements PartitionInjector {
           break;
         }
         case 'file':
-          await replace(path);
-          commands.add(`write ${quote(content as string)} ${p}`, ...this.metadata(path, S_IFREG, entry));
+          await replace(path, p);
+          commands.add(`write ${quote(content as string)} ${p}`, ...this.metadata(p, S_IFREG, entry));
           made.set(path, 'other');
           linkCounts.set(path, 1);
           break;
         case 'symlink':
-          await replace(path);
+          await replace(path, p);
           commands.add(`symlink ${p} ${quote(entry.symlinkTarget ?? '')}`);
           commands.add(`sif ${p} uid ${entry.uid}`, `sif ${p} gid ${entry.gid}`, ...this.times(p, entry));
           made.set(path, 'other');
@@ -406,7 +463,7 @@ export class Ext4Injector implements PartitionInjector {
               `Hardlink ${path} points to ${target}, which is not a file in partition ${this.partition.number}.`,
             );
           }
-          await replace(path);
+          await replace(path, p);
           let count = linkCounts.get(target);
           if (count === undefined) count = (await fs.stat(target))?.links ?? 1;
           count += 1;
@@ -414,26 +471,19 @@ export class Ext4Injector implements PartitionInjector {
           // debugfs's ln adds the name only; the inode's link count is ours to keep right.
           commands.add(`ln ${quote(target)} ${p}`, `sif ${quote(target)} links_count ${count}`);
           made.set(path, 'other');
-          const file = this.files.get(target);
-          if (file) this.files.set(path, { ...file, path });
           break;
         }
         case 'character-device':
         case 'block-device':
         case 'fifo': {
-          await replace(path);
+          await replace(path, p);
           const major = entry.devmajor;
           const minor = entry.devminor;
           const [letter, fileType] = DEVICE_KINDS[entry.type];
-          // debugfs's mknod takes a name in the current directory, not a path.
-          commands.add(
-            `cd ${quote(posix.dirname(path))}`,
-            entry.type === 'fifo'
-              ? `mknod ${quote(posix.basename(path))} p`
-              : `mknod ${quote(posix.basename(path))} ${letter} ${major} ${minor}`,
-            'cd /',
-          );
-          commands.add(...this.metadata(path, fileType | entry.mode, entry));
+          // debugfs's mknod takes a name in the current directory (where `at` went), not a path.
+          const name = quote(posix.basename(path));
+          commands.add(entry.type === 'fifo' ? `mknod ${name} p` : `mknod ${name} ${letter} ${major} ${minor}`);
+          commands.add(...this.metadata(p, fileType | entry.mode, entry));
           made.set(path, 'other');
           break;
         }
@@ -443,10 +493,24 @@ export class Ext4Injector implements PartitionInjector {
     }
   }
 
+  /** Adds a directory entry for `path` to its parent's size: a name, 8 bytes of header, padded to 4 bytes. */
+  private countEntry(path: string): void {
+    if (this.largeDirectory) return;
+    const parent = posix.dirname(path);
+    const bytes =
+      (this.directoryBytes.get(parent) ?? 0) + 8 + Math.ceil(Buffer.byteLength(posix.basename(path)) / 4) * 4;
+    if (bytes <= this.blockSize) {
+      this.directoryBytes.set(parent, bytes);
+      return;
+    }
+    this.largeDirectory = true;
+    this.directoryBytes.clear();
+  }
+
   /** Runs the commands `write` puts in a script (written as they come), failing on any error debugfs reports. */
-  private async debugfs(write: (script: DebugfsScript) => Promise<void>): Promise<void> {
-    await mkdir(this.staging, { recursive: true });
-    const script = await DebugfsScript.create(join(this.staging, 'commands'));
+  private async debugfs(folder: string, write: (script: DebugfsScript) => Promise<void>): Promise<void> {
+    await mkdir(folder, { recursive: true });
+    const script = await DebugfsScript.create(join(folder, 'commands'));
     try {
       await write(script);
     } finally {

@@ -4,6 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { EtchError } from '@etch/format';
 import { findPartition, type PartitionInfo, type PartitionTable } from '@etch/disk';
 import { runTool } from './exec.js';
+import { isZero } from './zeros.js';
 
 const SECTOR = 512;
 const MIB = 1024 * 1024;
@@ -206,19 +207,28 @@ async function copyRange(
   buffer: Buffer,
   signal?: AbortSignal,
 ): Promise<void> {
+  // What `to` holds where a zero chunk would go, read only then.
+  let held: Buffer | undefined;
   for (let done = 0; done < length;) {
     signal?.throwIfAborted();
     const { bytesRead } = await from.read(buffer, 0, Math.min(buffer.length, length - done), start + done);
     if (bytesRead === 0) break;
     const chunk = buffer.subarray(0, bytesRead);
     const at = position + done;
-    if (!(at >= zeroFrom && isZero(chunk))) await to.write(chunk, 0, bytesRead, at);
+    const there =
+      isZero(chunk) &&
+      (at >= zeroFrom || (await holdsZeros(to, at, bytesRead, (held ??= Buffer.allocUnsafe(COPY_CHUNK)))));
+    if (!there) await to.write(chunk, 0, bytesRead, at);
     done += bytesRead;
   }
 }
 
-const ZEROS = Buffer.alloc(COPY_CHUNK);
-
-function isZero(chunk: Buffer): boolean {
-  return chunk.length <= ZEROS.length && chunk.equals(ZEROS.subarray(0, chunk.length));
+/**
+ * Whether `to` holds only zeros over `length` bytes at `position`. Before `zeroFrom` a zero chunk is written
+ * only where the image is not zero already: the base image's free space was left as holes, and writing
+ * the zeros back would allocate them.
+ */
+async function holdsZeros(to: FileHandle, position: number, length: number, buffer: Buffer): Promise<boolean> {
+  const { bytesRead } = await to.read(buffer, 0, Math.min(length, buffer.length), position);
+  return bytesRead === length && isZero(buffer.subarray(0, bytesRead));
 }

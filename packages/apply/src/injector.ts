@@ -14,4 +14,6 @@ export interface PartitionInjector {
   add(entry: EtchInjectEntry): Promise<void>;
   /** Writes what is still pending; resolves with the regular files written and the partition's final extent. */
   finish(): Promise<{ files: InjectedFile[]; partition: PartitionInfo }>;
+  /** Waits for writing still under way in the background, if any, whatever its outcome: before cleaning up after a failure. */
+  settle?(): Promise<void>;
 }

@@ -12,6 +12,8 @@ const SUPERBLOCK_OFFSET = 1024;
 const EXT_MAGIC = 0xef53;
 const EXTENT_MAGIC = 0xf30a;
 const INCOMPAT_64BIT = 0x80;
+/** s_feature_compat bit of the dir_index feature (hashed directories). */
+const COMPAT_DIR_INDEX = 0x20;
 /** s_feature_ro_compat bit of the quota feature (usage kept in hidden quota inodes). */
 const RO_COMPAT_QUOTA = 0x100;
 const INODE_FLAG_EXTENTS = 0x80000;
@@ -89,6 +91,8 @@ export interface Ext4Info {
   inodeSize: number;
   /** The `quota` feature: the filesystem keeps per-owner usage that a writer bypassing the kernel must recount. */
   quota: boolean;
+  /** The `dir_index` feature: the kernel gives a directory of more than one block a hashed index (htree). */
+  dirIndex: boolean;
 }
 
 /**
@@ -155,6 +159,7 @@ export class Ext4Reader {
       inodesPerGroup: this.inodesPerGroup,
       inodeSize: this.inodeSize,
       quota: (sb.readUInt32LE(100) & RO_COMPAT_QUOTA) !== 0,
+      dirIndex: (sb.readUInt32LE(92) & COMPAT_DIR_INDEX) !== 0,
     };
   }
 
