@@ -6,7 +6,7 @@ import type { InjectSource } from '@etch/core';
 import { parseRepositories, readBaseRepositories, type RepositoriesJson } from '@etch/docker-store';
 import { EtchError } from '@etch/format';
 import { readPartitionFile } from '@etch/disk';
-import { appsJsonText, preloadOrder, type PreloadOrder } from '@etch/serve';
+import { appsJsonText, preloadOrder, type PreloadOrder } from '@etch/serve/etch-options';
 import type { CliContext } from '../context.js';
 
 /** The preload flags of `etch create`, as parsed. */

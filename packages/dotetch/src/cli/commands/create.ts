@@ -19,7 +19,7 @@ import { resolvePreloadImages, type PreloadImage } from '@etch/docker-store';
 import { baseImageContainer, parsePartition, ignoreRejection } from '@etch/format';
 import { BufferPool } from '@etch/disk';
 import { formatPlatform, parsePlatform, type Platform, type RegistryClient } from '@etch/registry';
-import { etchOptionsFor, preloadImagesOption, tagSupervisor } from '@etch/serve';
+import { etchOptionsFor, preloadImagesOption, tagSupervisor } from '@etch/serve/etch-options';
 import type { Compression } from '@etch/tar';
 import { commonFlags, commonHelp, helpPage, parseFlags, usageError } from '../args.js';
 import { checkImageSpecs, checkInjectFolders, checkOutputFile, checkPartitions } from '../checks.js';
