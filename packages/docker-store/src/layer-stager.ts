@@ -1,8 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { EtchError, silentLogger, type Logger, ignoreRejection } from '@etch/format';
 import {
@@ -19,7 +18,7 @@ import {
 import { readFileChunks, type BufferPool } from '@etch/disk';
 import { parseConfig } from './image-config.js';
 import type { CachedConversion, ConvertedLayerCache, ConvertedLayerKey } from './converted-cache.js';
-import { Coalescer } from './coalesce.js';
+import { StageFileSink } from './stage-file-sink.js';
 import { cacheIdFor, chainIds } from './ids.js';
 import type { ConvertedLayer, StoreEntry } from './layer-converter.js';
 import { convertBlob } from './layer-source.js';
@@ -115,17 +114,6 @@ const RETRY = Symbol('retry when staged layers have been written out');
 
 const tarBytes = (header: EntryHeader) =>
   BLOCK * 3 + Math.ceil((header.size ?? 0) / BLOCK) * BLOCK + Buffer.byteLength(header.name);
-
-/** A pass-through that adds what flows to a running sha256 and byte count. */
-function checksumTap(checksum: { hash: Hash; bytes: number }): Transform {
-  return new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      checksum.hash.update(chunk);
-      checksum.bytes += chunk.length;
-      callback(null, chunk);
-    },
-  });
-}
 
 /** The progress event of a layer taken from the cache of converted layers. */
 function cachedEvent({ layer, image, index }: PlannedLayer): LayerProgress {
@@ -525,16 +513,15 @@ export class LayerStage {
         state: 'converting',
       });
     const pack = createTarPack();
-    const out = createWriteStream(file);
+    // The cache checks what it reads back against this sha256, taken on the way out instead of by a second read.
+    const out = new StageFileSink(file, checksum);
     // A failure of the file itself (full disk, permissions), told apart from the teardown below.
     let fileError: unknown;
     let discarding = false;
     out.on('error', (err) => {
       if (!discarding) fileError ??= err;
     });
-    // The cache checks what it reads back against this sha256, taken on the way out instead of by a second read.
-    const tapped = checksum === undefined ? [] : [checksumTap(checksum)];
-    const writing = pipeline([pack as unknown as NodeJS.ReadableStream, new Coalescer(), ...tapped, out], { signal });
+    const writing = pipeline([pack as unknown as NodeJS.ReadableStream, out], { signal });
     ignoreRejection(writing, 'awaited below; its failure is reported through fileError or the conversion');
     let converted: ConvertedLayer | undefined;
     let spooled = BLOCK * 2;
