@@ -17,7 +17,10 @@ export interface SplicedEntry {
 /** Options for {@link spliceTar}. */
 export interface SpliceTarOptions {
   signal?: AbortSignal;
-  /** Called for each entry before any byte of it is appended; throw to refuse it (the pack is then destroyed). */
+  /**
+   * Called for each entry before its header block is appended (a PAX header before it may already be); throw
+   * to refuse it: the pack is then destroyed, so the output is incomplete either way.
+   */
   check?: (entry: SplicedEntry) => void;
   /** Most bytes of one PAX header (default 1 MiB). */
   maxExtensionSize?: number;
@@ -157,7 +160,7 @@ class TarWalker {
     if (!ENTRY_TYPES.has(raw.type)) throw this.#bad(`entry type ${JSON.stringify(raw.typeflag)} at byte ${offset}`);
     if (raw.type !== 'file' && raw.size !== 0)
       throw this.#bad(`a ${raw.type} with ${raw.size} bytes at byte ${offset}`);
-    this.#applyPax(raw);
+    this.#applyPax(raw, offset);
     this.options.check?.({
       name: raw.name,
       type: raw.type as SplicedEntry['type'],
@@ -169,8 +172,14 @@ class TarWalker {
     this.#skip = raw.size + padding;
   }
 
-  #applyPax(raw: RawHeader): void {
+  #applyPax(raw: RawHeader, offset: number): void {
     const records = this.#records;
+    for (const key of records?.keys() ?? []) {
+      // A reader that honours them would find the next header elsewhere than this walk does, and so read
+      // entries `check` never saw; promisePacker never writes them.
+      if (key === 'size' || key.startsWith('GNU.sparse.'))
+        throw this.#bad(`a PAX ${key} record for the entry at byte ${offset}`, offset);
+    }
     this.#pax = undefined;
     this.#records = undefined;
     const path = records?.get('path');
@@ -179,27 +188,40 @@ class TarWalker {
     if (linkpath !== undefined) raw.linkname = linkpath.toString('utf8');
   }
 
-  #bad(what: string): EtchError {
+  #bad(what: string, offset = this.#position): EtchError {
     return new EtchError('ETCH_BAD_ARCHIVE', `The tar stream cannot be appended as it is: ${what}.`, {
-      details: { offset: this.#position },
+      details: { offset },
     });
   }
 }
 
-/** Appends `chunk` to the pack's output, waiting while the pack holds more than its buffer. */
-async function pushRaw(pack: TarPack, chunk: Uint8Array): Promise<void> {
+/**
+ * Appends `chunk` to the pack's output, waiting while the pack holds more than its buffer, or until `signal`
+ * aborts (a reader that stopped reading must not keep an aborted run waiting).
+ */
+async function pushRaw(pack: TarPack, chunk: Uint8Array, signal: AbortSignal | undefined): Promise<void> {
   // A destroyed pack never drains: the caller sees it destroyed and stops.
   if (pack.push(chunk) || pack.destroying) return;
-  // tar-stream's own entry sinks wait on this hook, which the pack calls when it is read again or destroyed
-  // (tar-stream is pinned in the catalog: this is its 3.x contract).
-  await new Promise<void>((resolve) => ((pack as unknown as { _drain: () => void })._drain = resolve));
+  let onAbort: (() => void) | undefined;
+  try {
+    await new Promise<void>((resolve) => {
+      // tar-stream's own entry sinks wait on this hook, which the pack calls when it is read again or
+      // destroyed (tar-stream is pinned in the catalog: this is its 3.x contract).
+      (pack as unknown as { _drain: () => void })._drain = resolve;
+      onAbort = resolve;
+      signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal?.aborted) resolve();
+    });
+  } finally {
+    if (onAbort) signal?.removeEventListener('abort', onAbort);
+  }
 }
 
 /**
  * Appends the entries of a tar archive (`source`, up to and including its end-of-archive marker) to `pack`
  * byte for byte: no body is parsed or copied, so a tar written earlier by `promisePacker` with the same
  * prefix costs a file copy instead of a second pack. Every header is still decoded and passed to
- * `check` before its bytes are appended, and the stream must end with the end-of-archive marker, which is
+ * `check` before its header block is appended, and the stream must end with the end-of-archive marker, which is
  * not appended. Queued after the entries already written with `promisePacker` on the same pack.
  * @throws EtchError `ETCH_BAD_ARCHIVE` when the stream is not a tar as `promisePacker` writes one (or is
  * cut short); whatever `check` throws. Either destroys the pack: the output is incomplete.
@@ -225,7 +247,8 @@ export async function spliceTar(
         for (const bytes of ready) {
           if (pack.destroying || pack.destroyed)
             throw new EtchError('ETCH_IO', 'The pack stream was destroyed; no more entries can be written.');
-          await pushRaw(pack, bytes);
+          await pushRaw(pack, bytes, signal);
+          if (signal?.aborted) throw abortError(signal);
         }
       }
       walker.finish();
