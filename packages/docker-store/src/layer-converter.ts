@@ -156,7 +156,16 @@ export async function* convertLayer(
       const dir = parentOf(path);
       opaque.add(dir);
       const known = directories.get(dir);
-      const header0: EntryHeader = known ?? { name: at(dir), type: 'directory', mode: 0o755, uid: 0, gid: 0 };
+      // A directory the layer never listed gets the marker's time, not the time of the run: the same layer
+      // must give the same bytes, staged or not.
+      const header0: EntryHeader = known ?? {
+        name: at(dir),
+        type: 'directory',
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        ...engineTime(header),
+      };
       const dirXattrs = new Map(header0.xattrs instanceof Map ? header0.xattrs : []);
       dirXattrs.set(OPAQUE_XATTR, Buffer.from('y'));
       yield { header: { ...header0, xattrs: dirXattrs } };

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { EtchError, silentLogger, type Logger, ignoreRejection } from '@etch/format';
+import { EtchError, isEtchError, silentLogger, type Logger, ignoreRejection } from '@etch/format';
 import {
   createTarPack,
   extractTar,
@@ -280,7 +280,17 @@ export class LayerStage {
     const input = pool
       ? readFileChunks(staged.file, pool, signal)
       : createReadStream(staged.file, { highWaterMark: 1024 * 1024 });
-    return spliceTar(pack, input, { check: this.insideCheck(staged), ...(signal ? { signal } : {}) });
+    try {
+      return await spliceTar(pack, input, { check: this.insideCheck(staged), ...(signal ? { signal } : {}) });
+    } catch (err) {
+      if (isEtchError(err) && err.code !== 'ETCH_BAD_ARCHIVE') throw err;
+      // Damage to a stage file (a cached one, most likely) or a failure to read it: name it and what to do.
+      throw new EtchError(
+        isEtchError(err) ? 'ETCH_BAD_ARCHIVE' : 'ETCH_IO',
+        `The converted layer ${staged.file} could not be appended: ${(err as Error).message.replace(/\.?$/, '.')} Run \`etch cache clean\` and try again.`,
+        { cause: err, details: { path: staged.file } },
+      );
+    }
   }
 
   /** Refuses an entry of a stage file that is not inside its layer's `diff/` (or links out of it). */

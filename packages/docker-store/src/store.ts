@@ -67,7 +67,9 @@ export interface DockerStoreOptions {
    * The pack the caller writes these entries to, and the `prefix` it gives their names: when it is the
    * stage's `namePrefix`, a staged layer is appended to the pack as it is ({@link LayerStage.appendTo})
    * instead of yielded entry by entry, and `onAppended` reports what it added (those entries are not yielded).
-   * `bufferPool` lends the read buffers, for an output that hands them back.
+   * The store then writes to the pack itself: the caller must queue each yielded entry on the pack before it
+   * asks for the next one (as a `for await` loop that awaits each write does). `bufferPool` lends the read
+   * buffers, for an output that hands them back.
    */
   appendTo?: { pack: TarPack; prefix: string; onAppended?: (added: SplicedTar) => void; bufferPool?: BufferPool };
   /**

@@ -53,16 +53,16 @@ export class TarSplitBuilder {
    * queue grew with the layer (200,000 empty files: ~130 MiB).
    */
   drained(): Promise<void> | undefined {
-    if (!this.#gzip.writableNeedDrain) return undefined;
-    return new Promise((resolve, reject) => {
-      const done = (error?: Error) => {
+    // A gzip that failed never drains: its error comes out of finish().
+    if (!this.#gzip.writableNeedDrain || this.#gzip.destroyed) return undefined;
+    return new Promise((resolve) => {
+      const done = () => {
         this.#gzip.off('drain', done);
-        this.#gzip.off('error', done);
-        if (error) reject(error);
-        else resolve();
+        this.#gzip.off('close', done);
+        resolve();
       };
       this.#gzip.on('drain', done);
-      this.#gzip.on('error', done);
+      this.#gzip.on('close', done);
     });
   }
 

@@ -37,6 +37,7 @@ registerHooks({
       ["serve's server", /\/packages\/serve\/(dist|src)\/server\.[jt]s$/],
       ['fastify', /\/fastify@/],
       ['prom-client', /\/prom-client@/],
+      ['OpenTelemetry', /\/@opentelemetry\+api@/],
     ] as const)
       expect(
         loaded.filter((url) => pattern.test(url)),
