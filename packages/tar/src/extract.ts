@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import { EtchError, throwIfAborted, type TarEntryType, ignoreRejection } from '@etch/format';
 import { ByteSource, truncated } from './byte-source.js';
-import { BLOCK_SIZE, decodeHeader, isZeroBlock } from './header.js';
+import { BLOCK_SIZE, HEADER_ONLY, decodeHeader, isZeroBlock } from './header.js';
 import { ExtensionHeaders, isExtensionType } from './extension-headers.js';
 import { xattrsFromPax } from './pax.js';
 
@@ -57,15 +57,6 @@ export interface ExtractOptions {
    */
   onTrailer?: (bytes: Buffer) => void;
 }
-
-const HEADER_ONLY: ReadonlySet<string> = new Set([
-  'link',
-  'symlink',
-  'character-device',
-  'block-device',
-  'directory',
-  'fifo',
-]);
 
 interface BodyState {
   remaining: number;

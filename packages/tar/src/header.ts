@@ -2,6 +2,16 @@ import { EtchError, type TarEntryType } from '@etch/format';
 import { decodeNumber, encodeOctal } from './numbers.js';
 
 export const BLOCK_SIZE = 512;
+
+/** Entry types that are a header alone: Go's archive/tar (and so every docker layer) ignores their size. */
+export const HEADER_ONLY: ReadonlySet<string> = new Set([
+  'link',
+  'symlink',
+  'character-device',
+  'block-device',
+  'directory',
+  'fifo',
+]);
 // Seconds either side of the epoch a header may claim (about 35,000 years): beyond this a date is garbage.
 const MAX_MTIME = 2 ** 40;
 

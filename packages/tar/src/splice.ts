@@ -1,5 +1,5 @@
 import { EtchError, abortError } from '@etch/format';
-import { BLOCK_SIZE, decodeHeader, isZeroBlock, type RawHeader } from './header.js';
+import { BLOCK_SIZE, HEADER_ONLY, decodeHeader, isZeroBlock, type RawHeader } from './header.js';
 import { enqueueOnPack } from './packer.js';
 import type { TarPack } from './pack.js';
 import { decodePaxRecords } from './pax.js';
@@ -33,15 +33,7 @@ export interface SplicedTar {
   fileBytes: number;
 }
 
-const ENTRY_TYPES: ReadonlySet<string> = new Set([
-  'file',
-  'link',
-  'symlink',
-  'character-device',
-  'block-device',
-  'directory',
-  'fifo',
-]);
+const ENTRY_TYPES: ReadonlySet<string> = new Set(['file', ...HEADER_ONLY]);
 
 /**
  * Walks a tar stream block by block without copying its bodies: decodes each header (and the PAX header

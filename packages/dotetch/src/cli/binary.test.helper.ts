@@ -1,4 +1,6 @@
 // The real `etch` binary for the CLI's tests: a process of its own, as a user runs it.
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { run } from '@etch/test-utils/system';
 
@@ -22,4 +24,29 @@ export async function runBinary(
     allowFailure: true,
     ...(options.input !== undefined ? { input: options.input } : {}),
   });
+}
+
+/**
+ * Runs the real binary with `args` under a resolve hook and returns the URL of every module it resolved, for
+ * tests that a command starts without loading what it does not need.
+ */
+export async function modulesLoadedBy(
+  args: string[],
+  cwd: string,
+): Promise<{ code: number; stderr: string; urls: string[] }> {
+  const hook = join(cwd, 'list-modules.mjs');
+  await writeFile(
+    hook,
+    `import { registerHooks } from 'node:module';
+registerHooks({
+  resolve(specifier, context, next) {
+    const result = next(specifier, context);
+    process.stderr.write('loaded ' + result.url + '\\n');
+    return result;
+  },
+});
+`,
+  );
+  const result = await runBinary(args, { cwd, env: { NODE_OPTIONS: `--import=${hook}` } });
+  return { code: result.code, stderr: result.stderr, urls: result.stderr.match(/(?<=^loaded ).+$/gm) ?? [] };
 }

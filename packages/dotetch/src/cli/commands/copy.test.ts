@@ -13,7 +13,7 @@ import {
   type RegistryServer,
   type TokenAuthRegistry,
 } from '@etch/test-utils/system';
-import { runBinary } from '../binary.test.helper.js';
+import { modulesLoadedBy } from '../binary.test.helper.js';
 import { runCli } from '../in-process.test.helper.js';
 
 let dir: TempDir;
@@ -139,28 +139,16 @@ describe('etch copy', () => {
   });
 
   it('copy, push and build start without loading the base-image, create, flash, tar or disk packages, nor all of undici', async () => {
-    // A resolve hook in the real binary's process lists the workspace packages it loads.
-    const hook = dir.join('list-packages.mjs');
-    await writeFile(
-      hook,
-      `import { registerHooks } from 'node:module';
-registerHooks({
-  resolve(specifier, context, next) {
-    const result = next(specifier, context);
-    const name = /\\/packages\\/([a-z-]+)\\//.exec(result.url)?.[1] ?? (/\\/undici\\/index\\.js$/.test(result.url) ? 'undici-index' : undefined);
-    if (name) process.stderr.write('loaded ' + name + '\\n');
-    return result;
-  },
-});
-`,
-    );
     for (const command of ['copy', 'push', 'build']) {
-      const result = await runBinary([command, '--help'], {
-        cwd: dir.path,
-        env: { NODE_OPTIONS: `--import=${hook}` },
-      });
+      const result = await modulesLoadedBy([command, '--help'], dir.path);
       expect(result.code, result.stderr).toBe(0);
-      const loaded = new Set(result.stderr.match(/(?<=^loaded ).+$/gm));
+      // Workspace packages by name.
+      const loaded = new Set(
+        result.urls.map(
+          (url) =>
+            /\/packages\/([a-z-]+)\//.exec(url)?.[1] ?? (/\/undici\/index\.js$/.test(url) ? 'undici-index' : url),
+        ),
+      );
       expect(loaded.has('registry'), `${command}: the hook saw the registry package load`).toBe(true);
       // tar and disk load when a docker archive or a files layer needs them; undici's index would load all of undici.
       for (const unwanted of ['baseimage', 'core', 'docker-store', 'apply', 'tar', 'disk', 'undici-index'])
