@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
+import { mkdir, readdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createTempDir, type TempDir } from '@etch/test-utils';
+import { isEtchError } from '@etch/format';
 import { BlobCache } from './blob-cache.js';
 
 let dir: TempDir;
@@ -47,5 +48,46 @@ describe('BlobCache.idle', () => {
 
   it('resolves at once when nothing is being written', async () => {
     await expect(new BlobCache(dir.path).idle()).resolves.toBeUndefined();
+  });
+});
+
+describe('BlobCache.writeThrough', () => {
+  const blob = () => {
+    const data = Buffer.from('layer bytes');
+    return { data, digest: `sha256:${createHash('sha256').update(data).digest('hex')}` };
+  };
+  const errorOf = (promise: Promise<unknown>) =>
+    promise.then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+
+  it('reports ETCH_ABORTED when the write fails after its caller aborted', async () => {
+    const cache = new BlobCache(dir.path);
+    const { data, digest } = blob();
+    const source = heldSource(data);
+    const quitter = new AbortController();
+    const writing = cache.writeThrough({ digest }, source.chunks, { signal: quitter.signal });
+    await writing.next();
+    // The caller gives up and removes the cache; the source, already at its end, ends: the commit fails.
+    quitter.abort();
+    await rm(join(dir.path, 'blobs'), { recursive: true, force: true });
+    source.release('end');
+    const error = await errorOf(writing.next());
+    expect(isEtchError(error) && error.code, String(error)).toBe('ETCH_ABORTED');
+  });
+
+  it('reports why the write stopped even when removing its temporary file fails', async () => {
+    const cache = new BlobCache(dir.path);
+    const { data, digest } = blob();
+    const source = heldSource(data);
+    const writing = cache.writeThrough({ digest }, source.chunks);
+    await writing.next();
+    // A folder where the temporary file was: removing it fails.
+    const [name] = await readdir(join(dir.path, 'tmp'));
+    await unlink(join(dir.path, 'tmp', name as string));
+    await mkdir(join(dir.path, 'tmp', name as string));
+    source.release('fail');
+    await expect(writing.next()).rejects.toThrow('the download was aborted');
   });
 });

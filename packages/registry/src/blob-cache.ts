@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EtchError, isEtchError } from '@etch/format';
+import { EtchError, abortError, ignoreRejection, isEtchError } from '@etch/format';
 import type { BlobProgress } from './blob-stream.js';
 import { assertDigest } from './digest.js';
 import { verifiedFileRange } from './local-blob.js';
@@ -74,16 +74,20 @@ export class BlobCache {
   /**
    * Passes `chunks` through while writing them to a temporary file; renames it into the cache only when the
    * source ended without error (the source is a verified stream, so its end means the digest matched).
+   * Once `signal` aborted, whatever fails (the source, a write, the cleanup) is reported as `ETCH_ABORTED`.
    */
   async *writeThrough(
     descriptor: { digest: string },
     chunks: AsyncIterable<Buffer> | Iterable<Buffer>,
+    options: { signal?: AbortSignal } = {},
   ): AsyncGenerator<Buffer> {
     let finished!: () => void;
     const writing = new Promise<void>((resolve) => (finished = resolve));
     this.writing.add(writing);
     try {
       yield* this.writeFile(descriptor, chunks);
+    } catch (error) {
+      throw options.signal?.aborted ? abortError(options.signal) : error;
     } finally {
       this.writing.delete(writing);
       finished();
@@ -115,8 +119,12 @@ export class BlobCache {
         yield chunk;
       }
       await file.commit();
+    } catch (error) {
+      // The source failed (a digest mismatch among others) or a write did: nothing enters the cache.
+      await ignoreRejection(file.abort(), 'a failed cleanup must not hide the error that stopped the write');
+      throw error;
     } finally {
-      // The source failed (a digest mismatch among others) or the consumer stopped: nothing enters the cache.
+      // The consumer stopped: nothing enters the cache either.
       await file.abort();
     }
   }

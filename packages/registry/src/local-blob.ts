@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { EtchError } from '@etch/format';
+import { EtchError, abortError } from '@etch/format';
 import type { BlobProgress } from './blob-stream.js';
 import { algorithmOf, digestOf, hasherFor } from './digest.js';
 
@@ -36,6 +36,8 @@ export async function* verifiedFileRange(
       yield chunk;
     }
   } catch (cause) {
+    // The stream is destroyed when the signal aborts: that is the caller giving up, not the disk failing.
+    if (options.signal?.aborted) throw abortError(options.signal);
     if ((cause as NodeJS.ErrnoException).code === 'ENOENT')
       throw new EtchError('ETCH_NOT_FOUND', `${what} (${descriptor.digest}) is missing from ${path}.`, {
         cause,

@@ -591,6 +591,26 @@ describe('the blob cache', () => {
     await c.close();
   });
 
+  it('reports ETCH_ABORTED to a reader that gives up on the cached copy another reader downloaded', async () => {
+    // The interleaving a loaded machine can produce in the test above: the reader that gives up is not the
+    // one downloading, so it waits for the download and then gives up while reading the cache.
+    const c = client({ cache: work.join('cache-waiter-quits') });
+    const ref = `${proxy.host}/etch/layers3:oci`;
+    const image = await c.resolve(ref, { platform: 'linux/amd64' });
+    const layer = image.layers[2] as (typeof image.layers)[number];
+    const downloader = c.openBlob(ref, layer);
+    const head = await downloader.next();
+    const quitter = new AbortController();
+    const first = (async () => {
+      for await (const _ of c.openBlob(ref, layer, { signal: quitter.signal })) quitter.abort();
+    })();
+    let bytes = head.done === true ? 0 : head.value.length;
+    for await (const chunk of downloader) bytes += chunk.length;
+    expect(bytes).toBe(layer.size);
+    expect((await failure(first)).code).toBe('ETCH_ABORTED');
+    await c.close();
+  });
+
   it('sends every request for a mirrored registry to its mirror, keeping the image names', async () => {
     const mirrored = 'registry.invalid:5000';
     const c = client({ mirrors: { [mirrored]: `http://${proxy.host}` } });

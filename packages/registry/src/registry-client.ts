@@ -497,7 +497,11 @@ export class RegistryClient {
     let finish!: () => void;
     this.downloads.set(descriptor.digest, new Promise<void>((resolve) => (finish = resolve)));
     try {
-      yield* cache.writeThrough(descriptor, this.downloadBlob(reference, descriptor, options));
+      yield* cache.writeThrough(
+        descriptor,
+        this.downloadBlob(reference, descriptor, options),
+        options.signal ? { signal: options.signal } : {},
+      );
     } finally {
       this.downloads.delete(descriptor.digest);
       finish();
