@@ -13,4 +13,10 @@ export {
 } from './hostile-tars.js';
 export { startHttp10Server, type Http10Request, type Http10Server, type Http10ServerOptions } from './http10-server.js';
 export { fullGc, liveMemory } from './memory.js';
-export { finishOciLayout, putLayoutBlob, writeLayoutIndex, type LayoutBlob } from './oci-layout.js';
+export {
+  finishOciLayout,
+  putLayoutBlob,
+  writeLayoutIndex,
+  writeLayoutManifest,
+  type LayoutBlob,
+} from './oci-layout.js';

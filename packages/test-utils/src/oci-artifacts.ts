@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { putLayoutBlob, writeLayoutIndex } from './oci-layout.js';
+import { putLayoutBlob, writeLayoutManifest } from './oci-layout.js';
 import { run } from './run.js';
 
 /** A blob of an artifact: its media type, bytes and annotations as its descriptor carries them. */
@@ -28,18 +28,12 @@ export async function pushOciArtifact(
     ...(await putLayoutBlob(layout, blob.data)),
     ...(blob.annotations ? { annotations: blob.annotations } : {}),
   });
-  const manifest = await putLayoutBlob(
+  const manifest = await writeLayoutManifest(
     layout,
-    Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: await describe(config),
-        layers: await Promise.all(layers.map(describe)),
-      }),
-    ),
+    await describe(config),
+    await Promise.all(layers.map(describe)),
+    tag,
   );
-  await writeLayoutIndex(layout, manifest, tag);
   await run('skopeo', [
     'copy',
     '--quiet',

@@ -49,19 +49,33 @@ export async function finishOciLayout(layout: string, layers: readonly LayoutBlo
       }),
     ),
   );
+  await writeLayoutManifest(
+    layout,
+    { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
+    layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l })),
+    tag,
+  );
+  return layout;
+}
+
+/**
+ * Stores an OCI image manifest of `config` and `layers` (descriptors of blobs already in the layout) and names
+ * it `tag` in `index.json`. Returns the manifest's blob.
+ */
+export async function writeLayoutManifest(
+  layout: string,
+  config: LayoutBlob & { mediaType: string },
+  layers: readonly (LayoutBlob & { mediaType: string })[],
+  tag: string,
+): Promise<LayoutBlob> {
   const manifest = await putLayoutBlob(
     layout,
     Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...config },
-        layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...l })),
-      }),
+      JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config, layers }),
     ),
   );
   await writeLayoutIndex(layout, manifest, tag);
-  return layout;
+  return manifest;
 }
 
 /** `oci-layout` and an `index.json` naming one image manifest, stored in the layout already, by `tag`. */
