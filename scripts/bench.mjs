@@ -586,11 +586,14 @@ async function applyRows(work) {
   await mkdir(mnt, { recursive: true });
   const loadBefore = loadavg()[0];
   const applies = [];
+  const mounted = [];
   const baselines = [];
-  // Alternating, so drifting load on a shared machine falls on both.
+  // Alternating, so drifting load on a shared machine falls on all three.
   for (let i = 0; i < 2; i++) {
-    process.stderr.write(`bench: apply: etch apply / loop-mount baseline, run ${i + 1} of 2…\n`);
+    process.stderr.write(`bench: apply: etch apply, etch apply --mount, loop-mount baseline, run ${i + 1} of 2…\n`);
     applies.push(await timed(etchBin, ['apply', etch, '-o', out, '-q']));
+    await rm(out);
+    mounted.push(await timed(etchBin, ['apply', etch, '-o', out, '-q', '--mount']));
     await rm(out);
     baselines.push(await timed('sh', ['-c', LOOP_BASELINE, 'sh', etch, baseName, out, mnt, String(dataOffset)]));
     await rm(out);
@@ -600,7 +603,7 @@ async function applyRows(work) {
   const grown = await stat(out);
   await rm(out);
   const best = (runs) => runs.reduce((a, b) => (a.seconds <= b.seconds ? a : b));
-  const [apply, baseline] = [best(applies), best(baselines)];
+  const [apply, mount, baseline] = [best(applies), best(mounted), best(baselines)];
   return [
     [
       'apply: .etch',
@@ -614,7 +617,12 @@ async function applyRows(work) {
       'tar -xO base + loop mount + tar -x + sync',
       `${fmt(baseline.seconds)}  (best of 2: ${baselines.map((r) => fmt(r.seconds)).join(', ')})`,
     ],
+    [
+      'etch apply --mount (loop mount + bsdtar)',
+      `${fmt(mount.seconds)}  (best of 2: ${mounted.map((r) => fmt(r.seconds)).join(', ')}; peak RSS ${mb(mount.peak)})`,
+    ],
     ['etch apply / loop-mount baseline', ratio(apply.seconds, baseline.seconds, '≤ 1.50')],
+    ['etch apply --mount / loop-mount baseline', ratio(mount.seconds, baseline.seconds, '≤ 1.50')],
     [
       'etch apply --size 4G: allocated / apparent',
       `${mb(grown.blocks * 512)} / ${mb(grown.size)}  (goal: sparse, about the content)`,

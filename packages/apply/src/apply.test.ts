@@ -1,5 +1,6 @@
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pack as tarPack } from 'tar-stream';
 import { isEtchError } from '@etch/format';
@@ -548,5 +549,199 @@ describe('applyEtch refusals', () => {
     expect(allocated, `${allocated} bytes allocated for a ${baseSize}-byte base grown to ${size}`).toBeLessThan(
       baseSize / 4,
     );
+  });
+});
+
+/** What debugfs says of an inode, for comparing two ways of writing the same entries: no inode numbers or ctimes. */
+async function inodeFacts(device: string, path: string): Promise<Record<string, string>> {
+  const { stdout } = await run('debugfs', ['-R', `stat "${path}"`, device]);
+  const field = (pattern: RegExp) => pattern.exec(stdout)?.[1] ?? '';
+  const type = field(/Type: (\S+)/);
+  const xattrs = /Extended attributes:\n((?: {2}.*\n)*)/.exec(stdout)?.[1] ?? '';
+  return {
+    type,
+    mode: field(/Mode: +(\d+)/),
+    owner: field(/(User: +\d+ +Group: +\d+)/),
+    // A directory's size is how the tool laid out its blocks.
+    size: type === 'directory' ? '' : field(/Size: (\d+)/),
+    links: field(/Links: (\d+)/),
+    mtime: field(/ mtime: (0x[0-9a-f]+(?::[0-9a-f]+)?)/),
+    atime: field(/ atime: (0x[0-9a-f]+(?::[0-9a-f]+)?)/),
+    device: field(/Device major\/minor number: (\S+)/),
+    xattrs: xattrs.split('\n').sort().join('\n'),
+    target: field(/Fast link dest: "(.*)"/),
+  };
+}
+
+/** Mounts under `work` still present: a failed or aborted apply must leave none. */
+async function mountsUnder(dir: string): Promise<string[]> {
+  const table = await readFile('/proc/self/mountinfo', 'utf8');
+  return table.split('\n').filter((line) => line.split(' ')[4]?.startsWith(dir));
+}
+
+describe('applyEtch through a loop mount (mount: true, root)', () => {
+  const NS_TIME = { mtime: MTIME, mtimeNanoseconds: 123_456_789 };
+  let base: string;
+  let outside: string;
+  // A function: the content streams are read once.
+  const entries = (): { header: EntryHeader; content?: EntryContent }[] => [
+    { header: { name: 'inject/6/', type: 'directory', mode: 0o755, ...NS_TIME } },
+    { header: { name: 'inject/6/merge/', type: 'directory', mode: 0o750, uid: 7, gid: 8, ...NS_TIME } },
+    { header: { name: 'inject/6/merge/new.txt', ...NS_TIME }, content: 'new\n' },
+    { header: { name: 'inject/6/docker/keep.txt', mode: 0o600 }, content: 'replaced\n' },
+    { header: { name: 'inject/6/app/', type: 'directory', mode: 0o700, uid: 3, gid: 4 } },
+    { header: { name: 'inject/6/app/suid', mode: 0o4755, uid: 1000, gid: 1000, ...NS_TIME }, content: '#!/bin/sh\n' },
+    { header: { name: 'inject/6/app/hard', type: 'link', linkname: 'inject/6/app/suid' } },
+    { header: { name: 'inject/6/app/rel', type: 'symlink', linkname: '../docker/keep.txt', uid: 9 } },
+    { header: { name: 'inject/6/app/abs', type: 'symlink', linkname: '/etc/passwd' } },
+    { header: { name: 'inject/6/app/whiteout', type: 'character-device', devmajor: 0, devminor: 0, mode: 0 } },
+    { header: { name: 'inject/6/app/disk', type: 'block-device', devmajor: 8, devminor: 1, mode: 0o660 } },
+    { header: { name: 'inject/6/app/fifo', type: 'fifo', mode: 0o600, uid: 5 } },
+    { header: { name: 'inject/6/app/opaque/', type: 'directory', xattrs: { 'trusted.overlay.opaque': 'y' } } },
+    {
+      header: { name: 'inject/6/app/cap', mode: 0o755, xattrs: { 'security.capability': CAPABILITY } },
+      content: 'cap\n',
+    },
+    { header: { name: 'inject/6/app/naïve 名前.txt', uid: 65_536 }, content: 'unicode\n' },
+    { header: { name: 'inject/6/big.bin', size: BIG }, content: patternStream(BIG) },
+  ];
+  const compared = [
+    '/',
+    '/merge',
+    '/merge/new.txt',
+    '/merge/old.txt',
+    '/docker/keep.txt',
+    '/app',
+    '/app/suid',
+    '/app/hard',
+    '/app/rel',
+    '/app/abs',
+    '/app/whiteout',
+    '/app/disk',
+    '/app/fifo',
+    '/app/opaque',
+    '/app/cap',
+    '/app/naïve 名前.txt',
+    '/big.bin',
+  ];
+
+  /** A 1.2 .etch (devices and FIFOs): requirements.json announces what partition 6 needs, which --mount makes room for first. */
+  async function writeAnnounced(
+    path: string,
+    image: string,
+    list: ReturnType<typeof entries>,
+    announce = true,
+  ): Promise<void> {
+    const pack = tarPack();
+    const done = pipeline(pack as unknown as Readable, createWriteStream(path));
+    const write = promisePacker(pack);
+    await write({ name: 'VERSION', mtime: new Date(0) }, announce ? '1.2' : '1.0');
+    await write({ name: 'base.img', size: (await stat(image)).size }, createReadStream(image));
+    if (announce)
+      await write(
+        { name: 'requirements.json', mtime: new Date(0) },
+        JSON.stringify({ partitions: { '6': { bytes: BIG + 1024 * 1024, entries: list.length } } }),
+      );
+    for (const { header, content } of list) await write({ mtime: MTIME, ...header }, content);
+    await whenPackerIdle(pack);
+    pack.finalize();
+    await done;
+  }
+
+  beforeAll(async () => {
+    if (process.getuid?.() !== 0) throw new Error('These tests mount a loop device: run them as root.');
+    const data = work.join('mount-os-data');
+    outside = work.join('outside');
+    await mkdir(outside);
+    await mkdir(`${data}/docker`, { recursive: true });
+    await writeFile(`${data}/docker/keep.txt`, 'from the OS\n');
+    await mkdir(`${data}/merge`);
+    await writeFile(`${data}/merge/old.txt`, 'old\n');
+    // A base image whose data partition points out of itself: a mounted path would lead onto the host.
+    await run('ln', ['-s', outside, `${data}/escape`]);
+    base = work.join('mount-base.img');
+    await makeBalenaLikeImage(base, { dataMiB: 8, dataContent: data });
+  });
+
+  it('writes every entry type exactly as the debugfs path does, and e2fsck finds it clean', async () => {
+    const etch = work.join('mount.etch');
+    await writeAnnounced(etch, base, entries());
+    const viaMount = work.join('via-mount.img');
+    const viaDebugfs = work.join('via-debugfs.img');
+    const mounted = await applyEtch(createReadStream(etch), { output: viaMount, mount: true, verify: true });
+    await applyEtch(createReadStream(etch), { output: viaDebugfs });
+    expect(mounted.verified).toBe(true);
+    expect(mounted.partitions[6]?.entries).toBe(entries().length);
+    const [a, b] = await Promise.all([fsOf(viaMount, 6), fsOf(viaDebugfs, 6)]);
+    try {
+      for (const path of compared) {
+        const [got, want] = await Promise.all([
+          inodeFacts(`${viaMount}?offset=${a.part.offset}`, path),
+          inodeFacts(`${viaDebugfs}?offset=${b.part.offset}`, path),
+        ]);
+        expect(got.type, `${path}: debugfs stat found it`).not.toBe('');
+        expect(got, `${path}: written through the mount vs with debugfs`).toEqual(want);
+      }
+      for (const path of ['/app/naïve 名前.txt', '/docker/keep.txt', '/merge/old.txt'])
+        expect((await a.fs.readFile(path))?.toString(), path).toBe((await b.fs.readFile(path))?.toString());
+      expect((await collect(a.fs.readFileStream('/big.bin'))).equals(await collect(patternStream(BIG)))).toBe(true);
+      expect(await a.fs.stat('/app/naïve 名前.txt')).toMatchObject({ uid: 65_536 });
+      const fsck = await run('e2fsck', ['-fn', `${viaMount}?offset=${a.part.offset}`], { allowFailure: true });
+      expect(fsck.code, `e2fsck of the partition written through the mount:\n${fsck.stdout}${fsck.stderr}`).toBe(0);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+    expect(await mountsUnder(tmpdir()), 'mounts left behind').toEqual([]);
+  });
+
+  it('refuses an entry through a symlink of the base image, writes nothing on the host and leaves no mount', async () => {
+    const etch = work.join('mount-escape.etch');
+    await writeAnnounced(etch, base, [
+      { header: { name: 'inject/6/first.txt' }, content: 'first\n' },
+      { header: { name: 'inject/6/escape/planted.txt' }, content: 'on the host\n' },
+      { header: { name: 'inject/6/last.txt' }, content: 'last\n' },
+    ]);
+    const dir = work.join('out-escape');
+    await mkdir(dir);
+    const error = await applyEtch(createReadStream(etch), { output: `${dir}/out.img`, mount: true }).catch(
+      (e: unknown) => e,
+    );
+    expect(isEtchError(error, 'ETCH_UNSAFE_PATH'), String(error)).toBe(true);
+    expect(String(error)).toMatch(/escape\/planted\.txt/);
+    expect(await readdir(outside), 'files written through the symlink, on the host').toEqual([]);
+    expect(await readdir(dir), 'image left behind').toEqual([]);
+    expect(await mountsUnder(tmpdir()), 'mounts left behind').toEqual([]);
+  });
+
+  it('writes a partition without announced sizes with debugfs, and says so', async () => {
+    const etch = work.join('mount-unannounced.etch');
+    await writeAnnounced(etch, base, entries().slice(0, 3), false);
+    const warnings: string[] = [];
+    const logger = { debug() {}, info() {}, warn: (message: string) => warnings.push(message) };
+    const out = work.join('unannounced.img');
+    await applyEtch(createReadStream(etch), { output: out, mount: true, logger });
+    expect(warnings.join('\n')).toMatch(/--mount needs the sizes requirements\.json announces/);
+    const { fs, close } = await fsOf(out, 6);
+    expect((await fs.readFile('/merge/new.txt'))?.toString()).toBe('new\n');
+    await close();
+  });
+
+  it('stops on abort while entries stream into the mount: ETCH_ABORTED, no image, no mount', async () => {
+    const etch = work.join('mount-abort.etch');
+    await writeAnnounced(etch, base, entries());
+    const dir = work.join('out-abort');
+    await mkdir(dir);
+    const controller = new AbortController();
+    const error = await applyEtch(createReadStream(etch), {
+      output: `${dir}/out.img`,
+      mount: true,
+      signal: controller.signal,
+      onProgress: (event) => {
+        if (event.phase === 'inject' && event.entries === 3) controller.abort();
+      },
+    }).catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_ABORTED'), String(error)).toBe(true);
+    expect(await readdir(dir), 'image left behind').toEqual([]);
+    expect(await mountsUnder(tmpdir()), 'mounts left behind').toEqual([]);
   });
 });

@@ -16,6 +16,7 @@ import { findPartition, readPartitionTable, type PartitionInfo, type PartitionTa
 import { readEtch } from '@etch/tar';
 import { writeBaseImage, type WrittenBase } from './base-image.js';
 import { Ext4Injector } from './ext4-injector.js';
+import { MountedExt4Injector } from './mounted-ext4-injector.js';
 import { FatInjector } from './fat-injector.js';
 import { detectFilesystem, openReader, type Filesystem } from './filesystem.js';
 import { growPartitionTo } from './grow.js';
@@ -35,6 +36,12 @@ export interface ApplyOptions {
   force?: boolean;
   /** Where content is staged before it is written into a filesystem (default: the OS temp dir). */
   tempDir?: string;
+  /**
+   * Write ext partitions through a loop mount and bsdtar instead of debugfs: faster, root only, and the kernel
+   * then reads the base image's filesystem (trust the base image). Needs the `.etch`'s requirements.json (1.1)
+   * to make room first; a partition without announced sizes is written with debugfs.
+   */
+  mount?: boolean;
   signal?: AbortSignal;
   onProgress?: (event: ApplyProgress) => void;
   logger?: Logger;
@@ -164,22 +171,53 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
       const disk = await openReader(target.path);
       const filesystem = await detectFilesystem(disk.read, partition).finally(() => disk.close());
       const dir = join(staging, `p${number}`);
-      const injector =
-        filesystem === 'ext'
-          ? new Ext4Injector(target.path, partition, dir, {
+      const announced = requirements?.partitions[String(number)];
+      const ext4 = () =>
+        new Ext4Injector(target.path, findPartition(table as PartitionTable, number), dir, {
+          ...(signal ? { signal } : {}),
+          logger,
+          keepFiles: Boolean(options.verify),
+          grow: async (bytes) => {
+            const current = findPartition(table as PartitionTable, number);
+            return grow(number, current.offset + current.size + bytes);
+          },
+        });
+      if (filesystem === 'ext' && options.mount) {
+        if (announced === undefined) {
+          logger.warn(
+            '--mount needs the sizes requirements.json announces to make room first; writing this partition with debugfs',
+            { partition: number },
+          );
+        } else {
+          // Room first, while nothing is mounted; then nothing grows.
+          await reserveAnnounced(ext4(), number, announced, logger);
+          const injector = await MountedExt4Injector.mount(
+            target.path,
+            findPartition(table as PartitionTable, number),
+            dir,
+            {
               ...(signal ? { signal } : {}),
               logger,
               keepFiles: Boolean(options.verify),
-              grow: async (bytes) => {
-                const current = findPartition(table as PartitionTable, number);
-                return grow(number, current.offset + current.size + bytes);
-              },
-            })
-          : new FatInjector(target.path, partition, dir, signal ? { signal } : {});
+            },
+          );
+          const state: PartitionState = {
+            injector,
+            filesystem,
+            entries: 0,
+            bytes: 0,
+            grown: grownPartitions.has(number),
+          };
+          partitions.set(number, state);
+          logger.info('injecting through a mount', { partition: number, filesystem });
+          return state;
+        }
+      }
+      const injector =
+        filesystem === 'ext' ? ext4() : new FatInjector(target.path, partition, dir, signal ? { signal } : {});
       const state: PartitionState = { injector, filesystem, entries: 0, bytes: 0, grown: grownPartitions.has(number) };
       partitions.set(number, state);
       logger.info('injecting', { partition: number, filesystem });
-      const announced = requirements?.partitions[String(number)];
       if (announced && injector instanceof Ext4Injector) await reserveAnnounced(injector, number, announced, logger);
       return state;
     };

@@ -1,7 +1,8 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { EtchError } from '@etch/format';
+import { EtchError, silentLogger, type Logger } from '@etch/format';
 import { writeAll } from '@etch/disk';
+import { runTool } from './exec.js';
 
 // debugfs reads its script with an 8 KiB line buffer and runs the rest of a longer line as another
 // command, so no line may come near it.
@@ -93,4 +94,59 @@ export class DebugfsScript {
       await this.file.close();
     }
   }
+}
+
+/**
+ * An ext4 inode's `*_extra` time field: nanoseconds above two epoch bits that extend the 32-bit seconds
+ * (seconds − (seconds as a signed 32-bit number), in units of 2³²).
+ */
+export function extraTimeField(seconds: number, nanoseconds: number): number {
+  const low = ((seconds % 2 ** 32) + 2 ** 32) % 2 ** 32;
+  const signedLow = low >= 2 ** 31 ? low - 2 ** 32 : low;
+  const epoch = ((seconds - signedLow) / 2 ** 32) & 3;
+  return nanoseconds * 4 + epoch;
+}
+
+/**
+ * Commands that set mtime to the nanosecond, and atime the same (what the engine leaves after extracting a
+ * layer), on `p` (a path as {@link DebugfsScript.at} quotes it). ext4 keeps nanoseconds, and the epoch bits
+ * of times past 2038, in the `_extra` fields of inodes larger than 128 bytes (`extraTimes`).
+ */
+export function timeCommands(p: string, mtime: Date, nanoseconds: number, extraTimes: boolean): string[] {
+  const seconds = Math.floor(mtime.getTime() / 1000);
+  const commands = [`sif ${p} mtime @${seconds}`, `sif ${p} atime @${seconds}`];
+  if (extraTimes) {
+    const extra = String(extraTimeField(seconds, nanoseconds));
+    commands.push(`sif ${p} mtime_extra ${extra}`, `sif ${p} atime_extra ${extra}`);
+  }
+  return commands;
+}
+
+/** Lines of debugfs output that are not errors: its banner, the echo of each command, inode allocations. */
+function isNoise(line: string): boolean {
+  return (
+    line === '' || line.startsWith('debugfs ') || line.startsWith('debugfs: ') || /^Allocated inode: \d+$/.test(line)
+  );
+}
+
+/**
+ * Runs a closed script against `device` (`image?offset=N`), failing on any error debugfs reports: it reports
+ * a failed command on its output and carries on, and any such line fails the whole apply.
+ */
+export async function runDebugfsScript(
+  device: string,
+  script: DebugfsScript,
+  partition: number,
+  options: { signal?: AbortSignal; logger?: Logger } = {},
+): Promise<void> {
+  if (script.lines === 0) return;
+  const result = await runTool('debugfs', ['-w', '-f', script.path, device], {
+    ...(options.signal ? { signal: options.signal } : {}),
+    keepLine: (line) => !isNoise(line),
+  });
+  const errors = `${result.stdout}\n${result.stderr}`.split('\n').filter((line) => !isNoise(line));
+  if (errors.length > 0) {
+    throw new EtchError('ETCH_IO', `Writing into partition ${partition} failed: ${errors.slice(0, 5).join('; ')}`);
+  }
+  (options.logger ?? silentLogger).debug('debugfs batch done', { partition, commands: script.lines });
 }

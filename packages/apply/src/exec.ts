@@ -21,6 +21,8 @@ const PACKAGES: Record<string, string> = {
   mdir: 'mtools',
   mdel: 'mtools',
   mattrib: 'mtools',
+  mount: 'mount',
+  umount: 'mount',
 };
 
 /** Output lines kept by `keepLine`: enough to report what failed. */

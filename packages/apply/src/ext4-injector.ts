@@ -2,19 +2,11 @@ import { writeFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import {
-  EtchError,
-  isEtchError,
-  assertFlashable,
-  ignoreRejection,
-  silentLogger,
-  throwIfAborted,
-  type Logger,
-} from '@etch/format';
+import { EtchError, isEtchError, assertFlashable, ignoreRejection, throwIfAborted, type Logger } from '@etch/format';
 import { Ext4Reader, openReadAt, type Ext4Info, type PartitionInfo } from '@etch/disk';
 import type { EtchInjectEntry } from '@etch/tar';
 import { runTool } from './exec.js';
-import { DebugfsScript, quote } from './debugfs-script.js';
+import { DebugfsScript, quote, runDebugfsScript, timeCommands } from './debugfs-script.js';
 import { stageFile } from './stage-file.js';
 import type { InjectedFile, PartitionInjector } from './injector.js';
 
@@ -79,24 +71,6 @@ interface Staged {
 
 function absolute(path: string): string {
   return path === '' ? '/' : `/${path}`;
-}
-
-/**
- * An ext4 inode's `*_extra` time field: nanoseconds above two epoch bits that extend the 32-bit seconds
- * (seconds − (seconds as a signed 32-bit number), in units of 2³²).
- */
-export function extraTimeField(seconds: number, nanoseconds: number): number {
-  const low = ((seconds % 2 ** 32) + 2 ** 32) % 2 ** 32;
-  const signedLow = low >= 2 ** 31 ? low - 2 ** 32 : low;
-  const epoch = ((seconds - signedLow) / 2 ** 32) & 3;
-  return nanoseconds * 4 + epoch;
-}
-
-/** Lines of debugfs output that are not errors: its banner, the echo of each command, inode allocations. */
-function isNoise(line: string): boolean {
-  return (
-    line === '' || line.startsWith('debugfs ') || line.startsWith('debugfs: ') || /^Allocated inode: \d+$/.test(line)
-  );
 }
 
 /**
@@ -241,18 +215,8 @@ export class Ext4Injector implements PartitionInjector {
     ];
   }
 
-  /**
-   * mtime to the nanosecond, and atime the same (what the engine leaves after extracting a layer). ext4 keeps
-   * nanoseconds, and the epoch bits of times past 2038, in the `_extra` fields of inodes larger than 128 bytes.
-   */
   private times(p: string, entry: StagedEntry): string[] {
-    const seconds = Math.floor(entry.mtime.getTime() / 1000);
-    const commands = [`sif ${p} mtime @${seconds}`, `sif ${p} atime @${seconds}`];
-    if (this.extraTimes) {
-      const extra = String(extraTimeField(seconds, entry.mtimeNanoseconds ?? 0));
-      commands.push(`sif ${p} mtime_extra ${extra}`, `sif ${p} atime_extra ${extra}`);
-    }
-    return commands;
+    return timeCommands(p, entry.mtime, entry.mtimeNanoseconds ?? 0, this.extraTimes);
   }
 
   private async reader(): Promise<{ fs: Ext4Reader; close: () => Promise<void> }> {
@@ -516,22 +480,6 @@ export class Ext4Injector implements PartitionInjector {
     } finally {
       await script.close();
     }
-    if (script.lines === 0) return;
-    const result = await runTool('debugfs', ['-w', '-f', script.path, this.device], {
-      ...(this.options.signal ? { signal: this.options.signal } : {}),
-      keepLine: (line) => !isNoise(line),
-    });
-    // debugfs reports a failed command on its output and carries on; any such line fails the whole apply.
-    const errors = `${result.stdout}\n${result.stderr}`.split('\n').filter((line) => !isNoise(line));
-    if (errors.length > 0) {
-      throw new EtchError(
-        'ETCH_IO',
-        `Writing into partition ${this.partition.number} failed: ${errors.slice(0, 5).join('; ')}`,
-      );
-    }
-    (this.options.logger ?? silentLogger).debug('debugfs batch done', {
-      partition: this.partition.number,
-      commands: script.lines,
-    });
+    await runDebugfsScript(this.device, script, this.partition.number, this.options);
   }
 }

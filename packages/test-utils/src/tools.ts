@@ -24,6 +24,8 @@ export const DISK_TOOLS: readonly RequiredTool[] = [
   { command: 'mcopy', aptPackage: 'mtools' },
   { command: 'fsck.vfat', aptPackage: 'dosfstools' },
   { command: 'zip', aptPackage: 'zip' },
+  // etch apply --mount extracts with bsdtar, which refuses to follow a symlink of the target.
+  { command: 'bsdtar', aptPackage: 'libarchive-tools' },
 ];
 
 /** Tools that make a registry's credentials: bcrypt htpasswd files and the token server's certificate. */

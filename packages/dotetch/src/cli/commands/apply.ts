@@ -15,7 +15,7 @@ import { applyJson, jsonText } from '../json.js';
 import { createProgressDisplay, progressModeFor } from '../progress.js';
 
 const help = helpPage({
-  usage: ['etch apply FILE.etch|- -o DISK.img|/dev/sdX [--size SIZE] [--verify] [--yes] [--force]'],
+  usage: ['etch apply FILE.etch|- -o DISK.img|/dev/sdX [--size SIZE] [--verify] [--mount] [--yes] [--force]'],
   description: `Flash a .etch: write its base image onto a disk image file or a drive, then every inject/<n>/
 entry into partition n (ext2/3/4 with owners, modes, links, devices and xattrs; FAT files and
 folders), growing the last partition when the entries do not fit. FILE "-" reads stdin. A drive is
@@ -30,7 +30,10 @@ written only after you confirm (or with --yes); an image file appears only when 
   --verify                    read everything back after writing
   -y, --yes                   write a drive without asking (for scripts; there is no undo)
   --force                     write a drive even when it is mounted or holds the running system
-  --temp-dir DIR              where entries are staged before they are written (default: the OS temp folder)`,
+  --temp-dir DIR              where entries are staged before they are written (default: the OS temp folder)
+  --mount                     write ext partitions through a loop mount and bsdtar: several times faster,
+                              root only, and the kernel reads the base image's filesystem (trust the base
+                              image); needs the sizes the .etch announces (format 1.1), else uses debugfs`,
     ],
     ['Output', commonHelp('no progress and no summary')],
   ],
@@ -127,6 +130,7 @@ export const applyCommand: Command = {
           yes: { type: 'boolean', short: 'y' },
           force: { type: 'boolean' },
           'temp-dir': { type: 'string' },
+          mount: { type: 'boolean' },
         },
       }),
     );
@@ -181,6 +185,7 @@ export const applyCommand: Command = {
       ...(size !== undefined ? { size } : {}),
       verify: Boolean(values.verify),
       force: Boolean(values.force),
+      mount: Boolean(values.mount),
       ...(values['temp-dir'] !== undefined ? { tempDir: resolve(context.cwd, values['temp-dir']) } : {}),
       signal: context.signal,
       onProgress: display.onProgress,
