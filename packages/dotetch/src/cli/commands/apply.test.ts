@@ -80,6 +80,27 @@ describe('etch apply', () => {
     expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
   });
 
+  it('--mount writes the ext partition through a loop mount (root) with the same content, and leaves no mount', async () => {
+    const result = await etch(['apply', 'small.etch', '-o', 'mounted.img', '--mount', '--verify', '--json', '-v']);
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stderr, 'the log of the apply').toMatch(/injecting through a mount partition=6/);
+    expect(JSON.parse(result.stdout)).toMatchObject({
+      verified: true,
+      partitions: [
+        { number: 1, filesystem: 'fat', entries: 3 },
+        { number: 6, filesystem: 'ext', entries: 3, bytes: 10 },
+      ],
+    });
+    const device = `${dir.join('mounted.img')}?offset=${offsets[6]}`;
+    expect((await run('debugfs', ['-R', 'cat /apps/app.txt', device])).stdout, '/apps/app.txt').toBe('preloaded\n');
+    expect((await run('debugfs', ['-R', 'stat /current', device])).stdout).toMatch(/Fast link dest: "apps\/app\.txt"/);
+    const fsck = await run('e2fsck', ['-fn', device], { allowFailure: true });
+    expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
+    const mounts = await run('findmnt', ['-rn', '-o', 'TARGET']);
+    expect(mounts.stdout.split('\n').filter((target) => target.includes('etch-apply-'))).toEqual([]);
+    await rm(dir.join('mounted.img'));
+  });
+
   it('keeps an image grown with --size sparse: the added space is a hole, not written zeros', async () => {
     const result = await etch(['apply', 'small.etch', '--output', 'sparse.img', '--size', '256M', '--verify']);
     expect(result.code, result.stderr).toBe(0);
