@@ -1,5 +1,5 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pack as tarPack } from 'tar-stream';
@@ -631,6 +631,7 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
     image: string,
     list: ReturnType<typeof entries>,
     announce = true,
+    announcedBytes = BIG + 1024 * 1024,
   ): Promise<void> {
     const pack = tarPack();
     const done = pipeline(pack as unknown as Readable, createWriteStream(path));
@@ -640,7 +641,7 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
     if (announce)
       await write(
         { name: 'requirements.json', mtime: new Date(0) },
-        JSON.stringify({ partitions: { '6': { bytes: BIG + 1024 * 1024, entries: list.length } } }),
+        JSON.stringify({ partitions: { '6': { bytes: announcedBytes, entries: list.length } } }),
       );
     for (const { header, content } of list) await write({ mtime: MTIME, ...header }, content);
     await whenPackerIdle(pack);
@@ -694,21 +695,57 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
     expect(await mountsUnder(tmpdir()), 'mounts left behind').toEqual([]);
   });
 
-  it('refuses an entry through a symlink of the base image, writes nothing on the host and leaves no mount', async () => {
+  it.each([
+    ['a symlink of the base image', [{ header: { name: 'inject/6/escape/planted.txt' }, content: 'on the host\n' }]],
+    [
+      'a hardlink to a symlink of the base image',
+      [
+        { header: { name: 'inject/6/alias', type: 'link', linkname: 'inject/6/escape' } },
+        { header: { name: 'inject/6/alias/planted.txt' }, content: 'on the host\n' },
+      ],
+    ],
+    [
+      'a symlink the .etch made',
+      [
+        { header: { name: 'inject/6/made', type: 'symlink', linkname: '/tmp' } },
+        { header: { name: 'inject/6/made/planted.txt' }, content: 'on the host\n' },
+      ],
+    ],
+  ] as const)('refuses an entry through %s, writes nothing on the host and leaves no mount', async (_, middle) => {
     const etch = work.join('mount-escape.etch');
+    const dir = await mkdtemp(work.join('out-escape-'));
     await writeAnnounced(etch, base, [
       { header: { name: 'inject/6/first.txt' }, content: 'first\n' },
-      { header: { name: 'inject/6/escape/planted.txt' }, content: 'on the host\n' },
+      ...middle,
       { header: { name: 'inject/6/last.txt' }, content: 'last\n' },
     ]);
-    const dir = work.join('out-escape');
-    await mkdir(dir);
     const error = await applyEtch(createReadStream(etch), { output: `${dir}/out.img`, mount: true }).catch(
       (e: unknown) => e,
     );
-    expect(isEtchError(error, 'ETCH_UNSAFE_PATH'), String(error)).toBe(true);
-    expect(String(error)).toMatch(/escape\/planted\.txt/);
+    expect(isEtchError(error, 'ETCH_UNSAFE_PATH') || isEtchError(error, 'ETCH_BAD_ENTRY'), String(error)).toBe(true);
+    expect(String(error)).toMatch(/planted\.txt/);
     expect(await readdir(outside), 'files written through the symlink, on the host').toEqual([]);
+    expect(existsSync('/tmp/planted.txt'), '/tmp/planted.txt on the host').toBe(false);
+    expect(await readdir(dir), 'image left behind').toEqual([]);
+    expect(await mountsUnder(tmpdir()), 'mounts left behind').toEqual([]);
+  });
+
+  it('fails with ETCH_BAD_DISK_IMAGE when the announced sizes were too small, and leaves no image or mount', async () => {
+    const etch = work.join('mount-full.etch');
+    // 1 KiB announced, 24 MiB delivered into an 8 MiB partition: nothing grows while it is mounted.
+    await writeAnnounced(
+      etch,
+      base,
+      [{ header: { name: 'inject/6/big.bin', size: BIG }, content: patternStream(BIG) }],
+      true,
+      1024,
+    );
+    const dir = await mkdtemp(work.join('out-full-'));
+    const error = await applyEtch(createReadStream(etch), { output: `${dir}/out.img`, mount: true }).catch(
+      (e: unknown) => e,
+    );
+    expect(isEtchError(error, 'ETCH_BAD_DISK_IMAGE'), String(error)).toBe(true);
+    expect(String(error)).toMatch(/without --mount/);
     expect(await readdir(dir), 'image left behind').toEqual([]);
     expect(await mountsUnder(tmpdir()), 'mounts left behind').toEqual([]);
   });
