@@ -13,7 +13,7 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { EtchError, assertFlashable, ignoreRejection, isEtchError, throwIfAborted, type Logger } from '@etch/format';
+import { EtchError, assertFlashable, ignoreRejection, throwIfAborted, type Logger } from '@etch/format';
 import { Ext4Reader, openReadAt, type PartitionInfo } from '@etch/disk';
 import {
   createTarPack,
@@ -105,10 +105,8 @@ export class MountedExt4Injector implements PartitionInjector {
     // nosuid/nodev/noexec: nothing on it is run or opened as a device while it is mounted here (mknod still
     // works). noinit_itable: no kernel thread zeroing inode tables, which would fill an image file's holes.
     const mountOptions = `loop,offset=${partition.offset},sizelimit=${partition.size},nosuid,nodev,noexec,noinit_itable`;
-    await runTool('mount', ['-t', 'ext4', '-o', mountOptions, image, mountpoint], {
-      ...(options.signal ? { signal: options.signal } : {}),
-    }).catch((error: unknown) => {
-      if (isEtchError(error, 'ETCH_ABORTED')) throw error;
+    // Not stopped by the signal: a mount killed half-way could be left behind with nobody to undo it.
+    await runTool('mount', ['-t', 'ext4', '-o', mountOptions, image, mountpoint]).catch((error: unknown) => {
       throw new EtchError(
         'ETCH_IO',
         `Mounting partition ${partition.number} failed (${(error as Error).message}); apply without --mount, which writes it with debugfs.`,
@@ -181,7 +179,7 @@ export class MountedExt4Injector implements PartitionInjector {
       this.fail(
         new EtchError(
           'ETCH_UNSAFE_PATH',
-          `An entry goes through a symlink in partition ${n} of the base image, which the flasher does not follow: ${line.trim()}`,
+          `An entry goes through a symlink in partition ${n} (of the base image or made by the .etch), which the flasher does not follow: ${line.trim()}`,
         ),
       );
     } else if (/No space left on device/.test(line)) {
