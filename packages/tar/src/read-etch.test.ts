@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import { gzipSync, zstdCompressSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { collect, craftTar, type CraftedEntry } from '@etch/test-utils';
@@ -251,5 +251,29 @@ describe('readEtch checks what a filesystem can store', () => {
     const entries = await readAll(await craftTar([...base, { name: 'inject/6//x', content: 'x' }]));
     const inject = entries.find(({ entry }) => entry.kind === 'inject')?.entry;
     expect(inject).toMatchObject({ partition: 6, path: 'x' });
+  });
+});
+
+describe('readEtch and a stalled input', () => {
+  it.each([
+    ['before its first bytes', 0],
+    ['after its first entry', 1],
+  ])('rejects with ETCH_ABORTED on abort %s, and closes the input', async (_, entries) => {
+    // A pipe nobody writes to any more: without closing it, the abort would wait for its next byte.
+    const input = new PassThrough();
+    const tarball = await craftTar([...base, { name: 'inject/6/a.txt', content: 'a' }]);
+    // The VERSION entry and the base image: 512-byte header blocks and padded bodies.
+    if (entries > 0) input.write(tarball.subarray(0, 3 * 512));
+    const controller = new AbortController();
+    const reading = (async () => {
+      for await (const entry of readEtch(input, { signal: controller.signal })) {
+        if ('stream' in entry) entry.stream?.resume();
+        controller.abort();
+      }
+    })();
+    if (entries === 0) controller.abort();
+    const error = await reading.catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_ABORTED'), String(error)).toBe(true);
+    expect(input.destroyed, 'input destroyed').toBe(true);
   });
 });

@@ -146,7 +146,23 @@ export async function* readEtch(
   options: ReadEtchOptions = {},
 ): AsyncGenerator<EtchEntry, void, undefined> {
   const { signal } = options;
-  const { compression, stream } = await decompressAuto(input, signal);
+  // A stalled input (a pipe nobody writes to) would hold an abort until its next byte: closing it wakes the read.
+  const closeInput = () => (input as { destroy?: (error?: Error) => void }).destroy?.(abortError(signal));
+  signal?.addEventListener('abort', closeInput, { once: true });
+  try {
+    yield* readEtchEntries(input, signal);
+  } finally {
+    signal?.removeEventListener('abort', closeInput);
+  }
+}
+
+async function* readEtchEntries(
+  input: AsyncIterable<Uint8Array>,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<EtchEntry, void, undefined> {
+  const { compression, stream } = await decompressAuto(input, signal).catch((error: unknown) => {
+    throw signal?.aborted ? abortError(signal) : error;
+  });
   const order = new EtchOrderValidator();
   let sawEntry = false;
   try {
