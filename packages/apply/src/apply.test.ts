@@ -1,6 +1,5 @@
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pack as tarPack } from 'tar-stream';
 import { isEtchError } from '@etch/format';
@@ -24,6 +23,8 @@ import { openReader } from './filesystem.js';
 
 let work: TempDir;
 const CAPABILITY = Buffer.from('0100000200040000000000000000000000000000', 'hex');
+/** A POSIX ACL as Linux passes it in xattrs: version 2, then user::rw-, group::r--, other::r--. */
+const ACL = Buffer.from('02000000' + '01000600ffffffff' + '04000400ffffffff' + '20000400ffffffff', 'hex');
 const BIG = 24 * 1024 * 1024;
 const MTIME = new Date(1_600_000_000_000);
 
@@ -573,7 +574,7 @@ async function inodeFacts(device: string, path: string): Promise<Record<string, 
   };
 }
 
-/** Mounts under `work` still present: a failed or aborted apply must leave none. */
+/** Mounts under `dir` still present (each test stages in its own folder): a failed or aborted apply must leave none. */
 async function mountsUnder(dir: string): Promise<string[]> {
   const table = await readFile('/proc/self/mountinfo', 'utf8');
   return table.split('\n').filter((line) => line.split(' ')[4]?.startsWith(dir));
@@ -604,6 +605,13 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
     },
     { header: { name: 'inject/6/app/naïve 名前.txt', uid: 65_536 }, content: 'unicode\n' },
     { header: { name: 'inject/6/big.bin', size: BIG }, content: patternStream(BIG) },
+    // What bsdtar or the kernel would drop or change, written after the unmount as debugfs writes it.
+    { header: { name: 'inject/6/odd/acl', xattrs: { 'system.posix_acl_access': ACL } }, content: 'acl\n' },
+    { header: { name: 'inject/6/odd/acl-dir/', type: 'directory', xattrs: { 'system.posix_acl_default': ACL } } },
+    { header: { name: 'inject/6/odd/linked', type: 'link', linkname: 'inject/6/app/cap', xattrs: { 'user.k': 'v' } } },
+    { header: { name: 'inject/6/odd/nobody', uid: 0xffffffff, gid: 0xffffffff, mode: 0o4755 }, content: 'x\n' },
+    { header: { name: 'inject/6/odd/1969', mtime: new Date(-86_400_000), mtimeNanoseconds: 5 }, content: 'old\n' },
+    { header: { name: 'inject/6/odd/link-xattr', type: 'symlink', linkname: 'acl', xattrs: { 'user.k': 'v' } } },
   ];
   const compared = [
     '/',
@@ -623,6 +631,13 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
     '/app/cap',
     '/app/naïve 名前.txt',
     '/big.bin',
+    '/odd/acl',
+    '/odd/acl-dir',
+    '/odd/linked',
+    '/app/cap',
+    '/odd/nobody',
+    '/odd/1969',
+    '/odd/link-xattr',
   ];
 
   /** A 1.2 .etch (devices and FIFOs): requirements.json announces what partition 6 needs, which --mount makes room for first. */
@@ -669,7 +684,12 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
     await writeAnnounced(etch, base, entries());
     const viaMount = work.join('via-mount.img');
     const viaDebugfs = work.join('via-debugfs.img');
-    const mounted = await applyEtch(createReadStream(etch), { output: viaMount, mount: true, verify: true });
+    const mounted = await applyEtch(createReadStream(etch), {
+      output: viaMount,
+      mount: true,
+      tempDir: work.path,
+      verify: true,
+    });
     await applyEtch(createReadStream(etch), { output: viaDebugfs });
     expect(mounted.verified).toBe(true);
     expect(mounted.partitions[6]?.entries).toBe(entries().length);
@@ -692,7 +712,7 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
     } finally {
       await Promise.all([a.close(), b.close()]);
     }
-    expect(await mountsUnder(tmpdir()), 'mounts left behind').toEqual([]);
+    expect(await mountsUnder(work.path), 'mounts left behind').toEqual([]);
   });
 
   it.each([
@@ -719,15 +739,37 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
       ...middle,
       { header: { name: 'inject/6/last.txt' }, content: 'last\n' },
     ]);
-    const error = await applyEtch(createReadStream(etch), { output: `${dir}/out.img`, mount: true }).catch(
-      (e: unknown) => e,
-    );
+    const error = await applyEtch(createReadStream(etch), {
+      output: `${dir}/out.img`,
+      mount: true,
+      tempDir: work.path,
+    }).catch((e: unknown) => e);
     expect(isEtchError(error, 'ETCH_UNSAFE_PATH') || isEtchError(error, 'ETCH_BAD_ENTRY'), String(error)).toBe(true);
     expect(String(error)).toMatch(/planted\.txt/);
     expect(await readdir(outside), 'files written through the symlink, on the host').toEqual([]);
     expect(existsSync('/tmp/planted.txt'), '/tmp/planted.txt on the host').toBe(false);
     expect(await readdir(dir), 'image left behind').toEqual([]);
-    expect(await mountsUnder(tmpdir()), 'mounts left behind').toEqual([]);
+    expect(await mountsUnder(work.path), 'mounts left behind').toEqual([]);
+  });
+
+  it.each([
+    ['the .etch', [{ header: { name: 'inject/6/d/', type: 'directory' } }]],
+    ['the base image', []],
+  ] as const)('refuses a file over a directory of %s, as the debugfs path does', async (_, first) => {
+    const etch = work.join('mount-over-dir.etch');
+    // /merge is a directory of the base image.
+    const target = first.length > 0 ? 'inject/6/d' : 'inject/6/merge';
+    await writeAnnounced(etch, base, [...first, { header: { name: target }, content: 'not a directory\n' }]);
+    for (const mount of [true, false]) {
+      const error = await applyEtch(createReadStream(etch), {
+        output: work.join('over-dir.img'),
+        mount,
+        tempDir: work.path,
+      }).catch((e: unknown) => e);
+      expect(isEtchError(error, 'ETCH_BAD_ENTRY'), `mount: ${mount}: ${String(error)}`).toBe(true);
+      expect(String(error)).toMatch(/is a directory/);
+    }
+    expect(await mountsUnder(work.path), 'mounts left behind').toEqual([]);
   });
 
   it('fails with ETCH_BAD_DISK_IMAGE when the announced sizes were too small, and leaves no image or mount', async () => {
@@ -741,13 +783,15 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
       1024,
     );
     const dir = await mkdtemp(work.join('out-full-'));
-    const error = await applyEtch(createReadStream(etch), { output: `${dir}/out.img`, mount: true }).catch(
-      (e: unknown) => e,
-    );
+    const error = await applyEtch(createReadStream(etch), {
+      output: `${dir}/out.img`,
+      mount: true,
+      tempDir: work.path,
+    }).catch((e: unknown) => e);
     expect(isEtchError(error, 'ETCH_BAD_DISK_IMAGE'), String(error)).toBe(true);
     expect(String(error)).toMatch(/without --mount/);
     expect(await readdir(dir), 'image left behind').toEqual([]);
-    expect(await mountsUnder(tmpdir()), 'mounts left behind').toEqual([]);
+    expect(await mountsUnder(work.path), 'mounts left behind').toEqual([]);
   });
 
   it('writes a partition without announced sizes with debugfs, and says so', async () => {
@@ -756,7 +800,7 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
     const warnings: string[] = [];
     const logger = { debug() {}, info() {}, warn: (message: string) => warnings.push(message) };
     const out = work.join('unannounced.img');
-    await applyEtch(createReadStream(etch), { output: out, mount: true, logger });
+    await applyEtch(createReadStream(etch), { output: out, mount: true, tempDir: work.path, logger });
     expect(warnings.join('\n')).toMatch(/--mount needs the sizes requirements\.json announces/);
     const { fs, close } = await fsOf(out, 6);
     expect((await fs.readFile('/merge/new.txt'))?.toString()).toBe('new\n');
@@ -772,6 +816,7 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
     const error = await applyEtch(createReadStream(etch), {
       output: `${dir}/out.img`,
       mount: true,
+      tempDir: work.path,
       signal: controller.signal,
       onProgress: (event) => {
         if (event.phase === 'inject' && event.entries === 3) controller.abort();
@@ -779,6 +824,6 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
     }).catch((e: unknown) => e);
     expect(isEtchError(error, 'ETCH_ABORTED'), String(error)).toBe(true);
     expect(await readdir(dir), 'image left behind').toEqual([]);
-    expect(await mountsUnder(tmpdir()), 'mounts left behind').toEqual([]);
+    expect(await mountsUnder(work.path), 'mounts left behind').toEqual([]);
   });
 });

@@ -316,7 +316,12 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
     };
   } catch (err) {
     // A tool may still be writing into the image or reading staged files: let it end before both go.
-    for (const state of partitions.values()) await state.injector.settle?.();
+    // Each one, whatever the others did: a mount left behind or a partial image would outlive the apply.
+    for (const state of partitions.values()) {
+      await state.injector.settle?.().catch((error: unknown) => {
+        logger.warn('cleaning up a partition after the failure failed', { reason: (error as Error).message });
+      });
+    }
     await target.abort();
     if (signal?.aborted) throw abortError(signal);
     if (isEtchError(err)) throw err;

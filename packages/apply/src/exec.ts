@@ -50,6 +50,11 @@ export function runTool(
     signal?: AbortSignal;
     env?: NodeJS.ProcessEnv;
     /**
+     * In a process group of its own: a Ctrl-C on the terminal reaches etch only, which then undoes what the
+     * tool did, instead of killing `mount` between its success and etch learning of it.
+     */
+    detached?: boolean;
+    /**
      * Keep only the output lines this accepts (at most {@link MAX_KEPT_LINES} of them), read as they come:
      * debugfs echoes every command of a batch, megabytes that need not be held.
      */
@@ -59,6 +64,7 @@ export function runTool(
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, {
       stdio: ['pipe', 'pipe', 'pipe'],
+      ...(options.detached ? { detached: true } : {}),
       env: options.env ?? process.env,
       ...(options.signal ? { signal: options.signal } : {}),
     });

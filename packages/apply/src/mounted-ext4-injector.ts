@@ -6,9 +6,16 @@
  *
  * bsdtar (libarchive) rather than GNU tar: without -P it refuses to extract through a symlink already on the
  * target, where GNU tar follows one the base image has, out of the mount and onto the host.
+ *
+ * What bsdtar or the kernel would write differently from the debugfs path is left out of the tar and written
+ * by one debugfs run once the partition is unmounted: every xattr (libarchive skips POSIX ACLs and a hardlink's
+ * xattrs without a word, and the kernel refuses `user.*` on a symlink), owner 4294967295 (to chown, -1 means
+ * "unchanged"), times before 1970, and directory times (bsdtar sets those of existing directories before
+ * their children change them).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
+import { lstatSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -24,23 +31,19 @@ import {
   type EntryWriter,
   type TarPack,
 } from '@etch/tar';
-import { DebugfsScript, runDebugfsScript, timeCommands } from './debugfs-script.js';
-import { runTool } from './exec.js';
+import { DebugfsScript, quote, runDebugfsScript, timeCommands } from './debugfs-script.js';
+import { loopMount, loopUnmount } from './loop-mount.js';
 import type { InjectedFile, PartitionInjector } from './injector.js';
 
 /** The tar's entries live under this folder, which bsdtar's `-s` maps to the mount's root (`r/` is `./`). */
 const ROOT = 'r';
 /** bsdtar's stderr lines kept for a report. */
 const MAX_ERROR_LINES = 5;
+/** The owner id chown reads as "leave unchanged". */
+const UNCHANGED_ID = 0xffffffff;
 
 function absolute(path: string): string {
   return path === '' ? '/' : `/${path}`;
-}
-
-/** A PAX time: seconds and nine digits of nanoseconds; undefined before 1970, which PAX writes differently. */
-function paxTime(seconds: number, nanoseconds: number): string | undefined {
-  if (seconds < 0) return undefined;
-  return nanoseconds === 0 ? String(seconds) : `${seconds}.${String(nanoseconds).padStart(9, '0')}`;
 }
 
 /** Content handed to the tar, hashed on the way for `--verify`. */
@@ -59,30 +62,39 @@ export interface MountedExt4Options {
   logger?: Logger;
 }
 
+/** What bsdtar runs in, and writes into. */
+interface Extraction {
+  child: ChildProcess;
+  exited: Promise<number>;
+  pack: TarPack;
+  piped: Promise<void>;
+  write: EntryWriter;
+}
+
 /** Writes one ext partition's inject entries through a loop mount; see the module comment. */
 export class MountedExt4Injector implements PartitionInjector {
   private readonly files = new Map<string, InjectedFile>();
   private failure: EtchError | undefined;
   private readonly errorLines: string[] = [];
-  private mounted = true;
-  /**
-   * Each directory entry's time, set again once bsdtar is done: it gives the directories it makes their
-   * times after their children, but sets those of directories the base image has (and the root) at once,
-   * before the children change them.
-   */
+  /** Every directory entry's time, set once bsdtar is done (see the module comment). */
   private readonly directories = new Map<string, { mtime: Date; nanoseconds: number }>();
+  private extraction!: Extraction;
+  private xattrFiles = 0;
 
   private constructor(
     private readonly image: string,
     private readonly partition: PartitionInfo,
-    private readonly mountpoint: string,
-    private readonly child: ChildProcess,
-    private readonly exited: Promise<number>,
-    private readonly pack: TarPack,
-    private readonly piped: Promise<void>,
-    private readonly write: EntryWriter,
+    private readonly staging: string,
+    /** Commands for debugfs once the partition is unmounted, written as entries come. */
+    private readonly after: DebugfsScript,
+    /** Whether the inodes keep nanoseconds (larger than 128 bytes). */
+    private readonly extraTimes: boolean,
     private readonly options: MountedExt4Options,
   ) {}
+
+  private get mountpoint(): string {
+    return join(this.staging, 'mnt');
+  }
 
   /**
    * Mounts partition `partition` of `image` (a file or a block device) in `staging` and starts bsdtar on it.
@@ -100,56 +112,57 @@ export class MountedExt4Injector implements PartitionInjector {
         `Writing partition ${partition.number} through a mount needs root (it attaches a loop device and mounts the partition); run as root or without --mount.`,
       );
     }
-    const mountpoint = join(staging, 'mnt');
-    await mkdir(mountpoint, { recursive: true, mode: 0o700 });
-    // nosuid/nodev/noexec: nothing on it is run or opened as a device while it is mounted here (mknod still
-    // works). noinit_itable: no kernel thread zeroing inode tables, which would fill an image file's holes.
-    const mountOptions = `loop,offset=${partition.offset},sizelimit=${partition.size},nosuid,nodev,noexec,noinit_itable`;
-    // Not stopped by the signal: a mount killed half-way could be left behind with nobody to undo it.
-    await runTool('mount', ['-t', 'ext4', '-o', mountOptions, image, mountpoint]).catch((error: unknown) => {
-      throw new EtchError(
-        'ETCH_IO',
-        `Mounting partition ${partition.number} failed (${(error as Error).message}); apply without --mount, which writes it with debugfs.`,
-        { cause: error },
-      );
-    });
-    let child: ChildProcess;
+    const { read, close } = await openReadAt(image);
+    const info = await Ext4Reader.open(read, partition.offset)
+      .then((fs) => fs.info())
+      .finally(close);
+    await mkdir(join(staging, 'xattrs'), { recursive: true, mode: 0o700 });
+    await mkdir(join(staging, 'mnt'), { mode: 0o700 });
+    const after = await DebugfsScript.create(join(staging, 'after-unmount'));
+    const injector = new MountedExt4Injector(image, partition, staging, after, info.inodeSize > 128, options);
     try {
-      child = spawn(
-        'bsdtar',
-        // -p: modes with setuid, xattrs; --numeric-owner: ids as they are, never looked up on this host.
-        ['-x', '-p', '--numeric-owner', '-s', `,^${ROOT}/,./,S`, '-C', mountpoint, '-f', '-'],
-        // UTF-8 names stay UTF-8 only in a UTF-8 locale; in "C" libarchive cannot translate them.
-        {
-          stdio: ['pipe', 'ignore', 'pipe'],
-          env: { ...process.env, LC_ALL: 'C.UTF-8' },
-          ...(options.signal ? { signal: options.signal, killSignal: 'SIGKILL' as const } : {}),
-        },
-      );
+      await loopMount(image, partition, injector.mountpoint);
     } catch (error) {
-      await runTool('umount', [mountpoint]);
+      await after.close();
       throw error;
     }
+    injector.extraction = injector.startBsdtar();
+    return injector;
+  }
+
+  private startBsdtar(): Extraction {
+    const { signal } = this.options;
+    const child = spawn(
+      'bsdtar',
+      // -p: modes with setuid; --numeric-owner: ids as they are, never looked up on this host; no xattrs.
+      [
+        '-x',
+        '-p',
+        '--no-xattrs',
+        '--no-acls',
+        '--numeric-owner',
+        '-s',
+        `,^${ROOT}/,./,S`,
+        '-C',
+        this.mountpoint,
+        '-f',
+        '-',
+      ],
+      {
+        stdio: ['pipe', 'ignore', 'pipe'],
+        // UTF-8 names stay UTF-8 only in a UTF-8 locale; in "C" libarchive cannot translate them.
+        env: { ...process.env, LC_ALL: 'C.UTF-8' },
+        // Its own process group: a Ctrl-C reaches etch, which stops it and unmounts.
+        detached: true,
+        ...(signal ? { signal, killSignal: 'SIGKILL' as const } : {}),
+      },
+    );
     const exited = new Promise<number>((resolve) => {
       child.once('error', () => resolve(-1));
       child.once('close', (code) => resolve(code ?? -1));
     });
-    const pack = createTarPack();
-    const piped = pipeline(pack, child.stdin as NodeJS.WritableStream);
-    const injector = new MountedExt4Injector(
-      image,
-      partition,
-      mountpoint,
-      child,
-      exited,
-      pack,
-      piped,
-      promisePacker(pack, ROOT, options.signal ? { signal: options.signal } : {}),
-      options,
-    );
-    void ignoreRejection(piped, 'finish awaits it and reports what bsdtar said, which explains a broken pipe');
     child.once('error', (cause: NodeJS.ErrnoException) =>
-      injector.fail(
+      this.fail(
         new EtchError(
           'ETCH_IO',
           cause.code === 'ENOENT'
@@ -164,10 +177,13 @@ export class MountedExt4Injector implements PartitionInjector {
     child.stderr?.on('data', (text: string) => {
       const lines = (partial + text).split('\n');
       partial = (lines.pop() ?? '').slice(0, 4096);
-      for (const line of lines) injector.onError(line);
+      for (const line of lines) this.onError(line);
     });
-    child.stderr?.on('end', () => injector.onError(partial));
-    return injector;
+    child.stderr?.on('end', () => this.onError(partial));
+    const pack = createTarPack();
+    const piped = pipeline(pack, child.stdin as NodeJS.WritableStream);
+    void ignoreRejection(piped, 'finish awaits it and reports what bsdtar said, which explains a broken pipe');
+    return { child, exited, pack, piped, write: promisePacker(pack, ROOT, signal ? { signal } : {}) };
   }
 
   /** bsdtar reports a refused or failed entry and carries on: the first such line stops the apply. */
@@ -198,8 +214,19 @@ export class MountedExt4Injector implements PartitionInjector {
   private fail(error: EtchError): void {
     if (this.failure !== undefined) return;
     this.failure = error;
-    this.child.kill('SIGKILL');
-    this.pack.destroy(error);
+    this.extraction.child.kill('SIGKILL');
+    this.extraction.pack.destroy(error);
+  }
+
+  /** As the debugfs path: a directory is merged with, never replaced by, anything else. */
+  private assertNotDirectory(path: string): void {
+    const inMount = lstatSync(join(this.mountpoint, path), { throwIfNoEntry: false });
+    if (this.directories.has(path) || inMount?.isDirectory()) {
+      throw new EtchError(
+        'ETCH_BAD_ENTRY',
+        `${path} is a directory in partition ${this.partition.number}; a file, link or device cannot replace it.`,
+      );
+    }
   }
 
   async add(entry: EtchInjectEntry): Promise<void> {
@@ -212,8 +239,13 @@ export class MountedExt4Injector implements PartitionInjector {
       ...(entry.symlinkTarget !== undefined ? { symlinkTarget: entry.symlinkTarget } : {}),
       xattrNames: entry.xattrs.keys(),
     });
+    const path = absolute(entry.path);
+    if (entry.type === 'directory') {
+      this.directories.set(path, { mtime: entry.mtime, nanoseconds: entry.mtimeNanoseconds });
+    } else {
+      this.assertNotDirectory(path);
+    }
     const seconds = Math.floor(entry.mtime.getTime() / 1000);
-    const time = paxTime(seconds, entry.mtimeNanoseconds);
     const header: EntryHeader = {
       name: entry.path,
       type: entry.type,
@@ -222,28 +254,25 @@ export class MountedExt4Injector implements PartitionInjector {
       gid: entry.gid,
       mtime: entry.mtime,
       mtimeNanoseconds: entry.mtimeNanoseconds,
-      xattrs: entry.xattrs,
       // atime as mtime: what the engine leaves after extracting a layer (and the debugfs path writes).
-      ...(time !== undefined ? { pax: { atime: time } } : {}),
+      ...(seconds >= 0 ? { pax: { atime: `${seconds}.${String(entry.mtimeNanoseconds).padStart(9, '0')}` } } : {}),
       ...(entry.type === 'symlink' ? { linkname: entry.symlinkTarget ?? '' } : {}),
       ...(entry.type === 'link' ? { linkname: entry.hardlinkTarget ?? '' } : {}),
       ...(entry.type === 'character-device' || entry.type === 'block-device'
         ? { devmajor: entry.header.devmajor ?? 0, devminor: entry.header.devminor ?? 0 }
         : {}),
     };
-    if (entry.type === 'directory')
-      this.directories.set(absolute(entry.path), { mtime: entry.mtime, nanoseconds: entry.mtimeNanoseconds });
-    const path = absolute(entry.path);
     try {
+      const { write } = this.extraction;
       if (entry.type === 'file') {
         header.size = entry.size;
         const keep = this.options.keepFiles !== false;
         const hash = keep ? createHash('sha256') : undefined;
         const stream = entry.stream as Readable;
-        await this.write(header, hash ? hashed(stream, hash, signal) : stream);
+        await write(header, hash ? hashed(stream, hash, signal) : stream);
         if (hash) this.files.set(path, { path, size: entry.size, sha256: hash.digest('hex') });
       } else {
-        await this.write(header);
+        await write(header);
         this.files.delete(path);
         const target = entry.type === 'link' ? this.files.get(absolute(entry.hardlinkTarget ?? '')) : undefined;
         if (target) this.files.set(path, { ...target, path });
@@ -251,26 +280,56 @@ export class MountedExt4Injector implements PartitionInjector {
     } catch (error) {
       throw this.failure ?? error;
     }
+    await this.planAfterUnmount(entry, path, seconds);
+  }
+
+  /** The commands for what the tar does not carry (see the module comment); directory times come at the end. */
+  private async planAfterUnmount(entry: EtchInjectEntry, path: string, seconds: number): Promise<void> {
+    const owner = entry.uid === UNCHANGED_ID || entry.gid === UNCHANGED_ID;
+    const early = seconds < 0 && entry.type !== 'directory';
+    if (entry.xattrs.size === 0 && !owner && !early) return;
+    const p = this.after.at(path);
+    if (owner) this.after.add(`sif ${p} uid ${entry.uid}`, `sif ${p} gid ${entry.gid}`);
+    if (early) this.after.add(...timeCommands(p, entry.mtime, entry.mtimeNanoseconds, this.extraTimes));
+    for (const [name, value] of entry.xattrs) {
+      const file = join(this.staging, 'xattrs', String(this.xattrFiles++));
+      // An xattr value is at most a block: written at once.
+      writeFileSync(file, value);
+      this.after.add(`ea_set -f ${quote(file)} ${p} ${quote(name)}`);
+    }
+    await this.after.drain();
   }
 
   async finish(): Promise<{ files: InjectedFile[]; partition: PartitionInfo }> {
+    const { pack, piped, exited } = this.extraction;
     try {
-      await whenPackerIdle(this.pack);
-      this.pack.finalize();
+      await whenPackerIdle(pack);
+      pack.finalize();
       // A broken pipe means bsdtar stopped: what it said, or its exit code, explains why.
-      const pipeFailed = await this.piped.then(
+      const pipeFailed = await piped.then(
         () => false,
         () => true,
       );
-      const code = await this.exited;
+      const code = await exited;
       if (this.failure) throw this.failure;
       if (code !== 0 || pipeFailed)
         throw new EtchError(
           'ETCH_IO',
           `Writing into partition ${this.partition.number} through the mount failed: bsdtar exited ${code}${this.errorLines.length > 0 ? `: ${this.errorLines.join('; ')}` : ''}.`,
         );
-      await this.unmount();
-      await this.setDirectoryTimes();
+      await loopUnmount(this.mountpoint, this.options.logger);
+      for (const [path, { mtime, nanoseconds }] of this.directories) {
+        throwIfAborted(this.options.signal);
+        this.after.add(...timeCommands(this.after.at(path), mtime, nanoseconds, this.extraTimes));
+        await this.after.drain();
+      }
+      await this.after.close();
+      await runDebugfsScript(
+        `${this.image}?offset=${this.partition.offset}`,
+        this.after,
+        this.partition.number,
+        this.options,
+      );
     } catch (error) {
       await this.settle();
       throw error;
@@ -281,46 +340,11 @@ export class MountedExt4Injector implements PartitionInjector {
 
   /** Stops bsdtar if it still runs and unmounts: after a failure, before the image is removed. */
   async settle(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
-    if (!this.pack.destroyed) this.pack.destroy();
-    await this.exited;
-    await this.unmount().catch(async (error: unknown) => {
-      // Still busy (a process of the host looking inside): detach it lazily rather than leave it mounted.
-      this.options.logger?.warn('unmounting failed; detaching lazily', { reason: (error as Error).message });
-      await runTool('umount', ['-l', this.mountpoint]);
-      this.mounted = false;
-    });
-  }
-
-  private async unmount(): Promise<void> {
-    if (!this.mounted) return;
-    // Not aborted by the signal: a mount must never outlive the apply.
-    await runTool('umount', [this.mountpoint]);
-    this.mounted = false;
-  }
-
-  /** The directory times, to the nanosecond, in one debugfs run on the unmounted partition. */
-  private async setDirectoryTimes(): Promise<void> {
-    if (this.directories.size === 0) return;
-    const { read, close } = await openReadAt(this.image);
-    const info = await Ext4Reader.open(read, this.partition.offset)
-      .then((fs) => fs.info())
-      .finally(close);
-    const script = await DebugfsScript.create(join(this.mountpoint, '..', 'directory-times'));
-    try {
-      for (const [path, { mtime, nanoseconds }] of this.directories) {
-        throwIfAborted(this.options.signal);
-        script.add(...timeCommands(script.at(path), mtime, nanoseconds, info.inodeSize > 128));
-        await script.drain();
-      }
-    } finally {
-      await script.close();
-    }
-    await runDebugfsScript(
-      `${this.image}?offset=${this.partition.offset}`,
-      script,
-      this.partition.number,
-      this.options,
-    );
+    const { child, pack, exited } = this.extraction;
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    if (!pack.destroyed) pack.destroy();
+    await exited;
+    await ignoreRejection(this.after.close(), 'the script is not run after a failure; closing it twice is harmless');
+    await loopUnmount(this.mountpoint, this.options.logger);
   }
 }

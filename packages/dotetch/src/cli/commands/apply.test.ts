@@ -1,9 +1,12 @@
+import { spawn } from 'node:child_process';
 import { createReadStream } from 'node:fs';
 import { mkdir, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { craftTar, createTempDir, type TempDir } from '@etch/test-utils';
 import { makeBalenaLikeImage, run } from '@etch/test-utils/system';
+import { createTarPack, promisePacker } from '@etch/tar';
+import { etchBin } from '../binary.test.helper.js';
 import { parseBytes } from '../format-bytes.js';
 import { runCli } from '../in-process.test.helper.js';
 
@@ -81,7 +84,19 @@ describe('etch apply', () => {
   });
 
   it('--mount writes the ext partition through a loop mount (root) with the same content, and leaves no mount', async () => {
-    const result = await etch(['apply', 'small.etch', '-o', 'mounted.img', '--mount', '--verify', '--json', '-v']);
+    await mkdir(dir.join('staging-mounted'));
+    const result = await etch([
+      'apply',
+      'small.etch',
+      '-o',
+      'mounted.img',
+      '--mount',
+      '--verify',
+      '--json',
+      '-v',
+      '--temp-dir',
+      'staging-mounted',
+    ]);
     expect(result.code, result.stderr).toBe(0);
     expect(result.stderr, 'the log of the apply').toMatch(/injecting through a mount partition=6/);
     expect(JSON.parse(result.stdout)).toMatchObject({
@@ -97,8 +112,45 @@ describe('etch apply', () => {
     const fsck = await run('e2fsck', ['-fn', device], { allowFailure: true });
     expect(fsck.code, fsck.stdout + fsck.stderr).toBe(0);
     const mounts = await run('findmnt', ['-rn', '-o', 'TARGET']);
-    expect(mounts.stdout.split('\n').filter((target) => target.includes('etch-apply-'))).toEqual([]);
+    expect(mounts.stdout.split('\n').filter((target) => target.startsWith(dir.join('staging-mounted')))).toEqual([]);
     await rm(dir.join('mounted.img'));
+  });
+
+  it('--mount: Ctrl-C while the partition is mounted and the input stalls exits 130 with no mount and no image', async () => {
+    // The .etch comes on stdin and stops after its first entry: the partition is mounted, and stays so.
+    await mkdir(dir.join('staging-ctrl-c'));
+    const args = ['apply', '-', '-o', 'interrupted.img', '--mount', '-v', '--temp-dir', 'staging-ctrl-c'];
+    const child = spawn(process.execPath, [etchBin, ...args], {
+      cwd: dir.path,
+      stdio: ['pipe', 'ignore', 'pipe'],
+    });
+    const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+    let stderr = '';
+    const mounted = new Promise<void>((resolve) =>
+      child.stderr.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+        if (stderr.includes('injecting through a mount')) resolve();
+      }),
+    );
+    const pack = createTarPack();
+    pack.pipe(child.stdin);
+    const write = promisePacker(pack);
+    await write({ name: 'VERSION', mtime: new Date(0) }, '1.1');
+    await write(
+      { name: 'base.img', size: (await stat(dir.join('base.img'))).size },
+      createReadStream(dir.join('base.img')),
+    );
+    await write({ name: 'requirements.json', mtime: new Date(0) }, '{"partitions":{"6":{"bytes":4096,"entries":2}}}');
+    await write({ name: 'inject/6/first.txt', mtime: new Date(0) }, 'first\n');
+    await Promise.race([mounted, exited.then(() => Promise.reject(new Error(`etch apply ended early: ${stderr}`)))]);
+    child.kill('SIGINT');
+    expect(await exited, stderr).toBe(130);
+    pack.destroy();
+    const left = (await readdir(dir.path)).filter((name) => name.includes('interrupted'));
+    expect(left, 'the image or its partial file left behind').toEqual([]);
+    const mounts = await run('findmnt', ['-rn', '-o', 'TARGET']);
+    const mountsLeft = mounts.stdout.split('\n').filter((target) => target.startsWith(dir.join('staging-ctrl-c')));
+    expect(mountsLeft, 'mounts left').toEqual([]);
   });
 
   it('keeps an image grown with --size sparse: the added space is a hole, not written zeros', async () => {
