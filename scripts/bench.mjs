@@ -9,7 +9,7 @@
 // BENCH_ONLY=apply `etch apply` against a loop mount of the same .etch (issue 17, goal 6; root, no dockerd).
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadavg } from 'node:os';
@@ -31,6 +31,11 @@ import { ROOTFS_DIRS, buildRealisticImages } from './bench-realistic.mjs';
 
 const root = new URL('..', import.meta.url).pathname;
 const etchBin = join(root, 'packages/dotetch/bin/etch.js');
+// The Node flags of the binary's shebang, repeated when it is run through node with flags of its own.
+const etchNodeFlags = readFileSync(etchBin, 'utf8')
+  .split('\n', 1)[0]
+  .split(/\s+/)
+  .filter((word) => word.startsWith('--'));
 const MIB = 1024 * 1024;
 // Four unique layers, ~100 MB compressed (random data does not compress), shared as real images share bases.
 const LAYERS = { base: 40, tools: 30, app: 20, other: 10 };
@@ -465,9 +470,9 @@ const rssGoal = (bytes) => `${mb(bytes)}  (goal ≤ 143 MiB = 150 MB)`;
 /** The `etch create` of the engine-built images, images only (a tiny base), into a cache dir of its own. */
 function createImagesOnly(refs, base, work, tag, extraNodeArgs = []) {
   const args = createArgs(base, refs, join(work, `cache-real-${tag}`), join(work, `real-${tag}.etch`));
-  // With Node flags of its own the binary is run through node, with its shebang's flag repeated.
+  // With Node flags of its own the binary is run through node, with its shebang's flags repeated.
   if (extraNodeArgs.length === 0) return timed(etchBin, args);
-  return timed(process.execPath, [...extraNodeArgs, '--max-semi-space-size=1', etchBin, ...args]);
+  return timed(process.execPath, [...extraNodeArgs, ...etchNodeFlags, etchBin, ...args]);
 }
 
 /**
@@ -668,7 +673,7 @@ async function main() {
     // BENCH_PROFILE=DIR writes a V8 CPU profile of this run there (open it in Chrome's DevTools).
     const profile = process.env['BENCH_PROFILE'] ? ['--cpu-prof', '--cpu-prof-dir', process.env['BENCH_PROFILE']] : [];
     const imagesOnly = await timed(profile.length ? process.execPath : etchBin, [
-      ...(profile.length ? [...profile, '--max-semi-space-size=1', etchBin] : []),
+      ...(profile.length ? [...profile, ...etchNodeFlags, etchBin] : []),
       'create',
       '--base',
       small,

@@ -1,11 +1,17 @@
 // The hostile corpus and the fuzz run start the real CLI in child processes: a hang, a native abort or a
 // runaway heap must not take the test runner with it. Not shipped (`*.test.*` is left out of the package).
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ETCH_BIN = fileURLToPath(new URL('../../bin/etch.js', import.meta.url));
+
+/** The Node flags of the binary's shebang: run through node, it gets them as users do (they change its memory). */
+const ETCH_NODE_FLAGS = (readFileSync(ETCH_BIN, 'utf8').split('\n', 1)[0] ?? '')
+  .split(/\s+/)
+  .filter((word) => word.startsWith('--'));
 
 /** How one run of a child process went. */
 export interface ChildRun {
@@ -103,7 +109,7 @@ export function runEtch(
   sandbox: { cwd: string; tmp: string; cache: string },
   limits: Omit<ChildOptions, 'cwd' | 'env'> & { env?: NodeJS.ProcessEnv },
 ): Promise<ChildRun> {
-  return runChild(process.execPath, ['--max-semi-space-size=1', ETCH_BIN, ...args], {
+  return runChild(process.execPath, [...ETCH_NODE_FLAGS, ETCH_BIN, ...args], {
     ...limits,
     cwd: sandbox.cwd,
     env: {
