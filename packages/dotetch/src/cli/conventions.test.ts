@@ -394,3 +394,12 @@ describe('registries that cannot be reached', () => {
     }
   });
 });
+
+describe('the binary', () => {
+  // Its shebang carries V8 flags for memory (see bin/etch.js). One that a Node.js release no longer knows would
+  // stop node before etch runs, and most tests start the binary through node, without the shebang.
+  it('starts as a program, through its shebang and the Node flags in it', async () => {
+    const result = await run(etchBin, ['--version']);
+    expect(result.stdout.trim(), 'etch --version run as a program').toMatch(/^\d+\.\d+\.\d+/);
+  });
+});
