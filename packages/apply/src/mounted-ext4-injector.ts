@@ -126,7 +126,13 @@ export class MountedExt4Injector implements PartitionInjector {
       await after.close();
       throw error;
     }
-    injector.extraction = injector.startBsdtar();
+    try {
+      injector.extraction = injector.startBsdtar();
+    } catch (error) {
+      await loopUnmount(injector.mountpoint, options.logger);
+      await after.close();
+      throw error;
+    }
     return injector;
   }
 
