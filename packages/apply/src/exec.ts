@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import type { Readable } from 'node:stream';
 import { EtchError } from '@etch/format';
 
 /** What a system tool printed. */
@@ -35,6 +36,21 @@ function withoutBanner(text: string): string {
     .filter((line) => !/^\S+ \d+\.\d+(\.\d+)? \(\d+-\w+-\d+\)$/.test(line.trim()))
     .join('\n')
     .trim();
+}
+
+/** The longest line kept whole: only the start of a longer one matters for a report. */
+const MAX_LINE = 64 * 1024;
+
+/** Calls `onLine` with each line of a tool's output as it comes, the last one (without a newline) at its end. */
+export function forEachLine(stream: Readable, onLine: (line: string) => void): void {
+  stream.setEncoding('utf8');
+  let partial = '';
+  stream.on('data', (text: string) => {
+    const lines = (partial + text).split('\n');
+    partial = (lines.pop() ?? '').slice(0, MAX_LINE);
+    lines.forEach(onLine);
+  });
+  stream.on('end', () => onLine(partial));
 }
 
 /**
@@ -79,23 +95,13 @@ export function runTool(
         [child.stdout, out],
         [child.stderr, err],
       ] as const) {
-        stream.setEncoding('utf8');
-        let partial = '';
         let count = 0;
-        const take = (line: string) => {
+        forEachLine(stream, (line) => {
           if (count < MAX_KEPT_LINES && keepLine(line)) {
             count += 1;
             kept.push(Buffer.from(`${line}\n`));
           }
-        };
-        stream.on('data', (text: string) => {
-          const lines = (partial + text).split('\n');
-          partial = lines.pop() ?? '';
-          // A line longer than any command is not kept whole: only its start matters for a report.
-          if (partial.length > 64 * 1024) partial = partial.slice(0, 64 * 1024);
-          lines.forEach(take);
         });
-        stream.on('end', () => take(partial));
       }
     }
     child.on('error', (cause: NodeJS.ErrnoException) => {

@@ -32,6 +32,7 @@ import {
   type TarPack,
 } from '@etch/tar';
 import { DebugfsScript, quote, runDebugfsScript, timeCommands } from './debugfs-script.js';
+import { forEachLine } from './exec.js';
 import { loopMount, loopUnmount } from './loop-mount.js';
 import type { InjectedFile, PartitionInjector } from './injector.js';
 
@@ -178,14 +179,7 @@ export class MountedExt4Injector implements PartitionInjector {
         ),
       ),
     );
-    child.stderr?.setEncoding('utf8');
-    let partial = '';
-    child.stderr?.on('data', (text: string) => {
-      const lines = (partial + text).split('\n');
-      partial = (lines.pop() ?? '').slice(0, 4096);
-      for (const line of lines) this.onError(line);
-    });
-    child.stderr?.on('end', () => this.onError(partial));
+    if (child.stderr) forEachLine(child.stderr, (line) => this.onError(line));
     const pack = createTarPack();
     const piped = pipeline(pack, child.stdin as NodeJS.WritableStream);
     void ignoreRejection(piped, 'finish awaits it and reports what bsdtar said, which explains a broken pipe');
