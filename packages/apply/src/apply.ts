@@ -172,8 +172,15 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
       const filesystem = await detectFilesystem(disk.read, partition).finally(() => disk.close());
       const dir = join(staging, `p${number}`);
       const announced = requirements?.partitions[String(number)];
-      const ext4 = () =>
-        new Ext4Injector(target.path, findPartition(table as PartitionTable, number), dir, {
+      const mount = filesystem === 'ext' && options.mount === true;
+      if (mount && announced === undefined)
+        logger.warn(
+          '--mount needs the sizes requirements.json announces to make room first; writing this partition with debugfs',
+          { partition: number },
+        );
+      let injector: PartitionInjector;
+      if (filesystem === 'ext') {
+        const ext4 = new Ext4Injector(target.path, partition, dir, {
           ...(signal ? { signal } : {}),
           logger,
           keepFiles: Boolean(options.verify),
@@ -182,43 +189,25 @@ export async function applyEtch(input: Readable, options: ApplyOptions): Promise
             return grow(number, current.offset + current.size + bytes);
           },
         });
-      if (filesystem === 'ext' && options.mount) {
-        if (announced === undefined) {
-          logger.warn(
-            '--mount needs the sizes requirements.json announces to make room first; writing this partition with debugfs',
-            { partition: number },
-          );
-        } else {
-          // Room first, while nothing is mounted; then nothing grows.
-          await reserveAnnounced(ext4(), number, announced, logger);
-          const injector = await MountedExt4Injector.mount(
-            target.path,
-            findPartition(table as PartitionTable, number),
-            dir,
-            {
-              ...(signal ? { signal } : {}),
-              logger,
-              keepFiles: Boolean(options.verify),
-            },
-          );
-          const state: PartitionState = {
-            injector,
-            filesystem,
-            entries: 0,
-            bytes: 0,
-            grown: grownPartitions.has(number),
-          };
-          partitions.set(number, state);
-          logger.info('injecting through a mount', { partition: number, filesystem });
-          return state;
-        }
+        // Room first, while nothing is mounted: through a mount, nothing grows afterwards.
+        if (announced) await reserveAnnounced(ext4, number, announced, logger);
+        injector =
+          mount && announced
+            ? await MountedExt4Injector.mount(target.path, findPartition(table as PartitionTable, number), dir, {
+                ...(signal ? { signal } : {}),
+                logger,
+                keepFiles: Boolean(options.verify),
+              })
+            : ext4;
+      } else {
+        injector = new FatInjector(target.path, partition, dir, signal ? { signal } : {});
       }
-      const injector =
-        filesystem === 'ext' ? ext4() : new FatInjector(target.path, partition, dir, signal ? { signal } : {});
       const state: PartitionState = { injector, filesystem, entries: 0, bytes: 0, grown: grownPartitions.has(number) };
       partitions.set(number, state);
-      logger.info('injecting', { partition: number, filesystem });
-      if (announced && injector instanceof Ext4Injector) await reserveAnnounced(injector, number, announced, logger);
+      logger.info(injector instanceof MountedExt4Injector ? 'injecting through a mount' : 'injecting', {
+        partition: number,
+        filesystem,
+      });
       return state;
     };
 
