@@ -6,7 +6,7 @@ import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import yauzl from 'yauzl';
 import { EtchError, toEtchError } from '@etch/format';
-import { findZipImage, readZipImage } from '@etch/disk';
+import { findZipImage, readZipImage, writevAll } from '@etch/disk';
 import type { EtchBaseImageEntry } from '@etch/tar';
 import { isZero } from './zeros.js';
 
@@ -65,20 +65,6 @@ class ChunkHasher extends Transform {
   override _flush(done: () => void): void {
     if (this.hashing && this.filled > 0) this.hashes.push(this.hash.digest());
     done();
-  }
-}
-
-/** Writes all of `chunks` at `position`: `writev` may write less than it was given. */
-async function writevAll(handle: FileHandle, chunks: Buffer[], position: number): Promise<void> {
-  let rest = chunks;
-  let at = position;
-  while (rest.length > 0) {
-    const { bytesWritten } = await handle.writev(rest, at);
-    if (bytesWritten === 0) throw new Error('the disk accepted no more bytes');
-    at += bytesWritten;
-    let skip = bytesWritten;
-    while (rest.length > 0 && skip >= (rest[0] as Buffer).length) skip -= (rest.shift() as Buffer).length;
-    if (skip > 0) rest = [(rest[0] as Buffer).subarray(skip), ...rest.slice(1)];
   }
 }
 

@@ -1,7 +1,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { EtchError } from '@etch/format';
-import type { BufferPool } from '@etch/disk';
+import { writevAll, type BufferPool } from '@etch/disk';
 
 /**
  * A file as a Writable that hands each chunk back to a {@link BufferPool} once the kernel has it, so
@@ -30,16 +30,11 @@ export class FileSink extends Writable {
   }
 
   private async writeAll(chunks: Buffer[]): Promise<void> {
-    let pending = [...chunks];
-    while (pending.length > 0) {
-      const { bytesWritten } = await this.handle.writev(pending);
-      if (bytesWritten === 0) throw new EtchError('ETCH_IO', 'The output file accepted no more bytes.');
-      this.bytesWritten += bytesWritten;
-      // A short write (a full disk on the way to ENOSPC) leaves the rest for the next round.
-      let skipped = bytesWritten;
-      while (pending.length > 0 && skipped >= (pending[0] as Buffer).length)
-        skipped -= (pending.shift() as Buffer).length;
-      if (pending.length > 0 && skipped > 0) pending = [(pending[0] as Buffer).subarray(skipped), ...pending.slice(1)];
+    try {
+      this.bytesWritten += await writevAll(this.handle, chunks);
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code !== undefined) throw cause;
+      throw new EtchError('ETCH_IO', 'The output file accepted no more bytes.', { cause });
     }
     if (this.pool) for (const chunk of chunks) this.pool.reclaim(chunk);
   }

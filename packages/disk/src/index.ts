@@ -18,4 +18,4 @@ export {
 } from './atomic-file.js';
 export { BufferPool, readFileChunks } from './buffer-pool.js';
 export { isProcessRunning } from './process.js';
-export { writeAll } from './write-all.js';
+export { writeAll, writevAll } from './write-all.js';
