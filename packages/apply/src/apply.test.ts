@@ -1,10 +1,10 @@
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, stat, truncate, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { pack as tarPack } from 'tar-stream';
 import { isEtchError } from '@etch/format';
 import { Ext4Reader, findPartition, readPartitionTable } from '@etch/disk';
-import { promisePacker, whenPackerIdle, type EntryContent, type EntryHeader } from '@etch/tar';
+import { TarFile, promisePacker, whenPackerIdle, type EntryContent, type EntryHeader } from '@etch/tar';
 import {
   collect,
   createTempDir,
@@ -550,6 +550,51 @@ describe('applyEtch refusals', () => {
     expect(allocated, `${allocated} bytes allocated for a ${baseSize}-byte base grown to ${size}`).toBeLessThan(
       baseSize / 4,
     );
+  });
+
+  it('copies the base image in place from a .etch file: the same disk as from a stream, sparse, verified', async () => {
+    const etch = work.join('in-place.etch');
+    await writeEtch(etch, base, 'small.img', [{ header: { name: 'inject/6/a.txt' }, content: 'a\n' }]);
+    const streamed = work.join('streamed.img');
+    await applyEtch(createReadStream(etch), { output: streamed });
+    const inPlace = work.join('in-place.img');
+    const file = await TarFile.open(etch);
+    const bytes: number[] = [];
+    try {
+      const result = await applyEtch(file, {
+        output: inPlace,
+        verify: true,
+        onProgress: (e) => (e.phase === 'base-image' ? bytes.push(e.bytes) : undefined),
+      });
+      expect(result.verified).toBe(true);
+    } finally {
+      await file.close();
+    }
+    const baseSize = (await stat(base)).size;
+    expect(file.bytesRead, 'bytes read of the .etch').toBeLessThan((await stat(etch)).size + 1024 * 1024);
+    expect(bytes.at(-1), 'last base-image progress').toBe(baseSize);
+    expect(bytes.length, 'base-image progress events').toBeGreaterThan(1);
+    const cmp = await run('cmp', [streamed, inPlace], { allowFailure: true });
+    expect(cmp.code, `in place and streamed images differ: ${cmp.stdout}${cmp.stderr}`).toBe(0);
+    const allocated = (await stat(inPlace)).blocks * 512;
+    expect(allocated, `${allocated} bytes allocated for a ${baseSize}-byte base`).toBeLessThan(baseSize / 2);
+  });
+
+  it('refuses a .etch file cut inside its base image, read in place, and leaves no image', async () => {
+    const etch = work.join('cut.etch');
+    await writeEtch(etch, base, 'small.img', [{ header: { name: 'inject/6/a.txt' }, content: 'a\n' }]);
+    await truncate(etch, 5 * 1024 * 1024);
+    const file = await TarFile.open(etch);
+    const out = work.join('cut.img');
+    const error = await applyEtch(file, { output: out })
+      .catch((e: unknown) => e)
+      .finally(() => file.close());
+    expect(isEtchError(error, 'ETCH_BAD_ARCHIVE'), String(error)).toBe(true);
+    expect(existsSync(out), 'image left behind').toBe(false);
+    expect(
+      (await readdir(work.path)).filter((name) => name.includes('cut.img')),
+      'partial files',
+    ).toEqual([]);
   });
 });
 

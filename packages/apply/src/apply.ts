@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import {
   EtchError,
   abortError,
@@ -128,7 +127,7 @@ function assertSizeFits(size: number | undefined, name: string, baseSize: number
  * FAT through mtools — growing the last partition and its filesystem when the entries do not fit.
  * An image file appears under its name only when everything succeeded.
  */
-export async function applyEtch(input: Readable, options: ApplyOptions): Promise<ApplyResult> {
+export async function applyEtch(input: AsyncIterable<Uint8Array>, options: ApplyOptions): Promise<ApplyResult> {
   const started = Date.now();
   const { signal } = options;
   const logger = options.logger ?? silentLogger;

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import yauzl from 'yauzl';
-import { EtchError, toEtchError } from '@etch/format';
+import { EtchError, ignoreRejection, throwIfAborted, toEtchError } from '@etch/format';
 import { findZipImage, readZipImage, writevAll } from '@etch/disk';
 import type { EtchBaseImageEntry } from '@etch/tar';
 import { isZero } from './zeros.js';
@@ -22,30 +22,12 @@ export interface WrittenBase {
   chunkHashes: Buffer[];
 }
 
-/** A pass-through that counts what flows through it and, with `hash`, hashes its fixed-size regions. */
-class ChunkHasher extends Transform {
+/** The sha256 of each VERIFY_CHUNK-sized region of what it is given, in order. */
+class RegionHasher {
   readonly hashes: Buffer[] = [];
-  bytes = 0;
   private hash = createHash('sha256');
   private filled = 0;
-  constructor(
-    private readonly onBytes: (bytes: number) => void,
-    // Only --verify reads the hashes; hashing a GiB costs more CPU than writing it.
-    private readonly hashing = true,
-  ) {
-    super();
-  }
-  override _transform(
-    chunk: Buffer,
-    _encoding: BufferEncoding,
-    done: (error?: Error | null, data?: Buffer) => void,
-  ): void {
-    if (!this.hashing) {
-      this.bytes += chunk.length;
-      this.onBytes(this.bytes);
-      done(null, chunk);
-      return;
-    }
+  update(chunk: Uint8Array): void {
     let at = 0;
     while (at < chunk.length) {
       const take = Math.min(VERIFY_CHUNK - this.filled, chunk.length - at);
@@ -58,12 +40,40 @@ class ChunkHasher extends Transform {
         this.filled = 0;
       }
     }
+  }
+  finish(): Buffer[] {
+    if (this.filled > 0) this.hashes.push(this.hash.digest());
+    this.filled = 0;
+    return this.hashes;
+  }
+}
+
+/** A pass-through that counts what flows through it and, with `hash`, hashes its fixed-size regions. */
+class ChunkHasher extends Transform {
+  private readonly regions = new RegionHasher();
+  bytes = 0;
+  constructor(
+    private readonly onBytes: (bytes: number) => void,
+    // Only --verify reads the hashes; hashing a GiB costs more CPU than writing it.
+    private readonly hashing = true,
+  ) {
+    super();
+  }
+  get hashes(): Buffer[] {
+    return this.regions.hashes;
+  }
+  override _transform(
+    chunk: Buffer,
+    _encoding: BufferEncoding,
+    done: (error?: Error | null, data?: Buffer) => void,
+  ): void {
+    if (this.hashing) this.regions.update(chunk);
     this.bytes += chunk.length;
     this.onBytes(this.bytes);
     done(null, chunk);
   }
   override _flush(done: () => void): void {
-    if (this.hashing && this.filled > 0) this.hashes.push(this.hash.digest());
+    if (this.hashing) this.regions.finish();
     done();
   }
 }
@@ -128,6 +138,85 @@ async function writeImage(
   }
 }
 
+/**
+ * Positional reads of a base image copied in place: RING buffers of IN_PLACE_CHUNK, the others filling while
+ * one is written. Measured on 1 GiB (2 cores): 512 KiB x 3 copies in 0.3 s; 64 KiB chunks take 1 s, and 4 MiB
+ * buffers 0.6-0.9 s, since what the kernel copied in no longer sits in the CPU's cache when it copies it out.
+ */
+const IN_PLACE_CHUNK = 512 * 1024;
+const RING = 3;
+/** The granularity at which all-zero runs are left as holes (as the streamed path's chunks). */
+const HOLE_BLOCK = 64 * 1024;
+
+/** Writes `chunk` at `position`, leaving its all-zero HOLE_BLOCKs out when `skipZeros`. */
+async function writeSkippingZeros(
+  handle: FileHandle,
+  chunk: Buffer,
+  position: number,
+  skipZeros: boolean,
+): Promise<void> {
+  if (!skipZeros) {
+    await writevAll(handle, [chunk], position);
+    return;
+  }
+  let run = -1;
+  for (let at = 0; at < chunk.length; at += HOLE_BLOCK) {
+    const zero = isZero(chunk.subarray(at, at + HOLE_BLOCK));
+    if (!zero && run < 0) run = at;
+    if (zero && run >= 0) {
+      await writevAll(handle, [chunk.subarray(run, at)], position + run);
+      run = -1;
+    }
+  }
+  if (run >= 0) await writevAll(handle, [chunk.subarray(run)], position + run);
+}
+
+/**
+ * Copies a raw base image from an uncompressed `.etch` file onto the target with positional reads into a few
+ * reused buffers: no chunk per 64 KiB through the reader, no garbage.
+ */
+async function copyInPlace(
+  entry: EtchBaseImageEntry,
+  readAt: NonNullable<EtchBaseImageEntry['readAt']>,
+  target: string,
+  how: { hash: boolean; skipZeros: boolean },
+  onBytes: (bytes: number) => void,
+  signal: AbortSignal | undefined,
+): Promise<Buffer[]> {
+  const regions = new RegionHasher();
+  const ring = Array.from({ length: RING }, () => Buffer.allocUnsafe(IN_PLACE_CHUNK));
+  const reads: { chunk: Buffer; done: Promise<void> }[] = [];
+  let requested = 0;
+  const handle = await open(target, 'r+');
+  try {
+    for (let index = 0, position = 0; position < entry.size; index += 1) {
+      throwIfAborted(signal);
+      // Keep RING - 1 reads ahead of the write; the buffer written last round is free again.
+      while (reads.length < RING - 1 && requested < entry.size) {
+        const length = Math.min(IN_PLACE_CHUNK, entry.size - requested);
+        const chunk = (ring[(index + reads.length) % RING] as Buffer).subarray(0, length);
+        const done = readAt(chunk, requested, length);
+        // Reads finish in any order: one failing while an earlier one is awaited is reported when its turn comes.
+        void ignoreRejection(done, 'awaited in order below, which throws its error');
+        reads.push({ chunk, done });
+        requested += length;
+      }
+      const { chunk, done } = reads.shift() as (typeof reads)[number];
+      await done;
+      if (how.hash) regions.update(chunk);
+      await writeSkippingZeros(handle, chunk, position, how.skipZeros);
+      position += chunk.length;
+      onBytes(position);
+    }
+    if (how.skipZeros && (await handle.stat()).size < entry.size) await handle.truncate(entry.size);
+  } finally {
+    // A read still in flight fills a buffer nobody looks at again; the target closes once it ended.
+    await Promise.all(reads.map(({ done }) => ignoreRejection(done, 'the copy already failed; that error is thrown')));
+    await handle.close();
+  }
+  return how.hash ? regions.finish() : [];
+}
+
 function openZip(path: string): Promise<yauzl.ZipFile> {
   return new Promise((resolve, reject) =>
     yauzl.open(path, { lazyEntries: true, autoClose: false, strictFileNames: true }, (err, zip) =>
@@ -189,6 +278,11 @@ export async function writeBaseImage(
 ): Promise<WrittenBase> {
   const { signal } = options;
   const how = { hash: options.hash ?? true, skipZeros: options.skipZeros ?? false };
+  if (entry.container === 'raw' && entry.readAt !== undefined) {
+    const onBytes = (n: number) => options.onBytes?.(n, 'write');
+    const chunkHashes = await copyInPlace(entry, entry.readAt, target, how, onBytes, signal);
+    return { name: entry.name, size: entry.size, chunkHashes };
+  }
   if (entry.container === 'raw') {
     const hasher = new ChunkHasher((n) => options.onBytes?.(n, 'write'), how.hash);
     await writeImage(entry.stream, hasher, target, how.skipZeros, signal);

@@ -13,7 +13,14 @@ export class ByteSource {
   /** When set, every byte handed out is also appended here (for callers that keep raw header bytes). */
   recording: Buffer[] | undefined;
 
-  constructor(iterable: AsyncIterable<Uint8Array>) {
+  /**
+   * @param seek When given, moves `iterable` so that its next chunk starts at this offset of the input (a file):
+   * what {@link skip} passes over beyond the chunk in hand is then not read at all.
+   */
+  constructor(
+    iterable: AsyncIterable<Uint8Array>,
+    private readonly seek?: (position: number) => void,
+  ) {
     this.#iterator = iterable[Symbol.asyncIterator]();
   }
 
@@ -69,6 +76,13 @@ export class ByteSource {
   async skip(length: number): Promise<void> {
     if (!Number.isSafeInteger(length) || length < 0) throw new RangeError(`skip(${length}): expected an integer >= 0`);
     let left = length;
+    const pending = this.#pending?.length ?? 0;
+    if (this.seek !== undefined && this.recording === undefined && left > pending && !this.#done) {
+      this.#pending = undefined;
+      this.position += left;
+      this.seek(this.position);
+      return;
+    }
     while (left > 0) {
       const chunk = await this.readSome(left);
       if (chunk === null) throw truncated(this.position);
@@ -85,7 +99,11 @@ export class ByteSource {
 }
 
 export function truncated(position: number): EtchError {
-  return new EtchError('ETCH_BAD_ARCHIVE', `The archive ends unexpectedly after ${position} bytes; it is truncated.`, {
-    details: { offset: position },
-  });
+  return new EtchError(
+    'ETCH_BAD_ARCHIVE',
+    `The archive ends before byte ${position}, which its entries reach; it is truncated.`,
+    {
+      details: { offset: position },
+    },
+  );
 }

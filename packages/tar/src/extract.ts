@@ -4,6 +4,7 @@ import { ByteSource, truncated } from './byte-source.js';
 import { BLOCK_SIZE, HEADER_ONLY, decodeHeader, isZeroBlock } from './header.js';
 import { ExtensionHeaders, isExtensionType } from './extension-headers.js';
 import { xattrsFromPax } from './pax.js';
+import { TarFile } from './tar-file.js';
 
 /** A tar entry header with PAX and GNU extensions applied. */
 export interface TarHeader {
@@ -35,6 +36,8 @@ export interface TarEntry {
   header: TarHeader;
   /** The entry's data. Read it before asking for the next entry, or it is discarded. */
   body: Readable;
+  /** Where the data starts in the input (after decompression): in a {@link TarFile}, the data's offset. */
+  dataOffset: number;
   /**
    * With `raw: true`: the exact bytes between the previous entry's data and this entry's data (padding,
    * extended headers, the header block). With the data and {@link ExtractOptions.onTrailer} they rebuild the
@@ -97,6 +100,7 @@ function bodyStream(source: ByteSource, state: BodyState): Readable {
 /**
  * Reads a tar stream entry by entry, pulling input only as entries are consumed (backpressure end to end).
  * Understands ustar, GNU (long names, base-256 numbers) and PAX (global and per-entry records, kept as bytes).
+ * Given a {@link TarFile}, it skips the bodies nobody reads without reading them.
  *
  * @example
  * ```ts
@@ -112,7 +116,9 @@ export async function* extractTar(
 ): AsyncGenerator<TarEntry, void, undefined> {
   const { signal } = options;
   const maxExtension = options.maxExtensionSize ?? 1024 * 1024;
-  const source = new ByteSource(input);
+  // A file's bodies that nobody reads are skipped by moving its position, not by reading them.
+  const start = input instanceof TarFile ? input.position : 0;
+  const source = new ByteSource(input, input instanceof TarFile ? (at) => input.seek(start + at) : undefined);
   const extensions = new ExtensionHeaders();
   let current: { state: BodyState; body: Readable; padding: number } | undefined;
   // Entries that share one PAX map (the global records) share its xattrs too: no per-entry copy.
@@ -208,7 +214,8 @@ export async function* extractTar(
       };
       lastPax = pax;
       lastXattrs = header.xattrs;
-      yield rawBytes === undefined ? { header, body } : { header, body, raw: rawBytes };
+      const dataOffset = start + source.position;
+      yield rawBytes === undefined ? { header, body, dataOffset } : { header, body, dataOffset, raw: rawBytes };
     }
   } finally {
     if (current !== undefined) {

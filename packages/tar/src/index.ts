@@ -21,4 +21,5 @@ export {
 } from './read-etch.js';
 export { createCompressor, createDecompressor, detectCompression, type Compression } from './compression.js';
 export { decompressAuto, type Sniffed } from './sniff.js';
+export { TarFile } from './tar-file.js';
 export { indexTar, type TarIndexEntry } from './tar-index.js';

@@ -15,7 +15,9 @@ import {
 } from '@etch/format';
 import { extractTar, type TarHeader } from './extract.js';
 import { decompressAuto } from './sniff.js';
-import type { Compression } from './compression.js';
+import { MAGIC_LENGTH, detectCompression, type Compression } from './compression.js';
+import { truncated } from './byte-source.js';
+import { TarFile } from './tar-file.js';
 
 /** The VERSION entry. */
 export interface EtchVersionEntry {
@@ -33,6 +35,13 @@ export interface EtchBaseImageEntry {
   container: BaseImageContainer;
   size: number;
   stream: Readable;
+  /**
+   * Only when the `.etch` is an uncompressed {@link TarFile}: reads exactly `length` bytes of the image, from
+   * `position` on, straight from the file into `buffer` (from its start). Read the image this way or through
+   * `stream`, not both; `stream` is then skipped without being read.
+   * @throws EtchError `ETCH_BAD_ARCHIVE` when the file ends first.
+   */
+  readAt?: (buffer: Uint8Array, position: number, length: number) => Promise<void>;
   header: TarHeader;
 }
 
@@ -160,13 +169,16 @@ async function* readEtchEntries(
   input: AsyncIterable<Uint8Array>,
   signal: AbortSignal | undefined,
 ): AsyncGenerator<EtchEntry, void, undefined> {
-  const { compression, stream } = await decompressAuto(input, signal).catch((error: unknown) => {
+  const { compression, stream } = await sniff(input, signal).catch((error: unknown) => {
     throw signal?.aborted ? abortError(signal) : error;
   });
+  // An uncompressed file is read in place: bodies nobody reads are skipped, the base image can be copied directly.
+  const file = stream instanceof TarFile ? stream : undefined;
   const order = new EtchOrderValidator();
   let sawEntry = false;
   try {
-    for await (const { header, body } of extractTar(typedErrors(stream, compression), { signal })) {
+    const entries = extractTar(file ?? typedErrors(stream, compression), { signal });
+    for await (const { header, body, dataOffset } of entries) {
       sawEntry = true;
       const entry = order.accept(header);
       switch (entry.kind) {
@@ -188,6 +200,7 @@ async function* readEtchEntries(
             container: entry.container,
             size: header.size,
             stream: body,
+            ...(file ? { readAt: readerAt(file, dataOffset, header.size) } : {}),
             header,
           };
           break;
@@ -251,4 +264,34 @@ async function* readEtchEntries(
   } finally {
     stream.destroy();
   }
+}
+
+/** The input's compression and its decompressed bytes; an uncompressed {@link TarFile} is its own. */
+async function sniff(
+  input: AsyncIterable<Uint8Array>,
+  signal: AbortSignal | undefined,
+): Promise<{ compression: Compression; stream: Readable | TarFile }> {
+  if (input instanceof TarFile) {
+    const magic = Buffer.alloc(MAGIC_LENGTH);
+    const length = await input.readAt(magic, input.position, MAGIC_LENGTH);
+    if (detectCompression(magic.subarray(0, length)) === 'none') return { compression: 'none', stream: input };
+  }
+  return decompressAuto(input, signal);
+}
+
+/** {@link EtchBaseImageEntry.readAt} for `size` bytes at `offset` of `file`. */
+function readerAt(file: TarFile, offset: number, size: number): NonNullable<EtchBaseImageEntry['readAt']> {
+  return async (buffer, position, length) => {
+    if (
+      !Number.isSafeInteger(position) ||
+      !Number.isSafeInteger(length) ||
+      position < 0 ||
+      length < 0 ||
+      position + length > size ||
+      length > buffer.byteLength
+    )
+      throw new RangeError(`readAt(${position}, ${length}): outside the ${size} bytes of the entry or the buffer`);
+    const read = await file.readAt(buffer, offset + position, length);
+    if (read < length) throw truncated(offset + position + length);
+  };
 }

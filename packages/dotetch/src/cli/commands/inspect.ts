@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { findPartition, readPartitionTable, type PartitionTable } from '@etch/disk';
 import { chainIds } from '@etch/docker-store';
 import { EtchError, isEtchError, type EtchRequirements, type InjectEntryType } from '@etch/format';
-import { readEtch, type Compression } from '@etch/tar';
+import { readEtch, type Compression, type EtchBaseImageEntry } from '@etch/tar';
 import { commonFlags, commonHelp, helpPage, parseFlags, usageError } from '../args.js';
 import type { CliContext, Command } from '../context.js';
 import { EXIT } from '../exit-codes.js';
@@ -122,6 +122,19 @@ async function readSmall(stream: AsyncIterable<unknown>): Promise<Buffer> {
 }
 
 /** The partition table of a raw base image, read as it streams by; undefined when it has none readable. */
+/** The partition table of a base image in a `.etch` file, read in place: the rest of the image is not read. */
+async function tableInPlace(
+  readAt: NonNullable<EtchBaseImageEntry['readAt']>,
+  size: number,
+): Promise<PartitionTable | undefined> {
+  return readPartitionTable(async (offset, length) => {
+    const have = Math.max(0, Math.min(length, size - offset));
+    const bytes = Buffer.alloc(have);
+    await readAt(bytes, offset, have);
+    return bytes;
+  }).catch(() => undefined);
+}
+
 async function tableOf(stream: Readable): Promise<PartitionTable | undefined> {
   const reads = new PassingReads();
   const table = readPartitionTable(reads.read).catch(() => undefined);
@@ -131,7 +144,11 @@ async function tableOf(stream: Readable): Promise<PartitionTable | undefined> {
 }
 
 /** Reads and validates a whole `.etch`, returning what it contains. */
-export async function inspectEtch(input: Readable, file: string, signal?: AbortSignal): Promise<InspectReport> {
+export async function inspectEtch(
+  input: AsyncIterable<Uint8Array>,
+  file: string,
+  signal?: AbortSignal,
+): Promise<InspectReport> {
   const stores = new Map<number, StoreFacts>();
   const report: Partial<InspectReport> & Pick<InspectReport, 'images' | 'skipped' | 'partitions'> = {
     file,
@@ -148,7 +165,8 @@ export async function inspectEtch(input: Readable, file: string, signal?: AbortS
         break;
       case 'base-image':
         report.baseImage = { name: entry.name, container: entry.container, size: entry.size };
-        if (entry.container === 'raw') table = await tableOf(entry.stream);
+        if (entry.container === 'raw')
+          table = entry.readAt ? await tableInPlace(entry.readAt, entry.size) : await tableOf(entry.stream);
         break;
       case 'inject': {
         let stats = report.partitions[entry.partition];
