@@ -714,7 +714,7 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
     const data = work.join('mount-os-data');
     outside = work.join('outside');
     await mkdir(outside);
-    await mkdir(`${data}/docker`, { recursive: true });
+    await mkdir(`${data}/docker/volumes`, { recursive: true });
     await writeFile(`${data}/docker/keep.txt`, 'from the OS\n');
     await mkdir(`${data}/merge`);
     await writeFile(`${data}/merge/old.txt`, 'old\n');
@@ -798,12 +798,16 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
   });
 
   it.each([
-    ['the .etch', [{ header: { name: 'inject/6/d/', type: 'directory' } }]],
-    ['the base image', []],
-  ] as const)('refuses a file over a directory of %s, as the debugfs path does', async (_, first) => {
+    ['the .etch', [{ header: { name: 'inject/6/d/', type: 'directory' } }], 'inject/6/d'],
+    ['the base image', [], 'inject/6/merge'],
+    // The .etch names the base image's /docker; its empty /docker/volumes must not be taken for new.
+    [
+      'the base image, in a directory the .etch names',
+      [{ header: { name: 'inject/6/docker/', type: 'directory' } }],
+      'inject/6/docker/volumes',
+    ],
+  ] as const)('refuses a file over a directory of %s, as the debugfs path does', async (_, first, target) => {
     const etch = work.join('mount-over-dir.etch');
-    // /merge is a directory of the base image.
-    const target = first.length > 0 ? 'inject/6/d' : 'inject/6/merge';
     await writeAnnounced(etch, base, [...first, { header: { name: target }, content: 'not a directory\n' }]);
     for (const mount of [true, false]) {
       const error = await applyEtch(createReadStream(etch), {

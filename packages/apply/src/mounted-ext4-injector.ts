@@ -17,7 +17,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
 import { lstatSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { EtchError, assertFlashable, ignoreRejection, throwIfAborted, type Logger } from '@etch/format';
@@ -79,6 +79,8 @@ export class MountedExt4Injector implements PartitionInjector {
   private readonly errorLines: string[] = [];
   /** Every directory entry's time, set once bsdtar is done (see the module comment). */
   private readonly directories = new Map<string, { mtime: Date; nanoseconds: number }>();
+  /** Directories of the `.etch` the base image does not have: nothing of the base image lies below them. */
+  private readonly newDirectories = new Set<string>();
   private extraction!: Extraction;
   private xattrFiles = 0;
 
@@ -220,7 +222,9 @@ export class MountedExt4Injector implements PartitionInjector {
 
   /** As the debugfs path: a directory is merged with, never replaced by, anything else. */
   private assertNotDirectory(path: string): void {
-    const inMount = lstatSync(join(this.mountpoint, path), { throwIfNoEntry: false });
+    // Under a directory the base image lacks, only the .etch's own directories can be in the way: no lstat.
+    const underNew = this.newDirectories.has(dirname(path));
+    const inMount = underNew ? undefined : lstatSync(join(this.mountpoint, path), { throwIfNoEntry: false });
     if (this.directories.has(path) || inMount?.isDirectory()) {
       throw new EtchError(
         'ETCH_BAD_ENTRY',
@@ -241,6 +245,12 @@ export class MountedExt4Injector implements PartitionInjector {
     });
     const path = absolute(entry.path);
     if (entry.type === 'directory') {
+      // bsdtar extracts behind this point, so a directory absent now was not in the base image.
+      if (
+        !this.directories.has(path) &&
+        lstatSync(join(this.mountpoint, path), { throwIfNoEntry: false }) === undefined
+      )
+        this.newDirectories.add(path);
       this.directories.set(path, { mtime: entry.mtime, nanoseconds: entry.mtimeNanoseconds });
     } else {
       this.assertNotDirectory(path);
