@@ -6,7 +6,7 @@ import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import yauzl from 'yauzl';
 import { EtchError, ignoreRejection, throwIfAborted, toEtchError } from '@etch/format';
-import { findZipImage, readZipImage, writevAll } from '@etch/disk';
+import { EarlyWriteback, findZipImage, readZipImage, writevAll } from '@etch/disk';
 import type { EtchBaseImageEntry } from '@etch/tar';
 import { isZero } from './zeros.js';
 
@@ -276,15 +276,36 @@ export async function writeBaseImage(
     skipZeros?: boolean;
   } = {},
 ): Promise<WrittenBase> {
-  const { signal } = options;
   const how = { hash: options.hash ?? true, skipZeros: options.skipZeros ?? false };
+  // The image goes to disk while it is written: mounting it, or the final sync, then has little left to flush.
+  const written = { bytesWritten: 0 };
+  const writeback = new EarlyWriteback(target, written);
+  const onBytes = (bytes: number) => {
+    written.bytesWritten = bytes;
+    options.onBytes?.(bytes, 'write');
+  };
+  try {
+    return await writeBaseImageOnly(entry, target, staging, how, onBytes, options);
+  } finally {
+    await writeback.stop();
+  }
+}
+
+async function writeBaseImageOnly(
+  entry: EtchBaseImageEntry,
+  target: string,
+  staging: string,
+  how: { hash: boolean; skipZeros: boolean },
+  onBytes: (bytes: number) => void,
+  options: { signal?: AbortSignal; onBytes?: (bytes: number, phase: 'write' | 'spool') => void },
+): Promise<WrittenBase> {
+  const { signal } = options;
   if (entry.container === 'raw' && entry.readAt !== undefined) {
-    const onBytes = (n: number) => options.onBytes?.(n, 'write');
     const chunkHashes = await copyInPlace(entry, entry.readAt, target, how, onBytes, signal);
     return { name: entry.name, size: entry.size, chunkHashes };
   }
   if (entry.container === 'raw') {
-    const hasher = new ChunkHasher((n) => options.onBytes?.(n, 'write'), how.hash);
+    const hasher = new ChunkHasher(onBytes, how.hash);
     await writeImage(entry.stream, hasher, target, how.skipZeros, signal);
     return { name: entry.name, size: hasher.bytes, chunkHashes: hasher.hashes };
   }
@@ -303,7 +324,7 @@ export async function writeBaseImage(
       createWriteStream(spool),
       signal ? { signal } : {},
     );
-    const { hasher, name } = await extractZip(spool, target, (n) => options.onBytes?.(n, 'write'), how, signal);
+    const { hasher, name } = await extractZip(spool, target, onBytes, how, signal);
     return { name, size: hasher.bytes, chunkHashes: hasher.hashes };
   } finally {
     await rm(spool, { force: true });

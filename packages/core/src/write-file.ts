@@ -1,7 +1,6 @@
 import { EtchError, ignoreRejection, isEtchError } from '@etch/format';
-import { AtomicFile, type BufferPool } from '@etch/disk';
+import { AtomicFile, EarlyWriteback, type BufferPool } from '@etch/disk';
 import { createEtch, type CreateEtchOptions, type CreateEtchResult } from './create.js';
-import { EarlyWriteback } from './early-writeback.js';
 import { FileSink } from './file-sink.js';
 
 /** The temporary name used while `path` is being written: hidden, in the same folder (so rename is atomic). */

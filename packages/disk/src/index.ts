@@ -19,3 +19,4 @@ export {
 export { BufferPool, readFileChunks } from './buffer-pool.js';
 export { isProcessRunning } from './process.js';
 export { writeAll, writevAll } from './write-all.js';
+export { EarlyWriteback } from './early-writeback.js';

@@ -5,10 +5,22 @@ const EVERY_BYTES = 64 * 1024 * 1024;
 const POLL_MS = 100;
 
 /**
- * Flushes a file being written to disk as it grows (fdatasync every 64 MiB, one at a time, in the
- * background), so the final sync before the rename has almost nothing left to do. On a machine with plenty
- * of RAM the kernel would otherwise keep a whole `.etch` dirty until that sync, and the disk would idle
- * while the file is produced (measured: 1 GiB, final sync 0.4 s → 0.03 s, total not slower).
+ * Flushes a file (or device) being written to disk as it grows (fdatasync every 64 MiB, one at a time, in the
+ * background), so a final sync, or anything that flushes it first, has almost nothing left to do. On a machine
+ * with plenty of RAM the kernel would otherwise keep a whole `.etch` dirty until that sync, and the disk would
+ * idle while the file is produced (measured: 1 GiB, final sync 0.4 s → 0.03 s, total not slower). Attaching
+ * a loop device to an image file flushes it first: 0.49 s for a 1 GiB base image just written, 0.05 s after
+ * this.
+ * @example
+ * ```ts
+ * const progress = { bytesWritten: 0 };
+ * const writeback = new EarlyWriteback('disk.img', progress);
+ * try {
+ *   for (const chunk of chunks) progress.bytesWritten += await write(chunk);
+ * } finally {
+ *   await writeback.stop();
+ * }
+ * ```
  */
 export class EarlyWriteback {
   private readonly timer: NodeJS.Timeout;
@@ -16,6 +28,10 @@ export class EarlyWriteback {
   private flushedAt = 0;
   private flushing: Promise<void> | undefined;
 
+  /**
+   * @param path the file to flush, opened again here (read-only) so the writer's descriptor stays its own.
+   * @param output how far the writer is, read every 100 ms.
+   */
   constructor(
     private readonly path: string,
     private readonly output: { readonly bytesWritten: number },
