@@ -657,6 +657,14 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
     { header: { name: 'inject/6/odd/nobody', uid: 0xffffffff, gid: 0xffffffff, mode: 0o4755 }, content: 'x\n' },
     { header: { name: 'inject/6/odd/1969', mtime: new Date(-86_400_000), mtimeNanoseconds: 5 }, content: 'old\n' },
     { header: { name: 'inject/6/odd/link-xattr', type: 'symlink', linkname: 'acl', xattrs: { 'user.k': 'v' } } },
+    // Directories bsdtar meets again: made for an entry below before their own entry, or named twice.
+    { header: { name: 'inject/6/late/first.txt' }, content: '1\n' },
+    { header: { name: 'inject/6/late/', type: 'directory', mode: 0o750, ...NS_TIME } },
+    { header: { name: 'inject/6/late/second.txt' }, content: '2\n' },
+    { header: { name: 'inject/6/twice/', type: 'directory', mtime: new Date(1_500_000_000_000) } },
+    { header: { name: 'inject/6/twice/a.txt' }, content: 'a\n' },
+    { header: { name: 'inject/6/twice/', type: 'directory', ...NS_TIME } },
+    { header: { name: 'inject/6/twice/b.txt' }, content: 'b\n' },
   ];
   const compared = [
     '/',
@@ -683,6 +691,8 @@ describe('applyEtch through a loop mount (mount: true, root)', () => {
     '/odd/nobody',
     '/odd/1969',
     '/odd/link-xattr',
+    '/late',
+    '/twice',
   ];
 
   /** A 1.2 .etch (devices and FIFOs): requirements.json announces what partition 6 needs, which --mount makes room for first. */

@@ -10,8 +10,8 @@
  * What bsdtar or the kernel would write differently from the debugfs path is left out of the tar and written
  * by one debugfs run once the partition is unmounted: every xattr (libarchive skips POSIX ACLs and a hardlink's
  * xattrs without a word, and the kernel refuses `user.*` on a symlink), owner 4294967295 (to chown, -1 means
- * "unchanged"), times before 1970, and directory times (bsdtar sets those of existing directories before
- * their children change them).
+ * "unchanged"), times before 1970, and the times of directories bsdtar did not make from their own entry (it
+ * sets those at once, before their children change them; those it makes, it sets once everything is written).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, type Hash } from 'node:crypto';
@@ -79,8 +79,13 @@ export class MountedExt4Injector implements PartitionInjector {
   private readonly errorLines: string[] = [];
   /** Every directory entry's time, set once bsdtar is done (see the module comment). */
   private readonly directories = new Map<string, { mtime: Date; nanoseconds: number }>();
-  /** Directories of the `.etch` the base image does not have: nothing of the base image lies below them. */
+  /**
+   * Directories bsdtar makes from their own entry: not in the base image, and not made earlier for an entry
+   * below them. Nothing of the base image lies below them, and bsdtar sets their times once all is written.
+   */
   private readonly newDirectories = new Set<string>();
+  /** Every folder above an entry so far: bsdtar may have made it before its own entry came. */
+  private readonly ancestors = new Set<string>();
   private extraction!: Extraction;
   private xattrFiles = 0;
 
@@ -245,16 +250,16 @@ export class MountedExt4Injector implements PartitionInjector {
     });
     const path = absolute(entry.path);
     if (entry.type === 'directory') {
-      // bsdtar extracts behind this point, so a directory absent now was not in the base image.
-      if (
-        !this.directories.has(path) &&
-        lstatSync(join(this.mountpoint, path), { throwIfNoEntry: false }) === undefined
-      )
+      // bsdtar extracts behind this point, so a directory absent now was not in the base image. One named
+      // twice is an existing directory to bsdtar the second time, and its times are set by debugfs.
+      if (this.directories.has(path)) this.newDirectories.delete(path);
+      else if (!this.ancestors.has(path) && !lstatSync(join(this.mountpoint, path), { throwIfNoEntry: false }))
         this.newDirectories.add(path);
       this.directories.set(path, { mtime: entry.mtime, nanoseconds: entry.mtimeNanoseconds });
     } else {
       this.assertNotDirectory(path);
     }
+    for (let dir = dirname(path); dir !== '/' && !this.ancestors.has(dir); dir = dirname(dir)) this.ancestors.add(dir);
     const seconds = Math.floor(entry.mtime.getTime() / 1000);
     const header: EntryHeader = {
       name: entry.path,
@@ -330,16 +335,18 @@ export class MountedExt4Injector implements PartitionInjector {
       await loopUnmount(this.mountpoint, this.options.logger);
       for (const [path, { mtime, nanoseconds }] of this.directories) {
         throwIfAborted(this.options.signal);
+        if (this.newDirectories.has(path)) continue;
         this.after.add(...timeCommands(this.after.at(path), mtime, nanoseconds, this.extraTimes));
         await this.after.drain();
       }
       await this.after.close();
-      await runDebugfsScript(
-        `${this.image}?offset=${this.partition.offset}`,
-        this.after,
-        this.partition.number,
-        this.options,
-      );
+      if (this.after.lines > 0)
+        await runDebugfsScript(
+          `${this.image}?offset=${this.partition.offset}`,
+          this.after,
+          this.partition.number,
+          this.options,
+        );
     } catch (error) {
       await this.settle();
       throw error;
