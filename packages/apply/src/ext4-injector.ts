@@ -1,7 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import type { Readable } from 'node:stream';
 import { EtchError, isEtchError, assertFlashable, ignoreRejection, throwIfAborted, type Logger } from '@etch/format';
 import { Ext4Reader, openReadAt, type Ext4Info, type PartitionInfo } from '@etch/disk';
 import type { EtchInjectEntry } from '@etch/tar';
@@ -148,7 +147,7 @@ export class Ext4Injector implements PartitionInjector {
       const path = join(batch.folder, String(this.sequence++));
       // Only the list of files written (--verify) needs their hashes.
       const keep = this.options.keepFiles !== false;
-      const { size, sha256 } = await stageFile(entry.stream as Readable, path, this.options.signal, keep);
+      const { size, sha256 } = await stageFile(entry, path, this.options.signal, keep);
       staged.content = path;
       batch.bytes += size;
       if (keep) this.files.set(absolute(entry.path), { path: absolute(entry.path), size, sha256 });

@@ -1,6 +1,5 @@
 import { mkdir, rm, utimes } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import type { Readable } from 'node:stream';
 import { EtchError, throwIfAborted } from '@etch/format';
 import { type PartitionInfo } from '@etch/disk';
 import type { EtchInjectEntry } from '@etch/tar';
@@ -126,7 +125,7 @@ export class FatInjector implements PartitionInjector {
       await this.mtools('mdel', [`::${posix.join(parent, existing.name)}`]);
     await mkdir(this.staging, { recursive: true });
     const staged = join(this.staging, String(this.sequence++));
-    const { size, sha256 } = await stageFile(entry.stream as Readable, staged, this.options.signal);
+    const { size, sha256 } = await stageFile(entry, staged, this.options.signal);
     await utimes(staged, entry.mtime, entry.mtime);
     // -D o overwrites a file the base image has; -m keeps the entry's mtime.
     await this.mtools('mcopy', ['-D', 'o', '-m', staged, `::${path}`]);

@@ -283,8 +283,14 @@ export class MountedExt4Injector implements PartitionInjector {
         header.size = entry.size;
         const keep = this.options.keepFiles !== false;
         const hash = keep ? createHash('sha256') : undefined;
-        const stream = entry.stream as Readable;
-        await write(header, hash ? hashed(stream, hash, signal) : stream);
+        if (entry.bytes) {
+          const bytes = await entry.bytes();
+          hash?.update(bytes);
+          await write(header, bytes);
+        } else {
+          const stream = entry.stream as Readable;
+          await write(header, hash ? hashed(stream, hash, signal) : stream);
+        }
         if (hash) this.files.set(path, { path, size: entry.size, sha256: hash.digest('hex') });
       } else {
         await write(header);

@@ -17,11 +17,18 @@ const WRITE_WHOLE_UP_TO = 1024 * 1024;
  * {@link WRITE_WHOLE_UP_TO} bytes held.
  */
 export async function stageFile(
-  content: Readable,
+  entry: { stream?: Readable; bytes?: () => Promise<Buffer> },
   path: string,
   signal?: AbortSignal,
   hash = true,
 ): Promise<{ size: number; sha256: string }> {
+  if (entry.bytes) {
+    // A small file of the .etch, read whole without a stream.
+    const data = await entry.bytes();
+    writeFileSync(path, data);
+    return { size: data.length, sha256: hash ? createHash('sha256').update(data).digest('hex') : '' };
+  }
+  const content = entry.stream as Readable;
   // A plain loop over one file handle, not a stream pipeline: a pipeline's streams and listeners came to
   // ~20 KB of garbage an entry, which a batch of thousands of small files promoted into a heap that grew
   // with the number of entries (issue 19, point 8).

@@ -52,6 +52,9 @@ function engineTime(header: TarHeader): { mtime: Date; mtimeNanoseconds?: number
     : { mtime: new Date(seconds * 1000) };
 }
 
+/** Files up to this size are read whole (most files of a layer): a body stream each cost more than their bytes. */
+const WHOLE_FILE_BYTES = 64 * 1024;
+
 async function* withCrc(body: AsyncIterable<unknown>, crc: Crc64): AsyncGenerator<Uint8Array> {
   for await (const chunk of body) {
     crc.update(chunk as Buffer);
@@ -130,7 +133,10 @@ export async function* convertLayer(
     },
     ...(signal ? { signal } : {}),
   });
-  for await (const { header, body, raw } of tar) {
+  for await (const entry of tar) {
+    const { header, raw } = entry;
+    // A file read whole through bytes() needs no body stream, nor the loop below that drains one.
+    let readWhole = false;
     entries += 1;
     split.segment(raw as Buffer);
     const crc = new Crc64();
@@ -194,10 +200,17 @@ export async function* convertLayer(
           yield { header: dirHeader };
           break;
         }
-        case 'file':
+        case 'file': {
           size += header.size;
-          yield { header: { ...common, type: 'file', size: header.size }, content: withCrc(body, crc) };
+          const fileHeader: EntryHeader = { ...common, type: 'file', size: header.size };
+          if (header.size <= WHOLE_FILE_BYTES) {
+            const data = await entry.bytes();
+            crc.update(data);
+            readWhole = true;
+            yield { header: fileHeader, content: data };
+          } else yield { header: fileHeader, content: withCrc(entry.body, crc) };
           break;
+        }
         case 'symlink':
           symlinks += 1;
           size += Buffer.byteLength(header.linkname);
@@ -240,7 +253,7 @@ export async function* convertLayer(
       }
     }
     // Whatever was not forwarded still counts for the tar-split checksum.
-    for await (const chunk of body) crc.update(chunk as Buffer);
+    if (!readWhole && header.size > 0) for await (const chunk of entry.body) crc.update(chunk as Buffer);
     split.file(header.name, header.size, header.size > 0 ? crc.digest() : null);
     const draining = split.drained();
     if (draining !== undefined) await draining;

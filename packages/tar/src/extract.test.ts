@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collect, craftTar, createTempDir, type TempDir } from '@etch/test-utils';
 import { run } from '@etch/test-utils/system';
 import { isEtchError } from '@etch/format';
-import { extractTar, type TarHeader } from './extract.js';
+import { MAX_BYTES_READ, extractTar, type TarHeader } from './extract.js';
 
 let dir: TempDir;
 beforeAll(async () => {
@@ -164,5 +164,50 @@ describe('extractTar on hostile or broken input', () => {
       }
     })().catch((e: unknown) => e);
     expect(isEtchError(error, 'ETCH_ABORTED')).toBe(true);
+  });
+});
+
+describe('extractTar bytes()', () => {
+  const entries = [
+    { name: 'small.txt', content: 'small content' },
+    { name: 'empty.txt', content: '' },
+    { name: 'streamed.txt', content: 'streamed content' },
+    { name: 'big.bin', content: Buffer.alloc(MAX_BYTES_READ + 1, 7) },
+    { name: 'last.txt', content: 'last' },
+  ];
+
+  it('gives a small entry whole, and the entries after it read as before', async () => {
+    const seen: Record<string, string> = {};
+    for await (const entry of extractTar(Readable.from([await craftTar(entries)]))) {
+      const { name } = entry.header;
+      if (name === 'big.bin') {
+        await expect(entry.bytes(), 'bytes() of an entry over the limit').rejects.toThrow(RangeError);
+        seen[name] = String((await collect(entry.body)).length);
+      } else if (name === 'streamed.txt') {
+        seen[name] = (await collect(entry.body)).toString();
+        await expect(entry.bytes(), 'bytes() after the stream').rejects.toThrow(/streamed/);
+      } else {
+        seen[name] = (await entry.bytes()).toString();
+      }
+    }
+    expect(seen).toEqual({
+      'small.txt': 'small content',
+      'empty.txt': '',
+      'streamed.txt': 'streamed content',
+      'big.bin': String(MAX_BYTES_READ + 1),
+      'last.txt': 'last',
+    });
+  });
+
+  it('refuses once the reader moved on, and reports a truncated entry as ETCH_BAD_ARCHIVE', async () => {
+    const tarball = await craftTar(entries);
+    let first: { bytes(): Promise<Buffer> } | undefined;
+    for await (const entry of extractTar(Readable.from([tarball]))) first ??= entry;
+    await expect(first?.bytes(), 'bytes() of a passed entry').rejects.toThrow(/moved on/);
+    // Cut inside small.txt's data: its header (512 bytes) and 5 of its 13 bytes.
+    const error = await (async () => {
+      for await (const entry of extractTar(Readable.from([tarball.subarray(0, 517)]))) await entry.bytes();
+    })().catch((e: unknown) => e);
+    expect(isEtchError(error, 'ETCH_BAD_ARCHIVE'), String(error)).toBe(true);
   });
 });

@@ -221,6 +221,32 @@ describe('readEtch', () => {
   });
 });
 
+describe('readEtch bytes()', () => {
+  it('gives a file of up to 1 MiB whole, the same as its stream; a larger one has only the stream', async () => {
+    const big = Buffer.alloc(1024 * 1024 + 1, 3);
+    const tarball = await craftTar([
+      ...base,
+      { name: 'inject/6/a.txt', content: 'a file' },
+      { name: 'inject/6/mib.bin', content: big.subarray(1) },
+      { name: 'inject/6/big.bin', content: big },
+      { name: 'inject/6/dir', type: 'directory' },
+    ]);
+    const seen: Record<string, unknown> = {};
+    for await (const entry of readEtch(Readable.from([tarball]))) {
+      if (entry.kind !== 'inject') continue;
+      const content = entry.bytes ? await entry.bytes() : entry.stream ? await collect(entry.stream) : undefined;
+      seen[entry.path] = { bytes: entry.bytes !== undefined, length: content?.length };
+      if (entry.path === 'a.txt') expect(content?.toString()).toBe('a file');
+    }
+    expect(seen).toEqual({
+      'a.txt': { bytes: true, length: 6 },
+      'mib.bin': { bytes: true, length: 1024 * 1024 },
+      'big.bin': { bytes: false, length: 1024 * 1024 + 1 },
+      dir: { bytes: false, length: undefined },
+    });
+  });
+});
+
 describe('readEtch checks what a filesystem can store', () => {
   it('drops file-type bits from modes (a directory with mode 0100755 stays a directory with 0755)', async () => {
     const entries = await readAll(

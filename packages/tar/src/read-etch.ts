@@ -13,7 +13,7 @@ import {
   type FormatVersion,
   type InjectEntryType,
 } from '@etch/format';
-import { extractTar, type TarHeader } from './extract.js';
+import { MAX_BYTES_READ, extractTar, type TarHeader } from './extract.js';
 import { decompressAuto } from './sniff.js';
 import { MAGIC_LENGTH, detectCompression, type Compression } from './compression.js';
 import { truncated } from './byte-source.js';
@@ -68,6 +68,11 @@ export interface EtchInjectEntry {
   xattrs: ReadonlyMap<string, Buffer>;
   /** File content, for `type === 'file'`. */
   stream?: Readable;
+  /**
+   * For `type === 'file'` of at most 1 MiB: its whole content in one buffer, without a stream (cheaper for
+   * the many small files of a layer). Use this or `stream`, not both.
+   */
+  bytes?: () => Promise<Buffer>;
   header: TarHeader;
 }
 
@@ -178,7 +183,8 @@ async function* readEtchEntries(
   let sawEntry = false;
   try {
     const entries = extractTar(file ?? typedErrors(stream, compression), { signal });
-    for await (const { header, body, dataOffset } of entries) {
+    for await (const tarEntry of entries) {
+      const { header, dataOffset } = tarEntry;
       sawEntry = true;
       const entry = order.accept(header);
       switch (entry.kind) {
@@ -189,7 +195,7 @@ async function* readEtchEntries(
               `VERSION is ${header.size} bytes; it should hold only "major.minor".`,
             );
           }
-          const version = order.acceptVersion(await readSmall(body, MAX_VERSION_SIZE));
+          const version = order.acceptVersion(await readSmall(tarEntry.body, MAX_VERSION_SIZE));
           yield { kind: 'version', version, compression, header };
           break;
         }
@@ -199,7 +205,7 @@ async function* readEtchEntries(
             name: entry.name,
             container: entry.container,
             size: header.size,
-            stream: body,
+            stream: tarEntry.body,
             ...(file ? { readAt: readerAt(file, dataOffset, header.size) } : {}),
             header,
           };
@@ -225,7 +231,11 @@ async function* readEtchEntries(
           };
           if (entry.type === 'symlink') result.symlinkTarget = header.linkname;
           if (entry.hardlinkTarget !== undefined) result.hardlinkTarget = entry.hardlinkTarget;
-          if (entry.type === 'file') result.stream = body;
+          if (entry.type === 'file') {
+            // The stream is made only if asked for: a small file read through bytes() never needs one.
+            Object.defineProperty(result, 'stream', { get: () => tarEntry.body, enumerable: true });
+            if (header.size <= MAX_BYTES_READ) result.bytes = () => tarEntry.bytes();
+          }
           yield result;
           break;
         }
@@ -237,13 +247,13 @@ async function* readEtchEntries(
             );
           yield {
             kind: 'requirements',
-            requirements: parseRequirements(await readSmall(body, MAX_REQUIREMENTS_SIZE)),
+            requirements: parseRequirements(await readSmall(tarEntry.body, MAX_REQUIREMENTS_SIZE)),
             header,
           };
           break;
         }
         case 'unknown':
-          yield { kind: 'unknown', name: entry.name, stream: body, header };
+          yield { kind: 'unknown', name: entry.name, stream: tarEntry.body, header };
           break;
         case 'inject-root':
           break;
