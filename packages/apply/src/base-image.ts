@@ -79,6 +79,33 @@ class ChunkHasher extends Transform {
 }
 
 /**
+ * Writes `chunks` one after the other from `position`, in one `writev` per run of chunks; with `skipZeros`, an
+ * all-zero chunk is not written but left as a hole. Resolves to the position after the last chunk.
+ */
+async function writeSkippingZeros(
+  handle: FileHandle,
+  chunks: readonly Buffer[],
+  position: number,
+  skipZeros: boolean,
+): Promise<number> {
+  let run: Buffer[] = [];
+  let runAt = position;
+  for (const chunk of chunks) {
+    if (skipZeros && isZero(chunk)) {
+      if (run.length > 0) await writevAll(handle, run, runAt);
+      run = [];
+      position += chunk.length;
+      runAt = position;
+      continue;
+    }
+    run.push(chunk);
+    position += chunk.length;
+  }
+  if (run.length > 0) await writevAll(handle, run, runAt);
+  return position;
+}
+
+/**
  * Writes a disk image from byte 0 through one handle, chunks that queue up in one `writev`. With
  * `skipZeros` (a new, empty image file, whose holes read as zeros) all-zero chunks are not written but
  * left as holes: the free space of the image's filesystems costs neither time nor disk, and the file is
@@ -105,20 +132,7 @@ class ImageWriter extends Writable {
     extend().then(() => done(), done);
   }
   private async writeAll(chunks: Buffer[]): Promise<void> {
-    let run: Buffer[] = [];
-    let runAt = this.position;
-    for (const chunk of chunks) {
-      if (this.skipZeros && isZero(chunk)) {
-        if (run.length > 0) await writevAll(this.handle, run, runAt);
-        run = [];
-        this.position += chunk.length;
-        runAt = this.position;
-        continue;
-      }
-      run.push(chunk);
-      this.position += chunk.length;
-    }
-    if (run.length > 0) await writevAll(this.handle, run, runAt);
+    this.position = await writeSkippingZeros(this.handle, chunks, this.position, this.skipZeros);
   }
 }
 
@@ -147,29 +161,6 @@ const IN_PLACE_CHUNK = 512 * 1024;
 const RING = 3;
 /** The granularity at which all-zero runs are left as holes (as the streamed path's chunks). */
 const HOLE_BLOCK = 64 * 1024;
-
-/** Writes `chunk` at `position`, leaving its all-zero HOLE_BLOCKs out when `skipZeros`. */
-async function writeSkippingZeros(
-  handle: FileHandle,
-  chunk: Buffer,
-  position: number,
-  skipZeros: boolean,
-): Promise<void> {
-  if (!skipZeros) {
-    await writevAll(handle, [chunk], position);
-    return;
-  }
-  let run = -1;
-  for (let at = 0; at < chunk.length; at += HOLE_BLOCK) {
-    const zero = isZero(chunk.subarray(at, at + HOLE_BLOCK));
-    if (!zero && run < 0) run = at;
-    if (zero && run >= 0) {
-      await writevAll(handle, [chunk.subarray(run, at)], position + run);
-      run = -1;
-    }
-  }
-  if (run >= 0) await writevAll(handle, [chunk.subarray(run)], position + run);
-}
 
 /**
  * Copies a raw base image from an uncompressed `.etch` file onto the target with positional reads into a few
@@ -204,7 +195,9 @@ async function copyInPlace(
       const { chunk, done } = reads.shift() as (typeof reads)[number];
       await done;
       if (how.hash) regions.update(chunk);
-      await writeSkippingZeros(handle, chunk, position, how.skipZeros);
+      const blocks: Buffer[] = [];
+      for (let at = 0; at < chunk.length; at += HOLE_BLOCK) blocks.push(chunk.subarray(at, at + HOLE_BLOCK));
+      await writeSkippingZeros(handle, blocks, position, how.skipZeros);
       position += chunk.length;
       onBytes(position);
     }
