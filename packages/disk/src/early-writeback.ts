@@ -36,13 +36,18 @@ export class EarlyWriteback {
     private readonly path: string,
     private readonly output: { readonly bytesWritten: number },
   ) {
-    this.timer = setInterval(() => this.poll(), POLL_MS);
+    this.timer = setInterval(() => void this.check(), POLL_MS);
     this.timer.unref();
   }
 
-  private poll(): void {
+  /**
+   * What the timer does every 100 ms, now: starts a flush when 64 MiB more were written since the last one.
+   * Resolves once the flush in progress, if any, has ended (never rejects: flushing is best effort).
+   */
+  check(): Promise<void> {
     const written = this.output.bytesWritten;
-    if (this.flushing !== undefined || written - this.flushedAt < EVERY_BYTES) return;
+    if (this.flushing !== undefined || written - this.flushedAt < EVERY_BYTES)
+      return this.flushing ?? Promise.resolve();
     this.flushedAt = written;
     // A read-only descriptor of our own: fdatasync works on any, and the stream keeps its fd to itself.
     this.handle ??= open(this.path, 'r').catch(() => undefined);
@@ -50,6 +55,7 @@ export class EarlyWriteback {
       this.handle.then((handle) => handle?.datasync()),
       'best effort: the final sync reports any real failure',
     ).finally(() => (this.flushing = undefined));
+    return this.flushing;
   }
 
   /** Stops flushing and releases the descriptor (waiting for a flush in progress). */
