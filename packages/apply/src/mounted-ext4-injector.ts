@@ -346,13 +346,12 @@ export class MountedExt4Injector implements PartitionInjector {
         await this.after.drain();
       }
       await this.after.close();
-      if (this.after.lines > 0)
-        await runDebugfsScript(
-          `${this.image}?offset=${this.partition.offset}`,
-          this.after,
-          this.partition.number,
-          this.options,
-        );
+      await runDebugfsScript(
+        `${this.image}?offset=${this.partition.offset}`,
+        this.after,
+        this.partition.number,
+        this.options,
+      );
     } catch (error) {
       await this.settle();
       throw error;
