@@ -207,9 +207,10 @@ describe('applyEtch onto a balenaOS-like image', () => {
 
 describe('applyEtch refusals', () => {
   let base: string;
+  let offsets: Record<number, number>;
   beforeAll(async () => {
     base = work.join('small.img');
-    await makeBalenaLikeImage(base, { dataMiB: 4 });
+    offsets = await makeBalenaLikeImage(base, { dataMiB: 4 });
   });
 
   it('refuses a symlink for the FAT boot partition, and leaves no image behind', async () => {
@@ -552,32 +553,51 @@ describe('applyEtch refusals', () => {
     );
   });
 
-  it('copies the base image in place from a .etch file: the same disk as from a stream, sparse, verified', async () => {
+  it('copies the base image in place from a .etch file: byte for byte, sparse, verified, then its entries', async () => {
+    const baseSize = (await stat(base)).size;
+    const applyInPlace = async (etch: string, output: string) => {
+      const file = await TarFile.open(etch);
+      const bytes: number[] = [];
+      try {
+        const result = await applyEtch(file, {
+          output,
+          verify: true,
+          onProgress: (e) => (e.phase === 'base-image' ? bytes.push(e.bytes) : undefined),
+        });
+        expect(result.verified, `${output} verified`).toBe(true);
+      } finally {
+        await file.close();
+      }
+      expect(file.bytesRead, `bytes read of ${etch}`).toBeLessThan((await stat(etch)).size + 1024 * 1024);
+      expect(bytes.at(-1), 'last base-image progress').toBe(baseSize);
+      expect(bytes.length, 'base-image progress events').toBeGreaterThan(1);
+    };
+    // Nothing injected: the disk is the base image, every byte of it.
+    const bare = work.join('in-place-bare.etch');
+    await writeEtch(bare, base, 'small.img', []);
+    const copy = work.join('in-place-bare.img');
+    await applyInPlace(bare, copy);
+    const same = await run('cmp', [base, copy], { allowFailure: true });
+    expect(same.code, `the in-place copy differs from the base image: ${same.stdout}${same.stderr}`).toBe(0);
+    const allocated = (await stat(copy)).blocks * 512;
+    expect(allocated, `${allocated} bytes allocated for a ${baseSize}-byte base`).toBeLessThan(baseSize / 2);
+    // With an entry after the image: read from where the image ends, written into partition 6, and everything
+    // before that partition is still the base (debugfs stamps the time it ran inside the partition itself).
     const etch = work.join('in-place.etch');
     await writeEtch(etch, base, 'small.img', [{ header: { name: 'inject/6/a.txt' }, content: 'a\n' }]);
-    const streamed = work.join('streamed.img');
-    await applyEtch(createReadStream(etch), { output: streamed });
     const inPlace = work.join('in-place.img');
-    const file = await TarFile.open(etch);
-    const bytes: number[] = [];
+    await applyInPlace(etch, inPlace);
+    const before = String(offsets[6]);
+    const prefix = await run('cmp', ['-n', before, base, inPlace], { allowFailure: true });
+    expect(prefix.code, `the first ${before} bytes differ from the base image: ${prefix.stdout}${prefix.stderr}`).toBe(
+      0,
+    );
+    const { fs, close } = await fsOf(inPlace, 6);
     try {
-      const result = await applyEtch(file, {
-        output: inPlace,
-        verify: true,
-        onProgress: (e) => (e.phase === 'base-image' ? bytes.push(e.bytes) : undefined),
-      });
-      expect(result.verified).toBe(true);
+      expect((await fs.readFile('/a.txt'))?.toString(), '/a.txt of partition 6').toBe('a\n');
     } finally {
-      await file.close();
+      await close();
     }
-    const baseSize = (await stat(base)).size;
-    expect(file.bytesRead, 'bytes read of the .etch').toBeLessThan((await stat(etch)).size + 1024 * 1024);
-    expect(bytes.at(-1), 'last base-image progress').toBe(baseSize);
-    expect(bytes.length, 'base-image progress events').toBeGreaterThan(1);
-    const cmp = await run('cmp', [streamed, inPlace], { allowFailure: true });
-    expect(cmp.code, `in place and streamed images differ: ${cmp.stdout}${cmp.stderr}`).toBe(0);
-    const allocated = (await stat(inPlace)).blocks * 512;
-    expect(allocated, `${allocated} bytes allocated for a ${baseSize}-byte base`).toBeLessThan(baseSize / 2);
   });
 
   it('refuses a .etch file cut inside its base image, read in place, and leaves no image', async () => {
