@@ -4,16 +4,16 @@ import { decompressAuto } from '@etch/tar';
 import { convertLayer, type ConvertedLayer, type StoreEntry } from './layer-converter.js';
 import type { StoreLayer } from './store.js';
 
-/** Passes a blob through, hashing it and counting its bytes. */
+/** Passes a blob through, counting its bytes and hashing them into `hash` (none for a blob its source verified). */
 export async function* hashing(
   source: AsyncIterable<Uint8Array>,
-  hash: ReturnType<typeof createHash>,
+  hash: ReturnType<typeof createHash> | undefined,
   onBytes: (n: number) => void,
   finished: (total: number) => void,
 ) {
   let total = 0;
   for await (const chunk of source) {
-    hash.update(chunk);
+    hash?.update(chunk);
     total += chunk.length;
     onBytes(total);
     yield chunk;
@@ -21,9 +21,12 @@ export async function* hashing(
   finished(total);
 }
 
-/** The running checks of a layer's compressed blob against its manifest descriptor. */
+/**
+ * The running checks of a layer's compressed blob against its manifest descriptor: its size, whether it was
+ * read to its end, and its digest unless the layer's source verified that (`layer.verified`).
+ */
 export function blobChecks(layer: StoreLayer) {
-  const hash = createHash('sha256');
+  const hash = layer.verified === true ? undefined : createHash('sha256');
   let done = false;
   let bytes = 0;
   return {
@@ -34,7 +37,6 @@ export function blobChecks(layer: StoreLayer) {
     },
     /** The manifest's word against the bytes read: size first (the clearer message), then digest. */
     check(): void {
-      const digest = `sha256:${hash.digest('hex')}`;
       if (done && bytes !== layer.size) {
         throw new EtchError(
           'ETCH_DIGEST_MISMATCH',
@@ -42,10 +44,12 @@ export function blobChecks(layer: StoreLayer) {
           { details: { digest: layer.digest } },
         );
       }
+      const digest = hash === undefined ? layer.digest : `sha256:${hash.digest('hex')}`;
       if (!done || digest !== layer.digest) {
+        const found = done ? `hashes to ${digest}` : 'has bytes after the compressed data';
         throw new EtchError(
           'ETCH_DIGEST_MISMATCH',
-          `Layer blob ${layer.digest} hashes to ${digest}${done ? '' : ' (it has bytes after the compressed data)'}. The registry served corrupt data; try again.`,
+          `Layer blob ${layer.digest} ${found}. The registry served corrupt data; try again.`,
           { details: { digest: layer.digest } },
         );
       }

@@ -105,13 +105,16 @@ function storeImageOf(source: ImageSource, image: ResolvedImage, prefetcher?: La
       digest: layer.digest,
       size: layer.size,
       open: async (signal?: AbortSignal) => {
-        // A blob this run downloaded was verified on the way in, and the store hashes it again: reading it back
-        // need not hash it a third time. One cached by an earlier run is checked as it is read (a damaged
-        // entry is then removed, so the next run downloads it again).
+        // A blob this run downloaded was verified on the way in: reading it back need not hash it again. One
+        // cached by an earlier run is checked as it is read (a damaged entry is then removed, so the next run
+        // downloads it again).
         // The download is shared and may be queued behind others: a reader that gives up must not wait for it.
         const state = prefetcher ? await untilAborted(prefetcher.ready(layer.digest), signal) : undefined;
         return source.openBlob(layer, { verifyCached: state !== 'downloaded', ...(signal ? { signal } : {}) });
       },
+      // Every source checks what it streams (a download, a cached or a local blob), or checked this run's
+      // download on its way into the cache: the store need not hash the blob again.
+      verified: true,
     })),
     names: source.names(image),
     sourceRepository: source.sourceRepository ?? '',

@@ -7,7 +7,7 @@ import { pack as tarPack } from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collect, craftTar, createTempDir, type CraftedEntry, type TempDir } from '@etch/test-utils';
 import { run } from '@etch/test-utils/system';
-import { isEtchError } from '@etch/format';
+import { EtchError, isEtchError } from '@etch/format';
 import { promisePacker, readEtch, whenPackerIdle, type EtchInjectEntry } from '@etch/tar';
 import { dockerStoreEntries, type StoreImage, type StoredImage } from './store.js';
 import { chainIds } from './ids.js';
@@ -500,6 +500,45 @@ describe('dockerStoreEntries', () => {
     };
     const error = await preload([bad]).catch((e: unknown) => e);
     expect(isEtchError(error, 'ETCH_DIGEST_MISMATCH')).toBe(true);
+  });
+
+  describe('a layer whose source verified the blob', () => {
+    it('is not hashed again: a tampered blob of the right size is still refused, by its diffID', async () => {
+      const good = await layer([{ name: 'f', content: 'x' }]);
+      const img = image([good], [{ repository: 'a', tag: '1' }]);
+      const tampered = gzipSync(await craftTar([{ name: 'f', content: 'y' }]));
+      expect(tampered.length, 'size of the tampered blob').toBe(good.blob.length);
+      const of = (verified: boolean): StoreImage => ({
+        ...img,
+        layers: [
+          { ...(img.layers[0] as StoreImage['layers'][number]), open: async () => Readable.from([tampered]), verified },
+        ],
+      });
+      const hashed = await preload([of(false)]).catch((e: unknown) => e);
+      expect((hashed as Error).message, 'message when the store hashes the blob').toContain('hashes to');
+      const trusted = await preload([of(true)]).catch((e: unknown) => e);
+      expect(isEtchError(trusted, 'ETCH_DIGEST_MISMATCH'), String(trusted)).toBe(true);
+      expect((trusted as Error).message, 'message when the source verified the blob').toContain('config expects');
+    });
+
+    it("fails with the source's own error, and still checks the size", async () => {
+      const good = await layer([{ name: 'f', content: 'x' }]);
+      const img = image([good], [{ repository: 'a', tag: '1' }]);
+      const base = img.layers[0] as StoreImage['layers'][number];
+      const refusal = new EtchError('ETCH_DIGEST_MISMATCH', 'the source refused the blob');
+      const failing = async function* () {
+        yield good.blob.subarray(0, 10);
+        throw refusal;
+      };
+      const error = await preload([
+        { ...img, layers: [{ ...base, open: async () => failing(), verified: true }] },
+      ]).catch((e: unknown) => e);
+      expect(error, "the source's error").toBe(refusal);
+      const longer = { ...base, size: good.blob.length + 1, verified: true };
+      const sized = await preload([{ ...img, layers: [longer] }]).catch((e: unknown) => e);
+      expect(isEtchError(sized, 'ETCH_DIGEST_MISMATCH'), String(sized)).toBe(true);
+      expect((sized as Error).message).toContain('manifest says');
+    });
   });
 
   it('refuses a layer whose content does not match the config diffID', async () => {

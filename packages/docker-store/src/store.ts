@@ -16,10 +16,16 @@ export interface StoreLayer {
   /** Size of the compressed blob, as the manifest declares it; checked against the bytes read. */
   size: number;
   /**
-   * Opens the compressed blob. The bytes are hashed again here and must match `digest`. Honour the signal:
-   * a stage's `close()` waits for the layer it is converting.
+   * Opens the compressed blob. The bytes are hashed here and must match `digest` (unless `verified`). Honour
+   * the signal: a stage's `close()` waits for the layer it is converting.
    */
   open(signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>>;
+  /**
+   * The blob `open` gives is checked against `digest` already: its stream fails before its end unless its
+   * bytes hash to it (or this run checked them when it stored them). The store then counts the bytes against
+   * `size` without hashing them a second time. Default false.
+   */
+  verified?: boolean;
 }
 
 /** An image to preload, resolved for one platform. */
