@@ -1,4 +1,3 @@
-import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -17,7 +16,12 @@ import {
 } from '@etch/tar';
 import { readFileChunks, type BufferPool } from '@etch/disk';
 import { parseConfig } from './image-config.js';
-import type { CachedConversion, ConvertedLayerCache, ConvertedLayerKey } from './converted-cache.js';
+import {
+  crc32Hex,
+  type CachedConversion,
+  type ConvertedLayerCache,
+  type ConvertedLayerKey,
+} from './converted-cache.js';
 import { StageFileSink } from './stage-file-sink.js';
 import { cacheIdFor, chainIds } from './ids.js';
 import type { ConvertedLayer, StoreEntry } from './layer-converter.js';
@@ -55,7 +59,7 @@ export interface StageOptions {
    */
   pool?: StagePool;
   /**
-   * Converted layers kept between runs: a layer found there (its sha256 checked) is linked into the stage
+   * Converted layers kept between runs: a layer found there (its CRC-32 checked) is linked into the stage
    * instead of downloaded and converted, with state `cached`; one converted here is added to it. A damaged
    * entry is removed and the layer converted from its blob.
    */
@@ -486,10 +490,10 @@ export class LayerStage {
       this.logger.debug('layer restored from the cache of converted layers', { digest: layer.digest });
       return { chainId, file, ...cached };
     }
-    const checksum = { hash: createHash('sha256'), bytes: 0 };
+    const checksum = { crc32: 0, bytes: 0 };
     const staged = await this.convertBlob(planned, diffPrefix, file, signal, checksum);
     await cache
-      .store(key, file, staged, { bytes: checksum.bytes, sha256: checksum.hash.digest('hex') }, signal)
+      .store(key, file, staged, { bytes: checksum.bytes, crc32: crc32Hex(checksum.crc32) }, signal)
       .catch((err: unknown) => {
         // The layer is staged either way; an abort is the user's doing, not something to warn about.
         if (signal.aborted) return;
@@ -510,7 +514,7 @@ export class LayerStage {
     diffPrefix: string,
     file: string,
     signal: AbortSignal,
-    checksum?: { hash: Hash; bytes: number },
+    checksum?: { crc32: number; bytes: number },
   ): Promise<StagedLayer> {
     const onBytes = (bytes: number) =>
       this.options.onProgress?.({
@@ -523,7 +527,7 @@ export class LayerStage {
         state: 'converting',
       });
     const pack = createTarPack();
-    // The cache checks what it reads back against this sha256, taken on the way out instead of by a second read.
+    // The cache checks what it reads back against this CRC-32, taken on the way out instead of by a second read.
     const out = new StageFileSink(file, checksum);
     // A failure of the file itself (full disk, permissions), told apart from the teardown below.
     let fileError: unknown;

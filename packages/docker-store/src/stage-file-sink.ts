@@ -1,6 +1,6 @@
-import type { Hash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { Writable } from 'node:stream';
+import { crc32 } from 'node:zlib';
 import { writeAll } from '@etch/disk';
 
 /**
@@ -10,7 +10,7 @@ import { writeAll } from '@etch/disk';
  * stream is a trip through the thread pool with its own bookkeeping (a layer of thousands of small files made
  * ~15,000 of them), and a fresh buffer per joined write is garbage V8 frees late.
  *
- * When `checksum` is given, every byte written is added to its hash and count (the cache of converted layers
+ * When `checksum` is given, every byte written is added to its CRC-32 and count (the cache of converted layers
  * checks its files against it), so the file is not read again for it.
  */
 export class StageFileSink extends Writable {
@@ -20,7 +20,7 @@ export class StageFileSink extends Writable {
 
   constructor(
     private readonly path: string,
-    private readonly checksum?: { hash: Hash; bytes: number },
+    private readonly checksum?: { crc32: number; bytes: number },
     size = 1024 * 1024,
   ) {
     super({ highWaterMark: 256 * 1024 });
@@ -79,7 +79,7 @@ export class StageFileSink extends Writable {
 
   async #out(bytes: Buffer): Promise<void> {
     if (this.checksum) {
-      this.checksum.hash.update(bytes);
+      this.checksum.crc32 = crc32(bytes, this.checksum.crc32);
       this.checksum.bytes += bytes.length;
     }
     await writeAll(this.#handle as FileHandle, bytes);
