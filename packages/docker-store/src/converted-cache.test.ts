@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { mkdir, open, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -262,6 +262,34 @@ describe('ConvertedLayerCache', () => {
     opened.length = 0;
     expect((await storeThroughStage(images, { cache })).lines).toEqual(cold.lines);
     expect(opened).toEqual([]);
+  });
+
+  it('copies entries across disks when it cannot link them, checking them on the way, damage included', async () => {
+    // /dev/shm is a tmpfs: the cache there, the stage on the temporary folder's disk, so nothing can be linked.
+    const shm = await mkdtemp('/dev/shm/etch-converted-cache-');
+    try {
+      const [shmDevice, stageDevice] = await Promise.all([stat(shm), stat(dir.path)]).then((s) => s.map((i) => i.dev));
+      expect(shmDevice, '/dev/shm and the temporary folder must be different file systems').not.toBe(stageDevice);
+      const cache = new ConvertedLayerCache(join(shm, 'converted'));
+      const opened: string[] = [];
+      const images = [await image('app', [lower, upper], opened)];
+      const cold = await storeThroughStage(images, { cache });
+      opened.length = 0;
+      expect((await storeThroughStage(images, { cache })).lines, 'entries of a warm run').toEqual(cold.lines);
+      expect(opened, 'blobs a warm run opened').toEqual([]);
+
+      const data = cache.pathOf(keyOf(images[0]!, 1));
+      const handle = await open(data, 'r+');
+      await handle.write(Buffer.from('!'), 0, 1, 700);
+      await handle.close();
+      const warnings: string[] = [];
+      const damaged = new ConvertedLayerCache(cache.dir, { logger: recordingLogger(warnings) });
+      expect((await storeThroughStage(images, { cache: damaged })).lines, 'entries after damage').toEqual(cold.lines);
+      expect(opened, 'blobs read again after damage').toHaveLength(1);
+      expect(warnings.join('\n'), 'warning').toContain(data);
+    } finally {
+      await rm(shm, { recursive: true, force: true });
+    }
   });
 
   // link() takes the symlink itself, a read follows it: a read of /dev/zero never ends. (A FIFO, whose read
