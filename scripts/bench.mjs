@@ -5,7 +5,8 @@
 // and for one of BENCH_COPY_BIG_MIB (default 500; 0 leaves it out), where throughput rather than start-up counts;
 // BENCH_ONLY=warm the cold and warm `etch create` against copying the base image (issue 17, goal 3);
 // BENCH_ONLY=realistic the engine-built workload alone, `etch create` and `docker pull` alternating
-// BENCH_RUNS times (default 3; BENCH_PROFILE=DIR writes a CPU profile of each create there);
+// BENCH_RUNS times (default 3; BENCH_PROFILE=DIR writes a CPU profile of each create there), then one warm
+// create from the last run's cache;
 // BENCH_ONLY=apply `etch apply` against a loop mount of the same .etch (issue 17, goal 6; root, no dockerd).
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
