@@ -3,7 +3,13 @@ import { hostname } from 'node:os';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isEtchError } from '@etch/format';
 import { createTempDir, rejectionOf, type TempDir } from '@etch/test-utils';
-import { AtomicFile, removeStalePartials, temporaryPathFor, writeFileAtomic } from './atomic-file.js';
+import {
+  AtomicFile,
+  removeOpenTemporaryFilesSync,
+  removeStalePartials,
+  temporaryPathFor,
+  writeFileAtomic,
+} from './atomic-file.js';
 
 let dir: TempDir;
 
@@ -67,6 +73,21 @@ describe('AtomicFile', () => {
     expect(isEtchError(error, 'ETCH_IO'), String(error)).toBe(true);
     expect((error as { details: unknown }).details, 'details').toEqual({ path: dir.join('out') });
     expect(await readdir(dir.path), 'files after the failed commit').toEqual(['out']);
+  });
+});
+
+describe('removeOpenTemporaryFilesSync', () => {
+  it('removes at once the temporary files not yet committed or aborted, and only those', async () => {
+    const [open, committed, aborted] = await Promise.all(
+      ['open.img', 'committed.img', 'aborted.img'].map(async (name) => AtomicFile.create(dir.join(name))),
+    );
+    await Promise.all([open, committed, aborted].map(async (file) => file?.write('data')));
+    await committed?.commit();
+    await aborted?.abort();
+    expect(removeOpenTemporaryFilesSync(), 'paths removed').toEqual([open?.temporaryPath]);
+    expect((await readdir(dir.path)).sort(), 'files left').toEqual(['committed.img']);
+    expect(removeOpenTemporaryFilesSync(), 'paths removed by a second call').toEqual([]);
+    await open?.abort();
   });
 });
 

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -38,6 +39,21 @@ export async function removeStalePartials(folder: string): Promise<string[]> {
     await rm(join(folder, name), { force: true });
     removed.push(join(folder, name));
   }
+  return removed;
+}
+
+/** The temporary files of this process's {@link AtomicFile}s not yet committed or aborted. */
+const openTemporaryFiles = new Set<string>();
+
+/**
+ * Removes at once, synchronously, the temporary file of every {@link AtomicFile} of this process not yet
+ * committed or aborted, and returns their paths. For a process about to exit without its usual cleanup (a
+ * second Ctrl-C): each file would otherwise stay behind, hidden, as large as what was written of it.
+ */
+export function removeOpenTemporaryFilesSync(): string[] {
+  const removed = [...openTemporaryFiles];
+  for (const path of removed) rmSync(path, { force: true });
+  openTemporaryFiles.clear();
   return removed;
 }
 
@@ -123,6 +139,7 @@ export class AtomicFile {
     } catch (cause) {
       throw ioError(cause, path ?? temporaryPath);
     }
+    openTemporaryFiles.add(temporaryPath);
     return new AtomicFile(path, temporaryPath, handle, settings.sync ?? true);
   }
 
@@ -147,6 +164,7 @@ export class AtomicFile {
       await this.handle.close();
       await rename(this.temporaryPath, path);
       this.state = 'committed';
+      openTemporaryFiles.delete(this.temporaryPath);
     } catch (cause) {
       await ignoreRejection(this.abort(), 'the commit failure below is the error to report');
       throw ioError(cause, path);
@@ -160,6 +178,7 @@ export class AtomicFile {
     this.state = 'aborted';
     await ignoreRejection(this.handle.close(), 'the file is being thrown away; a failed close loses nothing');
     await rm(this.temporaryPath, { force: true });
+    openTemporaryFiles.delete(this.temporaryPath);
   }
 }
 

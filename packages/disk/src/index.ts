@@ -11,6 +11,7 @@ export { openReadAt, readAtHandle } from './read-at.js';
 export { findZipImage, readZipImage, type ZipArchive, type ZipEntryInfo, type ZipImage } from './zip-image.js';
 export {
   AtomicFile,
+  removeOpenTemporaryFilesSync,
   removeStalePartials,
   temporaryPathFor,
   writeFileAtomic,

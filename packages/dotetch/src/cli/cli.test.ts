@@ -293,6 +293,26 @@ describe('the etch binary', () => {
     expect((await stderr).toString()).toContain('ETCH_ABORTED');
     expect(await readdir(dir.path)).toEqual(['huge.img']);
   });
+
+  it('a second interrupt (Ctrl-C after a SIGTERM) exits at once, and still leaves no temporary file', async () => {
+    await writeFile(dir.join('huge.img'), '');
+    await truncate(dir.join('huge.img'), 32 * 1024 * 1024 * 1024);
+    const child = spawn('node', [bin, 'create', '--base', dir.join('huge.img'), '-o', dir.join('twice.etch')], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const stderr = collect(child.stderr);
+    await vi.waitUntil(async () => (await readdir(dir.path)).some((name) => name.endsWith('.partial')), {
+      timeout: 60_000,
+      interval: 20,
+    });
+    // Back to back, and of two kinds (two pending signals of one kind are delivered once): the second is
+    // handled while the first one's cleanup is still under way.
+    child.kill('SIGTERM');
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code, (await stderr).toString()).toBe(130);
+    expect(await readdir(dir.path), 'files left in the output folder').toEqual(['huge.img']);
+  });
 });
 
 describe('etch create is reproducible', () => {
