@@ -271,23 +271,31 @@ describe('the etch binary', () => {
     expect(result.stdoutBuffer.subarray(0, 7).toString()).toBe('VERSION');
   });
 
-  it('Ctrl-C aborts within a second, exits 130 and leaves no output file', async () => {
-    // A sparse 32 GiB image reads fast but not instantly: the interrupt lands mid base image.
-    await truncate(dir.join('huge.img'), 0).catch(() => {});
+  /**
+   * Starts `etch create` of a sparse 32 GiB base image into `out` and resolves once its temporary output exists
+   * (the signal handlers are installed before it): it reads fast but not instantly, so a signal lands mid base
+   * image. `closed` resolves to the exit code.
+   */
+  async function createMidBaseImage(out: string) {
     await writeFile(dir.join('huge.img'), '');
     await truncate(dir.join('huge.img'), 32 * 1024 * 1024 * 1024);
-    const child = spawn('node', [bin, 'create', '--base', dir.join('huge.img'), '-o', dir.join('out.etch')], {
+    const child = spawn('node', [bin, 'create', '--base', dir.join('huge.img'), '-o', dir.join(out)], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     const stderr = collect(child.stderr);
-    // Interrupt mid-run: once the temporary output exists (the signal handler is installed before it).
+    const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
     await vi.waitUntil(async () => (await readdir(dir.path)).some((name) => name.endsWith('.partial')), {
       timeout: 60_000,
       interval: 20,
     });
+    return { child, stderr, closed };
+  }
+
+  it('Ctrl-C aborts within a second, exits 130 and leaves no output file', async () => {
+    const { child, stderr, closed } = await createMidBaseImage('out.etch');
     const sent = Date.now();
     child.kill('SIGINT');
-    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    const code = await closed;
     expect(Date.now() - sent).toBeLessThan(1000);
     expect(code).toBe(130);
     expect((await stderr).toString()).toContain('ETCH_ABORTED');
@@ -295,21 +303,12 @@ describe('the etch binary', () => {
   });
 
   it('a second interrupt (Ctrl-C after a SIGTERM) exits at once, and still leaves no temporary file', async () => {
-    await writeFile(dir.join('huge.img'), '');
-    await truncate(dir.join('huge.img'), 32 * 1024 * 1024 * 1024);
-    const child = spawn('node', [bin, 'create', '--base', dir.join('huge.img'), '-o', dir.join('twice.etch')], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    const stderr = collect(child.stderr);
-    await vi.waitUntil(async () => (await readdir(dir.path)).some((name) => name.endsWith('.partial')), {
-      timeout: 60_000,
-      interval: 20,
-    });
+    const { child, stderr, closed } = await createMidBaseImage('twice.etch');
     // Back to back, and of two kinds (two pending signals of one kind are delivered once): the second is
     // handled while the first one's cleanup is still under way.
     child.kill('SIGTERM');
     child.kill('SIGINT');
-    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    const code = await closed;
     expect(code, (await stderr).toString()).toBe(130);
     expect(await readdir(dir.path), 'files left in the output folder').toEqual(['huge.img']);
   });
