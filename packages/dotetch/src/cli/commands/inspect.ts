@@ -121,7 +121,6 @@ async function readSmall(stream: AsyncIterable<unknown>): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-/** The partition table of a raw base image, read as it streams by; undefined when it has none readable. */
 /** The partition table of a base image in a `.etch` file, read in place: the rest of the image is not read. */
 async function tableInPlace(
   readAt: NonNullable<EtchBaseImageEntry['readAt']>,
@@ -135,6 +134,7 @@ async function tableInPlace(
   }).catch(() => undefined);
 }
 
+/** The partition table of a raw base image, read as it streams by; undefined when it has none readable. */
 async function tableOf(stream: Readable): Promise<PartitionTable | undefined> {
   const reads = new PassingReads();
   const table = readPartitionTable(reads.read).catch(() => undefined);
