@@ -105,6 +105,11 @@ async function writeSkippingZeros(
   return position;
 }
 
+/** A new image file whose last chunks were left as holes: extended to the image's length. */
+async function extendTo(handle: FileHandle, size: number): Promise<void> {
+  if ((await handle.stat()).size < size) await handle.truncate(size);
+}
+
 /**
  * Writes a disk image from byte 0 through one handle, chunks that queue up in one `writev`. With
  * `skipZeros` (a new, empty image file, whose holes read as zeros) all-zero chunks are not written but
@@ -126,10 +131,7 @@ class ImageWriter extends Writable {
     this.writeAll([chunk]).then(() => done(), done);
   }
   override _final(done: (error?: Error | null) => void): void {
-    const extend = async () => {
-      if (this.skipZeros && (await this.handle.stat()).size < this.position) await this.handle.truncate(this.position);
-    };
-    extend().then(() => done(), done);
+    (this.skipZeros ? extendTo(this.handle, this.position) : Promise.resolve()).then(() => done(), done);
   }
   private async writeAll(chunks: Buffer[]): Promise<void> {
     this.position = await writeSkippingZeros(this.handle, chunks, this.position, this.skipZeros);
@@ -202,7 +204,7 @@ async function copyInPlace(
       position += chunk.length;
       onBytes(position);
     }
-    if (how.skipZeros && (await handle.stat()).size < entry.size) await handle.truncate(entry.size);
+    if (how.skipZeros) await extendTo(handle, entry.size);
   } finally {
     // A read still in flight fills a buffer nobody looks at again; the target closes once it ended.
     await Promise.all(reads.map(({ done }) => ignoreRejection(done, 'the copy already failed; that error is thrown')));
