@@ -53,10 +53,11 @@ export interface RawHeader {
   devminor: number;
 }
 
+/** The NUL-terminated text of a field, decoded in place (no view of the field is made). */
 function text(block: Buffer, start: number, length: number): string {
-  const field = block.subarray(start, start + length);
-  const end = field.indexOf(0);
-  return field.subarray(0, end === -1 ? length : end).toString('utf8');
+  let end = start;
+  while (end < start + length && block[end] !== 0) end++;
+  return end === start ? '' : block.toString('utf8', start, end);
 }
 
 function checksums(block: Buffer): { unsigned: number; signed: number } {
@@ -81,7 +82,7 @@ export function isZeroBlock(block: Buffer): boolean {
  * @throws EtchError `ETCH_BAD_ARCHIVE` when the checksum or a number field is wrong.
  */
 export function decodeHeader(block: Buffer, offset: number): RawHeader {
-  const stored = decodeNumber(block.subarray(148, 156));
+  const stored = decodeNumber(block, 148, 8);
   const { unsigned, signed } = checksums(block);
   if (stored !== unsigned && stored !== signed) {
     throw new EtchError(
@@ -90,7 +91,7 @@ export function decodeHeader(block: Buffer, offset: number): RawHeader {
       { details: { offset } },
     );
   }
-  const magic = block.subarray(257, 263).toString('latin1');
+  const magic = block.toString('latin1', 257, 263);
   let name = text(block, 0, 100);
   // Only POSIX ustar uses the prefix field; GNU tar stores atime/ctime in the same bytes.
   if (magic === 'ustar\0') {
@@ -103,18 +104,18 @@ export function decodeHeader(block: Buffer, offset: number): RawHeader {
   if (type === 'file' && name.endsWith('/')) type = 'directory';
   const header: RawHeader = {
     name,
-    mode: decodeNumber(block.subarray(100, 108)),
-    uid: decodeNumber(block.subarray(108, 116)),
-    gid: decodeNumber(block.subarray(116, 124)),
-    size: decodeNumber(block.subarray(124, 136)),
-    mtime: decodeNumber(block.subarray(136, 148)),
+    mode: decodeNumber(block, 100, 8),
+    uid: decodeNumber(block, 108, 8),
+    gid: decodeNumber(block, 116, 8),
+    size: decodeNumber(block, 124, 12),
+    mtime: decodeNumber(block, 136, 12),
     typeflag,
     type,
     linkname: text(block, 157, 100),
     uname: text(block, 265, 32),
     gname: text(block, 297, 32),
-    devmajor: magic.startsWith('ustar') ? decodeNumber(block.subarray(329, 337)) : 0,
-    devminor: magic.startsWith('ustar') ? decodeNumber(block.subarray(337, 345)) : 0,
+    devmajor: magic.startsWith('ustar') ? decodeNumber(block, 329, 8) : 0,
+    devminor: magic.startsWith('ustar') ? decodeNumber(block, 337, 8) : 0,
   };
   for (const key of ['mode', 'uid', 'gid', 'size', 'mtime', 'devmajor', 'devminor'] as const) {
     const value = header[key];
