@@ -64,6 +64,19 @@ describe('extractTar reads what GNU tar writes', () => {
   });
 });
 
+describe('extractTar reads times before 1970', () => {
+  it("takes GNU tar's base-256 mtime of a file from the day before the epoch", async () => {
+    const folder = dir.join('old-times');
+    await mkdir(folder);
+    await writeFile(`${folder}/old`, 'x');
+    await run('touch', ['-d', '@-86400', `${folder}/old`]);
+    const archive = dir.join('old-times.tar');
+    await run('tar', ['-c', '--format=gnu', '-f', archive, '-C', folder, 'old']);
+    const [entry] = await entriesOf(archive);
+    expect(entry?.header.mtime.toISOString(), 'mtime of old').toBe('1969-12-31T00:00:00.000Z');
+  });
+});
+
 describe('extractTar raw mode', () => {
   it('gives back every byte: raw headers + data + trailer rebuild the input exactly', async () => {
     const archive = dir.join('rebuild.tar');

@@ -36,8 +36,11 @@ describe('decodeNumber', () => {
     expect(decode('400000000000000000', 18), '2^53').toBeNaN();
   });
 
-  it('reads GNU base-256, and refuses what is not exact', () => {
+  it('reads GNU base-256, positive and negative, and refuses what is not exact', () => {
     expect(decode([0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x01, 0x00]), '256').toBe(256);
+    expect(decode([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), '-1').toBe(-1);
+    // GNU tar's pre-1970 mtime: -86400 (one day before the epoch).
+    expect(decode([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xae, 0x80]), '-86400').toBe(-86400);
     expect(decode([0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]), '2^88 - 1').toBeNaN();
   });
 

@@ -32,9 +32,10 @@ function decodeBase256(block: Uint8Array, start: number, length: number): number
   const negative = (block[start] ?? 0) === 0xff;
   let value = 0;
   for (let i = 0; i < length; i++) {
-    let byte = block[start + i] ?? 0;
-    if (i === 0) byte &= 0x7f;
-    if (negative) byte ^= 0xff;
+    // A negative number is the two's complement of the field, its marker bit aside.
+    const mask = i === 0 ? 0x7f : 0xff;
+    let byte = (block[start + i] ?? 0) & mask;
+    if (negative) byte ^= mask;
     value = value * 256 + byte;
     if (value > Number.MAX_SAFE_INTEGER) return Number.NaN;
   }
