@@ -1,6 +1,7 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
+import { isEtchError } from '@etch/format';
 import { rawTarHeader } from '@etch/test-utils';
 import { createTarPack, promisePacker, whenPackerIdle } from '@etch/tar';
 import { convertLayer, type ConvertedLayer } from './layer-converter.js';
@@ -59,4 +60,58 @@ describe('convertLayer', () => {
     expect(perEntry, `heap retained per entry (bytes), ${early} → ${late} over ${count} entries`).toBeLessThan(40);
     expect(ms, `milliseconds to convert ${count} empty files`).toBeLessThan(25_000);
   }, 60_000);
+});
+
+/** An uncompressed layer of `entries` (headers only; symlinks carry their target), with its end marker. */
+function layerOf(entries: { name: string; typeflag?: string; linkname?: string }[]): AsyncIterable<Buffer> {
+  return (async function* () {
+    yield Buffer.concat([...entries.map((entry) => rawTarHeader(entry)), Buffer.alloc(1024)]);
+  })();
+}
+
+/** Converts `entries` and drains what comes out: the error that stopped it, or undefined. */
+async function conversionError(entries: Parameters<typeof layerOf>[0]): Promise<unknown> {
+  try {
+    for await (const entry of convertLayer(layerOf(entries), 'docker/overlay2/x/diff', () => undefined)) {
+      if (entry.content !== undefined && typeof entry.content !== 'string' && !Buffer.isBuffer(entry.content))
+        for await (const chunk of entry.content) void chunk;
+    }
+    return undefined;
+  } catch (error) {
+    return error;
+  }
+}
+
+describe('convertLayer refuses writes through the layer’s own symlinks', () => {
+  it.each([
+    [
+      'a symlink in place of a folder whose files came before it',
+      [
+        { name: 'other', typeflag: '2', linkname: '/' },
+        { name: 'dir/a' },
+        { name: 'dir', typeflag: '2', linkname: '/etc' },
+        { name: 'dir/cron' },
+      ],
+      'dir/cron',
+    ],
+    [
+      'a symlink beside the previous entry, then a write through it',
+      [{ name: 'top/a' }, { name: 'top/link', typeflag: '2', linkname: '/etc' }, { name: 'top/link/cron' }],
+      'top/link/cron',
+    ],
+    [
+      'a symlink high up, then a write deep below it',
+      [{ name: 'up', typeflag: '2', linkname: '/' }, { name: 'x/y/z' }, { name: 'up/y/z' }],
+      'up/y/z',
+    ],
+  ])('%s', async (_label, entries, offending) => {
+    const error = await conversionError(entries);
+    expect(isEtchError(error, 'ETCH_UNSAFE_PATH'), String(error)).toBe(true);
+    expect((error as Error).message, 'names the entry').toContain(JSON.stringify(offending));
+  });
+
+  it('takes many files of one folder after a symlink elsewhere', async () => {
+    const files = Array.from({ length: 50 }, (_, i) => ({ name: `usr/lib/f${i}` }));
+    expect(await conversionError([{ name: 'lib', typeflag: '2', linkname: 'usr/lib' }, ...files])).toBeUndefined();
+  });
 });

@@ -97,6 +97,11 @@ export async function* convertLayer(
   // flat memory; symlinks are its entries of kind 'symlink'.
   const seen = new PathTable<TarHeader['type']>();
   let symlinks = 0;
+  // The last parent directory whose ancestors were all found not to be symlinks, and how many symlinks the
+  // layer had then. A tar lists a directory's entries together, so most entries share it, and it stays true
+  // until the layer adds a symlink: each entry then skips a lookup per ancestor.
+  let clearParent: string | undefined;
+  let clearAtSymlinks = 0;
   const directories = new Map<string, EntryHeader>();
   const opaque = new Set<string>();
   let size = 0;
@@ -141,16 +146,21 @@ export async function* convertLayer(
     split.segment(raw as Buffer);
     const crc = new Crc64();
     const path = layerPath(header.name);
-    for (const ancestor of symlinks > 0 ? ancestors(path) : []) {
-      if (seen.get(ancestor) === 'symlink') {
-        throw new EtchError(
-          'ETCH_UNSAFE_PATH',
-          `Refusing a malicious layer: ${JSON.stringify(header.name)} goes through the symlink ${JSON.stringify(ancestor)}.`,
-          {
-            details: { entryName: header.name },
-          },
-        );
+    const parent = parentOf(path);
+    if (symlinks > 0 && (parent !== clearParent || symlinks !== clearAtSymlinks)) {
+      for (const ancestor of ancestors(path)) {
+        if (seen.get(ancestor) === 'symlink') {
+          throw new EtchError(
+            'ETCH_UNSAFE_PATH',
+            `Refusing a malicious layer: ${JSON.stringify(header.name)} goes through the symlink ${JSON.stringify(ancestor)}.`,
+            {
+              details: { entryName: header.name },
+            },
+          );
+        }
       }
+      clearParent = parent;
+      clearAtSymlinks = symlinks;
     }
     const base = path.slice(path.lastIndexOf('/') + 1);
     const owner = { uid: header.uid, gid: header.gid, ...engineTime(header) };
@@ -159,7 +169,7 @@ export async function* convertLayer(
     if (path === '') {
       // The layer root: the engine skips it, so diff/ keeps its own metadata.
     } else if (base === OPAQUE_MARKER) {
-      const dir = parentOf(path);
+      const dir = parent;
       opaque.add(dir);
       const known = directories.get(dir);
       // A directory the layer never listed gets the marker's time, not the time of the run: the same layer
@@ -179,18 +189,16 @@ export async function* convertLayer(
       const original = base.slice(WHITEOUT_PREFIX.length);
       if (original === '' || original === '.' || original === '..')
         throw badLayer(header.name, 'is not a valid whiteout name.');
-      const target = parentOf(path) === '' ? original : `${parentOf(path)}/${original}`;
-      if (seen.has(target))
+      const target = parent === '' ? original : `${parent}/${original}`;
+      if (!seen.add(target, 'character-device'))
         throw badLayer(
           header.name,
           `whites out ${JSON.stringify(target)}, which this same layer created; the engine refuses that.`,
         );
-      seen.set(target, 'character-device');
       yield { header: { name: at(target), type: 'character-device', mode: 0, devmajor: 0, devminor: 0, ...owner } };
     } else {
-      if (seen.has(path))
+      if (!seen.add(path, header.type))
         throw badLayer(header.name, 'appears twice in the layer; the engine refuses duplicate paths.');
-      seen.set(path, header.type);
       const common = { name: at(path), mode: header.mode & 0o7777, ...owner, ...(xattrs ? { xattrs } : {}) };
       switch (header.type) {
         case 'directory': {

@@ -33,6 +33,19 @@ export class PathTable<K extends string> {
 
   /** Records `path` as `kind` (replacing what it was). */
   set(path: string, kind: K): void {
+    this.#record(path, kind, true);
+  }
+
+  /**
+   * Records `path` as `kind` unless the table holds it already: false then, and its kind is unchanged. One
+   * digest where `has` then `set` took two.
+   */
+  add(path: string, kind: K): boolean {
+    return this.#record(path, kind, false);
+  }
+
+  /** Records `path`; replaces its kind when it was present only if `replace`. True when it was absent. */
+  #record(path: string, kind: K, replace: boolean): boolean {
     let index = this.#names.indexOf(kind);
     if (index < 0) {
       if (this.#names.length >= 255) throw new RangeError('PathTable holds at most 255 kinds');
@@ -41,12 +54,14 @@ export class PathTable<K extends string> {
     if ((this.#size + 1) * 10 > this.#kinds.length * 7) this.#grow();
     const [hi, lo] = digest(path, PathTable.#secret);
     const slot = this.#find(hi, lo);
-    if (this.#kinds[slot] === 0) {
+    const absent = this.#kinds[slot] === 0;
+    if (absent) {
       this.#size += 1;
       this.#keys[2 * slot] = hi;
       this.#keys[2 * slot + 1] = lo;
     }
-    this.#kinds[slot] = index + 1;
+    if (absent || replace) this.#kinds[slot] = index + 1;
+    return absent;
   }
 
   /** The slot holding (hi, lo), or the empty slot where it would go (linear probing). */
