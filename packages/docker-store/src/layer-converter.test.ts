@@ -100,6 +100,15 @@ describe('convertLayer refuses writes through the layer’s own symlinks', () =>
       'top/link/cron',
     ],
     [
+      'a hardlink to a symlink, then a write through the hardlink',
+      [
+        { name: 'evil', typeflag: '2', linkname: '/etc' },
+        { name: 'alias', typeflag: '1', linkname: 'evil' },
+        { name: 'alias/cron' },
+      ],
+      'alias/cron',
+    ],
+    [
       'a symlink high up, then a write deep below it',
       [{ name: 'up', typeflag: '2', linkname: '/' }, { name: 'x/y/z' }, { name: 'up/y/z' }],
       'up/y/z',

@@ -240,6 +240,11 @@ export async function* convertLayer(
                 `Refusing a malicious layer: hardlink ${JSON.stringify(header.name)} goes through a symlink.`,
               );
           }
+          if (targetType === 'symlink') {
+            // A second name of a symlink's inode is a symlink too: writes below it go through it.
+            seen.set(path, 'symlink');
+            symlinks += 1;
+          }
           yield { header: { ...common, type: 'link', linkname: at(target) } };
           break;
         }

@@ -616,6 +616,15 @@ describe('dockerStoreEntries', () => {
       ],
       'ETCH_UNSAFE_PATH',
     ],
+    [
+      'a write through a hardlink to its own symlink',
+      [
+        { name: 'evil', type: 'symlink', linkname: '/etc' },
+        { name: 'alias', type: 'link', linkname: 'evil' },
+        { name: 'alias/cron', content: 'x' },
+      ],
+      'ETCH_UNSAFE_PATH',
+    ],
     ['a hardlink out of the layer', [{ name: 'h', type: 'link', linkname: '../../../etc/shadow' }], 'ETCH_UNSAFE_PATH'],
     ['a hardlink to a lower layer', [{ name: 'h', type: 'link', linkname: 'not/here' }], 'ETCH_BAD_ENTRY'],
     [
