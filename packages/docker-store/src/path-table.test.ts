@@ -16,4 +16,15 @@ describe('PathTable', () => {
     expect(table.has('d0/f1'), 'a path never set').toBe(false);
     expect(table.get(''), 'the empty path').toBeUndefined();
   });
+
+  it('adds a path only when it is absent, and keeps the kind it had', () => {
+    const table = new PathTable<'file' | 'symlink'>();
+    expect(table.add('a/b', 'file'), 'first add').toBe(true);
+    expect(table.add('a/b', 'symlink'), 'second add of the same path').toBe(false);
+    expect(table.get('a/b'), 'kind after the refused add').toBe('file');
+    expect(table.size, 'paths held').toBe(1);
+    for (let i = 0; i < 5000; i++) expect(table.add(`p${i}`, 'file'), `add p${i}`).toBe(true);
+    expect(table.add('p4999', 'file'), 'a path added before growth').toBe(false);
+    expect(table.size, 'paths held after growth').toBe(5001);
+  });
 });
