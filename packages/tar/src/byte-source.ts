@@ -52,11 +52,16 @@ export class ByteSource {
   #take(length: number): Buffer {
     const pending = this.#pending as Buffer;
     const chunk = this.#at === 0 && length === pending.length ? pending : pending.subarray(this.#at, this.#at + length);
-    this.#at += length;
-    if (this.#at === pending.length) this.#pending = undefined;
-    this.position += length;
+    this.#advance(length);
     this.recording?.push(chunk);
     return chunk;
+  }
+
+  /** Moves past `length` bytes of the chunk in hand, which holds at least that many. */
+  #advance(length: number): void {
+    this.#at += length;
+    if (this.#at === (this.#pending as Buffer).length) this.#pending = undefined;
+    this.position += length;
   }
 
   /** Up to `max` bytes (at least one), or null at the end of input. */
@@ -101,13 +106,8 @@ export class ByteSource {
     while (left > 0) {
       if (!(await this.#fill())) throw truncated(this.position);
       const n = Math.min(left, this.#left);
-      if (this.recording === undefined) {
-        this.#at += n;
-        if (this.#at === (this.#pending as Buffer).length) this.#pending = undefined;
-        this.position += n;
-      } else {
-        this.#take(n);
-      }
+      if (this.recording === undefined) this.#advance(n);
+      else this.#take(n);
       left -= n;
     }
   }
